@@ -1,0 +1,391 @@
+use std::path::{Path, PathBuf};
+
+use crate::{DataError, Dataset, Segment, dataset::Series};
+
+/// How to read a CSV file into a [`Dataset`].
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    /// Column holding time stamps (numeric or ISO-8601). Used for ordering checks, gap
+    /// detection and `dt`; never a feature.
+    pub time_column: Option<String>,
+    /// Column naming the series in a long-format file (e.g. `unique_id`); never a feature.
+    pub series_column: Option<String>,
+    /// Keep only this series (requires `series_column`).
+    pub series: Option<String>,
+    /// Feature columns to keep, in this order; default: every other column.
+    pub features: Option<Vec<String>>,
+    /// Sampling interval when there is no time column (default 1).
+    pub dt: Option<f64>,
+}
+
+/// A step longer than this multiple of the median step starts a new segment.
+const GAP_FACTOR: f64 = 1.5;
+
+/// Loads a CSV file with a header row. Every cell of a feature column must be a finite
+/// number; time stamps must strictly increase within a series. Errors name the file, the
+/// row (the header is row 1) and the column.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("d.csv");
+/// std::fs::write(&path, "t,x\n0,1.5\n1,2.5\n2,3.5\n").unwrap();
+/// let opts = tns_data::CsvOptions { time_column: Some("t".into()), ..Default::default() };
+/// let data = tns_data::load_csv(&path, &opts).unwrap();
+/// assert_eq!(data.columns(), ["x"]);
+/// assert_eq!(data.rows(), 3);
+///
+/// std::fs::write(&path, "t,x\n0,1.5\n1,oops\n").unwrap();
+/// let err = tns_data::load_csv(&path, &opts).unwrap_err().to_string();
+/// assert!(err.contains("row 3") && err.contains("\"x\""), "{err}");
+/// ```
+pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
+    let p = || path.to_path_buf();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| csv_error(p(), e))?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(p(), e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    for (i, name) in header.iter().enumerate() {
+        if name.is_empty() || header[..i].contains(name) {
+            return Err(DataError::BadHeader {
+                path: p(),
+                column: name.clone(),
+            });
+        }
+    }
+    let find = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError::MissingColumn {
+                path: p(),
+                column: name.to_string(),
+                available: header.join(", "),
+            })
+    };
+    let time_col = options.time_column.as_deref().map(find).transpose()?;
+    let series_col = options.series_column.as_deref().map(find).transpose()?;
+    if options.series.is_some() && series_col.is_none() {
+        return Err(DataError::BadSpec(
+            "selecting a series needs the series column to be named".into(),
+        ));
+    }
+    let feature_cols: Vec<usize> = match &options.features {
+        Some(names) => names.iter().map(|n| find(n)).collect::<Result<_, _>>()?,
+        None => (0..header.len())
+            .filter(|&c| Some(c) != time_col && Some(c) != series_col)
+            .collect(),
+    };
+    if feature_cols.is_empty() {
+        return Err(DataError::BadSpec(format!(
+            "{}: no feature column left (columns: {})",
+            path.display(),
+            header.join(", ")
+        )));
+    }
+
+    // Rows grouped by series, in file order of first appearance.
+    let mut series: Vec<(String, Vec<f64>, Vec<f64>, Vec<u64>)> = Vec::new();
+    let mut record = csv::StringRecord::new();
+    let mut row_no: u64 = 1;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_error(p(), e)),
+        }
+        row_no = record.position().map_or(row_no + 1, |pos| pos.line());
+        if record.len() != header.len() {
+            return Err(DataError::RaggedRow {
+                path: p(),
+                row: row_no,
+                expected: header.len(),
+                found: record.len(),
+            });
+        }
+        let id = series_col.map_or("main", |c| &record[c]);
+        if options.series.as_deref().is_some_and(|want| want != id) {
+            continue;
+        }
+        let slot = match series.iter().position(|s| s.0 == id) {
+            Some(i) => i,
+            None => {
+                series.push((id.to_string(), Vec::new(), Vec::new(), Vec::new()));
+                series.len() - 1
+            }
+        };
+        let (_, values, times, rows) = &mut series[slot];
+        for &c in &feature_cols {
+            values.push(parse_number(path, row_no, &header[c], &record[c])?);
+        }
+        let t = match time_col {
+            Some(c) => parse_time(path, row_no, &header[c], &record[c])?,
+            None => times.len() as f64,
+        };
+        times.push(t);
+        rows.push(row_no);
+    }
+    if let Some(want) = &options.series
+        && series.is_empty()
+    {
+        return Err(DataError::BadSpec(format!(
+            "{}: no row has series {want:?}",
+            path.display()
+        )));
+    }
+    let f = feature_cols.len();
+    let time_name = time_col.map(|c| header[c].clone());
+    let mut steps = Vec::new();
+    for (_, _, times, rows) in &series {
+        for i in 1..times.len() {
+            let d = times[i] - times[i - 1];
+            if d <= 0.0 {
+                return Err(DataError::UnsortedTime {
+                    path: p(),
+                    row: rows[i],
+                    column: time_name.clone().unwrap_or_default(),
+                    value: times[i].to_string(),
+                    previous: times[i - 1].to_string(),
+                });
+            }
+            steps.push(d);
+        }
+    }
+    let dt = match (time_col, options.dt) {
+        (_, Some(dt)) => dt,
+        (Some(_), None) if !steps.is_empty() => median(&mut steps.clone()),
+        _ => 1.0,
+    };
+    let out: Vec<Series> = series
+        .into_iter()
+        .map(|(id, values, times, _)| Series {
+            id,
+            segments: split_at_gaps(values, times, f, dt),
+        })
+        .collect();
+    Dataset::new(
+        feature_cols.iter().map(|&c| header[c].clone()).collect(),
+        out,
+        dt,
+    )
+}
+
+fn split_at_gaps(values: Vec<f64>, times: Vec<f64>, f: usize, dt: f64) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for i in 1..=times.len() {
+        if i == times.len() || times[i] - times[i - 1] > GAP_FACTOR * dt {
+            segments.push(Segment {
+                values: values[start * f..i * f].to_vec(),
+                times: times[start..i].to_vec(),
+            });
+            start = i;
+        }
+    }
+    segments
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn csv_error(path: PathBuf, e: csv::Error) -> DataError {
+    let row = e.position().map_or(0, |p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => DataError::Io { path, source },
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => DataError::RaggedRow {
+            path,
+            row,
+            expected: expected_len as usize,
+            found: len as usize,
+        },
+        other => DataError::Csv {
+            path,
+            row,
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+fn parse_number(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, DataError> {
+    if cell.is_empty() {
+        return Err(DataError::MissingValue {
+            path: path.to_path_buf(),
+            row,
+            column: column.to_string(),
+        });
+    }
+    let v: f64 = cell.parse().map_err(|_| DataError::NotNumeric {
+        path: path.to_path_buf(),
+        row,
+        column: column.to_string(),
+        value: cell.to_string(),
+    })?;
+    if !v.is_finite() {
+        return Err(DataError::NotFinite {
+            path: path.to_path_buf(),
+            row,
+            column: column.to_string(),
+            value: v,
+        });
+    }
+    Ok(v)
+}
+
+/// Seconds (for date-times) or the number itself.
+fn parse_time(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, DataError> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(v) = cell.parse::<f64>()
+        && v.is_finite()
+    {
+        return Ok(v);
+    }
+    let secs = |dt: NaiveDateTime| dt.and_utc().timestamp_micros() as f64 * 1e-6;
+    let parsed = DateTime::parse_from_rfc3339(cell)
+        .map(|d| d.timestamp_micros() as f64 * 1e-6)
+        .ok()
+        .or_else(|| {
+            [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ]
+            .iter()
+            .find_map(|fmt| NaiveDateTime::parse_from_str(cell, fmt).ok())
+            .map(secs)
+        })
+        .or_else(|| {
+            NaiveDate::parse_from_str(cell, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(secs)
+        });
+    parsed.ok_or_else(|| DataError::BadTime {
+        path: path.to_path_buf(),
+        row,
+        column: column.to_string(),
+        value: cell.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, options: &CsvOptions) -> Result<Dataset, DataError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        load_csv(&path, options)
+    }
+
+    fn timed() -> CsvOptions {
+        CsvOptions {
+            time_column: Some("t".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_malformed_input_names_file_row_and_column() {
+        let missing = load_csv(Path::new("/nonexistent/x.csv"), &timed()).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/x.csv"),
+            "{missing}"
+        );
+        let cases: &[(&str, &[&str])] = &[
+            ("t,x\n0,1\n1,abc\n", &["row 3", "\"x\"", "abc"]),
+            ("t,x\n0,1\n1,\n", &["row 3", "\"x\"", "missing"]),
+            ("t,x\n0,1\n1,NaN\n", &["row 3", "\"x\"", "not finite"]),
+            ("t,x\n0,1\n1,inf\n", &["row 3", "not finite"]),
+            ("t,x\n0,1\n0,2\n", &["row 3", "\"t\"", "does not increase"]),
+            ("t,x\n1,1\n0,2\n", &["row 3", "does not increase"]),
+            ("t,x\n0,1\n1,2,3\n", &["row 3", "expected 2 cells, found 3"]),
+            ("t,x\n0,1\nyesterday,2\n", &["row 3", "\"t\"", "ISO-8601"]),
+            ("t,,x\n0,1,2\n", &["header"]),
+            ("t,x,x\n0,1,2\n", &["duplicate"]),
+            ("x\n1\n", &["no column named \"t\""]),
+        ];
+        for (text, needles) in cases {
+            let err = load(text, &timed()).unwrap_err().to_string();
+            assert!(err.contains("in.csv"), "{err}");
+            for n in *needles {
+                assert!(err.contains(n), "{text:?}: {err:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn iso_times_gaps_and_series_columns() {
+        let text = "id,ds,y,load\n\
+            A,2015-01-01 00:00:00,1,10\n\
+            B,2015-01-01 00:00:00,5,50\n\
+            A,2015-01-01 01:00:00,2,20\n\
+            A,2015-01-01 02:00:00,3,30\n\
+            B,2015-01-01 01:00:00,6,60\n\
+            A,2015-01-01 05:00:00,4,40\n";
+        let opts = CsvOptions {
+            time_column: Some("ds".into()),
+            series_column: Some("id".into()),
+            ..Default::default()
+        };
+        let d = load(text, &opts).unwrap();
+        assert_eq!(d.columns(), ["y", "load"]);
+        assert_eq!(d.dt(), 3600.0);
+        assert_eq!(d.series().len(), 2);
+        // Series A has a 3-hour gap before its last row: two segments.
+        assert_eq!(d.series()[0].segments.len(), 2);
+        assert_eq!(
+            d.series()[0].segments[0].values,
+            vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0]
+        );
+        let only_b = load(
+            text,
+            &CsvOptions {
+                series: Some("B".into()),
+                ..opts.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(only_b.rows(), 2);
+        let none = load(
+            text,
+            &CsvOptions {
+                series: Some("C".into()),
+                ..opts
+            },
+        );
+        assert!(none.unwrap_err().to_string().contains("\"C\""));
+    }
+
+    #[test]
+    fn reads_the_shared_electricity_file_when_present() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/epf_fr_be.csv");
+        if !path.exists() {
+            return;
+        }
+        let opts = CsvOptions {
+            time_column: Some("ds".into()),
+            series_column: Some("unique_id".into()),
+            series: Some("FR".into()),
+            ..Default::default()
+        };
+        let d = load_csv(&path, &opts).unwrap();
+        assert_eq!(d.rows(), 16_080);
+        assert_eq!(
+            d.columns(),
+            ["y", "gen_forecast", "system_load", "week_day"]
+        );
+        assert_eq!(d.dt(), 3600.0);
+    }
+}

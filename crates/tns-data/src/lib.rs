@@ -1,0 +1,30 @@
+//! Data for TNS: tabular time series, the built-in generators, windowing, chronological
+//! splits and z-score normalization.
+//!
+//! Everything downstream (the Kalman prior, the networks, evaluation) consumes the
+//! [`WindowSet`]s produced here, so this crate is the single place where rows become
+//! `[lookback, features] → [horizon, targets]` examples.
+//!
+//! ```
+//! use tns_data::{synth, SplitFractions, WindowSpec};
+//!
+//! let data = synth::trajectory(&synth::TrajectoryConfig::compact(synth::Regime::Cv, 2_000, 7));
+//! let spec = WindowSpec::next_step(10, data.column_indices(&["x", "y", "vx", "vy"]).unwrap());
+//! let splits = data.windows(&spec, &SplitFractions::default()).unwrap();
+//! assert_eq!(splits.train.lookback(), 10);
+//! assert!(splits.train.len() > splits.test.len());
+//! ```
+
+mod csv_load;
+mod dataset;
+pub use dataset::Series;
+mod error;
+mod normalize;
+pub mod synth;
+mod window;
+
+pub use csv_load::{CsvOptions, load_csv};
+pub use dataset::{Dataset, Segment};
+pub use error::DataError;
+pub use normalize::Normalization;
+pub use window::{SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec};

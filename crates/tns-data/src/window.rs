@@ -1,0 +1,425 @@
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::Welford;
+use crate::{DataError, Dataset, Normalization, Segment};
+
+/// How rows become examples: `lookback` rows of all features in, the target columns at
+/// `lead, lead+1, …, lead+horizon-1` rows after the last input row out.
+///
+/// `lead = 1, horizon = 1` is next-step prediction; the seed design (position 500 ms ahead at
+/// 2 kHz) is `lead = 1000, horizon = 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// Input rows per window (`L`).
+    pub lookback: usize,
+    /// Predicted steps (`H`).
+    pub horizon: usize,
+    /// Rows between the last input row and the first predicted row (≥ 1).
+    pub lead: usize,
+    /// Rows between consecutive window starts.
+    pub stride: usize,
+    /// Column indices of the targets (`T` of them).
+    pub targets: Vec<usize>,
+}
+
+impl WindowSpec {
+    /// Next-step prediction of `targets` from `lookback` rows, stride 1.
+    pub fn next_step(lookback: usize, targets: Vec<usize>) -> Self {
+        Self {
+            lookback,
+            horizon: 1,
+            lead: 1,
+            stride: 1,
+            targets,
+        }
+    }
+
+    /// Consecutive rows one window needs: `lookback + lead + horizon - 1`.
+    pub fn span(&self) -> usize {
+        self.lookback + self.lead + self.horizon - 1
+    }
+
+    fn validate(&self, columns: usize) -> Result<(), DataError> {
+        let bad = |m: String| Err(DataError::BadSpec(m));
+        if self.lookback == 0 || self.horizon == 0 || self.lead == 0 || self.stride == 0 {
+            return bad(format!(
+                "lookback ({}), horizon ({}), lead ({}) and stride ({}) must all be at least 1",
+                self.lookback, self.horizon, self.lead, self.stride
+            ));
+        }
+        if self.targets.is_empty() {
+            return bad("at least one target column is needed".into());
+        }
+        if let Some(t) = self.targets.iter().find(|&&t| t >= columns) {
+            return bad(format!(
+                "target column index {t} ≥ number of columns {columns}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Fractions of each series' rows given to train / validation / calibration / test, in
+/// chronological order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitFractions {
+    /// Training share (default 0.60).
+    pub train: f64,
+    /// Validation share for early stopping (default 0.15).
+    pub val: f64,
+    /// Calibration share for the conformal radii (default 0.10).
+    pub cal: f64,
+    /// Test share (default 0.15).
+    pub test: f64,
+}
+
+impl Default for SplitFractions {
+    fn default() -> Self {
+        Self {
+            train: 0.60,
+            val: 0.15,
+            cal: 0.10,
+            test: 0.15,
+        }
+    }
+}
+
+/// Windows of one split, stored densely in `f64` and in the data's own units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSet {
+    lookback: usize,
+    features: usize,
+    horizon: usize,
+    targets: usize,
+    inputs: Vec<f64>,
+    outputs: Vec<f64>,
+    origins: Vec<WindowOrigin>,
+}
+
+/// Where a window came from: the series index and the row (within the series) of its first
+/// input row. Used to order and plot windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOrigin {
+    /// Index into [`Dataset::series`].
+    pub series: usize,
+    /// Row within the series of the first input row.
+    pub row: usize,
+}
+
+impl WindowSet {
+    /// An empty set with the given shape.
+    pub fn empty(lookback: usize, features: usize, horizon: usize, targets: usize) -> Self {
+        Self {
+            lookback,
+            features,
+            horizon,
+            targets,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            origins: Vec::new(),
+        }
+    }
+
+    /// Appends one window; `input` is `[lookback, features]` and `output` `[horizon, targets]`,
+    /// both row-major.
+    pub fn push(&mut self, input: &[f64], output: &[f64], origin: WindowOrigin) {
+        assert_eq!(
+            input.len(),
+            self.lookback * self.features,
+            "input window shape"
+        );
+        assert_eq!(
+            output.len(),
+            self.horizon * self.targets,
+            "output window shape"
+        );
+        self.inputs.extend_from_slice(input);
+        self.outputs.extend_from_slice(output);
+        self.origins.push(origin);
+    }
+
+    /// Number of windows.
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// True when the set holds no window.
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// `L`.
+    pub fn lookback(&self) -> usize {
+        self.lookback
+    }
+
+    /// `F`.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// `H`.
+    pub fn horizon(&self) -> usize {
+        self.horizon
+    }
+
+    /// `T`.
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    /// Input window `i`, `[lookback, features]` row-major.
+    pub fn input(&self, i: usize) -> &[f64] {
+        let n = self.lookback * self.features;
+        &self.inputs[i * n..(i + 1) * n]
+    }
+
+    /// Target block `i`, `[horizon, targets]` row-major.
+    pub fn output(&self, i: usize) -> &[f64] {
+        let n = self.horizon * self.targets;
+        &self.outputs[i * n..(i + 1) * n]
+    }
+
+    /// All inputs, `[len, lookback, features]`.
+    pub fn inputs(&self) -> &[f64] {
+        &self.inputs
+    }
+
+    /// All outputs, `[len, horizon, targets]`.
+    pub fn outputs(&self) -> &[f64] {
+        &self.outputs
+    }
+
+    /// Origin of window `i`.
+    pub fn origin(&self, i: usize) -> WindowOrigin {
+        self.origins[i]
+    }
+
+    /// The windows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Self {
+        let mut out = Self::empty(self.lookback, self.features, self.horizon, self.targets);
+        for &i in indices {
+            out.push(self.input(i), self.output(i), self.origins[i]);
+        }
+        out
+    }
+}
+
+/// The four chronological splits plus what was fitted on the training split.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// Training windows.
+    pub train: WindowSet,
+    /// Validation windows (early stopping).
+    pub val: WindowSet,
+    /// Calibration windows (conformal radii).
+    pub cal: WindowSet,
+    /// Test windows (reported metrics).
+    pub test: WindowSet,
+    /// z-score fitted on the training rows only.
+    pub normalization: Normalization,
+    /// The training rows as gap-free stretches, for fitting the Kalman prior.
+    pub train_rows: Vec<Segment>,
+}
+
+impl Dataset {
+    /// Cuts every series chronologically into train/val/cal/test by `fractions`, then makes
+    /// the windows of each split; a window never straddles two splits or a gap. The
+    /// normalization is fitted on the training rows only.
+    pub fn windows(
+        &self,
+        spec: &WindowSpec,
+        fractions: &SplitFractions,
+    ) -> Result<Splits, DataError> {
+        spec.validate(self.columns().len())?;
+        let parts = [
+            fractions.train,
+            fractions.val,
+            fractions.cal,
+            fractions.test,
+        ];
+        if parts.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+            return Err(DataError::BadSpec(format!(
+                "split fractions must all be positive, got {parts:?}"
+            )));
+        }
+        let total: f64 = parts.iter().sum();
+        let f = self.columns().len();
+        let t = spec.targets.len();
+        let mut sets: [WindowSet; 4] =
+            std::array::from_fn(|_| WindowSet::empty(spec.lookback, f, spec.horizon, t));
+        let mut train_rows = Vec::new();
+        let mut welford = Welford::new(f);
+        let span = spec.span();
+        let mut output = vec![0.0; spec.horizon * t];
+
+        for (si, series) in self.series().iter().enumerate() {
+            let rows = series.rows();
+            // Split boundaries in series-row coordinates.
+            let mut bounds = [0usize; 5];
+            let mut acc = 0.0;
+            for (k, p) in parts.iter().enumerate() {
+                acc += p;
+                bounds[k + 1] = ((acc / total) * rows as f64).round() as usize;
+            }
+            bounds[4] = rows;
+            let mut seg_start = 0;
+            for seg in &series.segments {
+                let seg_end = seg_start + seg.rows();
+                // Training rows of this segment, for normalization and the Kalman fit.
+                let (a, b) = (seg_start.max(bounds[0]), seg_end.min(bounds[1]));
+                if b > a {
+                    let vals = seg.values[(a - seg_start) * f..(b - seg_start) * f].to_vec();
+                    for row in vals.chunks_exact(f) {
+                        welford.push(row);
+                    }
+                    train_rows.push(Segment {
+                        values: vals,
+                        times: seg.times[a - seg_start..b - seg_start].to_vec(),
+                    });
+                }
+                for (k, set) in sets.iter_mut().enumerate() {
+                    let (lo, hi) = (seg_start.max(bounds[k]), seg_end.min(bounds[k + 1]));
+                    let mut s = lo;
+                    while s + span <= hi {
+                        let local = s - seg_start;
+                        let input = &seg.values[local * f..(local + spec.lookback) * f];
+                        for h in 0..spec.horizon {
+                            let row = local + spec.lookback - 1 + spec.lead + h;
+                            for (j, &c) in spec.targets.iter().enumerate() {
+                                output[h * t + j] = seg.values[row * f + c];
+                            }
+                        }
+                        set.push(input, &output, WindowOrigin { series: si, row: s });
+                        s += spec.stride;
+                    }
+                }
+                seg_start = seg_end;
+            }
+        }
+        let names = ["train", "validation", "calibration", "test"];
+        for (set, name) in sets.iter().zip(names) {
+            if set.is_empty() {
+                return Err(DataError::EmptySplit {
+                    split: name,
+                    needed: span,
+                });
+            }
+        }
+        let [train, val, cal, test] = sets;
+        Ok(Splits {
+            train,
+            val,
+            cal,
+            test,
+            normalization: welford.finish(),
+            train_rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(rows: usize) -> Dataset {
+        let values: Vec<f64> = (0..rows)
+            .flat_map(|r| [r as f64, 10.0 * r as f64])
+            .collect();
+        let times = (0..rows).map(|r| r as f64).collect();
+        Dataset::single(
+            vec!["a".into(), "b".into()],
+            vec![Segment { values, times }],
+            1.0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn windows_hold_the_right_rows_and_never_straddle_splits() {
+        let d = ramp(200);
+        let spec = WindowSpec {
+            lookback: 5,
+            horizon: 2,
+            lead: 3,
+            stride: 1,
+            targets: vec![1],
+        };
+        let s = d.windows(&spec, &SplitFractions::default()).unwrap();
+        // Window starting at row r: inputs rows r..r+5, outputs rows r+4+3 and r+4+4 of column b.
+        let w = s.train.input(0);
+        assert_eq!(w, &[0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
+        assert_eq!(s.train.output(0), &[70.0, 80.0]);
+        // Train covers rows 0..120: last window start is 120 - span = 112.
+        assert_eq!(s.train.len(), 120 - spec.span() + 1);
+        let last = s.train.origin(s.train.len() - 1).row;
+        assert_eq!(last + spec.span(), 120);
+        assert_eq!(s.val.origin(0).row, 120);
+        assert_eq!(s.test.origin(0).row, 170);
+        // Normalization comes from rows 0..120 only.
+        assert!((s.normalization.mean[0] - 59.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn windows_do_not_cross_gaps() {
+        let seg = ramp(100).series()[0].segments[0].clone();
+        let (a, b) = (seg.values[..100].to_vec(), seg.values[100..].to_vec());
+        let segments = vec![
+            Segment {
+                values: a,
+                times: seg.times[..50].to_vec(),
+            },
+            Segment {
+                values: b,
+                times: seg.times[50..].to_vec(),
+            },
+        ];
+        let d = Dataset::single(vec!["a".into(), "b".into()], segments, 1.0).unwrap();
+        let spec = WindowSpec::next_step(4, vec![0]);
+        let s = d.windows(
+            &spec,
+            &SplitFractions {
+                train: 0.9,
+                val: 0.04,
+                cal: 0.03,
+                test: 0.03,
+            },
+        );
+        // Validation split (rows 90..94) is shorter than one window: a clear error.
+        assert!(matches!(
+            s,
+            Err(DataError::EmptySplit {
+                split: "validation",
+                ..
+            })
+        ));
+        let s = d
+            .windows(
+                &spec,
+                &SplitFractions {
+                    train: 0.4,
+                    val: 0.2,
+                    cal: 0.2,
+                    test: 0.2,
+                },
+            )
+            .unwrap();
+        for i in 0..s.train.len() {
+            let r = s.train.origin(i).row;
+            assert!(r + spec.span() <= 40);
+        }
+        // Validation rows 40..60 with a gap at 50: windows start at 40..=45 and 50..=55.
+        let starts: Vec<usize> = (0..s.val.len()).map(|i| s.val.origin(i).row).collect();
+        assert_eq!(starts, vec![40, 41, 42, 43, 44, 45, 50, 51, 52, 53, 54, 55]);
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let d = ramp(50);
+        let mut spec = WindowSpec::next_step(0, vec![0]);
+        assert!(d.windows(&spec, &SplitFractions::default()).is_err());
+        spec.lookback = 3;
+        spec.targets = vec![7];
+        assert!(d.windows(&spec, &SplitFractions::default()).is_err());
+    }
+}
