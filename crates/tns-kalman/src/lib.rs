@@ -1,1 +1,306 @@
-//! placeholder
+//! The Kalman prior of System B: a constant-velocity model per positional axis (state
+//! `[p, v]`, position and optionally velocity observed) or a local linear trend per channel
+//! (state `[level, slope]`, level observed), with discrete white-noise acceleration `Q` and
+//! diagonal `R`.
+//!
+//! Axes are independent, so the filter runs per axis on 2×2 matrices. Observations of one
+//! axis are processed one scalar at a time; with diagonal `R` this is exactly the joint
+//! update (and the sum of the scalar `e²/s` is exactly the joint NIS). Updates use the
+//! Joseph form and keep `P` symmetric.
+//!
+//! ```
+//! use tns_kalman::{Axis, AxisParams, KalmanPrior, KalmanSpec};
+//! // One axis observed through column 0 (position) and column 1 (velocity), dt = 0.1 s.
+//! let spec = KalmanSpec { axes: vec![Axis { position: 0, velocity: Some(1) }], dt: 0.1 };
+//! let params = vec![AxisParams { q: 0.01, r_position: 0.01, r_velocity: Some(0.01), initial_velocity_var: 1.0 }];
+//! let prior = KalmanPrior::new(spec, params, 2, &[0], 1, 1).unwrap();
+//! // A window moving at 1 m/s: the next position is about 0.4 m.
+//! let window = [0.0, 1.0, 0.1, 1.0, 0.2, 1.0, 0.3, 1.0];
+//! let mut mean = [0.0];
+//! let mut cov = [0.0];
+//! prior.predict_into(&window, &mut mean, &mut cov);
+//! assert!((mean[0] - 0.4).abs() < 1e-9);
+//! assert!(cov[0] > 0.01);
+//! ```
+
+mod filter;
+mod fit;
+
+pub use filter::{AxisFilter, SequenceStats};
+pub use fit::fit_params;
+
+use serde::{Deserialize, Serialize};
+
+/// Which feature columns observe one axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Axis {
+    /// Column observing the position (or level).
+    pub position: usize,
+    /// Column observing the velocity (or slope), if any.
+    pub velocity: Option<usize>,
+}
+
+/// The state-space layout: one `[p, v]` block per axis, sampled every `dt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KalmanSpec {
+    /// The axes.
+    pub axes: Vec<Axis>,
+    /// Sampling interval (seconds for kinematic data; 1 for "per step" trends).
+    pub dt: f64,
+}
+
+/// Noise parameters of one axis, fitted on the training split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AxisParams {
+    /// Variance of the white-noise acceleration (`Q = q · [[dt⁴/4, dt³/2], [dt³/2, dt²]]`).
+    pub q: f64,
+    /// Measurement-noise variance of the position column.
+    pub r_position: f64,
+    /// Measurement-noise variance of the velocity column, when velocity is observed.
+    pub r_velocity: Option<f64>,
+    /// Prior variance of the velocity at the first row when it is not observed.
+    pub initial_velocity_var: f64,
+}
+
+/// Errors building a prior.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum KalmanError {
+    #[error(
+        "target column {0} is neither the position nor the velocity column of any Kalman axis; the prior can only forecast observed kinematic columns"
+    )]
+    UnmodelledTarget(usize),
+    #[error("axis {axis}: {what} must be positive and finite, got {value}")]
+    BadParameter {
+        axis: usize,
+        what: &'static str,
+        value: f64,
+    },
+    #[error("{0} parameter sets for {1} axes")]
+    ParamCount(usize, usize),
+    #[error("Kalman spec: {0}")]
+    BadSpec(String),
+}
+
+/// 2×2 matrix, row-major.
+pub type Mat2 = [[f64; 2]; 2];
+
+/// Which axis component a target observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    /// Axis index.
+    pub axis: usize,
+    /// 0 = position, 1 = velocity.
+    pub component: usize,
+}
+
+/// The state-transition power and accumulated process noise for one horizon step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Transition {
+    /// `k · dt`, where `F^k = [[1, k dt], [0, 1]]`.
+    k_dt: f64,
+    /// `Σ_{i<k} F^i Q₁ F^iᵀ` for unit `q` (scaled by each axis' `q`).
+    q_sum: Mat2,
+}
+
+/// A configured prior: filters each window and predicts the targets `lead … lead+H-1`
+/// steps after its last row, with the predictive observation covariance `S_h`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KalmanPrior {
+    spec: KalmanSpec,
+    params: Vec<AxisParams>,
+    features: usize,
+    targets: Vec<TargetRef>,
+    transitions: Vec<Transition>,
+    /// For each axis, the targets (index into `targets`) it feeds.
+    axis_targets: Vec<Vec<usize>>,
+}
+
+impl KalmanPrior {
+    /// Builds a prior for windows of `features` columns forecasting the `targets` columns
+    /// at `lead, …, lead + horizon - 1` steps ahead.
+    pub fn new(
+        spec: KalmanSpec,
+        params: Vec<AxisParams>,
+        features: usize,
+        targets: &[usize],
+        lead: usize,
+        horizon: usize,
+    ) -> Result<Self, KalmanError> {
+        if params.len() != spec.axes.len() {
+            return Err(KalmanError::ParamCount(params.len(), spec.axes.len()));
+        }
+        if !(spec.dt.is_finite() && spec.dt > 0.0) {
+            return Err(KalmanError::BadSpec(format!(
+                "dt must be positive, got {}",
+                spec.dt
+            )));
+        }
+        if lead == 0 || horizon == 0 {
+            return Err(KalmanError::BadSpec(
+                "lead and horizon must be at least 1".into(),
+            ));
+        }
+        for (i, axis) in spec.axes.iter().enumerate() {
+            let cols = [Some(axis.position), axis.velocity];
+            if cols.iter().flatten().any(|&c| c >= features) {
+                return Err(KalmanError::BadSpec(format!(
+                    "axis {i} names a column ≥ the {features} features"
+                )));
+            }
+        }
+        for (axis, p) in params.iter().enumerate() {
+            let mut checks = vec![
+                ("q", p.q),
+                ("r_position", p.r_position),
+                ("initial_velocity_var", p.initial_velocity_var),
+            ];
+            if let Some(rv) = p.r_velocity {
+                checks.push(("r_velocity", rv));
+            }
+            for (what, value) in checks {
+                if !(value.is_finite() && value > 0.0) {
+                    return Err(KalmanError::BadParameter { axis, what, value });
+                }
+            }
+            if p.r_velocity.is_some() != spec.axes[axis].velocity.is_some() {
+                return Err(KalmanError::BadSpec(format!(
+                    "axis {axis}: r_velocity must be given exactly when velocity is observed"
+                )));
+            }
+        }
+        let targets: Vec<TargetRef> = targets
+            .iter()
+            .map(|&c| {
+                spec.axes
+                    .iter()
+                    .enumerate()
+                    .find_map(|(axis, a)| {
+                        if a.position == c {
+                            Some(TargetRef { axis, component: 0 })
+                        } else if a.velocity == Some(c) {
+                            Some(TargetRef { axis, component: 1 })
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or(KalmanError::UnmodelledTarget(c))
+            })
+            .collect::<Result<_, _>>()?;
+        let axis_targets = (0..spec.axes.len())
+            .map(|a| {
+                (0..targets.len())
+                    .filter(|&j| targets[j].axis == a)
+                    .collect()
+            })
+            .collect();
+        let transitions = transitions(spec.dt, lead, horizon);
+        Ok(Self {
+            spec,
+            params,
+            features,
+            targets,
+            transitions,
+            axis_targets,
+        })
+    }
+
+    /// The layout.
+    pub fn spec(&self) -> &KalmanSpec {
+        &self.spec
+    }
+
+    /// The fitted parameters, one per axis.
+    pub fn params(&self) -> &[AxisParams] {
+        &self.params
+    }
+
+    /// Number of targets `T`.
+    pub fn targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Number of horizon steps `H`.
+    pub fn horizon(&self) -> usize {
+        self.transitions.len()
+    }
+
+    /// Filters `window` (`[L, features]` row-major, `L ≥ 1`) and writes the predictive mean
+    /// `[H, T]` and observation covariance `S_h` (`[H, T, T]`, symmetric positive definite)
+    /// of the targets. Allocates nothing.
+    pub fn predict_into(&self, window: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+        let (t, h) = (self.targets.len(), self.transitions.len());
+        assert_eq!(
+            window.len() % self.features,
+            0,
+            "window length is not a multiple of the feature count"
+        );
+        assert!(!window.is_empty(), "empty window");
+        assert_eq!(mean.len(), h * t, "mean buffer shape");
+        assert_eq!(cov.len(), h * t * t, "covariance buffer shape");
+        cov.fill(0.0);
+        for (a, axis) in self.spec.axes.iter().enumerate() {
+            if self.axis_targets[a].is_empty() {
+                continue;
+            }
+            let p = self.params[a];
+            let mut f = AxisFilter::start(*axis, p, self.spec.dt, &window[..self.features]);
+            for row in window.chunks_exact(self.features).skip(1) {
+                f.step(row);
+            }
+            for (step, tr) in self.transitions.iter().enumerate() {
+                let (x, pk) = f.forecast(tr.k_dt, &tr.q_sum);
+                let r = [p.r_position, p.r_velocity.unwrap_or(0.0)];
+                for &i in &self.axis_targets[a] {
+                    let ci = self.targets[i].component;
+                    mean[step * t + i] = x[ci];
+                    for &j in &self.axis_targets[a] {
+                        let cj = self.targets[j].component;
+                        let noise = if ci == cj { r[ci] } else { 0.0 };
+                        cov[(step * t + i) * t + j] = pk[ci][cj] + noise;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `F^k` and `Σ_{i<k} F^i Q₁ F^iᵀ` (unit `q`) for `k = lead … lead + horizon - 1`, built with
+/// the recursion `Qsum_{k+1} = Q₁ + F Qsum_k Fᵀ`.
+fn transitions(dt: f64, lead: usize, horizon: usize) -> Vec<Transition> {
+    let q1 = unit_process_noise(dt);
+    let mut q_sum = [[0.0; 2]; 2];
+    let mut out = Vec::with_capacity(horizon);
+    for k in 1..lead + horizon {
+        q_sum = add(&q1, &propagate(&q_sum, dt));
+        if k >= lead {
+            out.push(Transition {
+                k_dt: k as f64 * dt,
+                q_sum,
+            });
+        }
+    }
+    out
+}
+
+/// Discrete white-noise acceleration for `q = 1`.
+pub fn unit_process_noise(dt: f64) -> Mat2 {
+    let (d2, d3, d4) = (dt * dt, dt * dt * dt, dt * dt * dt * dt);
+    [[d4 / 4.0, d3 / 2.0], [d3 / 2.0, d2]]
+}
+
+/// `F P Fᵀ` with `F = [[1, dt], [0, 1]]`.
+pub fn propagate(p: &Mat2, dt: f64) -> Mat2 {
+    let p00 = p[0][0] + dt * (p[0][1] + p[1][0]) + dt * dt * p[1][1];
+    let p01 = p[0][1] + dt * p[1][1];
+    [[p00, p01], [p01, p[1][1]]]
+}
+
+fn add(a: &Mat2, b: &Mat2) -> Mat2 {
+    [
+        [a[0][0] + b[0][0], a[0][1] + b[0][1]],
+        [a[1][0] + b[1][0], a[1][1] + b[1][1]],
+    ]
+}
+
+#[cfg(test)]
+mod tests;
