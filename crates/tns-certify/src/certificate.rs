@@ -1,0 +1,221 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{ConformalCalibration, Gate, GateMode, GateStep};
+
+/// Stated in every certificate, because it is the limit of what the certificate says.
+pub const DISCLAIMER: &str = "This certificate states whether the network's correction was consistent with the \
+Kalman prior's predictive distribution (a chi-square test) and gives a split-conformal interval with a \
+marginal coverage guarantee under exchangeability. It does not certify that the forecast is correct.";
+
+/// The gate's test, statistic, threshold and decision, one entry per horizon step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    /// Always `"chi2_mahalanobis"`.
+    pub test: String,
+    /// `d²_h = r_hᵀ S_h⁻¹ r_h` per horizon step (`null` if the correction was not finite).
+    pub statistic: Vec<Option<f64>>,
+    /// Degrees of freedom (number of targets).
+    pub dof: usize,
+    /// Significance level.
+    pub alpha: f64,
+    /// `χ²_dof(1 − α)`.
+    pub threshold: f64,
+    /// `d²_h ≤ threshold` per step.
+    pub passed: Vec<bool>,
+    /// Reject or shrink.
+    pub mode: GateMode,
+    /// Factor applied to each step's correction (1 pass, 0 reject, `sqrt(χ²/d²)` shrink).
+    pub applied_scale: Vec<f64>,
+}
+
+/// The conformal interval and its guarantee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// Always `"split_conformal"`.
+    pub method: String,
+    /// Miscoverage level.
+    pub alpha: f64,
+    /// Calibration windows used.
+    pub n_calibration: usize,
+    /// The guarantee in words.
+    pub guarantee: String,
+    /// Lower bounds `[horizon][targets]`.
+    pub lower: Vec<Vec<f64>>,
+    /// Upper bounds `[horizon][targets]`.
+    pub upper: Vec<Vec<f64>>,
+}
+
+/// How the Mahalanobis systems were solved and how well.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SolverReport {
+    /// Always `"cholesky"`.
+    pub method: String,
+    /// `‖S_h x − r_h‖₂` per horizon step.
+    pub residual_norm: Vec<f64>,
+}
+
+/// Which model produced the prediction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Model name.
+    pub name: String,
+    /// TNS version that wrote the model file.
+    pub version: String,
+    /// SHA-256 of the model's tensor bytes.
+    pub sha256: String,
+}
+
+/// A prediction with what was tested about it. Models without a prior and a gate (System A,
+/// the baselines) carry `gate`, `prior`, `correction` and `solver` as `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The gate's test and decision (System B).
+    pub gate: Option<GateReport>,
+    /// Per step, whether the output fell back to the prior.
+    pub fallback_used: Option<Vec<bool>>,
+    /// The Kalman prior mean `[horizon][targets]`.
+    pub prior: Option<Vec<Vec<f64>>>,
+    /// The network's proposed correction `[horizon][targets]`.
+    pub correction: Option<Vec<Vec<f64>>>,
+    /// The output `[horizon][targets]`.
+    pub prediction: Vec<Vec<f64>>,
+    /// The conformal interval around the output.
+    pub interval: Option<IntervalReport>,
+    /// The linear solves behind the statistic.
+    pub solver: Option<SolverReport>,
+    /// The model.
+    pub model: ModelIdentity,
+    /// What the certificate does not say.
+    pub disclaimer: String,
+}
+
+/// Everything a certificate is computed from, as flat `[horizon, targets]` slices.
+#[derive(Debug, Clone, Copy)]
+pub struct CertificateInputs<'a> {
+    /// Targets per step.
+    pub targets: usize,
+    /// The output.
+    pub prediction: &'a [f64],
+    /// The prior mean and the proposed correction, when the model has a prior.
+    pub prior_and_correction: Option<(&'a [f64], &'a [f64])>,
+    /// The gate and its per-step outcomes.
+    pub gate: Option<(&'a Gate, &'a [GateStep])>,
+    /// The calibration, when the model has one.
+    pub conformal: Option<&'a ConformalCalibration>,
+}
+
+fn rows(flat: &[f64], width: usize) -> Vec<Vec<f64>> {
+    flat.chunks(width).map(<[f64]>::to_vec).collect()
+}
+
+impl Certificate {
+    /// Assembles a certificate from what the model actually computed.
+    pub fn assemble(inputs: CertificateInputs<'_>, model: ModelIdentity) -> Self {
+        let t = inputs.targets;
+        let gate = inputs.gate.map(|(g, steps)| GateReport {
+            test: "chi2_mahalanobis".into(),
+            statistic: steps
+                .iter()
+                .map(|s| s.statistic.is_finite().then_some(s.statistic))
+                .collect(),
+            dof: g.dof(),
+            alpha: g.alpha(),
+            threshold: g.threshold(),
+            passed: steps.iter().map(|s| s.passed).collect(),
+            mode: g.mode(),
+            applied_scale: steps.iter().map(|s| s.applied_scale).collect(),
+        });
+        let solver = inputs.gate.map(|(_, steps)| SolverReport {
+            method: "cholesky".into(),
+            residual_norm: steps.iter().map(|s| s.residual_norm).collect(),
+        });
+        let fallback_used = inputs
+            .gate
+            .map(|(_, steps)| steps.iter().map(|s| s.applied_scale == 0.0).collect());
+        let interval = inputs.conformal.map(|c| {
+            let mut lower = vec![0.0; inputs.prediction.len()];
+            let mut upper = vec![0.0; inputs.prediction.len()];
+            c.interval(inputs.prediction, &mut lower, &mut upper);
+            IntervalReport {
+                method: "split_conformal".into(),
+                alpha: c.alpha,
+                n_calibration: c.n_calibration,
+                guarantee: c.guarantee(),
+                lower: rows(&lower, t),
+                upper: rows(&upper, t),
+            }
+        });
+        Self {
+            gate,
+            fallback_used,
+            prior: inputs.prior_and_correction.map(|(p, _)| rows(p, t)),
+            correction: inputs.prior_and_correction.map(|(_, c)| rows(c, t)),
+            prediction: rows(inputs.prediction, t),
+            interval,
+            solver,
+            model,
+            disclaimer: DISCLAIMER.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GateMode, GateScratch};
+
+    #[test]
+    fn certificate_has_the_documented_shape_and_is_deterministic() {
+        let gate = Gate::new(0.01, 2, GateMode::Reject).unwrap();
+        let cal = ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 500,
+            radii: vec![0.5, 0.25],
+        };
+        let make = |r: [f64; 2]| {
+            let prior = [1.0, 2.0];
+            let mut out = [0.0; 2];
+            let step = gate
+                .apply(
+                    &prior,
+                    &r,
+                    &[1.0, 0.0, 0.0, 1.0],
+                    &mut out,
+                    &mut GateScratch::new(2),
+                )
+                .unwrap();
+            let cert = Certificate::assemble(
+                CertificateInputs {
+                    targets: 2,
+                    prediction: &out,
+                    prior_and_correction: Some((&prior, &r)),
+                    gate: Some((&gate, &[step])),
+                    conformal: Some(&cal),
+                },
+                ModelIdentity {
+                    name: "m".into(),
+                    version: "0.1.0".into(),
+                    sha256: "ab".into(),
+                },
+            );
+            serde_json::to_value(&cert).unwrap()
+        };
+        let a = make([0.1, 0.2]);
+        assert_eq!(a, make([0.1, 0.2]));
+        assert_ne!(a, make([0.1, 0.3]));
+        assert_eq!(a["gate"]["test"], "chi2_mahalanobis");
+        assert_eq!(a["gate"]["passed"][0], true);
+        assert!((a["gate"]["statistic"][0].as_f64().unwrap() - 0.05).abs() < 1e-12);
+        assert_eq!(a["fallback_used"][0], false);
+        assert_eq!(a["interval"]["method"], "split_conformal");
+        assert!((a["interval"]["lower"][0][0].as_f64().unwrap() - 0.6).abs() < 1e-12);
+        assert_eq!(a["solver"]["method"], "cholesky");
+        for key in ["prior", "correction", "prediction", "model", "disclaimer"] {
+            assert!(a.get(key).is_some(), "missing {key}");
+        }
+        let b = make([30.0, 0.0]);
+        assert_eq!(b["gate"]["passed"][0], false);
+        assert_eq!(b["fallback_used"][0], true);
+        assert_eq!(b["prediction"][0], serde_json::json!([1.0, 2.0]));
+    }
+}
