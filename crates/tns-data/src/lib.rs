@@ -24,7 +24,7 @@ pub mod synth;
 mod window;
 
 pub use csv_load::{CsvOptions, load_csv};
-pub use dataset::{Dataset, Segment};
+pub use dataset::{Dataset, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;
 pub use window::{SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec};

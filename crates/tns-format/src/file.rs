@@ -1,0 +1,397 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tns_certify::ConformalCalibration;
+use tns_kalman::{AxisParams, KalmanSpec};
+
+use crate::{InputNormalization, ModelConfig};
+
+/// Value of the manifest's `format` field: tells a TNS model from any other safetensors file.
+pub const FORMAT_TAG: &str = "tns-model";
+/// Current format version. Files with a higher version are rejected; lower versions load.
+pub const FORMAT_VERSION: u32 = 1;
+const MANIFEST_KEY: &str = "tns.manifest";
+
+/// The Kalman prior as stored: layout and fitted parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KalmanManifest {
+    /// Axes and `dt`.
+    pub spec: KalmanSpec,
+    /// Fitted noise parameters per axis.
+    pub params: Vec<AxisParams>,
+}
+
+/// What training did, for the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Epochs run (including those after the best one, before early stopping).
+    pub epochs_run: usize,
+    /// Epoch with the lowest validation loss (its weights are the ones stored).
+    pub best_epoch: usize,
+    /// Lowest validation loss (normalized MSE).
+    pub best_val_loss: f64,
+    /// Training windows.
+    pub train_windows: usize,
+    /// Validation windows.
+    pub val_windows: usize,
+    /// Wall-clock seconds of training.
+    pub seconds: f64,
+    /// Optimizer description.
+    pub optimizer: String,
+}
+
+/// Everything about a model that is not a tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT_TAG`].
+    pub format: String,
+    /// Format version of the file.
+    pub format_version: u32,
+    /// TNS version that wrote it.
+    pub tns_version: String,
+    /// The model config.
+    pub config: ModelConfig,
+    /// Input normalization (fitted on train).
+    pub normalization: InputNormalization,
+    /// Scale of the network output per `[horizon, target]`: `y = base + scale ⊙ net(x)`.
+    pub residual_scale: Vec<f64>,
+    /// The Kalman prior, for Kalman-based kinds.
+    pub kalman: Option<KalmanManifest>,
+    /// Conformal radii (fitted on the calibration split).
+    pub conformal: Option<ConformalCalibration>,
+    /// Training record, for learned kinds.
+    pub training: Option<TrainingSummary>,
+    /// SHA-256 of the tensors (see [`tensor_checksum`]).
+    pub tensors_sha256: String,
+}
+
+/// One f32 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Name, e.g. `gru.weight_ih_l0`.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// Why a model file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot access model file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is truncated or not a safetensors file ({detail}); re-export or re-train the model"
+    )]
+    Truncated { path: PathBuf, detail: String },
+    #[error(
+        "{path} is a safetensors file but not a TNS model (no {MANIFEST_KEY:?} manifest or wrong format tag)"
+    )]
+    NotTns { path: PathBuf },
+    #[error(
+        "{path} was written by a newer TNS (format version {found}, this build reads up to {FORMAT_VERSION}); upgrade TNS"
+    )]
+    FutureVersion { path: PathBuf, found: u32 },
+    #[error("{path}: manifest is invalid: {detail}")]
+    BadManifest { path: PathBuf, detail: String },
+    #[error(
+        "{path}: checksum mismatch (manifest says {expected}, tensors hash to {found}): the file was modified or corrupted"
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: tensor {name:?} is not f32 or has an invalid shape")]
+    BadTensor { path: PathBuf, name: String },
+}
+
+/// SHA-256 over the tensors in name order: each contributes its name, its shape (u64
+/// little-endian per dimension) and its f32 little-endian bytes.
+pub fn tensor_checksum(tensors: &[NamedTensor]) -> String {
+    let mut sorted: Vec<&NamedTensor> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = Sha256::new();
+    for t in sorted {
+        h.update((t.name.len() as u64).to_le_bytes());
+        h.update(t.name.as_bytes());
+        h.update((t.shape.len() as u64).to_le_bytes());
+        for &d in &t.shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        for v in &t.data {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a model file atomically (temporary file + rename). The manifest's checksum,
+/// format tag and version are set here from the tensors.
+pub fn save_model(
+    path: &Path,
+    manifest: &Manifest,
+    tensors: &[NamedTensor],
+) -> Result<Manifest, FormatError> {
+    let io = |source| FormatError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut manifest = manifest.clone();
+    manifest.format = FORMAT_TAG.into();
+    manifest.format_version = FORMAT_VERSION;
+    manifest.tensors_sha256 = tensor_checksum(tensors);
+    let bytes_of: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes_of)
+        .map(|(t, b)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|_| FormatError::BadTensor {
+                    path: path.to_path_buf(),
+                    name: t.name.clone(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let json = serde_json::to_string(&manifest).map_err(|e| FormatError::BadManifest {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let metadata = HashMap::from([(MANIFEST_KEY.to_string(), json)]);
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| FormatError::BadManifest {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    tns_data::write_atomic(path, &bytes).map_err(io)?;
+    Ok(manifest)
+}
+
+/// Reads and verifies a model file.
+pub fn load_model(path: &Path) -> Result<(Manifest, Vec<NamedTensor>), FormatError> {
+    let bytes = std::fs::read(path).map_err(|source| FormatError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_model(path, &bytes)
+}
+
+fn parse_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTensor>), FormatError> {
+    let p = || path.to_path_buf();
+    // safetensors validates the header length against the file size and every tensor's
+    // byte range against its dtype and shape before we touch the data.
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| FormatError::Truncated {
+        path: p(),
+        detail: e.to_string(),
+    })?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MANIFEST_KEY))
+        .ok_or_else(|| FormatError::NotTns { path: p() })?;
+    let raw: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| FormatError::BadManifest {
+            path: p(),
+            detail: e.to_string(),
+        })?;
+    if raw.get("format").and_then(|v| v.as_str()) != Some(FORMAT_TAG) {
+        return Err(FormatError::NotTns { path: p() });
+    }
+    let version = raw
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(FormatError::FutureVersion {
+            path: p(),
+            found: u32::try_from(version).unwrap_or(u32::MAX),
+        });
+    }
+    let manifest: Manifest = serde_json::from_value(raw).map_err(|e| FormatError::BadManifest {
+        path: p(),
+        detail: e.to_string(),
+    })?;
+    manifest
+        .config
+        .validate()
+        .map_err(|detail| FormatError::BadManifest { path: p(), detail })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| FormatError::Truncated {
+        path: p(),
+        detail: e.to_string(),
+    })?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(FormatError::BadTensor { path: p(), name });
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push(NamedTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let found = tensor_checksum(&tensors);
+    if found != manifest.tensors_sha256 {
+        return Err(FormatError::Checksum {
+            path: p(),
+            expected: manifest.tensors_sha256.clone(),
+            found,
+        });
+    }
+    Ok((manifest, tensors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelConfig, ModelKind};
+
+    fn sample() -> (Manifest, Vec<NamedTensor>) {
+        let f = ["x", "y"];
+        let config = ModelConfig::new("t", ModelKind::Linear, &f, &f, 3, 1, 1);
+        let manifest = Manifest {
+            format: String::new(),
+            format_version: 0,
+            tns_version: "0.1.0".into(),
+            config,
+            normalization: InputNormalization {
+                mean: vec![0.0; 2],
+                std: vec![1.0; 2],
+                relative: vec![true; 2],
+            },
+            residual_scale: vec![1.0, 2.0],
+            kalman: None,
+            conformal: Some(ConformalCalibration {
+                alpha: 0.1,
+                n_calibration: 100,
+                radii: vec![0.5, 0.7],
+            }),
+            training: None,
+            tensors_sha256: String::new(),
+        };
+        let tensors = vec![
+            NamedTensor {
+                name: "head.weight".into(),
+                shape: vec![2, 6],
+                data: (0..12).map(|i| i as f32 * 0.5).collect(),
+            },
+            NamedTensor {
+                name: "head.bias".into(),
+                shape: vec![2],
+                data: vec![0.25, -1.0],
+            },
+        ];
+        (manifest, tensors)
+    }
+
+    #[test]
+    fn round_trip_preserves_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tns");
+        let (m, t) = sample();
+        let written = save_model(&path, &m, &t).unwrap();
+        let (loaded, tensors) = load_model(&path).unwrap();
+        assert_eq!(loaded, written);
+        assert_eq!(loaded.format_version, FORMAT_VERSION);
+        let mut sorted = t.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(tensors, sorted);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn truncated_tampered_and_foreign_files_are_rejected_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tns");
+        let (m, t) = sample();
+        save_model(&path, &m, &t).unwrap();
+        let good = std::fs::read(&path).unwrap();
+
+        for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
+            let err = parse_model(&path, &good[..cut]).unwrap_err();
+            assert!(
+                matches!(err, FormatError::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
+        }
+        // Flip a byte in the tensor data (the last bytes of the file).
+        let mut flipped = good.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0x40;
+        let err = parse_model(&path, &flipped).unwrap_err();
+        assert!(matches!(err, FormatError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains("modified or corrupted"));
+
+        // A future version.
+        let mut future = m.clone();
+        future.config.name = "future".into();
+        let written = save_model(&path, &future, &t).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let needle = format!("\\\"format_version\\\":{}", written.format_version).into_bytes();
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("version field in header");
+        // Same length, so the safetensors layout stays valid.
+        bytes[at + needle.len() - 1] = b'9';
+        let err = parse_model(&path, &bytes).unwrap_err();
+        assert!(
+            matches!(err, FormatError::FutureVersion { found: 9, .. }),
+            "{err}"
+        );
+
+        // A safetensors file without a manifest.
+        let plain = safetensors::serialize(
+            vec![(
+                "w".to_string(),
+                TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            parse_model(&path, &plain).unwrap_err(),
+            FormatError::NotTns { .. }
+        ));
+        assert!(matches!(
+            load_model(&dir.path().join("missing.tns")).unwrap_err(),
+            FormatError::Io { .. }
+        ));
+    }
+
+    #[test]
+    fn absurd_shapes_do_not_allocate_or_panic() {
+        // A header declaring a huge tensor in a tiny file.
+        let header =
+            r#"{"w":{"dtype":"F32","shape":[4294967295,4294967295],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        assert!(parse_model(Path::new("x.tns"), &bytes).is_err());
+        // A header length far beyond the file.
+        let mut bytes = u64::MAX.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        assert!(matches!(
+            parse_model(Path::new("x.tns"), &bytes).unwrap_err(),
+            FormatError::Truncated { .. }
+        ));
+    }
+}
