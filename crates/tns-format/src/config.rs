@@ -139,7 +139,8 @@ pub struct ModelConfig {
     pub network: Option<NetworkConfig>,
     /// The gate, for System B.
     pub gate: Option<GateConfig>,
-    /// Kalman axes (position/velocity columns), for kinds with a Kalman prior.
+    /// Kalman axes (position/velocity columns): required by Kalman-based kinds; for the
+    /// others they only mark which inputs are positions (taken relative to the last row).
     pub kalman_axes: Option<Vec<Axis>>,
     /// Seed for initialization and shuffling.
     pub seed: u64,
@@ -205,20 +206,48 @@ impl ModelConfig {
         self.horizon * self.targets.len()
     }
 
-    /// Trainable parameters, computed from the config.
-    pub fn parameter_count(&self) -> usize {
+    /// Names and shapes of the network's tensors, in initialization order. Weights are
+    /// `[out, in]` (PyTorch layout); GRU gates are stacked `r, z, n`.
+    pub fn tensor_layout(&self) -> Vec<(String, Vec<usize>)> {
         let (l, f, out) = (self.lookback, self.input_width(), self.output_width());
+        let dense = |name: &str, inp: usize, outp: usize| {
+            [
+                (format!("{name}.weight"), vec![outp, inp]),
+                (format!("{name}.bias"), vec![outp]),
+            ]
+        };
         match &self.network {
-            None => 0,
-            Some(NetworkConfig::Linear) => l * f * out + out,
+            None => Vec::new(),
+            Some(NetworkConfig::Linear) => dense("linear", l * f, out).to_vec(),
             Some(NetworkConfig::Mlp { hidden }) => {
                 let mut widths = vec![l * f];
                 widths.extend(hidden);
                 widths.push(out);
-                widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+                widths
+                    .windows(2)
+                    .enumerate()
+                    .flat_map(|(i, w)| dense(&format!("mlp.{i}"), w[0], w[1]))
+                    .collect()
             }
-            Some(NetworkConfig::Gru { hidden: h }) => 3 * h * (f + h) + 6 * h + h * out + out,
+            Some(NetworkConfig::Gru { hidden: h }) => {
+                let mut v = vec![
+                    ("gru.weight_ih_l0".to_string(), vec![3 * h, f]),
+                    ("gru.weight_hh_l0".to_string(), vec![3 * h, *h]),
+                    ("gru.bias_ih_l0".to_string(), vec![3 * h]),
+                    ("gru.bias_hh_l0".to_string(), vec![3 * h]),
+                ];
+                v.extend(dense("head", *h, out));
+                v
+            }
         }
+    }
+
+    /// Trainable parameters, computed from the config.
+    pub fn parameter_count(&self) -> usize {
+        self.tensor_layout()
+            .iter()
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Checks internal consistency (sizes, targets among features, gate only on System B).
@@ -238,9 +267,9 @@ impl ModelConfig {
                 if learned { "needs" } else { "takes no" }
             ));
         }
-        if (self.kind.base() == Base::KalmanPrior) != self.kalman_axes.is_some() {
+        if self.kind.base() == Base::KalmanPrior && self.kalman_axes.is_none() {
             return Err(format!(
-                "kind {}: Kalman axes are required exactly for Kalman-based kinds",
+                "kind {} needs Kalman axes (position/velocity columns)",
                 self.kind.name()
             ));
         }

@@ -17,9 +17,11 @@
 
 mod config;
 mod file;
+mod pipeline;
 
 pub use config::{Base, InputNormalization, ModelConfig, ModelKind, NetworkConfig};
 pub use file::{
     FORMAT_TAG, FORMAT_VERSION, FormatError, KalmanManifest, Manifest, NamedTensor,
     TrainingSummary, load_model, save_model, tensor_checksum,
 };
+pub use pipeline::{Forecast, InputError, Pipeline};

@@ -1,0 +1,280 @@
+//! Everything around the network, driven by the manifest: input checks, normalization, the
+//! base forecast (last value or Kalman prior), de-normalization of the network output, the
+//! gate and the certificate. The training side and the inference engine both call this,
+//! so they cannot disagree about anything but the network itself.
+
+use tns_certify::{
+    Certificate, CertificateInputs, ConformalCalibration, Gate, GateScratch, GateStep,
+    ModelIdentity,
+};
+use tns_kalman::KalmanPrior;
+
+use crate::{Base, InputNormalization, Manifest, ModelKind};
+
+/// A window that cannot be predicted from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("window has {found} values; expected lookback × features = {lookback} × {features} = {}", lookback * features)]
+    Shape {
+        found: usize,
+        lookback: usize,
+        features: usize,
+    },
+    #[error("window row {row}, feature {feature:?}: {value} is not finite")]
+    NotFinite {
+        row: usize,
+        feature: String,
+        value: f64,
+    },
+    #[error("the Kalman prior's predictive covariance is not positive definite: {0}")]
+    Gate(String),
+}
+
+/// The manifest's pre- and post-processing, ready to run.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    kind: ModelKind,
+    features: Vec<String>,
+    lookback: usize,
+    targets: Vec<usize>,
+    horizon: usize,
+    normalization: InputNormalization,
+    residual_scale: Vec<f64>,
+    prior: Option<KalmanPrior>,
+    gate: Option<Gate>,
+    conformal: Option<ConformalCalibration>,
+    identity: ModelIdentity,
+}
+
+/// One prediction and what it was made of, as flat `[horizon, targets]` vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// The output.
+    pub prediction: Vec<f64>,
+    /// The base forecast (last value or Kalman prior mean).
+    pub base: Vec<f64>,
+    /// The prior's predictive covariance `[horizon, T, T]` (Kalman-based kinds).
+    pub covariance: Option<Vec<f64>>,
+    /// The network's proposed correction in data units (learned kinds).
+    pub correction: Option<Vec<f64>>,
+    /// Gate outcome per step (System B).
+    pub gate_steps: Option<Vec<GateStep>>,
+}
+
+impl Pipeline {
+    /// Builds the pipeline from a manifest (validated on load).
+    pub fn new(manifest: &Manifest) -> Result<Self, String> {
+        let c = &manifest.config;
+        c.validate()?;
+        let targets = c.target_indices()?;
+        let width = c.output_width();
+        if manifest.residual_scale.len() != width {
+            return Err(format!(
+                "residual_scale has {} entries, expected {width}",
+                manifest.residual_scale.len()
+            ));
+        }
+        let f = c.features.len();
+        let n = &manifest.normalization;
+        if n.mean.len() != f || n.std.len() != f || n.relative.len() != f {
+            return Err(format!("normalization does not have {f} columns"));
+        }
+        if n.std
+            .iter()
+            .chain(&manifest.residual_scale)
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err("normalization scales must be positive and finite".into());
+        }
+        let prior = match (&manifest.kalman, c.kind.base()) {
+            (Some(k), Base::KalmanPrior) => Some(
+                KalmanPrior::new(
+                    k.spec.clone(),
+                    k.params.clone(),
+                    f,
+                    &targets,
+                    c.lead,
+                    c.horizon,
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            (None, Base::KalmanPrior) => {
+                return Err("Kalman-based model without Kalman parameters".into());
+            }
+            _ => None,
+        };
+        let gate = c
+            .gate
+            .map(|g| Gate::new(g.alpha, targets.len(), g.mode))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        if let Some(cal) = &manifest.conformal
+            && cal.radii.len() != width
+        {
+            return Err(format!(
+                "conformal radii have {} entries, expected {width}",
+                cal.radii.len()
+            ));
+        }
+        Ok(Self {
+            kind: c.kind,
+            features: c.features.clone(),
+            lookback: c.lookback,
+            targets,
+            horizon: c.horizon,
+            normalization: manifest.normalization.clone(),
+            residual_scale: manifest.residual_scale.clone(),
+            prior,
+            gate,
+            conformal: manifest.conformal.clone(),
+            identity: ModelIdentity {
+                name: c.name.clone(),
+                version: manifest.tns_version.clone(),
+                sha256: manifest.tensors_sha256.clone(),
+            },
+        })
+    }
+
+    /// Values per window (`lookback × features`).
+    pub fn window_len(&self) -> usize {
+        self.lookback * self.features.len()
+    }
+
+    /// Output values per window (`horizon × targets`).
+    pub fn output_len(&self) -> usize {
+        self.horizon * self.targets.len()
+    }
+
+    /// The conformal calibration, if any.
+    pub fn conformal(&self) -> Option<&ConformalCalibration> {
+        self.conformal.as_ref()
+    }
+
+    /// The Kalman prior, if any.
+    pub fn prior(&self) -> Option<&KalmanPrior> {
+        self.prior.as_ref()
+    }
+
+    /// Checks shape and finiteness of a raw window.
+    pub fn check_window(&self, window: &[f64]) -> Result<(), InputError> {
+        let f = self.features.len();
+        if window.len() != self.window_len() {
+            return Err(InputError::Shape {
+                found: window.len(),
+                lookback: self.lookback,
+                features: f,
+            });
+        }
+        if let Some(i) = window.iter().position(|v| !v.is_finite()) {
+            return Err(InputError::NotFinite {
+                row: i / f,
+                feature: self.features[i % f].clone(),
+                value: window[i],
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the network input (`[lookback, features]`, f32) for a checked raw window.
+    pub fn normalize_into(&self, window: &[f64], out: &mut [f32]) {
+        let f = self.features.len();
+        let last = &window[(self.lookback - 1) * f..];
+        let n = &self.normalization;
+        for (i, (&x, o)) in window.iter().zip(out.iter_mut()).enumerate() {
+            let c = i % f;
+            let centre = if n.relative[c] { last[c] } else { n.mean[c] };
+            *o = ((x - centre) / n.std[c]) as f32;
+        }
+    }
+
+    /// The base forecast `[horizon, targets]` and, for Kalman-based kinds, the prior's
+    /// covariance `[horizon, T, T]`.
+    pub fn base(&self, window: &[f64]) -> (Vec<f64>, Option<Vec<f64>>) {
+        let t = self.targets.len();
+        let mut base = vec![0.0; self.output_len()];
+        match &self.prior {
+            Some(prior) => {
+                let mut cov = vec![0.0; self.output_len() * t];
+                prior.predict_into(window, &mut base, &mut cov);
+                (base, Some(cov))
+            }
+            None => {
+                let last = &window[(self.lookback - 1) * self.features.len()..];
+                for (i, b) in base.iter_mut().enumerate() {
+                    *b = last[self.targets[i % t]];
+                }
+                (base, None)
+            }
+        }
+    }
+
+    /// Combines the base with the network output (normalized units; `None` for kinds
+    /// without a network) and applies the gate.
+    pub fn finish(
+        &self,
+        base: Vec<f64>,
+        covariance: Option<Vec<f64>>,
+        network_output: Option<&[f32]>,
+        scratch: &mut GateScratch,
+    ) -> Result<Forecast, InputError> {
+        let t = self.targets.len();
+        let correction: Option<Vec<f64>> = network_output.map(|o| {
+            o.iter()
+                .zip(&self.residual_scale)
+                .map(|(&v, s)| f64::from(v) * s)
+                .collect()
+        });
+        let mut prediction = base.clone();
+        let mut gate_steps = None;
+        match (&correction, &self.gate, &covariance) {
+            (Some(r), Some(gate), Some(cov)) => {
+                let mut steps = Vec::with_capacity(self.horizon);
+                for h in 0..self.horizon {
+                    let span = h * t..(h + 1) * t;
+                    let step = gate
+                        .apply(
+                            &base[span.clone()],
+                            &r[span.clone()],
+                            &cov[h * t * t..(h + 1) * t * t],
+                            &mut prediction[span],
+                            scratch,
+                        )
+                        .map_err(|e| InputError::Gate(e.to_string()))?;
+                    steps.push(step);
+                }
+                gate_steps = Some(steps);
+            }
+            (Some(r), _, _) => {
+                for (p, c) in prediction.iter_mut().zip(r) {
+                    *p += c;
+                }
+            }
+            (None, _, _) => {}
+        }
+        Ok(Forecast {
+            prediction,
+            base,
+            covariance,
+            correction,
+            gate_steps,
+        })
+    }
+
+    /// The certificate of a forecast made by this pipeline.
+    pub fn certificate(&self, forecast: &Forecast) -> Certificate {
+        let prior_and_correction = match (self.kind.base(), &forecast.correction) {
+            (Base::KalmanPrior, Some(c)) => Some((forecast.base.as_slice(), c.as_slice())),
+            _ => None,
+        };
+        Certificate::assemble(
+            CertificateInputs {
+                targets: self.targets.len(),
+                prediction: &forecast.prediction,
+                prior_and_correction,
+                gate: self.gate.as_ref().zip(forecast.gate_steps.as_deref()),
+                conformal: self.conformal.as_ref(),
+            },
+            self.identity.clone(),
+        )
+    }
+}

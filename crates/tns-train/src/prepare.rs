@@ -1,0 +1,207 @@
+use tns_data::{Splits, WindowSet};
+use tns_format::{Base, InputNormalization, KalmanManifest, Manifest, ModelConfig, Pipeline};
+use tns_kalman::{KalmanSpec, fit_params};
+
+use crate::TrainError;
+
+/// Network-ready arrays of one split.
+#[derive(Debug, Clone)]
+pub struct NetData {
+    /// Normalized windows `[n, L, F]`.
+    pub inputs: Vec<f32>,
+    /// Normalized residual targets `(y − base) / scale`, `[n, H·T]`.
+    pub targets: Vec<f32>,
+    /// Number of windows.
+    pub n: usize,
+    /// Rows per window.
+    pub lookback: usize,
+    /// Features per row.
+    pub features: usize,
+}
+
+/// Everything fitted on the training split before any weight is trained.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The manifest so far (no checksum, conformal radii or training summary yet).
+    pub manifest: Manifest,
+    /// Its pipeline.
+    pub pipeline: Pipeline,
+    /// Training arrays (empty for kinds without a network).
+    pub train: NetData,
+    /// Validation arrays.
+    pub val: NetData,
+}
+
+/// Fits the Kalman parameters (maximum likelihood on the training rows), the input
+/// normalization and the residual scales, all on the training split only.
+pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepared, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    let f = config.features.len();
+    let tr = &splits.train;
+    if tr.features() != f
+        || tr.lookback() != config.lookback
+        || tr.horizon() != config.horizon
+        || tr.targets() != config.targets.len()
+    {
+        return Err(TrainError::Config(format!(
+            "windows are [{}, {}] → [{}, {}] but the config says [{}, {f}] → [{}, {}]",
+            tr.lookback(),
+            tr.features(),
+            tr.horizon(),
+            tr.targets(),
+            config.lookback,
+            config.horizon,
+            config.targets.len()
+        )));
+    }
+    let targets = config.target_indices().map_err(TrainError::Config)?;
+    let kalman = match (&config.kalman_axes, config.kind.base()) {
+        (Some(axes), Base::KalmanPrior) => {
+            // Kinematic axes use the data's time unit; pure trends count in steps.
+            let step = if axes.iter().any(|a| a.velocity.is_some()) {
+                dt
+            } else {
+                1.0
+            };
+            let spec = KalmanSpec {
+                axes: axes.clone(),
+                dt: step,
+            };
+            let rows: Vec<&[f64]> = splits
+                .train_rows
+                .iter()
+                .map(|s| s.values.as_slice())
+                .collect();
+            let params = fit_params(&spec, &rows, f);
+            Some(KalmanManifest { spec, params })
+        }
+        _ => None,
+    };
+    let relative: Vec<bool> = (0..f)
+        .map(|c| match &config.kalman_axes {
+            Some(axes) => axes.iter().any(|a| a.position == c),
+            None => targets.contains(&c),
+        })
+        .collect();
+    let mut std = splits.normalization.std.clone();
+    for (c, s) in std.iter_mut().enumerate() {
+        if relative[c] {
+            *s = relative_scale(tr, c);
+        }
+    }
+    let mut manifest = Manifest {
+        format: String::new(),
+        format_version: 0,
+        tns_version: env!("CARGO_PKG_VERSION").into(),
+        config: config.clone(),
+        normalization: InputNormalization {
+            mean: splits.normalization.mean.clone(),
+            std,
+            relative,
+        },
+        residual_scale: vec![1.0; config.output_width()],
+        kalman,
+        conformal: None,
+        training: None,
+        tensors_sha256: String::new(),
+    };
+    let unit = Pipeline::new(&manifest).map_err(TrainError::Config)?;
+    manifest.residual_scale = residual_rms(&unit, tr);
+    let pipeline = Pipeline::new(&manifest).map_err(TrainError::Config)?;
+    let (train, val) = if config.network.is_some() {
+        (
+            net_data(&pipeline, &manifest, tr)?,
+            net_data(&pipeline, &manifest, &splits.val)?,
+        )
+    } else {
+        let empty = NetData {
+            inputs: Vec::new(),
+            targets: Vec::new(),
+            n: 0,
+            lookback: config.lookback,
+            features: f,
+        };
+        (empty.clone(), empty)
+    };
+    Ok(Prepared {
+        manifest,
+        pipeline,
+        train,
+        val,
+    })
+}
+
+/// Root-mean-square of `x_t − x_last` over the training windows: the scale of a column
+/// taken relative to the window's last row.
+fn relative_scale(set: &WindowSet, c: usize) -> f64 {
+    let (l, f) = (set.lookback(), set.features());
+    let (mut sum, mut n) = (0.0, 0usize);
+    for i in 0..set.len() {
+        let w = set.input(i);
+        let last = w[(l - 1) * f + c];
+        for t in 0..l - 1 {
+            sum += (w[t * f + c] - last).powi(2);
+            n += 1;
+        }
+    }
+    let rms = (sum / n.max(1) as f64).sqrt();
+    if rms > 0.0 && rms.is_finite() {
+        rms
+    } else {
+        1.0
+    }
+}
+
+/// Root-mean-square of `y − base` per output: what the network's unit output means.
+fn residual_rms(pipeline: &Pipeline, set: &WindowSet) -> Vec<f64> {
+    let width = pipeline.output_len();
+    let mut sums = vec![0.0; width];
+    for i in 0..set.len() {
+        let (base, _) = pipeline.base(set.input(i));
+        for ((s, y), b) in sums.iter_mut().zip(set.output(i)).zip(&base) {
+            *s += (y - b).powi(2);
+        }
+    }
+    sums.iter()
+        .map(|s| {
+            let rms = (s / set.len().max(1) as f64).sqrt();
+            if rms > 0.0 && rms.is_finite() {
+                rms
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+fn net_data(
+    pipeline: &Pipeline,
+    manifest: &Manifest,
+    set: &WindowSet,
+) -> Result<NetData, TrainError> {
+    let per = pipeline.window_len();
+    let width = pipeline.output_len();
+    let mut inputs = vec![0f32; set.len() * per];
+    let mut targets = Vec::with_capacity(set.len() * width);
+    for i in 0..set.len() {
+        let w = set.input(i);
+        pipeline.check_window(w)?;
+        pipeline.normalize_into(w, &mut inputs[i * per..(i + 1) * per]);
+        let (base, _) = pipeline.base(w);
+        for ((y, b), s) in set
+            .output(i)
+            .iter()
+            .zip(&base)
+            .zip(&manifest.residual_scale)
+        {
+            targets.push(((y - b) / s) as f32);
+        }
+    }
+    Ok(NetData {
+        inputs,
+        targets,
+        n: set.len(),
+        lookback: set.lookback(),
+        features: set.features(),
+    })
+}

@@ -1,0 +1,417 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+use tns_format::NamedTensor;
+use tns_models::Network;
+
+use crate::prepare::NetData;
+use crate::{AdamW, TrainError};
+
+/// Optimization settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Windows per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Share of all steps spent warming the learning rate up linearly.
+    pub warmup_fraction: f64,
+    /// Final learning rate of the cosine decay, as a share of `lr`.
+    pub min_lr_fraction: f64,
+    /// Largest global gradient norm; larger gradients are scaled down to it.
+    pub clip_norm: f64,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 40,
+            batch_size: 128,
+            lr: 3e-3,
+            weight_decay: 1e-4,
+            warmup_fraction: 0.05,
+            min_lr_fraction: 0.05,
+            clip_norm: 1.0,
+            patience: 8,
+        }
+    }
+}
+
+/// One row of the metrics log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps (normalized MSE).
+    pub train_loss: f64,
+    /// Validation loss after the epoch (normalized MSE).
+    pub val_loss: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Mean global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Wall-clock seconds of the epoch.
+    pub seconds: f64,
+}
+
+/// Learning rate at `step` (0-based) of `total`: linear warm-up, then cosine decay to
+/// `min_lr_fraction · lr`.
+///
+/// ```
+/// let cfg = tns_train::TrainConfig { lr: 1.0, warmup_fraction: 0.1, min_lr_fraction: 0.0, ..Default::default() };
+/// assert!((tns_train::learning_rate(&cfg, 0, 100) - 0.1).abs() < 1e-12);
+/// assert!((tns_train::learning_rate(&cfg, 9, 100) - 1.0).abs() < 1e-12);
+/// assert!(tns_train::learning_rate(&cfg, 99, 100) < 0.001);
+/// ```
+pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
+    let warmup = ((total as f64 * cfg.warmup_fraction).round() as usize).max(1);
+    if step < warmup {
+        return cfg.lr * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    let floor = cfg.lr * cfg.min_lr_fraction;
+    floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Per-epoch metrics.
+    pub history: Vec<EpochMetrics>,
+    /// Epoch (1-based) with the best validation loss.
+    pub best_epoch: usize,
+    /// Its validation loss.
+    pub best_val_loss: f64,
+    /// Weights of the best epoch.
+    pub best_tensors: Vec<NamedTensor>,
+}
+
+/// Runs the optimization of one network.
+pub struct Trainer<'a> {
+    /// Settings.
+    pub config: &'a TrainConfig,
+    /// Seed for the per-epoch shuffles.
+    pub seed: u64,
+    /// Device of the network.
+    pub device: &'a Device,
+    /// Checkpoint written (atomically) after every epoch, if set.
+    pub checkpoint: Option<PathBuf>,
+    /// Metrics log: `<stem>.metrics.csv` and `<stem>.metrics.json`, rewritten after every
+    /// epoch, if set.
+    pub metrics: Option<PathBuf>,
+    /// End this run after this many epochs, as if interrupted (the checkpoint lets a later
+    /// run resume). For time-boxed sessions.
+    pub stop_after: Option<usize>,
+    /// Show a progress bar (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Label shown on the progress bar.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    epochs_done: usize,
+    step: u64,
+    best_epoch: usize,
+    best_val_loss: f64,
+    bad_epochs: usize,
+    history: Vec<EpochMetrics>,
+    config: TrainConfig,
+    seed: u64,
+}
+
+impl Trainer<'_> {
+    /// Trains `network` on `train`, early-stopping on `val`. With `resume`, continues from
+    /// the checkpoint if one exists (weights, optimizer moments, epoch, best weights).
+    pub fn run(
+        &self,
+        network: &Network,
+        train: &NetData,
+        val: &NetData,
+        resume: bool,
+    ) -> Result<TrainOutcome, TrainError> {
+        let cfg = self.config;
+        if train.n == 0 || val.n == 0 || cfg.batch_size == 0 || cfg.epochs == 0 {
+            return Err(TrainError::Config(
+                "training needs windows, a batch size and epochs ≥ 1".into(),
+            ));
+        }
+        let vars: Vec<_> = network
+            .named_vars()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut opt = AdamW::new(vars.clone(), cfg.lr, cfg.weight_decay)?;
+        let steps_per_epoch = train.n.div_ceil(cfg.batch_size);
+        let total_steps = steps_per_epoch * cfg.epochs;
+        let mut state = CheckpointState {
+            epochs_done: 0,
+            step: 0,
+            best_epoch: 0,
+            best_val_loss: f64::INFINITY,
+            bad_epochs: 0,
+            history: Vec::new(),
+            config: cfg.clone(),
+            seed: self.seed,
+        };
+        let mut best = network.to_tensors()?;
+        if resume && let Some(path) = self.checkpoint.as_ref().filter(|p| p.exists()) {
+            (state, best) = load_checkpoint(path, network, &mut opt, cfg, self.seed, self.device)?;
+        }
+        let per = train.inputs.len() / train.n;
+        let width = train.targets.len() / train.n;
+        let bar = if self.progress {
+            ProgressBar::new(total_steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(self.label.clone());
+        bar.set_position((state.epochs_done * steps_per_epoch) as u64);
+        let mut order: Vec<usize> = (0..train.n).collect();
+        let (mut xb, mut yb) = (Vec::new(), Vec::new());
+        let first_epoch = state.epochs_done + 1;
+        for epoch in first_epoch..=cfg.epochs {
+            let interrupted = self.stop_after.is_some_and(|n| epoch >= first_epoch + n);
+            if state.bad_epochs >= cfg.patience || interrupted {
+                break;
+            }
+            let start = Instant::now();
+            order.sort_unstable();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ));
+            let (mut loss_sum, mut norm_sum, mut lr) = (0.0, 0.0, cfg.lr);
+            for batch in order.chunks(cfg.batch_size) {
+                xb.clear();
+                yb.clear();
+                for &i in batch {
+                    xb.extend_from_slice(&train.inputs[i * per..(i + 1) * per]);
+                    yb.extend_from_slice(&train.targets[i * width..(i + 1) * width]);
+                }
+                let x = Tensor::from_slice(
+                    &xb,
+                    (batch.len(), train.lookback, train.features),
+                    self.device,
+                )?;
+                let y = Tensor::from_slice(&yb, (batch.len(), width), self.device)?;
+                let loss = (network.forward(&x)? - y)?.sqr()?.mean_all()?;
+                let loss_value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                if !loss_value.is_finite() {
+                    return Err(TrainError::Diverged { epoch });
+                }
+                let grads = loss.backward()?;
+                let mut sq = 0.0;
+                for v in &vars {
+                    if let Some(g) = grads.get(v) {
+                        sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+                    }
+                }
+                let norm = sq.sqrt();
+                let scale = if norm > cfg.clip_norm {
+                    cfg.clip_norm / norm
+                } else {
+                    1.0
+                };
+                lr = learning_rate(cfg, state.step as usize, total_steps);
+                opt.lr = lr;
+                opt.step(&grads, scale)?;
+                state.step += 1;
+                loss_sum += loss_value;
+                norm_sum += norm;
+                bar.inc(1);
+            }
+            let val_loss = evaluate(network, val, self.device)?;
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss: loss_sum / steps_per_epoch as f64,
+                val_loss,
+                lr,
+                grad_norm: norm_sum / steps_per_epoch as f64,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            bar.set_message(format!(
+                "epoch {epoch} train {:.4} val {:.4}",
+                metrics.train_loss, val_loss
+            ));
+            if val_loss < state.best_val_loss {
+                state.best_val_loss = val_loss;
+                state.best_epoch = epoch;
+                state.bad_epochs = 0;
+                best = network.to_tensors()?;
+            } else {
+                state.bad_epochs += 1;
+            }
+            state.history.push(metrics);
+            state.epochs_done = epoch;
+            if let Some(path) = &self.checkpoint {
+                save_checkpoint(path, network, &opt, &best, &state)?;
+            }
+            if let Some(path) = &self.metrics {
+                write_metrics(path, &state.history)?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(TrainOutcome {
+            history: state.history,
+            best_epoch: state.best_epoch,
+            best_val_loss: state.best_val_loss,
+            best_tensors: best,
+        })
+    }
+}
+
+/// Normalized MSE over a whole split.
+fn evaluate(network: &Network, data: &NetData, device: &Device) -> Result<f64, TrainError> {
+    let out = network.forward_flat(&data.inputs, data.n, device)?;
+    let sum: f64 = out
+        .iter()
+        .zip(&data.targets)
+        .map(|(p, y)| (f64::from(*p) - f64::from(*y)).powi(2))
+        .sum();
+    Ok(sum / out.len() as f64)
+}
+
+fn write_metrics(stem: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {
+    let mut csv = String::from("epoch,train_loss,val_loss,lr,grad_norm,seconds\n");
+    for m in history {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            m.epoch, m.train_loss, m.val_loss, m.lr, m.grad_norm, m.seconds
+        ));
+    }
+    let json = serde_json::to_vec_pretty(history).map_err(|e| TrainError::Config(e.to_string()))?;
+    for (ext, bytes) in [("csv", csv.into_bytes()), ("json", json)] {
+        let path = PathBuf::from(format!("{}.metrics.{ext}", stem.display()));
+        tns_data::write_atomic(&path, &bytes).map_err(|source| TrainError::Io { path, source })?;
+    }
+    Ok(())
+}
+
+const STATE_KEY: &str = "tns.checkpoint";
+
+fn save_checkpoint(
+    path: &Path,
+    network: &Network,
+    opt: &AdamW,
+    best: &[NamedTensor],
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
+    let err = |detail: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut entries: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let (m, v) = opt.moments();
+    for (i, (name, var)) in network.named_vars().iter().enumerate() {
+        for (prefix, t) in [("param", var.as_tensor()), ("m", &m[i]), ("v", &v[i])] {
+            entries.push((
+                format!("{prefix}/{name}"),
+                t.dims().to_vec(),
+                t.flatten_all()?.to_vec1::<f32>()?,
+            ));
+        }
+    }
+    for t in best {
+        entries.push((format!("best/{}", t.name), t.shape.clone(), t.data.clone()));
+    }
+    let bytes: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = entries
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    let json = serde_json::to_string(state).map_err(|e| err(e.to_string()))?;
+    let out = safetensors::serialize(views, Some(HashMap::from([(STATE_KEY.to_string(), json)])))
+        .map_err(|e| err(e.to_string()))?;
+    tns_data::write_atomic(path, &out).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_checkpoint(
+    path: &Path,
+    network: &Network,
+    opt: &mut AdamW,
+    cfg: &TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(CheckpointState, Vec<NamedTensor>), TrainError> {
+    let err = |detail: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("unreadable ({e})")))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(STATE_KEY))
+        .ok_or_else(|| err("not a TNS checkpoint".into()))?;
+    let state: CheckpointState = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+    if &state.config != cfg || state.seed != seed {
+        return Err(err("it was written with other training settings or another seed; remove it or use the same settings".into()));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let get = |name: &str, shape: &[usize]| -> Result<Tensor, TrainError> {
+        let view = st
+            .tensor(name)
+            .map_err(|_| err(format!("tensor {name:?} missing")))?;
+        if view.shape() != shape || view.dtype() != Dtype::F32 {
+            return Err(err(format!("tensor {name:?} does not match the model")));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Tensor::from_vec(data, shape, device)?)
+    };
+    let (mut m, mut v, mut best) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, var) in network.named_vars() {
+        let shape = var.dims().to_vec();
+        var.set(&get(&format!("param/{name}"), &shape)?)?;
+        m.push(get(&format!("m/{name}"), &shape)?);
+        v.push(get(&format!("v/{name}"), &shape)?);
+        best.push(NamedTensor {
+            name: name.clone(),
+            data: get(&format!("best/{name}"), &shape)?
+                .flatten_all()?
+                .to_vec1()?,
+            shape,
+        });
+    }
+    opt.restore(&m, &v, state.step)?;
+    Ok((state, best))
+}

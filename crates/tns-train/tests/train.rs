@@ -1,0 +1,117 @@
+//! End-to-end training checks on small generated data.
+
+use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
+use tns_data::{SplitFractions, Splits, WindowSpec};
+use tns_format::{ModelConfig, ModelKind, load_model};
+use tns_kalman::Axis;
+use tns_train::{FitOptions, TrainConfig, fit_model};
+
+const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
+
+fn data(rows: usize) -> (Splits, f64) {
+    let cfg = TrajectoryConfig::compact(Regime::Turn, rows, 17);
+    let d = trajectory(&cfg);
+    let spec = WindowSpec::next_step(10, d.column_indices(&COLUMNS).unwrap());
+    (
+        d.windows(&spec, &SplitFractions::default()).unwrap(),
+        d.dt(),
+    )
+}
+
+fn config(kind: ModelKind) -> ModelConfig {
+    let mut c = ModelConfig::new(kind.name(), kind, &COLUMNS, &COLUMNS, 10, 1, 1);
+    c.kalman_axes = Some(vec![
+        Axis {
+            position: 0,
+            velocity: Some(2),
+        },
+        Axis {
+            position: 1,
+            velocity: Some(3),
+        },
+    ]);
+    c.seed = 5;
+    c
+}
+
+fn options(epochs: usize) -> FitOptions {
+    FitOptions {
+        train: TrainConfig {
+            epochs,
+            batch_size: 64,
+            patience: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_and_is_reproducible_bit_for_bit() {
+    let (splits, dt) = data(3_000);
+    let a = fit_model(&config(ModelKind::SystemA), dt, &splits, &options(4)).unwrap();
+    let b = fit_model(&config(ModelKind::SystemA), dt, &splits, &options(4)).unwrap();
+    assert_eq!(a.tensors, b.tensors);
+    assert_eq!(a.manifest.tensors_sha256, b.manifest.tensors_sha256);
+    let h = &a.history;
+    assert!(
+        h.last().unwrap().train_loss < 0.8 * h[0].train_loss,
+        "{h:?}"
+    );
+    // A different seed gives different weights.
+    let mut other = config(ModelKind::SystemA);
+    other.seed = 6;
+    let c = fit_model(&other, dt, &splits, &options(1)).unwrap();
+    assert_ne!(c.tensors, a.tensors);
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let (splits, dt) = data(2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let straight = fit_model(&config(ModelKind::SystemB), dt, &splits, &options(4)).unwrap();
+    let mut opts = options(4);
+    opts.run_dir = Some(dir.path().to_path_buf());
+    opts.stop_after = Some(2);
+    let first_half = fit_model(&config(ModelKind::SystemB), dt, &splits, &opts).unwrap();
+    assert_eq!(first_half.history.len(), 2);
+    assert_ne!(first_half.tensors, straight.tensors);
+    let metrics = std::fs::read_to_string(dir.path().join("system-b.metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    opts.resume = true;
+    opts.stop_after = None;
+    let resumed = fit_model(&config(ModelKind::SystemB), dt, &splits, &opts).unwrap();
+    assert_eq!(resumed.tensors, straight.tensors);
+    assert_eq!(resumed.history.len(), 4);
+    for (a, b) in resumed.history.iter().zip(&straight.history) {
+        assert_eq!(
+            (a.train_loss, a.val_loss, a.lr),
+            (b.train_loss, b.val_loss, b.lr)
+        );
+    }
+}
+
+#[test]
+fn saved_models_load_and_predict_identically_with_certificates() {
+    let (splits, dt) = data(2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.tns");
+    let model = fit_model(&config(ModelKind::SystemB), dt, &splits, &options(2)).unwrap();
+    model.save(&path).unwrap();
+    let (manifest, _) = load_model(&path).unwrap();
+    assert_eq!(manifest.config.parameter_count(), 3_780);
+    let device = candle_core::Device::Cpu;
+    let a = model.forecaster(&device).unwrap();
+    let b = tns_models::Forecaster::load(&path, &device).unwrap();
+    let w = splits.test.input(0);
+    assert_eq!(a.predict(w).unwrap(), b.predict(w).unwrap());
+    let cert = serde_json::to_value(b.certify(w).unwrap()).unwrap();
+    assert_eq!(cert["gate"]["test"], "chi2_mahalanobis");
+    assert_eq!(cert["model"]["sha256"], manifest.tensors_sha256);
+    assert_eq!(cert, serde_json::to_value(b.certify(w).unwrap()).unwrap());
+    // NaN input is refused with the row and feature named.
+    let mut bad = w.to_vec();
+    bad[5] = f64::NAN;
+    let err = b.predict(&bad).unwrap_err().to_string();
+    assert!(err.contains("row 1") && err.contains("\"y\""), "{err}");
+}
