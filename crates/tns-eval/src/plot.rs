@@ -1,0 +1,206 @@
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// A plotting failure (I/O or drawing), with the file it was for.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {path}: {detail}")]
+pub struct PlotError {
+    path: String,
+    detail: String,
+}
+
+/// One line of a forecast plot.
+#[derive(Debug, Clone)]
+pub struct SeriesToPlot {
+    /// Legend label.
+    pub name: String,
+    /// One value per test window.
+    pub values: Vec<f64>,
+}
+
+/// Training and validation loss per epoch of one model.
+#[derive(Debug, Clone)]
+pub struct LossCurve {
+    /// Legend label.
+    pub name: String,
+    /// Training loss per epoch.
+    pub train: Vec<f64>,
+    /// Validation loss per epoch.
+    pub val: Vec<f64>,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
+    move |detail| PlotError {
+        path: path.display().to_string(),
+        detail,
+    }
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-12);
+    (lo - pad, hi + pad)
+}
+
+/// Draws consecutive test windows: the truth as points, each series as a line, and the
+/// conformal band `(lower, upper)` shaded, as SVG.
+pub fn plot_forecasts(
+    path: &Path,
+    title: &str,
+    truth: &[f64],
+    series: &[SeriesToPlot],
+    band: Option<(&[f64], &[f64])>,
+) -> Result<(), PlotError> {
+    let e = err(path);
+    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let all = truth
+        .iter()
+        .chain(series.iter().flat_map(|s| &s.values))
+        .chain(band.iter().flat_map(|(l, u)| l.iter().chain(u.iter())))
+        .copied();
+    let (lo, hi) = bounds(all);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..truth.len().max(1) as f64, lo..hi)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("test window")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    if let Some((lower, upper)) = band {
+        let polygon: Vec<(f64, f64)> = lower
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64, v))
+            .chain(upper.iter().enumerate().rev().map(|(i, &v)| (i as f64, v)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                polygon,
+                COLORS[0].mix(0.15).filled(),
+            )))
+            .map_err(|x| e(x.to_string()))?
+            .label("conformal interval")
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 15, y + 5)], COLORS[0].mix(0.15).filled())
+            });
+    }
+    chart
+        .draw_series(
+            truth
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Circle::new((i as f64, v), 2, BLACK.filled())),
+        )
+        .map_err(|x| e(x.to_string()))?
+        .label("observed")
+        .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
+    for (k, s) in series.iter().enumerate() {
+        let color = COLORS[(k + 1) % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.values.iter().enumerate().map(|(i, &v)| (i as f64, v)),
+                color.stroke_width(2),
+            ))
+            .map_err(|x| e(x.to_string()))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}
+
+/// Training (dashed) and validation (solid) loss per epoch, log scale, as SVG.
+pub fn plot_loss_curves(path: &Path, curves: &[LossCurve]) -> Result<(), PlotError> {
+    let e = err(path);
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let epochs = curves
+        .iter()
+        .map(|c| c.train.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let (lo, hi) = bounds(
+        curves
+            .iter()
+            .flat_map(|c| c.train.iter().chain(&c.val))
+            .copied()
+            .filter(|v| *v > 0.0),
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "loss per epoch (normalized MSE; dashed: train, solid: validation)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1f64..epochs as f64, (lo.max(1e-12)..hi).log_scale())
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    for (k, c) in curves.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let pts = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, &y)| ((i + 1) as f64, y))
+                .collect::<Vec<_>>()
+        };
+        chart
+            .draw_series(DashedLineSeries::new(
+                pts(&c.train),
+                6,
+                4,
+                color.stroke_width(1),
+            ))
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(pts(&c.val), color.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?
+            .label(c.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}
