@@ -1,1 +1,200 @@
-fn main() {}
+//! `tns`: generate data, train and evaluate models, predict with certificates, run the demo.
+
+mod data_args;
+mod demo;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use data_args::{DataArgs, ModelArgs, TrainArgs};
+use tns_models::Forecaster;
+
+#[derive(Parser)]
+#[command(
+    name = "tns",
+    version,
+    about = "Temporal Neural Solver: certified microsecond forecasts for small temporal models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train (or fit) one model and write its model file.
+    Train(TrainCommand),
+    /// Evaluate model files on the test split of a dataset and compare them.
+    Eval(EvalCommand),
+    /// Predict one window and print the prediction with its certificate (JSON).
+    Predict(PredictCommand),
+    /// Generate trajectory data, train System A and B, evaluate every model, write plots.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write a generated dataset as CSV (time column `t`).
+    Synth {
+        /// `trajectory` or `ar-regime`.
+        generator: String,
+        #[command(flatten)]
+        synth: data_args::SynthArgs,
+        /// Output CSV path.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainCommand {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Output model file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalCommand {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model files; the first System B model (or the first model) is the reference.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// Write the report (markdown) and results (JSON) with this path stem.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PredictCommand {
+    /// Model file.
+    model: PathBuf,
+    /// Window as JSON (`{"window": [[f1, f2, …], …]}` or a bare array of rows) or CSV with a
+    /// header naming the model's features (the last `lookback` rows are used).
+    #[arg(short, long)]
+    input: PathBuf,
+}
+
+fn main() -> Result<()> {
+    // Candle routes even tiny tensors through its thread pool, which costs more than it
+    // saves for these models; one thread per training run, runs in parallel instead.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: set before any thread is spawned.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Data {
+            command:
+                DataCommand::Synth {
+                    generator,
+                    synth,
+                    output,
+                },
+        } => {
+            let data = synth.generate(&generator)?;
+            data.write_csv(&output)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "wrote {} rows × {} columns to {}",
+                data.rows(),
+                data.columns().len(),
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Train(cmd) => train(cmd),
+        Command::Eval(cmd) => eval(cmd),
+        Command::Predict(cmd) => predict(cmd),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+fn train(cmd: TrainCommand) -> Result<()> {
+    let dataset = cmd.data.load()?;
+    let config = cmd.model.config(&dataset)?;
+    let splits = dataset.windows(&cmd.model.window_spec(&dataset)?, &Default::default())?;
+    eprintln!(
+        "training {} ({} parameters) on {} train / {} validation / {} calibration windows",
+        config.kind.name(),
+        config.parameter_count(),
+        splits.train.len(),
+        splits.val.len(),
+        splits.cal.len()
+    );
+    let options = cmd.train.options(true);
+    let model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
+    let manifest = model.save(&cmd.output)?;
+    if let Some(t) = &manifest.training {
+        eprintln!(
+            "best epoch {} of {} (validation loss {:.5}), {:.1} s",
+            t.best_epoch, t.epochs_run, t.best_val_loss, t.seconds
+        );
+    }
+    eprintln!(
+        "wrote {} (sha256 {})",
+        cmd.output.display(),
+        &manifest.tensors_sha256[..16]
+    );
+    Ok(())
+}
+
+fn eval(cmd: EvalCommand) -> Result<()> {
+    let dataset = cmd.data.load()?;
+    let device = Device::Cpu;
+    let models = cmd
+        .models
+        .iter()
+        .map(|p| Forecaster::load(p, &device).with_context(|| format!("loading {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let first = &models[0].manifest().config;
+    let spec = data_args::spec_for(first, &dataset)?;
+    for m in &models[1..] {
+        let c = &m.manifest().config;
+        if (c.lookback, c.horizon, c.lead, &c.targets, &c.features)
+            != (
+                first.lookback,
+                first.horizon,
+                first.lead,
+                &first.targets,
+                &first.features,
+            )
+        {
+            bail!(
+                "model {} has another window shape or other columns than {}; compare models of one task",
+                c.name,
+                first.name
+            );
+        }
+    }
+    let splits = dataset.windows(&spec, &Default::default())?;
+    let report = report::compare(&models, &splits.test, spec.span())?;
+    println!("{}", report.table);
+    if let Some(stem) = cmd.report {
+        report.write(&stem)?;
+    }
+    Ok(())
+}
+
+fn predict(cmd: PredictCommand) -> Result<()> {
+    let model = Forecaster::load(&cmd.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", cmd.model.display()))?;
+    let window = data_args::read_window(&cmd.input, &model.manifest().config)?;
+    let certificate = model.certify(&window)?;
+    println!("{}", serde_json::to_string_pretty(&certificate)?);
+    Ok(())
+}

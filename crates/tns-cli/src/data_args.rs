@@ -1,0 +1,351 @@
+//! Command-line arguments shared by the subcommands, and what they turn into.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tns_certify::{GateConfig, GateMode};
+use tns_data::synth::{ArRegimeConfig, Regime, TrajectoryConfig, ar_regime, trajectory};
+use tns_data::{CsvOptions, Dataset, WindowSpec, load_csv};
+use tns_format::{ModelConfig, ModelKind, NetworkConfig};
+use tns_kalman::Axis;
+use tns_train::{FitOptions, TrainConfig};
+
+/// Settings of the built-in generators.
+#[derive(Args, Clone, Debug)]
+pub struct SynthArgs {
+    /// Trajectory regime: cv, turn, spiral or mixed.
+    #[arg(long, default_value = "mixed")]
+    pub regime: Regime,
+    /// Trajectory shape: `compact` (20 Hz, for [10, 4] → next row) or `seed` (2 kHz, for
+    /// [256, 4] → position 1000 rows ahead).
+    #[arg(long, default_value = "compact")]
+    pub shape: String,
+    /// Rows to generate.
+    #[arg(long, default_value_t = 24_000)]
+    pub rows: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub data_seed: u64,
+}
+
+impl SynthArgs {
+    /// Runs the named generator (`trajectory` or `ar-regime`).
+    pub fn generate(&self, generator: &str) -> Result<Dataset> {
+        match generator {
+            "trajectory" => {
+                let cfg = match self.shape.as_str() {
+                    "compact" => TrajectoryConfig::compact(self.regime, self.rows, self.data_seed),
+                    "seed" => TrajectoryConfig::seed_design(self.regime, self.rows, self.data_seed),
+                    other => bail!("unknown trajectory shape {other:?}; use compact or seed"),
+                };
+                Ok(trajectory(&cfg))
+            }
+            "ar-regime" => Ok(ar_regime(&ArRegimeConfig {
+                rows: self.rows,
+                switch_prob: 0.02,
+                seed: self.data_seed,
+            })
+            .dataset),
+            other => bail!("unknown generator {other:?}; use trajectory or ar-regime"),
+        }
+    }
+}
+
+/// Where the data comes from: a CSV file or a generator.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// CSV file with a header row.
+    #[arg(long, conflicts_with = "synth")]
+    pub data: Option<PathBuf>,
+    /// Generate instead: `trajectory` or `ar-regime` (see --regime, --shape, --rows).
+    #[arg(long)]
+    pub synth: Option<String>,
+    #[command(flatten)]
+    pub synth_args: SynthArgs,
+    /// Time column (numeric or ISO-8601): ordering and gap checks, never a feature.
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Series column of a long-format file (e.g. unique_id): each series is windowed and
+    /// split on its own.
+    #[arg(long)]
+    pub series_column: Option<String>,
+    /// Keep only this series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// Feature columns (comma-separated; default: all but time and series columns).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+}
+
+impl DataArgs {
+    /// Loads or generates the dataset.
+    pub fn load(&self) -> Result<Dataset> {
+        match (&self.data, &self.synth) {
+            (Some(path), _) => Ok(load_csv(
+                path,
+                &CsvOptions {
+                    time_column: self.time_column.clone(),
+                    series_column: self.series_column.clone(),
+                    series: self.series.clone(),
+                    features: self.features.clone(),
+                    dt: None,
+                },
+            )?),
+            (None, Some(generator)) => self.synth_args.generate(generator),
+            (None, None) => bail!("give --data FILE.csv or --synth trajectory|ar-regime"),
+        }
+    }
+}
+
+/// What model to build.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// persistence, kalman, linear, mlp, system-a or system-b.
+    #[arg(long, default_value = "system-b")]
+    pub model: ModelKind,
+    /// Model name (default: the kind).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Target columns (comma-separated; default: all features).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Kalman axes as position:velocity pairs (`x:vx,y:vy`) or bare positions (`y`, a
+    /// local linear trend). Default: `x:vx,y:vy` when those columns exist, else one trend
+    /// axis per target.
+    #[arg(long, value_delimiter = ',')]
+    pub axes: Option<Vec<String>>,
+    /// Input rows per window.
+    #[arg(long, default_value_t = 10)]
+    pub lookback: usize,
+    /// Predicted steps.
+    #[arg(long, default_value_t = 1)]
+    pub horizon: usize,
+    /// Rows from the last input row to the first predicted row.
+    #[arg(long, default_value_t = 1)]
+    pub lead: usize,
+    /// Rows between window starts.
+    #[arg(long, default_value_t = 1)]
+    pub stride: usize,
+    /// Hidden size of GRU networks.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Significance level of System B's gate.
+    #[arg(long, default_value_t = 0.01)]
+    pub gate_alpha: f64,
+    /// Shrink rejected corrections onto the ellipsoid instead of falling back to the prior.
+    #[arg(long)]
+    pub gate_shrink: bool,
+    /// Seed of initialization and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ModelArgs {
+    fn targets(&self, data: &Dataset) -> Vec<String> {
+        self.targets
+            .clone()
+            .unwrap_or_else(|| data.columns().to_vec())
+    }
+
+    /// The window layout for `data`.
+    pub fn window_spec(&self, data: &Dataset) -> Result<WindowSpec> {
+        Ok(WindowSpec {
+            lookback: self.lookback,
+            horizon: self.horizon,
+            lead: self.lead,
+            stride: self.stride,
+            targets: data.column_indices(&self.targets(data))?,
+        })
+    }
+
+    /// The model config for `data`.
+    pub fn config(&self, data: &Dataset) -> Result<ModelConfig> {
+        let features: Vec<&str> = data.columns().iter().map(String::as_str).collect();
+        let targets = self.targets(data);
+        let target_refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let mut c = ModelConfig::new(
+            self.name.as_deref().unwrap_or(self.model.name()),
+            self.model,
+            &features,
+            &target_refs,
+            self.lookback,
+            self.horizon,
+            self.lead,
+        );
+        c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
+        c.seed = self.seed;
+        if let Some(NetworkConfig::Gru { hidden }) = &mut c.network {
+            *hidden = self.hidden;
+        }
+        if let Some(g) = &mut c.gate {
+            *g = GateConfig {
+                alpha: self.gate_alpha,
+                mode: if self.gate_shrink {
+                    GateMode::Shrink
+                } else {
+                    GateMode::Reject
+                },
+            };
+        }
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
+}
+
+/// Parses `x:vx,y:vy` style axes; the default is `x:vx,y:vy` when those columns exist,
+/// else one trend axis per target.
+pub fn parse_axes(
+    spec: Option<&[String]>,
+    data: &Dataset,
+    targets: &[String],
+) -> Result<Vec<Axis>> {
+    let col = |name: &str| -> Result<usize> {
+        data.column_indices(&[name])
+            .map(|v| v[0])
+            .with_context(|| format!("axis column {name:?}"))
+    };
+    let default_kinematic = ["x", "y", "vx", "vy"]
+        .iter()
+        .all(|c| data.columns().iter().any(|d| d == c));
+    let items: Vec<String> = match spec {
+        Some(items) => items.to_vec(),
+        None if default_kinematic => vec!["x:vx".into(), "y:vy".into()],
+        None => targets.to_vec(),
+    };
+    items
+        .iter()
+        .map(|item| match item.split_once(':') {
+            Some((p, v)) => Ok(Axis {
+                position: col(p)?,
+                velocity: Some(col(v)?),
+            }),
+            None => Ok(Axis {
+                position: col(item)?,
+                velocity: None,
+            }),
+        })
+        .collect()
+}
+
+/// Optimization settings.
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Early-stopping patience (epochs).
+    #[arg(long, default_value_t = 8)]
+    pub patience: usize,
+    /// Miscoverage of the conformal interval.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Directory for checkpoints and the metrics log.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Resume from the checkpoint in --run-dir.
+    #[arg(long, requires = "run_dir")]
+    pub resume: bool,
+    /// Stop after this many epochs of this run (resume later with --resume).
+    #[arg(long, requires = "run_dir")]
+    pub stop_after: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Fit options on the CPU.
+    pub fn options(&self, progress: bool) -> FitOptions {
+        FitOptions {
+            train: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                patience: self.patience,
+                ..TrainConfig::default()
+            },
+            conformal_alpha: self.alpha,
+            run_dir: self.run_dir.clone(),
+            resume: self.resume,
+            progress,
+            stop_after: self.stop_after,
+            ..FitOptions::default()
+        }
+    }
+}
+
+/// The window layout a trained model expects, checked against `data`'s columns.
+pub fn spec_for(config: &ModelConfig, data: &Dataset) -> Result<WindowSpec> {
+    if data.columns() != config.features.as_slice() {
+        bail!(
+            "the data has columns {:?} but model {} was trained on {:?}",
+            data.columns(),
+            config.name,
+            config.features
+        );
+    }
+    Ok(WindowSpec {
+        lookback: config.lookback,
+        horizon: config.horizon,
+        lead: config.lead,
+        stride: 1,
+        targets: data.column_indices(&config.targets)?,
+    })
+}
+
+/// Reads one window for `config` from JSON or CSV.
+pub fn read_window(path: &Path, config: &ModelConfig) -> Result<Vec<f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (l, f) = (config.lookback, config.features.len());
+    let rows: Vec<Vec<f64>> = if text.trim_start().starts_with(['{', '[']) {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let rows = value.get("window").unwrap_or(&value);
+        serde_json::from_value(rows.clone()).with_context(|| {
+            format!(
+                "{}: expected {{\"window\": [[{f} numbers], … {l} rows]}}",
+                path.display()
+            )
+        })?
+    } else {
+        let data = load_csv(
+            path,
+            &CsvOptions {
+                features: Some(config.features.clone()),
+                ..Default::default()
+            },
+        )?;
+        let seg = data
+            .series()
+            .last()
+            .and_then(|s| s.segments.last())
+            .context("empty CSV")?;
+        seg.values.chunks(f).map(<[f64]>::to_vec).collect()
+    };
+    if rows.len() < l {
+        bail!(
+            "{}: {} rows given, the model needs the last {l}",
+            path.display(),
+            rows.len()
+        );
+    }
+    let mut window = Vec::with_capacity(l * f);
+    for (i, row) in rows[rows.len() - l..].iter().enumerate() {
+        if row.len() != f {
+            bail!(
+                "{}: row {} has {} values, the model has {f} features {:?}",
+                path.display(),
+                i + 1,
+                row.len(),
+                config.features
+            );
+        }
+        window.extend_from_slice(row);
+    }
+    Ok(window)
+}
