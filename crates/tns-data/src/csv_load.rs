@@ -91,7 +91,7 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
     }
 
     // Rows grouped by series, in file order of first appearance.
-    let mut series: Vec<(String, Vec<f64>, Vec<f64>, Vec<u64>)> = Vec::new();
+    let mut series: Vec<RawSeries> = Vec::new();
     let mut record = csv::StringRecord::new();
     let mut row_no: u64 = 1;
     loop {
@@ -175,6 +175,9 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
         dt,
     )
 }
+
+/// One series while reading: id, row-major values, times, and file row numbers.
+type RawSeries = (String, Vec<f64>, Vec<f64>, Vec<u64>);
 
 fn split_at_gaps(values: Vec<f64>, times: Vec<f64>, f: usize, dt: f64) -> Vec<Segment> {
     let mut segments = Vec::new();
