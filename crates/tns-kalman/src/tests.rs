@@ -1,3 +1,6 @@
+// Matrix checks compare entry (i, j) of several 2×2 arrays; indices read clearer here.
+#![allow(clippy::needless_range_loop)]
+
 use super::*;
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 
