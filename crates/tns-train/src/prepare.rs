@@ -105,13 +105,19 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
         training: None,
         tensors_sha256: String::new(),
     };
+    // The base forecast does not depend on the residual scale, so the training bases are
+    // computed once (the Kalman filter runs once per window) and reused below.
     let unit = Pipeline::new(&manifest).map_err(TrainError::Config)?;
-    manifest.residual_scale = residual_rms(&unit, tr);
+    let bases = |set: &WindowSet| -> Vec<Vec<f64>> {
+        (0..set.len()).map(|i| unit.base(set.input(i)).0).collect()
+    };
+    let train_bases = bases(tr);
+    manifest.residual_scale = residual_rms(&train_bases, tr);
     let pipeline = Pipeline::new(&manifest).map_err(TrainError::Config)?;
     let (train, val) = if config.network.is_some() {
         (
-            net_data(&pipeline, &manifest, tr)?,
-            net_data(&pipeline, &manifest, &splits.val)?,
+            net_data(&pipeline, &manifest, tr, &train_bases)?,
+            net_data(&pipeline, &manifest, &splits.val, &bases(&splits.val))?,
         )
     } else {
         let empty = NetData {
@@ -153,12 +159,11 @@ fn relative_scale(set: &WindowSet, c: usize) -> f64 {
 }
 
 /// Root-mean-square of `y − base` per output: what the network's unit output means.
-fn residual_rms(pipeline: &Pipeline, set: &WindowSet) -> Vec<f64> {
-    let width = pipeline.output_len();
+fn residual_rms(bases: &[Vec<f64>], set: &WindowSet) -> Vec<f64> {
+    let width = set.horizon() * set.targets();
     let mut sums = vec![0.0; width];
-    for i in 0..set.len() {
-        let (base, _) = pipeline.base(set.input(i));
-        for ((s, y), b) in sums.iter_mut().zip(set.output(i)).zip(&base) {
+    for (i, base) in bases.iter().enumerate() {
+        for ((s, y), b) in sums.iter_mut().zip(set.output(i)).zip(base) {
             *s += (y - b).powi(2);
         }
     }
@@ -178,6 +183,7 @@ fn net_data(
     pipeline: &Pipeline,
     manifest: &Manifest,
     set: &WindowSet,
+    bases: &[Vec<f64>],
 ) -> Result<NetData, TrainError> {
     let per = pipeline.window_len();
     let width = pipeline.output_len();
@@ -187,11 +193,10 @@ fn net_data(
         let w = set.input(i);
         pipeline.check_window(w)?;
         pipeline.normalize_into(w, &mut inputs[i * per..(i + 1) * per]);
-        let (base, _) = pipeline.base(w);
         for ((y, b), s) in set
             .output(i)
             .iter()
-            .zip(&base)
+            .zip(&bases[i])
             .zip(&manifest.residual_scale)
         {
             targets.push(((y - b) / s) as f32);
