@@ -243,6 +243,9 @@ pub struct TrainArgs {
     /// Early-stopping patience (epochs).
     #[arg(long, default_value_t = 8)]
     pub patience: usize,
+    /// Weight of the gate-aware penalty for System B (0 = plain MSE).
+    #[arg(long, default_value_t = 0.0)]
+    pub gate_penalty: f64,
     /// Miscoverage of the conformal interval.
     #[arg(long, default_value_t = 0.1)]
     pub alpha: f64,
@@ -266,6 +269,7 @@ impl TrainArgs {
                 batch_size: self.batch_size,
                 lr: self.lr,
                 patience: self.patience,
+                gate_penalty: self.gate_penalty,
                 ..TrainConfig::default()
             },
             conformal_alpha: self.alpha,

@@ -16,9 +16,11 @@
 //! ```
 
 mod forecaster;
+mod gate_loss;
 mod network;
 
 pub use forecaster::Forecaster;
+pub use gate_loss::{gate_penalty, gate_statistics};
 pub use network::Network;
 
 /// Errors of the model layer.

@@ -119,13 +119,14 @@ pub fn fit_model(
             val_windows: prepared.val.n,
             seconds: start.elapsed().as_secs_f64(),
             optimizer: format!(
-                "adamw lr={} wd={} batch={} warmup={} cosine clip={} patience={}",
+                "adamw lr={} wd={} batch={} warmup={} cosine clip={} patience={} gate_penalty={}",
                 options.train.lr,
                 options.train.weight_decay,
                 options.train.batch_size,
                 options.train.warmup_fraction,
                 options.train.clip_norm,
-                options.train.patience
+                options.train.patience,
+                options.train.gate_penalty
             ),
         });
         model.tensors = outcome.best_tensors;

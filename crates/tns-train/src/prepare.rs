@@ -1,3 +1,4 @@
+use tns_certify::{Gate, linalg};
 use tns_data::{Splits, WindowSet};
 use tns_format::{Base, InputNormalization, KalmanManifest, Manifest, ModelConfig, Pipeline};
 use tns_kalman::{KalmanSpec, fit_params};
@@ -13,10 +14,28 @@ pub struct NetData {
     pub targets: Vec<f32>,
     /// Number of windows.
     pub n: usize,
+    /// What the gate-aware penalty needs (System B only).
+    pub gate: Option<GateData>,
     /// Rows per window.
     pub lookback: usize,
     /// Features per row.
     pub features: usize,
+}
+
+/// Per-window whitening of the network output for the gate-aware penalty: with the prior's
+/// predictive covariance `S_h = L_h L_hᵀ` of horizon step `h` and the residual scales `s_h`,
+/// `W_h = L_h⁻¹ diag(s_h)`, so the gate statistic of a unit-scale output `n_h` is
+/// `d²_h = ‖W_h n_h‖²`, exactly what `Gate::statistic` computes on `s_h ⊙ n_h`.
+#[derive(Debug, Clone)]
+pub struct GateData {
+    /// `[n, H, T, T]`, row-major.
+    pub whitening: Vec<f32>,
+    /// Horizon steps `H`.
+    pub horizon: usize,
+    /// Targets `T` (the gate's degrees of freedom).
+    pub targets: usize,
+    /// The gate's `χ²_T(1 − α)` threshold.
+    pub threshold: f64,
 }
 
 /// Everything fitted on the training split before any weight is trained.
@@ -124,6 +143,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
             inputs: Vec::new(),
             targets: Vec::new(),
             n: 0,
+            gate: None,
             lookback: config.lookback,
             features: f,
         };
@@ -189,9 +209,39 @@ fn net_data(
     let width = pipeline.output_len();
     let mut inputs = vec![0f32; set.len() * per];
     let mut targets = Vec::with_capacity(set.len() * width);
+    let (h, t) = (set.horizon(), set.targets());
+    let mut gate = match manifest.config.gate {
+        Some(g) => Some(GateData {
+            whitening: Vec::with_capacity(set.len() * h * t * t),
+            horizon: h,
+            targets: t,
+            threshold: Gate::new(g.alpha, t, g.mode)
+                .map_err(|e| TrainError::Config(e.to_string()))?
+                .threshold(),
+        }),
+        None => None,
+    };
+    let (mut factor, mut inverse) = (vec![0.0; t * t], vec![0.0; t * t]);
     for i in 0..set.len() {
         let w = set.input(i);
         pipeline.check_window(w)?;
+        if let Some(g) = gate.as_mut() {
+            let (_, cov) = pipeline.base(w);
+            let cov = cov.ok_or_else(|| {
+                TrainError::Config("a gated model needs the Kalman prior's covariance".into())
+            })?;
+            for step in 0..h {
+                linalg::cholesky(&cov[step * t * t..(step + 1) * t * t], t, &mut factor)
+                    .map_err(|e| TrainError::Config(format!("window {i}: {e}")))?;
+                linalg::invert_lower(&factor, t, &mut inverse);
+                let scale = &manifest.residual_scale[step * t..(step + 1) * t];
+                for r in 0..t {
+                    for c in 0..t {
+                        g.whitening.push((inverse[r * t + c] * scale[c]) as f32);
+                    }
+                }
+            }
+        }
         pipeline.normalize_into(w, &mut inputs[i * per..(i + 1) * per]);
         for ((y, b), s) in set
             .output(i)
@@ -206,6 +256,7 @@ fn net_data(
         inputs,
         targets,
         n: set.len(),
+        gate,
         lookback: set.lookback(),
         features: set.features(),
     })

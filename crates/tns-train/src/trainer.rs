@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use tns_format::NamedTensor;
-use tns_models::Network;
+use tns_models::{Network, gate_penalty};
 
 use crate::prepare::NetData;
 use crate::{AdamW, TrainError};
@@ -34,6 +34,11 @@ pub struct TrainConfig {
     pub clip_norm: f64,
     /// Stop after this many epochs without a better validation loss.
     pub patience: usize,
+    /// Weight of the gate-aware penalty `mean(max(0, d² − χ²))` added to the loss of gated
+    /// models (System B): it pushes corrections back inside the prior's ellipsoid, where the
+    /// gate accepts them. 0 trains on the MSE alone.
+    #[serde(default)]
+    pub gate_penalty: f64,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +52,7 @@ impl Default for TrainConfig {
             min_lr_fraction: 0.05,
             clip_norm: 1.0,
             patience: 8,
+            gate_penalty: 0.0,
         }
     }
 }
@@ -189,7 +195,8 @@ impl Trainer<'_> {
         bar.set_prefix(self.label.clone());
         bar.set_position((state.epochs_done * steps_per_epoch) as u64);
         let mut order: Vec<usize> = (0..train.n).collect();
-        let (mut xb, mut yb) = (Vec::new(), Vec::new());
+        let (mut xb, mut yb, mut wb) = (Vec::new(), Vec::new(), Vec::new());
+        let penalized = train.gate.as_ref().filter(|_| cfg.gate_penalty > 0.0);
         let first_epoch = state.epochs_done + 1;
         for epoch in first_epoch..=cfg.epochs {
             let interrupted = self.stop_after.is_some_and(|n| epoch >= first_epoch + n);
@@ -205,9 +212,14 @@ impl Trainer<'_> {
             for batch in order.chunks(cfg.batch_size) {
                 xb.clear();
                 yb.clear();
+                wb.clear();
                 for &i in batch {
                     xb.extend_from_slice(&train.inputs[i * per..(i + 1) * per]);
                     yb.extend_from_slice(&train.targets[i * width..(i + 1) * width]);
+                    if let Some(g) = penalized {
+                        let m = g.horizon * g.targets * g.targets;
+                        wb.extend_from_slice(&g.whitening[i * m..(i + 1) * m]);
+                    }
                 }
                 let x = Tensor::from_slice(
                     &xb,
@@ -215,7 +227,17 @@ impl Trainer<'_> {
                     self.device,
                 )?;
                 let y = Tensor::from_slice(&yb, (batch.len(), width), self.device)?;
-                let loss = (network.forward(&x)? - y)?.sqr()?.mean_all()?;
+                let out = network.forward(&x)?;
+                let mut loss = (&out - y)?.sqr()?.mean_all()?;
+                if let Some(g) = penalized {
+                    let w = Tensor::from_slice(
+                        &wb,
+                        (batch.len(), g.horizon, g.targets, g.targets),
+                        self.device,
+                    )?;
+                    let penalty = gate_penalty(&out, &w, g.threshold)?;
+                    loss = (loss + penalty.affine(cfg.gate_penalty, 0.0)?)?;
+                }
                 let loss_value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
                 if !loss_value.is_finite() {
                     return Err(TrainError::Diverged { epoch });
