@@ -31,7 +31,7 @@ enum Command {
         command: DataCommand,
     },
     /// Train (or fit) one model and write its model file.
-    Train(TrainCommand),
+    Train(Box<TrainCommand>),
     /// Evaluate model files on the test split of a dataset and compare them.
     Eval(EvalCommand),
     /// Predict one window and print the prediction with its certificate (JSON).
@@ -117,7 +117,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Train(cmd) => train(cmd),
+        Command::Train(cmd) => train(*cmd),
         Command::Eval(cmd) => eval(cmd),
         Command::Predict(cmd) => predict(cmd),
         Command::Demo(args) => demo::run(args),
