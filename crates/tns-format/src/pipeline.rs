@@ -34,6 +34,7 @@ pub enum InputError {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     kind: ModelKind,
+    has_network: bool,
     features: Vec<String>,
     lookback: usize,
     targets: Vec<usize>,
@@ -118,6 +119,7 @@ impl Pipeline {
         }
         Ok(Self {
             kind: c.kind,
+            has_network: c.network.is_some(),
             features: c.features.clone(),
             lookback: c.lookback,
             targets,
@@ -187,51 +189,77 @@ impl Pipeline {
         }
     }
 
-    /// The base forecast `[horizon, targets]` and, for Kalman-based kinds, the prior's
-    /// covariance `[horizon, T, T]`.
-    pub fn base(&self, window: &[f64]) -> (Vec<f64>, Option<Vec<f64>>) {
-        let t = self.targets.len();
-        let mut base = vec![0.0; self.output_len()];
-        match &self.prior {
-            Some(prior) => {
-                let mut cov = vec![0.0; self.output_len() * t];
-                prior.predict_into(window, &mut base, &mut cov);
-                (base, Some(cov))
-            }
-            None => {
+    /// A forecast with every buffer this pipeline writes allocated and zeroed: reuse it with
+    /// [`Pipeline::base_into`] and [`Pipeline::finish_into`] to predict without allocating.
+    pub fn empty_forecast(&self) -> Forecast {
+        let (t, width) = (self.targets.len(), self.output_len());
+        let zeroed = GateStep {
+            statistic: 0.0,
+            passed: false,
+            applied_scale: 0.0,
+            residual_norm: 0.0,
+        };
+        Forecast {
+            prediction: vec![0.0; width],
+            base: vec![0.0; width],
+            covariance: self.prior.as_ref().map(|_| vec![0.0; width * t]),
+            correction: self.has_network.then(|| vec![0.0; width]),
+            gate_steps: self.gate.map(|_| vec![zeroed; self.horizon]),
+        }
+    }
+
+    /// Writes the base forecast (last value or Kalman prior mean) and, for Kalman-based
+    /// kinds, the prior's covariance `[horizon, T, T]` into `forecast`. No allocation.
+    pub fn base_into(&self, window: &[f64], forecast: &mut Forecast) {
+        match (&self.prior, forecast.covariance.as_mut()) {
+            (Some(prior), Some(cov)) => prior.predict_into(window, &mut forecast.base, cov),
+            _ => {
+                let t = self.targets.len();
                 let last = &window[(self.lookback - 1) * self.features.len()..];
-                for (i, b) in base.iter_mut().enumerate() {
+                for (i, b) in forecast.base.iter_mut().enumerate() {
                     *b = last[self.targets[i % t]];
                 }
-                (base, None)
             }
         }
     }
 
-    /// Combines the base with the network output (normalized units; `None` for kinds
-    /// without a network) and applies the gate.
-    pub fn finish(
+    /// The base forecast `[horizon, targets]` and, for Kalman-based kinds, the prior's
+    /// covariance `[horizon, T, T]`.
+    pub fn base(&self, window: &[f64]) -> (Vec<f64>, Option<Vec<f64>>) {
+        let mut forecast = self.empty_forecast();
+        self.base_into(window, &mut forecast);
+        (forecast.base, forecast.covariance)
+    }
+
+    /// Completes a forecast whose base (and covariance) [`Pipeline::base_into`] wrote: adds
+    /// the network output (normalized units; `None` for kinds without a network) scaled to
+    /// data units and applies the gate. No allocation.
+    pub fn finish_into(
         &self,
-        base: Vec<f64>,
-        covariance: Option<Vec<f64>>,
         network_output: Option<&[f32]>,
+        forecast: &mut Forecast,
         scratch: &mut GateScratch,
-    ) -> Result<Forecast, InputError> {
+    ) -> Result<(), InputError> {
         let t = self.targets.len();
-        let correction: Option<Vec<f64>> = network_output.map(|o| {
-            o.iter()
-                .zip(&self.residual_scale)
-                .map(|(&v, s)| f64::from(v) * s)
-                .collect()
-        });
-        let mut prediction = base.clone();
-        let mut gate_steps = None;
-        match (&correction, &self.gate, &covariance) {
-            (Some(r), Some(gate), Some(cov)) => {
-                let mut steps = Vec::with_capacity(self.horizon);
-                for h in 0..self.horizon {
+        let Forecast {
+            prediction,
+            base,
+            covariance,
+            correction,
+            gate_steps,
+        } = forecast;
+        prediction.copy_from_slice(base);
+        let (Some(out), Some(r)) = (network_output, correction.as_mut()) else {
+            return Ok(());
+        };
+        for ((c, &v), s) in r.iter_mut().zip(out).zip(&self.residual_scale) {
+            *c = f64::from(v) * s;
+        }
+        match (&self.gate, covariance.as_ref(), gate_steps.as_mut()) {
+            (Some(gate), Some(cov), Some(steps)) => {
+                for (h, step) in steps.iter_mut().enumerate() {
                     let span = h * t..(h + 1) * t;
-                    let step = gate
+                    *step = gate
                         .apply(
                             &base[span.clone()],
                             &r[span.clone()],
@@ -240,24 +268,25 @@ impl Pipeline {
                             scratch,
                         )
                         .map_err(|e| InputError::Gate(e.to_string()))?;
-                    steps.push(step);
                 }
-                gate_steps = Some(steps);
             }
-            (Some(r), _, _) => {
-                for (p, c) in prediction.iter_mut().zip(r) {
+            _ => {
+                for (p, c) in prediction.iter_mut().zip(r.iter()) {
                     *p += c;
                 }
             }
-            (None, _, _) => {}
         }
-        Ok(Forecast {
-            prediction,
-            base,
-            covariance,
-            correction,
-            gate_steps,
-        })
+        Ok(())
+    }
+
+    /// The gate, if this model has one.
+    pub fn gate(&self) -> Option<&Gate> {
+        self.gate.as_ref()
+    }
+
+    /// The model's kind.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
     }
 
     /// The certificate of a forecast made by this pipeline.

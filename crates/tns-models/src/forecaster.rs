@@ -93,9 +93,12 @@ impl Forecaster {
             .chunks_exact(per)
             .enumerate()
             .map(|(i, w)| {
-                let (base, cov) = self.pipeline.base(w);
+                let mut forecast = self.pipeline.empty_forecast();
+                self.pipeline.base_into(w, &mut forecast);
                 let net = outputs.as_ref().map(|o| &o[i * out_len..(i + 1) * out_len]);
-                Ok(self.pipeline.finish(base, cov, net, &mut scratch)?)
+                self.pipeline
+                    .finish_into(net, &mut forecast, &mut scratch)?;
+                Ok(forecast)
             })
             .collect()
     }

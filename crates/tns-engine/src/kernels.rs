@@ -1,0 +1,344 @@
+//! The numeric kernels of the plan: matrix–vector products, the 8-lane blocked product of
+//! the batch path, and fast `exp`/`sigmoid`/`tanh`, each in an AVX2+FMA build and a
+//! portable one. The instruction set is chosen once, when the plan is built.
+//!
+//! Both builds run the same generic code ([`Kernels`] picks the primitives); the AVX2 entry
+//! points are `#[target_feature]` functions that the generic code is inlined into, so the
+//! element-wise loops are vectorized with 256-bit registers and FMA there.
+
+/// Sequences that advance together in the batch path (one 256-bit register of f32).
+pub const LANES: usize = 8;
+
+/// The instruction set the plan's kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX2 and FMA, detected at run time.
+    Avx2Fma,
+    /// Plain Rust that any target compiles (vectorized as far as the baseline allows).
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Self::Avx2Fma;
+        }
+        Self::Portable
+    }
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx2Fma => "avx2+fma",
+            Self::Portable => "portable",
+        }
+    }
+}
+
+/// The primitives the generic network code is written against.
+pub(crate) trait Kernels {
+    /// `a · b + c`, fused where the hardware has it.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+    /// `y[r] += Σ_j cols[j·rows + r] · x[j]` (weights packed column by column).
+    fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]);
+    /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
+    /// `n = xs.len() / LANES` columns).
+    fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
+}
+
+/// Plain Rust primitives.
+pub(crate) struct Portable;
+
+impl Kernels for Portable {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+
+    #[inline(always)]
+    fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]) {
+        for (col, &xj) in cols.chunks_exact(rows).zip(x) {
+            for (yr, &w) in y.iter_mut().zip(col) {
+                *yr += w * xj;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]) {
+        let n = xs.len() / LANES;
+        for (row, y) in w.chunks_exact(n).zip(ys.chunks_exact_mut(LANES)) {
+            for (&wj, x) in row.iter().zip(xs.chunks_exact(LANES)) {
+                for (yl, &xl) in y.iter_mut().zip(x) {
+                    *yl += wj * xl;
+                }
+            }
+        }
+    }
+}
+
+/// AVX2 + FMA primitives. Only reachable through the `#[target_feature]` entry points below,
+/// which are only called when [`Isa::detect`] found both features.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Avx2, Kernels, LANES};
+    use std::arch::x86_64::*;
+
+    /// `N` registers (8·N rows) of `y += W x`, kept in registers across all columns.
+    #[inline(always)]
+    unsafe fn gemv_block<const N: usize>(
+        cols: &[f32],
+        rows: usize,
+        x: &[f32],
+        y: &mut [f32],
+        r: usize,
+    ) {
+        // SAFETY (whole body): the caller guarantees r + 8·N ≤ rows = y.len() and
+        // cols.len() ≥ rows · x.len(), so every load and store below is in bounds.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(y.as_ptr().add(r + 8 * k));
+            }
+            for (j, &xj) in x.iter().enumerate() {
+                let xv = _mm256_set1_ps(xj);
+                let col = cols.as_ptr().add(j * rows + r);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(col.add(8 * k)), xv, *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(y.as_mut_ptr().add(r + 8 * k), *a);
+            }
+        }
+    }
+
+    /// `N` rows of the lane-blocked product, one register per row.
+    #[inline(always)]
+    unsafe fn gemm_block<const N: usize>(w: &[f32], xs: &[f32], ys: &mut [f32], r: usize) {
+        let n = xs.len() / LANES;
+        // SAFETY: the caller guarantees r + N rows exist in `w` (n columns each) and `ys`.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(ys.as_ptr().add((r + k) * LANES));
+            }
+            for j in 0..n {
+                let xv = _mm256_loadu_ps(xs.as_ptr().add(j * LANES));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_set1_ps(*w.get_unchecked((r + k) * n + j));
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(ys.as_mut_ptr().add((r + k) * LANES), *a);
+            }
+        }
+    }
+
+    impl Kernels for Avx2 {
+        #[inline(always)]
+        fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]) {
+            assert!(
+                y.len() == rows && cols.len() >= rows * x.len(),
+                "gemv shapes"
+            );
+            let mut r = 0;
+            // SAFETY: each block stays below `rows` (loop conditions) and the assert above
+            // bounds the columns; AVX2/FMA are present because only `#[target_feature]`
+            // entry points reach this code.
+            unsafe {
+                while r + 64 <= rows {
+                    gemv_block::<8>(cols, rows, x, y, r);
+                    r += 64;
+                }
+                while r + 32 <= rows {
+                    gemv_block::<4>(cols, rows, x, y, r);
+                    r += 32;
+                }
+                while r + 8 <= rows {
+                    gemv_block::<1>(cols, rows, x, y, r);
+                    r += 8;
+                }
+            }
+            for (j, &xj) in x.iter().enumerate() {
+                for (yr, &w) in y[r..].iter_mut().zip(&cols[j * rows + r..(j + 1) * rows]) {
+                    *yr = w.mul_add(xj, *yr);
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]) {
+            let n = xs.len() / LANES;
+            let rows = ys.len() / LANES;
+            assert!(
+                xs.len() == n * LANES && ys.len() == rows * LANES && w.len() == rows * n,
+                "gemm shapes"
+            );
+            let mut r = 0;
+            // SAFETY: as in `gemv_acc`; the assert bounds all rows and columns.
+            unsafe {
+                while r + 8 <= rows {
+                    gemm_block::<8>(w, xs, ys, r);
+                    r += 8;
+                }
+                while r < rows {
+                    gemm_block::<1>(w, xs, ys, r);
+                    r += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `e^x` to about 1 ulp on `[-87, 88]` (clamped outside): `2^n · p(r)` with `n = round(x/ln 2)`,
+/// `r = x − n ln 2` split in two constants, and a degree-7 Taylor polynomial, whose error
+/// `r⁸/8!` is below 6e-9 for `|r| ≤ ln 2 / 2`. Branch-free, so loops over it vectorize.
+#[inline(always)]
+pub(crate) fn exp<K: Kernels>(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2²³ rounds to the nearest integer in the default rounding mode.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = K::mul_add(-n, LN2_LO, K::mul_add(-n, LN2_HI, x));
+    let mut p = 1.0 / 5040.0;
+    p = K::mul_add(p, r, 1.0 / 720.0);
+    p = K::mul_add(p, r, 1.0 / 120.0);
+    p = K::mul_add(p, r, 1.0 / 24.0);
+    p = K::mul_add(p, r, 1.0 / 6.0);
+    p = K::mul_add(p, r, 0.5);
+    p = K::mul_add(p, r, 1.0);
+    p = K::mul_add(p, r, 1.0);
+    // 2^n through the exponent bits; n ∈ [-126, 127] after the clamp.
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// `1 / (1 + e^{−x})`.
+#[inline(always)]
+pub(crate) fn sigmoid<K: Kernels>(x: f32) -> f32 {
+    1.0 / (1.0 + exp::<K>(-x))
+}
+
+/// `tanh x`: an odd Taylor polynomial for `|x| < 0.2` (error below 2e-10 relative), where
+/// `1 − 2/(e^{2x} + 1)` would cancel, and that formula elsewhere. Both are computed and one
+/// is selected, so the loop stays branch-free.
+#[inline(always)]
+pub(crate) fn tanh<K: Kernels>(x: f32) -> f32 {
+    let x2 = x * x;
+    let mut p = 62.0 / 2835.0;
+    p = K::mul_add(p, x2, -17.0 / 315.0);
+    p = K::mul_add(p, x2, 2.0 / 15.0);
+    p = K::mul_add(p, x2, -1.0 / 3.0);
+    let small = K::mul_add(p * x2, x, x);
+    let large = 1.0 - 2.0 / (exp::<K>(2.0 * x) + 1.0);
+    if x.abs() < 0.2 { small } else { large }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_functions<K: Kernels>() {
+        let mut worst = [0f64; 3];
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4 * 4.35 + 0.5; // [-86.5, 87.5]
+            let e = f64::from(exp::<K>(x));
+            let want = f64::from(x).exp();
+            worst[0] = worst[0].max((e - want).abs() / want);
+            let y = i as f32 * 1e-4 * 0.5; // [-10, 10]
+            let s = f64::from(sigmoid::<K>(y));
+            let want = 1.0 / (1.0 + (-f64::from(y)).exp());
+            worst[1] = worst[1].max((s - want).abs() / want);
+            let t = f64::from(tanh::<K>(y));
+            let want = f64::from(y).tanh();
+            worst[2] = worst[2].max((t - want).abs() / want.abs().max(1e-30));
+        }
+        assert!(worst[0] < 4e-7, "exp relative error {}", worst[0]);
+        assert!(worst[1] < 5e-7, "sigmoid relative error {}", worst[1]);
+        assert!(worst[2] < 1e-6, "tanh relative error {}", worst[2]);
+        assert_eq!(tanh::<K>(0.0), 0.0);
+    }
+
+    #[test]
+    fn transcendental_functions_are_accurate_portable() {
+        check_functions::<Portable>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transcendental_functions_are_accurate_avx2() {
+        if Isa::detect() == Isa::Avx2Fma {
+            check_functions::<Avx2>();
+        }
+    }
+
+    fn reference_gemv(w_rows: &[f32], rows: usize, x: &[f32]) -> Vec<f64> {
+        (0..rows)
+            .map(|r| {
+                (0..x.len())
+                    .map(|j| f64::from(w_rows[r * x.len() + j]) * f64::from(x[j]))
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn check_products<K: Kernels>() {
+        // Odd sizes exercise every block and the scalar tails.
+        for (rows, cols) in [(1, 1), (7, 3), (96, 4), (96, 32), (131, 17), (200, 9)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let packed: Vec<f32> = (0..cols)
+                .flat_map(|j| (0..rows).map(move |r| (r, j)))
+                .map(|(r, j)| w[r * cols + j])
+                .collect();
+            let x: Vec<f32> = (0..cols).map(|j| (j as f32 * 0.3).sin()).collect();
+            let want = reference_gemv(&w, rows, &x);
+            let mut y = vec![0f32; rows];
+            K::gemv_acc(&packed, rows, &x, &mut y);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((f64::from(*a) - b).abs() < 1e-5, "gemv {rows}×{cols}");
+            }
+            let xs: Vec<f32> = (0..cols * LANES).map(|i| (i as f32 * 0.17).cos()).collect();
+            let mut ys = vec![1f32; rows * LANES];
+            K::gemm_lanes_acc(&w, &xs, &mut ys);
+            for l in 0..LANES {
+                let xl: Vec<f32> = (0..cols).map(|j| xs[j * LANES + l]).collect();
+                for (r, want) in reference_gemv(&w, rows, &xl).iter().enumerate() {
+                    let got = f64::from(ys[r * LANES + l]);
+                    assert!(
+                        (got - 1.0 - want).abs() < 1e-5,
+                        "gemm {rows}×{cols} lane {l}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_match_a_reference_portable() {
+        check_products::<Portable>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn products_match_a_reference_avx2() {
+        if Isa::detect() == Isa::Avx2Fma {
+            check_products::<Avx2>();
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The inference engine: a TNS model file compiled into a frozen plan that predicts, with
+//! its certificate, in microseconds and without allocating. Candle-free: serving, embedding
+//! and WASM use this crate, never the training stack.
+//!
+//! A plan is the manifest's [`Pipeline`] (input checks, normalization, Kalman prior, gate,
+//! conformal interval — the same code training calibrates with) around a [`NetworkPlan`]
+//! with pre-packed weights and SIMD kernels chosen at load time.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tns_engine::{Engine, Predictor};
+//!
+//! let engine = Arc::new(Engine::load("model.tns".as_ref())?);
+//! let mut predictor = Predictor::new(engine.clone());
+//! let window = vec![0.0; engine.window_len()];
+//! let prediction = predictor.predict(&window)?;
+//! println!("{:?} fallback={}", prediction.values(), prediction.fallback_used());
+//! println!("{}", serde_json::to_string(&engine.certificate(prediction))?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod kernels;
+mod network;
+mod session;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tns_certify::{Certificate, GateScratch};
+use tns_format::{Forecast, FormatError, InputError, Manifest, NamedTensor, Pipeline, load_model};
+
+pub use kernels::{Isa, LANES};
+pub use network::{NetworkPlan, NetworkScratch};
+pub use session::Session;
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file could not be read or is not a valid TNS model.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The manifest and the tensors do not describe a runnable model.
+    #[error("model: {0}")]
+    Model(String),
+    /// A window cannot be predicted from.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A window of a batch cannot be predicted from.
+    #[error("window {index} of the batch: {source}")]
+    BatchInput {
+        /// 0-based index of the window.
+        index: usize,
+        /// What is wrong with it.
+        source: InputError,
+    },
+}
+
+/// A compiled model: immutable, shareable across threads (`Arc<Engine>`).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    manifest: Manifest,
+    pipeline: Pipeline,
+    network: Option<NetworkPlan>,
+    isa: Isa,
+}
+
+/// One prediction with everything its certificate states, in preallocated buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Output, base, prior covariance, network correction and gate outcome per step.
+    pub forecast: Forecast,
+    /// Lower ends of the conformal interval (empty without a calibration).
+    pub lower: Vec<f64>,
+    /// Upper ends of the conformal interval (empty without a calibration).
+    pub upper: Vec<f64>,
+}
+
+impl Prediction {
+    /// The predicted values `[horizon, targets]`, flat.
+    pub fn values(&self) -> &[f64] {
+        &self.forecast.prediction
+    }
+
+    /// Whether the gate rejected the correction at any horizon step.
+    pub fn fallback_used(&self) -> bool {
+        self.forecast
+            .gate_steps
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|g| !g.passed))
+    }
+
+    /// The conformal interval `(lower, upper)`, if the model is calibrated.
+    pub fn interval(&self) -> Option<(&[f64], &[f64])> {
+        (!self.lower.is_empty()).then_some((&self.lower, &self.upper))
+    }
+}
+
+impl Engine {
+    /// Loads and compiles a model file (checksum and format checked by the loader).
+    pub fn load(path: &Path) -> Result<Self, EngineError> {
+        let (manifest, tensors) = load_model(path)?;
+        Self::new(manifest, &tensors)
+    }
+
+    /// Compiles a manifest and its tensors with the best instruction set of this CPU.
+    pub fn new(manifest: Manifest, tensors: &[NamedTensor]) -> Result<Self, EngineError> {
+        Self::with_isa(manifest, tensors, Isa::detect())
+    }
+
+    /// Compiles with a given instruction set (the portable one runs everywhere; the AVX2 one
+    /// is only accepted where the CPU has it).
+    pub fn with_isa(
+        manifest: Manifest,
+        tensors: &[NamedTensor],
+        isa: Isa,
+    ) -> Result<Self, EngineError> {
+        if isa == Isa::Avx2Fma && Isa::detect() != Isa::Avx2Fma {
+            return Err(EngineError::Model("this CPU lacks AVX2/FMA".into()));
+        }
+        let pipeline = Pipeline::new(&manifest).map_err(EngineError::Model)?;
+        let network = manifest
+            .config
+            .network
+            .as_ref()
+            .map(|_| NetworkPlan::new(&manifest.config, tensors, isa))
+            .transpose()?;
+        if network.is_none() && !tensors.is_empty() {
+            return Err(EngineError::Model(format!(
+                "kind {} has no network but the file holds {} tensors",
+                manifest.config.kind.name(),
+                tensors.len()
+            )));
+        }
+        Ok(Self {
+            manifest,
+            pipeline,
+            network,
+            isa,
+        })
+    }
+
+    /// The model's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The pre- and post-processing pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The compiled network, if the kind has one.
+    pub fn network(&self) -> Option<&NetworkPlan> {
+        self.network.as_ref()
+    }
+
+    /// The instruction set of the kernels.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Values per window (`lookback × features`).
+    pub fn window_len(&self) -> usize {
+        self.pipeline.window_len()
+    }
+
+    /// Values per prediction (`horizon × targets`).
+    pub fn output_len(&self) -> usize {
+        self.pipeline.output_len()
+    }
+
+    /// A prediction with all buffers allocated, to be filled by the engine.
+    pub fn empty_prediction(&self) -> Prediction {
+        let calibrated = self.pipeline.conformal().is_some();
+        let width = if calibrated { self.output_len() } else { 0 };
+        Prediction {
+            forecast: self.pipeline.empty_forecast(),
+            lower: vec![0.0; width],
+            upper: vec![0.0; width],
+        }
+    }
+
+    /// The certificate of a prediction made by this engine (allocates: it is a document).
+    pub fn certificate(&self, prediction: &Prediction) -> Certificate {
+        self.pipeline.certificate(&prediction.forecast)
+    }
+
+    /// Predicts `n` windows (`[n, lookback, features]` flat) into `out` (`n` predictions from
+    /// [`Engine::empty_prediction`]) on all threads of the current rayon pool. Every window
+    /// is checked before any work; blocks of [`LANES`] windows advance through the network
+    /// together.
+    pub fn predict_batch(
+        &self,
+        windows: &[f64],
+        out: &mut [Prediction],
+    ) -> Result<(), EngineError> {
+        let per = self.window_len();
+        if windows.len() != out.len() * per {
+            return Err(EngineError::Model(format!(
+                "{} window values for {} predictions; expected {} per window",
+                windows.len(),
+                out.len(),
+                per
+            )));
+        }
+        for (index, w) in windows.chunks_exact(per).enumerate() {
+            self.pipeline
+                .check_window(w)
+                .map_err(|source| EngineError::BatchInput { index, source })?;
+        }
+        let failure = out
+            .par_chunks_mut(LANES)
+            .zip(windows.par_chunks(LANES * per))
+            .map_init(
+                || BatchScratch::new(self),
+                |scratch, (preds, block)| self.predict_block(block, preds, scratch),
+            )
+            .find_any(Result::is_err);
+        failure.unwrap_or(Ok(()))
+    }
+
+    fn predict_block(
+        &self,
+        block: &[f64],
+        preds: &mut [Prediction],
+        s: &mut BatchScratch,
+    ) -> Result<(), EngineError> {
+        let (per, width) = (self.window_len(), self.output_len());
+        let n = preds.len();
+        if let (Some(net), Some(scratch)) = (&self.network, s.network.as_mut()) {
+            for (w, x) in block
+                .chunks_exact(per)
+                .zip(s.normalized.chunks_exact_mut(per))
+            {
+                self.pipeline.normalize_into(w, x);
+            }
+            net.forward_lanes(
+                &s.normalized[..n * per],
+                &mut s.outputs[..n * width],
+                scratch,
+            );
+        }
+        for (i, (w, p)) in block.chunks_exact(per).zip(preds.iter_mut()).enumerate() {
+            let net = self
+                .network
+                .as_ref()
+                .map(|_| &s.outputs[i * width..(i + 1) * width]);
+            self.finish(w, net, p, &mut s.gate)?;
+        }
+        Ok(())
+    }
+
+    /// Base forecast, gate and interval for a checked window and its network output.
+    fn finish(
+        &self,
+        window: &[f64],
+        network_output: Option<&[f32]>,
+        p: &mut Prediction,
+        gate: &mut GateScratch,
+    ) -> Result<(), EngineError> {
+        self.pipeline.base_into(window, &mut p.forecast);
+        self.pipeline
+            .finish_into(network_output, &mut p.forecast, gate)?;
+        self.interval(p);
+        Ok(())
+    }
+
+    fn interval(&self, p: &mut Prediction) {
+        if let Some(cal) = self.pipeline.conformal() {
+            cal.interval(&p.forecast.prediction, &mut p.lower, &mut p.upper);
+        }
+    }
+}
+
+struct BatchScratch {
+    normalized: Vec<f32>,
+    outputs: Vec<f32>,
+    network: Option<NetworkScratch>,
+    gate: GateScratch,
+}
+
+impl BatchScratch {
+    fn new(engine: &Engine) -> Self {
+        Self {
+            normalized: vec![0.0; LANES * engine.window_len()],
+            outputs: vec![0.0; LANES * engine.output_len()],
+            network: engine.network.as_ref().map(NetworkPlan::scratch),
+            gate: GateScratch::new(engine.manifest.config.targets.len()),
+        }
+    }
+}
+
+/// Single-sample predictions without allocation: an engine plus every buffer one
+/// prediction needs. One per thread.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    engine: Arc<Engine>,
+    normalized: Vec<f32>,
+    network_output: Vec<f32>,
+    network: Option<NetworkScratch>,
+    gate: GateScratch,
+    prediction: Prediction,
+}
+
+impl Predictor {
+    /// Buffers for `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            normalized: vec![0.0; engine.window_len()],
+            network_output: vec![0.0; engine.output_len()],
+            network: engine.network.as_ref().map(NetworkPlan::scratch),
+            gate: GateScratch::new(engine.manifest.config.targets.len()),
+            prediction: engine.empty_prediction(),
+            engine,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Predicts one raw window `[lookback, features]` (flat, data units): checks it, runs
+    /// the Kalman prior, the network, the gate and the conformal interval. No allocation.
+    pub fn predict(&mut self, window: &[f64]) -> Result<&Prediction, EngineError> {
+        self.stage_prior(window)?;
+        self.stage_network(window);
+        self.stage_gate()?;
+        Ok(&self.prediction)
+    }
+
+    /// Stage 1 of [`Predictor::predict`] (exposed for per-stage timing): input checks and
+    /// the base forecast (Kalman filter over the window and h-step prediction).
+    pub fn stage_prior(&mut self, window: &[f64]) -> Result<(), EngineError> {
+        self.engine.pipeline.check_window(window)?;
+        self.engine
+            .pipeline
+            .base_into(window, &mut self.prediction.forecast);
+        Ok(())
+    }
+
+    /// Stage 2: normalization and the network forward pass (nothing for kinds without one).
+    pub fn stage_network(&mut self, window: &[f64]) {
+        if let (Some(net), Some(scratch)) = (&self.engine.network, self.network.as_mut()) {
+            self.engine
+                .pipeline
+                .normalize_into(window, &mut self.normalized);
+            net.forward(&self.normalized, &mut self.network_output, scratch);
+        }
+    }
+
+    /// Stage 3: correction in data units, the gate and the conformal interval.
+    pub fn stage_gate(&mut self) -> Result<(), EngineError> {
+        let out = self
+            .engine
+            .network
+            .as_ref()
+            .map(|_| self.network_output.as_slice());
+        self.engine
+            .pipeline
+            .finish_into(out, &mut self.prediction.forecast, &mut self.gate)?;
+        self.engine.interval(&mut self.prediction);
+        Ok(())
+    }
+
+    /// The last prediction.
+    pub fn prediction(&self) -> &Prediction {
+        &self.prediction
+    }
+}

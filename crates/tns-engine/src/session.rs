@@ -1,0 +1,95 @@
+//! Streaming: feed one observation at a time, get the next prediction when a full window
+//! has been seen.
+
+use std::sync::Arc;
+
+use crate::{Engine, EngineError, Prediction, Predictor};
+
+/// A stream of observations for one engine.
+///
+/// Each push stores the row in a ring buffer (O(1), no allocation) and, once `lookback`
+/// rows have been seen, predicts from the latest window. The model was trained and
+/// calibrated on windows — a Kalman filter and a GRU started afresh on each window, inputs
+/// normalized relative to the window's last row — so the session recomputes the window
+/// (O(lookback) per prediction, a few microseconds) instead of carrying filter and
+/// recurrent states forward forever: a carried state would answer a different question
+/// than the one the gate threshold and the conformal radii were calibrated for.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use tns_engine::{Engine, Session};
+/// let engine = Arc::new(Engine::load("model.tns".as_ref())?);
+/// let mut session = Session::new(engine);
+/// for row in [[0.0, 0.0, 1.0, 0.0]; 12] {
+///     if let Some(p) = session.push(&row)? {
+///         println!("{:?}", p.values());
+///     }
+/// }
+/// # Ok::<(), tns_engine::EngineError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    predictor: Predictor,
+    ring: Vec<f64>,
+    window: Vec<f64>,
+    next: usize,
+    seen: u64,
+}
+
+impl Session {
+    /// An empty stream.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let len = engine.window_len();
+        Self {
+            predictor: Predictor::new(engine),
+            ring: vec![0.0; len],
+            window: vec![0.0; len],
+            next: 0,
+            seen: 0,
+        }
+    }
+
+    /// Observations pushed so far.
+    pub fn observations(&self) -> u64 {
+        self.seen
+    }
+
+    /// The engine of this stream.
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.predictor.engine()
+    }
+
+    /// Appends one row (`features` values) and returns the prediction from the latest
+    /// window once `lookback` rows have been seen. A row with the wrong length or a
+    /// non-finite value is rejected and leaves the stream unchanged.
+    pub fn push(&mut self, row: &[f64]) -> Result<Option<&Prediction>, EngineError> {
+        let config = &self.predictor.engine().manifest().config;
+        let (f, lookback) = (config.features.len(), config.lookback);
+        if row.len() != f {
+            return Err(EngineError::Input(tns_format::InputError::Shape {
+                found: row.len(),
+                lookback: 1,
+                features: f,
+            }));
+        }
+        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::Input(tns_format::InputError::NotFinite {
+                row: 0,
+                feature: config.features[c].clone(),
+                value: row[c],
+            }));
+        }
+        self.ring[self.next * f..(self.next + 1) * f].copy_from_slice(row);
+        self.next = (self.next + 1) % lookback;
+        self.seen += 1;
+        if self.seen < lookback as u64 {
+            return Ok(None);
+        }
+        // Oldest row first: the ring's next slot holds the oldest row.
+        let split = self.next * f;
+        let tail = self.ring.len() - split;
+        self.window[..tail].copy_from_slice(&self.ring[split..]);
+        self.window[tail..].copy_from_slice(&self.ring[..split]);
+        self.predictor.predict(&self.window).map(Some)
+    }
+}

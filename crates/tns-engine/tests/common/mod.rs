@@ -1,0 +1,82 @@
+//! Small trained models of every kind, shared by the engine's tests.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
+use tns_data::{SplitFractions, Splits, WindowSpec};
+use tns_format::{ModelConfig, ModelKind};
+use tns_kalman::Axis;
+use tns_train::{FitOptions, TrainConfig, TrainedModel, fit_model};
+
+pub const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
+
+/// The two shapes of PRODUCT.md §2.
+#[derive(Clone, Copy, Debug)]
+pub enum Shape {
+    /// `[10, 4] → [1, 4]`, next step, 20 Hz.
+    Compact,
+    /// `[256, 4] → [1, 2]`, positions 1000 samples ahead, 2 kHz.
+    Seed,
+}
+
+pub fn data(shape: Shape, rows: usize) -> (Splits, f64) {
+    let (d, spec) = match shape {
+        Shape::Compact => {
+            let d = trajectory(&TrajectoryConfig::compact(Regime::Mixed, rows, 3));
+            let spec = WindowSpec::next_step(10, d.column_indices(&COLUMNS).unwrap());
+            (d, spec)
+        }
+        Shape::Seed => {
+            let d = trajectory(&TrajectoryConfig::seed_design(Regime::Turn, rows, 3));
+            let spec = WindowSpec {
+                lookback: 256,
+                horizon: 1,
+                lead: 1000,
+                stride: 16,
+                targets: d.column_indices(&["x", "y"]).unwrap(),
+            };
+            (d, spec)
+        }
+    };
+    (
+        d.windows(&spec, &SplitFractions::default()).unwrap(),
+        d.dt(),
+    )
+}
+
+pub fn config(kind: ModelKind, shape: Shape) -> ModelConfig {
+    let (lookback, lead, targets): (usize, usize, &[&str]) = match shape {
+        Shape::Compact => (10, 1, &COLUMNS),
+        Shape::Seed => (256, 1000, &["x", "y"]),
+    };
+    let mut c = ModelConfig::new(kind.name(), kind, &COLUMNS, targets, lookback, 1, lead);
+    if c.kalman_axes.is_some() {
+        c.kalman_axes = Some(vec![
+            Axis {
+                position: 0,
+                velocity: Some(2),
+            },
+            Axis {
+                position: 1,
+                velocity: Some(3),
+            },
+        ]);
+    }
+    c.seed = 9;
+    c
+}
+
+/// A model of `kind` fitted for one epoch: real Kalman fit, normalization and calibration,
+/// weights a short way from initialization.
+pub fn fitted(kind: ModelKind, shape: Shape, splits: &Splits, dt: f64) -> TrainedModel {
+    let options = FitOptions {
+        train: TrainConfig {
+            epochs: 1,
+            batch_size: 64,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    fit_model(&config(kind, shape), dt, splits, &options).unwrap()
+}

@@ -1,0 +1,72 @@
+//! The single-sample path and streaming sessions allocate nothing: a counting global
+//! allocator sees zero allocations across many predictions of every model kind.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Shape, data, fitted};
+use tns_engine::{Engine, Predictor, Session};
+use tns_format::ModelKind;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn predict_and_session_push_do_not_allocate() {
+    let (splits, dt) = data(Shape::Compact, 3000);
+    for kind in ModelKind::ALL {
+        let model = fitted(kind, Shape::Compact, &splits, dt);
+        let engine = Arc::new(Engine::new(model.manifest.clone(), &model.tensors).unwrap());
+        let mut predictor = Predictor::new(engine.clone());
+        let mut session = Session::new(engine.clone());
+        let per = engine.window_len();
+        let windows = splits.test.inputs();
+        let rows = windows.len() / 4;
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let mut checksum = 0.0;
+        for i in 0..500 {
+            let j = i % (windows.len() / per);
+            let w = &windows[j * per..(j + 1) * per];
+            checksum += predictor.predict(w).unwrap().values()[0];
+            if let Some(p) = session
+                .push(&windows[(i % rows) * 4..(i % rows + 1) * 4])
+                .unwrap()
+            {
+                checksum += p.values()[0];
+            }
+        }
+        let after = ALLOCATIONS.load(Ordering::SeqCst);
+        assert!(checksum.is_finite());
+        assert_eq!(
+            after - before,
+            0,
+            "{kind:?}: {} allocations in 500 predictions",
+            after - before
+        );
+        // The counter does count: building a predictor allocates.
+        let _ = Predictor::new(engine);
+        assert!(ALLOCATIONS.load(Ordering::SeqCst) > after);
+    }
+}

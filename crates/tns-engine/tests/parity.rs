@@ -1,0 +1,182 @@
+//! The engine against the training side (Candle forward + the same pipeline), on at least
+//! 1,000 windows per model kind: outputs within 1e-5 relative, identical gate decisions and
+//! certificate fields.
+
+mod common;
+
+use std::sync::Arc;
+
+use candle_core::Device;
+use common::{Shape, data, fitted};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tns_engine::{Engine, Isa, Predictor};
+use tns_format::ModelKind;
+
+/// `|a − b| ≤ 1e-5 · max(|b|, floor)`: relative, with a floor at the scale of the quantity so
+/// that values crossing zero do not demand more than f32 can give.
+fn close(a: f64, b: f64, floor: f64) -> bool {
+    (a - b).abs() <= 1e-5 * b.abs().max(floor)
+}
+
+/// Test windows plus copies with noise added, so that the gate also rejects.
+fn windows(splits: &tns_data::Splits, n: usize, per: usize) -> Vec<f64> {
+    let test = splits.test.inputs();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut out = Vec::with_capacity(n * per);
+    let available = test.len() / per;
+    for i in 0..n {
+        let w = &test[(i % available) * per..(i % available + 1) * per];
+        let noise = if i % 3 == 2 { 0.5 } else { 0.0 };
+        out.extend(w.iter().map(|v| v + noise * rng.random_range(-1.0..1.0)));
+    }
+    out
+}
+
+fn check(shape: Shape, rows: usize, n: usize) {
+    let (splits, dt) = data(shape, rows);
+    for kind in ModelKind::ALL {
+        let mut model = fitted(kind, shape, &splits, dt);
+        let per = model
+            .forecaster(&Device::Cpu)
+            .unwrap()
+            .pipeline()
+            .window_len();
+        let windows = windows(&splits, n, per);
+        if kind == ModelKind::SystemB {
+            // Scale the head (so the correction, linearly) until about half of the windows'
+            // statistics exceed the threshold: both the accept and the fallback path are
+            // then compared.
+            let forecaster = model.forecaster(&Device::Cpu).unwrap();
+            let threshold = forecaster.pipeline().gate().unwrap().threshold();
+            let mut d2: Vec<f64> = forecaster
+                .predict(&windows)
+                .unwrap()
+                .iter()
+                .flat_map(|f| f.gate_steps.clone().unwrap())
+                .map(|g| g.statistic)
+                .collect();
+            d2.sort_by(f64::total_cmp);
+            // The factor puts the median window 2% above the threshold, not on it: a
+            // statistic equal to the threshold would flip with the last bit of rounding.
+            let k = (1.02 * threshold / d2[d2.len() / 2]).sqrt() as f32;
+            for t in model
+                .tensors
+                .iter_mut()
+                .filter(|t| t.name.starts_with("head."))
+            {
+                t.data.iter_mut().for_each(|v| *v *= k);
+            }
+        }
+        let forecaster = model.forecaster(&Device::Cpu).unwrap();
+        let reference = forecaster.predict(&windows).unwrap();
+        let mut isas = vec![Isa::Portable];
+        if Isa::detect() == Isa::Avx2Fma {
+            isas.push(Isa::Avx2Fma);
+        }
+        for isa in isas {
+            let engine =
+                Arc::new(Engine::with_isa(model.manifest.clone(), &model.tensors, isa).unwrap());
+            let mut predictor = Predictor::new(engine.clone());
+            let mut batch = vec![engine.empty_prediction(); n];
+            engine.predict_batch(&windows, &mut batch).unwrap();
+            let scale = &model.manifest.residual_scale;
+            let (mut fallbacks, mut worst) = (0, 0f64);
+            for (i, (want, from_batch)) in reference.iter().zip(&batch).enumerate() {
+                let got = predictor.predict(&windows[i * per..(i + 1) * per]).unwrap();
+                for p in [got, from_batch] {
+                    let label = format!("{kind:?} {shape:?} {isa:?} window {i}");
+                    if let (Some(c), Some(w)) = (&p.forecast.correction, &want.correction) {
+                        for (k, (a, b)) in c.iter().zip(w).enumerate() {
+                            let s = scale[k];
+                            worst = worst.max((a - b).abs() / b.abs().max(s));
+                            assert!(close(*a, *b, s), "{label}: correction {a} vs {b}");
+                        }
+                    }
+                    assert_eq!(p.forecast.base, want.base, "{label}: base");
+                    assert_eq!(
+                        p.forecast.covariance, want.covariance,
+                        "{label}: covariance"
+                    );
+                    assert_eq!(
+                        p.forecast
+                            .gate_steps
+                            .as_ref()
+                            .map(|s| s.iter().map(|g| g.passed).collect::<Vec<_>>()),
+                        want.gate_steps
+                            .as_ref()
+                            .map(|s| s.iter().map(|g| g.passed).collect::<Vec<_>>()),
+                        "{label}: gate decision"
+                    );
+                    for (k, (a, b)) in p
+                        .forecast
+                        .prediction
+                        .iter()
+                        .zip(&want.prediction)
+                        .enumerate()
+                    {
+                        assert!(close(*a, *b, scale[k]), "{label}: prediction {a} vs {b}");
+                    }
+                }
+                fallbacks += usize::from(got.fallback_used());
+                // Certificates: same document up to the network's f32 rounding.
+                let ours = serde_json::to_value(engine.certificate(got)).unwrap();
+                let theirs = serde_json::to_value(forecaster.pipeline().certificate(want)).unwrap();
+                let floor = scale.iter().copied().fold(f64::INFINITY, f64::min);
+                compare_json(
+                    &ours,
+                    &theirs,
+                    floor,
+                    &format!("{kind:?} window {i} certificate"),
+                );
+            }
+            if kind == ModelKind::SystemB {
+                assert!(
+                    fallbacks > 0 && fallbacks < n,
+                    "{fallbacks} fallbacks of {n}: both paths must be exercised"
+                );
+            }
+            eprintln!(
+                "{kind:?} {shape:?} {isa:?}: worst relative correction error {worst:.2e}, {fallbacks} fallbacks"
+            );
+        }
+    }
+}
+
+/// Equal documents, numbers within 1e-5 relative (with `floor` as in [`close`]).
+fn compare_json(a: &serde_json::Value, b: &serde_json::Value, floor: f64, label: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(close(x, y, floor), "{label}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{label}");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                compare_json(p, q, floor, &format!("{label}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{label}"
+            );
+            for (k, v) in x {
+                compare_json(v, &y[k], floor, &format!("{label}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{label}"),
+    }
+}
+
+#[test]
+fn compact_models_match_the_training_forward() {
+    check(Shape::Compact, 6000, 1200);
+}
+
+#[test]
+fn seed_design_models_match_the_training_forward() {
+    check(Shape::Seed, 30_000, 1000);
+}
