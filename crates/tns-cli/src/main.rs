@@ -1,5 +1,6 @@
 //! `tns`: generate data, train and evaluate models, predict with certificates, run the demo.
 
+mod bench;
 mod data_args;
 mod demo;
 mod report;
@@ -38,6 +39,12 @@ enum Command {
     Predict(PredictCommand),
     /// Generate trajectory data, train System A and B, evaluate every model, write plots.
     Demo(demo::DemoArgs),
+    /// Measure the inference engine (latency distribution, stages, throughput, RSS) on
+    /// both shapes, following the project's measurement rules.
+    Bench(bench::BenchArgs),
+    /// Child process of `tns bench`: load one model, predict, print the peak RSS (KiB).
+    #[command(hide = true)]
+    BenchRss(bench::RssArgs),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +128,8 @@ fn main() -> Result<()> {
         Command::Eval(cmd) => eval(cmd),
         Command::Predict(cmd) => predict(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchRss(args) => bench::rss_child(args),
     }
 }
 

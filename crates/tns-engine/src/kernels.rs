@@ -41,8 +41,8 @@ impl Isa {
 pub(crate) trait Kernels {
     /// `a · b + c`, fused where the hardware has it.
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
-    /// `y[r] += Σ_j cols[j·rows + r] · x[j]` (weights packed column by column).
-    fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]);
+    /// `y[r] = bias[r] + Σ_j cols[j·rows + r] · x[j]` (weights packed column by column).
+    fn gemv(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]);
     /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
     /// `n = xs.len() / LANES` columns).
     fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
@@ -58,7 +58,9 @@ impl Kernels for Portable {
     }
 
     #[inline(always)]
-    fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]) {
+    fn gemv(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+        let rows = y.len();
+        y.copy_from_slice(bias);
         for (col, &xj) in cols.chunks_exact(rows).zip(x) {
             for (yr, &w) in y.iter_mut().zip(col) {
                 *yr += w * xj;
@@ -89,21 +91,22 @@ mod avx2 {
     use super::{Avx2, Kernels, LANES};
     use std::arch::x86_64::*;
 
-    /// `N` registers (8·N rows) of `y += W x`, kept in registers across all columns.
+    /// `N` registers (8·N rows) of `y = b + W x`, kept in registers across all columns.
     #[inline(always)]
     unsafe fn gemv_block<const N: usize>(
         cols: &[f32],
-        rows: usize,
         x: &[f32],
+        bias: &[f32],
         y: &mut [f32],
         r: usize,
     ) {
-        // SAFETY (whole body): the caller guarantees r + 8·N ≤ rows = y.len() and
-        // cols.len() ≥ rows · x.len(), so every load and store below is in bounds.
+        let rows = y.len();
+        // SAFETY (whole body): the caller guarantees r + 8·N ≤ rows = y.len() = bias.len()
+        // and cols.len() ≥ rows · x.len(), so every load and store below is in bounds.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); N];
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_loadu_ps(y.as_ptr().add(r + 8 * k));
+                *a = _mm256_loadu_ps(bias.as_ptr().add(r + 8 * k));
             }
             for (j, &xj) in x.iter().enumerate() {
                 let xv = _mm256_set1_ps(xj);
@@ -115,6 +118,26 @@ mod avx2 {
             for (k, a) in acc.iter().enumerate() {
                 _mm256_storeu_ps(y.as_mut_ptr().add(r + 8 * k), *a);
             }
+        }
+    }
+
+    /// The last `m < 8` rows of `y = b + W x` in one masked register, so that narrow outputs
+    /// (a head with 4 targets) accumulate in a register instead of through memory.
+    #[inline(always)]
+    unsafe fn gemv_tail(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32], r: usize) {
+        let rows = y.len();
+        let m = rows - r;
+        // SAFETY: masked-off lanes are neither read nor written, and the m active lanes
+        // lie within rows r..rows of `bias`, `y` and every column of `cols`.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lane);
+            let mut acc = _mm256_maskload_ps(bias.as_ptr().add(r), mask);
+            for (j, &xj) in x.iter().enumerate() {
+                let w = _mm256_maskload_ps(cols.as_ptr().add(j * rows + r), mask);
+                acc = _mm256_fmadd_ps(w, _mm256_set1_ps(xj), acc);
+            }
+            _mm256_maskstore_ps(y.as_mut_ptr().add(r), mask, acc);
         }
     }
 
@@ -148,32 +171,37 @@ mod avx2 {
         }
 
         #[inline(always)]
-        fn gemv_acc(cols: &[f32], rows: usize, x: &[f32], y: &mut [f32]) {
+        fn gemv(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+            let rows = y.len();
             assert!(
-                y.len() == rows && cols.len() >= rows * x.len(),
+                bias.len() == rows && cols.len() >= rows * x.len(),
                 "gemv shapes"
             );
             let mut r = 0;
             // SAFETY: each block stays below `rows` (loop conditions) and the assert above
             // bounds the columns; AVX2/FMA are present because only `#[target_feature]`
-            // entry points reach this code.
+            // entry points reach this code. Twelve accumulators (96 rows, a GRU(·→32)'s
+            // gates) hide the FMA latency with 2 pipes; 16 registers hold them plus the
+            // broadcast and a load.
             unsafe {
+                while r + 96 <= rows {
+                    gemv_block::<12>(cols, x, bias, y, r);
+                    r += 96;
+                }
                 while r + 64 <= rows {
-                    gemv_block::<8>(cols, rows, x, y, r);
+                    gemv_block::<8>(cols, x, bias, y, r);
                     r += 64;
                 }
                 while r + 32 <= rows {
-                    gemv_block::<4>(cols, rows, x, y, r);
+                    gemv_block::<4>(cols, x, bias, y, r);
                     r += 32;
                 }
                 while r + 8 <= rows {
-                    gemv_block::<1>(cols, rows, x, y, r);
+                    gemv_block::<1>(cols, x, bias, y, r);
                     r += 8;
                 }
-            }
-            for (j, &xj) in x.iter().enumerate() {
-                for (yr, &w) in y[r..].iter_mut().zip(&cols[j * rows + r..(j + 1) * rows]) {
-                    *yr = w.mul_add(xj, *yr);
+                if r < rows {
+                    gemv_tail(cols, x, bias, y, r);
                 }
             }
         }
@@ -211,8 +239,12 @@ pub(crate) fn exp<K: Kernels>(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding 1.5·2²³ rounds to the nearest integer in the default rounding mode.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // max/min rather than clamp: they map to single vector instructions (clamp adds NaN
+    // handling that blocks the cheap form).
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-87.0).min(88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = K::mul_add(-n, LN2_LO, K::mul_add(-n, LN2_HI, x));
     let mut p = 1.0 / 5040.0;
     p = K::mul_add(p, r, 1.0 / 720.0);
@@ -222,8 +254,11 @@ pub(crate) fn exp<K: Kernels>(x: f32) -> f32 {
     p = K::mul_add(p, r, 0.5);
     p = K::mul_add(p, r, 1.0);
     p = K::mul_add(p, r, 1.0);
-    // 2^n through the exponent bits; n ∈ [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n through the exponent bits. The rounded n sits in the low mantissa bits of
+    // `shifted` (whose exponent is fixed by ROUND), so no float→int conversion is needed;
+    // n ∈ [-126, 127] after the clamp.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -298,7 +333,15 @@ mod tests {
 
     fn check_products<K: Kernels>() {
         // Odd sizes exercise every block and the scalar tails.
-        for (rows, cols) in [(1, 1), (7, 3), (96, 4), (96, 32), (131, 17), (200, 9)] {
+        for (rows, cols) in [
+            (1, 1),
+            (7, 3),
+            (96, 4),
+            (96, 32),
+            (131, 17),
+            (200, 9),
+            (300, 5),
+        ] {
             let w: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
@@ -308,10 +351,14 @@ mod tests {
                 .collect();
             let x: Vec<f32> = (0..cols).map(|j| (j as f32 * 0.3).sin()).collect();
             let want = reference_gemv(&w, rows, &x);
-            let mut y = vec![0f32; rows];
-            K::gemv_acc(&packed, rows, &x, &mut y);
-            for (a, b) in y.iter().zip(&want) {
-                assert!((f64::from(*a) - b).abs() < 1e-5, "gemv {rows}×{cols}");
+            let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.01).collect();
+            let mut y = vec![f32::NAN; rows];
+            K::gemv(&packed, &x, &bias, &mut y);
+            for ((a, b), c) in y.iter().zip(&want).zip(&bias) {
+                assert!(
+                    (f64::from(*a) - b - f64::from(*c)).abs() < 1e-5,
+                    "gemv {rows}×{cols}"
+                );
             }
             let xs: Vec<f32> = (0..cols * LANES).map(|i| (i as f32 * 0.17).cos()).collect();
             let mut ys = vec![1f32; rows * LANES];

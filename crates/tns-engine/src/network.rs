@@ -35,8 +35,7 @@ impl Dense {
 
     #[inline(always)]
     fn forward<K: Kernels>(&self, x: &[f32], y: &mut [f32]) {
-        y.copy_from_slice(&self.bias);
-        K::gemv_acc(&self.columns, self.outputs, x, y);
+        K::gemv(&self.columns, x, &self.bias, y);
     }
 
     #[inline(always)]

@@ -17,4 +17,6 @@ pub use metrics::{
     DiffInterval, ModelReport, StepMetrics, evaluate, markdown_table, paired_bootstrap,
     window_errors,
 };
-pub use plot::{LossCurve, PlotError, SeriesToPlot, plot_forecasts, plot_loss_curves};
+pub use plot::{
+    LossCurve, PlotError, SeriesToPlot, plot_forecasts, plot_latency_histograms, plot_loss_curves,
+};

@@ -204,3 +204,76 @@ pub fn plot_loss_curves(path: &Path, curves: &[LossCurve]) -> Result<(), PlotErr
         .map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))
 }
+
+/// Latency distributions as histograms over log-spaced bins (x: microseconds, log scale;
+/// y: share of calls per bin), one line per series, as SVG.
+pub fn plot_latency_histograms(
+    path: &Path,
+    title: &str,
+    series: &[SeriesToPlot],
+) -> Result<(), PlotError> {
+    const BINS: usize = 80;
+    let e = err(path);
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|s| s.values.iter())
+        .filter(|v| **v > 0.0 && v.is_finite())
+        .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let lo = if lo.is_finite() { lo } else { 1.0 };
+    let hi = hi.max(lo * 1.01);
+    let ratio = (hi / lo).ln() / BINS as f64;
+    let histograms: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|s| {
+            let mut counts = vec![0usize; BINS];
+            for &v in &s.values {
+                let b = ((v.max(lo) / lo).ln() / ratio) as usize;
+                counts[b.min(BINS - 1)] += 1;
+            }
+            let n = s.values.len().max(1) as f64;
+            counts
+                .iter()
+                .enumerate()
+                .map(|(b, &c)| (lo * ((b as f64 + 0.5) * ratio).exp(), c as f64 / n))
+                .collect()
+        })
+        .collect();
+    let top = histograms
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..top * 1.05)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (µs)")
+        .y_desc("share of calls")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    for (k, (s, points)) in series.iter().zip(histograms).enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}

@@ -1,0 +1,836 @@
+//! `tns bench`: the measurement protocol of PRODUCT.md §8 on the inference engine —
+//! single-sample latency distributions, per-stage breakdown, batch throughput against the
+//! core's FMA peak, peak RSS of a serving process, and the environment — for the compact
+//! and the seed-design shape. Writes JSON, a markdown table, raw latencies and plots.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
+use tns_data::write_atomic;
+use tns_data::{Dataset, SplitFractions, WindowSpec};
+use tns_engine::{Engine, Predictor};
+use tns_eval::{SeriesToPlot, plot_latency_histograms};
+use tns_format::{ModelConfig, ModelKind, NamedTensor};
+use tns_train::{FitOptions, TrainConfig, fit_model};
+
+use crate::data_args::parse_axes;
+
+/// Options of the benchmark.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Which shapes to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    shape: ShapeChoice,
+    /// Timed single-sample calls per model (PRODUCT.md §8: at least 100,000).
+    #[arg(long, default_value_t = 100_000)]
+    calls: usize,
+    /// Untimed warm-up calls per model (at least 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    warmup: usize,
+    /// Distinct windows the inputs are drawn from (at least 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    windows: usize,
+    /// Training epochs of the benchmarked models (latency does not depend on how well they
+    /// are trained; fallbacks, which do, stay in the distribution).
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Core clock in GHz for the FMA peak (default: the peak is measured with an FMA loop).
+    #[arg(long)]
+    peak_ghz: Option<f64>,
+    /// Output directory.
+    #[arg(long, default_value = "results/bench")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ShapeChoice {
+    Compact,
+    Seed,
+    Both,
+}
+
+/// The hidden `tns bench-rss` child: loads one model, predicts, reports its peak RSS.
+#[derive(Args, Debug)]
+pub struct RssArgs {
+    /// Model file.
+    model: PathBuf,
+    /// Predictions to make before reading the peak.
+    #[arg(long, default_value_t = 10_000)]
+    calls: usize,
+}
+
+#[derive(Serialize)]
+struct Environment {
+    cpu: String,
+    logical_cpus: usize,
+    cores_used_single: usize,
+    rustc: &'static str,
+    profile: &'static str,
+    target_features_compiled: Vec<&'static str>,
+    isa_selected: &'static str,
+    git_sha: &'static str,
+    tns_version: &'static str,
+    peak_gflops_per_core: f64,
+    peak_derivation: String,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    mean: f64,
+    /// Bootstrap 95% confidence interval of P99.9 (1,000 resamples).
+    p999_ci: [f64; 2],
+}
+
+#[derive(Serialize)]
+struct Stages {
+    /// Input checks + Kalman filter / last value (ns, mean).
+    prior: f64,
+    /// Normalization + network (ns, mean).
+    network: f64,
+    /// Correction, gate, conformal interval (ns, mean).
+    gate_and_certificate: f64,
+    /// Sum of the stages (ns, mean; two more timer reads than an unstaged call).
+    sum: f64,
+    /// The unstaged single-sample mean for comparison (ns).
+    unstaged_mean: f64,
+}
+
+#[derive(Serialize)]
+struct ModelResult {
+    kind: &'static str,
+    file: String,
+    parameters: usize,
+    macs: usize,
+    /// Latency per call, ns, timer overhead included (see `timer_overhead_ns`).
+    latency_ns: Percentiles,
+    fallback_rate: f64,
+    stages_ns: Stages,
+    peak_rss_kib: Option<u64>,
+    raw_latencies: String,
+}
+
+#[derive(Serialize)]
+struct Throughput {
+    model: &'static str,
+    batch: usize,
+    threads: usize,
+    windows_per_second: f64,
+    gflops: f64,
+    /// GFLOP/s over the peak of the cores used.
+    peak_share: f64,
+}
+
+#[derive(Serialize)]
+struct ShapeResult {
+    shape: &'static str,
+    input: [usize; 2],
+    output: [usize; 2],
+    lead: usize,
+    models: Vec<ModelResult>,
+    /// System B − System A with the same network architecture (ns).
+    b_minus_a_ns: BMinusA,
+    throughput: Vec<Throughput>,
+    peer_inputs: String,
+}
+
+#[derive(Serialize)]
+struct BMinusA {
+    p50: f64,
+    p999: f64,
+    mean: f64,
+}
+
+#[derive(Serialize)]
+struct Protocol {
+    calls: usize,
+    warmup: usize,
+    distinct_windows: usize,
+    timer: &'static str,
+    timer_overhead_ns: f64,
+    black_box: bool,
+}
+
+#[derive(Serialize)]
+struct BenchReport {
+    environment: Environment,
+    protocol: Protocol,
+    shapes: Vec<ShapeResult>,
+    seconds: f64,
+}
+
+const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
+const KINDS: [ModelKind; 4] = [
+    ModelKind::Persistence,
+    ModelKind::Kalman,
+    ModelKind::SystemA,
+    ModelKind::SystemB,
+];
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.calls < 1000 || args.windows == 0 {
+        bail!("--calls must be at least 1000 and --windows at least 1");
+    }
+    let start = Instant::now();
+    std::fs::create_dir_all(args.out.join("models"))
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let environment = environment(args.peak_ghz);
+    let timer_overhead_ns = timer_overhead();
+    println!(
+        "{} ({} logical CPUs), kernels {}, timer overhead {timer_overhead_ns:.1} ns",
+        environment.cpu, environment.logical_cpus, environment.isa_selected
+    );
+    let mut shapes = Vec::new();
+    for shape in [Shape::Compact, Shape::Seed] {
+        let wanted = match args.shape {
+            ShapeChoice::Both => true,
+            ShapeChoice::Compact => shape == Shape::Compact,
+            ShapeChoice::Seed => shape == Shape::Seed,
+        };
+        if wanted {
+            shapes.push(bench_shape(shape, &args, &environment)?);
+        }
+    }
+    let report = BenchReport {
+        environment,
+        protocol: Protocol {
+            calls: args.calls,
+            warmup: args.warmup,
+            distinct_windows: args.windows,
+            timer: "std::time::Instant (clock_gettime(CLOCK_MONOTONIC) on Linux)",
+            timer_overhead_ns,
+            black_box: true,
+        },
+        shapes,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    write_atomic(&args.out.join("bench.json"), json.as_bytes())?;
+    let table = markdown(&report);
+    write_atomic(&args.out.join("bench.md"), table.as_bytes())?;
+    println!("\n{table}");
+    println!(
+        "wrote {}/bench.{{json,md}}, latency histograms and raw latencies in {:.0} s",
+        args.out.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Compact,
+    Seed,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Seed => "seed",
+        }
+    }
+}
+
+fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<ShapeResult> {
+    let (data, lookback, lead, targets, stride): (Dataset, usize, usize, &[&str], usize) =
+        match shape {
+            Shape::Compact => (
+                trajectory(&TrajectoryConfig::compact(Regime::Mixed, 24_000, 7)),
+                10,
+                1,
+                &COLUMNS,
+                1,
+            ),
+            Shape::Seed => (
+                trajectory(&TrajectoryConfig::seed_design(Regime::Mixed, 60_000, 7)),
+                256,
+                1000,
+                &["x", "y"],
+                16,
+            ),
+        };
+    let spec = WindowSpec {
+        lookback,
+        horizon: 1,
+        lead,
+        stride,
+        targets: data.column_indices(targets)?,
+    };
+    let splits = data.windows(&spec, &SplitFractions::default())?;
+    let target_names: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+    let axes = parse_axes(None, &data, &target_names)?;
+    println!(
+        "\n{} shape: [{lookback}, 4] → [1, {}] at lead {lead}; training the benchmarked models ({} epochs)",
+        shape.name(),
+        targets.len(),
+        args.epochs
+    );
+    let windows = timing_windows(&data, lookback, args.windows)?;
+    let per = lookback * COLUMNS.len();
+    let options = FitOptions {
+        train: TrainConfig {
+            epochs: args.epochs,
+            ..TrainConfig::default()
+        },
+        progress: true,
+        ..FitOptions::default()
+    };
+    let mut models = Vec::new();
+    let mut latencies = Vec::new();
+    let mut engines = Vec::new();
+    for kind in KINDS {
+        let mut config = ModelConfig::new(kind.name(), kind, &COLUMNS, targets, lookback, 1, lead);
+        config.kalman_axes = Some(axes.clone());
+        config.seed = 7;
+        let trained = fit_model(&config, data.dt(), &splits, &options)
+            .with_context(|| format!("training {}", kind.name()))?;
+        let file = args
+            .out
+            .join("models")
+            .join(format!("{}-{}.tns", shape.name(), kind.name()));
+        trained.save(&file)?;
+        // Benchmark what users run: the engine compiled from the file on disk.
+        let engine = Arc::new(Engine::load(&file)?);
+        let (lat, fallbacks) = time_single(&engine, &windows, per, args)?;
+        let stages = time_stages(&engine, &windows, per, args.calls, mean(&lat))?;
+        let raw = args
+            .out
+            .join(format!("latencies-{}-{}.bin", shape.name(), kind.name()));
+        write_raw(&raw, &lat)?;
+        let rss = peak_rss_of_child(&file);
+        let result = ModelResult {
+            kind: kind.name(),
+            file: file.display().to_string(),
+            parameters: config.parameter_count(),
+            macs: engine.network().map_or(0, |n| n.macs()),
+            latency_ns: percentiles(&lat),
+            fallback_rate: fallbacks as f64 / args.calls as f64,
+            stages_ns: stages,
+            peak_rss_kib: rss,
+            raw_latencies: raw.display().to_string(),
+        };
+        println!(
+            "  {:<12} P50 {:>8.0} ns  P99.9 {:>8.0} ns  max {:>9.0} ns  (prior {:.0} + network {:.0} + gate {:.0} ns)",
+            kind.name(),
+            result.latency_ns.p50,
+            result.latency_ns.p999,
+            result.latency_ns.max,
+            result.stages_ns.prior,
+            result.stages_ns.network,
+            result.stages_ns.gate_and_certificate
+        );
+        models.push(result);
+        latencies.push(lat);
+        engines.push((kind, engine, trained.tensors));
+    }
+    let svg = args.out.join(format!("latency-{}.svg", shape.name()));
+    plot_latency_histograms(
+        &svg,
+        &format!(
+            "single-sample latency, {} shape, {} calls per model",
+            shape.name(),
+            args.calls
+        ),
+        &KINDS
+            .iter()
+            .zip(&latencies)
+            .map(|(k, l)| SeriesToPlot {
+                name: k.name().into(),
+                values: l.iter().map(|ns| ns / 1000.0).collect(),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let at = |k: ModelKind| KINDS.iter().position(|x| *x == k).unwrap_or(0);
+    let (a, b) = (
+        &models[at(ModelKind::SystemA)].latency_ns,
+        &models[at(ModelKind::SystemB)].latency_ns,
+    );
+    let b_minus_a_ns = BMinusA {
+        p50: b.p50 - a.p50,
+        p999: b.p999 - a.p999,
+        mean: b.mean - a.mean,
+    };
+    let mut throughput = Vec::new();
+    for (kind, engine, _) in &engines {
+        if !matches!(kind, ModelKind::SystemA | ModelKind::SystemB) {
+            continue;
+        }
+        for threads in [1, 2] {
+            for batch in [1, 8, 64, 512, 4096] {
+                let t = time_batch(engine, &windows, per, batch, threads)?;
+                let macs = engine.network().map_or(0, |n| n.macs()) as f64;
+                let gflops = t * 2.0 * macs / 1e9;
+                throughput.push(Throughput {
+                    model: kind.name(),
+                    batch,
+                    threads,
+                    windows_per_second: t,
+                    gflops,
+                    peak_share: gflops / (env.peak_gflops_per_core * threads as f64),
+                });
+            }
+        }
+    }
+    // Inputs and outputs of System A's network for the peer script (same weights, same
+    // normalized windows: the peers must reproduce these outputs before they are timed).
+    let (_, engine_a, tensors_a) = &engines[at(ModelKind::SystemA)];
+    let peer_inputs = args.out.join(format!("peers-{}.safetensors", shape.name()));
+    write_peer_inputs(&peer_inputs, engine_a, tensors_a, &windows, per)?;
+    Ok(ShapeResult {
+        shape: shape.name(),
+        input: [lookback, COLUMNS.len()],
+        output: [1, targets.len()],
+        lead,
+        models,
+        b_minus_a_ns,
+        throughput,
+        peer_inputs: peer_inputs.display().to_string(),
+    })
+}
+
+/// `n` windows of consecutive rows at seeded random offsets in the generated series.
+fn timing_windows(data: &Dataset, lookback: usize, n: usize) -> Result<Vec<f64>> {
+    let f = data.columns().len();
+    let segments: Vec<&[f64]> = data
+        .series()
+        .iter()
+        .flat_map(|s| s.segments.iter())
+        .map(|s| s.values.as_slice())
+        .filter(|v| v.len() / f >= lookback)
+        .collect();
+    if segments.is_empty() {
+        bail!("no segment holds {lookback} rows");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let mut out = Vec::with_capacity(n * lookback * f);
+    for _ in 0..n {
+        let seg = segments[rng.random_range(0..segments.len())];
+        let start = rng.random_range(0..=seg.len() / f - lookback);
+        out.extend_from_slice(&seg[start * f..(start + lookback) * f]);
+    }
+    Ok(out)
+}
+
+/// Single-sample latencies (ns) over `calls` calls cycling through the windows, after
+/// `warmup` untimed calls; and the number of calls that fell back to the prior.
+fn time_single(
+    engine: &Arc<Engine>,
+    windows: &[f64],
+    per: usize,
+    args: &BenchArgs,
+) -> Result<(Vec<f64>, usize)> {
+    let mut predictor = Predictor::new(engine.clone());
+    let n = windows.len() / per;
+    for i in 0..args.warmup {
+        let w = &windows[(i % n) * per..(i % n + 1) * per];
+        black_box(predictor.predict(black_box(w))?);
+    }
+    let mut lat = Vec::with_capacity(args.calls);
+    let mut fallbacks = 0;
+    for i in 0..args.calls {
+        let w = &windows[(i % n) * per..(i % n + 1) * per];
+        let t0 = Instant::now();
+        let p = predictor.predict(black_box(w));
+        let elapsed = t0.elapsed();
+        let p = black_box(p)?;
+        fallbacks += usize::from(p.fallback_used());
+        lat.push(elapsed.as_nanos() as f64);
+    }
+    Ok((lat, fallbacks))
+}
+
+/// Mean time of each stage, timed within the same calls so that the stages sum to the
+/// staged total exactly.
+fn time_stages(
+    engine: &Arc<Engine>,
+    windows: &[f64],
+    per: usize,
+    calls: usize,
+    unstaged_mean: f64,
+) -> Result<Stages> {
+    let mut predictor = Predictor::new(engine.clone());
+    let n = windows.len() / per;
+    let mut sums = [0u128; 3];
+    for i in 0..calls {
+        let w = black_box(&windows[(i % n) * per..(i % n + 1) * per]);
+        let t0 = Instant::now();
+        predictor.stage_prior(w)?;
+        let t1 = Instant::now();
+        predictor.stage_network(w);
+        let t2 = Instant::now();
+        predictor.stage_gate()?;
+        let t3 = Instant::now();
+        black_box(predictor.prediction());
+        sums[0] += (t1 - t0).as_nanos();
+        sums[1] += (t2 - t1).as_nanos();
+        sums[2] += (t3 - t2).as_nanos();
+    }
+    let m = |s: u128| s as f64 / calls as f64;
+    let (prior, network, gate) = (m(sums[0]), m(sums[1]), m(sums[2]));
+    Ok(Stages {
+        prior,
+        network,
+        gate_and_certificate: gate,
+        sum: prior + network + gate,
+        unstaged_mean,
+    })
+}
+
+/// Windows per second of `predict_batch` at one batch size on `threads` threads, over at
+/// least 0.3 s of repeated batches.
+fn time_batch(
+    engine: &Engine,
+    windows: &[f64],
+    per: usize,
+    batch: usize,
+    threads: usize,
+) -> Result<f64> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let n = windows.len() / per;
+    let mut out = vec![engine.empty_prediction(); batch];
+    if batch > n {
+        bail!("batch {batch} is larger than the {n} timing windows");
+    }
+    let slice = |offset: usize| {
+        let start = offset % (n - batch + 1);
+        &windows[start * per..(start + batch) * per]
+    };
+    pool.install(|| -> Result<f64> {
+        let mut offset = 0;
+        // Warm-up: one pass over the windows.
+        while offset < n {
+            engine.predict_batch(slice(offset), &mut out)?;
+            offset += batch;
+        }
+        let (mut done, t0) = (0usize, Instant::now());
+        while done < 8 * batch.max(512) || t0.elapsed().as_secs_f64() < 0.3 {
+            engine.predict_batch(black_box(slice(offset)), &mut out)?;
+            black_box(&out);
+            done += batch;
+            offset += batch;
+        }
+        Ok(done as f64 / t0.elapsed().as_secs_f64())
+    })
+}
+
+fn percentiles(lat: &[f64]) -> Percentiles {
+    let mut sorted = lat.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let q = |s: &[f64], p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+    // Bootstrap of P99.9: resample with replacement, take the quantile by selection.
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut resample = vec![0.0; lat.len()];
+    let mut estimates: Vec<f64> = (0..1000)
+        .map(|_| {
+            for r in resample.iter_mut() {
+                *r = lat[rng.random_range(0..lat.len())];
+            }
+            let k = ((0.999 * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+            *resample.select_nth_unstable_by(k, f64::total_cmp).1
+        })
+        .collect();
+    estimates.sort_by(f64::total_cmp);
+    Percentiles {
+        p50: q(&sorted, 0.5),
+        p90: q(&sorted, 0.9),
+        p99: q(&sorted, 0.99),
+        p999: q(&sorted, 0.999),
+        max: sorted[sorted.len() - 1],
+        mean: mean(lat),
+        p999_ci: [q(&estimates, 0.025), q(&estimates, 0.975)],
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Median of back-to-back `Instant` reads: the cost the timer adds to every sample.
+fn timer_overhead() -> f64 {
+    let mut d: Vec<f64> = (0..100_000)
+        .map(|_| {
+            let t0 = Instant::now();
+            (black_box(Instant::now()) - t0).as_nanos() as f64
+        })
+        .collect();
+    d.sort_by(f64::total_cmp);
+    d[d.len() / 2]
+}
+
+fn write_raw(path: &Path, lat: &[f64]) -> Result<()> {
+    let bytes: Vec<u8> = lat
+        .iter()
+        .flat_map(|&ns| (ns as u32).to_le_bytes())
+        .collect();
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+fn write_peer_inputs(
+    path: &Path,
+    engine: &Engine,
+    tensors: &[NamedTensor],
+    windows: &[f64],
+    per: usize,
+) -> Result<()> {
+    let net = engine.network().context("System A has a network")?;
+    let n = (windows.len() / per).min(2000);
+    let mut inputs = vec![0f32; n * per];
+    let mut outputs = vec![0f32; n * net.outputs()];
+    let mut scratch = net.scratch();
+    for i in 0..n {
+        let x = &mut inputs[i * per..(i + 1) * per];
+        engine
+            .pipeline()
+            .normalize_into(&windows[i * per..(i + 1) * per], x);
+        net.forward(
+            x,
+            &mut outputs[i * net.outputs()..(i + 1) * net.outputs()],
+            &mut scratch,
+        );
+    }
+    let c = &engine.manifest().config;
+    let mut all = tensors.to_vec();
+    all.push(NamedTensor {
+        name: "bench.inputs".into(),
+        shape: vec![n, c.lookback, c.features.len()],
+        data: inputs,
+    });
+    all.push(NamedTensor {
+        name: "bench.outputs".into(),
+        shape: vec![n, net.outputs()],
+        data: outputs,
+    });
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = all
+        .iter()
+        .map(|t| {
+            let bytes: &[u8] = bytemuck_f32(&t.data);
+            Ok((
+                t.name.clone(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    bytes,
+                )?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None)?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length is the
+    // slice's size in bytes and the lifetime is the input's.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// Runs `tns bench-rss MODEL` in a fresh process and reads the peak RSS it reports.
+fn peak_rss_of_child(model: &Path) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new(exe)
+        .arg("bench-rss")
+        .arg(model)
+        .output()
+        .ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// The child side: load, predict, print `VmHWM` in KiB.
+pub fn rss_child(args: RssArgs) -> Result<()> {
+    let engine = Arc::new(Engine::load(&args.model)?);
+    let mut predictor = Predictor::new(engine.clone());
+    let mut window = vec![0.0; engine.window_len()];
+    let f = engine.manifest().config.features.len();
+    for i in 0..args.calls {
+        for (k, v) in window.iter_mut().enumerate() {
+            *v = ((i + k / f) as f64 * 0.01).sin();
+        }
+        black_box(predictor.predict(&window)?);
+    }
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmHWM line")?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{hwm}")?;
+    Ok(())
+}
+
+fn environment(peak_ghz: Option<f64>) -> Environment {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mhz = cpuinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("cpu MHz"))
+        .filter_map(|v| v.trim_start_matches([' ', '\t', ':']).parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let isa = tns_engine::Isa::detect();
+    let (peak, derivation) = match (peak_ghz, measured_fma_peak()) {
+        (Some(ghz), _) => {
+            let lanes = if isa == tns_engine::Isa::Avx2Fma {
+                8.0
+            } else {
+                4.0
+            };
+            (
+                ghz * 2.0 * lanes * 2.0,
+                format!("--peak-ghz {ghz} × 2 FMA pipes × {lanes} f32 lanes × 2 flops per FMA"),
+            )
+        }
+        (None, Some(gflops)) => (
+            gflops,
+            format!(
+                "measured: 10 independent 256-bit FMA chains in registers for 0.2 s ({:.2} G FMA instructions/s × 8 lanes × 2 flops; `cpu MHz` says {:.2} GHz nominal)",
+                gflops / 16.0,
+                mhz / 1000.0
+            ),
+        ),
+        (None, None) => (
+            mhz / 1000.0 * 2.0 * 4.0 * 2.0,
+            "`cpu MHz` × 2 pipes × 4 f32 lanes (SSE) × 2 flops (no AVX2/FMA to measure)".into(),
+        ),
+    };
+    let mut compiled = Vec::new();
+    for (name, on) in [
+        ("sse2", cfg!(target_feature = "sse2")),
+        ("avx", cfg!(target_feature = "avx")),
+        ("avx2", cfg!(target_feature = "avx2")),
+        ("fma", cfg!(target_feature = "fma")),
+        ("neon", cfg!(target_feature = "neon")),
+    ] {
+        if on {
+            compiled.push(name);
+        }
+    }
+    Environment {
+        cpu,
+        logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores_used_single: 1,
+        rustc: env!("TNS_RUSTC_VERSION"),
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        target_features_compiled: compiled,
+        isa_selected: isa.name(),
+        git_sha: env!("TNS_GIT_SHA"),
+        tns_version: env!("CARGO_PKG_VERSION"),
+        peak_gflops_per_core: peak,
+        peak_derivation: derivation,
+    }
+}
+
+fn markdown(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let e = &r.environment;
+    s.push_str(&format!(
+        "Environment: {} · {} logical CPUs · kernels {} · {} · {} · git {} · timer overhead {:.0} ns (included in every sample) · {} timed calls after {} warm-up calls over {} distinct windows\n\n",
+        e.cpu, e.logical_cpus, e.isa_selected, e.rustc, e.profile, e.git_sha, r.protocol.timer_overhead_ns, r.protocol.calls, r.protocol.warmup, r.protocol.distinct_windows
+    ));
+    for shape in &r.shapes {
+        s.push_str(&format!(
+            "### {} shape: [{}, {}] → [{}, {}], lead {}\n\n",
+            shape.shape,
+            shape.input[0],
+            shape.input[1],
+            shape.output[0],
+            shape.output[1],
+            shape.lead
+        ));
+        s.push_str("| model | P50 µs | P90 µs | P99 µs | P99.9 µs [95% CI] | max µs | prior µs | network µs | gate+cert µs | fallbacks | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for m in &shape.models {
+            let l = &m.latency_ns;
+            s.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} [{:.2}, {:.2}] | {:.1} | {:.2} | {:.2} | {:.2} | {:.2}% | {} |\n",
+                m.kind,
+                l.p50 / 1e3,
+                l.p90 / 1e3,
+                l.p99 / 1e3,
+                l.p999 / 1e3,
+                l.p999_ci[0] / 1e3,
+                l.p999_ci[1] / 1e3,
+                l.max / 1e3,
+                m.stages_ns.prior / 1e3,
+                m.stages_ns.network / 1e3,
+                m.stages_ns.gate_and_certificate / 1e3,
+                100.0 * m.fallback_rate,
+                m.peak_rss_kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+            ));
+        }
+        s.push_str(&format!(
+            "\nSystem B − System A (same GRU architecture): P50 {:+.2} µs, P99.9 {:+.2} µs, mean {:+.2} µs\n\n",
+            shape.b_minus_a_ns.p50 / 1e3,
+            shape.b_minus_a_ns.p999 / 1e3,
+            shape.b_minus_a_ns.mean / 1e3
+        ));
+        s.push_str("| model | batch | threads | windows/s | GFLOP/s | share of FMA peak |\n|---|---|---|---|---|---|\n");
+        for t in &shape.throughput {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {:.2} | {:.1}% |\n",
+                t.model,
+                t.batch,
+                t.threads,
+                t.windows_per_second,
+                t.gflops,
+                100.0 * t.peak_share
+            ));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!("FMA peak: {}.\n", e.peak_derivation));
+    s
+}
+
+/// The core's f32 FMA peak in GFLOP/s, measured: ten independent chains of 256-bit FMAs in
+/// registers (enough to cover the FMA latency on two pipes) for about 0.2 s.
+fn measured_fma_peak() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if tns_engine::Isa::detect() == tns_engine::Isa::Avx2Fma {
+        #[target_feature(enable = "avx2,fma")]
+        fn chains(iterations: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_set1_ps(1.0); 10];
+            let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            for _ in 0..iterations {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, b, c);
+                }
+            }
+            acc.iter().map(|a| _mm256_cvtss_f32(*a)).sum()
+        }
+        let iterations = 50_000_000;
+        let t0 = Instant::now();
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        black_box(unsafe { chains(black_box(iterations)) });
+        let fmas = (iterations * 10) as f64;
+        return Some(fmas * 16.0 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    None
+}
