@@ -3,6 +3,7 @@
 mod bench;
 mod data_args;
 mod demo;
+mod inspect;
 mod report;
 
 use std::path::PathBuf;
@@ -11,6 +12,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use data_args::{DataArgs, ModelArgs, TrainArgs};
+use std::sync::Arc;
+
+use tns_engine::{Engine, Predictor};
 use tns_models::Forecaster;
 
 #[derive(Parser)]
@@ -42,6 +46,8 @@ enum Command {
     /// Measure the inference engine (latency distribution, stages, throughput, RSS) on
     /// both shapes, following the project's measurement rules.
     Bench(bench::BenchArgs),
+    /// Print what a model file holds (manifest, sizes, calibration, checksum).
+    Inspect(inspect::InspectArgs),
     /// Child process of `tns bench`: load one model, predict, print the peak RSS (KiB).
     #[command(hide = true)]
     BenchRss(bench::RssArgs),
@@ -130,6 +136,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRss(args) => bench::rss_child(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 
@@ -200,10 +207,16 @@ fn eval(cmd: EvalCommand) -> Result<()> {
 }
 
 fn predict(cmd: PredictCommand) -> Result<()> {
-    let model = Forecaster::load(&cmd.model, &Device::Cpu)
-        .with_context(|| format!("loading {}", cmd.model.display()))?;
-    let window = data_args::read_window(&cmd.input, &model.manifest().config)?;
-    let certificate = model.certify(&window)?;
-    println!("{}", serde_json::to_string_pretty(&certificate)?);
+    // The inference engine, not the training stack: what a server would run.
+    let engine = Arc::new(
+        Engine::load(&cmd.model).with_context(|| format!("loading {}", cmd.model.display()))?,
+    );
+    let window = data_args::read_window(&cmd.input, &engine.manifest().config)?;
+    let mut predictor = Predictor::new(engine.clone());
+    let prediction = predictor.predict(&window)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&engine.certificate(prediction))?
+    );
     Ok(())
 }

@@ -74,6 +74,17 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
+/// Largest lookback or horizon a model file may declare.
+pub const MAX_ROWS: usize = 1 << 16;
+/// Largest lead (rows between the last input and the first predicted row).
+pub const MAX_LEAD: usize = 1 << 24;
+/// Largest number of feature or target columns.
+pub const MAX_COLUMNS: usize = 1 << 12;
+/// Largest hidden or MLP layer width.
+pub const MAX_WIDTH: usize = 1 << 14;
+/// Largest parameter count (2²⁸ f32 = 1 GiB).
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 /// The forecast a model starts from; a network (if any) predicts `y − base`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -254,6 +265,33 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.lookback == 0 || self.horizon == 0 || self.lead == 0 {
             return Err("lookback, horizon and lead must be at least 1".into());
+        }
+        // Bounds far above any small temporal model, so that a hostile or corrupted manifest
+        // cannot make a loader allocate without limit or overflow a size computation.
+        for (what, value, max) in [
+            ("lookback", self.lookback, MAX_ROWS),
+            ("horizon", self.horizon, MAX_ROWS),
+            ("lead", self.lead, MAX_LEAD),
+            ("features", self.features.len(), MAX_COLUMNS),
+            ("targets", self.targets.len(), MAX_COLUMNS),
+        ] {
+            if value > max {
+                return Err(format!("{what} = {value} exceeds the limit of {max}"));
+            }
+        }
+        let widths: &[usize] = match &self.network {
+            Some(NetworkConfig::Gru { hidden }) => std::slice::from_ref(hidden),
+            Some(NetworkConfig::Mlp { hidden }) => hidden,
+            _ => &[],
+        };
+        if let Some(w) = widths.iter().find(|w| **w > MAX_WIDTH) {
+            return Err(format!("layer width {w} exceeds the limit of {MAX_WIDTH}"));
+        }
+        if self.parameter_count() > MAX_PARAMETERS {
+            return Err(format!(
+                "{} parameters exceed the limit of {MAX_PARAMETERS}",
+                self.parameter_count()
+            ));
         }
         if self.features.is_empty() || self.targets.is_empty() {
             return Err("a model needs at least one feature and one target".into());

@@ -393,5 +393,42 @@ mod tests {
             parse_model(Path::new("x.tns"), &bytes).unwrap_err(),
             FormatError::Truncated { .. }
         ));
+        // A manifest declaring sizes no engine should try to allocate for.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tns");
+        let (m, t) = sample();
+        for edit in [
+            r#""lookback":1000000000000"#,
+            r#""horizon":4294967296"#,
+            r#""lead":18446744073709551615"#,
+        ] {
+            save_model(&path, &m, &t).unwrap();
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            let key = edit.split(':').next().unwrap().replace('"', "\\\"");
+            let escaped = edit.replace('"', "\\\"");
+            // Replace `"key":<number>` inside the escaped manifest string, then re-serialize
+            // the header so the safetensors layout stays valid.
+            let re_start = text.find(&format!("{key}:")).expect("field in header");
+            let re_end = re_start + text[re_start..].find([',', '}']).expect("end of field");
+            let header_len = u64::from_le_bytes(text.as_bytes()[..8].try_into().unwrap()) as usize;
+            let header = format!(
+                "{}{}{}",
+                &text[8..re_start],
+                escaped,
+                &text[re_end..8 + header_len]
+            );
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&std::fs::read(&path).unwrap()[8 + header_len..]);
+            let err = parse_model(&path, &bytes).unwrap_err();
+            assert!(
+                matches!(err, FormatError::BadManifest { .. }),
+                "{edit}: {err}"
+            );
+            assert!(
+                err.to_string().contains("limit") || err.to_string().contains("invalid"),
+                "{edit}: {err}"
+            );
+        }
     }
 }

@@ -1,0 +1,134 @@
+//! `tns inspect`: what a model file holds, for humans or as JSON.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use tns_format::{NetworkConfig, load_model};
+
+/// Options of `tns inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Model file.
+    model: PathBuf,
+    /// Print JSON (the manifest plus sizes and the tensor list) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let (m, tensors) =
+        load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let bytes = std::fs::metadata(&args.model)?.len();
+    let c = &m.config;
+    let parameters = c.parameter_count();
+    if args.json {
+        let report = json!({
+            "file": args.model.display().to_string(),
+            "file_bytes": bytes,
+            "parameter_count": parameters,
+            "tensors": tensors.iter().map(|t| json!({"name": t.name, "shape": t.shape})).collect::<Vec<_>>(),
+            "manifest": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let mut s = String::new();
+    writeln!(s, "file         {} ({bytes} bytes)", args.model.display())?;
+    writeln!(
+        s,
+        "format       {} v{} (written by tns {})",
+        m.format, m.format_version, m.tns_version
+    )?;
+    writeln!(s, "model        {} (kind {})", c.name, c.kind.name())?;
+    writeln!(
+        s,
+        "shape        [{}, {}] → [{}, {}], lead {}",
+        c.lookback,
+        c.features.len(),
+        c.horizon,
+        c.targets.len(),
+        c.lead
+    )?;
+    writeln!(s, "features     {}", c.features.join(", "))?;
+    writeln!(s, "targets      {}", c.targets.join(", "))?;
+    let network = match &c.network {
+        None => "none".to_string(),
+        Some(NetworkConfig::Linear) => "linear".into(),
+        Some(NetworkConfig::Mlp { hidden }) => format!("mlp {hidden:?} (ReLU)"),
+        Some(NetworkConfig::Gru { hidden }) => format!("gru hidden {hidden} + linear head"),
+    };
+    writeln!(
+        s,
+        "network      {network}, {parameters} parameters, seed {}",
+        c.seed
+    )?;
+    for t in &tensors {
+        writeln!(s, "  tensor     {} {:?}", t.name, t.shape)?;
+    }
+    let n = &m.normalization;
+    for (i, f) in c.features.iter().enumerate() {
+        writeln!(
+            s,
+            "normalize    {f}: {} / {:.6e}",
+            if n.relative[i] {
+                "(x − last row)".to_string()
+            } else {
+                format!("(x − {:.6e})", n.mean[i])
+            },
+            n.std[i]
+        )?;
+    }
+    writeln!(s, "residual     scale {:?}", m.residual_scale)?;
+    if let Some(k) = &m.kalman {
+        writeln!(s, "kalman       dt {}", k.spec.dt)?;
+        for (axis, p) in k.spec.axes.iter().zip(&k.params) {
+            writeln!(
+                s,
+                "  axis       position {}{}: q {:.6e}, R position {:.6e}{}",
+                c.features[axis.position],
+                axis.velocity
+                    .map(|v| format!(", velocity {}", c.features[v]))
+                    .unwrap_or_default(),
+                p.q,
+                p.r_position,
+                p.r_velocity
+                    .map(|r| format!(", R velocity {r:.6e}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    if let Some(g) = &c.gate {
+        writeln!(s, "gate         α {} ({:?})", g.alpha, g.mode)?;
+    }
+    match &m.conformal {
+        Some(cal) => writeln!(
+            s,
+            "conformal    α {}, {} calibration windows, radii {:?}",
+            cal.alpha, cal.n_calibration, cal.radii
+        )?,
+        None => writeln!(s, "conformal    none")?,
+    }
+    if let Some(t) = &m.training {
+        writeln!(
+            s,
+            "training     {} epochs (best {}, validation loss {:.6}), {} train / {} validation windows, {:.1} s, {}",
+            t.epochs_run,
+            t.best_epoch,
+            t.best_val_loss,
+            t.train_windows,
+            t.val_windows,
+            t.seconds,
+            t.optimizer
+        )?;
+    }
+    writeln!(
+        s,
+        "sha256       {} (tensors; verified on load)",
+        m.tensors_sha256
+    )?;
+    print!("{s}");
+    Ok(())
+}
