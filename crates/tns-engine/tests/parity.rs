@@ -123,7 +123,7 @@ fn check(shape: Shape, rows: usize, n: usize) {
                 let ours = serde_json::to_value(engine.certificate(got)).unwrap();
                 let theirs = serde_json::to_value(forecaster.pipeline().certificate(want)).unwrap();
                 let floor = scale.iter().copied().fold(f64::INFINITY, f64::min);
-                compare_json(
+                common::assert_json_close(
                     &ours,
                     &theirs,
                     floor,
@@ -140,34 +140,6 @@ fn check(shape: Shape, rows: usize, n: usize) {
                 "{kind:?} {shape:?} {isa:?}: worst relative correction error {worst:.2e}, {fallbacks} fallbacks"
             );
         }
-    }
-}
-
-/// Equal documents, numbers within 1e-5 relative (with `floor` as in [`close`]).
-fn compare_json(a: &serde_json::Value, b: &serde_json::Value, floor: f64, label: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(close(x, y, floor), "{label}: {x} vs {y}");
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{label}");
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                compare_json(p, q, floor, &format!("{label}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(
-                x.keys().collect::<Vec<_>>(),
-                y.keys().collect::<Vec<_>>(),
-                "{label}"
-            );
-            for (k, v) in x {
-                compare_json(v, &y[k], floor, &format!("{label}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{label}"),
     }
 }
 
