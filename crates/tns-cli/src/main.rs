@@ -6,7 +6,7 @@ mod demo;
 mod inspect;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
@@ -48,6 +48,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print what a model file holds (manifest, sizes, calibration, checksum).
     Inspect(inspect::InspectArgs),
+    /// Export a model for other runtimes.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Child process of `tns bench`: load one model, predict, print the peak RSS (KiB).
     #[command(hide = true)]
     BenchRss(bench::RssArgs),
@@ -62,6 +67,19 @@ enum DataCommand {
         #[command(flatten)]
         synth: data_args::SynthArgs,
         /// Output CSV path.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Write an ONNX file (opset 17, standard operators, dynamic batch) that computes the
+    /// forecast, the base, the correction, the gate outcome and the conformal interval.
+    Onnx {
+        /// Model file.
+        model: PathBuf,
+        /// Output `.onnx` path.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -137,6 +155,9 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchRss(args) => bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Export {
+            command: ExportCommand::Onnx { model, output },
+        } => export_onnx(&model, &output),
     }
 }
 
@@ -217,6 +238,30 @@ fn predict(cmd: PredictCommand) -> Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(&engine.certificate(prediction))?
+    );
+    Ok(())
+}
+
+fn export_onnx(model: &Path, output: &Path) -> Result<()> {
+    let (manifest, tensors) = tns_format::load_model(model)?;
+    let onnx = tns_onnx::export(&manifest, &tensors)
+        .with_context(|| format!("exporting {}", model.display()))?;
+    let bytes = tns_onnx::encode(&onnx);
+    tns_data::write_atomic(output, &bytes)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let graph = onnx.graph.as_ref();
+    let outputs: Vec<&str> = graph
+        .map(|g| g.output.iter().filter_map(|o| o.name.as_deref()).collect())
+        .unwrap_or_default();
+    println!(
+        "wrote {} ({} bytes, opset {}, {} nodes); input window [batch, {}, {}]; outputs: {}",
+        output.display(),
+        bytes.len(),
+        tns_onnx::OPSET,
+        graph.map_or(0, |g| g.node.len()),
+        manifest.config.lookback,
+        manifest.config.features.len(),
+        outputs.join(", ")
     );
     Ok(())
 }

@@ -7,9 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use candle_core::Device;
-use common::{Shape, data, fitted};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use common::{Shape, data, fitted, windows};
 use tns_engine::{Engine, Isa, Predictor};
 use tns_format::ModelKind;
 
@@ -17,20 +15,6 @@ use tns_format::ModelKind;
 /// that values crossing zero do not demand more than f32 can give.
 fn close(a: f64, b: f64, floor: f64) -> bool {
     (a - b).abs() <= 1e-5 * b.abs().max(floor)
-}
-
-/// Test windows plus copies with noise added, so that the gate also rejects.
-fn windows(splits: &tns_data::Splits, n: usize, per: usize) -> Vec<f64> {
-    let test = splits.test.inputs();
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let mut out = Vec::with_capacity(n * per);
-    let available = test.len() / per;
-    for i in 0..n {
-        let w = &test[(i % available) * per..(i % available + 1) * per];
-        let noise = if i % 3 == 2 { 0.5 } else { 0.0 };
-        out.extend(w.iter().map(|v| v + noise * rng.random_range(-1.0..1.0)));
-    }
-    out
 }
 
 fn check(shape: Shape, rows: usize, n: usize) {
@@ -44,29 +28,7 @@ fn check(shape: Shape, rows: usize, n: usize) {
             .window_len();
         let windows = windows(&splits, n, per);
         if kind == ModelKind::SystemB {
-            // Scale the head (so the correction, linearly) until about half of the windows'
-            // statistics exceed the threshold: both the accept and the fallback path are
-            // then compared.
-            let forecaster = model.forecaster(&Device::Cpu).unwrap();
-            let threshold = forecaster.pipeline().gate().unwrap().threshold();
-            let mut d2: Vec<f64> = forecaster
-                .predict(&windows)
-                .unwrap()
-                .iter()
-                .flat_map(|f| f.gate_steps.clone().unwrap())
-                .map(|g| g.statistic)
-                .collect();
-            d2.sort_by(f64::total_cmp);
-            // The factor puts the median window 2% above the threshold, not on it: a
-            // statistic equal to the threshold would flip with the last bit of rounding.
-            let k = (1.02 * threshold / d2[d2.len() / 2]).sqrt() as f32;
-            for t in model
-                .tensors
-                .iter_mut()
-                .filter(|t| t.name.starts_with("head."))
-            {
-                t.data.iter_mut().for_each(|v| *v *= k);
-            }
+            common::split_gate_decisions(&mut model, &windows);
         }
         let forecaster = model.forecaster(&Device::Cpu).unwrap();
         let reference = forecaster.predict(&windows).unwrap();

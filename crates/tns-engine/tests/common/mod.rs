@@ -3,6 +3,9 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::{SplitFractions, Splits, WindowSpec};
 use tns_format::{ModelConfig, ModelKind};
@@ -110,5 +113,45 @@ pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, floor: f6
             }
         }
         _ => assert_eq!(a, b, "{label}"),
+    }
+}
+
+/// Test windows plus copies with noise added, so that the gate also rejects.
+pub fn windows(splits: &tns_data::Splits, n: usize, per: usize) -> Vec<f64> {
+    let test = splits.test.inputs();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut out = Vec::with_capacity(n * per);
+    let available = test.len() / per;
+    for i in 0..n {
+        let w = &test[(i % available) * per..(i % available + 1) * per];
+        let noise = if i % 3 == 2 { 0.5 } else { 0.0 };
+        out.extend(w.iter().map(|v| v + noise * rng.random_range(-1.0..1.0)));
+    }
+    out
+}
+
+/// Scales System B's head (so the correction, linearly) until about half of `windows`'
+/// gate statistics exceed the threshold: tests then compare both the accept and the
+/// fallback path.
+pub fn split_gate_decisions(model: &mut TrainedModel, windows: &[f64]) {
+    let forecaster = model.forecaster(&Device::Cpu).unwrap();
+    let threshold = forecaster.pipeline().gate().unwrap().threshold();
+    let mut d2: Vec<f64> = forecaster
+        .predict(windows)
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.gate_steps.clone().unwrap())
+        .map(|g| g.statistic)
+        .collect();
+    d2.sort_by(f64::total_cmp);
+    // The factor puts the median window 2% above the threshold, not on it: a
+    // statistic equal to the threshold would flip with the last bit of rounding.
+    let k = (1.02 * threshold / d2[d2.len() / 2]).sqrt() as f32;
+    for t in model
+        .tensors
+        .iter_mut()
+        .filter(|t| t.name.starts_with("head."))
+    {
+        t.data.iter_mut().for_each(|v| *v *= k);
     }
 }

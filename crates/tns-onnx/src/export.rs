@@ -1,0 +1,587 @@
+//! The model → ONNX graph translation.
+//!
+//! Every part of a TNS prediction except the certificate document becomes standard ONNX
+//! operators:
+//!
+//! - **Normalization** is explicit `Slice`/`Mul`/`Add`/`Sub`/`Div` nodes (columns taken
+//!   relative to the last row need that row, so it cannot be folded into the first layer of
+//!   a GRU).
+//! - **The base forecast** — last value or Kalman prior mean — is one `MatMul`. For a fixed
+//!   window length the Kalman filter's gains do not depend on the data (the covariance
+//!   recursion never sees an observation), so the prior mean is a linear map of the window.
+//!   The exporter reads that map off the pipeline itself by probing it with unit windows, so
+//!   the graph and the engine share one source of truth, and checks the map reproduces the
+//!   pipeline on a random window before it writes anything.
+//! - **The network**: `Gemm`/`Relu` for linear and MLP, ONNX `GRU` (gates reordered from
+//!   PyTorch's `r, z, n` to ONNX's `z, r, h`, `linear_before_reset = 1`) + `Gemm` head.
+//! - **The gate**: the prior's predictive covariance is constant too, so `d² = ‖L⁻¹ r‖²` is a
+//!   `MatMul` by the block-diagonal `L⁻ᵀ`, a square and a `ReduceSum`; the test is
+//!   `LessOrEqual`, the decision a `Where`.
+//! - **The conformal interval** is `forecast ∓ radius`.
+
+use prost::Message;
+use tns_certify::{GateMode, linalg};
+use tns_format::{Manifest, ModelKind, NamedTensor, NetworkConfig, Pipeline};
+
+use crate::graph::{Attr, Dim, GraphBuilder, value_info};
+use crate::proto::{
+    GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, tensor_proto::DataType,
+};
+
+/// The ONNX operator set the graphs use.
+pub const OPSET: i64 = 17;
+/// The ONNX IR version written (the one that introduced opset 17).
+pub const IR_VERSION: i64 = 8;
+
+/// Why a model cannot be exported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExportError {
+    /// The manifest or its tensors are inconsistent.
+    #[error("cannot export this model: {0}")]
+    Model(String),
+    /// The base forecast is not the linear map the export assumes.
+    #[error(
+        "the base forecast of this model is not a linear map of the window (max deviation {0:e}); it cannot be exported as a MatMul"
+    )]
+    NotLinear(f64),
+}
+
+/// Names of the graph's input and outputs.
+pub mod names {
+    /// Input: raw windows `[batch, lookback, features]`, f32, data units.
+    pub const WINDOW: &str = "window";
+    /// Output: the prediction `[batch, horizon, targets]`.
+    pub const FORECAST: &str = "forecast";
+    /// Output: the base forecast (last value or Kalman prior mean) `[batch, horizon, targets]`.
+    pub const BASE: &str = "base";
+    /// Output: the network's proposed correction in data units (learned kinds).
+    pub const CORRECTION: &str = "correction";
+    /// Output: the gate's Mahalanobis statistic `d²` per step `[batch, horizon]` (System B).
+    pub const GATE_STATISTIC: &str = "gate_statistic";
+    /// Output: whether each step passed the gate `[batch, horizon]`, bool (System B).
+    pub const GATE_PASSED: &str = "gate_passed";
+    /// Output: lower end of the conformal interval (calibrated models).
+    pub const LOWER: &str = "lower";
+    /// Output: upper end of the conformal interval (calibrated models).
+    pub const UPPER: &str = "upper";
+}
+
+/// Translates a loaded model into an ONNX model.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (manifest, tensors) = tns_format::load_model(std::path::Path::new("model.tns"))?;
+/// let onnx = tns_onnx::export(&manifest, &tensors)?;
+/// std::fs::write("model.onnx", tns_onnx::encode(&onnx))?;
+/// # Ok(()) }
+/// ```
+pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto, ExportError> {
+    let c = &manifest.config;
+    let pipeline = Pipeline::new(manifest).map_err(ExportError::Model)?;
+    let (lookback, features) = (c.lookback, c.features.len());
+    let (horizon, targets) = (c.horizon, c.targets.len());
+    let width = horizon * targets;
+    let mut g = GraphBuilder::default();
+    let window = names::WINDOW;
+    let out_shape = g.constant_i64("shape_forecast", vec![-1, horizon as i64, targets as i64]);
+    let to_forecast_shape = |g: &mut GraphBuilder, flat: &str, name: &str| {
+        g.node("Reshape", &[flat, &out_shape], name, vec![])
+    };
+
+    // Base forecast, a linear map B of the window plus an offset, evaluated as
+    // (window − last row) · B + last row · ΣB + offset: the same sum in exact arithmetic, but
+    // in f32 the large common level of positions or prices no longer passes through B's
+    // large, alternating-sign gains.
+    let (base_matrix, base_offset) = linear_base(&pipeline, lookback * features, width)?;
+    let row_sums: Vec<f32> = (0..features * width)
+        .map(|k| {
+            let (f, j) = (k / width, k % width);
+            (0..lookback)
+                .map(|l| f64::from(base_matrix[(l * features + f) * width + j]))
+                .sum::<f64>() as f32
+        })
+        .collect();
+    let last = last_row(&mut g, lookback);
+    let from_last = g.node("Sub", &[window, &last], "window_from_last", vec![]);
+    let flat = g.node(
+        "Flatten",
+        &[&from_last],
+        "window_from_last_flat",
+        vec![Attr::Int("axis", 1)],
+    );
+    let b = g.constant("base_matrix", &[lookback * features, width], base_matrix);
+    let moves = g.node("MatMul", &[&flat, &b], "base_moves", vec![]);
+    let last_flat = g.node(
+        "Flatten",
+        &[&last],
+        "last_row_flat",
+        vec![Attr::Int("axis", 1)],
+    );
+    let b_sum = g.constant("base_matrix_row_sums", &[features, width], row_sums);
+    let level = g.node("MatMul", &[&last_flat, &b_sum], "base_level", vec![]);
+    let offset = g.constant("base_offset", &[width], base_offset);
+    let level = g.node("Add", &[&level, &offset], "base_level_offset", vec![]);
+    let base_flat = g.node("Add", &[&moves, &level], "base_flat", vec![]);
+    let mut outputs = vec![(
+        names::BASE,
+        to_forecast_shape(&mut g, &base_flat, names::BASE),
+    )];
+
+    let forecast_flat = match &c.network {
+        None => base_flat.clone(),
+        Some(network) => {
+            let normalized = normalize(&mut g, manifest)?;
+            let net_out = network_graph(&mut g, network, &normalized, tensors, c)?;
+            let scale: Vec<f32> = manifest.residual_scale.iter().map(|&s| s as f32).collect();
+            let scale = g.constant("residual_scale", &[width], scale);
+            let correction = g.node("Mul", &[&net_out, &scale], "correction_flat", vec![]);
+            outputs.push((
+                names::CORRECTION,
+                to_forecast_shape(&mut g, &correction, names::CORRECTION),
+            ));
+            let applied = match pipeline.gate() {
+                None => correction,
+                Some(gate) => {
+                    let applied = gate_graph(&mut g, &pipeline, gate, &correction, c)?;
+                    outputs.push((names::GATE_STATISTIC, names::GATE_STATISTIC.to_string()));
+                    outputs.push((names::GATE_PASSED, names::GATE_PASSED.to_string()));
+                    applied
+                }
+            };
+            g.node("Add", &[&base_flat, &applied], "forecast_flat", vec![])
+        }
+    };
+    let forecast = to_forecast_shape(&mut g, &forecast_flat, names::FORECAST);
+    outputs.insert(0, (names::FORECAST, forecast.clone()));
+    if let Some(cal) = pipeline.conformal() {
+        let radii: Vec<f32> = cal.radii.iter().map(|&r| r as f32).collect();
+        let radii = g.constant("conformal_radii", &[horizon, targets], radii);
+        g.node("Sub", &[&forecast, &radii], names::LOWER, vec![]);
+        g.node("Add", &[&forecast, &radii], names::UPPER, vec![]);
+        outputs.push((names::LOWER, names::LOWER.to_string()));
+        outputs.push((names::UPPER, names::UPPER.to_string()));
+    }
+
+    let graph_outputs = outputs
+        .iter()
+        .map(|(name, _)| output_info(name, horizon, targets))
+        .collect();
+    let doc = doc_string(manifest, &pipeline, &outputs);
+    let graph = GraphProto {
+        name: Some(c.name.clone()),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![value_info(
+            window,
+            DataType::Float,
+            &[Dim::Batch, Dim::Fixed(lookback), Dim::Fixed(features)],
+            &format!(
+                "raw windows [batch, lookback={lookback}, features={}], data units",
+                c.features.join(",")
+            ),
+        )],
+        output: graph_outputs,
+        doc_string: Some(doc.clone()),
+        ..Default::default()
+    };
+    let mut metadata = vec![
+        ("tns.kind", c.kind.name().to_string()),
+        ("tns.format_version", manifest.format_version.to_string()),
+        ("tns.tensors_sha256", manifest.tensors_sha256.clone()),
+        ("tns.targets", c.targets.join(",")),
+        ("tns.features", c.features.join(",")),
+    ];
+    if let Some(gate) = pipeline.gate() {
+        metadata.push(("tns.gate_alpha", gate.alpha().to_string()));
+        metadata.push(("tns.gate_threshold", gate.threshold().to_string()));
+    }
+    if let Some(cal) = pipeline.conformal() {
+        metadata.push(("tns.conformal_alpha", cal.alpha.to_string()));
+    }
+    Ok(ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
+        producer_name: Some("tns".to_string()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        model_version: Some(i64::from(manifest.format_version)),
+        doc_string: Some(doc),
+        graph: Some(graph),
+        metadata_props: metadata
+            .into_iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v),
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// The protobuf bytes of an exported model.
+pub fn encode(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+fn output_info(name: &str, horizon: usize, targets: usize) -> crate::proto::ValueInfoProto {
+    let per_step = [Dim::Batch, Dim::Fixed(horizon)];
+    let per_value = [Dim::Batch, Dim::Fixed(horizon), Dim::Fixed(targets)];
+    match name {
+        names::GATE_STATISTIC => value_info(
+            name,
+            DataType::Float,
+            &per_step,
+            "Mahalanobis d² of the correction under the prior's predictive covariance",
+        ),
+        names::GATE_PASSED => value_info(
+            name,
+            DataType::Bool,
+            &per_step,
+            "d² ≤ chi-square threshold: the correction was accepted",
+        ),
+        names::FORECAST => value_info(name, DataType::Float, &per_value, "the prediction"),
+        names::BASE => value_info(
+            name,
+            DataType::Float,
+            &per_value,
+            "base forecast: last value or Kalman prior mean",
+        ),
+        names::CORRECTION => value_info(
+            name,
+            DataType::Float,
+            &per_value,
+            "the network's proposed correction, data units",
+        ),
+        _ => value_info(
+            name,
+            DataType::Float,
+            &per_value,
+            "split-conformal interval end",
+        ),
+    }
+}
+
+/// Reads the base forecast's linear map off the pipeline: `offset = base(0)`, row `i` of the
+/// matrix is `base(eᵢ) − offset`. Verifies the map on a deterministic pseudo-random window.
+fn linear_base(
+    pipeline: &Pipeline,
+    inputs: usize,
+    width: usize,
+) -> Result<(Vec<f32>, Vec<f32>), ExportError> {
+    let mut window = vec![0.0; inputs];
+    let (offset, _) = pipeline.base(&window);
+    let mut matrix = vec![0.0f64; inputs * width];
+    for i in 0..inputs {
+        window[i] = 1.0;
+        let (b, _) = pipeline.base(&window);
+        window[i] = 0.0;
+        for (j, (v, o)) in b.iter().zip(&offset).enumerate() {
+            matrix[i * width + j] = v - o;
+        }
+    }
+    // A fixed, non-trivial window: a sum of sines of the index.
+    let probe: Vec<f64> = (0..inputs)
+        .map(|i| (i as f64 * 0.37).sin() * 3.0 + (i as f64 * 0.011).cos())
+        .collect();
+    let (expected, _) = pipeline.base(&probe);
+    let worst = (0..width)
+        .map(|j| {
+            let linear: f64 = offset[j]
+                + (0..inputs)
+                    .map(|i| probe[i] * matrix[i * width + j])
+                    .sum::<f64>();
+            (linear - expected[j]).abs() / expected[j].abs().max(1.0)
+        })
+        .fold(0.0, f64::max);
+    if worst > 1e-9 {
+        return Err(ExportError::NotLinear(worst));
+    }
+    Ok((
+        matrix.iter().map(|&v| v as f32).collect(),
+        offset.iter().map(|&v| v as f32).collect(),
+    ))
+}
+
+/// The window's last row `[batch, 1, features]`, named `last_row`.
+fn last_row(g: &mut GraphBuilder, lookback: usize) -> String {
+    let starts = g.constant_i64("last_row_start", vec![lookback as i64 - 1]);
+    let ends = g.constant_i64("last_row_end", vec![lookback as i64]);
+    let axes = g.constant_i64("last_row_axis", vec![1]);
+    g.node(
+        "Slice",
+        &[names::WINDOW, &starts, &ends, &axes],
+        "last_row",
+        vec![],
+    )
+}
+
+/// `(window − centre) / std` (needs the `last_row` node), where the centre is the last row for relative columns and the
+/// training mean for the others.
+fn normalize(g: &mut GraphBuilder, manifest: &Manifest) -> Result<String, ExportError> {
+    let n = &manifest.normalization;
+    let f = n.mean.len();
+    let std: Vec<f32> = n.std.iter().map(|&s| s as f32).collect();
+    let mean: Vec<f32> = n
+        .mean
+        .iter()
+        .zip(&n.relative)
+        .map(|(&m, &rel)| if rel { 0.0 } else { m as f32 })
+        .collect();
+    let mean = g.constant("norm_mean", &[f], mean);
+    let std = g.constant("norm_std", &[f], std);
+    let centre = if n.relative.iter().any(|&r| r) {
+        let mask: Vec<f32> = n.relative.iter().map(|&r| f32::from(u8::from(r))).collect();
+        let mask = g.constant("norm_relative_mask", &[f], mask);
+        let last_masked = g.node("Mul", &["last_row", &mask], "last_row_relative", vec![]);
+        g.node("Add", &[&last_masked, &mean], "norm_centre", vec![])
+    } else {
+        mean
+    };
+    let centred = g.node("Sub", &[names::WINDOW, &centre], "window_centred", vec![]);
+    Ok(g.node("Div", &[&centred, &std], "window_normalized", vec![]))
+}
+
+fn weights<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, ExportError> {
+    tensors
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| ExportError::Model(format!("tensor {name:?} is missing")))
+}
+
+/// A `Gemm` with the stored `[out, in]` weight (`transB = 1`).
+fn dense(
+    g: &mut GraphBuilder,
+    tensors: &[NamedTensor],
+    prefix: &str,
+    input: &str,
+    output: &str,
+) -> Result<String, ExportError> {
+    let w = weights(tensors, &format!("{prefix}.weight"))?;
+    let b = weights(tensors, &format!("{prefix}.bias"))?;
+    let w = g.constant(&format!("{prefix}.weight"), &w.shape, w.data.clone());
+    let b = g.constant(&format!("{prefix}.bias"), &b.shape, b.data.clone());
+    Ok(g.node(
+        "Gemm",
+        &[input, &w, &b],
+        output,
+        vec![Attr::Int("transB", 1)],
+    ))
+}
+
+/// The network on normalized windows `[batch, lookback, features]` → `[batch, H·T]`.
+fn network_graph(
+    g: &mut GraphBuilder,
+    network: &NetworkConfig,
+    normalized: &str,
+    tensors: &[NamedTensor],
+    config: &tns_format::ModelConfig,
+) -> Result<String, ExportError> {
+    for (name, shape) in config.tensor_layout() {
+        let t = weights(tensors, &name)?;
+        if t.shape != shape {
+            return Err(ExportError::Model(format!(
+                "tensor {name:?} has shape {:?}, the config needs {shape:?}",
+                t.shape
+            )));
+        }
+    }
+    match network {
+        NetworkConfig::Linear => {
+            let flat = g.node(
+                "Flatten",
+                &[normalized],
+                "net_in",
+                vec![Attr::Int("axis", 1)],
+            );
+            dense(g, tensors, "linear", &flat, "net_out")
+        }
+        NetworkConfig::Mlp { hidden } => {
+            let mut x = g.node(
+                "Flatten",
+                &[normalized],
+                "net_in",
+                vec![Attr::Int("axis", 1)],
+            );
+            for i in 0..=hidden.len() {
+                let y = dense(g, tensors, &format!("mlp.{i}"), &x, &format!("mlp.{i}.out"))?;
+                x = if i == hidden.len() {
+                    y
+                } else {
+                    g.node("Relu", &[&y], &format!("mlp.{i}.relu"), vec![])
+                };
+            }
+            Ok(g.node("Identity", &[&x], "net_out", vec![]))
+        }
+        NetworkConfig::Gru { hidden } => {
+            let h = *hidden;
+            let features = config.input_width();
+            // PyTorch stacks gates r, z, n; ONNX wants z, r, h.
+            let reorder = |t: &NamedTensor, cols: usize| -> Vec<f32> {
+                let block = |k: usize| &t.data[k * h * cols..(k + 1) * h * cols];
+                [block(1), block(0), block(2)].concat()
+            };
+            let w_ih = weights(tensors, "gru.weight_ih_l0")?;
+            let w_hh = weights(tensors, "gru.weight_hh_l0")?;
+            let b_ih = weights(tensors, "gru.bias_ih_l0")?;
+            let b_hh = weights(tensors, "gru.bias_hh_l0")?;
+            let w = g.constant("gru.W", &[1, 3 * h, features], reorder(w_ih, features));
+            let r = g.constant("gru.R", &[1, 3 * h, h], reorder(w_hh, h));
+            let b = g.constant(
+                "gru.B",
+                &[1, 6 * h],
+                [reorder(b_ih, 1), reorder(b_hh, 1)].concat(),
+            );
+            let seq_major = g.node(
+                "Transpose",
+                &[normalized],
+                "gru_in",
+                vec![Attr::Ints("perm", vec![1, 0, 2])],
+            );
+            g.node_with_outputs(
+                "GRU",
+                &[&seq_major, &w, &r, &b],
+                &["", "gru_last"],
+                vec![
+                    Attr::Int("hidden_size", h as i64),
+                    Attr::Int("linear_before_reset", 1),
+                ],
+            );
+            let axis0 = g.constant_i64("axis_0", vec![0]);
+            let state = g.node("Squeeze", &["gru_last", &axis0], "gru_state", vec![]);
+            dense(g, tensors, "head", &state, "net_out")
+        }
+    }
+}
+
+/// The chi-square gate on the correction `[batch, H·T]`; returns the correction to add.
+fn gate_graph(
+    g: &mut GraphBuilder,
+    pipeline: &Pipeline,
+    gate: &tns_certify::Gate,
+    correction: &str,
+    config: &tns_format::ModelConfig,
+) -> Result<String, ExportError> {
+    let (horizon, t) = (config.horizon, config.targets.len());
+    let width = horizon * t;
+    let zero_window = vec![0.0; pipeline.window_len()];
+    let (_, covariance) = pipeline.base(&zero_window);
+    let covariance = covariance.ok_or_else(|| {
+        ExportError::Model("a gated model needs the Kalman prior's covariance".into())
+    })?;
+    // Block-diagonal L⁻ᵀ so that the row vector r · L⁻ᵀ = (L⁻¹ r)ᵀ.
+    let mut whitening = vec![0.0f32; width * width];
+    let (mut factor, mut inverse) = (vec![0.0; t * t], vec![0.0; t * t]);
+    for step in 0..horizon {
+        linalg::cholesky(
+            &covariance[step * t * t..(step + 1) * t * t],
+            t,
+            &mut factor,
+        )
+        .map_err(|e| ExportError::Model(format!("prior covariance at step {step}: {e}")))?;
+        linalg::invert_lower(&factor, t, &mut inverse);
+        for i in 0..t {
+            for j in 0..t {
+                whitening[(step * t + j) * width + step * t + i] = inverse[i * t + j] as f32;
+            }
+        }
+    }
+    let whitening = g.constant("gate_whitening", &[width, width], whitening);
+    let whitened = g.node("MatMul", &[correction, &whitening], "gate_whitened", vec![]);
+    let squared = g.node("Mul", &[&whitened, &whitened], "gate_squared", vec![]);
+    let per_step_shape = g.constant_i64("shape_steps", vec![-1, horizon as i64, t as i64]);
+    let squared = g.node(
+        "Reshape",
+        &[&squared, &per_step_shape],
+        "gate_squared_steps",
+        vec![],
+    );
+    let axis2 = g.constant_i64("axis_2", vec![2]);
+    let statistic = g.node(
+        "ReduceSum",
+        &[&squared, &axis2],
+        names::GATE_STATISTIC,
+        vec![Attr::Int("keepdims", 0)],
+    );
+    let threshold = g.constant("gate_threshold", &[], vec![gate.threshold() as f32]);
+    let passed = g.node(
+        "LessOrEqual",
+        &[&statistic, &threshold],
+        names::GATE_PASSED,
+        vec![],
+    );
+    let passed_steps = g.node("Unsqueeze", &[&passed, &axis2], "gate_passed_steps", vec![]);
+    let correction_steps = g.node(
+        "Reshape",
+        &[correction, &per_step_shape],
+        "correction_steps",
+        vec![],
+    );
+    let zero = g.constant("zero", &[], vec![0.0]);
+    let applied = match gate.mode() {
+        GateMode::Reject => g.node(
+            "Where",
+            &[&passed_steps, &correction_steps, &zero],
+            "gate_applied_steps",
+            vec![],
+        ),
+        GateMode::Shrink => {
+            // Scale 1 inside the ellipsoid, sqrt(χ²/d²) outside; a NaN statistic (non-finite
+            // correction) keeps the prior, as the engine does.
+            let one = g.constant("one", &[], vec![1.0]);
+            let ratio = g.node("Div", &[&threshold, &statistic], "gate_ratio", vec![]);
+            let shrink = g.node("Sqrt", &[&ratio], "gate_shrink", vec![]);
+            let scale = g.node("Where", &[&passed, &one, &shrink], "gate_scale", vec![]);
+            let scale = g.node("Unsqueeze", &[&scale, &axis2], "gate_scale_steps", vec![]);
+            let scaled = g.node("Mul", &[&correction_steps, &scale], "gate_scaled", vec![]);
+            let nan = g.node("IsNaN", &[&statistic], "gate_nan", vec![]);
+            let finite = g.node("Not", &[&nan], "gate_finite", vec![]);
+            let finite = g.node("Unsqueeze", &[&finite, &axis2], "gate_finite_steps", vec![]);
+            g.node(
+                "Where",
+                &[&finite, &scaled, &zero],
+                "gate_applied_steps",
+                vec![],
+            )
+        }
+    };
+    let flat_shape = g.constant_i64("shape_flat", vec![-1, width as i64]);
+    Ok(g.node("Reshape", &[&applied, &flat_shape], "gate_applied", vec![]))
+}
+
+fn doc_string(manifest: &Manifest, pipeline: &Pipeline, outputs: &[(&str, String)]) -> String {
+    let c = &manifest.config;
+    let mut doc = format!(
+        "TNS {} model {:?} (tensors sha256 {}). Input `window` [batch, {}, {}] in data units. Outputs: {}.",
+        c.kind.name(),
+        c.name,
+        manifest.tensors_sha256,
+        c.lookback,
+        c.features.len(),
+        outputs
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if c.kind.base() == tns_format::Base::KalmanPrior {
+        doc.push_str(
+            " The Kalman prior is unrolled over the fixed window into one MatMul (its gains do not depend on the data).",
+        );
+    }
+    if let Some(gate) = pipeline.gate() {
+        doc.push_str(&format!(
+            " The gate is exported: d² = ||L⁻¹ r||² per step against chi-square threshold {:.6} (alpha {}).",
+            gate.threshold(),
+            gate.alpha()
+        ));
+    }
+    doc.push_str(
+        " Not exported: the certificate document (JSON) and the Cholesky residual check; inputs are not checked for NaN/Inf (the TNS engine rejects them, ONNX propagates them).",
+    );
+    if c.kind == ModelKind::Persistence || c.kind == ModelKind::Kalman {
+        doc.push_str(" This kind has no network: forecast = base.");
+    }
+    doc
+}

@@ -1,0 +1,145 @@
+//! Exported models in onnxruntime against the TNS engine, on at least 1,000 windows per model
+//! kind: every output within 1e-5 relative and identical gate decisions.
+//!
+//! onnxruntime is Python's; the test looks for it in `$TNS_PYTHON` (default `python3`). When
+//! it is not installed the test says so and passes, unless `TNS_REQUIRE_ONNXRUNTIME=1` (CI
+//! sets it, after `pip install onnxruntime onnx numpy`), in which case it fails.
+
+#[path = "../../tns-engine/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{Shape, data, fitted, split_gate_decisions, windows};
+use tns_engine::Engine;
+use tns_format::ModelKind;
+
+fn python() -> String {
+    std::env::var("TNS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether onnxruntime can be imported; panics if it must be and cannot.
+fn onnxruntime_available() -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import onnxruntime, numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("TNS_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
+            "TNS_REQUIRE_ONNXRUNTIME=1 but {} cannot import onnxruntime and numpy",
+            python()
+        );
+        eprintln!(
+            "SKIPPED: {} cannot import onnxruntime/numpy (pip install onnxruntime onnx numpy, or set TNS_PYTHON)",
+            python()
+        );
+    }
+    ok
+}
+
+fn floats_le(values: impl Iterator<Item = f64>) -> Vec<u8> {
+    values.flat_map(|v| (v as f32).to_le_bytes()).collect()
+}
+
+/// Exports `kind`, predicts `n` windows with the engine and writes the case for the script.
+fn write_case(dir: &Path, kind: ModelKind, shape: Shape, rows: usize, n: usize) {
+    let (splits, dt) = data(shape, rows);
+    let mut model = fitted(kind, shape, &splits, dt);
+    let per = model.manifest.config.lookback * model.manifest.config.features.len();
+    // Both sides must read the same inputs: round the windows to f32 first.
+    let windows: Vec<f64> = windows(&splits, n, per)
+        .iter()
+        .map(|&v| f64::from(v as f32))
+        .collect();
+    if kind == ModelKind::SystemB {
+        split_gate_decisions(&mut model, &windows);
+    }
+    let onnx = tns_onnx::export(&model.manifest, &model.tensors).unwrap();
+    let case = dir.join(format!("{}-{shape:?}", kind.name()));
+    std::fs::create_dir_all(&case).unwrap();
+    std::fs::write(case.join("model.onnx"), tns_onnx::encode(&onnx)).unwrap();
+    std::fs::write(case.join("windows.f32"), floats_le(windows.iter().copied())).unwrap();
+
+    let engine = Arc::new(Engine::new(model.manifest.clone(), &model.tensors).unwrap());
+    let mut predictions = vec![engine.empty_prediction(); n];
+    engine.predict_batch(&windows, &mut predictions).unwrap();
+    let collect = |f: &dyn Fn(&tns_engine::Prediction) -> Vec<f64>| -> Vec<f64> {
+        predictions.iter().flat_map(f).collect()
+    };
+    let mut expected = serde_json::json!({
+        "kind": kind.name(),
+        "shape": format!("{shape:?}"),
+        "n": n,
+        "lookback": model.manifest.config.lookback,
+        "features": model.manifest.config.features.len(),
+        "horizon": model.manifest.config.horizon,
+        "targets": model.manifest.config.targets.len(),
+        "scale": model.manifest.residual_scale,
+        "outputs": {
+            "forecast": collect(&|p| p.forecast.prediction.clone()),
+            "base": collect(&|p| p.forecast.base.clone()),
+        },
+    });
+    let outputs = &mut expected["outputs"];
+    if model.manifest.conformal.is_some() {
+        outputs["lower"] = collect(&|p| p.lower.clone()).into();
+        outputs["upper"] = collect(&|p| p.upper.clone()).into();
+    }
+    if model.manifest.config.network.is_some() {
+        outputs["correction"] =
+            collect(&|p| p.forecast.correction.clone().unwrap_or_default()).into();
+    }
+    if let Some(gate) = engine.pipeline().gate() {
+        let steps = |p: &tns_engine::Prediction| p.forecast.gate_steps.clone().unwrap_or_default();
+        outputs["gate_statistic"] =
+            collect(&|p| steps(p).iter().map(|s| s.statistic).collect()).into();
+        outputs["gate_passed"] = predictions
+            .iter()
+            .flat_map(|p| steps(p).into_iter().map(|s| s.passed))
+            .collect::<Vec<_>>()
+            .into();
+        expected["threshold"] = gate.threshold().into();
+    }
+    std::fs::write(
+        case.join("expected.json"),
+        serde_json::to_vec(&expected).unwrap(),
+    )
+    .unwrap();
+}
+
+fn run_script(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_parity.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "onnxruntime parity failed (see above)"
+    );
+    if let Ok(path) = std::env::var("TNS_ONNX_PARITY_OUT") {
+        std::fs::write(path, &out.stdout).unwrap();
+    }
+}
+
+#[test]
+fn every_kind_matches_the_engine_in_onnxruntime() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ModelKind::ALL {
+        write_case(dir.path(), kind, Shape::Compact, 6000, 1200);
+    }
+    // The long window and 1000-step lead test the unrolled Kalman prior's f32 precision.
+    for kind in [ModelKind::SystemA, ModelKind::SystemB] {
+        write_case(dir.path(), kind, Shape::Seed, 30_000, 1000);
+    }
+    run_script(dir.path());
+}
