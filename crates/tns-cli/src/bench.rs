@@ -20,10 +20,11 @@ use tns_data::write_atomic;
 use tns_data::{Dataset, SplitFractions, WindowSpec};
 use tns_engine::{Engine, Predictor};
 use tns_eval::{SeriesToPlot, plot_latency_histograms};
-use tns_format::{ModelConfig, ModelKind, NamedTensor};
+use tns_format::{ModelConfig, ModelKind, NamedTensor, save_model};
 use tns_train::{FitOptions, TrainConfig, fit_model};
 
 use crate::data_args::parse_axes;
+use crate::quantize::{self, Int8Report, quantize_with_report};
 
 /// Options of the benchmark.
 #[derive(Args, Debug)]
@@ -112,7 +113,7 @@ struct Stages {
 
 #[derive(Serialize)]
 struct ModelResult {
-    kind: &'static str,
+    kind: String,
     file: String,
     parameters: usize,
     macs: usize,
@@ -145,7 +146,23 @@ struct ShapeResult {
     /// System B − System A with the same network architecture (ns).
     b_minus_a_ns: BMinusA,
     throughput: Vec<Throughput>,
+    /// INT8 against f32, per GRU model.
+    int8: Vec<Int8Result>,
     peer_inputs: String,
+}
+
+#[derive(Serialize)]
+struct Int8Result {
+    kind: &'static str,
+    file_bytes_f32: u64,
+    file_bytes_int8: u64,
+    /// INT8 P50 / f32 P50 (single sample, whole prediction).
+    latency_p50_ratio: f64,
+    /// INT8 mean / f32 mean.
+    latency_mean_ratio: f64,
+    /// INT8 network stage / f32 network stage (means).
+    network_ns_ratio: f64,
+    accuracy: Int8Report,
 }
 
 #[derive(Serialize)]
@@ -304,39 +321,40 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
             .join("models")
             .join(format!("{}-{}.tns", shape.name(), kind.name()));
         trained.save(&file)?;
-        // Benchmark what users run: the engine compiled from the file on disk.
-        let engine = Arc::new(Engine::load(&file)?);
-        let (lat, fallbacks) = time_single(&engine, &windows, per, args)?;
-        let stages = time_stages(&engine, &windows, per, args.calls, mean(&lat))?;
-        let raw = args
-            .out
-            .join(format!("latencies-{}-{}.bin", shape.name(), kind.name()));
-        write_raw(&raw, &lat)?;
-        let rss = peak_rss_of_child(&file);
-        let result = ModelResult {
-            kind: kind.name(),
-            file: file.display().to_string(),
-            parameters: config.parameter_count(),
-            macs: engine.network().map_or(0, |n| n.macs()),
-            latency_ns: percentiles(&lat),
-            fallback_rate: fallbacks as f64 / args.calls as f64,
-            stages_ns: stages,
-            peak_rss_kib: rss,
-            raw_latencies: raw.display().to_string(),
-        };
-        println!(
-            "  {:<12} P50 {:>8.0} ns  P99.9 {:>8.0} ns  max {:>9.0} ns  (prior {:.0} + network {:.0} + gate {:.0} ns)",
-            kind.name(),
-            result.latency_ns.p50,
-            result.latency_ns.p999,
-            result.latency_ns.max,
-            result.stages_ns.prior,
-            result.stages_ns.network,
-            result.stages_ns.gate_and_certificate
-        );
+        let (result, lat) = measure_model(kind.name(), &file, &windows, per, args, shape)?;
         models.push(result);
         latencies.push(lat);
-        engines.push((kind, engine, trained.tensors));
+        engines.push((kind, Arc::new(Engine::load(&file)?), trained.tensors));
+    }
+    // INT8 versions of the GRU models, recalibrated on the same splits and timed the same way.
+    let mut int8 = Vec::new();
+    for (kind, engine, tensors) in &engines {
+        if !matches!(kind, ModelKind::SystemA | ModelKind::SystemB) {
+            continue;
+        }
+        let (manifest, q_tensors, accuracy) =
+            quantize_with_report(engine.manifest(), tensors, &splits)?;
+        let label = format!("{}-int8", kind.name());
+        let file = args
+            .out
+            .join("models")
+            .join(format!("{}-{label}.tns", shape.name()));
+        save_model(&file, &manifest, &q_tensors)?;
+        let (result, _) = measure_model(&label, &file, &windows, per, args, shape)?;
+        let f32_result = &models[KINDS.iter().position(|k| k == kind).unwrap_or(0)];
+        let f32_file = PathBuf::from(&f32_result.file);
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        println!("  {}", quantize::summary(&accuracy));
+        int8.push(Int8Result {
+            kind: kind.name(),
+            file_bytes_f32: size(&f32_file),
+            file_bytes_int8: size(&file),
+            latency_p50_ratio: result.latency_ns.p50 / f32_result.latency_ns.p50,
+            latency_mean_ratio: result.latency_ns.mean / f32_result.latency_ns.mean,
+            network_ns_ratio: result.stages_ns.network / f32_result.stages_ns.network,
+            accuracy,
+        });
+        models.push(result);
     }
     let svg = args.out.join(format!("latency-{}.svg", shape.name()));
     plot_latency_histograms(
@@ -399,8 +417,52 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         models,
         b_minus_a_ns,
         throughput,
+        int8,
         peer_inputs: peer_inputs.display().to_string(),
     })
+}
+
+/// Times one model file on the engine compiled from it (what users run): single-sample
+/// latency distribution, stages, raw latencies file, peak RSS of a fresh process.
+fn measure_model(
+    label: &str,
+    file: &Path,
+    windows: &[f64],
+    per: usize,
+    args: &BenchArgs,
+    shape: Shape,
+) -> Result<(ModelResult, Vec<f64>)> {
+    // Benchmark what users run: the engine compiled from the file on disk.
+    let engine = Arc::new(Engine::load(file)?);
+    let (lat, fallbacks) = time_single(&engine, windows, per, args)?;
+    let stages = time_stages(&engine, windows, per, args.calls, mean(&lat))?;
+    let raw = args
+        .out
+        .join(format!("latencies-{}-{label}.bin", shape.name()));
+    write_raw(&raw, &lat)?;
+    let rss = peak_rss_of_child(file);
+    let result = ModelResult {
+        kind: label.to_string(),
+        file: file.display().to_string(),
+        parameters: engine.manifest().config.parameter_count(),
+        macs: engine.network().map_or(0, |n| n.macs()),
+        latency_ns: percentiles(&lat),
+        fallback_rate: fallbacks as f64 / args.calls as f64,
+        stages_ns: stages,
+        peak_rss_kib: rss,
+        raw_latencies: raw.display().to_string(),
+    };
+    println!(
+        "  {:<12} P50 {:>8.0} ns  P99.9 {:>8.0} ns  max {:>9.0} ns  (prior {:.0} + network {:.0} + gate {:.0} ns)",
+        label,
+        result.latency_ns.p50,
+        result.latency_ns.p999,
+        result.latency_ns.max,
+        result.stages_ns.prior,
+        result.stages_ns.network,
+        result.stages_ns.gate_and_certificate
+    );
+    Ok((result, lat))
 }
 
 /// `n` windows of consecutive rows at seeded random offsets in the generated series.
@@ -801,6 +863,34 @@ fn markdown(r: &BenchReport) -> String {
                 t.gflops,
                 100.0 * t.peak_share
             ));
+        }
+        if !shape.int8.is_empty() {
+            s.push_str("\n| INT8 vs f32 | weights (bytes) | file (bytes) | P50 ratio | mean ratio | network-stage ratio | test MSE f32 → int8 | ΔMSE 95% CI | coverage f32 → int8 (f32 radii) → int8 (recalibrated) |\n|---|---|---|---|---|---|---|---|---|\n");
+            for q in &shape.int8 {
+                let a = &q.accuracy;
+                let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
+                s.push_str(&format!(
+                    "| {} | {} → {} ({:.2}×) | {} → {} ({:.2}×) | {:.2} | {:.2} | {:.2} | {:.4e} → {:.4e} ({:+.2}%) | [{:.2e}, {:.2e}] | {} → {} → {} |\n",
+                    q.kind,
+                    a.weight_bytes_f32,
+                    a.weight_bytes_int8,
+                    a.weight_ratio,
+                    q.file_bytes_f32,
+                    q.file_bytes_int8,
+                    q.file_bytes_f32 as f64 / q.file_bytes_int8.max(1) as f64,
+                    q.latency_p50_ratio,
+                    q.latency_mean_ratio,
+                    q.network_ns_ratio,
+                    a.test_mse_f32,
+                    a.test_mse_int8,
+                    100.0 * a.mse_change,
+                    a.mse_diff.low,
+                    a.mse_diff.high,
+                    pct(a.coverage_f32),
+                    pct(a.coverage_int8_f32_radii),
+                    pct(a.coverage_int8),
+                ));
+            }
         }
         s.push('\n');
     }

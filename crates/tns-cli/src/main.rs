@@ -4,6 +4,7 @@ mod bench;
 mod data_args;
 mod demo;
 mod inspect;
+mod quantize;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print what a model file holds (manifest, sizes, calibration, checksum).
     Inspect(inspect::InspectArgs),
+    /// Quantize a model's weights to INT8, recalibrate its conformal radii and report the
+    /// accuracy change.
+    Quantize(quantize::QuantizeArgs),
     /// Export a model for other runtimes.
     Export {
         #[command(subcommand)]
@@ -155,6 +159,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchRss(args) => bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Export {
             command: ExportCommand::Onnx { model, output },
         } => export_onnx(&model, &output),

@@ -6,6 +6,8 @@
 //! points are `#[target_feature]` functions that the generic code is inlined into, so the
 //! element-wise loops are vectorized with 256-bit registers and FMA there.
 
+use crate::int8::BLOCK;
+
 /// Sequences that advance together in the batch path (one 256-bit register of f32).
 pub const LANES: usize = 8;
 
@@ -46,6 +48,10 @@ pub(crate) trait Kernels {
     /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
     /// `n = xs.len() / LANES` columns).
     fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
+    /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · code_k(p)`
+    /// where `codes[p]` holds the i16 activation codes `2p` (low half) and `2p+1` (high
+    /// half) and `P = codes.len()` (see [`crate::int8::QDense`] for the packing). Exact.
+    fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]);
 }
 
 /// Plain Rust primitives.
@@ -64,6 +70,21 @@ impl Kernels for Portable {
         for (col, &xj) in cols.chunks_exact(rows).zip(x) {
             for (yr, &w) in y.iter_mut().zip(col) {
                 *yr += w * xj;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]) {
+        let pairs = codes.len();
+        for (b, block) in acc.chunks_exact_mut(BLOCK).enumerate() {
+            block.fill(0);
+            let weights = &packed[b * pairs * 2 * BLOCK..(b + 1) * pairs * 2 * BLOCK];
+            for (&c, w) in codes.iter().zip(weights.chunks_exact(2 * BLOCK)) {
+                let (lo, hi) = (i32::from(c as i16), i32::from((c >> 16) as i16));
+                for (a, wo) in block.iter_mut().zip(w.chunks_exact(2)) {
+                    *a += i32::from(wo[0]) * lo + i32::from(wo[1]) * hi;
+                }
             }
         }
     }
@@ -88,7 +109,7 @@ pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Avx2, Kernels, LANES};
+    use super::{Avx2, BLOCK, Kernels, LANES};
     use std::arch::x86_64::*;
 
     /// `N` registers (8·N rows) of `y = b + W x`, kept in registers across all columns.
@@ -164,7 +185,56 @@ mod avx2 {
         }
     }
 
+    /// `N` blocks (8·N outputs) of the INT8 product, accumulated in registers.
+    #[inline(always)]
+    unsafe fn qgemv_blocks<const N: usize>(
+        packed: &[i16],
+        codes: &[i32],
+        acc: &mut [i32],
+        b: usize,
+    ) {
+        let pairs = codes.len();
+        // SAFETY: the caller guarantees blocks b..b+N exist: acc holds 8·(b+N) values and
+        // packed holds 16·pairs values per block.
+        unsafe {
+            let mut sums = [_mm256_setzero_si256(); N];
+            for (p, &c) in codes.iter().enumerate() {
+                let x = _mm256_set1_epi32(c);
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let w = packed.as_ptr().add(((b + k) * pairs + p) * 2 * BLOCK);
+                    let w = _mm256_loadu_si256(w.cast());
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(w, x));
+                }
+            }
+            for (k, s) in sums.iter().enumerate() {
+                _mm256_storeu_si256(acc.as_mut_ptr().add((b + k) * BLOCK).cast(), *s);
+            }
+        }
+    }
+
     impl Kernels for Avx2 {
+        #[inline(always)]
+        fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]) {
+            let blocks = acc.len() / BLOCK;
+            assert!(
+                acc.len() == blocks * BLOCK && packed.len() >= blocks * codes.len() * 2 * BLOCK,
+                "qgemv shapes"
+            );
+            let mut b = 0;
+            // SAFETY: the loop conditions keep every block below `blocks`, and the assert
+            // bounds `packed`; AVX2 is present (only `#[target_feature]` code reaches here).
+            unsafe {
+                while b + 4 <= blocks {
+                    qgemv_blocks::<4>(packed, codes, acc, b);
+                    b += 4;
+                }
+                while b < blocks {
+                    qgemv_blocks::<1>(packed, codes, acc, b);
+                    b += 1;
+                }
+            }
+        }
+
         #[inline(always)]
         fn mul_add(a: f32, b: f32, c: f32) -> f32 {
             a.mul_add(b, c)

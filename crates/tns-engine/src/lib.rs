@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod int8;
 mod kernels;
 mod network;
 mod session;
@@ -123,7 +124,14 @@ impl Engine {
             .config
             .network
             .as_ref()
-            .map(|_| NetworkPlan::new(&manifest.config, tensors, isa))
+            .map(|_| {
+                NetworkPlan::new(
+                    &manifest.config,
+                    tensors,
+                    manifest.quantization.is_some(),
+                    isa,
+                )
+            })
             .transpose()?;
         if network.is_none() && !tensors.is_empty() {
             return Err(EngineError::Model(format!(

@@ -1,13 +1,15 @@
 //! The frozen networks: weights packed once for the kernels, forward passes that write into
 //! caller-owned scratch, and the batch forward that advances `LANES` sequences per step.
 
-use tns_format::{ModelConfig, NamedTensor, NetworkConfig};
+use tns_format::{ModelConfig, NamedTensor, NetworkConfig, SCALE_SUFFIX};
 
 use crate::EngineError;
+use crate::int8::{QDense, QuantScratch};
 use crate::kernels::{Isa, Kernels, LANES, Portable, sigmoid, tanh};
 
 /// A dense layer `y = W x + b`, packed both ways: column by column for the single-sample
-/// product and row-major for the lane-blocked batch product.
+/// product and row-major for the lane-blocked batch product; or, for INT8 models, packed
+/// for the integer product.
 #[derive(Debug, Clone)]
 struct Dense {
     inputs: usize,
@@ -15,27 +17,48 @@ struct Dense {
     columns: Vec<f32>,
     rows: Vec<f32>,
     bias: Vec<f32>,
+    int8: Option<Box<QDense>>,
 }
 
 impl Dense {
-    fn new(weight: &NamedTensor, bias: &NamedTensor) -> Self {
+    /// `scales` is the weight's INT8 row scales when the model is quantized.
+    fn new(
+        weight: &NamedTensor,
+        bias: &NamedTensor,
+        scales: Option<&NamedTensor>,
+    ) -> Result<Self, EngineError> {
         let (outputs, inputs) = (weight.shape[0], weight.shape[1]);
+        if let Some(scales) = scales {
+            let q = QDense::new(weight, scales, bias)?;
+            return Ok(Self {
+                inputs,
+                outputs,
+                columns: Vec::new(),
+                rows: Vec::new(),
+                bias: bias.data.clone(),
+                int8: Some(Box::new(q)),
+            });
+        }
         let columns = (0..inputs)
             .flat_map(|j| (0..outputs).map(move |r| (r, j)))
             .map(|(r, j)| weight.data[r * inputs + j])
             .collect();
-        Self {
+        Ok(Self {
             inputs,
             outputs,
             columns,
             rows: weight.data.clone(),
             bias: bias.data.clone(),
-        }
+            int8: None,
+        })
     }
 
     #[inline(always)]
-    fn forward<K: Kernels>(&self, x: &[f32], y: &mut [f32]) {
-        K::gemv(&self.columns, x, &self.bias, y);
+    fn forward<K: Kernels>(&self, x: &[f32], y: &mut [f32], q: &mut QuantScratch) {
+        match &self.int8 {
+            Some(int8) => int8.forward::<K>(x, y, q),
+            None => K::gemv(&self.columns, x, &self.bias, y),
+        }
     }
 
     #[inline(always)]
@@ -77,13 +100,17 @@ pub struct NetworkScratch {
     state: Vec<f32>,
     lanes_in: Vec<f32>,
     lanes_out: Vec<f32>,
+    quant: QuantScratch,
 }
 
 impl NetworkPlan {
-    /// Packs the weights of `config`'s network from the model file's tensors.
+    /// Packs the weights of `config`'s network from the model file's tensors; with `int8`,
+    /// every weight matrix must be INT8 (have a `<weight>.scale` tensor) and runs on the
+    /// integer kernels.
     pub fn new(
         config: &ModelConfig,
         tensors: &[NamedTensor],
+        int8: bool,
         isa: Isa,
     ) -> Result<Self, EngineError> {
         let layout = config.tensor_layout();
@@ -96,12 +123,13 @@ impl NetworkPlan {
                 )));
             }
         }
-        let dense = |prefix: &str| -> Result<Dense, EngineError> {
-            Ok(Dense::new(
-                tensor(tensors, &format!("{prefix}.weight"))?,
-                tensor(tensors, &format!("{prefix}.bias"))?,
-            ))
+        let layer = |weight: &str, bias: &str| -> Result<Dense, EngineError> {
+            let scales = int8
+                .then(|| tensor(tensors, &format!("{weight}{SCALE_SUFFIX}")))
+                .transpose()?;
+            Dense::new(tensor(tensors, weight)?, tensor(tensors, bias)?, scales)
         };
+        let dense = |prefix: &str| layer(&format!("{prefix}.weight"), &format!("{prefix}.bias"));
         let layers = match &config.network {
             Some(NetworkConfig::Linear) => Layers::Linear(dense("linear")?),
             Some(NetworkConfig::Mlp { hidden }) => Layers::Mlp(
@@ -111,14 +139,8 @@ impl NetworkPlan {
             ),
             Some(NetworkConfig::Gru { hidden }) => Layers::Gru {
                 hidden: *hidden,
-                input: Dense::new(
-                    tensor(tensors, "gru.weight_ih_l0")?,
-                    tensor(tensors, "gru.bias_ih_l0")?,
-                ),
-                recurrent: Dense::new(
-                    tensor(tensors, "gru.weight_hh_l0")?,
-                    tensor(tensors, "gru.bias_hh_l0")?,
-                ),
+                input: layer("gru.weight_ih_l0", "gru.bias_ih_l0")?,
+                recurrent: layer("gru.weight_hh_l0", "gru.bias_hh_l0")?,
                 head: dense("head")?,
             },
             None => return Err(EngineError::Model("this model kind has no network".into())),
@@ -130,6 +152,36 @@ impl NetworkPlan {
             outputs: config.output_width(),
             isa,
         })
+    }
+
+    /// Whether the weights are INT8.
+    pub fn is_int8(&self) -> bool {
+        self.dense_layers().iter().any(|d| d.int8.is_some())
+    }
+
+    /// Bytes of weight storage the plan computes with, as a model file holds them: one per
+    /// INT8 code plus two per f16 scale, or four per f32 weight (biases excluded).
+    pub fn weight_bytes(&self) -> usize {
+        self.dense_layers()
+            .iter()
+            .map(|d| match &d.int8 {
+                Some(q) => q.code_bytes() + 2 * d.outputs,
+                None => 4 * d.inputs * d.outputs,
+            })
+            .sum()
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        match &self.layers {
+            Layers::Linear(d) => vec![d],
+            Layers::Mlp(layers) => layers.iter().collect(),
+            Layers::Gru {
+                input,
+                recurrent,
+                head,
+                ..
+            } => vec![input, recurrent, head],
+        }
     }
 
     /// Output values per window.
@@ -166,7 +218,11 @@ impl NetworkPlan {
             Layers::Gru { hidden, .. } => *hidden,
             _ => 0,
         };
+        let dense = self.dense_layers();
+        let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
+        let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
         NetworkScratch {
+            quant: QuantScratch::new(widest_input, tallest),
             a: vec![0.0; widest * LANES],
             b: vec![0.0; widest * LANES],
             state: vec![0.0; state * LANES],
@@ -194,6 +250,16 @@ impl NetworkPlan {
         let n = windows.len() / per;
         assert!(n <= LANES && windows.len() == n * per, "lane block shape");
         assert_eq!(out.len(), n * self.outputs, "output shape");
+        if self.is_int8() {
+            // The integer kernels run one window at a time.
+            for (w, o) in windows
+                .chunks_exact(per)
+                .zip(out.chunks_exact_mut(self.outputs))
+            {
+                self.forward(w, o, scratch);
+            }
+            return;
+        }
         // Transpose to [row, feature, lane]; unused lanes are zero windows.
         scratch.lanes_in.fill(0.0);
         for (l, w) in windows.chunks_exact(per).enumerate() {
@@ -260,7 +326,7 @@ fn forward_generic<K: Kernels>(
     s: &mut NetworkScratch,
 ) {
     match &plan.layers {
-        Layers::Linear(d) => d.forward::<K>(window, out),
+        Layers::Linear(d) => d.forward::<K>(window, out, &mut s.quant),
         Layers::Mlp(layers) => {
             let last = layers.len() - 1;
             for (i, d) in layers.iter().enumerate() {
@@ -272,10 +338,10 @@ fn forward_generic<K: Kernels>(
                 };
                 let x: &[f32] = if i == 0 { window } else { &src[..d.inputs] };
                 if i == last {
-                    d.forward::<K>(x, out);
+                    d.forward::<K>(x, out, &mut s.quant);
                 } else {
                     let y = &mut dst[..d.outputs];
-                    d.forward::<K>(x, y);
+                    d.forward::<K>(x, y, &mut s.quant);
                     for v in y.iter_mut() {
                         *v = v.max(0.0);
                     }
@@ -294,11 +360,11 @@ fn forward_generic<K: Kernels>(
             for x in window.chunks_exact(plan.features) {
                 let gi = &mut s.a[..g];
                 let gh = &mut s.b[..g];
-                input.forward::<K>(x, gi);
-                recurrent.forward::<K>(h, gh);
+                input.forward::<K>(x, gi, &mut s.quant);
+                recurrent.forward::<K>(h, gh, &mut s.quant);
                 gru_cell::<K>(gi, gh, h);
             }
-            head.forward::<K>(h, out);
+            head.forward::<K>(h, out, &mut s.quant);
         }
     }
 }

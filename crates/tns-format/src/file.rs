@@ -7,12 +7,15 @@ use sha2::{Digest, Sha256};
 use tns_certify::ConformalCalibration;
 use tns_kalman::{AxisParams, KalmanSpec};
 
+use crate::quantize::{QuantScheme, Quantization, SCALE_SUFFIX, quantized_codes};
 use crate::{InputNormalization, ModelConfig};
 
 /// Value of the manifest's `format` field: tells a TNS model from any other safetensors file.
 pub const FORMAT_TAG: &str = "tns-model";
-/// Current format version. Files with a higher version are rejected; lower versions load.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest format version this build reads and writes. Files with a higher version are
+/// rejected; lower versions load. Version 2 added INT8 weights; f32 models are still
+/// written as version 1 so that older TNS builds keep reading them.
+pub const FORMAT_VERSION: u32 = 2;
 const MANIFEST_KEY: &str = "tns.manifest";
 
 /// The Kalman prior as stored: layout and fitted parameters.
@@ -66,6 +69,9 @@ pub struct Manifest {
     pub training: Option<TrainingSummary>,
     /// SHA-256 of the tensors (see [`tensor_checksum`]).
     pub tensors_sha256: String,
+    /// INT8 weights (format version 2); absent for f32 models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 /// One f32 tensor.
@@ -109,8 +115,14 @@ pub enum FormatError {
         expected: String,
         found: String,
     },
-    #[error("{path}: tensor {name:?} is not f32 or has an invalid shape")]
+    #[error("{path}: tensor {name:?} has an unexpected dtype or an invalid shape")]
     BadTensor { path: PathBuf, name: String },
+    #[error("{path}: quantized weight {name:?}: {detail}")]
+    BadQuantization {
+        path: PathBuf,
+        name: String,
+        detail: String,
+    },
 }
 
 /// SHA-256 over the tensors in name order: each contributes its name, its shape (u64
@@ -146,17 +158,21 @@ pub fn save_model(
     };
     let mut manifest = manifest.clone();
     manifest.format = FORMAT_TAG.into();
-    manifest.format_version = FORMAT_VERSION;
+    manifest.format_version = if manifest.quantization.is_some() {
+        2
+    } else {
+        1
+    };
     manifest.tensors_sha256 = tensor_checksum(tensors);
-    let bytes_of: Vec<Vec<u8>> = tensors
+    let encoded: Vec<(Dtype, Vec<u8>)> = tensors
         .iter()
-        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
+        .map(|t| encode_tensor(path, &manifest, t, tensors))
+        .collect::<Result<_, _>>()?;
     let views = tensors
         .iter()
-        .zip(&bytes_of)
-        .map(|(t, b)| {
-            TensorView::new(Dtype::F32, t.shape.clone(), b)
+        .zip(&encoded)
+        .map(|(t, (dtype, b))| {
+            TensorView::new(*dtype, t.shape.clone(), b)
                 .map(|v| (t.name.clone(), v))
                 .map_err(|_| FormatError::BadTensor {
                     path: path.to_path_buf(),
@@ -176,6 +192,56 @@ pub fn save_model(
         })?;
     tns_data::write_atomic(path, &bytes).map_err(io)?;
     Ok(manifest)
+}
+
+/// The on-disk dtype and bytes of one tensor: I8 codes for quantized weights, F16 for their
+/// scales, f32 otherwise.
+fn encode_tensor(
+    path: &Path,
+    manifest: &Manifest,
+    t: &NamedTensor,
+    all: &[NamedTensor],
+) -> Result<(Dtype, Vec<u8>), FormatError> {
+    let f32_bytes = || {
+        (
+            Dtype::F32,
+            t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    };
+    let Some(q) = &manifest.quantization else {
+        return Ok(f32_bytes());
+    };
+    let bad = |detail: &str| FormatError::BadQuantization {
+        path: path.to_path_buf(),
+        name: t.name.clone(),
+        detail: detail.into(),
+    };
+    match q.scheme {
+        QuantScheme::Int8PerChannel => {}
+    }
+    if q.weights.contains(&t.name) {
+        let scale_name = format!("{}{SCALE_SUFFIX}", t.name);
+        let scales = all
+            .iter()
+            .find(|s| s.name == scale_name)
+            .ok_or_else(|| bad("its scale tensor is missing"))?;
+        let codes = quantized_codes(t, &scales.data)
+            .ok_or_else(|| bad("values are not integer multiples (|q| ≤ 127) of the row scales"))?;
+        return Ok((Dtype::I8, codes.iter().map(|&c| c as u8).collect()));
+    }
+    if let Some(weight) = t.name.strip_suffix(SCALE_SUFFIX)
+        && q.weights.iter().any(|w| w == weight)
+    {
+        let halves: Vec<half::f16> = t.data.iter().map(|&s| half::f16::from_f32(s)).collect();
+        if halves.iter().zip(&t.data).any(|(h, &s)| h.to_f32() != s) {
+            return Err(bad("scales must be exactly representable in f16"));
+        }
+        return Ok((
+            Dtype::F16,
+            halves.iter().flat_map(|h| h.to_le_bytes()).collect(),
+        ));
+    }
+    Ok(f32_bytes())
 }
 
 /// Reads and verifies a model file.
@@ -230,20 +296,77 @@ fn parse_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTensor>)
         path: p(),
         detail: e.to_string(),
     })?;
+    let quantized: &[String] = manifest
+        .quantization
+        .as_ref()
+        .map_or(&[], |q| q.weights.as_slice());
+    let is_scale = |name: &str| {
+        name.strip_suffix(SCALE_SUFFIX)
+            .is_some_and(|w| quantized.iter().any(|q| q == w))
+    };
     let mut tensors = Vec::new();
+    let mut codes = Vec::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(FormatError::BadTensor { path: p(), name });
+        let shape = view.shape().to_vec();
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 if !quantized.contains(&name) && !is_scale(&name) => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 if is_scale(&name) => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::I8 if quantized.contains(&name) && shape.len() == 2 => {
+                codes.push((
+                    name,
+                    shape,
+                    bytes.iter().map(|&b| b as i8).collect::<Vec<_>>(),
+                ));
+                continue;
+            }
+            _ => return Err(FormatError::BadTensor { path: p(), name }),
+        };
+        tensors.push(NamedTensor { name, shape, data });
+    }
+    // Dequantize each weight with its scales: `q · s`, exactly what the quantizer produced.
+    for (name, shape, q) in codes {
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let bad = |detail: String| FormatError::BadQuantization {
+            path: p(),
+            name: name.clone(),
+            detail,
+        };
+        let scales = tensors
+            .iter()
+            .find(|t| t.name == scale_name)
+            .ok_or_else(|| bad(format!("its scale tensor {scale_name:?} is missing")))?;
+        if scales.shape != [shape[0]] || scales.data.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(bad(format!(
+                "scales must be {} finite non-negative values",
+                shape[0]
+            )));
         }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        if q.contains(&i8::MIN) {
+            return Err(bad("code -128 is outside the symmetric range".into()));
+        }
+        let cols = shape[1].max(1);
+        let data = q
+            .chunks_exact(cols)
+            .zip(&scales.data)
+            .flat_map(|(row, &s)| row.iter().map(move |&c| f32::from(c) * s))
             .collect();
-        tensors.push(NamedTensor {
-            name,
-            shape: view.shape().to_vec(),
-            data,
+        tensors.push(NamedTensor { name, shape, data });
+    }
+    if let Some(missing) = quantized
+        .iter()
+        .find(|w| !tensors.iter().any(|t| &&t.name == w))
+    {
+        return Err(FormatError::BadQuantization {
+            path: p(),
+            name: missing.clone(),
+            detail: "listed in the manifest but not stored".into(),
         });
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -285,12 +408,14 @@ mod tests {
             }),
             training: None,
             tensors_sha256: String::new(),
+            quantization: None,
         };
         let tensors = vec![
             NamedTensor {
                 name: "head.weight".into(),
                 shape: vec![2, 6],
-                data: (0..12).map(|i| i as f32 * 0.5).collect(),
+                // Includes small negatives, which quantize to a code of -0.
+                data: (0..12).map(|i| i as f32 * 0.5 - 0.001).collect(),
             },
             NamedTensor {
                 name: "head.bias".into(),
@@ -309,12 +434,62 @@ mod tests {
         let written = save_model(&path, &m, &t).unwrap();
         let (loaded, tensors) = load_model(&path).unwrap();
         assert_eq!(loaded, written);
-        assert_eq!(loaded.format_version, FORMAT_VERSION);
+        // An f32 model stays readable by format-1 builds.
+        assert_eq!(loaded.format_version, 1);
         let mut sorted = t.clone();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(tensors, sorted);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn int8_models_round_trip_as_i8_codes_and_f16_scales() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.tns");
+        let (mut m, t) = sample();
+        let (quantization, q) = crate::quantize_int8(&t).unwrap();
+        m.quantization = Some(quantization);
+        let written = save_model(&path, &m, &q).unwrap();
+        assert_eq!(written.format_version, 2);
+        let (loaded, tensors) = load_model(&path).unwrap();
+        assert_eq!(loaded, written);
+        let mut sorted = q.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(tensors, sorted);
+        // The stored weight is one byte per value: [2, 6] → 12 bytes of codes.
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let info = meta.info("head.weight").unwrap();
+        assert_eq!(info.dtype, Dtype::I8);
+        assert_eq!(info.data_offsets.1 - info.data_offsets.0, 12);
+        assert_eq!(meta.info("head.weight.scale").unwrap().dtype, Dtype::F16);
+        // Every code byte is covered by the checksum.
+        let start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut flipped = bytes.clone();
+        flipped[start + info.data_offsets.0 + 3] ^= 0x01;
+        assert!(matches!(
+            parse_model(&path, &flipped).unwrap_err(),
+            FormatError::Checksum { .. }
+        ));
+        // -128 is not a symmetric code.
+        let mut bad = bytes.clone();
+        bad[start + info.data_offsets.0] = 0x80;
+        assert!(matches!(
+            parse_model(&path, &bad).unwrap_err(),
+            FormatError::BadQuantization { .. }
+        ));
+        // Weights that are not codes × scales cannot be saved as INT8.
+        let mut off_grid = q.clone();
+        off_grid
+            .iter_mut()
+            .find(|t| t.name == "head.weight")
+            .unwrap()
+            .data[1] += 1e-3;
+        assert!(matches!(
+            save_model(&path, &m, &off_grid).unwrap_err(),
+            FormatError::BadQuantization { .. }
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod config;
 mod file;
 mod pipeline;
+mod quantize;
 
 pub use config::{Base, InputNormalization, ModelConfig, ModelKind, NetworkConfig};
 pub use file::{
@@ -25,3 +26,6 @@ pub use file::{
     TrainingSummary, load_model, save_model, tensor_checksum,
 };
 pub use pipeline::{Forecast, InputError, Pipeline};
+pub use quantize::{
+    INT8_MAX, QuantScheme, Quantization, SCALE_SUFFIX, quantize_int8, quantized_codes,
+};

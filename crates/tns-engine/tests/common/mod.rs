@@ -155,3 +155,14 @@ pub fn split_gate_decisions(model: &mut TrainedModel, windows: &[f64]) {
         t.data.iter_mut().for_each(|v| *v *= k);
     }
 }
+
+/// The INT8 version of a model (weights only; the conformal radii are left as they are).
+pub fn int8(
+    manifest: &tns_format::Manifest,
+    tensors: &[tns_format::NamedTensor],
+) -> (tns_format::Manifest, Vec<tns_format::NamedTensor>) {
+    let (quantization, tensors) = tns_format::quantize_int8(tensors).unwrap();
+    let mut manifest = manifest.clone();
+    manifest.quantization = Some(quantization);
+    (manifest, tensors)
+}
