@@ -332,8 +332,12 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         if !matches!(kind, ModelKind::SystemA | ModelKind::SystemB) {
             continue;
         }
-        let (manifest, q_tensors, accuracy) =
-            quantize_with_report(engine.manifest(), tensors, &splits)?;
+        let (manifest, q_tensors, accuracy) = quantize_with_report(
+            engine.manifest(),
+            tensors,
+            &splits,
+            spec.span().div_ceil(stride),
+        )?;
         let label = format!("{}-int8", kind.name());
         let file = args
             .out

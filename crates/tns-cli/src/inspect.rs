@@ -103,6 +103,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if let Some(g) = &c.gate {
         writeln!(s, "gate         α {} ({:?})", g.alpha, g.mode)?;
     }
+    if let Some(q) = &m.quantization {
+        writeln!(
+            s,
+            "quantized    {:?}: {} (I8 codes, f16 row scales; biases f32)",
+            q.scheme,
+            q.weights.join(", ")
+        )?;
+    }
     match &m.conformal {
         Some(cal) => writeln!(
             s,

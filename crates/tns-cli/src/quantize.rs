@@ -77,10 +77,12 @@ pub struct Int8Report {
 
 /// Quantizes a model's weights and recalibrates its conformal radii on `splits.cal` with
 /// the INT8 engine, so the coverage guarantee holds for the model that will actually run.
+/// `block` is the bootstrap block in windows: how many consecutive test windows share rows.
 pub fn quantize_with_report(
     manifest: &Manifest,
     tensors: &[NamedTensor],
     splits: &Splits,
+    block: usize,
 ) -> Result<(Manifest, Vec<NamedTensor>, Int8Report)> {
     if manifest.quantization.is_some() {
         bail!("the model is already quantized");
@@ -139,7 +141,7 @@ pub fn quantize_with_report(
     let mse_diff = paired_bootstrap(
         &window_errors(&int8_forecasts, test.outputs()),
         &window_errors(&f32_forecasts, test.outputs()),
-        manifest.config.lookback + manifest.config.lead + horizon,
+        block.max(1),
         2000,
         11,
     );
@@ -181,7 +183,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let dataset = args.data.load()?;
     let spec = data_args::spec_for(&manifest.config, &dataset)?;
     let splits = dataset.windows(&spec, &Default::default())?;
-    let (int8_manifest, int8_tensors, report) = quantize_with_report(&manifest, &tensors, &splits)?;
+    let (int8_manifest, int8_tensors, report) = quantize_with_report(
+        &manifest,
+        &tensors,
+        &splits,
+        spec.span().div_ceil(spec.stride),
+    )?;
     save_model(&args.output, &int8_manifest, &int8_tensors)
         .with_context(|| format!("writing {}", args.output.display()))?;
     // Check the written file loads on the engine before reporting success.

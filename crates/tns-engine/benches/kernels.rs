@@ -14,8 +14,8 @@ use tns_train::{FitOptions, TrainConfig, fit_model};
 
 const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
 
-/// One compiled model per kind and instruction set.
-type Compiled = Vec<(ModelKind, Isa, Arc<Engine>)>;
+/// One compiled model per kind, weight type and instruction set.
+type Compiled = Vec<(String, Isa, Arc<Engine>)>;
 
 fn engines() -> (Compiled, Vec<f64>) {
     let data = trajectory(&TrajectoryConfig::compact(Regime::Mixed, 4000, 1));
@@ -41,9 +41,14 @@ fn engines() -> (Compiled, Vec<f64>) {
     ] {
         let config = ModelConfig::new(kind.name(), kind, &COLUMNS, &COLUMNS, 10, 1, 1);
         let model = fit_model(&config, data.dt(), &splits, &options).unwrap();
+        let (quantization, int8_tensors) = tns_format::quantize_int8(&model.tensors).unwrap();
+        let mut int8_manifest = model.manifest.clone();
+        int8_manifest.quantization = Some(quantization);
         for &isa in &isas {
             let engine = Engine::with_isa(model.manifest.clone(), &model.tensors, isa).unwrap();
-            out.push((kind, isa, Arc::new(engine)));
+            out.push((kind.name().to_string(), isa, Arc::new(engine)));
+            let engine = Engine::with_isa(int8_manifest.clone(), &int8_tensors, isa).unwrap();
+            out.push((format!("{}-int8", kind.name()), isa, Arc::new(engine)));
         }
     }
     (out, splits.test.inputs().to_vec())
@@ -58,7 +63,7 @@ fn kernels(c: &mut Criterion) {
         let mut x = vec![0f32; per];
         engine.pipeline().normalize_into(&windows[..per], &mut x);
         let mut y = vec![0f32; net.outputs()];
-        let name = format!("{}/{}", kind.name(), isa.name());
+        let name = format!("{kind}/{}", isa.name());
         c.bench_function(&format!("forward/{name}"), |b| {
             b.iter(|| net.forward(black_box(&x), &mut y, &mut scratch))
         });

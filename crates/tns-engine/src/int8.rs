@@ -33,10 +33,11 @@ pub(crate) struct QDense {
     limit: f32,
 }
 
-/// Buffers of one quantized product: activation codes as i16 pairs and the accumulators.
+/// Buffers of one quantized product: activation codes (even length, zero-padded) and the
+/// accumulators.
 #[derive(Debug, Clone)]
 pub(crate) struct QuantScratch {
-    codes: Vec<i32>,
+    codes: Vec<i16>,
     acc: Vec<i32>,
 }
 
@@ -44,7 +45,7 @@ impl QuantScratch {
     /// Buffers for layers up to `inputs` wide and `outputs` tall.
     pub(crate) fn new(inputs: usize, outputs: usize) -> Self {
         Self {
-            codes: vec![0; inputs.div_ceil(2)],
+            codes: vec![0; 2 * inputs.div_ceil(2)],
             acc: vec![0; outputs.div_ceil(BLOCK) * BLOCK],
         }
     }
@@ -105,13 +106,14 @@ impl QDense {
             return;
         }
         let to_code = self.limit / max;
-        let codes = &mut s.codes[..self.pairs];
-        for (c, pair) in codes.iter_mut().zip(x.chunks(2)) {
-            let lo = (pair[0] * to_code).round_ties_even() as i16;
-            let hi = pair
-                .get(1)
-                .map_or(0, |v| (v * to_code).round_ties_even() as i16);
-            *c = i32::from(lo as u16) | (i32::from(hi as u16) << 16);
+        let codes = &mut s.codes[..2 * self.pairs];
+        // |x · to_code| ≤ A ≤ 32767, so the conversions cannot saturate; a simple loop over
+        // contiguous values, which the compiler vectorizes.
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = (v * to_code).round_ties_even() as i32 as i16;
+        }
+        if self.inputs % 2 == 1 {
+            codes[self.inputs] = 0;
         }
         let acc = &mut s.acc[..self.blocks * BLOCK];
         K::qgemv(&self.packed, codes, acc);

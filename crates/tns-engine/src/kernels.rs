@@ -48,10 +48,10 @@ pub(crate) trait Kernels {
     /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
     /// `n = xs.len() / LANES` columns).
     fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
-    /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · code_k(p)`
-    /// where `codes[p]` holds the i16 activation codes `2p` (low half) and `2p+1` (high
-    /// half) and `P = codes.len()` (see [`crate::int8::QDense`] for the packing). Exact.
-    fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]);
+    /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · codes[2p + k]`
+    /// with `P = codes.len() / 2` input pairs (see [`crate::int8::QDense`] for the
+    /// packing). Exact.
+    fn qgemv(packed: &[i16], codes: &[i16], acc: &mut [i32]);
 }
 
 /// Plain Rust primitives.
@@ -75,13 +75,13 @@ impl Kernels for Portable {
     }
 
     #[inline(always)]
-    fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]) {
-        let pairs = codes.len();
+    fn qgemv(packed: &[i16], codes: &[i16], acc: &mut [i32]) {
+        let pairs = codes.len() / 2;
         for (b, block) in acc.chunks_exact_mut(BLOCK).enumerate() {
             block.fill(0);
             let weights = &packed[b * pairs * 2 * BLOCK..(b + 1) * pairs * 2 * BLOCK];
-            for (&c, w) in codes.iter().zip(weights.chunks_exact(2 * BLOCK)) {
-                let (lo, hi) = (i32::from(c as i16), i32::from((c >> 16) as i16));
+            for (c, w) in codes.chunks_exact(2).zip(weights.chunks_exact(2 * BLOCK)) {
+                let (lo, hi) = (i32::from(c[0]), i32::from(c[1]));
                 for (a, wo) in block.iter_mut().zip(w.chunks_exact(2)) {
                     *a += i32::from(wo[0]) * lo + i32::from(wo[1]) * hi;
                 }
@@ -189,17 +189,20 @@ mod avx2 {
     #[inline(always)]
     unsafe fn qgemv_blocks<const N: usize>(
         packed: &[i16],
-        codes: &[i32],
+        codes: &[i16],
         acc: &mut [i32],
         b: usize,
     ) {
-        let pairs = codes.len();
+        let pairs = codes.len() / 2;
         // SAFETY: the caller guarantees blocks b..b+N exist: acc holds 8·(b+N) values and
-        // packed holds 16·pairs values per block.
+        // packed holds 16·pairs values per block; codes holds 2·pairs values.
         unsafe {
             let mut sums = [_mm256_setzero_si256(); N];
-            for (p, &c) in codes.iter().enumerate() {
-                let x = _mm256_set1_epi32(c);
+            for p in 0..pairs {
+                // Both codes of the pair as one 32-bit lane, low half first (little endian),
+                // matching the weights' order within each lane.
+                let pair = codes.as_ptr().add(2 * p).cast::<i32>().read_unaligned();
+                let x = _mm256_set1_epi32(pair);
                 for (k, s) in sums.iter_mut().enumerate() {
                     let w = packed.as_ptr().add(((b + k) * pairs + p) * 2 * BLOCK);
                     let w = _mm256_loadu_si256(w.cast());
@@ -214,10 +217,12 @@ mod avx2 {
 
     impl Kernels for Avx2 {
         #[inline(always)]
-        fn qgemv(packed: &[i16], codes: &[i32], acc: &mut [i32]) {
+        fn qgemv(packed: &[i16], codes: &[i16], acc: &mut [i32]) {
             let blocks = acc.len() / BLOCK;
             assert!(
-                acc.len() == blocks * BLOCK && packed.len() >= blocks * codes.len() * 2 * BLOCK,
+                acc.len() == blocks * BLOCK
+                    && codes.len() % 2 == 0
+                    && packed.len() >= blocks * codes.len() * BLOCK,
                 "qgemv shapes"
             );
             let mut b = 0;

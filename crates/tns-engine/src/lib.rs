@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tns_certify::{Certificate, GateScratch};
-use tns_format::{Forecast, FormatError, InputError, Manifest, NamedTensor, Pipeline, load_model};
+use tns_format::{
+    Forecast, FormatError, InputError, Manifest, NamedTensor, Pipeline, load_model, read_model,
+};
 
 pub use kernels::{Isa, LANES};
 pub use network::{NetworkPlan, NetworkScratch};
@@ -101,6 +103,12 @@ impl Engine {
     /// Loads and compiles a model file (checksum and format checked by the loader).
     pub fn load(path: &Path) -> Result<Self, EngineError> {
         let (manifest, tensors) = load_model(path)?;
+        Self::new(manifest, &tensors)
+    }
+
+    /// Verifies and compiles a model file held in memory (`origin` names it in errors).
+    pub fn from_bytes(origin: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
+        let (manifest, tensors) = read_model(origin, bytes)?;
         Self::new(manifest, &tensors)
     }
 
@@ -375,5 +383,21 @@ impl Predictor {
     /// The last prediction.
     pub fn prediction(&self) -> &Prediction {
         &self.prediction
+    }
+}
+
+/// The fuzz target's body (see `fuzz/`): `bytes` as a model file must load or fail with an
+/// error, and a model that loads must predict a window of ones or reject it with an error.
+/// Public so that the corpus also runs as an ordinary test on stable Rust.
+#[doc(hidden)]
+pub fn fuzz_check(bytes: &[u8]) {
+    let Ok(engine) = Engine::from_bytes(Path::new("fuzz-input.tns"), bytes) else {
+        return;
+    };
+    let engine = Arc::new(engine);
+    let window = vec![1.0; engine.window_len()];
+    let mut predictor = Predictor::new(engine.clone());
+    if let Ok(prediction) = predictor.predict(&window) {
+        let _ = engine.certificate(prediction);
     }
 }

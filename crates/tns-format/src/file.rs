@@ -250,10 +250,12 @@ pub fn load_model(path: &Path) -> Result<(Manifest, Vec<NamedTensor>), FormatErr
         path: path.to_path_buf(),
         source,
     })?;
-    parse_model(path, &bytes)
+    read_model(path, &bytes)
 }
 
-fn parse_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTensor>), FormatError> {
+/// Reads and verifies a model held in memory; `path` only names it in errors. This is what
+/// [`load_model`] runs after reading the file, and what the fuzz target feeds.
+pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTensor>), FormatError> {
     let p = || path.to_path_buf();
     // safetensors validates the header length against the file size and every tensor's
     // byte range against its dtype and shape before we touch the data.
@@ -469,14 +471,14 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[start + info.data_offsets.0 + 3] ^= 0x01;
         assert!(matches!(
-            parse_model(&path, &flipped).unwrap_err(),
+            read_model(&path, &flipped).unwrap_err(),
             FormatError::Checksum { .. }
         ));
         // -128 is not a symmetric code.
         let mut bad = bytes.clone();
         bad[start + info.data_offsets.0] = 0x80;
         assert!(matches!(
-            parse_model(&path, &bad).unwrap_err(),
+            read_model(&path, &bad).unwrap_err(),
             FormatError::BadQuantization { .. }
         ));
         // Weights that are not codes × scales cannot be saved as INT8.
@@ -501,7 +503,7 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
 
         for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
-            let err = parse_model(&path, &good[..cut]).unwrap_err();
+            let err = read_model(&path, &good[..cut]).unwrap_err();
             assert!(
                 matches!(err, FormatError::Truncated { .. }),
                 "cut {cut}: {err}"
@@ -511,7 +513,7 @@ mod tests {
         let mut flipped = good.clone();
         let last = flipped.len() - 3;
         flipped[last] ^= 0x40;
-        let err = parse_model(&path, &flipped).unwrap_err();
+        let err = read_model(&path, &flipped).unwrap_err();
         assert!(matches!(err, FormatError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("modified or corrupted"));
 
@@ -527,7 +529,7 @@ mod tests {
             .expect("version field in header");
         // Same length, so the safetensors layout stays valid.
         bytes[at + needle.len() - 1] = b'9';
-        let err = parse_model(&path, &bytes).unwrap_err();
+        let err = read_model(&path, &bytes).unwrap_err();
         assert!(
             matches!(err, FormatError::FutureVersion { found: 9, .. }),
             "{err}"
@@ -543,7 +545,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            parse_model(&path, &plain).unwrap_err(),
+            read_model(&path, &plain).unwrap_err(),
             FormatError::NotTns { .. }
         ));
         assert!(matches!(
@@ -560,12 +562,12 @@ mod tests {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&[0; 4]);
-        assert!(parse_model(Path::new("x.tns"), &bytes).is_err());
+        assert!(read_model(Path::new("x.tns"), &bytes).is_err());
         // A header length far beyond the file.
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
         assert!(matches!(
-            parse_model(Path::new("x.tns"), &bytes).unwrap_err(),
+            read_model(Path::new("x.tns"), &bytes).unwrap_err(),
             FormatError::Truncated { .. }
         ));
         // A manifest declaring sizes no engine should try to allocate for.
@@ -595,7 +597,7 @@ mod tests {
             let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(&std::fs::read(&path).unwrap()[8 + header_len..]);
-            let err = parse_model(&path, &bytes).unwrap_err();
+            let err = read_model(&path, &bytes).unwrap_err();
             assert!(
                 matches!(err, FormatError::BadManifest { .. }),
                 "{edit}: {err}"

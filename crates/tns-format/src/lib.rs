@@ -23,7 +23,7 @@ mod quantize;
 pub use config::{Base, InputNormalization, ModelConfig, ModelKind, NetworkConfig};
 pub use file::{
     FORMAT_TAG, FORMAT_VERSION, FormatError, KalmanManifest, Manifest, NamedTensor,
-    TrainingSummary, load_model, save_model, tensor_checksum,
+    TrainingSummary, load_model, read_model, save_model, tensor_checksum,
 };
 pub use pipeline::{Forecast, InputError, Pipeline};
 pub use quantize::{
