@@ -6,6 +6,7 @@ mod demo;
 mod inspect;
 mod quantize;
 mod report;
+mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,8 @@ enum Command {
     /// Quantize a model's weights to INT8, recalibrate its conformal radii and report the
     /// accuracy change.
     Quantize(quantize::QuantizeArgs),
+    /// Serve models over HTTP: native and KServe V2 APIs, sessions, metrics, hot reload.
+    Serve(serve::ServeArgs),
     /// Export a model for other runtimes.
     Export {
         #[command(subcommand)]
@@ -160,6 +163,7 @@ fn main() -> Result<()> {
         Command::BenchRss(args) => bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Export {
             command: ExportCommand::Onnx { model, output },
         } => export_onnx(&model, &output),

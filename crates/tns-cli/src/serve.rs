@@ -1,0 +1,146 @@
+//! `tns serve`: runs the HTTP server until SIGTERM/SIGINT, then drains and exits.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tns_serve::{Limits, ServeOptions};
+
+/// Arguments of `tns serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Model files, as `NAME=PATH` or `PATH` (the name is then the file stem).
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// File holding the admin bearer token (else the TNS_ADMIN_TOKEN environment variable;
+    /// with neither, admin routes answer 403).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Most windows per request.
+    #[arg(long, default_value_t = 1024)]
+    max_batch: usize,
+    /// Most requests handled at once (more are answered 503).
+    #[arg(long, default_value_t = 256)]
+    max_concurrent: usize,
+    /// Requests per second per client IP (default: unlimited).
+    #[arg(long)]
+    rate_limit: Option<NonZeroU32>,
+    /// Most open streaming sessions.
+    #[arg(long, default_value_t = 10_000)]
+    max_sessions: usize,
+    /// Seconds without a post after which a session closes.
+    #[arg(long, default_value_t = 300)]
+    session_idle_seconds: u64,
+    /// Seconds between checks of the model files for changes (0: off; SIGHUP and the
+    /// reload route still work).
+    #[arg(long, default_value_t = 2.0)]
+    watch_seconds: f64,
+    /// Worker threads of the async runtime (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn parse_model(arg: &str) -> Result<(String, PathBuf)> {
+    if let Some((name, path)) = arg.split_once('=') {
+        if name.is_empty() || name.contains('/') {
+            bail!("model name {name:?} must be non-empty and without '/'");
+        }
+        return Ok((name.to_string(), PathBuf::from(path)));
+    }
+    let path = PathBuf::from(arg);
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("cannot name model {arg:?}; use NAME=PATH"))?
+        .to_string();
+    Ok((name, path))
+}
+
+fn admin_token(args: &ServeArgs) -> Result<Option<String>> {
+    let token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token from {}", path.display()))?,
+        ),
+        None => std::env::var("TNS_ADMIN_TOKEN").ok(),
+    };
+    match token.map(|t| t.trim().to_string()) {
+        Some(t) if t.len() < 16 => bail!("the admin token must be at least 16 characters"),
+        other => Ok(other),
+    }
+}
+
+/// Runs `tns serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let models = args
+        .models
+        .iter()
+        .map(|m| parse_model(m))
+        .collect::<Result<Vec<_>>>()?;
+    if !(args.watch_seconds >= 0.0 && args.watch_seconds.is_finite()) {
+        bail!("--watch-seconds must be a non-negative number");
+    }
+    let options = ServeOptions {
+        addr: args.addr,
+        models,
+        limits: Limits {
+            body_bytes: args.max_body_bytes,
+            batch: args.max_batch,
+            concurrent: args.max_concurrent,
+            rate_per_client: args.rate_limit,
+            sessions: args.max_sessions,
+            session_idle: Duration::from_secs(args.session_idle_seconds),
+        },
+        admin_token: admin_token(&args)?,
+        watch: (args.watch_seconds > 0.0).then(|| Duration::from_secs_f64(args.watch_seconds)),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build()?.block_on(async move {
+        let mut server = tns_serve::start(options).await?;
+        println!("tns serve listening on http://{}", server.local_addr());
+        tokio::select! {
+            () = tns_serve::termination_signal() => {
+                tracing::info!("shutting down: finishing requests in flight");
+                server.shutdown().await?;
+            }
+            result = server.wait() => result?,
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_arguments_name_models() {
+        assert_eq!(
+            parse_model("b=/m/x.tns").unwrap(),
+            ("b".to_string(), PathBuf::from("/m/x.tns"))
+        );
+        assert_eq!(parse_model("/m/sys-b.tns").unwrap().0, "sys-b");
+        assert!(parse_model("=x.tns").is_err());
+        assert!(parse_model("a/b=x.tns").is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Errors as values: every failure a client can cause maps to a 4xx JSON body that says
+//! what to fix; only faults of the server itself are 5xx.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No model of that name is served.
+    #[error("no model named {0:?} is served; GET /v1/models lists them")]
+    UnknownModel(String),
+    /// No open session of that id.
+    #[error(
+        "no open session {0:?} for this model (it may have expired after the idle timeout); open one with POST /v1/models/{{name}}/sessions"
+    )]
+    UnknownSession(String),
+    /// The body is not valid JSON for this route.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Valid JSON, but the values cannot be predicted from (shape, NaN/Inf).
+    #[error("{0}")]
+    BadInput(String),
+    /// The body or the batch is larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not declared as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The session table is full.
+    #[error("{0}")]
+    TooManySessions(String),
+    /// The client exceeded its request rate.
+    #[error("rate limit exceeded: at most {0} requests per second per client")]
+    RateLimited(u32),
+    /// Admin route without a valid bearer token.
+    #[error(
+        "this admin route needs the header `Authorization: Bearer <token>` with the server's admin token"
+    )]
+    Unauthorized,
+    /// Admin routes are off because no token was configured.
+    #[error(
+        "admin routes are disabled: start the server with TNS_ADMIN_TOKEN or --admin-token-file set"
+    )]
+    AdminDisabled,
+    /// A reload was refused; the previous model keeps serving.
+    #[error("reload of {model:?} refused, version {version} keeps serving: {reason}")]
+    ReloadRejected {
+        /// Model name.
+        model: String,
+        /// The version still serving.
+        version: u64,
+        /// Why the new file was rejected.
+        reason: String,
+    },
+    /// Too many requests in flight.
+    #[error("the server is at its limit of {0} concurrent requests; retry shortly")]
+    Overloaded(usize),
+    /// A fault of the server.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a human-readable message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `bad_input`.
+    pub code: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// The HTTP status and the stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
+            Self::UnknownSession(_) => (StatusCode::NOT_FOUND, "unknown_session"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::BadInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_input"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            Self::ReloadRejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reload_rejected"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message: self.to_string(),
+                },
+            }),
+        )
+            .into_response();
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if matches!(self, Self::RateLimited(_) | Self::Overloaded(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s (JSON bodies, not plain text).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::TooLarge(format!("request body too large: {}", rejection.body_text()))
+                }
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                    "send the body as JSON with `Content-Type: application/json`".into(),
+                ),
+                StatusCode::UNPROCESSABLE_ENTITY => ApiError::BadInput(rejection.body_text()),
+                _ => ApiError::BadRequest(rejection.body_text()),
+            }),
+        }
+    }
+}

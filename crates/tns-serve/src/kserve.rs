@@ -1,0 +1,326 @@
+//! The KServe V2 / Open Inference Protocol routes (REST, JSON tensors).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::api::{certificate, predict_windows};
+use crate::error::{ApiError, ApiJson, ErrorBody};
+
+/// `GET /v2/health/live` and `/v2/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Live (the process answers) or ready (it accepts inference).
+    pub status: bool,
+}
+
+/// A tensor's name, type and shape (`-1` for the batch dimension).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorMetadata {
+    /// Tensor name.
+    pub name: String,
+    /// `FP32` or `BOOL`.
+    pub datatype: String,
+    /// Shape; `-1` is the batch dimension.
+    pub shape: Vec<i64>,
+}
+
+/// `GET /v2/models/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelMetadata {
+    /// Model name.
+    pub name: String,
+    /// Available versions (the serving one).
+    pub versions: Vec<String>,
+    /// The runtime.
+    pub platform: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// `GET /v2/models/{name}/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelReady {
+    /// Model name.
+    pub name: String,
+    /// Whether it accepts inference.
+    pub ready: bool,
+}
+
+/// One input tensor of an inference request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InferInput {
+    /// Must be `window`.
+    pub name: String,
+    /// `[batch, lookback, features]` (or `[lookback, features]` for one window).
+    pub shape: Vec<i64>,
+    /// `FP32` or `FP64`.
+    pub datatype: String,
+    /// Row-major values, flat or nested.
+    #[schema(value_type = Vec<Object>)]
+    pub data: serde_json::Value,
+}
+
+/// `POST /v2/models/{name}/infer`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InferRequest {
+    /// Echoed in the response.
+    pub id: Option<String>,
+    /// Exactly one tensor, `window`.
+    pub inputs: Vec<InferInput>,
+}
+
+/// One output tensor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferOutput {
+    /// Tensor name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `FP32` or `BOOL`.
+    pub datatype: String,
+    /// Row-major values.
+    #[schema(value_type = Vec<Object>)]
+    pub data: serde_json::Value,
+}
+
+/// The inference response; `parameters.certificates` holds one certificate per window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferResponse {
+    /// Model name.
+    pub model_name: String,
+    /// Serving version.
+    pub model_version: String,
+    /// The request's id, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// forecast, lower, upper (calibrated models), gate_passed and gate_statistic (System B).
+    pub outputs: Vec<InferOutput>,
+    /// `{"certificates": [...]}`.
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+}
+
+/// Server liveness.
+#[utoipa::path(get, path = "/v2/health/live", tag = "kserve-v2",
+    responses((status = 200, body = Health)))]
+pub async fn live() -> Json<Health> {
+    Json(Health { status: true })
+}
+
+/// Server readiness: every model loaded and not shutting down.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "kserve-v2",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
+    let ready = state.ready.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Health { status: ready }))
+}
+
+/// Model metadata.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve-v2",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = ModelMetadata), (status = 404, body = ErrorBody)))]
+pub async fn metadata(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelMetadata>, ApiError> {
+    let loaded = state.registry.get(&name)?.current();
+    let m = loaded.engine.manifest();
+    let c = &m.config;
+    let (h, t) = (c.horizon as i64, c.targets.len() as i64);
+    let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+    };
+    let mut outputs = vec![tensor("forecast", "FP32", vec![-1, h, t])];
+    if m.conformal.is_some() {
+        outputs.push(tensor("lower", "FP32", vec![-1, h, t]));
+        outputs.push(tensor("upper", "FP32", vec![-1, h, t]));
+    }
+    if c.gate.is_some() {
+        outputs.push(tensor("gate_passed", "BOOL", vec![-1, h]));
+        outputs.push(tensor("gate_statistic", "FP32", vec![-1, h]));
+    }
+    Ok(Json(ModelMetadata {
+        name,
+        versions: vec![loaded.version.to_string()],
+        platform: "tns".into(),
+        inputs: vec![tensor(
+            "window",
+            "FP32",
+            vec![-1, c.lookback as i64, c.features.len() as i64],
+        )],
+        outputs,
+    }))
+}
+
+/// Model readiness.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve-v2",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = ModelReady), (status = 404, body = ErrorBody)))]
+pub async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelReady>, ApiError> {
+    state.registry.get(&name)?;
+    Ok(Json(ModelReady {
+        name,
+        ready: state.ready.load(Ordering::Acquire),
+    }))
+}
+
+/// Flattens nested JSON arrays of numbers, row-major.
+fn flatten_numbers(value: &serde_json::Value, out: &mut Vec<f64>) -> Result<(), ApiError> {
+    match value {
+        serde_json::Value::Array(items) => items.iter().try_for_each(|v| flatten_numbers(v, out)),
+        serde_json::Value::Number(n) => {
+            out.push(n.as_f64().ok_or_else(|| {
+                ApiError::BadInput(format!("{n} is not representable as a number"))
+            })?);
+            Ok(())
+        }
+        other => Err(ApiError::BadInput(format!(
+            "tensor data must hold numbers, found {other}"
+        ))),
+    }
+}
+
+/// Inference with the protocol's tensors.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve-v2",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = InferRequest,
+    responses(
+        (status = 200, body = InferResponse),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<InferRequest>,
+) -> Result<Json<InferResponse>, ApiError> {
+    let loaded = state.registry.get(&name)?.current();
+    let engine = &loaded.engine;
+    let c = &engine.manifest().config;
+    let (lookback, features) = (c.lookback, c.features.len());
+    let [input] = request.inputs.as_slice() else {
+        return Err(ApiError::BadInput(format!(
+            "send exactly one input tensor named \"window\"; got {}",
+            request.inputs.len()
+        )));
+    };
+    if input.name != "window" {
+        return Err(ApiError::BadInput(format!(
+            "unknown input {:?}; the input is \"window\"",
+            input.name
+        )));
+    }
+    if input.datatype != "FP32" && input.datatype != "FP64" {
+        return Err(ApiError::BadInput(format!(
+            "datatype {:?} is not supported; use FP32 or FP64",
+            input.datatype
+        )));
+    }
+    let batch = match input.shape.as_slice() {
+        [b, l, f] if *l == lookback as i64 && *f == features as i64 && *b >= 1 => *b as usize,
+        [l, f] if *l == lookback as i64 && *f == features as i64 => 1,
+        other => {
+            return Err(ApiError::BadInput(format!(
+                "shape {other:?} does not match [batch, {lookback}, {features}]"
+            )));
+        }
+    };
+    if batch > state.limits.batch {
+        return Err(ApiError::TooLarge(format!(
+            "a batch of {batch} windows exceeds the server's limit of {}",
+            state.limits.batch
+        )));
+    }
+    let mut flat = Vec::with_capacity(batch * lookback * features);
+    flatten_numbers(&input.data, &mut flat)?;
+    if flat.len() != batch * lookback * features {
+        return Err(ApiError::BadInput(format!(
+            "shape {:?} needs {} values, data holds {}",
+            input.shape,
+            batch * lookback * features,
+            flat.len()
+        )));
+    }
+    let predictions = predict_windows(&state, &name, engine, flat).await?;
+    let (h, t) = (c.horizon, c.targets.len());
+    let mut outputs = vec![InferOutput {
+        name: "forecast".into(),
+        shape: vec![batch, h, t],
+        datatype: "FP32".into(),
+        data: predictions
+            .iter()
+            .flat_map(|p| p.values().to_vec())
+            .collect(),
+    }];
+    if engine.manifest().conformal.is_some() {
+        for (name, values) in [
+            (
+                "lower",
+                predictions
+                    .iter()
+                    .flat_map(|p| p.lower.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "upper",
+                predictions.iter().flat_map(|p| p.upper.clone()).collect(),
+            ),
+        ] {
+            outputs.push(InferOutput {
+                name: name.into(),
+                shape: vec![batch, h, t],
+                datatype: "FP32".into(),
+                data: values.into(),
+            });
+        }
+    }
+    if c.gate.is_some() {
+        let steps: Vec<_> = predictions
+            .iter()
+            .flat_map(|p| p.forecast.gate_steps.clone().unwrap_or_default())
+            .collect();
+        outputs.push(InferOutput {
+            name: "gate_passed".into(),
+            shape: vec![batch, h],
+            datatype: "BOOL".into(),
+            data: steps.iter().map(|s| s.passed).collect(),
+        });
+        outputs.push(InferOutput {
+            name: "gate_statistic".into(),
+            shape: vec![batch, h],
+            datatype: "FP32".into(),
+            data: steps.iter().map(|s| s.statistic).collect(),
+        });
+    }
+    let certificates = predictions
+        .iter()
+        .map(|p| certificate(engine, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(InferResponse {
+        model_name: name,
+        model_version: loaded.version.to_string(),
+        id: request.id,
+        outputs,
+        parameters: serde_json::json!({ "certificates": certificates }),
+    }))
+}

@@ -1,0 +1,476 @@
+//! `tns serve`: certified predictions over HTTP.
+//!
+//! An axum/tokio server in front of the inference engine (no training library): a native
+//! JSON API (`/v1/...`), the KServe V2 / Open Inference Protocol (`/v2/...`), streaming
+//! sessions, Prometheus metrics, zero-downtime reload (load and validate off to the side,
+//! then swap an atomic pointer), bearer-token admin routes, body/batch/concurrency/rate
+//! limits, graceful shutdown and an OpenAPI document.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tns_serve::{ServeOptions, start};
+//! let options = ServeOptions::new(vec![("b".into(), "model.tns".into())]);
+//! let server = start(options).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod error;
+pub mod kserve;
+pub mod metrics;
+pub mod registry;
+pub mod sessions;
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, oneshot};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::registry::{Loaded, Registry, Slot};
+use crate::sessions::Sessions;
+
+/// What the server accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub body_bytes: usize,
+    /// Most windows per predict/infer request (and observations per session post).
+    pub batch: usize,
+    /// Most requests handled at once; more are answered 503 at once, not queued.
+    pub concurrent: usize,
+    /// Requests per second per client IP (None: unlimited).
+    pub rate_per_client: Option<NonZeroU32>,
+    /// Most open streaming sessions.
+    pub sessions: usize,
+    /// Idle time after which a session is closed.
+    pub session_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1 << 20,
+            batch: 1024,
+            concurrent: 256,
+            rate_per_client: None,
+            sessions: 10_000,
+            session_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to bind (port 0: any free port).
+    pub addr: SocketAddr,
+    /// `(name, file)` of every model.
+    pub models: Vec<(String, PathBuf)>,
+    /// Limits.
+    pub limits: Limits,
+    /// Token of the admin routes (None: admin routes answer 403).
+    pub admin_token: Option<String>,
+    /// Poll the model files at this interval and reload changed ones (None: off).
+    pub watch: Option<Duration>,
+}
+
+impl ServeOptions {
+    /// Defaults: 127.0.0.1:8080, default limits, no admin token, watching every 2 s.
+    pub fn new(models: Vec<(String, PathBuf)>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            models,
+            limits: Limits::default(),
+            admin_token: None,
+            watch: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A model file could not be loaded at start-up.
+    #[error("cannot load models: {0}")]
+    Models(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// I/O while serving.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The server task failed.
+    #[error("server task: {0}")]
+    Task(String),
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The models.
+    pub registry: Registry,
+    /// Streaming sessions.
+    pub sessions: Sessions,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Limits.
+    pub limits: Limits,
+    /// Admin token.
+    pub admin_token: Option<String>,
+    /// False once shutdown began (readiness turns 503).
+    pub ready: AtomicBool,
+    concurrency: Arc<Semaphore>,
+    rate_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// The OpenAPI document of every route.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "TNS serve",
+        description = "Certified predictions of temporal neural models: native JSON API, KServe V2 / Open Inference Protocol, streaming sessions."
+    ),
+    paths(
+        api::list_models,
+        api::predict,
+        api::open_session,
+        api::observe,
+        api::close_session,
+        api::reload,
+        api::metrics,
+        api::openapi,
+        kserve::live,
+        kserve::ready,
+        kserve::metadata,
+        kserve::model_ready,
+        kserve::infer,
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+/// The routes and layers over a state.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/models", get(api::list_models))
+        .route("/v1/models/{name}/predict", post(api::predict))
+        .route("/v1/models/{name}/sessions", post(api::open_session))
+        .route(
+            "/v1/models/{name}/sessions/{id}",
+            post(api::observe).delete(api::close_session),
+        )
+        .route("/v1/models/{name}/reload", post(api::reload))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{name}", get(kserve::metadata))
+        .route("/v2/models/{name}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/infer", post(kserve::infer))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        // Innermost first: limits run before the handler, metrics see every outcome.
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .fallback(|| async {
+            ApiError::BadRequest("no such route; GET /openapi.json lists the routes".into())
+                .into_response()
+        })
+        .with_state(state)
+}
+
+/// The served model a request path names, if any (bounded label cardinality: unknown names
+/// are not labels).
+fn model_label(state: &AppState, path: &str) -> String {
+    let mut parts = path.split('/').skip(1);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1" | "v2"), Some("models"), Some(name)) if state.registry.get(name).is_ok() => {
+            name.to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Metrics of every routed request: count by status, latency, in-flight gauge.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(String::new, |p| p.as_str().to_string());
+    let model = model_label(&state, request.uri().path());
+    state.metrics.in_flight.inc();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.in_flight.dec();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[&model, &route])
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&model, &route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Per-client rate limit and the global concurrency limit (reject, never queue).
+async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let (Some(limiter), Some(rate)) = (&state.rate_limiter, state.limits.rate_per_client) {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = client
+            && limiter.check_key(&ip).is_err()
+        {
+            return ApiError::RateLimited(rate.get()).into_response();
+        }
+    }
+    let Ok(_permit) = state.concurrency.clone().try_acquire_owned() else {
+        return ApiError::Overloaded(state.limits.concurrent).into_response();
+    };
+    next.run(request).await
+}
+
+/// Reloads one model and records the outcome (used by the route, SIGHUP and the watcher).
+pub async fn reload_slot(state: &AppState, slot: &Slot) -> Result<(Arc<Loaded>, u64), ApiError> {
+    let old_sha = slot.current().sha256.clone();
+    match slot.reload().await {
+        Ok((loaded, previous)) => {
+            state
+                .metrics
+                .set_version(&slot.name, Some(&old_sha), &loaded.sha256, loaded.version);
+            state
+                .metrics
+                .reloads
+                .with_label_values(&[&slot.name, "ok"])
+                .inc();
+            tracing::info!(model = %slot.name, version = loaded.version, sha256 = %loaded.sha256, "reloaded");
+            Ok((loaded, previous))
+        }
+        Err(e) => {
+            state
+                .metrics
+                .reloads
+                .with_label_values(&[&slot.name, "rejected"])
+                .inc();
+            tracing::warn!(model = %slot.name, error = %e, "reload rejected; the previous version keeps serving");
+            Err(e)
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, and returns.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.state.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless the listener fails).
+    pub async fn wait(&mut self) -> Result<(), ServeError> {
+        (&mut self.task)
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??;
+        Ok(())
+    }
+}
+
+/// Loads the models, binds, and serves in the background: session expiry, file watching
+/// and SIGHUP reloads run as tasks beside it.
+pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
+    let models = options.models.clone();
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&models))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?
+        .map_err(ServeError::Models)?;
+    let metrics = Metrics::new()?;
+    for slot in registry.all() {
+        let loaded = slot.current();
+        metrics.set_version(&slot.name, None, &loaded.sha256, loaded.version);
+    }
+    let limits = options.limits.clone();
+    let state = Arc::new(AppState {
+        registry,
+        sessions: Sessions::new(limits.sessions, limits.session_idle),
+        metrics,
+        concurrency: Arc::new(Semaphore::new(limits.concurrent)),
+        rate_limiter: limits
+            .rate_per_client
+            .map(|r| RateLimiter::keyed(Quota::per_second(r))),
+        limits,
+        admin_token: options.admin_token.clone(),
+        ready: AtomicBool::new(true),
+    });
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr()?;
+    spawn_housekeeping(state.clone(), options.watch);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%local_addr, models = state.registry.all().count(), "serving");
+    Ok(Running {
+        local_addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// Session expiry, file watching and SIGHUP reloads. The tasks hold a weak reference, so
+/// they end with the server.
+fn spawn_housekeeping(state: Arc<AppState>, watch: Option<Duration>) {
+    let weak = Arc::downgrade(&state);
+    let sweep =
+        (state.limits.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep);
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            let open = state.sessions.expire();
+            state.metrics.sessions.set(open as i64);
+        }
+    });
+    if let Some(interval) = watch {
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { break };
+                let changed: Vec<Arc<Slot>> = state
+                    .registry
+                    .all()
+                    .filter(|s| s.file_changed())
+                    .cloned()
+                    .collect();
+                for slot in changed {
+                    // A rejected file is logged and counted; the next change retries.
+                    let _ = reload_slot(&state, &slot).await;
+                }
+            }
+        });
+    }
+    #[cfg(unix)]
+    {
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; reload with the admin route");
+                return;
+            };
+            while hangup.recv().await.is_some() {
+                let Some(state) = weak.upgrade() else { break };
+                tracing::info!("SIGHUP: reloading every model");
+                let slots: Vec<Arc<Slot>> = state.registry.all().cloned().collect();
+                for slot in slots {
+                    let _ = reload_slot(&state, &slot).await;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
