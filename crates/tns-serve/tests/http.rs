@@ -1,0 +1,703 @@
+//! The server over real HTTP on loopback: every route, every error case, reload with a good
+//! and a broken file, sessions across posts, limits, admin auth, graceful shutdown.
+//!
+//! The model is the committed golden System B file (`tests/fixtures/`), copied to a
+//! temporary directory so that reload tests can overwrite it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tns_serve::{Limits, Running, ServeOptions, start};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden-system-b-v1.tns")
+}
+
+struct Fixture {
+    server: Running,
+    base: String,
+    client: Client,
+    model_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_with(limits: Limits, admin_token: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("b.tns");
+    std::fs::copy(golden(), &model_path).unwrap();
+    let mut options = ServeOptions::new(vec![("b".into(), model_path.clone())]);
+    options.addr = "127.0.0.1:0".parse().unwrap();
+    options.limits = limits;
+    options.admin_token = admin_token.map(str::to_string);
+    options.watch = None;
+    let server = start(options).await.unwrap();
+    Fixture {
+        base: format!("http://{}", server.local_addr()),
+        server,
+        client: Client::new(),
+        model_path,
+        _dir: dir,
+    }
+}
+
+async fn serve() -> Fixture {
+    serve_with(Limits::default(), Some(TOKEN)).await
+}
+
+/// A plausible window: a target moving at constant velocity, `[10][4]` (x, y, vx, vy).
+fn window(shift: f64) -> Vec<Vec<f64>> {
+    (0..10)
+        .map(|i| {
+            let t = i as f64 * 0.05;
+            vec![shift + 1.0 + 2.0 * t, -0.5 + 1.0 * t, 2.0, 1.0]
+        })
+        .collect()
+}
+
+impl Fixture {
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn reload(&self, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/models/b/reload", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap())
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test]
+async fn native_routes_predict_with_certificates() {
+    let f = serve().await;
+    let (status, models) = f.get("/v1/models").await;
+    assert_eq!(status, StatusCode::OK);
+    let m = &models["models"][0];
+    assert_eq!(
+        (m["name"].as_str(), m["version"].as_u64()),
+        (Some("b"), Some(1))
+    );
+    assert_eq!(m["kind"], "system-b");
+    assert_eq!(m["lookback"], 10);
+
+    let (status, one) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let cert = &one["predictions"][0];
+    assert_eq!(cert["gate"]["test"], "chi2_mahalanobis");
+    assert_eq!(cert["prediction"][0].as_array().unwrap().len(), 4);
+    assert!(cert["interval"].is_object());
+
+    // A batch answers in order, and each window equals its single prediction; a batch
+    // larger than the inline threshold takes the batch engine.
+    let windows: Vec<_> = (0..40).map(|i| window(i as f64)).collect();
+    let (status, batch) = f
+        .post("/v1/models/b/predict", &json!({ "windows": windows }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let predictions = batch["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 40);
+    assert_eq!(predictions[0]["prediction"], cert["prediction"]);
+    let (_, single) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(39.0) }))
+        .await;
+    assert_eq!(
+        predictions[39]["prediction"],
+        single["predictions"][0]["prediction"]
+    );
+}
+
+#[tokio::test]
+async fn kserve_v2_routes_follow_the_protocol() {
+    let f = serve().await;
+    assert_eq!(f.get("/v2/health/live").await.0, StatusCode::OK);
+    let (status, ready) = f.get("/v2/health/ready").await;
+    assert_eq!(
+        (status, ready["status"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, meta) = f.get("/v2/models/b").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 10, 4]));
+    assert_eq!(f.get("/v2/models/b/ready").await.1["ready"], true);
+    assert_eq!(
+        f.get("/v2/models/nope/ready").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let flat: Vec<f64> = [window(0.0), window(1.0)].concat().concat();
+    let (status, out) = f
+        .post(
+            "/v2/models/b/infer",
+            &json!({ "id": "r1", "inputs": [{ "name": "window", "shape": [2, 10, 4], "datatype": "FP32", "data": flat }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["id"], "r1");
+    assert_eq!(out["model_version"], "1");
+    let names: Vec<&str> = out["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "forecast",
+            "lower",
+            "upper",
+            "gate_passed",
+            "gate_statistic"
+        ]
+    );
+    assert_eq!(out["outputs"][0]["shape"], json!([2, 1, 4]));
+    assert_eq!(out["outputs"][3]["datatype"], "BOOL");
+    assert_eq!(
+        out["parameters"]["certificates"].as_array().unwrap().len(),
+        2
+    );
+    // Nested data and the native API agree.
+    let (_, nested) = f
+        .post(
+            "/v2/models/b/infer",
+            &json!({ "inputs": [{ "name": "window", "shape": [10, 4], "datatype": "FP64", "data": window(0.0) }] }),
+        )
+        .await;
+    let (_, native) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    let forecast: Vec<f64> = nested["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let native: Vec<f64> = native["predictions"][0]["prediction"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(forecast, native);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_json_error_that_says_what_is_wrong() {
+    let limits = Limits {
+        batch: 8,
+        body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let f = serve_with(limits, Some(TOKEN)).await;
+    let w = window(0.0);
+    let mut short_row = w.clone();
+    short_row[3].pop();
+    let cases: Vec<(&str, Value, StatusCode, &str, &str)> = vec![
+        (
+            "/v1/models/zz/predict",
+            json!({ "window": w }),
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            "zz",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "window": w[..3] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "10 rows",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "window": short_row }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "row 3 has 3 values",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "window": w, "windows": [w] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "exactly one",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "exactly one",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "windows": [] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "no window",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "windows": vec![w.clone(); 9] }),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "limit of 8",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "window": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "window",
+        ),
+        (
+            "/v1/models/b/predict",
+            json!({ "window": w, "extra": 1 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "extra",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "exactly one input",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [{ "name": "window", "shape": [1, 9, 4], "datatype": "FP32", "data": [] }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "[batch, 10, 4]",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [{ "name": "window", "shape": [1, 10, 4], "datatype": "INT8", "data": [] }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "FP32",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [{ "name": "window", "shape": [1, 10, 4], "datatype": "FP32", "data": [1.0] }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "needs 40 values",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [{ "name": "window", "shape": [1, 10, 4], "datatype": "FP32", "data": ["NaN"] }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "numbers",
+        ),
+        (
+            "/v2/models/b/infer",
+            json!({ "inputs": [{ "name": "x", "shape": [1, 10, 4], "datatype": "FP32", "data": [] }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_input",
+            "\"window\"",
+        ),
+    ];
+    for (path, body, status, code, says) in cases {
+        let (got, answer) = f.post(path, &body).await;
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        assert_eq!(error_code(&answer), code, "{path} {body}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(says),
+            "{path}: {message:?} should mention {says:?}"
+        );
+    }
+    // Not JSON, JSON without the content type, an oversized body, a value beyond f64.
+    let raw = |body: &'static str, content_type: &'static str| {
+        f.client
+            .post(format!("{}/v1/models/b/predict", f.base))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    for (request, status, code) in [
+        (
+            raw("{\"window\": [[1,2", "application/json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            raw("{\"window\": [[1e999]]}", "application/json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            raw("{}", "text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+    ] {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(error_code(&r.json().await.unwrap()), code);
+    }
+    let big = format!(
+        "{{\"window\": [{}]}}",
+        vec!["[1.0,2.0,3.0,4.0]"; 5000].join(",")
+    );
+    let r = f
+        .client
+        .post(format!("{}/v1/models/b/predict", f.base))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&r.json().await.unwrap()), "too_large");
+    // Unknown routes answer JSON too.
+    let (status, body) = f.get("/v1/nothing").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openapi")
+    );
+    // None of it was a server error, and the metrics counted each outcome.
+    let text = f
+        .client
+        .get(format!("{}/metrics", f.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("status=\"500\""), "{text}");
+    assert!(text.contains("status=\"422\""));
+}
+
+#[tokio::test]
+async fn reload_swaps_a_good_file_and_keeps_serving_through_a_broken_one() {
+    let f = serve().await;
+    let (_, before) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    // Broken: a truncated file. The call fails with the reason; version 1 keeps serving.
+    let good = std::fs::read(&f.model_path).unwrap();
+    std::fs::write(&f.model_path, &good[..good.len() / 2]).unwrap();
+    let (status, body) = f.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "reload_rejected");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 1 keeps serving")
+    );
+    let (status, still) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(still["version"], 1);
+    assert_eq!(still["predictions"], before["predictions"]);
+    // Tampered: same length, one byte flipped in the tensors.
+    let mut tampered = good.clone();
+    let at = tampered.len() - 5;
+    tampered[at] ^= 0x10;
+    std::fs::write(&f.model_path, &tampered).unwrap();
+    assert_eq!(
+        f.reload(Some(TOKEN)).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Good: an INT8 version of the same model. Version 2, new checksum, new numbers.
+    let (manifest, tensors) = tns_format::load_model(&golden()).unwrap();
+    let (quantization, q) = tns_format::quantize_int8(&tensors).unwrap();
+    let mut manifest = manifest;
+    manifest.quantization = Some(quantization);
+    let written = tns_format::save_model(&f.model_path, &manifest, &q).unwrap();
+    let (status, body) = f.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["version"].as_u64(), body["previous_version"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(body["sha256"], written.tensors_sha256);
+    let (_, after) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    assert_eq!(after["version"], 2);
+    assert_eq!(f.get("/v1/models").await.1["models"][0]["weights"], "int8");
+    let metrics = f
+        .client
+        .get(format!("{}/metrics", f.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tns_model_reloads_total{model=\"b\",outcome=\"rejected\"} 2"));
+    assert!(metrics.contains(&format!(
+        "tns_model_version{{model=\"b\",sha256=\"{}\"}} 2",
+        written.tensors_sha256
+    )));
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_bearer_token_and_are_off_without_one() {
+    let f = serve().await;
+    assert_eq!(f.reload(None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.reload(Some("wrong-token-0123456789")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(f.reload(Some(TOKEN)).await.0, StatusCode::OK);
+    let off = serve_with(Limits::default(), None).await;
+    let (status, body) = off.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "admin_disabled");
+}
+
+#[tokio::test]
+async fn sessions_keep_state_across_posts_and_expire() {
+    let limits = Limits {
+        sessions: 2,
+        session_idle: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let f = serve_with(limits, Some(TOKEN)).await;
+    let (status, opened) = f.post("/v1/models/b/sessions", &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let id = opened["session_id"].as_str().unwrap().to_string();
+    assert_eq!(opened["lookback"], 10);
+    let path = format!("/v1/models/b/sessions/{id}");
+    let rows = window(0.0);
+    // Six rows, then four: no prediction until the tenth row.
+    let (status, first) = f.post(&path, &json!({ "observations": rows[..6] })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            first["observations"].as_u64(),
+            first["prediction"].is_null()
+        ),
+        (Some(6), true)
+    );
+    // A bad row is rejected and leaves the stream as it was.
+    let (status, bad) = f
+        .post(&path, &json!({ "observations": [[1.0, 2.0]] }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("observation 0")
+    );
+    let (_, second) = f.post(&path, &json!({ "observations": rows[6..] })).await;
+    assert_eq!(second["observations"], 10);
+    // The session's prediction is the one of the same window through /predict.
+    let (_, direct) = f
+        .post("/v1/models/b/predict", &json!({ "window": rows }))
+        .await;
+    assert_eq!(second["prediction"], direct["predictions"][0]);
+    // One more row slides the window by one.
+    let next_row = vec![1.0 + 2.0 * 0.5, -0.5 + 0.5, 2.0, 1.0];
+    let (_, third) = f
+        .post(&path, &json!({ "observations": [next_row.clone()] }))
+        .await;
+    let mut slid = rows[1..].to_vec();
+    slid.push(next_row);
+    let (_, direct) = f
+        .post("/v1/models/b/predict", &json!({ "window": slid }))
+        .await;
+    assert_eq!(third["prediction"], direct["predictions"][0]);
+    assert_eq!(third["observations"], 11);
+
+    // The table is bounded.
+    let (_, second_session) = f.post("/v1/models/b/sessions", &json!({})).await;
+    let (status, full) = f.post("/v1/models/b/sessions", &json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(&full), "too_many_sessions");
+    // Closing frees a place; a closed session is gone.
+    let other = second_session["session_id"].as_str().unwrap();
+    let r = f
+        .client
+        .delete(format!("{}/v1/models/b/sessions/{other}", f.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) = f
+        .post(
+            &format!("/v1/models/b/sessions/{other}"),
+            &json!({ "observations": [[0.0, 0.0, 0.0, 0.0]] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Idle sessions expire.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f.server.state().sessions.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, gone) = f
+        .post(&path, &json!({ "observations": [[0.0, 0.0, 0.0, 0.0]] }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&gone), "unknown_session");
+}
+
+#[tokio::test]
+async fn concurrency_and_rate_limits_reject_instead_of_queueing() {
+    let none = serve_with(
+        Limits {
+            concurrent: 0,
+            ..Limits::default()
+        },
+        None,
+    )
+    .await;
+    let (status, body) = none.get("/v1/models").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "overloaded");
+
+    let limited = serve_with(
+        Limits {
+            rate_per_client: std::num::NonZeroU32::new(1),
+            ..Limits::default()
+        },
+        None,
+    )
+    .await;
+    assert_eq!(limited.get("/v1/models").await.0, StatusCode::OK);
+    let (status, body) = limited.get("/v1/models").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(&body), "rate_limited");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_then_stops_accepting() {
+    let f = serve().await;
+    let windows: Vec<_> = (0..1024).map(|i| window(i as f64)).collect();
+    let request = f
+        .client
+        .post(format!("{}/v1/models/b/predict", f.base))
+        .json(&json!({ "windows": windows }))
+        .send();
+    let in_flight = tokio::spawn(request);
+    let state = f.server.state().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state.metrics.in_flight.get() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request never arrived"
+        );
+        tokio::task::yield_now().await;
+    }
+    let base = f.base.clone();
+    f.server.shutdown().await.unwrap();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["predictions"].as_array().unwrap().len(), 1024);
+    assert!(
+        Client::new()
+            .get(format!("{base}/v1/models"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_matches_the_committed_one() {
+    let f = serve().await;
+    let (status, served) = f.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        served,
+        serde_json::to_value(tns_serve::openapi_document()).unwrap()
+    );
+    // Every route the server has is documented, and nothing else.
+    let mut paths: Vec<&str> = served["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    let mut routes = vec![
+        "/metrics",
+        "/openapi.json",
+        "/v1/models",
+        "/v1/models/{name}/predict",
+        "/v1/models/{name}/reload",
+        "/v1/models/{name}/sessions",
+        "/v1/models/{name}/sessions/{id}",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/ready",
+    ];
+    routes.sort();
+    assert_eq!(paths, routes);
+    for route in routes {
+        let concrete = route.replace("{name}", "b").replace("{id}", "x");
+        let r = f
+            .client
+            .get(format!("{}{concrete}", f.base))
+            .send()
+            .await
+            .unwrap();
+        // Routes exist (a GET on a POST route is 405, not the 400 of unknown routes).
+        assert_ne!(r.status(), StatusCode::BAD_REQUEST, "{route} is not routed");
+    }
+    // The committed copy (docs for users) is the generated one.
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let generated = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    if std::env::var("TNS_WRITE_OPENAPI").as_deref() == Ok("1") {
+        std::fs::write(&committed, &generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&committed).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "crates/tns-serve/openapi.json is out of date; regenerate with TNS_WRITE_OPENAPI=1 cargo test -p tns-serve --test http"
+    );
+}
