@@ -10,6 +10,9 @@ Blocks:
   demo-mixed, demo-turn, demo-cv  results/demo-<regime>/report.md   (tns demo --regime R --out results/demo-R)
   bench                           results/bench/bench.{json,md}     (tns bench)
   peers                           results/bench/peers.json          (bash bench/peers/run.sh)
+  int8                            results/bench/bench.json          (tns bench; its `int8` sections)
+  onnx                            results/onnx/parity.json          (TNS_ONNX_PARITY_OUT=... cargo test -p tns-onnx)
+  serve                           results/serve/load.{json,md}      (bash bench/serve/run.sh)
 """
 
 import json
@@ -95,7 +98,87 @@ def peers():
     return "\n".join(lines) + "\n"
 
 
+def int8():
+    raw = read("results/bench/bench.json")
+    if raw is None:
+        return None
+    b = json.loads(raw)
+    lines = [
+        "Produced by `cargo run --release -- bench` (file `results/bench/bench.json`, sections `int8`): the benchmark's "
+        "System A and B, quantized with the same code as `tns quantize`, their conformal radii recalibrated on the "
+        "calibration split, timed with the same protocol. ΔMSE is a paired block bootstrap 95% CI on the test split.",
+        "",
+        "| shape | model | weights f32 → INT8 (bytes) | file (bytes) | P50 INT8/f32 | network stage INT8/f32 | test MSE f32 → INT8 | ΔMSE 95% CI | coverage f32 → INT8 (recalibrated), nominal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for shape in b["shapes"]:
+        for q in shape.get("int8", []):
+            a = q["accuracy"]
+            pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+            lines.append(
+                f"| {shape['shape']} | {q['kind']} | {a['weight_bytes_f32']} → {a['weight_bytes_int8']} ({a['weight_ratio']:.2f}× smaller) "
+                f"| {q['file_bytes_f32']} → {q['file_bytes_int8']} ({q['file_bytes_f32'] / q['file_bytes_int8']:.2f}×) "
+                f"| {q['latency_p50_ratio']:.2f} | {q['network_ns_ratio']:.2f} "
+                f"| {a['test_mse_f32']:.4e} → {a['test_mse_int8']:.4e} ({100 * a['mse_change']:+.2f}%) "
+                f"| [{a['mse_diff']['low']:.2e}, {a['mse_diff']['high']:.2e}] "
+                f"| {pct(a['coverage_f32'])} → {pct(a['coverage_int8'])}, {pct(a['nominal_coverage'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def onnx():
+    raw = read("results/onnx/parity.json")
+    if raw is None:
+        return None
+    r = json.loads(raw)
+    lines = [
+        "Produced by `TNS_ONNX_PARITY_OUT=results/onnx/parity.json cargo test --release -p tns-onnx` with onnxruntime "
+        f"{r['onnxruntime']} importable (file `results/onnx/parity.json`); CI runs the same test. Worst relative error "
+        f"over all windows, `|ort − engine| / max(|engine|, residual scale)`; tolerance {r['tolerance']:.0e}.",
+        "",
+        "| model | shape | windows | outputs | worst error: forecast | base | correction | gate d² | interval | gate fallbacks | undecidable | ONNX checker |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        w = c["worst_relative_error"]
+        f = lambda k: f"{w[k]:.1e}" if k in w else "–"
+        interval = max((w[k] for k in ("lower", "upper") if k in w), default=None)
+        lines.append(
+            f"| {c['kind']} | {c['shape'].lower()} | {c['windows']} | {len(c['outputs'])} | {f('forecast')} | {f('base')} | {f('correction')} "
+            f"| {f('gate_statistic')} | {'–' if interval is None else f'{interval:.1e}'} | {'–' if c['gate_fallbacks'] is None else c['gate_fallbacks']} "
+            f"| {c['undecidable_windows']} | {c['onnx_checker']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def serve():
+    raw = read("results/serve/load.json")
+    table = read("results/serve/load.md")
+    if raw is None or table is None:
+        return None
+    r = json.loads(raw)
+    at_5000 = [x for x in r["rates"] if x["target_rate"] == 5000]
+    reload_run = r["reload_under_load"]
+    rss = r["server_peak_rss_kib"] / 1024
+    lines = ["Produced by `bash bench/serve/run.sh` (files `results/serve/load.{json,md}`).", ""]
+    lines.append("| target | goal | measured | met |")
+    lines.append("|---|---|---|---|")
+    if at_5000:
+        x = at_5000[0]
+        met = x["p99_ms"] <= 1.0 and x["failed"] == 0 and x["achieved_rate"] >= 0.95 * 5000
+        lines.append(f"| p99 at 5,000 req/s open loop, zero errors | ≤ 1 ms, 0 errors | p99 {x['p99_ms']:.3f} ms, {x['failed']} failed of {x['requests']} | {'yes' if met else 'no'} |")
+    met = reload_run["run"]["failed"] == 0 and reload_run["reloads_ok"] > 0
+    lines.append(f"| failed requests across reloads under load | 0 | {reload_run['run']['failed']} failed of {reload_run['run']['requests']}, {reload_run['reloads_ok']} reloads | {'yes' if met else 'no'} |")
+    lines.append(f"| server peak RSS, one model | ≤ 20 MB | {rss:.1f} MiB | {'yes' if rss * 1.048576 <= 20 else 'no'} |")
+    lines.append("")
+    lines.append(table.strip())
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
+    "int8": int8,
+    "onnx": onnx,
+    "serve": serve,
     "demo-mixed": lambda: demo("mixed"),
     "demo-turn": lambda: demo("turn"),
     "demo-cv": lambda: demo("cv"),
