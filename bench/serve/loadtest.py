@@ -77,6 +77,16 @@ def run_oha(oha: str, url: str, body: pathlib.Path, rate: int, seconds: int, con
     }
 
 
+def run_oha_get(oha: str, url: str, rate: int, seconds: int, connections: int) -> dict:
+    """`run_oha` for a GET route without a body."""
+    cmd = [oha, url, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-q", str(rate),
+           "-c", str(connections), "--latency-correction"]
+    report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    p = report["latencyPercentiles"]
+    return {"target_rate": rate, "achieved_rate": report["summary"]["requestsPerSec"],
+            "p50_ms": 1e3 * p["p50"], "p99_ms": 1e3 * p["p99"], "p999_ms": 1e3 * p["p99.9"]}
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -111,6 +121,11 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Highest rate meeting p99 ≤ 1 ms with zero failed requests and ≥ 95% of the target achieved: **{s['rate'] if s else 'none'} req/s**.",
+        "",
+    ]
+    f = result["floor_live_route_5000"]
+    lines += [
+        f"Floor of this machine and generator, same schedule on `GET /v2/health/live` (no work) at {f['target_rate']} req/s: p50 {f['p50_ms']:.3f} ms, p99 {f['p99_ms']:.3f} ms, p99.9 {f['p999_ms']:.3f} ms.",
         "",
     ]
     r = result["reload_under_load"]
@@ -167,6 +182,9 @@ def main() -> None:
             r for r in rates
             if r["failed"] == 0 and r["p99_ms"] <= 1.0 and r["achieved_rate"] >= 0.95 * r["target_rate"]
         ]
+        # The floor of this machine and generator: the same schedule on a route that does no
+        # work (GET /v2/health/live), so that the predict rows can be read against it.
+        floor = run_oha_get(args.oha, base + "/v2/health/live", 5000, args.seconds, args.connections)
         stop, outcomes = threading.Event(), []
         reloader = threading.Thread(target=reload_loop, args=(base, stop, outcomes))
         reloader.start()
@@ -183,6 +201,7 @@ def main() -> None:
             "environment": {"cpu": cpu, "logical_cpus": os.cpu_count(), "oha": oha_version, "server_workers": args.workers},
             "request": f"POST /v1/models/b/predict, one [{lookback}, {features}] window, System B with certificate, keep-alive, {args.connections} connections, server with {args.workers} async worker(s)",
             "rates": rates,
+            "floor_live_route_5000": floor,
             "max_sustained": {"rate": max(r["target_rate"] for r in sustained)} if sustained else None,
             "reload_under_load": {
                 "run": reload_run,

@@ -114,30 +114,13 @@ pub fn quantize_with_report(
     let horizon = manifest.config.horizon;
     let f32_forecasts = predict(&f32_engine, test)?;
     let int8_forecasts = predict(&int8_engine, test)?;
-    let f32_eval = evaluate(
-        "f32",
-        0,
-        &f32_forecasts,
-        test.outputs(),
-        horizon,
-        manifest.conformal.as_ref(),
-    );
-    let stale = evaluate(
-        "int8",
-        0,
-        &int8_forecasts,
-        test.outputs(),
-        horizon,
-        manifest.conformal.as_ref(),
-    );
-    let int8_eval = evaluate(
-        "int8",
-        0,
-        &int8_forecasts,
-        test.outputs(),
-        horizon,
-        int8_manifest.conformal.as_ref(),
-    );
+    let eval = |forecasts: &[tns_format::Forecast], cal: Option<&ConformalCalibration>| {
+        evaluate("", 0, forecasts, test.outputs(), horizon, cal)
+    };
+    let f32_eval = eval(&f32_forecasts, manifest.conformal.as_ref());
+    // The INT8 model with the f32 model's radii: what skipping recalibration would give.
+    let stale = eval(&int8_forecasts, manifest.conformal.as_ref());
+    let int8_eval = eval(&int8_forecasts, int8_manifest.conformal.as_ref());
     let mse_diff = paired_bootstrap(
         &window_errors(&int8_forecasts, test.outputs()),
         &window_errors(&f32_forecasts, test.outputs()),

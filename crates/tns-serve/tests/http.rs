@@ -82,6 +82,16 @@ impl Fixture {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    async fn metrics_text(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn reload(&self, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = self
             .client
@@ -395,15 +405,7 @@ async fn bad_input_gets_a_4xx_json_error_that_says_what_is_wrong() {
             .contains("openapi")
     );
     // None of it was a server error, and the metrics counted each outcome.
-    let text = f
-        .client
-        .get(format!("{}/metrics", f.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = f.metrics_text().await;
     assert!(!text.contains("status=\"500\""), "{text}");
     assert!(text.contains("status=\"422\""));
 }
@@ -460,15 +462,7 @@ async fn reload_swaps_a_good_file_and_keeps_serving_through_a_broken_one() {
         .await;
     assert_eq!(after["version"], 2);
     assert_eq!(f.get("/v1/models").await.1["models"][0]["weights"], "int8");
-    let metrics = f
-        .client
-        .get(format!("{}/metrics", f.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = f.metrics_text().await;
     assert!(metrics.contains("tns_model_reloads_total{model=\"b\",outcome=\"rejected\"} 2"));
     assert!(metrics.contains(&format!(
         "tns_model_version{{model=\"b\",sha256=\"{}\"}} 2",
