@@ -123,8 +123,11 @@ fn run_script(dir: &Path) {
         out.status.success(),
         "onnxruntime parity failed (see above)"
     );
-    if let Ok(path) = std::env::var("TNS_ONNX_PARITY_OUT") {
-        std::fs::write(path, &out.stdout).unwrap();
+    // A relative TNS_ONNX_PARITY_OUT is taken from the workspace root, not from this crate's
+    // folder where cargo runs the test.
+    if let Some(path) = std::env::var_os("TNS_ONNX_PARITY_OUT") {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        std::fs::write(root.join(path), &out.stdout).unwrap();
     }
 }
 
@@ -133,13 +136,17 @@ fn every_kind_matches_the_engine_in_onnxruntime() {
     if !onnxruntime_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    // TNS_ONNX_CASES_DIR keeps the cases (models, windows, engine outputs) for other
+    // runtimes, e.g. the tract check in tools/tract-check.
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("TNS_ONNX_CASES_DIR")
+        .map_or_else(|| temporary.path().to_path_buf(), std::path::PathBuf::from);
     for kind in ModelKind::ALL {
-        write_case(dir.path(), kind, Shape::Compact, 6000, 1200);
+        write_case(&dir, kind, Shape::Compact, 6000, 1200);
     }
     // The long window and 1000-step lead test the unrolled Kalman prior's f32 precision.
     for kind in [ModelKind::SystemA, ModelKind::SystemB] {
-        write_case(dir.path(), kind, Shape::Seed, 30_000, 1000);
+        write_case(&dir, kind, Shape::Seed, 30_000, 1000);
     }
-    run_script(dir.path());
+    run_script(&dir);
 }
