@@ -32,7 +32,7 @@ fn check(case: &Path) -> TractResult<(String, f64)> {
         .into_runnable()?;
     let input = tract_ndarray::Array3::from_shape_vec((n, l, f), windows)?;
     let outputs = model.run(tvec!(input.into_tensor().into()))?;
-    let forecast = outputs[0].to_array_view::<f32>()?;
+    let forecast = outputs[0].to_plain_array_view::<f32>()?;
     let want: Vec<f64> = expected["outputs"]["forecast"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
