@@ -128,13 +128,19 @@ struct PredictCommand {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
     // Candle routes even tiny tensors through its thread pool, which costs more than it
-    // saves for these models; one thread per training run, runs in parallel instead.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // SAFETY: set before any thread is spawned.
+    // saves for these models; one thread per training run, runs in parallel instead. The
+    // commands that only run the engine (serve, quantize, predict, …) keep rayon's default
+    // pool, so that batch predictions use every core.
+    let trains = matches!(
+        cli.command,
+        Command::Train(_) | Command::Eval(_) | Command::Demo(_) | Command::Bench(_)
+    );
+    if trains && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: set before any thread is spawned (parsing arguments spawns none).
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
-    let cli = Cli::parse();
     match cli.command {
         Command::Data {
             command:
