@@ -136,7 +136,7 @@ def onnx():
         f"{r['onnxruntime']} importable (file `results/onnx/parity.json`); CI runs the same test. Worst relative error "
         f"over all windows, `|ort − engine| / max(|engine|, residual scale)`; tolerance {r['tolerance']:.0e}.",
         "",
-        "| model | shape | windows | outputs | worst error: forecast | base | correction | gate d² | interval | gate fallbacks | undecidable | ONNX checker |",
+        "| model | shape | windows | outputs | worst error: forecast | base | correction | gate d² | interval | gate rejections | undecidable | ONNX checker |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in r["cases"]:

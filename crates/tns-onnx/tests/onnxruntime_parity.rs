@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{Shape, data, fitted, split_gate_decisions, windows};
+use tns_certify::GateMode;
 use tns_engine::Engine;
 use tns_format::ModelKind;
 
@@ -44,10 +45,14 @@ fn floats_le(values: impl Iterator<Item = f64>) -> Vec<u8> {
     values.flat_map(|v| (v as f32).to_le_bytes()).collect()
 }
 
-/// Exports `kind`, predicts `n` windows with the engine and writes the case for the script.
-fn write_case(dir: &Path, kind: ModelKind, shape: Shape, rows: usize, n: usize) {
+/// Exports `kind` (System B with the gate in `mode`), predicts `n` windows with the engine
+/// and writes the case for the script.
+fn write_case(dir: &Path, kind: ModelKind, shape: Shape, rows: usize, n: usize, mode: GateMode) {
     let (splits, dt) = data(shape, rows);
     let mut model = fitted(kind, shape, &splits, dt);
+    if let Some(gate) = model.manifest.config.gate.as_mut() {
+        gate.mode = mode;
+    }
     let per = model.manifest.config.lookback * model.manifest.config.features.len();
     // Both sides must read the same inputs: round the windows to f32 first.
     let windows: Vec<f64> = windows(&splits, n, per)
@@ -58,7 +63,12 @@ fn write_case(dir: &Path, kind: ModelKind, shape: Shape, rows: usize, n: usize) 
         split_gate_decisions(&mut model, &windows);
     }
     let onnx = tns_onnx::export(&model.manifest, &model.tensors).unwrap();
-    let case = dir.join(format!("{}-{shape:?}", kind.name()));
+    let suffix = if mode == GateMode::Shrink {
+        "-shrink"
+    } else {
+        ""
+    };
+    let case = dir.join(format!("{}-{shape:?}{suffix}", kind.name()));
     std::fs::create_dir_all(&case).unwrap();
     std::fs::write(case.join("model.onnx"), tns_onnx::encode(&onnx)).unwrap();
     std::fs::write(case.join("windows.f32"), floats_le(windows.iter().copied())).unwrap();
@@ -142,11 +152,20 @@ fn every_kind_matches_the_engine_in_onnxruntime() {
     let dir = std::env::var_os("TNS_ONNX_CASES_DIR")
         .map_or_else(|| temporary.path().to_path_buf(), std::path::PathBuf::from);
     for kind in ModelKind::ALL {
-        write_case(&dir, kind, Shape::Compact, 6000, 1200);
+        write_case(&dir, kind, Shape::Compact, 6000, 1200, GateMode::Reject);
     }
+    // The shrink gate: rejected corrections are scaled onto the ellipsoid, not dropped.
+    write_case(
+        &dir,
+        ModelKind::SystemB,
+        Shape::Compact,
+        6000,
+        1200,
+        GateMode::Shrink,
+    );
     // The long window and 1000-step lead test the unrolled Kalman prior's f32 precision.
     for kind in [ModelKind::SystemA, ModelKind::SystemB] {
-        write_case(&dir, kind, Shape::Seed, 30_000, 1000);
+        write_case(&dir, kind, Shape::Seed, 30_000, 1000, GateMode::Reject);
     }
     run_script(&dir);
 }
