@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use tns_certify::Certificate;
 use tns_engine::{Engine, EngineError, Prediction, Predictor, Session};
 use utoipa::ToSchema;
 
@@ -75,7 +76,7 @@ pub struct PredictResponse {
     pub sha256: String,
     /// One certificate per window: prediction, prior, correction, gate test, interval.
     #[schema(value_type = Vec<Object>)]
-    pub predictions: Vec<serde_json::Value>,
+    pub predictions: Vec<Certificate>,
 }
 
 /// A new streaming session.
@@ -113,7 +114,7 @@ pub struct ObserveResponse {
     /// The certificate of the prediction from the latest window; null until `lookback`
     /// observations have been received.
     #[schema(value_type = Option<Object>)]
-    pub prediction: Option<serde_json::Value>,
+    pub prediction: Option<Certificate>,
 }
 
 /// A successful reload.
@@ -272,10 +273,6 @@ pub(crate) async fn predict_windows(
     Ok(predictions)
 }
 
-pub(crate) fn certificate(engine: &Engine, p: &Prediction) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(engine.certificate(p)).map_err(|e| ApiError::Internal(e.to_string()))
-}
-
 /// Predicts one window or a batch; every prediction comes with its certificate.
 #[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "native",
     params(("name" = String, Path, description = "Model name")),
@@ -307,10 +304,7 @@ pub async fn predict(
         model: name,
         version: loaded.version,
         sha256: loaded.sha256.clone(),
-        predictions: predictions
-            .iter()
-            .map(|p| certificate(engine, p))
-            .collect::<Result<_, _>>()?,
+        predictions: predictions.iter().map(|p| engine.certificate(p)).collect(),
     }))
 }
 
@@ -380,7 +374,7 @@ pub async fn observe(
                     if let Some(p) = p {
                         record(&state, &name, p);
                     }
-                    last = p.map(|p| certificate(&engine, p));
+                    last = p.map(|p| engine.certificate(p));
                 }
                 Err(e) => {
                     return Err(ApiError::BadInput(format!(
@@ -390,7 +384,7 @@ pub async fn observe(
                 }
             }
         }
-        Ok((stream.session.observations(), last.transpose()?))
+        Ok((stream.session.observations(), last))
     })??;
     Ok(Json(ObserveResponse {
         session_id: id,

@@ -7,10 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tns_certify::Certificate;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{certificate, predict_windows};
+use crate::api::predict_windows;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 
 /// `GET /v2/health/live` and `/v2/health/ready`.
@@ -105,8 +106,15 @@ pub struct InferResponse {
     /// forecast, lower, upper (calibrated models), gate_passed and gate_statistic (System B).
     pub outputs: Vec<InferOutput>,
     /// `{"certificates": [...]}`.
-    #[schema(value_type = Object)]
-    pub parameters: serde_json::Value,
+    pub parameters: InferParameters,
+}
+
+/// Response parameters: what the protocol's tensors cannot carry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferParameters {
+    /// One certificate per window, in batch order.
+    #[schema(value_type = Vec<Object>)]
+    pub certificates: Vec<Certificate>,
 }
 
 /// Server liveness.
@@ -312,15 +320,12 @@ pub async fn infer(
             data: steps.iter().map(|s| s.statistic).collect(),
         });
     }
-    let certificates = predictions
-        .iter()
-        .map(|p| certificate(engine, p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let certificates = predictions.iter().map(|p| engine.certificate(p)).collect();
     Ok(Json(InferResponse {
         model_name: name,
         model_version: loaded.version.to_string(),
         id: request.id,
         outputs,
-        parameters: serde_json::json!({ "certificates": certificates }),
+        parameters: InferParameters { certificates },
     }))
 }
