@@ -89,6 +89,8 @@ pub struct NetworkPlan {
     lookback: usize,
     features: usize,
     outputs: usize,
+    /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
+    int8: bool,
     isa: Isa,
 }
 
@@ -150,13 +152,14 @@ impl NetworkPlan {
             lookback: config.lookback,
             features: config.input_width(),
             outputs: config.output_width(),
+            int8,
             isa,
         })
     }
 
     /// Whether the weights are INT8.
     pub fn is_int8(&self) -> bool {
-        self.dense_layers().iter().any(|d| d.int8.is_some())
+        self.int8
     }
 
     /// Bytes of weight storage the plan computes with, as a model file holds them: one per

@@ -80,16 +80,12 @@ pub fn quantize_int8(tensors: &[NamedTensor]) -> Result<(Quantization, Vec<Named
             }
             let s = s.to_f32();
             scales.push(s);
-            data.extend(row.iter().map(|&w| {
-                let q = if s > 0.0 {
-                    (w / s).round_ties_even()
-                } else {
-                    0.0
-                };
-                // `+ 0.0` turns a -0 code into +0: the loader rebuilds values from
-                // integer codes, which have no sign of zero, and the checksum sees bits.
-                (q.clamp(-INT8_MAX, INT8_MAX) + 0.0) * s
-            }));
+            // `+ 0.0` turns a -0 code into +0: the loader rebuilds values from integer
+            // codes, which have no sign of zero, and the checksum sees bits.
+            data.extend(
+                row.iter()
+                    .map(|&w| (code(w, s).clamp(-INT8_MAX, INT8_MAX) + 0.0) * s),
+            );
         }
         debug_assert_eq!(scales.len(), rows);
         weights.push(t.name.clone());
@@ -113,6 +109,15 @@ pub fn quantize_int8(tensors: &[NamedTensor]) -> Result<(Quantization, Vec<Named
     ))
 }
 
+/// The nearest code of `w` at scale `s` (0 for a zero row), not yet clamped.
+fn code(w: f32, s: f32) -> f32 {
+    if s > 0.0 {
+        (w / s).round_ties_even()
+    } else {
+        0.0
+    }
+}
+
 /// The INT8 codes of a quantized weight (`[rows, cols]`, values `q · s`) given its row
 /// scales; `None` if a value is not `q · s` for an integer `|q| ≤ 127`.
 pub fn quantized_codes(weight: &NamedTensor, scales: &[f32]) -> Option<Vec<i8>> {
@@ -123,11 +128,7 @@ pub fn quantized_codes(weight: &NamedTensor, scales: &[f32]) -> Option<Vec<i8>> 
     let mut codes = Vec::with_capacity(weight.data.len());
     for (row, &s) in weight.data.chunks_exact(cols.max(1)).zip(scales) {
         for &w in row {
-            let q = if s > 0.0 {
-                (w / s).round_ties_even()
-            } else {
-                0.0
-            };
+            let q = code(w, s);
             if !(q.abs() <= INT8_MAX && q * s == w) {
                 return None;
             }
