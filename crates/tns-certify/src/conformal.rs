@@ -61,7 +61,10 @@ impl ConformalCalibration {
         if !(alpha > 0.0 && alpha < 1.0) {
             return Err(ConformalError::BadAlpha(alpha));
         }
-        if predictions.len() != truths.len() || width == 0 || predictions.len() % width != 0 {
+        if predictions.len() != truths.len()
+            || width == 0
+            || !predictions.len().is_multiple_of(width)
+        {
             return Err(ConformalError::Shape(predictions.len(), truths.len()));
         }
         let n = predictions.len() / width;

@@ -7,9 +7,8 @@ use clap::Args;
 use tns_certify::{GateConfig, GateMode};
 use tns_data::synth::{ArRegimeConfig, Regime, TrajectoryConfig, ar_regime, trajectory};
 use tns_data::{CsvOptions, Dataset, WindowSpec, load_csv};
-use tns_format::{ModelConfig, ModelKind, NetworkConfig};
-use tns_kalman::Axis;
-use tns_train::{FitOptions, TrainConfig};
+use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+use tns_train::{FitOptions, TrainConfig, parse_axes};
 
 /// Settings of the built-in generators.
 #[derive(Args, Clone, Debug)]
@@ -127,8 +126,13 @@ pub struct ModelArgs {
     /// Rows between window starts.
     #[arg(long, default_value_t = 1)]
     pub stride: usize,
-    /// Hidden size of GRU networks.
-    #[arg(long, default_value_t = 32)]
+    /// The network of a learned kind, overriding its default: `linear`, `mlp:W1[,W2,…]`
+    /// (hidden widths) or `gru:H`. Defaults: linear → `linear`, mlp → `mlp:64,64`,
+    /// system-a and system-b → `gru:32` (or `gru:HIDDEN` with --hidden).
+    #[arg(long)]
+    pub network: Option<NetworkConfig>,
+    /// Hidden size of the default GRU network (system-a, system-b).
+    #[arg(long, default_value_t = 32, conflicts_with = "network")]
     pub hidden: usize,
     /// Significance level of System B's gate.
     #[arg(long, default_value_t = 0.01)]
@@ -175,8 +179,14 @@ impl ModelArgs {
         );
         c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
         c.seed = self.seed;
-        if let Some(NetworkConfig::Gru { hidden }) = &mut c.network {
-            *hidden = self.hidden;
+        match (&self.network, &mut c.network) {
+            (Some(_), None) => bail!(
+                "--network is for learned kinds; {} has no network",
+                self.model.name()
+            ),
+            (Some(chosen), Some(network)) => *network = chosen.clone(),
+            (None, Some(NetworkConfig::Gru { hidden })) => *hidden = self.hidden,
+            (None, _) => {}
         }
         if let Some(g) = &mut c.gate {
             *g = GateConfig {
@@ -188,44 +198,9 @@ impl ModelArgs {
                 },
             };
         }
-        c.validate().map_err(anyhow::Error::msg)?;
+        c.validate()?;
         Ok(c)
     }
-}
-
-/// Parses `x:vx,y:vy` style axes; the default is `x:vx,y:vy` when those columns exist,
-/// else one trend axis per target.
-pub fn parse_axes(
-    spec: Option<&[String]>,
-    data: &Dataset,
-    targets: &[String],
-) -> Result<Vec<Axis>> {
-    let col = |name: &str| -> Result<usize> {
-        data.column_indices(&[name])
-            .map(|v| v[0])
-            .with_context(|| format!("axis column {name:?}"))
-    };
-    let default_kinematic = ["x", "y", "vx", "vy"]
-        .iter()
-        .all(|c| data.columns().iter().any(|d| d == c));
-    let items: Vec<String> = match spec {
-        Some(items) => items.to_vec(),
-        None if default_kinematic => vec!["x:vx".into(), "y:vy".into()],
-        None => targets.to_vec(),
-    };
-    items
-        .iter()
-        .map(|item| match item.split_once(':') {
-            Some((p, v)) => Ok(Axis {
-                position: col(p)?,
-                velocity: Some(col(v)?),
-            }),
-            None => Ok(Axis {
-                position: col(item)?,
-                velocity: None,
-            }),
-        })
-        .collect()
 }
 
 /// Optimization settings.

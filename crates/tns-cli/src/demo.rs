@@ -4,16 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Args;
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::{SplitFractions, WindowSpec};
+use tns_engine::Engine;
 use tns_eval::{LossCurve, SeriesToPlot, plot_forecasts, plot_loss_curves};
-use tns_format::{ModelConfig, ModelKind};
-use tns_train::{FitOptions, TrainConfig, TrainedModel, fit_model};
-
-use crate::data_args::parse_axes;
-use crate::report;
+use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+use tns_train::{FitOptions, TrainConfig, TrainedModel, fit_model, parse_axes};
 
 /// Options of the demo.
 #[derive(Args, Debug)]
@@ -62,14 +59,29 @@ pub fn run(args: DemoArgs) -> Result<()> {
         splits.test.len()
     );
     let axes = parse_axes(None, &data, &targets)?;
-    let configs: Vec<ModelConfig> = ModelKind::ALL
+    // Every preset with its default network, and System B over the MLP: the same gate and
+    // prior around the MLP's network, to see whether the prior helps a stronger network.
+    let presets = ModelKind::ALL
         .iter()
-        .map(|&kind| {
-            let mut c = ModelConfig::new(kind.name(), kind, &COLUMNS, &COLUMNS, 10, 1, 1);
-            c.kalman_axes = Some(axes.clone());
-            c.seed = args.seed;
-            c
-        })
+        .map(|&kind| (kind.name().to_string(), kind, None));
+    let variants = [(
+        "system-b-mlp".to_string(),
+        ModelKind::SystemB,
+        ModelKind::Mlp.default_network(),
+    )];
+    let configs: Vec<ModelConfig> = presets
+        .chain(variants)
+        .map(
+            |(name, kind, network): (String, ModelKind, Option<NetworkConfig>)| {
+                let mut c = ModelConfig::new(&name, kind, &COLUMNS, &COLUMNS, 10, 1, 1);
+                c.kalman_axes = Some(axes.clone());
+                c.seed = args.seed;
+                if network.is_some() {
+                    c.network = network;
+                }
+                c
+            },
+        )
         .collect();
     let options = FitOptions {
         train: TrainConfig {
@@ -107,14 +119,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .collect()
     });
     let trained = trained.into_iter().collect::<Result<Vec<_>>>()?;
-    let device = Device::Cpu;
-    let mut forecasters = Vec::new();
+    let mut engines = Vec::new();
     for m in &trained {
         let path = models_dir.join(format!("{}.tns", m.manifest.config.name));
         m.save(&path)?;
-        forecasters.push(tns_models::Forecaster::load(&path, &device)?);
+        engines.push(Engine::load(&path).with_context(|| format!("loading {}", path.display()))?);
     }
-    let report = report::compare(&forecasters, &splits.test, spec.span())?;
+    let report = tns_eval::compare(&engines, &splits.test, spec.span())?;
     report.write(&args.out.join("report"))?;
     println!("\n{}", report.table);
     if let Some(k) = trained.iter().find_map(|m| m.manifest.kalman.as_ref()) {

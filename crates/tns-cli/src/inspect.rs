@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use tns_format::{NetworkConfig, load_model};
+use tns_format::load_model;
 
 /// Options of `tns inspect`.
 #[derive(Args, Debug)]
@@ -29,6 +29,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "file": args.model.display().to_string(),
             "file_bytes": bytes,
             "parameter_count": parameters,
+            "macs": c.macs(),
+            "layers": c.layers()?.iter().map(|l| json!({
+                "name": l.name,
+                "type": l.layer.type_name(),
+                "input": l.input.to_string(),
+                "output": l.output.to_string(),
+                "parameters": l.parameter_count(),
+            })).collect::<Vec<_>>(),
             "tensors": tensors.iter().map(|t| json!({"name": t.name, "shape": t.shape})).collect::<Vec<_>>(),
             "manifest": m,
         });
@@ -54,17 +62,26 @@ pub fn run(args: InspectArgs) -> Result<()> {
     )?;
     writeln!(s, "features     {}", c.features.join(", "))?;
     writeln!(s, "targets      {}", c.targets.join(", "))?;
-    let network = match &c.network {
-        None => "none".to_string(),
-        Some(NetworkConfig::Linear) => "linear".into(),
-        Some(NetworkConfig::Mlp { hidden }) => format!("mlp {hidden:?} (ReLU)"),
-        Some(NetworkConfig::Gru { hidden }) => format!("gru hidden {hidden} + linear head"),
-    };
+    let network = c
+        .network
+        .as_ref()
+        .map_or("none".to_string(), ToString::to_string);
     writeln!(
         s,
-        "network      {network}, {parameters} parameters, seed {}",
+        "network      {network}, {parameters} parameters, {} MACs, seed {}",
+        c.macs(),
         c.seed
     )?;
+    for layer in c.layers()? {
+        writeln!(
+            s,
+            "  layer      {} ({}): {} → {}",
+            layer.name,
+            layer.layer.type_name(),
+            layer.input,
+            layer.output
+        )?;
+    }
     for t in &tensors {
         writeln!(s, "  tensor     {} {:?}", t.name, t.shape)?;
     }

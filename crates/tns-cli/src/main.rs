@@ -1,23 +1,19 @@
 //! `tns`: generate data, train and evaluate models, predict with certificates, run the demo.
 
-mod bench;
 mod data_args;
 mod demo;
 mod inspect;
 mod quantize;
-mod report;
 mod serve;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use data_args::{DataArgs, ModelArgs, TrainArgs};
 use std::sync::Arc;
 
 use tns_engine::{Engine, Predictor};
-use tns_models::Forecaster;
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +43,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure the inference engine (latency distribution, stages, throughput, RSS) on
     /// both shapes, following the project's measurement rules.
-    Bench(bench::BenchArgs),
+    Bench(tns_bench::BenchArgs),
     /// Print what a model file holds (manifest, sizes, calibration, checksum).
     Inspect(inspect::InspectArgs),
     /// Quantize a model's weights to INT8, recalibrate its conformal radii and report the
@@ -62,7 +58,7 @@ enum Command {
     },
     /// Child process of `tns bench`: load one model, predict, print the peak RSS (KiB).
     #[command(hide = true)]
-    BenchRss(bench::RssArgs),
+    BenchRss(tns_bench::RssArgs),
 }
 
 #[derive(Subcommand)]
@@ -165,8 +161,8 @@ fn main() -> Result<()> {
         Command::Eval(cmd) => eval(cmd),
         Command::Predict(cmd) => predict(cmd),
         Command::Demo(args) => demo::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::BenchRss(args) => bench::rss_child(args),
+        Command::Bench(args) => tns_bench::run(args),
+        Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
@@ -181,8 +177,12 @@ fn train(cmd: TrainCommand) -> Result<()> {
     let config = cmd.model.config(&dataset)?;
     let splits = dataset.windows(&cmd.model.window_spec(&dataset)?, &Default::default())?;
     eprintln!(
-        "training {} ({} parameters) on {} train / {} validation / {} calibration windows",
+        "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",
         config.kind.name(),
+        config
+            .network
+            .as_ref()
+            .map_or("no network".to_string(), ToString::to_string),
         config.parameter_count(),
         splits.train.len(),
         splits.val.len(),
@@ -207,11 +207,10 @@ fn train(cmd: TrainCommand) -> Result<()> {
 
 fn eval(cmd: EvalCommand) -> Result<()> {
     let dataset = cmd.data.load()?;
-    let device = Device::Cpu;
     let models = cmd
         .models
         .iter()
-        .map(|p| Forecaster::load(p, &device).with_context(|| format!("loading {}", p.display())))
+        .map(|p| Engine::load(p).with_context(|| format!("loading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     let first = &models[0].manifest().config;
     let spec = data_args::spec_for(first, &dataset)?;
@@ -234,7 +233,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         }
     }
     let splits = dataset.windows(&spec, &Default::default())?;
-    let report = report::compare(&models, &splits.test, spec.span())?;
+    let report = tns_eval::compare(&models, &splits.test, spec.span())?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;

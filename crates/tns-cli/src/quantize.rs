@@ -1,17 +1,13 @@
-//! `tns quantize`: INT8 weights, conformal radii recalibrated on the calibration split, and
-//! a report of what quantization cost (test MSE, coverage) and saved (bytes).
+//! `tns quantize`: the command-line edge of [`tns_eval::quantize_with_report`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
-use serde::Serialize;
-use tns_certify::ConformalCalibration;
-use tns_data::{Splits, WindowSet};
 use tns_engine::Engine;
-use tns_eval::{DiffInterval, evaluate, paired_bootstrap, window_errors};
-use tns_format::{Manifest, NamedTensor, load_model, quantize_int8, save_model};
+use tns_eval::{quantize_with_report, summary};
+use tns_format::{load_model, save_model};
 
 use crate::data_args::{self, DataArgs};
 
@@ -34,128 +30,6 @@ pub struct QuantizeArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
-}
-
-/// What INT8 quantization changed, for one model.
-#[derive(Debug, Clone, Serialize)]
-pub struct Int8Report {
-    /// Model kind.
-    pub kind: String,
-    /// Weight-matrix bytes in f32 (4 per weight).
-    pub weight_bytes_f32: usize,
-    /// Weight-matrix bytes in INT8 (1 per weight + 2 per f16 row scale).
-    pub weight_bytes_int8: usize,
-    /// `weight_bytes_f32 / weight_bytes_int8`.
-    pub weight_ratio: f64,
-    /// Test windows.
-    pub test_windows: usize,
-    /// Test MSE (data units) of the f32 model and of the INT8 model.
-    pub test_mse_f32: f64,
-    /// Test MSE of the INT8 model.
-    pub test_mse_int8: f64,
-    /// Relative change `(int8 − f32) / f32`.
-    pub mse_change: f64,
-    /// Paired block-bootstrap 95% CI of `MSE_int8 − MSE_f32`.
-    pub mse_diff: DiffInterval,
-    /// Nominal coverage `1 − α`.
-    pub nominal_coverage: Option<f64>,
-    /// Test coverage of the f32 model.
-    pub coverage_f32: Option<f64>,
-    /// Test coverage of the INT8 model with the f32 model's radii (before recalibration).
-    pub coverage_int8_f32_radii: Option<f64>,
-    /// Test coverage of the INT8 model with its recalibrated radii (what the file holds).
-    pub coverage_int8: Option<f64>,
-    /// Mean interval width, f32 and INT8 (recalibrated).
-    pub mean_width_f32: Option<f64>,
-    /// Mean interval width of the INT8 model.
-    pub mean_width_int8: Option<f64>,
-    /// Gate pass rates (System B).
-    pub gate_pass_rate_f32: Option<f64>,
-    /// Gate pass rate of the INT8 model.
-    pub gate_pass_rate_int8: Option<f64>,
-}
-
-/// Quantizes a model's weights and recalibrates its conformal radii on `splits.cal` with
-/// the INT8 engine, so the coverage guarantee holds for the model that will actually run.
-/// `block` is the bootstrap block in windows: how many consecutive test windows share rows.
-pub fn quantize_with_report(
-    manifest: &Manifest,
-    tensors: &[NamedTensor],
-    splits: &Splits,
-    block: usize,
-) -> Result<(Manifest, Vec<NamedTensor>, Int8Report)> {
-    if manifest.quantization.is_some() {
-        bail!("the model is already quantized");
-    }
-    if manifest.config.network.is_none() {
-        bail!(
-            "a {} model has no weights to quantize",
-            manifest.config.kind.name()
-        );
-    }
-    let (quantization, int8_tensors) = quantize_int8(tensors).map_err(anyhow::Error::msg)?;
-    let mut int8_manifest = manifest.clone();
-    int8_manifest.quantization = Some(quantization);
-    let f32_engine = Engine::new(manifest.clone(), tensors)?;
-    let uncalibrated = Engine::new(int8_manifest.clone(), &int8_tensors)?;
-    if let Some(old) = &manifest.conformal {
-        let cal = predict(&uncalibrated, &splits.cal)?;
-        let values: Vec<f64> = cal.iter().flat_map(|f| f.prediction.clone()).collect();
-        int8_manifest.conformal = Some(ConformalCalibration::fit(
-            old.alpha,
-            &values,
-            splits.cal.outputs(),
-            manifest.config.output_width(),
-        )?);
-    }
-    let int8_engine = Engine::new(int8_manifest.clone(), &int8_tensors)?;
-
-    let test = &splits.test;
-    let horizon = manifest.config.horizon;
-    let f32_forecasts = predict(&f32_engine, test)?;
-    let int8_forecasts = predict(&int8_engine, test)?;
-    let eval = |forecasts: &[tns_format::Forecast], cal: Option<&ConformalCalibration>| {
-        evaluate("", 0, forecasts, test.outputs(), horizon, cal)
-    };
-    let f32_eval = eval(&f32_forecasts, manifest.conformal.as_ref());
-    // The INT8 model with the f32 model's radii: what skipping recalibration would give.
-    let stale = eval(&int8_forecasts, manifest.conformal.as_ref());
-    let int8_eval = eval(&int8_forecasts, int8_manifest.conformal.as_ref());
-    let mse_diff = paired_bootstrap(
-        &window_errors(&int8_forecasts, test.outputs()),
-        &window_errors(&f32_forecasts, test.outputs()),
-        block.max(1),
-        2000,
-        11,
-    );
-    let network = |e: &Engine| e.network().map_or(0, |n| n.weight_bytes());
-    let (bytes_f32, bytes_int8) = (network(&f32_engine), network(&int8_engine));
-    let report = Int8Report {
-        kind: manifest.config.kind.name().to_string(),
-        weight_bytes_f32: bytes_f32,
-        weight_bytes_int8: bytes_int8,
-        weight_ratio: bytes_f32 as f64 / bytes_int8.max(1) as f64,
-        test_windows: test.len(),
-        test_mse_f32: f32_eval.overall.mse,
-        test_mse_int8: int8_eval.overall.mse,
-        mse_change: (int8_eval.overall.mse - f32_eval.overall.mse) / f32_eval.overall.mse,
-        mse_diff,
-        nominal_coverage: f32_eval.nominal_coverage,
-        coverage_f32: f32_eval.coverage,
-        coverage_int8_f32_radii: stale.coverage,
-        coverage_int8: int8_eval.coverage,
-        mean_width_f32: f32_eval.mean_width,
-        mean_width_int8: int8_eval.mean_width,
-        gate_pass_rate_f32: f32_eval.gate_pass_rate,
-        gate_pass_rate_int8: int8_eval.gate_pass_rate,
-    };
-    Ok((int8_manifest, int8_tensors, report))
-}
-
-fn predict(engine: &Engine, windows: &WindowSet) -> Result<Vec<tns_format::Forecast>> {
-    let mut out = vec![engine.empty_prediction(); windows.len()];
-    engine.predict_batch(windows.inputs(), &mut out)?;
-    Ok(out.into_iter().map(|p| p.forecast).collect())
 }
 
 /// Runs `tns quantize`.
@@ -189,25 +63,4 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         tns_data::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(())
-}
-
-/// A short human-readable account of a report.
-pub fn summary(r: &Int8Report) -> String {
-    let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
-    format!(
-        "{}: weights {} → {} bytes ({:.2}× smaller); test MSE {:.4e} → {:.4e} ({:+.2}%, 95% CI of the difference [{:.2e}, {:.2e}]); coverage {} (f32) → {} with the f32 radii → {} recalibrated (nominal {})",
-        r.kind,
-        r.weight_bytes_f32,
-        r.weight_bytes_int8,
-        r.weight_ratio,
-        r.test_mse_f32,
-        r.test_mse_int8,
-        100.0 * r.mse_change,
-        r.mse_diff.low,
-        r.mse_diff.high,
-        pct(r.coverage_f32),
-        pct(r.coverage_int8_f32_radii),
-        pct(r.coverage_int8),
-        pct(r.nominal_coverage),
-    )
 }

@@ -2,6 +2,9 @@
 //! instruction set, the lane-blocked batch forward, and the full single-sample predict.
 //! `cargo bench -p tns-engine`.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::{SplitFractions, WindowSpec};
 use tns_engine::{Engine, Isa, LANES, Predictor};
-use tns_format::{ModelConfig, ModelKind};
+use tns_model::{ModelConfig, ModelKind};
 use tns_train::{FitOptions, TrainConfig, fit_model};
 
 const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
@@ -41,7 +44,9 @@ fn engines() -> (Compiled, Vec<f64>) {
     ] {
         let config = ModelConfig::new(kind.name(), kind, &COLUMNS, &COLUMNS, 10, 1, 1);
         let model = fit_model(&config, data.dt(), &splits, &options).unwrap();
-        let (quantization, int8_tensors) = tns_format::quantize_int8(&model.tensors).unwrap();
+        let matrices = model.manifest.config.matrix_weights().unwrap();
+        let (quantization, int8_tensors) =
+            tns_format::quantize_int8(&model.tensors, &matrices).unwrap();
         let mut int8_manifest = model.manifest.clone();
         int8_manifest.quantization = Some(quantization);
         for &isa in &isas {

@@ -9,7 +9,8 @@
 //! the portable build produce identical accumulators; the f32 epilogue is the same scalar
 //! code in both.
 
-use tns_format::{NamedTensor, quantized_codes};
+use tns_format::quantized_codes;
+use tns_model::NamedTensor;
 
 use crate::EngineError;
 use crate::kernels::Kernels;
@@ -148,7 +149,8 @@ mod tests {
             shape: vec![rows],
             data: (0..rows).map(|r| r as f32 * 0.01).collect(),
         };
-        let (_, q) = tns_format::quantize_int8(&[w, b.clone()]).unwrap();
+        let names = [w.name.clone()];
+        let (_, q) = tns_format::quantize_int8(&[w, b.clone()], &names).unwrap();
         QDense::new(&q[0], &q[1], &b).unwrap()
     }
 
@@ -231,7 +233,8 @@ mod tests {
             };
             let mut w = weight(1.0);
             w.data[cols..].fill(-1.0);
-            let (_, q) = tns_format::quantize_int8(&[w]).unwrap();
+            let names = [w.name.clone()];
+            let (_, q) = tns_format::quantize_int8(&[w], &names).unwrap();
             let layer = QDense::new(&q[0], &q[1], &bias).unwrap();
             let mut y = [0f32; 2];
             layer.forward::<K>(&vec![1.0; cols], &mut y, &mut QuantScratch::new(cols, 2));

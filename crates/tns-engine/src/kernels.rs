@@ -221,7 +221,7 @@ mod avx2 {
             let blocks = acc.len() / BLOCK;
             assert!(
                 acc.len() == blocks * BLOCK
-                    && codes.len() % 2 == 0
+                    && codes.len().is_multiple_of(2)
                     && packed.len() >= blocks * codes.len() * BLOCK,
                 "qgemv shapes"
             );

@@ -29,9 +29,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tns_certify::{Certificate, GateScratch};
-use tns_format::{
-    Forecast, FormatError, InputError, Manifest, NamedTensor, Pipeline, load_model, read_model,
-};
+use tns_format::{FormatError, Manifest, load_model, read_model};
+use tns_model::{ConfigError, Forecast, InputError, NamedTensor, Pipeline, PipelineError};
 
 pub use kernels::{Isa, LANES};
 pub use network::{NetworkPlan, NetworkScratch};
@@ -43,6 +42,12 @@ pub enum EngineError {
     /// The model file could not be read or is not a valid TNS model.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The model description is invalid or its tensors do not match it.
+    #[error("model: {0}")]
+    Config(#[from] ConfigError),
+    /// The manifest's fitted parts do not make a pipeline.
+    #[error("model: {0}")]
+    Pipeline(#[from] PipelineError),
     /// The manifest and the tensors do not describe a runnable model.
     #[error("model: {0}")]
     Model(String),
@@ -127,7 +132,7 @@ impl Engine {
         if isa == Isa::Avx2Fma && Isa::detect() != Isa::Avx2Fma {
             return Err(EngineError::Model("this CPU lacks AVX2/FMA".into()));
         }
-        let pipeline = Pipeline::new(&manifest).map_err(EngineError::Model)?;
+        let pipeline = manifest.pipeline()?;
         let network = manifest
             .config
             .network
@@ -234,6 +239,22 @@ impl Engine {
             )
             .find_any(Result::is_err);
         failure.unwrap_or(Ok(()))
+    }
+
+    /// Predicts `n` windows (`[n, lookback, features]` flat) into new predictions, on all
+    /// threads of the current rayon pool: what evaluation and calibration run.
+    pub fn predict_all(&self, windows: &[f64]) -> Result<Vec<Prediction>, EngineError> {
+        let per = self.window_len();
+        if !windows.len().is_multiple_of(per) {
+            return Err(EngineError::Input(InputError::Shape {
+                found: windows.len() % per,
+                lookback: self.manifest.config.lookback,
+                features: self.manifest.config.features.len(),
+            }));
+        }
+        let mut out = vec![self.empty_prediction(); windows.len() / per];
+        self.predict_batch(windows, &mut out)?;
+        Ok(out)
     }
 
     fn predict_block(

@@ -1,7 +1,14 @@
-//! The frozen networks: weights packed once for the kernels, forward passes that write into
-//! caller-owned scratch, and the batch forward that advances `LANES` sequences per step.
+//! The frozen networks: each layer of the model description lowered once to a packed,
+//! allocation-free form, and one forward loop over the stack that serves both the
+//! single-sample path and the lane-blocked batch path (`LANES` sequences per step).
+//!
+//! The two paths differ only in how a dense product is computed ([`Width::dense`]): a
+//! matrix–vector product on column-packed weights, or a matrix product over `LANES`
+//! sequences laid side by side (`[value, lane]`) on row-major weights. Every other piece
+//! of a layer — the GRU's sequence loop and cell, activations — is element-wise or a loop
+//! over steps, written once for both.
 
-use tns_format::{ModelConfig, NamedTensor, NetworkConfig, SCALE_SUFFIX};
+use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 
 use crate::EngineError;
 use crate::int8::{QDense, QuantScratch};
@@ -53,259 +60,84 @@ impl Dense {
         })
     }
 
-    #[inline(always)]
-    fn forward<K: Kernels>(&self, x: &[f32], y: &mut [f32], q: &mut QuantScratch) {
+    /// Bytes of weight storage as a model file holds them: one per INT8 code plus two per
+    /// f16 scale, or four per f32 weight (biases excluded).
+    fn weight_bytes(&self) -> usize {
         match &self.int8 {
-            Some(int8) => int8.forward::<K>(x, y, q),
-            None => K::gemv(&self.columns, x, &self.bias, y),
+            Some(q) => q.code_bytes() + 2 * self.outputs,
+            None => 4 * self.inputs * self.outputs,
         }
     }
+}
+
+/// How many sequences a forward pass carries and how it multiplies by a dense layer.
+trait Width {
+    /// Sequences side by side (values are laid out `[value, lane]`).
+    const N: usize;
+    /// `y = W x + b` for every sequence.
+    fn dense<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], q: &mut QuantScratch);
+}
+
+/// One sequence.
+struct Single;
+
+impl Width for Single {
+    const N: usize = 1;
 
     #[inline(always)]
-    fn forward_lanes<K: Kernels>(&self, xs: &[f32], ys: &mut [f32]) {
-        for (y, &b) in ys.chunks_exact_mut(LANES).zip(&self.bias) {
-            y.fill(b);
+    fn dense<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], q: &mut QuantScratch) {
+        match &d.int8 {
+            Some(int8) => int8.forward::<K>(x, y, q),
+            None => K::gemv(&d.columns, x, &d.bias, y),
         }
-        K::gemm_lanes_acc(&self.rows, xs, ys);
     }
 }
 
+/// `LANES` sequences. INT8 plans never take this path: [`NetworkPlan::forward_lanes`] runs
+/// them one window at a time on the integer kernels.
+struct Lanes;
+
+impl Width for Lanes {
+    const N: usize = LANES;
+
+    #[inline(always)]
+    fn dense<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], _: &mut QuantScratch) {
+        for (yl, &b) in y.chunks_exact_mut(LANES).zip(&d.bias) {
+            yl.fill(b);
+        }
+        K::gemm_lanes_acc(&d.rows, x, y);
+    }
+}
+
+/// The GRU layer: input and recurrent products, the cell, the loop over steps.
 #[derive(Debug, Clone)]
-enum Layers {
-    Linear(Dense),
-    Mlp(Vec<Dense>),
-    Gru {
-        hidden: usize,
-        input: Dense,
-        recurrent: Dense,
-        head: Dense,
-    },
+struct Gru {
+    hidden: usize,
+    channels: usize,
+    input: Dense,
+    recurrent: Dense,
 }
 
-/// A network ready to run: `[lookback, features]` normalized f32 in, `[H·T]` out.
-#[derive(Debug, Clone)]
-pub struct NetworkPlan {
-    layers: Layers,
-    lookback: usize,
-    features: usize,
-    outputs: usize,
-    /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
-    int8: bool,
-    isa: Isa,
-}
-
-/// Buffers of one forward pass (single sample or one lane block), sized by the plan.
-#[derive(Debug, Clone)]
-pub struct NetworkScratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    state: Vec<f32>,
-    lanes_in: Vec<f32>,
-    lanes_out: Vec<f32>,
-    quant: QuantScratch,
-}
-
-impl NetworkPlan {
-    /// Packs the weights of `config`'s network from the model file's tensors; with `int8`,
-    /// every weight matrix must be INT8 (have a `<weight>.scale` tensor) and runs on the
-    /// integer kernels.
-    pub fn new(
-        config: &ModelConfig,
-        tensors: &[NamedTensor],
-        int8: bool,
-        isa: Isa,
-    ) -> Result<Self, EngineError> {
-        let layout = config.tensor_layout();
-        for (name, shape) in &layout {
-            let t = tensor(tensors, name)?;
-            if &t.shape != shape || t.data.len() != shape.iter().product::<usize>() {
-                return Err(EngineError::Model(format!(
-                    "tensor {name:?} has shape {:?}, the config needs {shape:?}",
-                    t.shape
-                )));
-            }
-        }
-        let layer = |weight: &str, bias: &str| -> Result<Dense, EngineError> {
-            let scales = int8
-                .then(|| tensor(tensors, &format!("{weight}{SCALE_SUFFIX}")))
-                .transpose()?;
-            Dense::new(tensor(tensors, weight)?, tensor(tensors, bias)?, scales)
-        };
-        let dense = |prefix: &str| layer(&format!("{prefix}.weight"), &format!("{prefix}.bias"));
-        let layers = match &config.network {
-            Some(NetworkConfig::Linear) => Layers::Linear(dense("linear")?),
-            Some(NetworkConfig::Mlp { hidden }) => Layers::Mlp(
-                (0..=hidden.len())
-                    .map(|i| dense(&format!("mlp.{i}")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(NetworkConfig::Gru { hidden }) => Layers::Gru {
-                hidden: *hidden,
-                input: layer("gru.weight_ih_l0", "gru.bias_ih_l0")?,
-                recurrent: layer("gru.weight_hh_l0", "gru.bias_hh_l0")?,
-                head: dense("head")?,
-            },
-            None => return Err(EngineError::Model("this model kind has no network".into())),
-        };
-        Ok(Self {
-            layers,
-            lookback: config.lookback,
-            features: config.input_width(),
-            outputs: config.output_width(),
-            int8,
-            isa,
-        })
-    }
-
-    /// Whether the weights are INT8.
-    pub fn is_int8(&self) -> bool {
-        self.int8
-    }
-
-    /// Bytes of weight storage the plan computes with, as a model file holds them: one per
-    /// INT8 code plus two per f16 scale, or four per f32 weight (biases excluded).
-    pub fn weight_bytes(&self) -> usize {
-        self.dense_layers()
-            .iter()
-            .map(|d| match &d.int8 {
-                Some(q) => q.code_bytes() + 2 * d.outputs,
-                None => 4 * d.inputs * d.outputs,
-            })
-            .sum()
-    }
-
-    fn dense_layers(&self) -> Vec<&Dense> {
-        match &self.layers {
-            Layers::Linear(d) => vec![d],
-            Layers::Mlp(layers) => layers.iter().collect(),
-            Layers::Gru {
-                input,
-                recurrent,
-                head,
-                ..
-            } => vec![input, recurrent, head],
+impl Gru {
+    /// Runs the sequence `x` (`[step, channel, lane]`) from a zero state and leaves the
+    /// last state in `h` (`[unit, lane]`).
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], h: &mut [f32], s: &mut LayerScratch) {
+        h.fill(0.0);
+        let g = 3 * self.hidden * W::N;
+        let (gi, gh) = (&mut s.gates_in[..g], &mut s.gates_state[..g]);
+        for xt in x.chunks_exact(self.channels * W::N) {
+            W::dense::<K>(&self.input, xt, gi, &mut s.quant);
+            W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
+            gru_cell::<K>(gi, gh, h);
         }
     }
-
-    /// Output values per window.
-    pub fn outputs(&self) -> usize {
-        self.outputs
-    }
-
-    /// Multiply–accumulate operations of one forward pass (for throughput figures).
-    pub fn macs(&self) -> usize {
-        match &self.layers {
-            Layers::Linear(d) => d.inputs * d.outputs,
-            Layers::Mlp(layers) => layers.iter().map(|d| d.inputs * d.outputs).sum(),
-            Layers::Gru {
-                input,
-                recurrent,
-                head,
-                ..
-            } => {
-                self.lookback
-                    * (input.inputs * input.outputs + recurrent.inputs * recurrent.outputs)
-                    + head.inputs * head.outputs
-            }
-        }
-    }
-
-    /// Buffers for [`NetworkPlan::forward`] and [`NetworkPlan::forward_lanes`].
-    pub fn scratch(&self) -> NetworkScratch {
-        let widest = match &self.layers {
-            Layers::Linear(d) => d.outputs,
-            Layers::Mlp(layers) => layers.iter().map(|d| d.outputs).max().unwrap_or(0),
-            Layers::Gru { recurrent, .. } => recurrent.outputs,
-        };
-        let state = match &self.layers {
-            Layers::Gru { hidden, .. } => *hidden,
-            _ => 0,
-        };
-        let dense = self.dense_layers();
-        let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
-        let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
-        NetworkScratch {
-            quant: QuantScratch::new(widest_input, tallest),
-            a: vec![0.0; widest * LANES],
-            b: vec![0.0; widest * LANES],
-            state: vec![0.0; state * LANES],
-            lanes_in: vec![0.0; self.lookback * self.features * LANES],
-            lanes_out: vec![0.0; self.outputs * LANES],
-        }
-    }
-
-    /// One normalized window `[lookback, features]` → `out` `[H·T]`. No allocation.
-    pub fn forward(&self, window: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
-        assert_eq!(window.len(), self.lookback * self.features, "window shape");
-        assert_eq!(out.len(), self.outputs, "output shape");
-        match self.isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2Fma` is only chosen when the CPU reports AVX2 and FMA.
-            Isa::Avx2Fma => unsafe { forward_avx2(self, window, out, scratch) },
-            _ => forward_generic::<Portable>(self, window, out, scratch),
-        }
-    }
-
-    /// Up to `LANES` normalized windows (`[n, lookback, features]`, n ≤ LANES) → `out`
-    /// `[n, H·T]`, advancing all sequences together so each weight is loaded once per step.
-    pub fn forward_lanes(&self, windows: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
-        let per = self.lookback * self.features;
-        let n = windows.len() / per;
-        assert!(n <= LANES && windows.len() == n * per, "lane block shape");
-        assert_eq!(out.len(), n * self.outputs, "output shape");
-        if self.is_int8() {
-            // The integer kernels run one window at a time.
-            for (w, o) in windows
-                .chunks_exact(per)
-                .zip(out.chunks_exact_mut(self.outputs))
-            {
-                self.forward(w, o, scratch);
-            }
-            return;
-        }
-        // Transpose to [row, feature, lane]; unused lanes are zero windows.
-        scratch.lanes_in.fill(0.0);
-        for (l, w) in windows.chunks_exact(per).enumerate() {
-            for (i, &v) in w.iter().enumerate() {
-                scratch.lanes_in[i * LANES + l] = v;
-            }
-        }
-        match self.isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `forward`.
-            Isa::Avx2Fma => unsafe { forward_lanes_avx2(self, scratch) },
-            _ => forward_lanes_generic::<Portable>(self, scratch),
-        }
-        for (l, o) in out.chunks_exact_mut(self.outputs).enumerate() {
-            for (k, v) in o.iter_mut().enumerate() {
-                *v = scratch.lanes_out[k * LANES + l];
-            }
-        }
-    }
-}
-
-fn tensor<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, EngineError> {
-    tensors.iter().find(|t| t.name == name).ok_or_else(|| {
-        EngineError::Model(format!("tensor {name:?} is missing from the model file"))
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_avx2(plan: &NetworkPlan, window: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
-    forward_generic::<crate::kernels::Avx2>(plan, window, out, scratch);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_lanes_avx2(plan: &NetworkPlan, scratch: &mut NetworkScratch) {
-    forward_lanes_generic::<crate::kernels::Avx2>(plan, scratch);
 }
 
 /// The GRU cell's element-wise part (PyTorch convention), over `m` values: with
 /// `gi = W_ih x + b_ih` and `gh = W_hh h + b_hh` laid out `[r | z | n]`,
 /// `r = σ(gi_r + gh_r)`, `z = σ(gi_z + gh_z)`, `n = tanh(gi_n + r ⊙ gh_n)`,
-/// `h ← n + z ⊙ (h − n)`. `m` is the hidden size (single sample) or hidden × LANES.
+/// `h ← n + z ⊙ (h − n)`. `m` is the hidden size times the number of sequences.
 #[inline(always)]
 fn gru_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32]) {
     let m = h.len();
@@ -321,103 +153,307 @@ fn gru_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32]) {
     }
 }
 
-#[inline(always)]
-fn forward_generic<K: Kernels>(
-    plan: &NetworkPlan,
-    window: &[f32],
-    out: &mut [f32],
-    s: &mut NetworkScratch,
-) {
-    match &plan.layers {
-        Layers::Linear(d) => d.forward::<K>(window, out, &mut s.quant),
-        Layers::Mlp(layers) => {
-            let last = layers.len() - 1;
-            for (i, d) in layers.iter().enumerate() {
-                // Activations alternate between the two buffers: even layers write `a`.
-                let (src, dst) = if i % 2 == 0 {
-                    (&s.b, &mut s.a)
-                } else {
-                    (&s.a, &mut s.b)
-                };
-                let x: &[f32] = if i == 0 { window } else { &src[..d.inputs] };
-                if i == last {
-                    d.forward::<K>(x, out, &mut s.quant);
-                } else {
-                    let y = &mut dst[..d.outputs];
-                    d.forward::<K>(x, y, &mut s.quant);
-                    for v in y.iter_mut() {
-                        *v = v.max(0.0);
-                    }
+/// One layer of the description, lowered for the engine.
+#[derive(Debug, Clone)]
+enum LayerPlan {
+    /// No data moves: `[step, channel]` is already the flat vector.
+    Flatten,
+    Dense(Dense),
+    Activation(Activation),
+    Gru(Gru),
+}
+
+impl LayerPlan {
+    /// Lowers one layer, packing its tensors (INT8 when `int8`).
+    fn lower(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
+        let dense = |weight: &str, bias: &str| -> Result<Dense, EngineError> {
+            let (weight, bias) = (
+                format!("{}.{weight}", node.name),
+                format!("{}.{bias}", node.name),
+            );
+            let scales = int8
+                .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
+                .transpose()?;
+            Dense::new(tensor(tensors, &weight)?, tensor(tensors, &bias)?, scales)
+        };
+        Ok(match node.layer {
+            Layer::Flatten => Self::Flatten,
+            Layer::Dense { .. } => Self::Dense(dense("weight", "bias")?),
+            Layer::Activation(a) => Self::Activation(a),
+            Layer::Gru { hidden } => Self::Gru(Gru {
+                hidden,
+                channels: node.input.channels(),
+                input: dense("weight_ih_l0", "bias_ih_l0")?,
+                recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
+            }),
+        })
+    }
+
+    /// `x` → `y` for `W::N` sequences. The stack skips `Flatten` (it moves no data) unless
+    /// it is the last layer, where it copies.
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        match self {
+            Self::Flatten => y.copy_from_slice(x),
+            Self::Dense(d) => W::dense::<K>(d, x, y, &mut s.quant),
+            Self::Activation(Activation::Relu) => {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = v.max(0.0);
                 }
             }
+            Self::Gru(gru) => gru.forward::<K, W>(x, y, s),
         }
-        Layers::Gru {
-            hidden,
-            input,
-            recurrent,
-            head,
-        } => {
-            let h = &mut s.state[..*hidden];
-            h.fill(0.0);
-            let g = recurrent.outputs;
-            for x in window.chunks_exact(plan.features) {
-                let gi = &mut s.a[..g];
-                let gh = &mut s.b[..g];
-                input.forward::<K>(x, gi, &mut s.quant);
-                recurrent.forward::<K>(h, gh, &mut s.quant);
-                gru_cell::<K>(gi, gh, h);
-            }
-            head.forward::<K>(h, out, &mut s.quant);
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        match self {
+            Self::Flatten | Self::Activation(_) => Vec::new(),
+            Self::Dense(d) => vec![d],
+            Self::Gru(g) => vec![&g.input, &g.recurrent],
         }
     }
 }
 
+/// A network ready to run: `[lookback, features]` normalized f32 in, `[H·T]` out.
+#[derive(Debug, Clone)]
+pub struct NetworkPlan {
+    layers: Vec<LayerPlan>,
+    /// Values each layer writes, per sequence.
+    widths: Vec<usize>,
+    inputs: usize,
+    outputs: usize,
+    macs: usize,
+    /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
+    int8: bool,
+    isa: Isa,
+}
+
+/// Buffers a layer needs beyond its input and output.
+#[derive(Debug, Clone)]
+struct LayerScratch {
+    gates_in: Vec<f32>,
+    gates_state: Vec<f32>,
+    quant: QuantScratch,
+}
+
+/// Buffers of one forward pass (single sample or one lane block), sized by the plan.
+#[derive(Debug, Clone)]
+pub struct NetworkScratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    layer: LayerScratch,
+    lanes_in: Vec<f32>,
+    lanes_out: Vec<f32>,
+}
+
+impl NetworkPlan {
+    /// Lowers every layer of `config`'s network from the model file's tensors; with `int8`,
+    /// every weight matrix must be INT8 (have a `<weight>.scale` tensor) and runs on the
+    /// integer kernels.
+    pub fn new(
+        config: &ModelConfig,
+        tensors: &[NamedTensor],
+        int8: bool,
+        isa: Isa,
+    ) -> Result<Self, EngineError> {
+        config.check_tensors(tensors)?;
+        let nodes = config.layers()?;
+        if nodes.is_empty() {
+            return Err(EngineError::Model("this model kind has no network".into()));
+        }
+        let layers = nodes
+            .iter()
+            .map(|n| LayerPlan::lower(n, tensors, int8))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            layers,
+            widths: nodes.iter().map(|n| n.output.len()).collect(),
+            inputs: config.network_input().len(),
+            outputs: config.output_width(),
+            macs: config.macs(),
+            int8,
+            isa,
+        })
+    }
+
+    /// Whether the weights are INT8.
+    pub fn is_int8(&self) -> bool {
+        self.int8
+    }
+
+    /// Bytes of weight storage the plan computes with, as a model file holds them: one per
+    /// INT8 code plus two per f16 scale, or four per f32 weight (biases excluded).
+    pub fn weight_bytes(&self) -> usize {
+        self.dense_layers().iter().map(|d| d.weight_bytes()).sum()
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        self.layers
+            .iter()
+            .flat_map(LayerPlan::dense_layers)
+            .collect()
+    }
+
+    /// Output values per window.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// Multiply–accumulate operations of one forward pass (from the model description).
+    pub fn macs(&self) -> usize {
+        self.macs
+    }
+
+    /// Buffers for [`NetworkPlan::forward`] and [`NetworkPlan::forward_lanes`].
+    pub fn scratch(&self) -> NetworkScratch {
+        let widest = self.widths.iter().copied().max().unwrap_or(0);
+        let gates = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::Gru(g) => 3 * g.hidden,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let dense = self.dense_layers();
+        let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
+        let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
+        NetworkScratch {
+            a: vec![0.0; widest * LANES],
+            b: vec![0.0; widest * LANES],
+            layer: LayerScratch {
+                gates_in: vec![0.0; gates * LANES],
+                gates_state: vec![0.0; gates * LANES],
+                quant: QuantScratch::new(widest_input, tallest),
+            },
+            lanes_in: vec![0.0; self.inputs * LANES],
+            lanes_out: vec![0.0; self.outputs * LANES],
+        }
+    }
+
+    /// One normalized window `[lookback, features]` → `out` `[H·T]`. No allocation.
+    pub fn forward(&self, window: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
+        assert_eq!(window.len(), self.inputs, "window shape");
+        assert_eq!(out.len(), self.outputs, "output shape");
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2Fma` is only chosen when the CPU reports AVX2 and FMA.
+            Isa::Avx2Fma => unsafe { forward_avx2::<Single>(self, window, out, scratch) },
+            _ => forward_stack::<Portable, Single>(self, window, out, scratch),
+        }
+    }
+
+    /// Up to `LANES` normalized windows (`[n, lookback, features]`, n ≤ LANES) → `out`
+    /// `[n, H·T]`, advancing all sequences together so each weight is loaded once per step.
+    pub fn forward_lanes(&self, windows: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
+        let per = self.inputs;
+        let n = windows.len() / per;
+        assert!(n <= LANES && windows.len() == n * per, "lane block shape");
+        assert_eq!(out.len(), n * self.outputs, "output shape");
+        if self.is_int8() {
+            // The integer kernels run one window at a time.
+            for (w, o) in windows
+                .chunks_exact(per)
+                .zip(out.chunks_exact_mut(self.outputs))
+            {
+                self.forward(w, o, scratch);
+            }
+            return;
+        }
+        // Transpose to [value, lane]; unused lanes are zero windows.
+        let mut lanes_in = std::mem::take(&mut scratch.lanes_in);
+        let mut lanes_out = std::mem::take(&mut scratch.lanes_out);
+        lanes_in.fill(0.0);
+        for (l, w) in windows.chunks_exact(per).enumerate() {
+            for (i, &v) in w.iter().enumerate() {
+                lanes_in[i * LANES + l] = v;
+            }
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `forward`.
+            Isa::Avx2Fma => unsafe {
+                forward_avx2::<Lanes>(self, &lanes_in, &mut lanes_out, scratch)
+            },
+            _ => forward_stack::<Portable, Lanes>(self, &lanes_in, &mut lanes_out, scratch),
+        }
+        for (l, o) in out.chunks_exact_mut(self.outputs).enumerate() {
+            for (k, v) in o.iter_mut().enumerate() {
+                *v = lanes_out[k * LANES + l];
+            }
+        }
+        scratch.lanes_in = lanes_in;
+        scratch.lanes_out = lanes_out;
+    }
+}
+
+fn tensor<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, EngineError> {
+    tensors.iter().find(|t| t.name == name).ok_or_else(|| {
+        EngineError::Model(format!("tensor {name:?} is missing from the model file"))
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_avx2<W: Width>(
+    plan: &NetworkPlan,
+    input: &[f32],
+    out: &mut [f32],
+    scratch: &mut NetworkScratch,
+) {
+    forward_stack::<crate::kernels::Avx2, W>(plan, input, out, scratch);
+}
+
+/// Where a layer's input lies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Input,
+    A,
+    B,
+}
+
+/// Runs the stack for `W::N` sequences: each layer reads the previous layer's output and
+/// writes into the other of two buffers; the last layer writes into `out`.
 #[inline(always)]
-fn forward_lanes_generic<K: Kernels>(plan: &NetworkPlan, s: &mut NetworkScratch) {
-    let out = &mut s.lanes_out;
-    match &plan.layers {
-        Layers::Linear(d) => d.forward_lanes::<K>(&s.lanes_in, out),
-        Layers::Mlp(layers) => {
-            let last = layers.len() - 1;
-            for (i, d) in layers.iter().enumerate() {
-                let (src, dst) = if i % 2 == 0 {
-                    (&s.b, &mut s.a)
-                } else {
-                    (&s.a, &mut s.b)
-                };
-                let x: &[f32] = if i == 0 {
-                    &s.lanes_in
-                } else {
-                    &src[..d.inputs * LANES]
-                };
-                if i == last {
-                    d.forward_lanes::<K>(x, out);
-                } else {
-                    let y = &mut dst[..d.outputs * LANES];
-                    d.forward_lanes::<K>(x, y);
-                    for v in y.iter_mut() {
-                        *v = v.max(0.0);
-                    }
+fn forward_stack<K: Kernels, W: Width>(
+    plan: &NetworkPlan,
+    input: &[f32],
+    out: &mut [f32],
+    s: &mut NetworkScratch,
+) {
+    let mut source = Source::Input;
+    let mut len = input.len();
+    let last = plan.layers.len() - 1;
+    for (i, (layer, &width)) in plan.layers.iter().zip(&plan.widths).enumerate() {
+        if matches!(layer, LayerPlan::Flatten) && i != last {
+            continue;
+        }
+        let width = width * W::N;
+        let (x, y): (&[f32], &mut [f32]) = if i == last {
+            let x = match source {
+                Source::Input => input,
+                Source::A => &s.a[..len],
+                Source::B => &s.b[..len],
+            };
+            (x, out)
+        } else {
+            match source {
+                Source::Input => {
+                    source = Source::A;
+                    (input, &mut s.a[..width])
+                }
+                Source::A => {
+                    source = Source::B;
+                    (&s.a[..len], &mut s.b[..width])
+                }
+                Source::B => {
+                    source = Source::A;
+                    (&s.b[..len], &mut s.a[..width])
                 }
             }
-        }
-        Layers::Gru {
-            hidden,
-            input,
-            recurrent,
-            head,
-        } => {
-            let h = &mut s.state[..*hidden * LANES];
-            h.fill(0.0);
-            let g = recurrent.outputs * LANES;
-            for x in s.lanes_in.chunks_exact(plan.features * LANES) {
-                let gi = &mut s.a[..g];
-                let gh = &mut s.b[..g];
-                input.forward_lanes::<K>(x, gi);
-                recurrent.forward_lanes::<K>(h, gh);
-                gru_cell::<K>(gi, gh, h);
-            }
-            head.forward_lanes::<K>(h, out);
-        }
+        };
+        layer.forward::<K, W>(x, y, &mut s.layer);
+        len = width;
     }
 }

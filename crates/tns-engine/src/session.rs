@@ -66,14 +66,14 @@ impl Session {
         let config = &self.predictor.engine().manifest().config;
         let (f, lookback) = (config.features.len(), config.lookback);
         if row.len() != f {
-            return Err(EngineError::Input(tns_format::InputError::Shape {
+            return Err(EngineError::Input(tns_model::InputError::Shape {
                 found: row.len(),
                 lookback: 1,
                 features: f,
             }));
         }
         if let Some(c) = row.iter().position(|v| !v.is_finite()) {
-            return Err(EngineError::Input(tns_format::InputError::NotFinite {
+            return Err(EngineError::Input(tns_model::InputError::NotFinite {
                 row: 0,
                 feature: config.features[c].clone(),
                 value: row[c],

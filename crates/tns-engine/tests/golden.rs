@@ -11,7 +11,8 @@ use std::sync::Arc;
 use common::{Shape, data, fitted};
 use serde_json::{Value, json};
 use tns_engine::{Engine, Isa, Predictor};
-use tns_format::{ModelKind, load_model};
+use tns_format::load_model;
+use tns_model::ModelKind;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")

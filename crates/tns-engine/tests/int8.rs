@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{Shape, data, fitted, windows};
 use tns_engine::{Engine, Isa, Predictor};
-use tns_format::ModelKind;
+use tns_model::ModelKind;
 
 #[test]
 fn int8_plans_agree_across_isas_and_paths_and_stay_close_to_f32() {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Shape, data, fitted};
 use tns_engine::{Engine, Predictor, Session};
-use tns_format::ModelKind;
+use tns_model::ModelKind;
 
 struct Counting;
 

@@ -6,10 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use candle_core::Device;
 use common::{Shape, data, fitted, windows};
+use tns_conformance::CandleReference;
 use tns_engine::{Engine, Isa, Predictor};
-use tns_format::ModelKind;
+use tns_model::ModelKind;
 
 /// `|a − b| ≤ 1e-5 · max(|b|, floor)`: relative, with a floor at the scale of the quantity so
 /// that values crossing zero do not demand more than f32 can give.
@@ -21,16 +21,12 @@ fn check(shape: Shape, rows: usize, n: usize) {
     let (splits, dt) = data(shape, rows);
     for kind in ModelKind::ALL {
         let mut model = fitted(kind, shape, &splits, dt);
-        let per = model
-            .forecaster(&Device::Cpu)
-            .unwrap()
-            .pipeline()
-            .window_len();
+        let per = model.manifest.config.lookback * model.manifest.config.features.len();
         let windows = windows(&splits, n, per);
         if kind == ModelKind::SystemB {
             common::split_gate_decisions(&mut model, &windows);
         }
-        let forecaster = model.forecaster(&Device::Cpu).unwrap();
+        let forecaster = CandleReference::new(&model.manifest, &model.tensors).unwrap();
         let reference = forecaster.predict(&windows).unwrap();
         let mut isas = vec![Isa::Portable];
         if Isa::detect() == Isa::Avx2Fma {

@@ -1,5 +1,7 @@
-//! Evaluation: error metrics per horizon step, gate pass rate, conformal coverage, a
-//! paired block bootstrap of MSE differences, the comparison table, and SVG plots.
+//! Evaluation on the inference engine: error metrics per horizon step, gate pass rate,
+//! conformal coverage, a paired block bootstrap of MSE differences, the comparison of several
+//! models on the same test windows ([`compare`]), INT8 quantization with its accuracy report
+//! ([`quantize_with_report`]), and SVG plots.
 //!
 //! ```
 //! use tns_eval::paired_bootstrap;
@@ -10,8 +12,15 @@
 //! assert_eq!((ci.mean, ci.low, ci.high), (1.0, 1.0, 1.0));
 //! ```
 
+mod compare;
 mod metrics;
 mod plot;
+mod quantize;
+
+use std::path::PathBuf;
+
+pub use compare::{Report, compare};
+pub use quantize::{Int8Report, quantize_with_report, summary};
 
 pub use metrics::{
     DiffInterval, ModelReport, StepMetrics, evaluate, markdown_table, paired_bootstrap,
@@ -20,3 +29,39 @@ pub use metrics::{
 pub use plot::{
     LossCurve, PlotError, SeriesToPlot, plot_forecasts, plot_latency_histograms, plot_loss_curves,
 };
+
+/// Errors of evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// No model to compare.
+    #[error("no model to evaluate")]
+    NoModels,
+    /// A model could not predict the windows.
+    #[error("predicting with {model}: {source}")]
+    Predict {
+        /// The model's name.
+        model: String,
+        /// What the engine reported.
+        source: tns_engine::EngineError,
+    },
+    /// A model could not be compiled for the engine.
+    #[error(transparent)]
+    Engine(#[from] tns_engine::EngineError),
+    /// The model description is invalid.
+    #[error(transparent)]
+    Description(#[from] tns_model::ConfigError),
+    /// Quantization is not possible for this model.
+    #[error("cannot quantize: {0}")]
+    Quantize(String),
+    /// Recalibrating the conformal radii failed.
+    #[error(transparent)]
+    Conformal(#[from] tns_certify::ConformalError),
+    /// A report could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}

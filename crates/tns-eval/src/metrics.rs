@@ -2,7 +2,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tns_certify::ConformalCalibration;
-use tns_format::Forecast;
+use tns_model::Forecast;
 
 /// Errors of one horizon step (over all targets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

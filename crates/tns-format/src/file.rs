@@ -5,10 +5,13 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tns_certify::ConformalCalibration;
-use tns_kalman::{AxisParams, KalmanSpec};
+
+use tns_model::{
+    InputNormalization, KalmanParameters, ModelConfig, NamedTensor, Pipeline, PipelineError,
+    PipelineParts,
+};
 
 use crate::quantize::{QuantScheme, Quantization, SCALE_SUFFIX, quantized_codes};
-use crate::{InputNormalization, ModelConfig};
 
 /// Value of the manifest's `format` field: tells a TNS model from any other safetensors file.
 pub const FORMAT_TAG: &str = "tns-model";
@@ -17,15 +20,6 @@ pub const FORMAT_TAG: &str = "tns-model";
 /// written as version 1 so that older TNS builds keep reading them.
 pub const FORMAT_VERSION: u32 = 2;
 const MANIFEST_KEY: &str = "tns.manifest";
-
-/// The Kalman prior as stored: layout and fitted parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KalmanManifest {
-    /// Axes and `dt`.
-    pub spec: KalmanSpec,
-    /// Fitted noise parameters per axis.
-    pub params: Vec<AxisParams>,
-}
 
 /// What training did, for the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +56,7 @@ pub struct Manifest {
     /// Scale of the network output per `[horizon, target]`: `y = base + scale ⊙ net(x)`.
     pub residual_scale: Vec<f64>,
     /// The Kalman prior, for Kalman-based kinds.
-    pub kalman: Option<KalmanManifest>,
+    pub kalman: Option<KalmanParameters>,
     /// Conformal radii (fitted on the calibration split).
     pub conformal: Option<ConformalCalibration>,
     /// Training record, for learned kinds.
@@ -74,53 +68,104 @@ pub struct Manifest {
     pub quantization: Option<Quantization>,
 }
 
-/// One f32 tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    /// Name, e.g. `gru.weight_ih_l0`.
-    pub name: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub data: Vec<f32>,
+impl Manifest {
+    /// The runtime pipeline (normalization, base, gate, interval) of this model.
+    pub fn pipeline(&self) -> Result<Pipeline, PipelineError> {
+        Pipeline::new(PipelineParts {
+            config: &self.config,
+            normalization: &self.normalization,
+            residual_scale: &self.residual_scale,
+            kalman: self.kalman.as_ref(),
+            conformal: self.conformal.as_ref(),
+            version: &self.tns_version,
+            sha256: &self.tensors_sha256,
+        })
+    }
 }
 
-/// Why a model file could not be written or read.
+/// Why a model file could not be written or read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
+    /// The file could not be read or written.
     #[error("cannot access model file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The bytes are not a complete safetensors file.
     #[error(
         "{path} is truncated or not a safetensors file ({detail}); re-export or re-train the model"
     )]
-    Truncated { path: PathBuf, detail: String },
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What safetensors reported.
+        detail: String,
+    },
+    /// A safetensors file without a TNS manifest.
     #[error(
         "{path} is a safetensors file but not a TNS model (no {MANIFEST_KEY:?} manifest or wrong format tag)"
     )]
-    NotTns { path: PathBuf },
+    NotTns {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Written by a newer TNS.
     #[error(
         "{path} was written by a newer TNS (format version {found}, this build reads up to {FORMAT_VERSION}); upgrade TNS"
     )]
-    FutureVersion { path: PathBuf, found: u32 },
+    FutureVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its format version.
+        found: u32,
+    },
+    /// The manifest's model description is invalid.
+    #[error("{path}: the model description is invalid: {source}")]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the description.
+        source: tns_model::ConfigError,
+    },
+    /// The manifest is not valid JSON of the expected structure.
     #[error("{path}: manifest is invalid: {detail}")]
-    BadManifest { path: PathBuf, detail: String },
+    BadManifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The tensors do not hash to the manifest's checksum.
     #[error(
         "{path}: checksum mismatch (manifest says {expected}, tensors hash to {found}): the file was modified or corrupted"
     )]
     Checksum {
+        /// The file.
         path: PathBuf,
+        /// The manifest's checksum.
         expected: String,
+        /// The tensors' checksum.
         found: String,
     },
+    /// A tensor with an unexpected dtype or shape.
     #[error("{path}: tensor {name:?} has an unexpected dtype or an invalid shape")]
-    BadTensor { path: PathBuf, name: String },
+    BadTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+    },
+    /// A quantized weight that is not codes × scales.
     #[error("{path}: quantized weight {name:?}: {detail}")]
     BadQuantization {
+        /// The file.
         path: PathBuf,
+        /// The weight.
         name: String,
+        /// What is wrong.
         detail: String,
     },
 }
@@ -293,7 +338,7 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
     manifest
         .config
         .validate()
-        .map_err(|detail| FormatError::BadManifest { path: p(), detail })?;
+        .map_err(|source| FormatError::InvalidConfig { path: p(), source })?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| FormatError::Truncated {
         path: p(),
         detail: e.to_string(),
@@ -386,7 +431,7 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ModelConfig, ModelKind};
+    use tns_model::ModelKind;
 
     fn sample() -> (Manifest, Vec<NamedTensor>) {
         let f = ["x", "y"];
@@ -450,7 +495,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.tns");
         let (mut m, t) = sample();
-        let (quantization, q) = crate::quantize_int8(&t).unwrap();
+        let (quantization, q) = crate::quantize_int8(&t, &["head.weight".to_string()]).unwrap();
         m.quantization = Some(quantization);
         let written = save_model(&path, &m, &q).unwrap();
         assert_eq!(written.format_version, 2);
@@ -599,7 +644,10 @@ mod tests {
             bytes.extend_from_slice(&std::fs::read(&path).unwrap()[8 + header_len..]);
             let err = read_model(&path, &bytes).unwrap_err();
             assert!(
-                matches!(err, FormatError::BadManifest { .. }),
+                matches!(
+                    err,
+                    FormatError::BadManifest { .. } | FormatError::InvalidConfig { .. }
+                ),
                 "{edit}: {err}"
             );
             assert!(

@@ -8,24 +8,16 @@
 //! says which. This crate does not depend on the training library, so serving and
 //! embedding a model never pull in Candle.
 //!
-//! ```
-//! use tns_format::{ModelConfig, ModelKind, NetworkConfig};
-//! let cfg = ModelConfig::new("a", ModelKind::SystemA, &["x", "y", "vx", "vy"], &["x", "y", "vx", "vy"], 10, 1, 1);
-//! assert_eq!(cfg.network, Some(NetworkConfig::Gru { hidden: 32 }));
-//! assert_eq!(cfg.parameter_count(), 3_780);
-//! ```
+//! The model description itself ([`tns_model::ModelConfig`]) and the runtime pipeline live
+//! in `tns-model`; this crate only reads and writes files.
 
-mod config;
 mod file;
-mod pipeline;
 mod quantize;
 
-pub use config::{Base, InputNormalization, ModelConfig, ModelKind, NetworkConfig};
 pub use file::{
-    FORMAT_TAG, FORMAT_VERSION, FormatError, KalmanManifest, Manifest, NamedTensor,
-    TrainingSummary, load_model, read_model, save_model, tensor_checksum,
+    FORMAT_TAG, FORMAT_VERSION, FormatError, Manifest, TrainingSummary, load_model, read_model,
+    save_model, tensor_checksum,
 };
-pub use pipeline::{Forecast, InputError, Pipeline};
 pub use quantize::{
     INT8_MAX, QuantScheme, Quantization, SCALE_SUFFIX, quantize_int8, quantized_codes,
 };

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::NamedTensor;
+use tns_model::NamedTensor;
 
 /// The quantization schemes a model file can declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,17 +35,19 @@ pub const SCALE_SUFFIX: &str = ".scale";
 /// Largest code magnitude.
 pub const INT8_MAX: f32 = 127.0;
 
-/// Quantizes every 2-D weight of the model (`*.weight`, `gru.weight_*`); biases stay f32.
+/// Quantizes the weight matrices named in `matrices` (the description's
+/// [`tns_model::ModelConfig::matrix_weights`]); biases and everything else stay f32.
 /// Returns what to store in [`crate::Manifest::quantization`] and the tensors (quantized
 /// weights as `q · s`, plus their scales).
 ///
 /// ```
-/// use tns_format::{NamedTensor, quantize_int8, quantized_codes};
+/// use tns_format::{quantize_int8, quantized_codes};
+/// use tns_model::NamedTensor;
 /// let tensors = vec![
 ///     NamedTensor { name: "linear.weight".into(), shape: vec![2, 3], data: vec![0.5, -1.0, 0.25, 2.0, 0.0, -0.1] },
 ///     NamedTensor { name: "linear.bias".into(), shape: vec![2], data: vec![0.1, 0.2] },
 /// ];
-/// let (quantization, q) = quantize_int8(&tensors).unwrap();
+/// let (quantization, q) = quantize_int8(&tensors, &["linear.weight".to_string()]).unwrap();
 /// assert_eq!(quantization.weights, ["linear.weight"]);
 /// let w = q.iter().find(|t| t.name == "linear.weight").unwrap();
 /// let s = q.iter().find(|t| t.name == "linear.weight.scale").unwrap();
@@ -53,14 +55,23 @@ pub const INT8_MAX: f32 = 127.0;
 /// // Row 0 has max |w| = 1.0; its scale is 1/127 rounded up to f16.
 /// assert_eq!(&codes[..3], &[63, -127, 32]);
 /// ```
-pub fn quantize_int8(tensors: &[NamedTensor]) -> Result<(Quantization, Vec<NamedTensor>), String> {
+pub fn quantize_int8(
+    tensors: &[NamedTensor],
+    matrices: &[String],
+) -> Result<(Quantization, Vec<NamedTensor>), String> {
     if tensors.iter().any(|t| t.name.ends_with(SCALE_SUFFIX)) {
         return Err("the model is already quantized".into());
+    }
+    if let Some(missing) = matrices
+        .iter()
+        .find(|m| !tensors.iter().any(|t| &t.name == *m))
+    {
+        return Err(format!("weight {missing:?} is not among the tensors"));
     }
     let mut out = Vec::with_capacity(tensors.len() * 2);
     let mut weights = Vec::new();
     for t in tensors {
-        if t.shape.len() != 2 {
+        if !matrices.contains(&t.name) || t.shape.len() != 2 {
             out.push(t.clone());
             continue;
         }

@@ -1,11 +1,11 @@
-//! The learned models on Candle: the networks (linear, MLP, GRU) built from a
-//! [`tns_format::ModelConfig`], and [`Forecaster`], which wraps a network with the
-//! manifest's pipeline (normalization, base forecast, gate, certificate) to predict from
-//! raw windows.
+//! The networks on Candle, for training: every layer of the model description
+//! ([`tns_model::Layer`]) lowered once to Candle modules, built from a
+//! [`tns_model::ModelConfig`], and the gate-aware training penalty. Prediction after
+//! training runs on the engine (`tns-engine`), not here.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use tns_format::{ModelConfig, ModelKind};
+//! use tns_model::{ModelConfig, ModelKind};
 //! use tns_models::Network;
 //!
 //! let cfg = ModelConfig::new("a", ModelKind::SystemA, &["x", "y", "vx", "vy"], &["x", "y", "vx", "vy"], 10, 1, 1);
@@ -15,23 +15,22 @@
 //! assert_eq!(net.forward(&x).unwrap().dims(), &[2, 4]);
 //! ```
 
-mod forecaster;
 mod gate_loss;
 mod network;
 
-pub use forecaster::Forecaster;
 pub use gate_loss::{gate_penalty, gate_statistics};
 pub use network::Network;
 
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A Candle operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The model description is invalid or its tensors do not match it.
     #[error(transparent)]
-    Format(#[from] tns_format::FormatError),
-    #[error(transparent)]
-    Input(#[from] tns_format::InputError),
+    Description(#[from] tns_model::ConfigError),
+    /// The network and its inputs do not fit together.
     #[error("invalid model: {0}")]
     Config(String),
 }

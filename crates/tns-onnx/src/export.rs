@@ -12,8 +12,9 @@
 //!   The exporter reads that map off the pipeline itself by probing it with unit windows, so
 //!   the graph and the engine share one source of truth, and checks the map reproduces the
 //!   pipeline on a random window before it writes anything.
-//! - **The network**: `Gemm`/`Relu` for linear and MLP, ONNX `GRU` (gates reordered from
-//!   PyTorch's `r, z, n` to ONNX's `z, r, h`, `linear_before_reset = 1`) + `Gemm` head.
+//! - **The network**: each layer of the description lowered once — `Flatten`, `Gemm`
+//!   (dense), `Relu`, ONNX `GRU` (gates reordered from PyTorch's `r, z, n` to ONNX's
+//!   `z, r, h`, `linear_before_reset = 1`).
 //! - **The gate**: the prior's predictive covariance is constant too, so `d² = ‖L⁻¹ r‖²` is a
 //!   `MatMul` by the block-diagonal `L⁻ᵀ`, a square and a `ReduceSum`; the test is
 //!   `LessOrEqual`, the decision a `Where`.
@@ -21,7 +22,8 @@
 
 use prost::Message;
 use tns_certify::{GateMode, linalg};
-use tns_format::{Manifest, ModelKind, NamedTensor, NetworkConfig, Pipeline};
+use tns_format::Manifest;
+use tns_model::{Activation, Layer, LayerNode, ModelConfig, ModelKind, NamedTensor, Pipeline};
 
 use crate::graph::{Attr, Dim, GraphBuilder, value_info};
 use crate::proto::{
@@ -77,7 +79,9 @@ pub mod names {
 /// ```
 pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto, ExportError> {
     let c = &manifest.config;
-    let pipeline = Pipeline::new(manifest).map_err(ExportError::Model)?;
+    let pipeline = manifest
+        .pipeline()
+        .map_err(|e| ExportError::Model(e.to_string()))?;
     let (lookback, features) = (c.lookback, c.features.len());
     let (horizon, targets) = (c.horizon, c.targets.len());
     let width = horizon * targets;
@@ -129,9 +133,9 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
 
     let forecast_flat = match &c.network {
         None => base_flat.clone(),
-        Some(network) => {
+        Some(_) => {
             let normalized = normalize(&mut g, manifest)?;
-            let net_out = network_graph(&mut g, network, &normalized, tensors, c)?;
+            let net_out = network_graph(&mut g, &normalized, tensors, c)?;
             let scale: Vec<f32> = manifest.residual_scale.iter().map(|&s| s as f32).collect();
             let scale = g.constant("residual_scale", &[width], scale);
             let correction = g.node("Mul", &[&net_out, &scale], "correction_flat", vec![]);
@@ -370,89 +374,93 @@ fn dense(
     ))
 }
 
-/// The network on normalized windows `[batch, lookback, features]` → `[batch, H·T]`.
+/// The network on normalized windows `[batch, lookback, features]` → `[batch, H·T]`: each
+/// layer of the description lowered to ONNX operators.
 fn network_graph(
     g: &mut GraphBuilder,
-    network: &NetworkConfig,
     normalized: &str,
     tensors: &[NamedTensor],
-    config: &tns_format::ModelConfig,
+    config: &ModelConfig,
 ) -> Result<String, ExportError> {
-    for (name, shape) in config.tensor_layout() {
-        let t = weights(tensors, &name)?;
-        if t.shape != shape {
-            return Err(ExportError::Model(format!(
-                "tensor {name:?} has shape {:?}, the config needs {shape:?}",
-                t.shape
-            )));
-        }
+    config
+        .check_tensors(tensors)
+        .map_err(|e| ExportError::Model(e.to_string()))?;
+    let layers = config
+        .layers()
+        .map_err(|e| ExportError::Model(e.to_string()))?;
+    let mut x = normalized.to_string();
+    for node in &layers {
+        x = lower_layer(g, node, &x, tensors)?;
     }
-    match network {
-        NetworkConfig::Linear => {
-            let flat = g.node(
-                "Flatten",
-                &[normalized],
-                "net_in",
-                vec![Attr::Int("axis", 1)],
-            );
-            dense(g, tensors, "linear", &flat, "net_out")
+    Ok(g.node("Identity", &[&x], "net_out", vec![]))
+}
+
+/// One layer as ONNX nodes: sequences are `[batch, steps, channels]`, vectors `[batch, n]`.
+fn lower_layer(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    input: &str,
+    tensors: &[NamedTensor],
+) -> Result<String, ExportError> {
+    let name = &node.name;
+    Ok(match node.layer {
+        Layer::Flatten => g.node(
+            "Flatten",
+            &[input],
+            &format!("{name}.out"),
+            vec![Attr::Int("axis", 1)],
+        ),
+        Layer::Dense { .. } => dense(g, tensors, name, input, &format!("{name}.out"))?,
+        Layer::Activation(Activation::Relu) => {
+            g.node("Relu", &[input], &format!("{name}.out"), vec![])
         }
-        NetworkConfig::Mlp { hidden } => {
-            let mut x = g.node(
-                "Flatten",
-                &[normalized],
-                "net_in",
-                vec![Attr::Int("axis", 1)],
-            );
-            for i in 0..=hidden.len() {
-                let y = dense(g, tensors, &format!("mlp.{i}"), &x, &format!("mlp.{i}.out"))?;
-                x = if i == hidden.len() {
-                    y
-                } else {
-                    g.node("Relu", &[&y], &format!("mlp.{i}.relu"), vec![])
-                };
-            }
-            Ok(g.node("Identity", &[&x], "net_out", vec![]))
-        }
-        NetworkConfig::Gru { hidden } => {
-            let h = *hidden;
-            let features = config.input_width();
+        Layer::Gru { hidden: h } => {
+            let channels = node.input.channels();
             // PyTorch stacks gates r, z, n; ONNX wants z, r, h.
             let reorder = |t: &NamedTensor, cols: usize| -> Vec<f32> {
                 let block = |k: usize| &t.data[k * h * cols..(k + 1) * h * cols];
                 [block(1), block(0), block(2)].concat()
             };
-            let w_ih = weights(tensors, "gru.weight_ih_l0")?;
-            let w_hh = weights(tensors, "gru.weight_hh_l0")?;
-            let b_ih = weights(tensors, "gru.bias_ih_l0")?;
-            let b_hh = weights(tensors, "gru.bias_hh_l0")?;
-            let w = g.constant("gru.W", &[1, 3 * h, features], reorder(w_ih, features));
-            let r = g.constant("gru.R", &[1, 3 * h, h], reorder(w_hh, h));
+            let tensor = |suffix: &str| weights(tensors, &format!("{name}.{suffix}"));
+            let w = g.constant(
+                &format!("{name}.W"),
+                &[1, 3 * h, channels],
+                reorder(tensor("weight_ih_l0")?, channels),
+            );
+            let r = g.constant(
+                &format!("{name}.R"),
+                &[1, 3 * h, h],
+                reorder(tensor("weight_hh_l0")?, h),
+            );
             let b = g.constant(
-                "gru.B",
+                &format!("{name}.B"),
                 &[1, 6 * h],
-                [reorder(b_ih, 1), reorder(b_hh, 1)].concat(),
+                [
+                    reorder(tensor("bias_ih_l0")?, 1),
+                    reorder(tensor("bias_hh_l0")?, 1),
+                ]
+                .concat(),
             );
             let seq_major = g.node(
                 "Transpose",
-                &[normalized],
-                "gru_in",
+                &[input],
+                &format!("{name}.in"),
                 vec![Attr::Ints("perm", vec![1, 0, 2])],
             );
+            let last = format!("{name}.last");
             g.node_with_outputs(
                 "GRU",
                 &[&seq_major, &w, &r, &b],
-                &["", "gru_last"],
+                &["", &last],
                 vec![
                     Attr::Int("hidden_size", h as i64),
                     Attr::Int("linear_before_reset", 1),
                 ],
             );
-            let axis0 = g.constant_i64("axis_0", vec![0]);
-            let state = g.node("Squeeze", &["gru_last", &axis0], "gru_state", vec![]);
-            dense(g, tensors, "head", &state, "net_out")
+            let axis0 = g.constant_i64(&format!("{name}.axis_0"), vec![0]);
+            g.node("Squeeze", &[&last, &axis0], &format!("{name}.out"), vec![])
         }
-    }
+    })
 }
 
 /// The chi-square gate on the correction `[batch, H·T]`; returns the correction to add.
@@ -461,7 +469,7 @@ fn gate_graph(
     pipeline: &Pipeline,
     gate: &tns_certify::Gate,
     correction: &str,
-    config: &tns_format::ModelConfig,
+    config: &ModelConfig,
 ) -> Result<String, ExportError> {
     let (horizon, t) = (config.horizon, config.targets.len());
     let width = horizon * t;
@@ -565,7 +573,7 @@ fn doc_string(manifest: &Manifest, pipeline: &Pipeline, outputs: &[(&str, String
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if c.kind.base() == tns_format::Base::KalmanPrior {
+    if c.kind.base() == tns_model::Base::KalmanPrior {
         doc.push_str(
             " The Kalman prior is unrolled over the fixed window into one MatMul (its gains do not depend on the data).",
         );

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use common::{Shape, data, fitted, split_gate_decisions, windows};
 use tns_certify::GateMode;
 use tns_engine::Engine;
-use tns_format::ModelKind;
+use tns_model::ModelKind;
 
 fn python() -> String {
     std::env::var("TNS_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -446,7 +446,8 @@ async fn reload_swaps_a_good_file_and_keeps_serving_through_a_broken_one() {
 
     // Good: an INT8 version of the same model. Version 2, new checksum, new numbers.
     let (manifest, tensors) = tns_format::load_model(&golden()).unwrap();
-    let (quantization, q) = tns_format::quantize_int8(&tensors).unwrap();
+    let matrices = manifest.config.matrix_weights().unwrap();
+    let (quantization, q) = tns_format::quantize_int8(&tensors, &matrices).unwrap();
     let mut manifest = manifest;
     manifest.quantization = Some(quantization);
     let written = tns_format::save_model(&f.model_path, &manifest, &q).unwrap();

@@ -4,10 +4,10 @@ use std::time::Instant;
 use candle_core::Device;
 use tns_certify::ConformalCalibration;
 use tns_data::Splits;
-use tns_format::{
-    Manifest, ModelConfig, NamedTensor, TrainingSummary, save_model, tensor_checksum,
-};
-use tns_models::{Forecaster, Network};
+use tns_engine::Engine;
+use tns_format::{Manifest, TrainingSummary, save_model, tensor_checksum};
+use tns_model::{ModelConfig, NamedTensor};
+use tns_models::Network;
 
 use crate::{EpochMetrics, TrainConfig, TrainError, Trainer, prepare};
 
@@ -61,20 +61,9 @@ impl TrainedModel {
         Ok(save_model(path, &self.manifest, &self.tensors)?)
     }
 
-    /// A forecaster over this model, on `device`.
-    pub fn forecaster(&self, device: &Device) -> Result<Forecaster, TrainError> {
-        let network = self
-            .manifest
-            .config
-            .network
-            .as_ref()
-            .map(|_| Network::from_tensors(&self.manifest.config, &self.tensors, device))
-            .transpose()?;
-        Ok(Forecaster::new(
-            self.manifest.clone(),
-            network,
-            device.clone(),
-        )?)
+    /// The model compiled for the inference engine.
+    pub fn engine(&self) -> Result<Engine, TrainError> {
+        Ok(Engine::new(self.manifest.clone(), &self.tensors)?)
     }
 }
 
@@ -133,12 +122,12 @@ pub fn fit_model(
         model.history = outcome.history;
     }
     model.manifest.tensors_sha256 = tensor_checksum(&model.tensors);
-    let forecasts = model
-        .forecaster(&options.device)?
-        .predict(splits.cal.inputs())?;
-    let predictions: Vec<f64> = forecasts
+    // Calibrated on the engine: the radii cover the forecasts of the code that serves them.
+    let predictions: Vec<f64> = model
+        .engine()?
+        .predict_all(splits.cal.inputs())?
         .iter()
-        .flat_map(|f| f.prediction.iter().copied())
+        .flat_map(|p| p.values().iter().copied())
         .collect();
     model.manifest.conformal = Some(ConformalCalibration::fit(
         options.conformal_alpha,

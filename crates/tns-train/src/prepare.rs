@@ -1,7 +1,8 @@
 use tns_certify::{Gate, linalg};
 use tns_data::{Splits, WindowSet};
-use tns_format::{Base, InputNormalization, KalmanManifest, Manifest, ModelConfig, Pipeline};
+use tns_format::Manifest;
 use tns_kalman::{KalmanSpec, fit_params};
+use tns_model::{Base, InputNormalization, KalmanParameters, ModelConfig, Pipeline};
 
 use crate::TrainError;
 
@@ -54,7 +55,7 @@ pub struct Prepared {
 /// Fits the Kalman parameters (maximum likelihood on the training rows), the input
 /// normalization and the residual scales, all on the training split only.
 pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepared, TrainError> {
-    config.validate().map_err(TrainError::Config)?;
+    config.validate()?;
     let f = config.features.len();
     let tr = &splits.train;
     if tr.features() != f
@@ -73,7 +74,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
             config.targets.len()
         )));
     }
-    let targets = config.target_indices().map_err(TrainError::Config)?;
+    let targets = config.target_indices()?;
     let kalman = match (&config.kalman_axes, config.kind.base()) {
         (Some(axes), Base::KalmanPrior) => {
             // Kinematic axes use the data's time unit; pure trends count in steps.
@@ -92,7 +93,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
                 .map(|s| s.values.as_slice())
                 .collect();
             let params = fit_params(&spec, &rows, f);
-            Some(KalmanManifest { spec, params })
+            Some(KalmanParameters { spec, params })
         }
         _ => None,
     };
@@ -127,13 +128,13 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
     };
     // The base forecast does not depend on the residual scale, so the training bases are
     // computed once (the Kalman filter runs once per window) and reused below.
-    let unit = Pipeline::new(&manifest).map_err(TrainError::Config)?;
+    let unit = manifest.pipeline()?;
     let bases = |set: &WindowSet| -> Vec<Vec<f64>> {
         (0..set.len()).map(|i| unit.base(set.input(i)).0).collect()
     };
     let train_bases = bases(tr);
     manifest.residual_scale = residual_rms(&train_bases, tr);
-    let pipeline = Pipeline::new(&manifest).map_err(TrainError::Config)?;
+    let pipeline = manifest.pipeline()?;
     let (train, val) = if config.network.is_some() {
         (
             net_data(&pipeline, &manifest, tr, &train_bases)?,
@@ -217,7 +218,7 @@ fn net_data(
             horizon: h,
             targets: t,
             threshold: Gate::new(g.alpha, t, g.mode)
-                .map_err(|e| TrainError::Config(e.to_string()))?
+                .map_err(|e| TrainError::Config(format!("gate: {e}")))?
                 .threshold(),
         }),
         None => None,

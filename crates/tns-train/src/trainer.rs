@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
-use tns_format::NamedTensor;
+use tns_model::NamedTensor;
 use tns_models::{Network, gate_penalty};
 
 use crate::prepare::NetData;

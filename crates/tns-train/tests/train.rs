@@ -2,8 +2,10 @@
 
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::{SplitFractions, Splits, WindowSpec};
-use tns_format::{ModelConfig, ModelKind, load_model};
+use tns_engine::{Engine, Predictor};
+use tns_format::load_model;
 use tns_kalman::Axis;
+use tns_model::{ModelConfig, ModelKind};
 use tns_train::{FitOptions, TrainConfig, fit_model};
 
 const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
@@ -100,18 +102,22 @@ fn saved_models_load_and_predict_identically_with_certificates() {
     model.save(&path).unwrap();
     let (manifest, _) = load_model(&path).unwrap();
     assert_eq!(manifest.config.parameter_count(), 3_780);
-    let device = candle_core::Device::Cpu;
-    let a = model.forecaster(&device).unwrap();
-    let b = tns_models::Forecaster::load(&path, &device).unwrap();
+    let a = std::sync::Arc::new(model.engine().unwrap());
+    let b = std::sync::Arc::new(Engine::load(&path).unwrap());
     let w = splits.test.input(0);
-    assert_eq!(a.predict(w).unwrap(), b.predict(w).unwrap());
-    let cert = serde_json::to_value(b.certify(w).unwrap()).unwrap();
+    let (mut pa, mut pb) = (Predictor::new(a.clone()), Predictor::new(b.clone()));
+    assert_eq!(pa.predict(w).unwrap(), pb.predict(w).unwrap());
+    let certify = |p: &mut Predictor| {
+        let prediction = p.predict(w).unwrap().clone();
+        serde_json::to_value(p.engine().certificate(&prediction)).unwrap()
+    };
+    let cert = certify(&mut pb);
     assert_eq!(cert["gate"]["test"], "chi2_mahalanobis");
     assert_eq!(cert["model"]["sha256"], manifest.tensors_sha256);
-    assert_eq!(cert, serde_json::to_value(b.certify(w).unwrap()).unwrap());
+    assert_eq!(cert, certify(&mut pb));
     // NaN input is refused with the row and feature named.
     let mut bad = w.to_vec();
     bad[5] = f64::NAN;
-    let err = b.predict(&bad).unwrap_err().to_string();
+    let err = pb.predict(&bad).unwrap_err().to_string();
     assert!(err.contains("row 1") && err.contains("\"y\""), "{err}");
 }

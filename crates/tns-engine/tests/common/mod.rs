@@ -3,13 +3,13 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
-use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tns_conformance::CandleReference;
 use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::{SplitFractions, Splits, WindowSpec};
-use tns_format::{ModelConfig, ModelKind};
 use tns_kalman::Axis;
+use tns_model::{ModelConfig, ModelKind, NamedTensor};
 use tns_train::{FitOptions, TrainConfig, TrainedModel, fit_model};
 
 pub const COLUMNS: [&str; 4] = ["x", "y", "vx", "vy"];
@@ -134,9 +134,9 @@ pub fn windows(splits: &tns_data::Splits, n: usize, per: usize) -> Vec<f64> {
 /// gate statistics exceed the threshold: tests then compare both the accept and the
 /// fallback path.
 pub fn split_gate_decisions(model: &mut TrainedModel, windows: &[f64]) {
-    let forecaster = model.forecaster(&Device::Cpu).unwrap();
-    let threshold = forecaster.pipeline().gate().unwrap().threshold();
-    let mut d2: Vec<f64> = forecaster
+    let reference = CandleReference::new(&model.manifest, &model.tensors).unwrap();
+    let threshold = reference.pipeline().gate().unwrap().threshold();
+    let mut d2: Vec<f64> = reference
         .predict(windows)
         .unwrap()
         .iter()
@@ -159,9 +159,10 @@ pub fn split_gate_decisions(model: &mut TrainedModel, windows: &[f64]) {
 /// The INT8 version of a model (weights only; the conformal radii are left as they are).
 pub fn int8(
     manifest: &tns_format::Manifest,
-    tensors: &[tns_format::NamedTensor],
-) -> (tns_format::Manifest, Vec<tns_format::NamedTensor>) {
-    let (quantization, tensors) = tns_format::quantize_int8(tensors).unwrap();
+    tensors: &[NamedTensor],
+) -> (tns_format::Manifest, Vec<NamedTensor>) {
+    let matrices = manifest.config.matrix_weights().unwrap();
+    let (quantization, tensors) = tns_format::quantize_int8(tensors, &matrices).unwrap();
     let mut manifest = manifest.clone();
     manifest.quantization = Some(quantization);
     (manifest, tensors)

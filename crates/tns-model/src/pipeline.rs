@@ -7,27 +7,86 @@ use tns_certify::{
     Certificate, CertificateInputs, ConformalCalibration, Gate, GateScratch, GateStep,
     ModelIdentity,
 };
-use tns_kalman::KalmanPrior;
+use tns_kalman::{KalmanError, KalmanPrior};
 
-use crate::{Base, InputNormalization, Manifest, ModelKind};
+use crate::{Base, ConfigError, InputNormalization, KalmanParameters, ModelConfig, ModelKind};
 
 /// A window that cannot be predicted from.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
+    /// The window has the wrong number of values.
     #[error("window has {found} values; expected lookback × features = {lookback} × {features} = {}", lookback * features)]
     Shape {
+        /// Values given.
         found: usize,
+        /// The model's lookback.
         lookback: usize,
+        /// The model's feature count.
         features: usize,
     },
+    /// A value is NaN or infinite.
     #[error("window row {row}, feature {feature:?}: {value} is not finite")]
     NotFinite {
+        /// 0-based row.
         row: usize,
+        /// Column name.
         feature: String,
+        /// The value.
         value: f64,
     },
-    #[error("the Kalman prior's predictive covariance is not positive definite: {0}")]
-    Gate(String),
+    /// The gate could not be evaluated on this window.
+    #[error("the gate cannot be evaluated on this window: {0}")]
+    Gate(#[source] tns_certify::GateError),
+}
+
+/// Why the parts of a model do not make a runnable pipeline.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum PipelineError {
+    /// The description itself is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A fitted vector has the wrong length.
+    #[error("{what} has {found} entries, the description needs {expected}")]
+    Length {
+        /// Which vector.
+        what: &'static str,
+        /// Its length.
+        found: usize,
+        /// The length the description derives.
+        expected: usize,
+    },
+    /// A normalization or residual scale is zero, negative or not finite.
+    #[error("normalization and residual scales must be positive and finite")]
+    Scale,
+    /// A Kalman-based kind without its fitted parameters.
+    #[error("Kalman-based model without Kalman parameters")]
+    MissingKalman,
+    /// The Kalman parameters do not make a prior.
+    #[error("the Kalman prior is invalid: {0}")]
+    Kalman(#[source] KalmanError),
+    /// The gate's settings are invalid.
+    #[error("the gate is invalid: {0}")]
+    Gate(#[source] tns_certify::GateError),
+}
+
+/// The fitted parts of a model that the pipeline runs with (a model file's manifest holds
+/// them).
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineParts<'a> {
+    /// The description.
+    pub config: &'a ModelConfig,
+    /// Input normalization.
+    pub normalization: &'a InputNormalization,
+    /// Scale of the network output per `[horizon, target]`.
+    pub residual_scale: &'a [f64],
+    /// The Kalman prior, for Kalman-based kinds.
+    pub kalman: Option<&'a KalmanParameters>,
+    /// Conformal radii.
+    pub conformal: Option<&'a ConformalCalibration>,
+    /// Version of TNS that wrote the model (for certificates).
+    pub version: &'a str,
+    /// The model's checksum (for certificates).
+    pub sha256: &'a str,
 }
 
 /// The manifest's pre- and post-processing, ready to run.
@@ -63,31 +122,38 @@ pub struct Forecast {
 }
 
 impl Pipeline {
-    /// Builds the pipeline from a manifest (validated on load).
-    pub fn new(manifest: &Manifest) -> Result<Self, String> {
-        let c = &manifest.config;
+    /// Builds the pipeline from a model's parts, checking that they fit the description.
+    pub fn new(parts: PipelineParts<'_>) -> Result<Self, PipelineError> {
+        let c = parts.config;
         c.validate()?;
         let targets = c.target_indices()?;
         let width = c.output_width();
-        if manifest.residual_scale.len() != width {
-            return Err(format!(
-                "residual_scale has {} entries, expected {width}",
-                manifest.residual_scale.len()
-            ));
-        }
         let f = c.features.len();
-        let n = &manifest.normalization;
-        if n.mean.len() != f || n.std.len() != f || n.relative.len() != f {
-            return Err(format!("normalization does not have {f} columns"));
+        let n = parts.normalization;
+        let conformal_len = parts.conformal.map_or(width, |cal| cal.radii.len());
+        for (what, found, expected) in [
+            ("residual_scale", parts.residual_scale.len(), width),
+            ("normalization.mean", n.mean.len(), f),
+            ("normalization.std", n.std.len(), f),
+            ("normalization.relative", n.relative.len(), f),
+            ("conformal radii", conformal_len, width),
+        ] {
+            if found != expected {
+                return Err(PipelineError::Length {
+                    what,
+                    found,
+                    expected,
+                });
+            }
         }
         if n.std
             .iter()
-            .chain(&manifest.residual_scale)
+            .chain(parts.residual_scale)
             .any(|s| !(s.is_finite() && *s > 0.0))
         {
-            return Err("normalization scales must be positive and finite".into());
+            return Err(PipelineError::Scale);
         }
-        let prior = match (&manifest.kalman, c.kind.base()) {
+        let prior = match (parts.kalman, c.kind.base()) {
             (Some(k), Base::KalmanPrior) => Some(
                 KalmanPrior::new(
                     k.spec.clone(),
@@ -97,26 +163,16 @@ impl Pipeline {
                     c.lead,
                     c.horizon,
                 )
-                .map_err(|e| e.to_string())?,
+                .map_err(PipelineError::Kalman)?,
             ),
-            (None, Base::KalmanPrior) => {
-                return Err("Kalman-based model without Kalman parameters".into());
-            }
+            (None, Base::KalmanPrior) => return Err(PipelineError::MissingKalman),
             _ => None,
         };
         let gate = c
             .gate
             .map(|g| Gate::new(g.alpha, targets.len(), g.mode))
             .transpose()
-            .map_err(|e| e.to_string())?;
-        if let Some(cal) = &manifest.conformal
-            && cal.radii.len() != width
-        {
-            return Err(format!(
-                "conformal radii have {} entries, expected {width}",
-                cal.radii.len()
-            ));
-        }
+            .map_err(PipelineError::Gate)?;
         Ok(Self {
             kind: c.kind,
             has_network: c.network.is_some(),
@@ -124,15 +180,15 @@ impl Pipeline {
             lookback: c.lookback,
             targets,
             horizon: c.horizon,
-            normalization: manifest.normalization.clone(),
-            residual_scale: manifest.residual_scale.clone(),
+            normalization: parts.normalization.clone(),
+            residual_scale: parts.residual_scale.to_vec(),
             prior,
             gate,
-            conformal: manifest.conformal.clone(),
+            conformal: parts.conformal.cloned(),
             identity: ModelIdentity {
                 name: c.name.clone(),
-                version: manifest.tns_version.clone(),
-                sha256: manifest.tensors_sha256.clone(),
+                version: parts.version.to_string(),
+                sha256: parts.sha256.to_string(),
             },
         })
     }
@@ -267,7 +323,7 @@ impl Pipeline {
                             &mut prediction[span],
                             scratch,
                         )
-                        .map_err(|e| InputError::Gate(e.to_string()))?;
+                        .map_err(InputError::Gate)?;
                 }
             }
             _ => {

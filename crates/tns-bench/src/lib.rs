@@ -1,7 +1,10 @@
-//! `tns bench`: the measurement protocol of PRODUCT.md §8 on the inference engine —
-//! single-sample latency distributions, per-stage breakdown, batch throughput against the
-//! core's FMA peak, peak RSS of a serving process, and the environment — for the compact
-//! and the seed-design shape. Writes JSON, a markdown table, raw latencies and plots.
+//! The benchmark harness behind `tns bench`: the measurement protocol of PRODUCT.md §8 on
+//! the inference engine — single-sample latency distributions, per-stage breakdown, batch
+//! throughput against the core's FMA peak, peak RSS of a serving process, and the
+//! environment — for the compact and the seed-design shape. Writes JSON, a markdown table,
+//! raw latencies and plots. The `tns` binary parses the arguments ([`BenchArgs`]) and calls
+//! [`run`]; the RSS measurement re-runs the calling binary as `tns bench-rss` ([`rss_child`]).
+//! This is an application layer like the binary itself, so its errors are `anyhow`'s.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -19,12 +22,11 @@ use tns_data::synth::{Regime, TrajectoryConfig, trajectory};
 use tns_data::write_atomic;
 use tns_data::{Dataset, SplitFractions, WindowSpec};
 use tns_engine::{Engine, Predictor};
+use tns_eval::{Int8Report, quantize_with_report};
 use tns_eval::{SeriesToPlot, plot_latency_histograms};
-use tns_format::{ModelConfig, ModelKind, NamedTensor, save_model};
-use tns_train::{FitOptions, TrainConfig, fit_model};
-
-use crate::data_args::parse_axes;
-use crate::quantize::{self, Int8Report, quantize_with_report};
+use tns_format::save_model;
+use tns_model::{ModelConfig, ModelKind, NamedTensor};
+use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
 /// Options of the benchmark.
 #[derive(Args, Debug)]
@@ -198,6 +200,7 @@ const KINDS: [ModelKind; 4] = [
     ModelKind::SystemB,
 ];
 
+/// Runs the benchmark and writes its results under `args.out`.
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.calls < 1000 || args.windows == 0 {
         bail!("--calls must be at least 1000 and --windows at least 1");
@@ -348,7 +351,7 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         let f32_result = &models[KINDS.iter().position(|k| k == kind).unwrap_or(0)];
         let f32_file = PathBuf::from(&f32_result.file);
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        println!("  {}", quantize::summary(&accuracy));
+        println!("  {}", tns_eval::summary(&accuracy));
         int8.push(Int8Result {
             kind: kind.name(),
             file_bytes_f32: size(&f32_file),

@@ -1,8 +1,14 @@
+//! The serializable model description: kind (a preset), columns, window shape, base,
+//! network, gate and Kalman axes. Everything downstream is derived from it.
+
 use serde::{Deserialize, Serialize};
 use tns_certify::GateConfig;
 use tns_kalman::Axis;
 
-/// The model kinds.
+use crate::network::{LayerNode, NetworkConfig, Shape};
+use crate::{ConfigError, NamedTensor};
+
+/// The model presets: a base, a default network and a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
@@ -43,7 +49,7 @@ impl ModelKind {
         }
     }
 
-    /// The network this kind uses when none is given.
+    /// The network this kind uses when none is given (`None`: the kind takes no network).
     pub fn default_network(self) -> Option<NetworkConfig> {
         match self {
             Self::Persistence | Self::Kalman => None,
@@ -55,6 +61,11 @@ impl ModelKind {
         }
     }
 
+    /// Whether the kind has a learned network (and so accepts `--network`).
+    pub fn is_learned(self) -> bool {
+        self.default_network().is_some()
+    }
+
     /// What the network's output is added to.
     pub fn base(self) -> Base {
         match self {
@@ -62,15 +73,26 @@ impl ModelKind {
             _ => Base::LastValue,
         }
     }
+
+    /// Whether the kind gates the network's correction (System B).
+    pub fn is_gated(self) -> bool {
+        self == Self::SystemB
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for ModelKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown model kind {s:?}; use one of persistence, kalman, linear, mlp, system-a, system-b"))
+            .ok_or_else(|| ConfigError::UnknownKind(s.to_string()))
     }
 }
 
@@ -82,6 +104,8 @@ pub const MAX_LEAD: usize = 1 << 24;
 pub const MAX_COLUMNS: usize = 1 << 12;
 /// Largest hidden or MLP layer width.
 pub const MAX_WIDTH: usize = 1 << 14;
+/// Largest number of layers in a network.
+pub const MAX_LAYERS: usize = 64;
 /// Largest parameter count (2²⁸ f32 = 1 GiB).
 pub const MAX_PARAMETERS: usize = 1 << 28;
 
@@ -93,24 +117,6 @@ pub enum Base {
     LastValue,
     /// The Kalman prior mean.
     KalmanPrior,
-}
-
-/// The learned part of a model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum NetworkConfig {
-    /// One linear map from the flattened window to the outputs.
-    Linear,
-    /// ReLU multilayer perceptron on the flattened window.
-    Mlp {
-        /// Hidden layer widths.
-        hidden: Vec<usize>,
-    },
-    /// Single-layer GRU (PyTorch gate convention, two biases) + linear head on the last state.
-    Gru {
-        /// Hidden size.
-        hidden: usize,
-    },
 }
 
 /// How a window is normalized before the network sees it, fitted on the training split.
@@ -134,7 +140,7 @@ pub struct InputNormalization {
 pub struct ModelConfig {
     /// Model name (appears in certificates and reports).
     pub name: String,
-    /// Model kind.
+    /// Model kind: the preset that fixes the base and whether there is a gate.
     pub kind: ModelKind,
     /// Feature column names, in window order.
     pub features: Vec<String>,
@@ -189,19 +195,22 @@ impl ModelConfig {
             horizon,
             lead,
             network: kind.default_network(),
-            gate: (kind == ModelKind::SystemB).then(GateConfig::default),
+            gate: kind.is_gated().then(GateConfig::default),
             kalman_axes,
             seed: 0,
         }
     }
 
     /// Index of each target in the feature list.
-    pub fn target_indices(&self) -> Result<Vec<usize>, String> {
+    pub fn target_indices(&self) -> Result<Vec<usize>, ConfigError> {
         self.targets
             .iter()
             .map(|t| {
                 self.features.iter().position(|f| f == t).ok_or_else(|| {
-                    format!("target {t:?} is not among the features {:?}", self.features)
+                    ConfigError::UnknownTarget {
+                        target: t.clone(),
+                        features: self.features.clone(),
+                    }
                 })
             })
             .collect()
@@ -217,54 +226,83 @@ impl ModelConfig {
         self.horizon * self.targets.len()
     }
 
-    /// Names and shapes of the network's tensors, in initialization order. Weights are
-    /// `[out, in]` (PyTorch layout); GRU gates are stacked `r, z, n`.
-    pub fn tensor_layout(&self) -> Vec<(String, Vec<usize>)> {
-        let (l, f, out) = (self.lookback, self.input_width(), self.output_width());
-        let dense = |name: &str, inp: usize, outp: usize| {
-            [
-                (format!("{name}.weight"), vec![outp, inp]),
-                (format!("{name}.bias"), vec![outp]),
-            ]
-        };
-        match &self.network {
-            None => Vec::new(),
-            Some(NetworkConfig::Linear) => dense("linear", l * f, out).to_vec(),
-            Some(NetworkConfig::Mlp { hidden }) => {
-                let mut widths = vec![l * f];
-                widths.extend(hidden);
-                widths.push(out);
-                widths
-                    .windows(2)
-                    .enumerate()
-                    .flat_map(|(i, w)| dense(&format!("mlp.{i}"), w[0], w[1]))
-                    .collect()
-            }
-            Some(NetworkConfig::Gru { hidden: h }) => {
-                let mut v = vec![
-                    ("gru.weight_ih_l0".to_string(), vec![3 * h, f]),
-                    ("gru.weight_hh_l0".to_string(), vec![3 * h, *h]),
-                    ("gru.bias_ih_l0".to_string(), vec![3 * h]),
-                    ("gru.bias_hh_l0".to_string(), vec![3 * h]),
-                ];
-                v.extend(dense("head", *h, out));
-                v
-            }
+    /// What the network sees: the normalized window, a sequence `[lookback, features]`.
+    pub fn network_input(&self) -> Shape {
+        Shape::Sequence {
+            steps: self.lookback,
+            channels: self.input_width(),
         }
     }
 
-    /// Trainable parameters, computed from the config.
-    pub fn parameter_count(&self) -> usize {
-        self.tensor_layout()
-            .iter()
-            .map(|(_, shape)| shape.iter().product::<usize>())
-            .sum()
+    /// The network as a stack of layers with their shapes and tensor names (empty for
+    /// kinds without a network). Every backend lowers exactly this list.
+    pub fn layers(&self) -> Result<Vec<LayerNode>, ConfigError> {
+        match &self.network {
+            None => Ok(Vec::new()),
+            Some(n) => n.layers(self.network_input(), self.output_width()),
+        }
     }
 
-    /// Checks internal consistency (sizes, targets among features, gate only on System B).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Names and shapes of the network's tensors, in initialization order. Weights are
+    /// `[out, in]` (PyTorch layout); GRU gates are stacked `r, z, n`.
+    pub fn tensor_layout(&self) -> Result<Vec<(String, Vec<usize>)>, ConfigError> {
+        Ok(self
+            .layers()?
+            .iter()
+            .flat_map(LayerNode::params)
+            .map(|p| (p.name, p.shape))
+            .collect())
+    }
+
+    /// Trainable parameters, computed from the description.
+    pub fn parameter_count(&self) -> usize {
+        self.layers()
+            .map(|layers| layers.iter().map(LayerNode::parameter_count).sum())
+            .unwrap_or(0)
+    }
+
+    /// Multiply–accumulate operations of one network forward pass.
+    pub fn macs(&self) -> usize {
+        self.layers()
+            .map(|layers| layers.iter().map(LayerNode::macs).sum())
+            .unwrap_or(0)
+    }
+
+    /// The weight matrices that INT8 quantization applies to, by name.
+    pub fn matrix_weights(&self) -> Result<Vec<String>, ConfigError> {
+        Ok(self
+            .layers()?
+            .iter()
+            .flat_map(LayerNode::params)
+            .filter(|p| p.matrix)
+            .map(|p| p.name)
+            .collect())
+    }
+
+    /// Checks that `tensors` hold every tensor of the layout with its shape and length.
+    /// Tensors outside the layout are the caller's business (INT8 scales, for one).
+    pub fn check_tensors(&self, tensors: &[NamedTensor]) -> Result<(), ConfigError> {
+        for (name, shape) in self.tensor_layout()? {
+            let t = tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| ConfigError::MissingTensor(name.clone()))?;
+            if t.shape != shape || t.data.len() != shape.iter().product::<usize>() {
+                return Err(ConfigError::TensorShape {
+                    name,
+                    found: t.shape.clone(),
+                    expected: shape,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks internal consistency (sizes, targets among features, network and gate allowed
+    /// by the kind, axes inside the window, layer shapes).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lookback == 0 || self.horizon == 0 || self.lead == 0 {
-            return Err("lookback, horizon and lead must be at least 1".into());
+            return Err(ConfigError::ZeroSize);
         }
         // Bounds far above any small temporal model, so that a hostile or corrupted manifest
         // cannot make a loader allocate without limit or overflow a size computation.
@@ -276,53 +314,51 @@ impl ModelConfig {
             ("targets", self.targets.len(), MAX_COLUMNS),
         ] {
             if value > max {
-                return Err(format!("{what} = {value} exceeds the limit of {max}"));
+                return Err(ConfigError::Limit { what, value, max });
             }
-        }
-        let widths: &[usize] = match &self.network {
-            Some(NetworkConfig::Gru { hidden }) => std::slice::from_ref(hidden),
-            Some(NetworkConfig::Mlp { hidden }) => hidden,
-            _ => &[],
-        };
-        if let Some(w) = widths.iter().find(|w| **w > MAX_WIDTH) {
-            return Err(format!("layer width {w} exceeds the limit of {MAX_WIDTH}"));
-        }
-        if self.parameter_count() > MAX_PARAMETERS {
-            return Err(format!(
-                "{} parameters exceed the limit of {MAX_PARAMETERS}",
-                self.parameter_count()
-            ));
         }
         if self.features.is_empty() || self.targets.is_empty() {
-            return Err("a model needs at least one feature and one target".into());
+            return Err(ConfigError::NoColumns);
         }
         self.target_indices()?;
-        let learned = !matches!(self.kind, ModelKind::Persistence | ModelKind::Kalman);
-        if learned != self.network.is_some() {
-            return Err(format!(
-                "kind {} {} a network",
-                self.kind.name(),
-                if learned { "needs" } else { "takes no" }
-            ));
+        if let Some(axis) = self.kalman_axes.iter().flatten().find(|a| {
+            a.position >= self.features.len()
+                || a.velocity.is_some_and(|v| v >= self.features.len())
+        }) {
+            return Err(ConfigError::AxisColumn {
+                position: axis.position,
+                velocity: axis.velocity,
+                features: self.features.len(),
+            });
+        }
+        if self.kind.is_learned() != self.network.is_some() {
+            return Err(ConfigError::NetworkPresence {
+                kind: self.kind,
+                needs: self.kind.is_learned(),
+            });
         }
         if self.kind.base() == Base::KalmanPrior && self.kalman_axes.is_none() {
-            return Err(format!(
-                "kind {} needs Kalman axes (position/velocity columns)",
-                self.kind.name()
-            ));
+            return Err(ConfigError::MissingAxes(self.kind));
         }
-        if (self.kind == ModelKind::SystemB) != self.gate.is_some() {
-            return Err("a gate is required for system-b and allowed only there".into());
+        if self.kind.is_gated() != self.gate.is_some() {
+            return Err(ConfigError::GatePresence);
         }
-        match &self.network {
-            Some(NetworkConfig::Gru { hidden: 0 }) => {
-                Err("GRU hidden size must be at least 1".into())
+        if let Some(network) = &self.network {
+            network.validate()?;
+            let layers = self.layers()?;
+            if layers.len() > MAX_LAYERS {
+                return Err(ConfigError::Limit {
+                    what: "layers",
+                    value: layers.len(),
+                    max: MAX_LAYERS,
+                });
             }
-            Some(NetworkConfig::Mlp { hidden }) if hidden.contains(&0) => {
-                Err("MLP layer widths must be at least 1".into())
+            let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
+            if count > MAX_PARAMETERS {
+                return Err(ConfigError::Parameters(count));
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 }
 
@@ -336,6 +372,7 @@ mod tests {
         let mut c = ModelConfig::new("m", ModelKind::SystemA, &f, &f, 10, 1, 1);
         // GRU(4→32): 3·32·(4+32) + 2·3·32 = 3,648; Linear(32→4): 132.
         assert_eq!(c.parameter_count(), 3_780);
+        assert_eq!(c.macs(), 10 * (96 * 4 + 96 * 32) + 32 * 4);
         c.network = Some(NetworkConfig::Linear);
         assert_eq!(c.parameter_count(), 40 * 4 + 4);
         c.network = Some(NetworkConfig::Mlp {
@@ -353,15 +390,80 @@ mod tests {
     }
 
     #[test]
+    fn tensor_names_match_format_version_1() {
+        // Files written before the layer description used these names; they must not move.
+        let f = ["x", "y"];
+        let mut c = ModelConfig::new("m", ModelKind::SystemA, &f, &f, 3, 1, 1);
+        let names = |c: &ModelConfig| -> Vec<String> {
+            c.tensor_layout()
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(
+            names(&c),
+            [
+                "gru.weight_ih_l0",
+                "gru.weight_hh_l0",
+                "gru.bias_ih_l0",
+                "gru.bias_hh_l0",
+                "head.weight",
+                "head.bias"
+            ]
+        );
+        c.network = Some(NetworkConfig::Mlp { hidden: vec![5] });
+        assert_eq!(
+            names(&c),
+            ["mlp.0.weight", "mlp.0.bias", "mlp.1.weight", "mlp.1.bias"]
+        );
+        c.network = Some(NetworkConfig::Linear);
+        assert_eq!(names(&c), ["linear.weight", "linear.bias"]);
+    }
+
+    #[test]
     fn inconsistent_configs_are_rejected() {
         let f = ["x"];
         let mut c = ModelConfig::new("m", ModelKind::SystemB, &f, &f, 10, 1, 1);
         c.gate = None;
-        assert!(c.validate().is_err());
+        assert_eq!(c.validate(), Err(ConfigError::GatePresence));
         let mut c = ModelConfig::new("m", ModelKind::SystemA, &f, &["z"], 10, 1, 1);
-        assert!(c.validate().unwrap_err().contains("\"z\""));
+        assert!(c.validate().unwrap_err().to_string().contains("\"z\""));
         c.targets = vec!["x".into()];
         c.network = None;
-        assert!(c.validate().is_err());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::NetworkPresence { .. })
+        ));
+        let mut c = ModelConfig::new("m", ModelKind::SystemB, &f, &f, 10, 1, 1);
+        c.kalman_axes = Some(vec![Axis {
+            position: 99,
+            velocity: None,
+        }]);
+        assert!(matches!(c.validate(), Err(ConfigError::AxisColumn { .. })));
+        c.kalman_axes = Some(vec![Axis {
+            position: 0,
+            velocity: None,
+        }]);
+        c.network = Some(NetworkConfig::Mlp { hidden: vec![0] });
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroWidth { .. })));
+        c.network = Some(NetworkConfig::Gru {
+            hidden: MAX_WIDTH + 1,
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::Width { .. })));
+    }
+
+    #[test]
+    fn any_network_fits_any_learned_kind() {
+        let f = ["x", "y"];
+        for kind in ModelKind::ALL.into_iter().filter(|k| k.is_learned()) {
+            for network in crate::examples::networks() {
+                let mut c = ModelConfig::new("m", kind, &f, &f, 6, 2, 1);
+                c.network = Some(network.clone());
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{kind} over {network}: {e}"));
+                assert!(c.parameter_count() > 0);
+            }
+        }
     }
 }

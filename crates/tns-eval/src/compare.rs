@@ -1,13 +1,13 @@
-//! Comparing models on the same test windows.
+//! Comparing models on the same test windows, on the inference engine.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 use tns_data::WindowSet;
-use tns_eval::{ModelReport, evaluate, markdown_table, paired_bootstrap, window_errors};
-use tns_format::{Forecast, ModelKind};
-use tns_models::Forecaster;
+use tns_engine::Engine;
+use tns_model::{Forecast, ModelKind};
+
+use crate::{EvalError, ModelReport, evaluate, markdown_table, paired_bootstrap, window_errors};
 
 /// Bootstrap resamples for the MSE-difference intervals.
 const RESAMPLES: usize = 2_000;
@@ -31,13 +31,18 @@ pub struct Report {
 
 impl Report {
     /// Writes `<stem>.md` and `<stem>.json`.
-    pub fn write(&self, stem: &Path) -> Result<()> {
+    pub fn write(&self, stem: &Path) -> Result<(), EvalError> {
         let md = stem.with_extension("md");
         let json = stem.with_extension("json");
-        tns_data::write_atomic(&md, self.table.as_bytes())
-            .with_context(|| format!("writing {}", md.display()))?;
-        tns_data::write_atomic(&json, &serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", json.display()))?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EvalError::Io { path, source }
+        };
+        tns_data::write_atomic(&md, self.table.as_bytes()).map_err(io(&md))?;
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .map_err(io(&json))?;
+        tns_data::write_atomic(&json, &bytes).map_err(io(&json))?;
         Ok(())
     }
 }
@@ -45,7 +50,10 @@ impl Report {
 /// Evaluates every model on `test` and compares each with the reference by a paired block
 /// bootstrap (blocks of `block` consecutive windows: the span of one window, so blocks
 /// cover the overlap that correlates neighbouring errors).
-pub fn compare(models: &[Forecaster], test: &WindowSet, block: usize) -> Result<Report> {
+pub fn compare(models: &[Engine], test: &WindowSet, block: usize) -> Result<Report, EvalError> {
+    if models.is_empty() {
+        return Err(EvalError::NoModels);
+    }
     let reference = models
         .iter()
         .position(|m| m.manifest().config.kind == ModelKind::SystemB)
@@ -53,10 +61,15 @@ pub fn compare(models: &[Forecaster], test: &WindowSet, block: usize) -> Result<
     let forecasts = models
         .iter()
         .map(|m| {
-            m.predict(test.inputs())
-                .with_context(|| format!("predicting with {}", m.manifest().config.name))
+            let predictions =
+                m.predict_all(test.inputs())
+                    .map_err(|source| EvalError::Predict {
+                        model: m.manifest().config.name.clone(),
+                        source,
+                    })?;
+            Ok(predictions.into_iter().map(|p| p.forecast).collect())
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<Vec<Forecast>>, EvalError>>()?;
     let ref_errors = window_errors(&forecasts[reference], test.outputs());
     let mut reports = Vec::new();
     for (m, f) in models.iter().zip(&forecasts) {

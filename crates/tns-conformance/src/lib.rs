@@ -1,0 +1,268 @@
+//! The conformance suite's support: the reference every backend is checked against, and the
+//! example models it runs.
+//!
+//! * [`CandleReference`] predicts the way training sees a model: the Candle network (the
+//!   training forward, every layer lowered to Candle) inside the model's [`Pipeline`].
+//! * [`examples`] builds one model for every example network of the description
+//!   ([`tns_model::examples::networks`], which covers every layer type at two sizes or more)
+//!   × every window shape of [`tns_model::examples::WINDOWS`] × every kind that takes a network,
+//!   with seeded random weights and a complete manifest (normalization, residual scales,
+//!   Kalman prior, gate, conformal radii). No training: a lowering is right or wrong
+//!   whatever the weights.
+//!
+//! The suite itself is `tests/conformance.rs`: Candle against the engine (single sample on
+//! every instruction set, batch), INT8 against f32 within its accuracy bound, and ONNX in
+//! onnxruntime. The engine's own tests use [`CandleReference`] as their reference too.
+
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tns_certify::{ConformalCalibration, GateScratch};
+use tns_format::Manifest;
+use tns_kalman::{AxisParams, KalmanSpec};
+use tns_model::{
+    Forecast, InputError, InputNormalization, KalmanParameters, ModelConfig, ModelKind,
+    NamedTensor, NetworkConfig, Pipeline, PipelineError,
+};
+use tns_models::{ModelError, Network};
+
+/// Why the reference cannot predict.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The manifest does not make a pipeline.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The Candle network failed.
+    #[error(transparent)]
+    Network(#[from] ModelError),
+    /// A window cannot be predicted from.
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// The training side's prediction: the Candle network inside the model's pipeline.
+#[derive(Debug)]
+pub struct CandleReference {
+    pipeline: Pipeline,
+    network: Option<Network>,
+    targets: usize,
+}
+
+impl CandleReference {
+    /// Builds the reference for a model on the CPU.
+    pub fn new(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<Self, ReferenceError> {
+        let pipeline = manifest.pipeline()?;
+        let network = manifest
+            .config
+            .network
+            .as_ref()
+            .map(|_| Network::from_tensors(&manifest.config, tensors, &Device::Cpu))
+            .transpose()?;
+        Ok(Self {
+            pipeline,
+            network,
+            targets: manifest.config.targets.len(),
+        })
+    }
+
+    /// The pipeline around the network.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The raw network outputs (normalized units) of `n` normalized windows.
+    pub fn network_outputs(&self, normalized: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        match &self.network {
+            Some(net) => net.forward_flat(normalized, n, &Device::Cpu),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Predicts raw windows (`[n, lookback, features]` flat, data units).
+    pub fn predict(&self, windows: &[f64]) -> Result<Vec<Forecast>, ReferenceError> {
+        let per = self.pipeline.window_len();
+        for w in windows.chunks(per) {
+            self.pipeline.check_window(w)?;
+        }
+        let n = windows.len() / per;
+        let mut normalized = vec![0f32; windows.len()];
+        for (w, x) in windows
+            .chunks_exact(per)
+            .zip(normalized.chunks_exact_mut(per))
+        {
+            self.pipeline.normalize_into(w, x);
+        }
+        let outputs = self.network_outputs(&normalized, n)?;
+        let width = self.pipeline.output_len();
+        let mut scratch = GateScratch::new(self.targets);
+        windows
+            .chunks_exact(per)
+            .enumerate()
+            .map(|(i, w)| {
+                let mut forecast = self.pipeline.empty_forecast();
+                self.pipeline.base_into(w, &mut forecast);
+                let out = self
+                    .network
+                    .as_ref()
+                    .map(|_| &outputs[i * width..(i + 1) * width]);
+                self.pipeline
+                    .finish_into(out, &mut forecast, &mut scratch)?;
+                Ok(forecast)
+            })
+            .collect()
+    }
+}
+
+/// One example model of the suite.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// `kind over network at [lookback, features]`.
+    pub label: String,
+    /// The complete manifest (no checksum: the models are never written).
+    pub manifest: Manifest,
+    /// Seeded random weights.
+    pub tensors: Vec<NamedTensor>,
+}
+
+/// Every example network × every window shape × every kind that takes a network.
+pub fn examples() -> Result<Vec<Example>, ReferenceError> {
+    let learned: Vec<ModelKind> = ModelKind::ALL
+        .into_iter()
+        .filter(|k| k.is_learned())
+        .collect();
+    let mut out = Vec::new();
+    for (seed, network) in tns_model::examples::networks().into_iter().enumerate() {
+        for &(lookback, features) in &tns_model::examples::WINDOWS {
+            for &kind in &learned {
+                out.push(example(kind, &network, lookback, features, seed as u64)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A model of `kind` over `network` for windows `[lookback, features]`: horizon 2, the first
+/// `min(features, 2)` columns as targets (Kalman local-trend axes for System B), random
+/// weights seeded by `seed`.
+pub fn example(
+    kind: ModelKind,
+    network: &NetworkConfig,
+    lookback: usize,
+    features: usize,
+    seed: u64,
+) -> Result<Example, ReferenceError> {
+    let names: Vec<String> = (0..features).map(|c| format!("c{c}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let targets = &names[..features.min(2)];
+    let horizon = 2;
+    let mut config = ModelConfig::new(
+        &format!("{}-{network}", kind.name()),
+        kind,
+        &names,
+        targets,
+        lookback,
+        horizon,
+        1,
+    );
+    config.network = Some(network.clone());
+    config.seed = seed;
+    let tensors = Network::init(&config, &Device::Cpu)?.to_tensors()?;
+    let width = config.output_width();
+    let kalman = config.kalman_axes.as_ref().map(|axes| KalmanParameters {
+        spec: KalmanSpec {
+            axes: axes.clone(),
+            dt: 1.0,
+        },
+        params: axes
+            .iter()
+            .map(|_| AxisParams {
+                q: 0.02,
+                r_position: 0.05,
+                r_velocity: None,
+                initial_velocity_var: 1.0,
+            })
+            .collect(),
+    });
+    let manifest = Manifest {
+        format: tns_format::FORMAT_TAG.into(),
+        format_version: 1,
+        tns_version: env!("CARGO_PKG_VERSION").into(),
+        normalization: InputNormalization {
+            mean: (0..features).map(|c| 0.1 * c as f64).collect(),
+            std: (0..features).map(|c| 0.5 + 0.25 * c as f64).collect(),
+            relative: (0..features).map(|c| c < targets.len()).collect(),
+        },
+        residual_scale: (0..width).map(|k| 0.2 + 0.05 * k as f64).collect(),
+        kalman,
+        conformal: Some(ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 100,
+            radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
+        }),
+        training: None,
+        tensors_sha256: String::new(),
+        quantization: None,
+        config,
+    };
+    let mut example = Example {
+        label: format!("{} over {network} at [{lookback}, {features}]", kind.name()),
+        manifest,
+        tensors,
+    };
+    if example.manifest.config.gate.is_some() {
+        split_gate_decisions(&mut example, seed)?;
+    }
+    Ok(example)
+}
+
+/// Scales a gated model's residual scales (so its corrections, linearly) until the median
+/// window's largest gate statistic (over its horizon steps) lies 2% above the threshold: about half the windows then pass
+/// and half fall back, and both paths are compared. 2% rather than 0: a statistic on the
+/// threshold would flip with the last bit of rounding.
+fn split_gate_decisions(example: &mut Example, seed: u64) -> Result<(), ReferenceError> {
+    let c = &example.manifest.config;
+    let windows = random_windows(c.lookback, c.features.len(), 64, seed ^ 0x5eed);
+    let reference = CandleReference::new(&example.manifest, &example.tensors)?;
+    let Some(threshold) = reference.pipeline().gate().map(|g| g.threshold()) else {
+        return Ok(());
+    };
+    let mut d2: Vec<f64> = reference
+        .predict(&windows)?
+        .iter()
+        .map(|f| {
+            f.gate_steps
+                .iter()
+                .flatten()
+                .map(|g| g.statistic)
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    d2.sort_by(f64::total_cmp);
+    let median = d2[d2.len() / 2];
+    if median > 0.0 {
+        let k = (1.02 * threshold / median).sqrt();
+        example
+            .manifest
+            .residual_scale
+            .iter_mut()
+            .for_each(|s| *s *= k);
+    }
+    Ok(())
+}
+
+/// `n` random-walk windows `[lookback, features]` (flat), values rounded to f32 so that
+/// every backend reads the same numbers.
+pub fn random_windows(lookback: usize, features: usize, n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n * lookback * features);
+    for _ in 0..n {
+        let mut row: Vec<f64> = (0..features).map(|_| rng.random_range(-2.0..2.0)).collect();
+        for _ in 0..lookback {
+            for v in &mut row {
+                *v += 0.3 * rng.random_range(-1.0..1.0);
+                out.push(f64::from(*v as f32));
+            }
+        }
+    }
+    out
+}

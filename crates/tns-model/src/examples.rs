@@ -1,0 +1,50 @@
+//! Example networks that together use every [`Layer`](crate::Layer) type at two sizes or
+//! more: what the conformance suite runs through every backend, and what a new layer type
+//! adds an entry to.
+
+use crate::NetworkConfig;
+
+/// Window shapes `(lookback, features)` the conformance suite runs every example at.
+pub const WINDOWS: [(usize, usize); 2] = [(6, 2), (10, 4)];
+
+/// Small networks covering every layer type, each at two sizes or more.
+pub fn networks() -> Vec<NetworkConfig> {
+    vec![
+        NetworkConfig::Linear,
+        NetworkConfig::Mlp { hidden: vec![8] },
+        NetworkConfig::Mlp {
+            hidden: vec![24, 12],
+        },
+        NetworkConfig::Gru { hidden: 5 },
+        NetworkConfig::Gru { hidden: 16 },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Layer, Shape};
+
+    #[test]
+    fn examples_cover_every_layer_type_at_two_sizes() {
+        for ty in Layer::TYPES {
+            let sizes: std::collections::BTreeSet<(usize, usize)> = WINDOWS
+                .iter()
+                .flat_map(|&(steps, channels)| {
+                    let input = Shape::Sequence { steps, channels };
+                    networks()
+                        .iter()
+                        .flat_map(move |n| n.layers(input, 2).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|l| l.layer.type_name() == ty.type_name())
+                .map(|l| (l.input.len(), l.output.len()))
+                .collect();
+            assert!(
+                sizes.len() >= 2,
+                "layer type {} appears at sizes {sizes:?} in the examples; add examples",
+                ty.type_name()
+            );
+        }
+    }
+}

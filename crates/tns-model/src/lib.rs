@@ -1,0 +1,167 @@
+//! The TNS model description, and the runtime pipeline around its network.
+//!
+//! A model is one [`ModelConfig`]: the inputs (lookback × features, targets, horizon,
+//! lead), a [`Base`] forecast (last value or Kalman prior), a network ([`NetworkConfig`],
+//! expanded into a stack of [`Layer`]s with their shapes and tensor names), a gate (System
+//! B) and a conformal interval. From it this crate derives, once, the tensor layout,
+//! the parameter count, the MACs and validation. [`Pipeline`] runs everything around the
+//! network — input checks, normalization, the base forecast, the gate and the certificate —
+//! for every backend: training calibrates with it, the engine serves with it, the ONNX
+//! exporter reads its linear maps off it.
+//!
+//! This crate does not depend on the training library (Candle) nor on the file format.
+//!
+//! ```
+//! use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+//! let mut cfg = ModelConfig::new("b", ModelKind::SystemB, &["x", "y", "vx", "vy"], &["x", "y", "vx", "vy"], 10, 1, 1);
+//! assert_eq!(cfg.network, Some(NetworkConfig::Gru { hidden: 32 }));
+//! assert_eq!(cfg.parameter_count(), 3_780);
+//! cfg.network = Some("mlp:64,64".parse().unwrap());
+//! let layers = cfg.layers().unwrap();
+//! assert_eq!(layers.iter().map(|l| l.layer.type_name()).collect::<Vec<_>>(),
+//!            ["flatten", "dense", "relu", "dense", "relu", "dense"]);
+//! ```
+
+mod config;
+pub mod examples;
+mod network;
+mod pipeline;
+
+pub use config::{
+    Base, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS, MAX_ROWS,
+    MAX_WIDTH, ModelConfig, ModelKind,
+};
+pub use network::{Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape};
+pub use pipeline::{Forecast, InputError, Pipeline, PipelineError, PipelineParts};
+
+use serde::{Deserialize, Serialize};
+use tns_kalman::{AxisParams, KalmanSpec};
+
+/// One f32 tensor of a model, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Name, e.g. `gru.weight_ih_l0`.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// The fitted Kalman prior: layout and noise parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KalmanParameters {
+    /// Axes and `dt`.
+    pub spec: KalmanSpec,
+    /// Fitted noise parameters per axis.
+    pub params: Vec<AxisParams>,
+}
+
+/// Why a model description is not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// Unknown `--model` name.
+    #[error(
+        "unknown model kind {0:?}; use one of persistence, kalman, linear, mlp, system-a, system-b"
+    )]
+    UnknownKind(String),
+    /// Unparsable `--network`.
+    #[error("cannot read network {0:?}; use one of: {NETWORK_SYNTAX}")]
+    NetworkSpec(String),
+    /// Lookback, horizon or lead of zero.
+    #[error("lookback, horizon and lead must be at least 1")]
+    ZeroSize,
+    /// A size above its limit.
+    #[error("{what} = {value} exceeds the limit of {max}")]
+    Limit {
+        /// What is too large.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A layer wider than [`MAX_WIDTH`].
+    #[error("layer width {width} exceeds the limit of {MAX_WIDTH}")]
+    Width {
+        /// The width asked for.
+        width: usize,
+    },
+    /// A layer of width zero.
+    #[error("network {network}: every layer width must be at least 1")]
+    ZeroWidth {
+        /// The network, in `--network` syntax.
+        network: String,
+    },
+    /// Too many parameters.
+    #[error("{0} parameters exceed the limit of {MAX_PARAMETERS}")]
+    Parameters(usize),
+    /// No feature or no target.
+    #[error("a model needs at least one feature and one target")]
+    NoColumns,
+    /// A target that is not a feature.
+    #[error("target {target:?} is not among the features {features:?}")]
+    UnknownTarget {
+        /// The target.
+        target: String,
+        /// The features.
+        features: Vec<String>,
+    },
+    /// A Kalman axis names a column outside the window.
+    #[error(
+        "Kalman axis (position column {position}, velocity column {velocity:?}) is outside the {features} feature columns"
+    )]
+    AxisColumn {
+        /// Position column index.
+        position: usize,
+        /// Velocity column index.
+        velocity: Option<usize>,
+        /// Number of features.
+        features: usize,
+    },
+    /// A network on a kind without one, or none on a learned kind.
+    #[error("kind {kind} {} a network", if *needs { "needs" } else { "takes no" })]
+    NetworkPresence {
+        /// The kind.
+        kind: ModelKind,
+        /// Whether it needs one.
+        needs: bool,
+    },
+    /// A Kalman-based kind without axes.
+    #[error("kind {0} needs Kalman axes (position/velocity columns)")]
+    MissingAxes(ModelKind),
+    /// A gate on a kind other than System B, or none on System B.
+    #[error("a gate is required for system-b and allowed only there")]
+    GatePresence,
+    /// A layer placed on an input it cannot take.
+    #[error("layer {layer:?} ({kind}) cannot take an input of shape {input}")]
+    LayerInput {
+        /// The layer's name.
+        layer: String,
+        /// Its type.
+        kind: &'static str,
+        /// The shape it was given.
+        input: String,
+    },
+    /// A network whose last layer does not produce the forecast's width.
+    #[error("the network ends in shape {found}, the forecast needs [{expected}]")]
+    NetworkOutput {
+        /// What it produces.
+        found: String,
+        /// `horizon × targets`.
+        expected: usize,
+    },
+    /// A tensor the description needs is missing.
+    #[error("tensor {0:?} is missing from the model file")]
+    MissingTensor(String),
+    /// A tensor has the wrong shape.
+    #[error("tensor {name:?} has shape {found:?}, the description needs {expected:?}")]
+    TensorShape {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        found: Vec<usize>,
+        /// The shape the description derives.
+        expected: Vec<usize>,
+    },
+}

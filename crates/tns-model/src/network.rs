@@ -1,0 +1,407 @@
+//! Networks as stacks of layers.
+//!
+//! A [`NetworkConfig`] is what a user picks (`--network mlp:64,64`) and what a model file
+//! stores. It expands, once, into a list of [`LayerNode`]s: each a [`Layer`] with its input
+//! and output [`Shape`] and the name prefix of its tensors. Parameter shapes, counts, MACs
+//! and initialization bounds are derived here from the layers; the backends (Candle, the
+//! engine, ONNX, INT8) each lower every [`Layer`] variant once, with exhaustive matches, so
+//! that a new variant without a lowering does not compile.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+use crate::config::MAX_WIDTH;
+
+/// The learned part of a model, as stored in the model file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum NetworkConfig {
+    /// One linear map from the flattened window to the outputs.
+    Linear,
+    /// ReLU multilayer perceptron on the flattened window.
+    Mlp {
+        /// Hidden layer widths.
+        hidden: Vec<usize>,
+    },
+    /// Single-layer GRU (PyTorch gate convention, two biases) + linear head on the last state.
+    Gru {
+        /// Hidden size.
+        hidden: usize,
+    },
+}
+
+/// The forms `--network` accepts, for error messages and help texts.
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size)";
+
+impl NetworkConfig {
+    /// The widths a user chose (for limits and zero checks).
+    fn widths(&self) -> &[usize] {
+        match self {
+            Self::Linear => &[],
+            Self::Mlp { hidden } => hidden,
+            Self::Gru { hidden } => std::slice::from_ref(hidden),
+        }
+    }
+
+    /// Checks the user's numbers: every width at least 1 and at most [`MAX_WIDTH`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.widths().contains(&0) {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
+            });
+        }
+        if let Some(&width) = self.widths().iter().find(|w| **w > MAX_WIDTH) {
+            return Err(ConfigError::Width { width });
+        }
+        if self.widths().len() > crate::config::MAX_LAYERS {
+            return Err(ConfigError::Limit {
+                what: "layers",
+                value: self.widths().len(),
+                max: crate::config::MAX_LAYERS,
+            });
+        }
+        Ok(())
+    }
+
+    /// The layer stack from a network input of shape `input` to `outputs` values. Tensor
+    /// names are those of format version 1 (`linear.*`, `mlp.{i}.*`, `gru.*` + `head.*`).
+    pub fn layers(&self, input: Shape, outputs: usize) -> Result<Vec<LayerNode>, ConfigError> {
+        self.validate()?;
+        let mut stack = StackBuilder::new(input);
+        match self {
+            Self::Linear => {
+                stack.push("flatten", Layer::Flatten)?;
+                stack.push("linear", Layer::Dense { outputs })?;
+            }
+            Self::Mlp { hidden } => {
+                stack.push("flatten", Layer::Flatten)?;
+                for (i, &width) in hidden.iter().enumerate() {
+                    stack.push(&format!("mlp.{i}"), Layer::Dense { outputs: width })?;
+                    stack.push(
+                        &format!("mlp.{i}.relu"),
+                        Layer::Activation(Activation::Relu),
+                    )?;
+                }
+                stack.push(&format!("mlp.{}", hidden.len()), Layer::Dense { outputs })?;
+            }
+            Self::Gru { hidden } => {
+                stack.push("gru", Layer::Gru { hidden: *hidden })?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
+        }
+        stack.finish(outputs)
+    }
+}
+
+impl std::fmt::Display for NetworkConfig {
+    /// The `--network` syntax (`mlp:64,64`), which [`str::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        match self {
+            Self::Linear => f.write_str("linear"),
+            Self::Mlp { hidden } => write!(f, "mlp:{}", list(hidden)),
+            Self::Gru { hidden } => write!(f, "gru:{hidden}"),
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkConfig {
+    type Err = ConfigError;
+
+    /// Parses `linear`, `mlp:64,64`, `gru:32`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::NetworkSpec(s.to_string());
+        let (name, args) = s.split_once(':').unwrap_or((s, ""));
+        let numbers: Vec<usize> = if args.is_empty() {
+            Vec::new()
+        } else {
+            args.split(',')
+                .map(|a| a.trim().parse().map_err(|_| bad()))
+                .collect::<Result<_, _>>()?
+        };
+        let network = match (name.trim(), numbers.as_slice()) {
+            ("linear", []) => Self::Linear,
+            ("mlp", [_, ..]) => Self::Mlp { hidden: numbers },
+            ("gru", [hidden]) => Self::Gru { hidden: *hidden },
+            _ => return Err(bad()),
+        };
+        network.validate()?;
+        Ok(network)
+    }
+}
+
+/// What flows between two layers, per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `steps` rows of `channels` values, row-major.
+    Sequence {
+        /// Time steps.
+        steps: usize,
+        /// Values per step.
+        channels: usize,
+    },
+    /// A flat vector.
+    Vector(usize),
+}
+
+impl Shape {
+    /// Values per sample.
+    pub fn len(self) -> usize {
+        match self {
+            Self::Sequence { steps, channels } => steps * channels,
+            Self::Vector(n) => n,
+        }
+    }
+
+    /// Values per step: the channels of a sequence, the length of a vector.
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Sequence { channels, .. } => channels,
+            Self::Vector(n) => n,
+        }
+    }
+
+    /// Whether the shape holds no values.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sequence { steps, channels } => write!(f, "[{steps}, {channels}]"),
+            Self::Vector(n) => write!(f, "[{n}]"),
+        }
+    }
+}
+
+/// Element-wise activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// One layer: what it computes, independent of any backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// A sequence `[steps, channels]` read as one vector `[steps · channels]` (no data moves).
+    Flatten,
+    /// `y = W x + b` on a vector: tensors `{name}.weight` `[outputs, inputs]` and
+    /// `{name}.bias` `[outputs]`.
+    Dense {
+        /// Output width.
+        outputs: usize,
+    },
+    /// An element-wise activation; shape unchanged.
+    Activation(Activation),
+    /// A GRU over a sequence (PyTorch convention: gates stacked `r, z, n`, two biases,
+    /// `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`), started from zero; outputs the last
+    /// hidden state. Tensors `{name}.weight_ih_l0` `[3H, C]`, `{name}.weight_hh_l0`
+    /// `[3H, H]`, `{name}.bias_ih_l0` and `{name}.bias_hh_l0` `[3H]`.
+    Gru {
+        /// Hidden size `H`.
+        hidden: usize,
+    },
+}
+
+impl Layer {
+    /// The layer type's name, as the conformance suite and `tns inspect` print it.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Flatten => "flatten",
+            Self::Dense { .. } => "dense",
+            Self::Activation(Activation::Relu) => "relu",
+            Self::Gru { .. } => "gru",
+        }
+    }
+
+    /// Every layer type, one representative each (the conformance suite checks that its
+    /// examples cover them all).
+    pub const TYPES: [Layer; 4] = [
+        Self::Flatten,
+        Self::Dense { outputs: 1 },
+        Self::Activation(Activation::Relu),
+        Self::Gru { hidden: 1 },
+    ];
+
+    /// The output shape for `input`, or why the layer cannot take it.
+    pub fn output_shape(self, input: Shape) -> Option<Shape> {
+        match (self, input) {
+            (Self::Flatten, Shape::Sequence { .. }) => Some(Shape::Vector(input.len())),
+            (Self::Dense { outputs }, Shape::Vector(_)) => Some(Shape::Vector(outputs)),
+            (Self::Activation(_), shape) => Some(shape),
+            (Self::Gru { hidden }, Shape::Sequence { .. }) => Some(Shape::Vector(hidden)),
+            _ => None,
+        }
+    }
+}
+
+/// One trainable tensor of a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// Full tensor name (`mlp.0.weight`).
+    pub name: String,
+    /// Shape (weights `[out, in]`).
+    pub shape: Vec<usize>,
+    /// Initialization draws `U(−bound, bound)` (PyTorch's defaults: `1/√fan_in` for dense
+    /// layers, `1/√H` for every GRU tensor).
+    pub init_bound: f32,
+    /// Whether this is a weight matrix (INT8 quantization applies to these).
+    pub matrix: bool,
+}
+
+/// A layer placed in a network: its tensors' name prefix and its shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNode {
+    /// Name prefix of the layer's tensors (and of its ONNX nodes).
+    pub name: String,
+    /// What it computes.
+    pub layer: Layer,
+    /// Shape it reads.
+    pub input: Shape,
+    /// Shape it writes.
+    pub output: Shape,
+}
+
+impl LayerNode {
+    /// The layer's tensors in initialization order.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let param = |suffix: &str, shape: Vec<usize>, fan_in: usize, matrix: bool| ParamSpec {
+            name: format!("{}.{suffix}", self.name),
+            shape,
+            init_bound: 1.0 / (fan_in.max(1) as f32).sqrt(),
+            matrix,
+        };
+        match (self.layer, self.input) {
+            (Layer::Flatten | Layer::Activation(_), _) => Vec::new(),
+            (Layer::Dense { outputs }, input) => {
+                let inputs = input.len();
+                vec![
+                    param("weight", vec![outputs, inputs], inputs, true),
+                    param("bias", vec![outputs], inputs, false),
+                ]
+            }
+            (Layer::Gru { hidden: h }, input) => {
+                let channels = input.channels();
+                vec![
+                    param("weight_ih_l0", vec![3 * h, channels], h, true),
+                    param("weight_hh_l0", vec![3 * h, h], h, true),
+                    param("bias_ih_l0", vec![3 * h], h, false),
+                    param("bias_hh_l0", vec![3 * h], h, false),
+                ]
+            }
+        }
+    }
+
+    /// Trainable scalars of the layer.
+    pub fn parameter_count(&self) -> usize {
+        self.params()
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Multiply–accumulate operations of one forward pass of one sample.
+    pub fn macs(&self) -> usize {
+        match (self.layer, self.input) {
+            (Layer::Flatten | Layer::Activation(_), _) => 0,
+            (Layer::Dense { outputs }, input) => outputs * input.len(),
+            (Layer::Gru { hidden: h }, Shape::Sequence { steps, channels }) => {
+                steps * 3 * h * (channels + h)
+            }
+            (Layer::Gru { .. }, Shape::Vector(_)) => 0,
+        }
+    }
+}
+
+/// Places layers one after the other, checking that each accepts its input.
+struct StackBuilder {
+    nodes: Vec<LayerNode>,
+    shape: Shape,
+}
+
+impl StackBuilder {
+    fn new(input: Shape) -> Self {
+        Self {
+            nodes: Vec::new(),
+            shape: input,
+        }
+    }
+
+    fn push(&mut self, name: &str, layer: Layer) -> Result<(), ConfigError> {
+        let output = layer
+            .output_shape(self.shape)
+            .ok_or_else(|| ConfigError::LayerInput {
+                layer: name.to_string(),
+                kind: layer.type_name(),
+                input: self.shape.to_string(),
+            })?;
+        self.nodes.push(LayerNode {
+            name: name.to_string(),
+            layer,
+            input: self.shape,
+            output,
+        });
+        self.shape = output;
+        Ok(())
+    }
+
+    fn finish(self, outputs: usize) -> Result<Vec<LayerNode>, ConfigError> {
+        if self.shape != Shape::Vector(outputs) {
+            return Err(ConfigError::NetworkOutput {
+                found: self.shape.to_string(),
+                expected: outputs,
+            });
+        }
+        Ok(self.nodes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_syntax_round_trips() {
+        for s in ["linear", "mlp:64,64", "mlp:8", "gru:32"] {
+            let n: NetworkConfig = s.parse().unwrap();
+            assert_eq!(n.to_string(), s);
+        }
+        for bad in [
+            "", "gru", "gru:", "gru:4,4", "mlp", "mlp:0", "lstm:4", "linear:3", "gru:x",
+        ] {
+            assert!(bad.parse::<NetworkConfig>().is_err(), "{bad:?} parsed");
+        }
+        let err = "conv:3".parse::<NetworkConfig>().unwrap_err().to_string();
+        assert!(err.contains(NETWORK_SYNTAX), "{err}");
+    }
+
+    #[test]
+    fn shapes_flow_through_the_stack() {
+        let input = Shape::Sequence {
+            steps: 5,
+            channels: 3,
+        };
+        let layers = NetworkConfig::Mlp { hidden: vec![7] }
+            .layers(input, 2)
+            .unwrap();
+        let shapes: Vec<_> = layers.iter().map(|l| l.output).collect();
+        assert_eq!(
+            shapes,
+            [
+                Shape::Vector(15),
+                Shape::Vector(7),
+                Shape::Vector(7),
+                Shape::Vector(2)
+            ]
+        );
+        assert!(
+            Layer::Gru { hidden: 3 }
+                .output_shape(Shape::Vector(4))
+                .is_none()
+        );
+        assert!(Layer::Dense { outputs: 3 }.output_shape(input).is_none());
+    }
+}
