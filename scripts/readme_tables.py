@@ -13,6 +13,8 @@ Blocks:
   int8                            results/bench/bench.json          (tns bench; its `int8` sections)
   onnx                            results/onnx/parity.json          (TNS_ONNX_PARITY_OUT=... cargo test -p tns-onnx)
   serve                           results/serve/load.{json,md}      (bash bench/serve/run.sh)
+  b-over-mlp                      results/demo-<regime>/system-b-mlp-vs-mlp.md (tns eval … --reference mlp)
+  refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
 """
 
 import json
@@ -34,6 +36,34 @@ def demo(regime):
         return None
     cmd = "cargo run --release -- demo" + ("" if regime == "mixed" else f" --regime {regime}")
     return f"Produced by `{cmd} --out results/demo-{regime}` (file `results/demo-{regime}/report.md`):\n\n{report.strip()}\n"
+
+
+def b_over_mlp():
+    parts = []
+    for regime in ["turn", "mixed"]:
+        stem = f"results/demo-{regime}/system-b-mlp-vs-mlp"
+        table = read(f"{stem}.md")
+        if table is None:
+            return None
+        cmd = (
+            f"tns eval --synth trajectory --regime {regime} --reference mlp "
+            f"results/demo-{regime}/models/{{system-b-mlp,mlp,system-b}}.tns --report {stem}"
+        )
+        parts.append(
+            f"**{regime}**, produced after the demo above by `{cmd}` (file `{stem}.md`):\n\n{table.strip()}\n"
+        )
+    return "\n".join(parts)
+
+
+def refactor_ab():
+    summary = read("results/refactor-ab/summary.md")
+    if summary is None:
+        return None
+    return (
+        "Produced by `bash bench/ab/run.sh OLD_TNS NEW_TNS 5` (file `results/refactor-ab/summary.md`):\n\n"
+        + summary.strip()
+        + "\n"
+    )
 
 
 def bench():
@@ -184,6 +214,8 @@ BLOCKS = {
     "demo-cv": lambda: demo("cv"),
     "bench": bench,
     "peers": peers,
+    "b-over-mlp": b_over_mlp,
+    "refactor-ab": refactor_ab,
 }
 
 

@@ -19,16 +19,32 @@ pub struct ConformalCalibration {
 /// Errors of the calibration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConformalError {
+    /// α outside (0, 1).
     #[error("conformal alpha must lie in (0, 1), got {0}")]
     BadAlpha(f64),
+    /// Too few calibration windows for a finite radius.
     #[error(
         "{n} calibration windows are too few for alpha = {alpha}: at least {needed} are needed for a finite interval; enlarge the calibration split or raise alpha"
     )]
-    TooFew { n: usize, alpha: f64, needed: usize },
+    TooFew {
+        /// Calibration windows.
+        n: usize,
+        /// The miscoverage level.
+        alpha: f64,
+        /// Rows (or windows) needed.
+        needed: usize,
+    },
+    /// A non-finite calibration score.
     #[error(
         "calibration scores contain a non-finite value at window {window}, position {position}"
     )]
-    NonFinite { window: usize, position: usize },
+    NonFinite {
+        /// 0-based window.
+        window: usize,
+        /// 0-based position in the window.
+        position: usize,
+    },
+    /// Predictions and truths of mismatched lengths.
     #[error(
         "predictions ({0}) and truths ({1}) differ in length or are not a multiple of the width"
     )]

@@ -37,10 +37,13 @@ impl Default for GateConfig {
 /// Errors of the gate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
+    /// α outside (0, 1).
     #[error("gate alpha must lie in (0, 1), got {0}")]
     BadAlpha(f64),
+    /// No target, so no degrees of freedom.
     #[error("gate needs at least one target (dof = 0)")]
     NoDof,
+    /// The covariance is not positive definite.
     #[error("the prior's predictive covariance is unusable: {0}")]
     Covariance(#[from] NotPositiveDefinite),
 }

@@ -125,7 +125,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         m.save(&path)?;
         engines.push(Engine::load(&path).with_context(|| format!("loading {}", path.display()))?);
     }
-    let report = tns_eval::compare(&engines, &splits.test, spec.span())?;
+    let report = tns_eval::compare(&engines, &splits.test, spec.span(), None)?;
     report.write(&args.out.join("report"))?;
     println!("\n{}", report.table);
     if let Some(k) = trained.iter().find_map(|m| m.manifest.kalman.as_ref()) {

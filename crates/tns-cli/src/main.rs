@@ -105,9 +105,13 @@ struct TrainCommand {
 struct EvalCommand {
     #[command(flatten)]
     data: DataArgs,
-    /// Model files; the first System B model (or the first model) is the reference.
+    /// Model files; the reference is --reference, else the first System B model, else the
+    /// first model.
     #[arg(required = true)]
     models: Vec<PathBuf>,
+    /// Name of the model every other is compared with (paired bootstrap of ΔMSE).
+    #[arg(long)]
+    reference: Option<String>,
     /// Write the report (markdown) and results (JSON) with this path stem.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -233,7 +237,17 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         }
     }
     let splits = dataset.windows(&spec, &Default::default())?;
-    let report = tns_eval::compare(&models, &splits.test, spec.span())?;
+    let reference = cmd
+        .reference
+        .as_ref()
+        .map(|name| {
+            models
+                .iter()
+                .position(|m| &m.manifest().config.name == name)
+                .with_context(|| format!("--reference {name:?} is not among the models' names"))
+        })
+        .transpose()?;
+    let report = tns_eval::compare(&models, &splits.test, spec.span(), reference)?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;

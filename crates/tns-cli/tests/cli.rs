@@ -107,3 +107,116 @@ fn malformed_csv_is_reported_with_row_and_column() {
         "{err}"
     );
 }
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let synth = [
+        "--synth",
+        "trajectory",
+        "--regime",
+        "turn",
+        "--rows",
+        "2000",
+    ];
+    let train = |model: &str, network: Option<&str>, out: &str| {
+        let mut args = vec!["train", "--model", model, "--epochs", "2", "-o", out];
+        args.extend(synth);
+        if let Some(n) = network {
+            args.extend(["--network", n, "--name", out]);
+        }
+        tns(&args)
+    };
+    let (b_mlp, b_gru, mlp) = (path("b-mlp.tns"), path("b-gru.tns"), path("mlp.tns"));
+    let log = train("system-b", Some("mlp:16,8"), &b_mlp);
+    assert!(
+        String::from_utf8_lossy(&log.stderr).contains("system-b over mlp:16,8"),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    ok(log);
+    ok(train("system-b", None, &b_gru));
+    ok(train("mlp", None, &mlp));
+
+    // One table: System B over the MLP against the MLP and System B over the GRU.
+    let mut args = vec!["eval", b_mlp.as_str(), mlp.as_str(), b_gru.as_str()];
+    args.extend(synth);
+    let table = ok(tns(&args));
+    assert_eq!(table.matches("\n| ").count(), 3, "{table}");
+    assert!(
+        table.contains("b-mlp.tns") && table.contains("| mlp |"),
+        "{table}"
+    );
+
+    // The description drives inspect, ONNX export and INT8.
+    let inspect = ok(tns(&["inspect", &b_mlp]));
+    assert!(
+        inspect.contains("network      mlp:16,8") && inspect.contains("(relu)"),
+        "{inspect}"
+    );
+    ok(tns(&["export", "onnx", &b_mlp, "-o", &path("b-mlp.onnx")]));
+    let mut args = vec!["quantize", b_mlp.as_str(), "--int8", "-o"];
+    let q = path("b-mlp-int8.tns");
+    args.push(&q);
+    args.extend(synth);
+    ok(tns(&args));
+    let window: Vec<Vec<f64>> = (0..10)
+        .map(|i| vec![i as f64 * 0.25, 1.0, 5.0, 0.0])
+        .collect();
+    let input = path("w.json");
+    std::fs::write(&input, serde_json::json!({ "window": window }).to_string()).unwrap();
+    for model in [&b_mlp, &q] {
+        let cert: serde_json::Value =
+            serde_json::from_str(&ok(tns(&["predict", model, "-i", &input]))).unwrap();
+        assert_eq!(cert["gate"]["test"], "chi2_mahalanobis", "{model}");
+    }
+}
+
+#[test]
+fn bad_networks_are_refused_with_the_syntax() {
+    let out = tns(&[
+        "train",
+        "--synth",
+        "trajectory",
+        "--rows",
+        "500",
+        "--model",
+        "system-b",
+        "--network",
+        "lstm:4",
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mlp:W1") && err.contains("gru:H"), "{err}");
+    let out = tns(&[
+        "train",
+        "--synth",
+        "trajectory",
+        "--rows",
+        "500",
+        "--model",
+        "kalman",
+        "--network",
+        "mlp:4",
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kalman has no network"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -47,17 +47,25 @@ impl Report {
     }
 }
 
-/// Evaluates every model on `test` and compares each with the reference by a paired block
+/// Evaluates every model on `test` and compares each with the reference (`reference`, or
+/// else the first System B model, or else the first model) by a paired block
 /// bootstrap (blocks of `block` consecutive windows: the span of one window, so blocks
 /// cover the overlap that correlates neighbouring errors).
-pub fn compare(models: &[Engine], test: &WindowSet, block: usize) -> Result<Report, EvalError> {
+pub fn compare(
+    models: &[Engine],
+    test: &WindowSet,
+    block: usize,
+    reference: Option<usize>,
+) -> Result<Report, EvalError> {
     if models.is_empty() {
         return Err(EvalError::NoModels);
     }
-    let reference = models
-        .iter()
-        .position(|m| m.manifest().config.kind == ModelKind::SystemB)
-        .unwrap_or(0);
+    let reference = reference.filter(|&r| r < models.len()).unwrap_or_else(|| {
+        models
+            .iter()
+            .position(|m| m.manifest().config.kind == ModelKind::SystemB)
+            .unwrap_or(0)
+    });
     let forecasts = models
         .iter()
         .map(|m| {

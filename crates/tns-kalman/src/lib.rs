@@ -65,18 +65,25 @@ pub struct AxisParams {
 /// Errors building a prior.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KalmanError {
+    /// A target that no Kalman axis observes.
     #[error(
         "target column {0} is neither the position nor the velocity column of any Kalman axis; the prior can only forecast observed kinematic columns"
     )]
     UnmodelledTarget(usize),
+    /// A noise parameter that is not positive and finite.
     #[error("axis {axis}: {what} must be positive and finite, got {value}")]
     BadParameter {
+        /// 0-based axis.
         axis: usize,
+        /// What was windowed.
         what: &'static str,
+        /// The value as read.
         value: f64,
     },
+    /// As many parameter sets as axes are needed.
     #[error("{0} parameter sets for {1} axes")]
     ParamCount(usize, usize),
+    /// An invalid window specification.
     #[error("Kalman spec: {0}")]
     BadSpec(String),
 }

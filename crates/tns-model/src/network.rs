@@ -184,7 +184,7 @@ pub enum Activation {
 }
 
 /// One layer: what it computes, independent of any backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount)]
 pub enum Layer {
     /// A sequence `[steps, channels]` read as one vector `[steps · channels]` (no data moves).
     Flatten,
@@ -376,6 +376,17 @@ mod tests {
         }
         let err = "conv:3".parse::<NetworkConfig>().unwrap_err().to_string();
         assert!(err.contains(NETWORK_SYNTAX), "{err}");
+    }
+
+    #[test]
+    fn every_layer_type_is_listed() {
+        use strum::EnumCount;
+        // A new variant must join `Layer::TYPES`, which the example-coverage test and the
+        // conformance suite iterate.
+        assert_eq!(Layer::TYPES.len(), Layer::COUNT);
+        let names: std::collections::BTreeSet<_> =
+            Layer::TYPES.iter().map(|l| l.type_name()).collect();
+        assert_eq!(names.len(), Layer::COUNT, "TYPES lists a type twice");
     }
 
     #[test]
