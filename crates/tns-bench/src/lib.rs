@@ -25,7 +25,7 @@ use tns_engine::{Engine, Predictor};
 use tns_eval::{Int8Report, quantize_with_report};
 use tns_eval::{SeriesToPlot, plot_latency_histograms};
 use tns_format::save_model;
-use tns_model::{ModelConfig, ModelKind, NamedTensor};
+use tns_model::{ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
 /// Options of the benchmark.
@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Core clock in GHz for the FMA peak (default: the peak is measured with an FMA loop).
     #[arg(long)]
     peak_ghz: Option<f64>,
+    /// Also time System B over this network (`--network mlp:64,64`), beside the presets.
+    #[arg(long)]
+    network: Option<NetworkConfig>,
     /// Output directory.
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
@@ -329,6 +332,34 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         latencies.push(lat);
         engines.push((kind, Arc::new(Engine::load(&file)?), trained.tensors));
     }
+    let mut names: Vec<String> = KINDS.iter().map(|k| k.name().to_string()).collect();
+    if let Some(network) = &args.network {
+        let name = format!("system-b ({network})");
+        let mut config = ModelConfig::new(
+            &name,
+            ModelKind::SystemB,
+            &COLUMNS,
+            targets,
+            lookback,
+            1,
+            lead,
+        );
+        config.network = Some(network.clone());
+        config.kalman_axes = Some(axes.clone());
+        config.seed = 7;
+        let trained = fit_model(&config, data.dt(), &splits, &options)
+            .with_context(|| format!("training {name}"))?;
+        let file = args.out.join("models").join(format!(
+            "{}-system-b-{}.tns",
+            shape.name(),
+            network.to_string().replace([':', ','], "-")
+        ));
+        trained.save(&file)?;
+        let (result, lat) = measure_model(&name, &file, &windows, per, args, shape)?;
+        models.push(result);
+        latencies.push(lat);
+        names.push(name);
+    }
     // INT8 versions of the GRU models, recalibrated on the same splits and timed the same way.
     let mut int8 = Vec::new();
     for (kind, engine, tensors) in &engines {
@@ -371,11 +402,11 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
             shape.name(),
             args.calls
         ),
-        &KINDS
+        &names
             .iter()
             .zip(&latencies)
-            .map(|(k, l)| SeriesToPlot {
-                name: k.name().into(),
+            .map(|(name, l)| SeriesToPlot {
+                name: name.clone(),
                 values: l.iter().map(|ns| ns / 1000.0).collect(),
             })
             .collect::<Vec<_>>(),

@@ -696,3 +696,51 @@ async fn the_openapi_document_is_served_and_matches_the_committed_one() {
         "crates/tns-serve/openapi.json is out of date; regenerate with TNS_WRITE_OPENAPI=1 cargo test -p tns-serve --test http"
     );
 }
+
+/// The server runs whatever network the description holds: System B over an MLP, written by
+/// `tns_format::save_model`, predicts with its gate and matches the engine.
+#[tokio::test]
+async fn system_b_over_an_mlp_serves_with_certificates() {
+    let network: tns_model::NetworkConfig = "mlp:16,8".parse().unwrap();
+    let example =
+        tns_conformance::example(tns_model::ModelKind::SystemB, &network, 6, 2, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b-mlp.tns");
+    tns_format::save_model(&path, &example.manifest, &example.tensors).unwrap();
+    let mut options = ServeOptions::new(vec![("bmlp".into(), path.clone())]);
+    options.addr = "127.0.0.1:0".parse().unwrap();
+    options.watch = None;
+    let server = start(options).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let windows = tns_conformance::random_windows(6, 2, 4, 1);
+    let rows: Vec<Vec<Vec<f64>>> = windows
+        .chunks(12)
+        .map(|w| w.chunks(2).map(<[f64]>::to_vec).collect())
+        .collect();
+    let response = Client::new()
+        .post(format!("{base}/v1/models/bmlp/predict"))
+        .json(&json!({ "windows": rows }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let engine = tns_engine::Engine::load(&path).unwrap();
+    let expected = engine.predict_all(&windows).unwrap();
+    for (got, want) in body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&expected)
+    {
+        assert_eq!(got["gate"]["test"], "chi2_mahalanobis");
+        let values: Vec<f64> = got["prediction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        assert_eq!(values, want.values());
+    }
+    server.shutdown().await.unwrap();
+}
