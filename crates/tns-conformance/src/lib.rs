@@ -14,6 +14,10 @@
 //! every instruction set, batch), INT8 against f32 within its accuracy bound, and ONNX in
 //! onnxruntime. The engine's own tests use [`CandleReference`] as their reference too.
 
+mod harness;
+
+pub use harness::{assert_json_within, onnxruntime_available, python, run_ort_parity};
+
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

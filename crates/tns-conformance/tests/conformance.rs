@@ -18,10 +18,12 @@
 //! `examples_cover_every_layer_type_at_two_sizes`.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
-use tns_conformance::{CandleReference, Example, examples, random_windows};
+use tns_conformance::{
+    CandleReference, Example, assert_json_within, examples, onnxruntime_available, random_windows,
+    run_ort_parity,
+};
 use tns_engine::{Engine, Isa, Prediction, Predictor};
 
 const WINDOWS: usize = 120;
@@ -96,12 +98,8 @@ fn check_engine_against_candle(example: &Example, windows: &[f64]) {
             }
             let ours = serde_json::to_value(engine.certificate(p)).unwrap();
             let theirs = serde_json::to_value(reference.pipeline().certificate(w)).unwrap();
-            assert_json_close(
-                &ours,
-                &theirs,
-                scale.iter().copied().fold(f64::INFINITY, f64::min),
-                &label,
-            );
+            let floor = scale.iter().copied().fold(f64::INFINITY, f64::min);
+            assert_json_within(&ours, &theirs, 1e-5, floor, &label);
         }
         if threshold.is_some() {
             assert!(
@@ -142,58 +140,6 @@ fn check_int8(example: &Example, windows: &[f64]) {
             "{label}: INT8 correction differs from f32 by {worst} residual scales"
         );
     }
-}
-
-/// Equal JSON documents, numbers within `1e-5 · max(|expected|, floor)`.
-fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, floor: f64, label: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(close(x, y, floor), "{label}: {x} vs {y}");
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{label}");
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                assert_json_close(p, q, floor, &format!("{label}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(
-                x.keys().collect::<Vec<_>>(),
-                y.keys().collect::<Vec<_>>(),
-                "{label}"
-            );
-            for (k, v) in x {
-                assert_json_close(v, &y[k], floor, &format!("{label}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{label}"),
-    }
-}
-
-fn python() -> String {
-    std::env::var("TNS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether onnxruntime can be imported; panics if it must be and cannot.
-fn onnxruntime_available() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import onnxruntime, numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("TNS_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
-            "TNS_REQUIRE_ONNXRUNTIME=1 but {} cannot import onnxruntime and numpy",
-            python()
-        );
-        eprintln!(
-            "SKIPPED the ONNX backend: {} cannot import onnxruntime/numpy (pip install onnxruntime onnx numpy, or set TNS_PYTHON)",
-            python()
-        );
-    }
-    ok
 }
 
 /// Writes one case in the format of `ort_parity.py`: the exported model, the windows and the
@@ -266,17 +212,6 @@ fn every_layer_type_matches_across_every_backend() {
         }
     }
     if onnx {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tns-onnx/tests/ort_parity.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        println!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(
-            out.status.success(),
-            "onnxruntime conformance failed (see above)"
-        );
+        run_ort_parity(dir.path());
     }
 }

@@ -389,9 +389,10 @@ impl NetworkPlan {
 }
 
 fn tensor<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, EngineError> {
-    tensors.iter().find(|t| t.name == name).ok_or_else(|| {
-        EngineError::Model(format!("tensor {name:?} is missing from the model file"))
-    })
+    tensors
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| tns_model::ConfigError::MissingTensor(name.to_string()).into())
 }
 
 #[cfg(target_arch = "x86_64")]

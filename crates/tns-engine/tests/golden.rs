@@ -1,7 +1,11 @@
-//! The golden model file: a System B model written by format version 1, committed under
-//! `tests/fixtures/`, that every later version must load and predict from identically.
-//! Regenerate (only when the format version changes on purpose) with
-//! `TNS_WRITE_GOLDEN=1 cargo test --release -p tns-engine --test golden`.
+//! The golden model files: a System B model written by format version 1, and its INT8
+//! version written by format version 2 (both by the release before the model description was
+//! introduced), committed under `tests/fixtures/`, that every later version must load and
+//! predict from identically. Regenerate the v1 file (only when the format version changes on
+//! purpose) with `TNS_WRITE_GOLDEN=1 cargo test --release -p tns-engine --test golden`. The v2
+//! file and its expected certificates were written by that release's `tns quantize
+//! golden-system-b-v1.tns --int8 --synth trajectory --regime mixed --rows 3000 --data-seed 3`
+//! and `tns predict` on an AVX2+FMA machine; they are not regenerated.
 
 mod common;
 
@@ -49,28 +53,67 @@ fn the_golden_model_still_loads_and_predicts_identically() {
     }
     let (manifest, _) = load_model(&model_path).expect("the golden file loads");
     assert_eq!(manifest.format_version, 1);
+    replay(&model_path, &expected_path, |isa, i, got, expected| {
+        if isa == Isa::Portable {
+            // The expected file was written on the portable kernels: plain IEEE arithmetic
+            // in a fixed order, so today's engine must give the same bits.
+            assert_eq!(got, expected, "portable case {i}: not bit for bit");
+        }
+        // Floor 1e-2: the SIMD kernels round the f32 network differently from the portable ones.
+        common::assert_json_close(got, expected, 1e-2, &format!("{isa:?} case {i}"));
+    });
+}
+
+/// Predicts every case of `expected_path` with `model_path` on every instruction set of
+/// this CPU and hands each certificate to `check(isa, case, got, expected)`.
+fn replay(
+    model_path: &std::path::Path,
+    expected_path: &std::path::Path,
+    check: impl Fn(Isa, usize, &Value, &Value),
+) {
     let cases: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(&expected_path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(expected_path).unwrap()).unwrap();
     assert_eq!(cases.len(), 20);
     let mut isas = vec![Isa::Portable];
     if Isa::detect() == Isa::Avx2Fma {
         isas.push(Isa::Avx2Fma);
     }
     for isa in isas {
-        let (manifest, tensors) = load_model(&model_path).unwrap();
+        let (manifest, tensors) = load_model(model_path).unwrap();
         let engine = Arc::new(Engine::with_isa(manifest, &tensors, isa).unwrap());
         let mut predictor = Predictor::new(engine.clone());
         for (i, case) in cases.iter().enumerate() {
             let window: Vec<f64> = serde_json::from_value(case["window"].clone()).unwrap();
             let got = serde_json::to_value(engine.certificate(predictor.predict(&window).unwrap()))
                 .unwrap();
-            // Floor 1e-2: the SIMD kernels round the f32 network differently from the portable ones.
-            common::assert_json_close(
-                &got,
-                &case["certificate"],
-                1e-2,
-                &format!("{isa:?} case {i}"),
-            );
+            check(isa, i, &got, &case["certificate"]);
         }
     }
+}
+
+#[test]
+fn the_golden_int8_model_still_loads_and_predicts_identically() {
+    let model_path = fixtures().join("golden-system-b-v2-int8.tns");
+    let (manifest, tensors) = load_model(&model_path).expect("the golden INT8 file loads");
+    assert_eq!(manifest.format_version, 2);
+    assert!(manifest.quantization.is_some());
+    let engine = Engine::new(manifest, &tensors).unwrap();
+    assert!(engine.network().unwrap().is_int8());
+    let expected_path = fixtures().join("golden-system-b-v2-int8.expected.json");
+    replay(&model_path, &expected_path, |isa, i, got, expected| {
+        if isa == Isa::Avx2Fma {
+            // Written by the same kernels: the same bits.
+            assert_eq!(got, expected, "AVX2 case {i}: not bit for bit");
+        } else {
+            // The integer products are exact on both instruction sets; the GRU's f32 gate
+            // math (FMA or not) may move an activation code by one step.
+            tns_conformance::assert_json_within(
+                got,
+                expected,
+                1e-3,
+                1e-2,
+                &format!("portable case {i}"),
+            );
+        }
+    });
 }

@@ -63,7 +63,7 @@ pub struct AxisParams {
 }
 
 /// Errors building a prior.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum KalmanError {
     /// A target that no Kalman axis observes.
     #[error(

@@ -40,7 +40,7 @@ pub enum InputError {
 }
 
 /// Why the parts of a model do not make a runnable pipeline.
-#[derive(Debug, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PipelineError {
     /// The description itself is invalid.
     #[error(transparent)]

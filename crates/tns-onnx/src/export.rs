@@ -38,6 +38,12 @@ pub const IR_VERSION: i64 = 8;
 /// Why a model cannot be exported.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExportError {
+    /// The model description is invalid or the tensors do not match it.
+    #[error("cannot export this model: {0}")]
+    Description(#[from] tns_model::ConfigError),
+    /// The manifest's fitted parts do not make a pipeline.
+    #[error("cannot export this model: {0}")]
+    Pipeline(#[from] tns_model::PipelineError),
     /// The manifest or its tensors are inconsistent.
     #[error("cannot export this model: {0}")]
     Model(String),
@@ -79,9 +85,7 @@ pub mod names {
 /// ```
 pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto, ExportError> {
     let c = &manifest.config;
-    let pipeline = manifest
-        .pipeline()
-        .map_err(|e| ExportError::Model(e.to_string()))?;
+    let pipeline = manifest.pipeline()?;
     let (lookback, features) = (c.lookback, c.features.len());
     let (horizon, targets) = (c.horizon, c.targets.len());
     let width = horizon * targets;
@@ -351,7 +355,7 @@ fn weights<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor
     tensors
         .iter()
         .find(|t| t.name == name)
-        .ok_or_else(|| ExportError::Model(format!("tensor {name:?} is missing")))
+        .ok_or_else(|| tns_model::ConfigError::MissingTensor(name.to_string()).into())
 }
 
 /// A `Gemm` with the stored `[out, in]` weight (`transB = 1`).
@@ -382,12 +386,8 @@ fn network_graph(
     tensors: &[NamedTensor],
     config: &ModelConfig,
 ) -> Result<String, ExportError> {
-    config
-        .check_tensors(tensors)
-        .map_err(|e| ExportError::Model(e.to_string()))?;
-    let layers = config
-        .layers()
-        .map_err(|e| ExportError::Model(e.to_string()))?;
+    config.check_tensors(tensors)?;
+    let layers = config.layers()?;
     let mut x = normalized.to_string();
     for node in &layers {
         x = lower_layer(g, node, &x, tensors)?;

@@ -9,37 +9,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{Shape, data, fitted, split_gate_decisions, windows};
 use tns_certify::GateMode;
+use tns_conformance::{onnxruntime_available, run_ort_parity};
 use tns_engine::Engine;
 use tns_model::ModelKind;
-
-fn python() -> String {
-    std::env::var("TNS_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether onnxruntime can be imported; panics if it must be and cannot.
-fn onnxruntime_available() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import onnxruntime, numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("TNS_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
-            "TNS_REQUIRE_ONNXRUNTIME=1 but {} cannot import onnxruntime and numpy",
-            python()
-        );
-        eprintln!(
-            "SKIPPED: {} cannot import onnxruntime/numpy (pip install onnxruntime onnx numpy, or set TNS_PYTHON)",
-            python()
-        );
-    }
-    ok
-}
 
 fn floats_le(values: impl Iterator<Item = f64>) -> Vec<u8> {
     values.flat_map(|v| (v as f32).to_le_bytes()).collect()
@@ -121,23 +97,12 @@ fn write_case(dir: &Path, kind: ModelKind, shape: Shape, rows: usize, n: usize, 
 }
 
 fn run_script(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_parity.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(dir)
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "onnxruntime parity failed (see above)"
-    );
+    let report = run_ort_parity(dir);
     // A relative TNS_ONNX_PARITY_OUT is taken from the workspace root, not from this crate's
     // folder where cargo runs the test.
     if let Some(path) = std::env::var_os("TNS_ONNX_PARITY_OUT") {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        std::fs::write(root.join(path), &out.stdout).unwrap();
+        std::fs::write(root.join(path), report).unwrap();
     }
 }
 

@@ -87,33 +87,7 @@ pub fn fitted(kind: ModelKind, shape: Shape, splits: &Splits, dt: f64) -> Traine
 /// Equal JSON documents, numbers within `1e-5 · max(|expected|, floor)`: the engine's f32
 /// network may round differently from the reference, nothing more.
 pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, floor: f64, label: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(
-                (x - y).abs() <= 1e-5 * y.abs().max(floor),
-                "{label}: {x} vs {y}"
-            );
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{label}");
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                assert_json_close(p, q, floor, &format!("{label}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(
-                x.keys().collect::<Vec<_>>(),
-                y.keys().collect::<Vec<_>>(),
-                "{label}"
-            );
-            for (k, v) in x {
-                assert_json_close(v, &y[k], floor, &format!("{label}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{label}"),
-    }
+    tns_conformance::assert_json_within(a, b, 1e-5, floor, label);
 }
 
 /// Test windows plus copies with noise added, so that the gate also rejects.
