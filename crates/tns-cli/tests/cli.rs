@@ -139,10 +139,12 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     };
     let (b_mlp, b_gru, mlp) = (path("b-mlp.tns"), path("b-gru.tns"), path("mlp.tns"));
     let log = train("system-b", Some("mlp:16,8"), &b_mlp);
+    let stderr = String::from_utf8_lossy(&log.stderr);
+    assert!(stderr.contains("system-b over mlp:16,8"), "{stderr}");
+    // Not a terminal: one log line per epoch instead of a progress bar.
     assert!(
-        String::from_utf8_lossy(&log.stderr).contains("system-b over mlp:16,8"),
-        "{}",
-        String::from_utf8_lossy(&log.stderr)
+        stderr.contains("epoch 1/2: train") && stderr.contains("epoch 2/2: train"),
+        "{stderr}"
     );
     ok(log);
     ok(train("system-b", None, &b_gru));

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -180,7 +181,11 @@ impl Trainer<'_> {
         }
         let per = train.inputs.len() / train.n;
         let width = train.targets.len() / train.n;
-        let bar = if self.progress {
+        // On a terminal, a progress bar; piped to a file or a CI log, where a bar would print
+        // nothing, one line per epoch.
+        let terminal = std::io::stderr().is_terminal();
+        let log_lines = self.progress && !terminal;
+        let bar = if self.progress && terminal {
             ProgressBar::new(total_steps as u64)
         } else {
             ProgressBar::hidden()
@@ -276,6 +281,21 @@ impl Trainer<'_> {
                 "epoch {epoch} train {:.4} val {:.4}",
                 metrics.train_loss, val_loss
             ));
+            if log_lines {
+                let done = state.history.len() + 1;
+                let mean = (state.history.iter().map(|m| m.seconds).sum::<f64>()
+                    + metrics.seconds)
+                    / done as f64;
+                eprintln!(
+                    "{} epoch {epoch}/{}: train {:.5} val {:.5} ({:.1} s, at most {:.0} s left)",
+                    self.label,
+                    cfg.epochs,
+                    metrics.train_loss,
+                    val_loss,
+                    metrics.seconds,
+                    mean * (cfg.epochs - epoch) as f64
+                );
+            }
             if val_loss < state.best_val_loss {
                 state.best_val_loss = val_loss;
                 state.best_epoch = epoch;
