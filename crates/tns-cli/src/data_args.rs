@@ -81,16 +81,26 @@ impl DataArgs {
     /// Loads or generates the dataset.
     pub fn load(&self) -> Result<Dataset> {
         match (&self.data, &self.synth) {
-            (Some(path), _) => Ok(load_csv(
-                path,
-                &CsvOptions {
-                    time_column: self.time_column.clone(),
-                    series_column: self.series_column.clone(),
-                    series: self.series.clone(),
-                    features: self.features.clone(),
-                    dt: None,
-                },
-            )?),
+            (Some(path), _) => {
+                let data = load_csv(
+                    path,
+                    &CsvOptions {
+                        time_column: self.time_column.clone(),
+                        series_column: self.series_column.clone(),
+                        series: self.series.clone(),
+                        features: self.features.clone(),
+                        dt: None,
+                    },
+                )?;
+                if !data.skipped_columns().is_empty() {
+                    eprintln!(
+                        "note: skipped columns holding text or dates: {} (features: {})",
+                        data.skipped_columns().join(", "),
+                        data.columns().join(", ")
+                    );
+                }
+                Ok(data)
+            }
             (None, Some(generator)) => self.synth_args.generate(generator),
             (None, None) => bail!("give --data FILE.csv or --synth trajectory|ar-regime"),
         }

@@ -76,10 +76,37 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             "selecting a series needs the series column to be named".into(),
         ));
     }
+    let mut reader_records = reader.records().peekable();
+    // The first data row decides which unrequested columns are text or dates: those are
+    // skipped (and reported), never silently read as numbers.
+    let first: Option<csv::StringRecord> = match reader_records.peek() {
+        Some(Ok(r)) => Some(r.clone()),
+        _ => None,
+    };
+    let mut skipped = Vec::new();
     let feature_cols: Vec<usize> = match &options.features {
-        Some(names) => names.iter().map(|n| find(n)).collect::<Result<_, _>>()?,
+        Some(names) => {
+            let cols = names.iter().map(|n| find(n)).collect::<Result<Vec<_>, _>>()?;
+            if let Some(&c) = cols.iter().find(|&&c| Some(c) == time_col) {
+                return Err(DataError::BadSpec(format!(
+                    "the time column {:?} cannot be a feature; calendar features come from it instead",
+                    header[c]
+                )));
+            }
+            cols
+        }
         None => (0..header.len())
             .filter(|&c| Some(c) != time_col && Some(c) != series_col)
+            .filter(|&c| {
+                let numeric = first
+                    .as_ref()
+                    .and_then(|r| r.get(c))
+                    .is_none_or(|cell| cell.is_empty() || parse_value(cell).is_some());
+                if !numeric {
+                    skipped.push(header[c].clone());
+                }
+                numeric
+            })
             .collect(),
     };
     if feature_cols.is_empty() {
@@ -92,13 +119,13 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
 
     // Rows grouped by series, in file order of first appearance.
     let mut series: Vec<RawSeries> = Vec::new();
-    let mut record = csv::StringRecord::new();
+    let mut record;
     let mut row_no: u64 = 1;
     loop {
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_error(p(), e)),
+        match reader_records.next() {
+            Some(Ok(r)) => record = r,
+            None => break,
+            Some(Err(e)) => return Err(csv_error(p(), e)),
         }
         row_no = record.position().map_or(row_no + 1, |pos| pos.line());
         if record.len() != header.len() {
@@ -169,11 +196,13 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             segments: split_at_gaps(values, times, f, dt),
         })
         .collect();
-    Dataset::new(
+    let mut data = Dataset::new(
         feature_cols.iter().map(|&c| header[c].clone()).collect(),
         out,
         dt,
-    )
+    )?;
+    data.set_skipped_columns(skipped);
+    Ok(data)
 }
 
 /// One series while reading: id, row-major values, times, and file row numbers.
@@ -227,7 +256,7 @@ fn parse_number(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, 
             column: column.to_string(),
         });
     }
-    let v: f64 = cell.parse().map_err(|_| DataError::NotNumeric {
+    let v = parse_value(cell).ok_or_else(|| DataError::NotNumeric {
         path: path.to_path_buf(),
         row,
         column: column.to_string(),
@@ -242,6 +271,18 @@ fn parse_number(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, 
         });
     }
     Ok(v)
+}
+
+/// A number, or a boolean word (`true/false`, `yes/no`, any case) as 1 or 0.
+fn parse_value(cell: &str) -> Option<f64> {
+    if let Ok(v) = cell.parse::<f64>() {
+        return Some(v);
+    }
+    match cell.to_ascii_lowercase().as_str() {
+        "true" | "yes" => Some(1.0),
+        "false" | "no" => Some(0.0),
+        _ => None,
+    }
 }
 
 /// Seconds (for date-times) or the number itself.
@@ -297,6 +338,44 @@ mod tests {
             time_column: Some("t".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn booleans_load_as_numbers_and_text_columns_are_skipped_and_named() {
+        let text = "t,Date,holiday,flag,y,name\n\
+                    2020-01-01 00:00,2020-01-01,TRUE,yes,1.5,a\n\
+                    2020-01-01 01:00,2020-01-01,false,No,2.5,b\n";
+        let time = CsvOptions {
+            time_column: Some("t".into()),
+            ..Default::default()
+        };
+        let d = load(text, &time).unwrap();
+        assert_eq!(d.columns(), ["holiday", "flag", "y"]);
+        assert_eq!(d.skipped_columns(), ["Date", "name"]);
+        let seg = &d.series()[0].segments[0];
+        assert_eq!(seg.values, [1.0, 1.0, 1.5, 0.0, 0.0, 2.5]);
+        // Asked for by name, a text column is an error that says what to do.
+        let err = load(
+            text,
+            &CsvOptions {
+                features: Some(vec!["name".into()]),
+                ..time.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"name\"") && err.contains("--features"), "{err}");
+        // The time column is never a feature.
+        let err = load(
+            text,
+            &CsvOptions {
+                features: Some(vec!["t".into(), "y".into()]),
+                ..time
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("time column \"t\" cannot be a feature"), "{err}");
     }
 
     #[test]

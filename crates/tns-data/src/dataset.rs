@@ -46,6 +46,7 @@ pub struct Dataset {
     columns: Vec<String>,
     series: Vec<Series>,
     dt: f64,
+    skipped: Vec<String>,
 }
 
 impl Dataset {
@@ -80,7 +81,19 @@ impl Dataset {
             columns,
             series,
             dt,
+            skipped: Vec::new(),
         })
+    }
+
+    /// Columns of the source file that were not loaded because they hold text or dates and
+    /// were not asked for (the CLI names them in one notice line).
+    pub fn skipped_columns(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// Records the columns the loader skipped.
+    pub(crate) fn set_skipped_columns(&mut self, skipped: Vec<String>) {
+        self.skipped = skipped;
     }
 
     /// A dataset with one series called `main`.

@@ -41,7 +41,9 @@ pub enum DataError {
         available: String,
     },
     /// A cell that should be a number is not.
-    #[error("{path}: row {row}, column {column:?}: {value:?} is not a number")]
+    #[error(
+        "{path}: row {row}, column {column:?}: {value:?} is not a number (nor true/false/yes/no); leave a text column out of --features"
+    )]
     NotNumeric {
         /// The file.
         path: PathBuf,
