@@ -6,7 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tns_certify::{GateConfig, GateMode};
 use tns_data::synth::{ArRegimeConfig, Regime, TrajectoryConfig, ar_regime, trajectory};
-use tns_data::{CsvOptions, Dataset, WindowSpec, load_csv};
+use tns_data::{
+    CsvOptions, DataSpec, Dataset, Split, SplitFractions, WindowSpec, load_csv, parse_timestamp,
+};
 use tns_model::{ModelConfig, ModelKind, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, parse_axes};
 
@@ -72,12 +74,103 @@ pub struct DataArgs {
     /// Keep only this series.
     #[arg(long)]
     pub series: Option<String>,
-    /// Feature columns (comma-separated; default: all but time and series columns).
+    /// Feature columns (comma-separated; default: every numeric or boolean column but the
+    /// time and series columns).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
+    /// Train, validation, calibration and test shares of each series' rows, in time order
+    /// (default 60,15,10,15).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["val_start", "cal_start", "test_start"])]
+    pub split: Option<Vec<f64>>,
+    /// Split by date instead: first validation time (ISO-8601 or a number in the time
+    /// column's unit); needs --cal-start and --test-start.
+    #[arg(long, requires_all = ["cal_start", "test_start"])]
+    pub val_start: Option<String>,
+    /// First calibration time.
+    #[arg(long, requires_all = ["val_start", "test_start"])]
+    pub cal_start: Option<String>,
+    /// First test time.
+    #[arg(long, requires_all = ["val_start", "cal_start"])]
+    pub test_start: Option<String>,
 }
 
 impl DataArgs {
+    /// The split the user asked for, if any.
+    pub fn split(&self) -> Result<Option<Split>> {
+        if let Some(parts) = &self.split {
+            let [train, val, cal, test] = parts[..] else {
+                bail!("--split takes four shares: train,validation,calibration,test");
+            };
+            return Ok(Some(Split::Fractions(SplitFractions {
+                train,
+                val,
+                cal,
+                test,
+            })));
+        }
+        let time = |flag: &str, value: &Option<String>| -> Result<Option<f64>> {
+            value
+                .as_deref()
+                .map(|v| {
+                    parse_timestamp(v).with_context(|| {
+                        format!("--{flag} {v:?} is neither a number nor an ISO-8601 date-time")
+                    })
+                })
+                .transpose()
+        };
+        Ok(
+            match (
+                time("val-start", &self.val_start)?,
+                time("cal-start", &self.cal_start)?,
+                time("test-start", &self.test_start)?,
+            ) {
+                (Some(val_start), Some(cal_start), Some(test_start)) => Some(Split::Dates {
+                    val_start,
+                    cal_start,
+                    test_start,
+                }),
+                _ => None,
+            },
+        )
+    }
+
+    /// These arguments completed from what a model file recorded: its time and series
+    /// columns, series filter and features, unless given on the command line.
+    pub fn for_model(&self, manifest: &tns_format::Manifest) -> Self {
+        let mut args = self.clone();
+        if let Some(d) = &manifest.data {
+            args.time_column = args.time_column.or_else(|| d.time_column.clone());
+            args.series_column = args.series_column.or_else(|| d.series_column.clone());
+            args.series = args.series.or_else(|| d.series.clone());
+        }
+        if args.data.is_some() {
+            args.features = args
+                .features
+                .or_else(|| Some(manifest.config.features.clone()));
+        }
+        args
+    }
+
+    /// The split to evaluate on: the user's, else the one the model recorded, else the
+    /// default.
+    pub fn split_for(&self, manifest: &tns_format::Manifest) -> Result<Split> {
+        Ok(self
+            .split()?
+            .or_else(|| manifest.data.as_ref().map(|d| d.split))
+            .unwrap_or_default())
+    }
+
+    /// What to record in a model file trained on these arguments.
+    pub fn spec(&self, split: Split, stride: usize) -> DataSpec {
+        DataSpec {
+            time_column: self.time_column.clone(),
+            series_column: self.series_column.clone(),
+            series: self.series.clone(),
+            split,
+            stride,
+        }
+    }
+
     /// Loads or generates the dataset.
     pub fn load(&self) -> Result<Dataset> {
         match (&self.data, &self.synth) {
@@ -133,8 +226,9 @@ pub struct ModelArgs {
     /// Rows from the last input row to the first predicted row.
     #[arg(long, default_value_t = 1)]
     pub lead: usize,
-    /// Rows between window starts.
-    #[arg(long, default_value_t = 1)]
+    /// Rows between window starts, i.e. between forecast origins (`--origin-every 24`:
+    /// day-ahead forecasts issued once a day on hourly data).
+    #[arg(long, visible_alias = "origin-every", default_value_t = 1)]
     pub stride: usize,
     /// The network of a learned kind, overriding its default: `linear`, `mlp:W1[,W2,…]`
     /// (hidden widths) or `gru:H`. Defaults: linear → `linear`, mlp → `mlp:64,64`,
@@ -267,8 +361,10 @@ impl TrainArgs {
     }
 }
 
-/// The window layout a trained model expects, checked against `data`'s columns.
-pub fn spec_for(config: &ModelConfig, data: &Dataset) -> Result<WindowSpec> {
+/// The window layout a trained model expects (forecast origins spaced as it recorded),
+/// checked against `data`'s columns.
+pub fn spec_for(manifest: &tns_format::Manifest, data: &Dataset) -> Result<WindowSpec> {
+    let config = &manifest.config;
     if data.columns() != config.features.as_slice() {
         bail!(
             "the data has columns {:?} but model {} was trained on {:?}",
@@ -281,7 +377,7 @@ pub fn spec_for(config: &ModelConfig, data: &Dataset) -> Result<WindowSpec> {
         lookback: config.lookback,
         horizon: config.horizon,
         lead: config.lead,
-        stride: 1,
+        stride: manifest.data.as_ref().map_or(1, |d| d.stride.max(1)),
         targets: data.column_indices(&config.targets)?,
     })
 }

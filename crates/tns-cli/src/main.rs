@@ -179,7 +179,9 @@ fn main() -> Result<()> {
 fn train(cmd: TrainCommand) -> Result<()> {
     let dataset = cmd.data.load()?;
     let config = cmd.model.config(&dataset)?;
-    let splits = dataset.windows(&cmd.model.window_spec(&dataset)?, &Default::default())?;
+    let split = cmd.data.split()?.unwrap_or_default();
+    eprintln!("split: {}", split.describe());
+    let splits = dataset.windows_split(&cmd.model.window_spec(&dataset)?, &split)?;
     eprintln!(
         "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",
         config.kind.name(),
@@ -193,7 +195,8 @@ fn train(cmd: TrainCommand) -> Result<()> {
         splits.cal.len()
     );
     let options = cmd.train.options(true);
-    let model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
+    let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
+    model.manifest.data = Some(cmd.data.spec(split, cmd.model.stride));
     let manifest = model.save(&cmd.output)?;
     if let Some(t) = &manifest.training {
         eprintln!(
@@ -210,14 +213,18 @@ fn train(cmd: TrainCommand) -> Result<()> {
 }
 
 fn eval(cmd: EvalCommand) -> Result<()> {
-    let dataset = cmd.data.load()?;
     let models = cmd
         .models
         .iter()
         .map(|p| Engine::load(p).with_context(|| format!("loading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
-    let first = &models[0].manifest().config;
-    let spec = data_args::spec_for(first, &dataset)?;
+    // The data, columns, series and split come from the first model's file unless given.
+    let first_manifest = models[0].manifest();
+    let data = cmd.data.for_model(first_manifest);
+    let dataset = data.load()?;
+    let split = data.split_for(first_manifest)?;
+    let first = &first_manifest.config;
+    let spec = data_args::spec_for(first_manifest, &dataset)?;
     for m in &models[1..] {
         let c = &m.manifest().config;
         if (c.lookback, c.horizon, c.lead, &c.targets, &c.features)
@@ -236,7 +243,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
             );
         }
     }
-    let splits = dataset.windows(&spec, &Default::default())?;
+    let splits = dataset.windows_split(&spec, &split)?;
     let reference = cmd
         .reference
         .as_ref()
@@ -247,7 +254,8 @@ fn eval(cmd: EvalCommand) -> Result<()> {
                 .with_context(|| format!("--reference {name:?} is not among the models' names"))
         })
         .transpose()?;
-    let report = tns_eval::compare(&models, &splits.test, spec.span(), reference)?;
+    let block = spec.span().div_ceil(spec.stride);
+    let report = tns_eval::compare(&models, &splits.test, block, reference)?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;

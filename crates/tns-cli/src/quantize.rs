@@ -37,9 +37,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     debug_assert!(args.int8, "clap requires --int8");
     let (manifest, tensors) =
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let dataset = args.data.load()?;
-    let spec = data_args::spec_for(&manifest.config, &dataset)?;
-    let splits = dataset.windows(&spec, &Default::default())?;
+    let data = args.data.for_model(&manifest);
+    let dataset = data.load()?;
+    let spec = data_args::spec_for(&manifest, &dataset)?;
+    let splits = dataset.windows_split(&spec, &data.split_for(&manifest)?)?;
     let (int8_manifest, int8_tensors, report) = quantize_with_report(
         &manifest,
         &tensors,

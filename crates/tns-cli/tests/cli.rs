@@ -222,3 +222,73 @@ fn bad_networks_are_refused_with_the_syntax() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A long-format file with a text column and two series of very different scale: the model
+/// records its time column, series filter and split, and `tns eval` reads them back, so
+/// evaluating with `--data` alone scores series A only.
+#[test]
+fn eval_reads_columns_series_and_split_from_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("long.csv");
+    let mut text = String::from("id,when,note,holiday,y\n");
+    for (id, scale) in [("A", 1.0), ("B", 1e6)] {
+        for i in 0..400 {
+            let y = scale * ((i as f64 * 0.3).sin() + 2.0);
+            let holiday = if i % 7 == 0 { "TRUE" } else { "FALSE" };
+            let (day, hour) = (1 + i / 24, i % 24);
+            text.push_str(&format!(
+                "{id},2020-01-{day:02}T{hour:02}:00:00+00:00,x,{holiday},{y}\n"
+            ));
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let model = dir.path().join("a.tns");
+    let out = tns(&[
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "when",
+        "--series-column",
+        "id",
+        "--series",
+        "A",
+        "--targets",
+        "y",
+        "--model",
+        "linear",
+        "--lookback",
+        "8",
+        "--epochs",
+        "2",
+        "--val-start",
+        "2020-01-11",
+        "--cal-start",
+        "2020-01-13",
+        "--test-start",
+        "2020-01-15",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped columns holding text or dates: note"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("test from 2020-01-15 00:00:00"), "{stderr}");
+    let table = ok(tns(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]));
+    let mse: f64 = table
+        .lines()
+        .find(|l| l.starts_with("| linear"))
+        .and_then(|l| l.split('|').nth(3))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{table}"));
+    // Series B's values are 10⁶ times larger: any of its windows would dominate the MSE.
+    assert!(mse < 1.0, "test MSE {mse}: series B was scored\n{table}");
+}

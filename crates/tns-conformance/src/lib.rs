@@ -206,6 +206,7 @@ pub fn example(
         training: None,
         tensors_sha256: String::new(),
         quantization: None,
+        data: None,
         config,
     };
     let mut example = Example {

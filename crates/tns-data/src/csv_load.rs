@@ -86,7 +86,10 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
     let mut skipped = Vec::new();
     let feature_cols: Vec<usize> = match &options.features {
         Some(names) => {
-            let cols = names.iter().map(|n| find(n)).collect::<Result<Vec<_>, _>>()?;
+            let cols = names
+                .iter()
+                .map(|n| find(n))
+                .collect::<Result<Vec<_>, _>>()?;
             if let Some(&c) = cols.iter().find(|&&c| Some(c) == time_col) {
                 return Err(DataError::BadSpec(format!(
                     "the time column {:?} cannot be a feature; calendar features come from it instead",
@@ -287,14 +290,33 @@ fn parse_value(cell: &str) -> Option<f64> {
 
 /// Seconds (for date-times) or the number itself.
 fn parse_time(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, DataError> {
+    parse_timestamp(cell).ok_or_else(|| DataError::BadTime {
+        path: path.to_path_buf(),
+        row,
+        column: column.to_string(),
+        value: cell.to_string(),
+    })
+}
+
+/// A time as the loader reads it: a finite number as it is, an ISO-8601 date-time (RFC 3339,
+/// `YYYY-MM-DD[ T]HH:MM[:SS[.f]]`, or a bare `YYYY-MM-DD` for midnight) as seconds since
+/// 1970-01-01 UTC.
+///
+/// ```
+/// assert_eq!(tns_data::parse_timestamp("1970-01-02"), Some(86_400.0));
+/// assert_eq!(tns_data::parse_timestamp("1970-01-01 01:00"), Some(3_600.0));
+/// assert_eq!(tns_data::parse_timestamp("12.5"), Some(12.5));
+/// assert_eq!(tns_data::parse_timestamp("noon"), None);
+/// ```
+pub fn parse_timestamp(cell: &str) -> Option<f64> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     if let Ok(v) = cell.parse::<f64>()
         && v.is_finite()
     {
-        return Ok(v);
+        return Some(v);
     }
     let secs = |dt: NaiveDateTime| dt.and_utc().timestamp_micros() as f64 * 1e-6;
-    let parsed = DateTime::parse_from_rfc3339(cell)
+    DateTime::parse_from_rfc3339(cell)
         .map(|d| d.timestamp_micros() as f64 * 1e-6)
         .ok()
         .or_else(|| {
@@ -313,13 +335,16 @@ fn parse_time(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, Da
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map(secs)
-        });
-    parsed.ok_or_else(|| DataError::BadTime {
-        path: path.to_path_buf(),
-        row,
-        column: column.to_string(),
-        value: cell.to_string(),
-    })
+        })
+}
+
+/// A time for people: seconds since 1970 above 10⁸ (March 1973) as a UTC date-time, anything
+/// smaller (a step count, seconds of a recording) as the number.
+pub fn format_time(t: f64) -> String {
+    match chrono::DateTime::from_timestamp_micros((t * 1e6) as i64) {
+        Some(d) if t > 1e8 => d.format("%Y-%m-%d %H:%M:%S").to_string(),
+        _ => t.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -364,7 +389,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("\"name\"") && err.contains("--features"), "{err}");
+        assert!(
+            err.contains("\"name\"") && err.contains("--features"),
+            "{err}"
+        );
         // The time column is never a feature.
         let err = load(
             text,
@@ -375,7 +403,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("time column \"t\" cannot be a feature"), "{err}");
+        assert!(
+            err.contains("time column \"t\" cannot be a feature"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ mod normalize;
 pub mod synth;
 mod window;
 
-pub use csv_load::{CsvOptions, load_csv};
+pub use csv_load::{CsvOptions, format_time, load_csv, parse_timestamp};
 pub use dataset::{Dataset, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;
-pub use window::{SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec};
+pub use window::{DataSpec, Split, SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec};

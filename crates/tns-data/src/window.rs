@@ -73,6 +73,124 @@ pub struct SplitFractions {
     pub test: f64,
 }
 
+/// Where a model's data came from and how it was cut, recorded in the model file so that
+/// `tns eval`, `predict`, `quantize` read the same columns, series and split without the
+/// user repeating flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// The time column, if any (never a feature).
+    pub time_column: Option<String>,
+    /// The series column of a long-format file.
+    pub series_column: Option<String>,
+    /// The one series the model was trained on, when a filter was given.
+    pub series: Option<String>,
+    /// The chronological split.
+    pub split: Split,
+    /// Rows between forecast origins (window starts).
+    pub stride: usize,
+}
+
+/// How each series is cut into train / validation / calibration / test, in time order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Split {
+    /// Fractions of each series' rows (default 60/15/10/15).
+    Fractions(SplitFractions),
+    /// The first time (in the time column's unit: seconds since 1970 for date-times) of
+    /// validation, calibration and test; rows before `val_start` train.
+    Dates {
+        /// First validation time.
+        val_start: f64,
+        /// First calibration time.
+        cal_start: f64,
+        /// First test time.
+        test_start: f64,
+    },
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self::Fractions(SplitFractions::default())
+    }
+}
+
+impl Split {
+    /// Row boundaries `[0, val, cal, test, rows]` of one series.
+    fn bounds(&self, series: &crate::Series) -> Result<[usize; 5], DataError> {
+        let rows = series.rows();
+        let mut bounds = [0usize; 5];
+        match *self {
+            Self::Fractions(fractions) => {
+                let parts = [
+                    fractions.train,
+                    fractions.val,
+                    fractions.cal,
+                    fractions.test,
+                ];
+                if parts.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+                    return Err(DataError::BadSpec(format!(
+                        "split fractions must all be positive, got {parts:?}"
+                    )));
+                }
+                let total: f64 = parts.iter().sum();
+                let mut acc = 0.0;
+                for (k, p) in parts.iter().enumerate() {
+                    acc += p;
+                    bounds[k + 1] = ((acc / total) * rows as f64).round() as usize;
+                }
+            }
+            Self::Dates {
+                val_start,
+                cal_start,
+                test_start,
+            } => {
+                let starts = [val_start, cal_start, test_start];
+                // Finite first, so that the order test never meets a NaN.
+                if starts.iter().any(|t| !t.is_finite()) || starts.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(DataError::BadSpec(format!(
+                        "split dates must be finite and increasing (validation < calibration < test), got {starts:?}"
+                    )));
+                }
+                let times = series.segments.iter().flat_map(|s| s.times.iter());
+                for (k, start) in starts.iter().enumerate() {
+                    bounds[k + 1] = times.clone().filter(|&&t| t < *start).count();
+                }
+            }
+        }
+        bounds[4] = rows;
+        Ok(bounds)
+    }
+
+    /// One line for the training log: what the split is.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Fractions(f) => {
+                let total = f.train + f.val + f.cal + f.test;
+                let pct = |x: f64| 100.0 * x / total;
+                format!(
+                    "train {:.0}% / validation {:.0}% / calibration {:.0}% / test {:.0}% of each series' rows",
+                    pct(f.train),
+                    pct(f.val),
+                    pct(f.cal),
+                    pct(f.test)
+                )
+            }
+            Self::Dates {
+                val_start,
+                cal_start,
+                test_start,
+            } => format!(
+                "train before {}, validation from {}, calibration from {}, test from {}",
+                crate::format_time(*val_start),
+                crate::format_time(*val_start),
+                crate::format_time(*cal_start),
+                crate::format_time(*test_start)
+            ),
+        }
+    }
+}
+
 impl Default for SplitFractions {
     fn default() -> Self {
         Self {
@@ -231,19 +349,12 @@ impl Dataset {
         spec: &WindowSpec,
         fractions: &SplitFractions,
     ) -> Result<Splits, DataError> {
+        self.windows_split(spec, &Split::Fractions(*fractions))
+    }
+
+    /// [`Dataset::windows`] with any [`Split`]: fractions of rows or start dates.
+    pub fn windows_split(&self, spec: &WindowSpec, split: &Split) -> Result<Splits, DataError> {
         spec.validate(self.columns().len())?;
-        let parts = [
-            fractions.train,
-            fractions.val,
-            fractions.cal,
-            fractions.test,
-        ];
-        if parts.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
-            return Err(DataError::BadSpec(format!(
-                "split fractions must all be positive, got {parts:?}"
-            )));
-        }
-        let total: f64 = parts.iter().sum();
         let f = self.columns().len();
         let t = spec.targets.len();
         let mut sets: [WindowSet; 4] =
@@ -254,15 +365,8 @@ impl Dataset {
         let mut output = vec![0.0; spec.horizon * t];
 
         for (si, series) in self.series().iter().enumerate() {
-            let rows = series.rows();
             // Split boundaries in series-row coordinates.
-            let mut bounds = [0usize; 5];
-            let mut acc = 0.0;
-            for (k, p) in parts.iter().enumerate() {
-                acc += p;
-                bounds[k + 1] = ((acc / total) * rows as f64).round() as usize;
-            }
-            bounds[4] = rows;
+            let bounds = split.bounds(series)?;
             let mut seg_start = 0;
             for seg in &series.segments {
                 let seg_end = seg_start + seg.rows();
@@ -358,6 +462,46 @@ mod tests {
         assert_eq!(s.test.origin(0).row, 170);
         // Normalization comes from rows 0..120 only.
         assert!((s.normalization.mean[0] - 59.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn date_splits_honour_their_boundaries() {
+        let d = ramp(200);
+        let spec = WindowSpec {
+            lookback: 5,
+            horizon: 2,
+            lead: 1,
+            stride: 1,
+            targets: vec![0],
+        };
+        let split = Split::Dates {
+            val_start: 100.0,
+            cal_start: 140.0,
+            test_start: 170.0,
+        };
+        let s = d.windows_split(&spec, &split).unwrap();
+        let span = spec.span();
+        for (set, lo, hi) in [
+            (&s.train, 0, 100),
+            (&s.val, 100, 140),
+            (&s.cal, 140, 170),
+            (&s.test, 170, 200),
+        ] {
+            assert!(!set.is_empty());
+            for i in 0..set.len() {
+                let row = set.origin(i).row;
+                assert!(
+                    row >= lo && row + span <= hi,
+                    "window at {row} outside [{lo}, {hi})"
+                );
+            }
+        }
+        let bad = Split::Dates {
+            val_start: 100.0,
+            cal_start: 90.0,
+            test_start: 170.0,
+        };
+        assert!(d.windows_split(&spec, &bad).is_err());
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct Manifest {
     /// INT8 weights (format version 2); absent for f32 models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// The data the model was trained on: time and series columns, series filter, split and
+    /// forecast-origin spacing (absent in files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<tns_data::DataSpec>,
 }
 
 impl Manifest {
@@ -456,6 +460,7 @@ mod tests {
             training: None,
             tensors_sha256: String::new(),
             quantization: None,
+            data: None,
         };
         let tensors = vec![
             NamedTensor {

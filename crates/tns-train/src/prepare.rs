@@ -125,6 +125,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
         training: None,
         tensors_sha256: String::new(),
         quantization: None,
+        data: None,
     };
     // The base forecast does not depend on the residual scale, so the training bases are
     // computed once (the Kalman filter runs once per window) and reused below.

@@ -283,8 +283,7 @@ impl Trainer<'_> {
             ));
             if log_lines {
                 let done = state.history.len() + 1;
-                let mean = (state.history.iter().map(|m| m.seconds).sum::<f64>()
-                    + metrics.seconds)
+                let mean = (state.history.iter().map(|m| m.seconds).sum::<f64>() + metrics.seconds)
                     / done as f64;
                 eprintln!(
                     "{} epoch {epoch}/{}: train {:.5} val {:.5} ({:.1} s, at most {:.0} s left)",
