@@ -203,7 +203,7 @@ impl DataArgs {
 /// What model to build.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// persistence, kalman, linear, mlp, system-a or system-b.
+    /// persistence, seasonal-naive, kalman, linear, mlp, system-a or system-b.
     #[arg(long, default_value = "system-b")]
     pub model: ModelKind,
     /// Model name (default: the kind).
@@ -247,6 +247,10 @@ pub struct ModelArgs {
     /// Seed of initialization and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Season length in rows for `--model seasonal-naive` (e.g. 24 on hourly data, 168 for a
+    /// week); the lookback is raised to the season if it is shorter.
+    #[arg(long)]
+    pub season: Option<usize>,
 }
 
 impl ModelArgs {
@@ -256,10 +260,18 @@ impl ModelArgs {
             .unwrap_or_else(|| data.columns().to_vec())
     }
 
+    /// Rows per input window: the lookback, or the season for seasonal-naive if longer.
+    fn lookback(&self) -> usize {
+        match (self.model, self.season) {
+            (ModelKind::SeasonalNaive, Some(season)) => self.lookback.max(season),
+            _ => self.lookback,
+        }
+    }
+
     /// The window layout for `data`.
     pub fn window_spec(&self, data: &Dataset) -> Result<WindowSpec> {
         Ok(WindowSpec {
-            lookback: self.lookback,
+            lookback: self.lookback(),
             horizon: self.horizon,
             lead: self.lead,
             stride: self.stride,
@@ -277,10 +289,13 @@ impl ModelArgs {
             self.model,
             &features,
             &target_refs,
-            self.lookback,
+            self.lookback(),
             self.horizon,
             self.lead,
         );
+        if self.season.is_some() {
+            c.season = self.season;
+        }
         c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
         c.seed = self.seed;
         match (&self.network, &mut c.network) {

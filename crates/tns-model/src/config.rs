@@ -14,6 +14,8 @@ use crate::{ConfigError, NamedTensor};
 pub enum ModelKind {
     /// Repeat the last observed target values.
     Persistence,
+    /// Repeat the target values one season earlier (`--season`, e.g. 24 on hourly data).
+    SeasonalNaive,
     /// The Kalman prior mean alone.
     Kalman,
     /// Last value + one linear map of the window (NLinear style).
@@ -28,8 +30,9 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// Every kind, in report order.
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         Self::Persistence,
+        Self::SeasonalNaive,
         Self::Kalman,
         Self::Linear,
         Self::Mlp,
@@ -41,6 +44,7 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Persistence => "persistence",
+            Self::SeasonalNaive => "seasonal-naive",
             Self::Kalman => "kalman",
             Self::Linear => "linear",
             Self::Mlp => "mlp",
@@ -52,7 +56,7 @@ impl ModelKind {
     /// The network this kind uses when none is given (`None`: the kind takes no network).
     pub fn default_network(self) -> Option<NetworkConfig> {
         match self {
-            Self::Persistence | Self::Kalman => None,
+            Self::Persistence | Self::SeasonalNaive | Self::Kalman => None,
             Self::Linear => Some(NetworkConfig::Linear),
             Self::Mlp => Some(NetworkConfig::Mlp {
                 hidden: vec![64, 64],
@@ -70,6 +74,7 @@ impl ModelKind {
     pub fn base(self) -> Base {
         match self {
             Self::Kalman | Self::SystemB => Base::KalmanPrior,
+            Self::SeasonalNaive => Base::SeasonalNaive,
             _ => Base::LastValue,
         }
     }
@@ -117,6 +122,9 @@ pub enum Base {
     LastValue,
     /// The Kalman prior mean.
     KalmanPrior,
+    /// The value one season ([`ModelConfig::season`] rows) before each predicted row, taken
+    /// from the window.
+    SeasonalNaive,
 }
 
 /// How a window is normalized before the network sees it, fitted on the training split.
@@ -161,6 +169,9 @@ pub struct ModelConfig {
     pub kalman_axes: Option<Vec<Axis>>,
     /// Seed for initialization and shuffling.
     pub seed: u64,
+    /// Season length in rows, for the seasonal-naive base (at most the lookback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season: Option<usize>,
 }
 
 impl ModelConfig {
@@ -198,6 +209,7 @@ impl ModelConfig {
             gate: kind.is_gated().then(GateConfig::default),
             kalman_axes,
             seed: 0,
+            season: (kind.base() == Base::SeasonalNaive).then_some(lookback),
         }
     }
 
@@ -342,6 +354,17 @@ impl ModelConfig {
         }
         if self.kind.is_gated() != self.gate.is_some() {
             return Err(ConfigError::GatePresence);
+        }
+        match (self.kind.base(), self.season) {
+            (Base::SeasonalNaive, Some(season)) if season >= 1 && season <= self.lookback => {}
+            (Base::SeasonalNaive, season) => {
+                return Err(ConfigError::Season {
+                    season,
+                    lookback: self.lookback,
+                });
+            }
+            (_, Some(_)) => return Err(ConfigError::SeasonPresence(self.kind)),
+            (_, None) => {}
         }
         if let Some(network) = &self.network {
             network.validate()?;

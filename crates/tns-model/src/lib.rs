@@ -62,7 +62,7 @@ pub struct KalmanParameters {
 pub enum ConfigError {
     /// Unknown `--model` name.
     #[error(
-        "unknown model kind {0:?}; use one of persistence, kalman, linear, mlp, system-a, system-b"
+        "unknown model kind {0:?}; use one of persistence, seasonal-naive, kalman, linear, mlp, system-a, system-b"
     )]
     UnknownKind(String),
     /// Unparsable `--network`.
@@ -130,6 +130,19 @@ pub enum ConfigError {
     /// A Kalman-based kind without axes.
     #[error("kind {0} needs Kalman axes (position/velocity columns)")]
     MissingAxes(ModelKind),
+    /// A seasonal base without a usable season.
+    #[error(
+        "seasonal-naive needs a season of at least 1 row and at most the lookback ({lookback}); got {season:?}"
+    )]
+    Season {
+        /// The season given.
+        season: Option<usize>,
+        /// The lookback.
+        lookback: usize,
+    },
+    /// A season on a kind whose base is not seasonal.
+    #[error("kind {0} takes no season")]
+    SeasonPresence(ModelKind),
     /// A gate on a kind other than System B, or none on System B.
     #[error("a gate is required for system-b and allowed only there")]
     GatePresence,

@@ -98,6 +98,8 @@ pub struct Pipeline {
     lookback: usize,
     targets: Vec<usize>,
     horizon: usize,
+    /// For bases read off the window: the window row each horizon step repeats.
+    base_rows: Vec<usize>,
     normalization: InputNormalization,
     residual_scale: Vec<f64>,
     prior: Option<KalmanPrior>,
@@ -119,6 +121,16 @@ pub struct Forecast {
     pub correction: Option<Vec<f64>>,
     /// Gate outcome per step (System B).
     pub gate_steps: Option<Vec<GateStep>>,
+}
+
+/// The window row a base read off the window repeats for the row `ahead` rows after the
+/// last one: the last row (last value), or the row one season before (seasonal naive).
+/// The description's validation guarantees `season ≤ lookback`, so the row is inside.
+fn base_row(base: Base, lookback: usize, ahead: usize, season: Option<usize>) -> usize {
+    match (base, season) {
+        (Base::SeasonalNaive, Some(s)) if s >= 1 => lookback - 1 + ahead - s * ahead.div_ceil(s),
+        _ => lookback - 1,
+    }
 }
 
 impl Pipeline {
@@ -180,6 +192,9 @@ impl Pipeline {
             lookback: c.lookback,
             targets,
             horizon: c.horizon,
+            base_rows: (0..c.horizon)
+                .map(|h| base_row(c.kind.base(), c.lookback, c.lead + h, c.season))
+                .collect(),
             normalization: parts.normalization.clone(),
             residual_scale: parts.residual_scale.to_vec(),
             prior,
@@ -270,10 +285,9 @@ impl Pipeline {
         match (&self.prior, forecast.covariance.as_mut()) {
             (Some(prior), Some(cov)) => prior.predict_into(window, &mut forecast.base, cov),
             _ => {
-                let t = self.targets.len();
-                let last = &window[(self.lookback - 1) * self.features.len()..];
+                let (t, f) = (self.targets.len(), self.features.len());
                 for (i, b) in forecast.base.iter_mut().enumerate() {
-                    *b = last[self.targets[i % t]];
+                    *b = window[self.base_rows[i / t] * f + self.targets[i % t]];
                 }
             }
         }
@@ -361,5 +375,21 @@ impl Pipeline {
             },
             self.identity.clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seasonal_rows_repeat_one_season_back() {
+        // Lookback 6, season 3: the row 1 ahead repeats row 3 (= 5 + 1 − 3), 3 ahead row 5,
+        // 4 ahead row 3 again.
+        let rows: Vec<usize> = (1..=6)
+            .map(|k| base_row(Base::SeasonalNaive, 6, k, Some(3)))
+            .collect();
+        assert_eq!(rows, [3, 4, 5, 3, 4, 5]);
+        assert_eq!(base_row(Base::LastValue, 6, 4, None), 5);
     }
 }
