@@ -15,6 +15,7 @@ Blocks:
   serve                           results/serve/load.{json,md}      (bash bench/serve/run.sh)
   b-over-mlp                      results/demo-<regime>/system-b-mlp-vs-mlp.md (tns eval … --reference mlp)
   refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
+  realdata                        results/realdata/epf.md           (bash bench/realdata/run.sh)
 """
 
 import json
@@ -62,6 +63,17 @@ def refactor_ab():
     return (
         "Produced by `bash bench/ab/run.sh OLD_TNS NEW_TNS 5` (file `results/refactor-ab/summary.md`):\n\n"
         + summary.strip()
+        + "\n"
+    )
+
+
+def realdata():
+    table = read("results/realdata/epf.md")
+    if table is None:
+        return None
+    return (
+        "Produced by `bash bench/realdata/run.sh` (files `results/realdata/*.json`, `epf.md`):\n\n"
+        + table.strip()
         + "\n"
     )
 
@@ -216,6 +228,7 @@ BLOCKS = {
     "peers": peers,
     "b-over-mlp": b_over_mlp,
     "refactor-ab": refactor_ab,
+    "realdata": realdata,
 }
 
 

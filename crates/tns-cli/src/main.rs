@@ -112,6 +112,10 @@ struct EvalCommand {
     /// Name of the model every other is compared with (paired bootstrap of ΔMSE).
     #[arg(long)]
     reference: Option<String>,
+    /// Write every test forecast as CSV (model, series, origin time, step, target,
+    /// prediction, interval, actual).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Write the report (markdown) and results (JSON) with this path stem.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -224,26 +228,31 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     let dataset = data.load()?;
     let split = data.split_for(first_manifest)?;
     let first = &first_manifest.config;
-    let spec = data_args::spec_for(first_manifest, &dataset)?;
     for m in &models[1..] {
         let c = &m.manifest().config;
-        if (c.lookback, c.horizon, c.lead, &c.targets, &c.features)
-            != (
-                first.lookback,
-                first.horizon,
-                first.lead,
-                &first.targets,
-                &first.features,
-            )
+        if (c.horizon, c.lead, &c.targets, &c.features)
+            != (first.horizon, first.lead, &first.targets, &first.features)
         {
             bail!(
-                "model {} has another window shape or other columns than {}; compare models of one task",
+                "model {} forecasts another horizon, lead or targets, or reads other columns, than {}; compare models of one task",
                 c.name,
                 first.name
             );
         }
     }
-    let splits = dataset.windows_split(&spec, &split)?;
+    // One window set per model (lookbacks may differ), cut to the origins all share.
+    let mut tests = Vec::new();
+    let mut block = 1;
+    for m in &models {
+        let spec = data_args::spec_for(m.manifest(), &dataset)?;
+        block = block.max(spec.span().div_ceil(spec.stride));
+        tests.push(dataset.windows_split(&spec, &split)?.test);
+    }
+    let tests = tns_eval::common_origins(&tests);
+    let test_refs: Vec<&tns_data::WindowSet> = tests.iter().collect();
+    if tests[0].is_empty() {
+        bail!("the models share no test forecast origin");
+    }
     let reference = cmd
         .reference
         .as_ref()
@@ -254,11 +263,14 @@ fn eval(cmd: EvalCommand) -> Result<()> {
                 .with_context(|| format!("--reference {name:?} is not among the models' names"))
         })
         .transpose()?;
-    let block = spec.span().div_ceil(spec.stride);
-    let report = tns_eval::compare(&models, &splits.test, block, reference)?;
+    let report = tns_eval::compare(&models, &test_refs, block, reference)?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;
+    }
+    if let Some(path) = cmd.predictions {
+        let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
+        report.write_predictions(&path, &tests[0], &series)?;
     }
     Ok(())
 }

@@ -216,12 +216,14 @@ pub struct WindowSet {
 
 /// Where a window came from: the series index and the row (within the series) of its first
 /// input row. Used to order and plot windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowOrigin {
     /// Index into [`Dataset::series`].
     pub series: usize,
     /// Row within the series of the first input row.
     pub row: usize,
+    /// Time of the last input row: when the forecast is issued.
+    pub time: f64,
 }
 
 impl WindowSet {
@@ -363,6 +365,9 @@ impl Dataset {
         let mut welford = Welford::new(f);
         let span = spec.span();
         let mut output = vec![0.0; spec.horizon * t];
+        if spec.stride == 0 {
+            return Err(DataError::BadSpec("stride must be at least 1".into()));
+        }
 
         for (si, series) in self.series().iter().enumerate() {
             // Split boundaries in series-row coordinates.
@@ -382,20 +387,33 @@ impl Dataset {
                         times: seg.times[a - seg_start..b - seg_start].to_vec(),
                     });
                 }
+                // A window belongs to the split that holds all its target rows; its inputs
+                // are history and may reach back into the split before (never across a gap).
+                // Forecast origins `r` (the last input row) satisfy `(r + lead) % stride == 0`
+                // in series rows, so that origins fall at the same phase in every split and
+                // for every lookback (day-ahead: every day at the same hour).
+                let (l, lead, h) = (spec.lookback, spec.lead, spec.horizon);
                 for (k, set) in sets.iter_mut().enumerate() {
-                    let (lo, hi) = (seg_start.max(bounds[k]), seg_end.min(bounds[k + 1]));
-                    let mut s = lo;
-                    while s + span <= hi {
-                        let local = s - seg_start;
-                        let input = &seg.values[local * f..(local + spec.lookback) * f];
-                        for h in 0..spec.horizon {
-                            let row = local + spec.lookback - 1 + spec.lead + h;
+                    // First and one-past-last admissible origin row.
+                    let lo = (seg_start + l - 1).max(bounds[k].saturating_sub(lead));
+                    let hi = (seg_end.min(bounds[k + 1]) + 1).saturating_sub(lead + h);
+                    let mut r = lo + (spec.stride - (lo + lead) % spec.stride) % spec.stride;
+                    while r < hi {
+                        let local = r + 1 - l - seg_start;
+                        let input = &seg.values[local * f..(local + l) * f];
+                        for step in 0..h {
+                            let row = local + l - 1 + lead + step;
                             for (j, &c) in spec.targets.iter().enumerate() {
-                                output[h * t + j] = seg.values[row * f + c];
+                                output[step * t + j] = seg.values[row * f + c];
                             }
                         }
-                        set.push(input, &output, WindowOrigin { series: si, row: s });
-                        s += spec.stride;
+                        let origin = WindowOrigin {
+                            series: si,
+                            row: r + 1 - l,
+                            time: seg.times[local + l - 1],
+                        };
+                        set.push(input, &output, origin);
+                        r += spec.stride;
                     }
                 }
                 seg_start = seg_end;
@@ -454,12 +472,17 @@ mod tests {
         let w = s.train.input(0);
         assert_eq!(w, &[0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
         assert_eq!(s.train.output(0), &[70.0, 80.0]);
-        // Train covers rows 0..120: last window start is 120 - span = 112.
+        // Train covers rows 0..120: the last training window's last target row is 119.
         assert_eq!(s.train.len(), 120 - spec.span() + 1);
         let last = s.train.origin(s.train.len() - 1).row;
         assert_eq!(last + spec.span(), 120);
-        assert_eq!(s.val.origin(0).row, 120);
-        assert_eq!(s.test.origin(0).row, 170);
+        // Validation windows start where their first target row is 120: inputs are history
+        // from the training rows, targets never straddle two splits.
+        let first_target = |set: &WindowSet, i: usize| set.origin(i).row + 4 + 3;
+        assert_eq!(first_target(&s.val, 0), 120);
+        assert_eq!(first_target(&s.test, 0), 170);
+        let last_val = s.val.len() - 1;
+        assert_eq!(first_target(&s.val, last_val) + 1, 150 - 1);
         // Normalization comes from rows 0..120 only.
         assert!((s.normalization.mean[0] - 59.5).abs() < 1e-12);
     }
@@ -489,11 +512,14 @@ mod tests {
         ] {
             assert!(!set.is_empty());
             for i in 0..set.len() {
-                let row = set.origin(i).row;
+                // Target rows: from origin + lead to origin + lead + horizon − 1.
+                let first_target = set.origin(i).row + spec.lookback - 1 + spec.lead;
+                let end = first_target + spec.horizon;
                 assert!(
-                    row >= lo && row + span <= hi,
-                    "window at {row} outside [{lo}, {hi})"
+                    first_target >= lo && end <= hi,
+                    "targets [{first_target}, {end}) outside [{lo}, {hi})"
                 );
+                assert_eq!(set.origin(i).row + span, end);
             }
         }
         let bad = Split::Dates {
@@ -520,41 +546,58 @@ mod tests {
         ];
         let d = Dataset::single(vec!["a".into(), "b".into()], segments, 1.0).unwrap();
         let spec = WindowSpec::next_step(4, vec![0]);
-        let s = d.windows(
-            &spec,
-            &SplitFractions {
-                train: 0.9,
-                val: 0.04,
-                cal: 0.03,
-                test: 0.03,
-            },
-        );
-        // Validation split (rows 90..94) is shorter than one window: a clear error.
+        let s = d.windows(&spec, &SplitFractions::default()).unwrap();
+        // No window reads rows on both sides of the gap between rows 49 and 50.
+        for set in [&s.train, &s.val, &s.cal, &s.test] {
+            for i in 0..set.len() {
+                let start = set.origin(i).row;
+                let end = start + spec.span();
+                assert!(
+                    end <= 50 || start >= 50,
+                    "window [{start}, {end}) spans the gap"
+                );
+            }
+        }
+        // A split whose rows hold no complete window is a clear error.
+        let tiny = SplitFractions {
+            train: 0.9,
+            val: 0.04,
+            cal: 0.0001,
+            test: 0.06,
+        };
         assert!(matches!(
-            s,
+            d.windows(&spec, &tiny),
             Err(DataError::EmptySplit {
-                split: "validation",
+                split: "calibration",
                 ..
             })
         ));
-        let s = d
-            .windows(
-                &spec,
-                &SplitFractions {
-                    train: 0.4,
-                    val: 0.2,
-                    cal: 0.2,
-                    test: 0.2,
-                },
-            )
-            .unwrap();
-        for i in 0..s.train.len() {
-            let r = s.train.origin(i).row;
-            assert!(r + spec.span() <= 40);
+    }
+
+    #[test]
+    fn origins_fall_at_the_same_phase_for_every_split_and_lookback() {
+        let d = ramp(24 * 40);
+        let mut firsts = Vec::new();
+        for lookback in [24, 48, 168] {
+            let spec = WindowSpec {
+                lookback,
+                horizon: 24,
+                lead: 1,
+                stride: 24,
+                targets: vec![0],
+            };
+            let s = d.windows(&spec, &SplitFractions::default()).unwrap();
+            for set in [&s.train, &s.val, &s.cal, &s.test] {
+                for i in 0..set.len() {
+                    // The first predicted row starts a day: origin + 1 ≡ 0 (mod 24).
+                    let origin = set.origin(i).row + lookback - 1;
+                    assert_eq!((origin + 1) % 24, 0, "lookback {lookback}");
+                }
+            }
+            firsts.push(s.test.origin(0).row + lookback - 1);
         }
-        // Validation rows 40..60 with a gap at 50: windows start at 40..=45 and 50..=55.
-        let starts: Vec<usize> = (0..s.val.len()).map(|i| s.val.origin(i).row).collect();
-        assert_eq!(starts, vec![40, 41, 42, 43, 44, 45, 50, 51, 52, 53, 54, 55]);
+        // Models with different lookbacks are scored on the same test origins.
+        assert!(firsts.windows(2).all(|w| w[0] == w[1]), "{firsts:?}");
     }
 
     #[test]

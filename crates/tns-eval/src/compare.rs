@@ -27,6 +27,41 @@ pub struct Report {
     /// Forecasts per model, in model order.
     #[serde(skip)]
     pub forecasts: Vec<Vec<Forecast>>,
+    /// Conformal radii per model (`[horizon, targets]`), when calibrated.
+    #[serde(skip)]
+    pub radii: Vec<Option<Vec<f64>>>,
+    /// Target names, in forecast order.
+    #[serde(skip)]
+    pub targets: Vec<String>,
+}
+
+/// Restricts window sets built for different lookbacks to the forecast origins they all
+/// share (same series, same last input row), in the first set's order. Longer lookbacks lose
+/// the first origins of a series or segment, where their inputs would reach before its start.
+pub fn common_origins(sets: &[WindowSet]) -> Vec<WindowSet> {
+    let key = |set: &WindowSet, i: usize| {
+        let o = set.origin(i);
+        (o.series, o.row + set.lookback())
+    };
+    let keys: Vec<std::collections::HashSet<(usize, usize)>> = sets
+        .iter()
+        .map(|s| (0..s.len()).map(|i| key(s, i)).collect())
+        .collect();
+    let Some(first) = sets.first() else {
+        return Vec::new();
+    };
+    let shared: Vec<(usize, usize)> = (0..first.len())
+        .map(|i| key(first, i))
+        .filter(|k| keys.iter().all(|set| set.contains(k)))
+        .collect();
+    sets.iter()
+        .map(|s| {
+            let position: std::collections::HashMap<(usize, usize), usize> =
+                (0..s.len()).map(|i| (key(s, i), i)).collect();
+            let indices: Vec<usize> = shared.iter().map(|k| position[k]).collect();
+            s.select(&indices)
+        })
+        .collect()
 }
 
 impl Report {
@@ -45,21 +80,95 @@ impl Report {
         tns_data::write_atomic(&json, &bytes).map_err(io(&json))?;
         Ok(())
     }
+
+    /// Writes every forecast as CSV, one row per model, window, step and target:
+    /// `model,series,origin_time,step,target,prediction,lower,upper,actual`. `test` is the
+    /// window set the report was computed on, `series` the dataset's series ids. The origin
+    /// time is the time of the window's last input row (ISO-8601 UTC for date-times); `step`
+    /// counts from 1; `lower`/`upper` are empty for uncalibrated models.
+    pub fn write_predictions(
+        &self,
+        path: &Path,
+        test: &WindowSet,
+        series: &[String],
+    ) -> Result<(), EvalError> {
+        let io = |source| EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let header = [
+            "model",
+            "series",
+            "origin_time",
+            "step",
+            "target",
+            "prediction",
+            "lower",
+            "upper",
+            "actual",
+        ];
+        out.write_record(header).map_err(|e| io(e.into()))?;
+        let t = self.targets.len().max(1);
+        for ((model, forecasts), radii) in self.models.iter().zip(&self.forecasts).zip(&self.radii)
+        {
+            for (i, f) in forecasts.iter().enumerate() {
+                let origin = test.origin(i);
+                let actual = test.output(i);
+                let series_id = series.get(origin.series).map_or("", String::as_str);
+                let time = tns_data::format_time(origin.time);
+                for (k, (&p, &y)) in f.prediction.iter().zip(actual).enumerate() {
+                    let (lower, upper) = match radii {
+                        Some(r) => ((p - r[k]).to_string(), (p + r[k]).to_string()),
+                        None => (String::new(), String::new()),
+                    };
+                    out.write_record([
+                        model.name.as_str(),
+                        series_id,
+                        &time,
+                        &(k / t + 1).to_string(),
+                        self.targets.get(k % t).map_or("", String::as_str),
+                        &p.to_string(),
+                        &lower,
+                        &upper,
+                        &y.to_string(),
+                    ])
+                    .map_err(|e| io(e.into()))?;
+                }
+            }
+        }
+        let bytes = out.into_inner().map_err(|e| io(e.into_error()))?;
+        tns_data::write_atomic(path, &bytes).map_err(io)
+    }
 }
 
-/// Evaluates every model on `test` and compares each with the reference (`reference`, or
-/// else the first System B model, or else the first model) by a paired block
-/// bootstrap (blocks of `block` consecutive windows: the span of one window, so blocks
+/// Evaluates every model on its test windows and compares each with the reference
+/// (`reference`, or else the first System B model, or else the first model) by a paired
+/// block bootstrap (blocks of `block` consecutive windows: the span of one window, so blocks
 /// cover the overlap that correlates neighbouring errors).
+///
+/// `tests` holds one window set per model, or one for all. Models with different lookbacks
+/// read different inputs, so each has its own set; the sets must hold the same forecast
+/// origins in the same order (see [`common_origins`]), hence the same targets.
 pub fn compare(
     models: &[Engine],
-    test: &WindowSet,
+    tests: &[&WindowSet],
     block: usize,
     reference: Option<usize>,
 ) -> Result<Report, EvalError> {
     if models.is_empty() {
         return Err(EvalError::NoModels);
     }
+    let test_of = |i: usize| tests[if tests.len() == 1 { 0 } else { i }];
+    if tests.is_empty()
+        || (tests.len() != 1 && tests.len() != models.len())
+        || tests.iter().any(|t| t.outputs() != tests[0].outputs())
+    {
+        return Err(EvalError::Windows(
+            "every model must be scored on the same forecast origins and targets".into(),
+        ));
+    }
+    let test = tests[0];
     let reference = reference.filter(|&r| r < models.len()).unwrap_or_else(|| {
         models
             .iter()
@@ -68,9 +177,10 @@ pub fn compare(
     });
     let forecasts = models
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let predictions =
-                m.predict_all(test.inputs())
+                m.predict_all(test_of(i).inputs())
                     .map_err(|source| EvalError::Predict {
                         model: m.manifest().config.name.clone(),
                         source,
@@ -103,6 +213,11 @@ pub fn compare(
     }
     let name = models[reference].manifest().config.name.clone();
     Ok(Report {
+        radii: models
+            .iter()
+            .map(|m| m.manifest().conformal.as_ref().map(|c| c.radii.clone()))
+            .collect(),
+        targets: models[reference].manifest().config.targets.clone(),
         table: markdown_table(&reports, &name),
         reference: name,
         bootstrap_block: block,

@@ -19,7 +19,7 @@ mod quantize;
 
 use std::path::PathBuf;
 
-pub use compare::{Report, compare};
+pub use compare::{Report, common_origins, compare};
 pub use quantize::{Int8Report, quantize_with_report, summary};
 
 pub use metrics::{
@@ -36,6 +36,9 @@ pub enum EvalError {
     /// No model to compare.
     #[error("no model to evaluate")]
     NoModels,
+    /// The models' windows do not line up.
+    #[error("{0}")]
+    Windows(String),
     /// A model could not predict the windows.
     #[error("predicting with {model}: {source}")]
     Predict {

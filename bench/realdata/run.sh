@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The real-data benchmark (not in CI): TNS models and baselines on ../shared/data/epf_fr_be.csv,
+# same chronological 60/15/10/15 split per series and the same forecast origins for every model.
+#
+#   bash bench/realdata/run.sh            # → results/realdata/epf.{json,md}
+#
+# Tasks: both series one hour ahead (origins every hour); FR and BE day-ahead (24 hours,
+# origins every 24 rows at 23:00). TNS models: persistence, seasonal naive (168), linear, MLP,
+# System A and System B (GRU, and over the MLP), lookback 48 for the learned models, using the
+# past of every column (price, the two day-ahead forecasts, week day) — TNS cannot yet take
+# the covariates' known future values nor calendar features (issue 11, in progress).
+# Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
+# lags, LightGBM with lags, calendar and the known-future covariates.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+data=../shared/data/epf_fr_be.csv
+out=results/realdata
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+cargo build --release -q -p tns-cli
+tns=target/release/tns
+venv=target/realdata-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/realdata/requirements.txt
+
+run_task() {
+  local name=$1 series=$2 horizon=$3 every=$4
+  local filter=() ids='["FR", "BE"]'
+  if [ "$series" != both ]; then filter=(--series "$series"); ids="[\"$series\"]"; fi
+  local common=(--data "$data" --time-column ds --series-column unique_id "${filter[@]}"
+                --targets y --horizon "$horizon" --origin-every "$every")
+  local models=()
+  for kind in persistence linear mlp system-a system-b; do
+    "$tns" train "${common[@]}" --model "$kind" --lookback 48 -o "$work/$name-$kind.tns"
+    models+=("$work/$name-$kind.tns")
+  done
+  "$tns" train "${common[@]}" --model system-b --network mlp:64,64 --name system-b-mlp \
+         --lookback 48 -o "$work/$name-system-b-mlp.tns"
+  "$tns" train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
+  models+=("$work/$name-system-b-mlp.tns" "$work/$name-seasonal-naive.tns")
+  "$tns" eval --data "$data" "${models[@]}" --reference system-b \
+         --report "$out/$name-tns" --predictions "$work/$name-predictions.csv"
+  cat > "$work/$name.json" <<JSON
+{"name": "$name", "series": $ids, "horizon": $horizon, "lookback": 48, "season": 168,
+ "split": [60, 15, 10, 15], "covariates": ["gen_forecast", "system_load"]}
+JSON
+  "$venv/bin/python" bench/realdata/baselines.py "$data" "$work/$name.json" \
+      "$work/$name-predictions.csv" "$out/$name.json"
+}
+
+run_task both-h1 both 1 1
+run_task fr-h24 FR 24 24
+run_task be-h24 BE 24 24
+"$venv/bin/python" bench/realdata/table.py "$out" > "$out/epf.md"
+cat "$out/epf.md"
