@@ -145,18 +145,21 @@ def main():
 
     # LightGBM with lags, calendar and the known-future covariates.
     covariates = task["covariates"]
-    model = lgb.LGBMRegressor(
-        n_estimators=2000, learning_rate=0.03, num_leaves=63, min_child_samples=20,
-        subsample=0.8, subsample_freq=1, colsample_bytree=0.8, objective="l1",
-        n_jobs=2, random_state=0, verbose=-1,
+    params = {
+        "objective": "l1", "learning_rate": 0.03, "num_leaves": 63, "min_data_in_leaf": 20,
+        "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
+        "num_threads": 2, "seed": 0, "verbose": -1,
+    }
+    train_set = lgb.Dataset(lgb_features(frames, train, covariates), targets(frames, train))
+    val_set = lgb.Dataset(
+        lgb_features(frames, val, covariates), targets(frames, val), reference=train_set
     )
-    model.fit(
-        lgb_features(frames, train, covariates), targets(frames, train),
-        eval_set=[(lgb_features(frames, val, covariates), targets(frames, val))],
+    booster = lgb.train(
+        params, train_set, num_boost_round=2000, valid_sets=[val_set],
         callbacks=[lgb.early_stopping(100, verbose=False)],
     )
-    predictions["LightGBM (lags + calendar + covariates)"] = model.predict(
-        lgb_features(frames, test, covariates)
+    predictions["LightGBM (lags + calendar + covariates)"] = booster.predict(
+        lgb_features(frames, test, covariates), num_iteration=booster.best_iteration
     )
 
     # The TNS models on the same (series, origin, step) triples.

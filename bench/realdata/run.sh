@@ -15,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=../shared/data/epf_fr_be.csv
 out=results/realdata
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$out"
+# Models and per-forecast CSVs stay in target/ (not committed) so that the baselines can be
+# rerun alone: python bench/realdata/baselines.py DATA TASK.json PREDICTIONS.csv OUT.json
+work=target/realdata-work
+mkdir -p "$out" "$work"
 cargo build --release -q -p tns-cli
 tns=target/release/tns
 venv=target/realdata-venv

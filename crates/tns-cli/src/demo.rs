@@ -127,7 +127,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         m.save(&path)?;
         engines.push(Engine::load(&path).with_context(|| format!("loading {}", path.display()))?);
     }
-    let report = tns_eval::compare(&engines, &[&splits.test], spec.span(), None)?;
+    let report = tns_eval::compare(&engines, &[&splits.test], spec.span(), None, None)?;
     report.write(&args.out.join("report"))?;
     println!("\n{}", report.table);
     if let Some(k) = trained.iter().find_map(|m| m.manifest.kalman.as_ref()) {

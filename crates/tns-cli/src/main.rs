@@ -112,6 +112,10 @@ struct EvalCommand {
     /// Name of the model every other is compared with (paired bootstrap of ΔMSE).
     #[arg(long)]
     reference: Option<String>,
+    /// Season of the MASE denominator, in rows (default 1: the naive forecast's error on the
+    /// training rows).
+    #[arg(long)]
+    season: Option<usize>,
     /// Write every test forecast as CSV (model, series, origin time, step, target,
     /// prediction, interval, actual).
     #[arg(long)]
@@ -263,13 +267,26 @@ fn eval(cmd: EvalCommand) -> Result<()> {
                 .with_context(|| format!("--reference {name:?} is not among the models' names"))
         })
         .transpose()?;
-    let report = tns_eval::compare(&models, &test_refs, block, reference)?;
+    let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
+    let first_spec = data_args::spec_for(first_manifest, &dataset)?;
+    let train_rows = dataset.windows_split(&first_spec, &split)?.train_rows;
+    let context = tns_eval::ScoreContext {
+        dt: dataset.dt(),
+        lead: first.lead,
+        series: series.clone(),
+        mase_scale: Some(tns_eval::mase_scale(
+            &train_rows,
+            dataset.columns().len(),
+            &first_spec.targets,
+            cmd.season.unwrap_or(1),
+        )),
+    };
+    let report = tns_eval::compare(&models, &test_refs, block, reference, Some(&context))?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;
     }
     if let Some(path) = cmd.predictions {
-        let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
         report.write_predictions(&path, &tests[0], &series)?;
     }
     Ok(())

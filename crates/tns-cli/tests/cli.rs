@@ -154,7 +154,13 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     let mut args = vec!["eval", b_mlp.as_str(), mlp.as_str(), b_gru.as_str()];
     args.extend(synth);
     let table = ok(tns(&args));
-    assert_eq!(table.matches("\n| ").count(), 3, "{table}");
+    let comparison = table.split("\n\n").next().unwrap_or_default();
+    assert_eq!(comparison.matches("\n| ").count(), 3, "{table}");
+    // The second table scores every model: MAE, sMAPE, MASE, pinball, Winkler, coverage.
+    assert!(
+        table.contains("| model | MAE | RMSE | sMAPE % | MASE |"),
+        "{table}"
+    );
     assert!(
         table.contains("b-mlp.tns") && table.contains("| mlp |"),
         "{table}"

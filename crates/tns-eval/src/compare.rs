@@ -155,6 +155,7 @@ pub fn compare(
     tests: &[&WindowSet],
     block: usize,
     reference: Option<usize>,
+    context: Option<&crate::ScoreContext>,
 ) -> Result<Report, EvalError> {
     if models.is_empty() {
         return Err(EvalError::NoModels);
@@ -200,6 +201,14 @@ pub fn compare(
             c.horizon,
             m.manifest().conformal.as_ref(),
         );
+        if let Some(context) = context {
+            r.scores = Some(crate::score(
+                f,
+                test,
+                m.manifest().conformal.as_ref(),
+                context,
+            ));
+        }
         if !std::ptr::eq(m, &models[reference]) {
             r.mse_diff_vs_reference = Some(paired_bootstrap(
                 &window_errors(f, test.outputs()),
@@ -212,13 +221,22 @@ pub fn compare(
         reports.push(r);
     }
     let name = models[reference].manifest().config.name.clone();
+    let mut table = markdown_table(&reports, &name);
+    let scored: Vec<(&str, &crate::Scores)> = reports
+        .iter()
+        .filter_map(|r| r.scores.as_ref().map(|s| (r.name.as_str(), s)))
+        .collect();
+    if !scored.is_empty() {
+        table.push('\n');
+        table.push_str(&crate::scores_table(&scored));
+    }
     Ok(Report {
         radii: models
             .iter()
             .map(|m| m.manifest().conformal.as_ref().map(|c| c.radii.clone()))
             .collect(),
         targets: models[reference].manifest().config.targets.clone(),
-        table: markdown_table(&reports, &name),
+        table,
         reference: name,
         bootstrap_block: block,
         models: reports,

@@ -16,11 +16,13 @@ mod compare;
 mod metrics;
 mod plot;
 mod quantize;
+mod scores;
 
 use std::path::PathBuf;
 
 pub use compare::{Report, common_origins, compare};
 pub use quantize::{Int8Report, quantize_with_report, summary};
+pub use scores::{Score, ScoreContext, Scores, Slice, mase_scale, score, scores_table};
 
 pub use metrics::{
     DiffInterval, ModelReport, StepMetrics, evaluate, markdown_table, paired_bootstrap,

@@ -56,6 +56,10 @@ pub struct ModelReport {
     pub nominal_coverage: Option<f64>,
     /// Mean interval width.
     pub mean_width: Option<f64>,
+    /// MAE, sMAPE, MASE, pinball, Winkler and coverage, overall and sliced (when scored
+    /// with a [`crate::ScoreContext`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<crate::Scores>,
 }
 
 /// Mean squared error per window (over steps and targets): the unit of the paired bootstrap.
@@ -150,6 +154,7 @@ pub fn evaluate(
         coverage,
         nominal_coverage: conformal.map(|c| 1.0 - c.alpha),
         mean_width,
+        scores: None,
     }
 }
 

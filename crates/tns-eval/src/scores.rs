@@ -1,0 +1,339 @@
+//! Forecast-quality scores a forecaster slices by: MAE, RMSE, sMAPE, MASE, the pinball loss
+//! and Winkler score of the interval, and coverage — overall, per horizon step, per series, and
+//! per hour of day and day of week of the predicted row (UTC, when the time column holds
+//! date-times).
+
+use serde::{Deserialize, Serialize};
+use tns_certify::ConformalCalibration;
+use tns_data::{Segment, WindowSet};
+use tns_model::Forecast;
+
+/// What the scores need beyond the forecasts and the windows.
+#[derive(Debug, Clone)]
+pub struct ScoreContext {
+    /// Time between rows (to date each predicted row from its window's origin).
+    pub dt: f64,
+    /// Rows from a window's last input row to its first predicted row.
+    pub lead: usize,
+    /// Series names, by series index.
+    pub series: Vec<String>,
+    /// MASE denominators per target (see [`mase_scale`]); `None` leaves MASE out.
+    pub mase_scale: Option<Vec<f64>>,
+}
+
+/// The scores of one slice of forecasts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Forecast values scored.
+    pub n: usize,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Symmetric MAPE in percent: mean of `200·|y − ŷ| / (|y| + |ŷ|)` (0 where both are 0).
+    pub smape: f64,
+    /// Mean absolute scaled error: MAE over the in-sample seasonal-naive MAE of the target.
+    pub mase: Option<f64>,
+    /// Mean pinball loss of the interval's ends as the α/2 and 1 − α/2 quantiles.
+    pub pinball: Option<f64>,
+    /// Mean Winkler (interval) score at level α: width plus `2/α` times any miss.
+    pub winkler: Option<f64>,
+    /// Share of values inside the interval.
+    pub coverage: Option<f64>,
+}
+
+/// A labelled slice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slice {
+    /// What the slice holds (`step 3`, a series name, `hour 17`, `Mon`).
+    pub label: String,
+    /// Its scores.
+    pub score: Score,
+}
+
+/// Scores overall and by slice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Every forecast value.
+    pub overall: Score,
+    /// By horizon step.
+    pub per_step: Vec<Slice>,
+    /// By series.
+    pub per_series: Vec<Slice>,
+    /// By hour of day of the predicted row (UTC), when times are date-times.
+    pub per_hour: Vec<Slice>,
+    /// By day of week of the predicted row (UTC), when times are date-times.
+    pub per_weekday: Vec<Slice>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Accumulator {
+    n: usize,
+    abs: f64,
+    sq: f64,
+    smape: f64,
+    scaled: f64,
+    pinball: f64,
+    winkler: f64,
+    covered: usize,
+}
+
+impl Accumulator {
+    fn finish(&self, mase: bool, interval: bool) -> Score {
+        let n = self.n.max(1) as f64;
+        Score {
+            n: self.n,
+            mae: self.abs / n,
+            rmse: (self.sq / n).sqrt(),
+            smape: self.smape / n,
+            mase: mase.then(|| self.scaled / n),
+            pinball: interval.then(|| self.pinball / n),
+            winkler: interval.then(|| self.winkler / n),
+            coverage: interval.then(|| self.covered as f64 / n),
+        }
+    }
+}
+
+/// The in-sample MASE denominators: for each target column, the mean absolute difference
+/// between rows `season` apart within the training segments (`season = 1`: the naive
+/// forecast's error).
+pub fn mase_scale(
+    train_rows: &[Segment],
+    features: usize,
+    targets: &[usize],
+    season: usize,
+) -> Vec<f64> {
+    let season = season.max(1);
+    targets
+        .iter()
+        .map(|&c| {
+            let (mut sum, mut n) = (0.0, 0usize);
+            for seg in train_rows {
+                let rows = seg.values.len() / features.max(1);
+                for r in season..rows {
+                    sum += (seg.values[r * features + c] - seg.values[(r - season) * features + c])
+                        .abs();
+                    n += 1;
+                }
+            }
+            if n == 0 { f64::NAN } else { sum / n as f64 }
+        })
+        .collect()
+}
+
+/// Hour of day (0–23) and day of week (0 = Monday) of a time in seconds since 1970, UTC;
+/// `None` for times that are not date-times (below 10⁸ s, March 1973).
+fn calendar(t: f64) -> Option<(usize, usize)> {
+    if t <= 1e8 || !t.is_finite() {
+        return None;
+    }
+    let days = (t / 86_400.0).floor();
+    let hour = ((t - days * 86_400.0) / 3_600.0).floor() as usize;
+    // 1970-01-01 was a Thursday (3 with Monday = 0).
+    let weekday = ((days as i64 + 3).rem_euclid(7)) as usize;
+    Some((hour.min(23), weekday))
+}
+
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Scores `forecasts` of the windows `test` (whose targets are the truths).
+pub fn score(
+    forecasts: &[Forecast],
+    test: &WindowSet,
+    conformal: Option<&ConformalCalibration>,
+    context: &ScoreContext,
+) -> Scores {
+    let (h, t) = (test.horizon(), test.targets());
+    let mase = context.mase_scale.as_ref().filter(|s| s.len() == t);
+    let mut overall = Accumulator::default();
+    let mut steps = vec![Accumulator::default(); h];
+    let mut series = vec![Accumulator::default(); context.series.len().max(1)];
+    let (mut hours, mut weekdays) = (
+        vec![Accumulator::default(); 24],
+        vec![Accumulator::default(); 7],
+    );
+    let mut dated = false;
+    for (i, f) in forecasts.iter().enumerate() {
+        let origin = test.origin(i);
+        let truth = test.output(i);
+        for (k, (&p, &y)) in f.prediction.iter().zip(truth).enumerate() {
+            let (step, j) = (k / t, k % t);
+            let e = p - y;
+            let when = origin.time + (context.lead + step) as f64 * context.dt;
+            let cal = calendar(when);
+            dated |= cal.is_some();
+            let add = |a: &mut Accumulator| {
+                a.n += 1;
+                a.abs += e.abs();
+                a.sq += e * e;
+                let denominator = y.abs() + p.abs();
+                if denominator > 0.0 {
+                    a.smape += 200.0 * e.abs() / denominator;
+                }
+                if let Some(scale) = mase {
+                    a.scaled += e.abs() / scale[j];
+                }
+                if let Some(c) = conformal {
+                    let (lower, upper, alpha) = (p - c.radii[k], p + c.radii[k], c.alpha);
+                    let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
+                    a.pinball +=
+                        0.5 * (pinball(alpha / 2.0, lower) + pinball(1.0 - alpha / 2.0, upper));
+                    let miss = if y < lower {
+                        lower - y
+                    } else if y > upper {
+                        y - upper
+                    } else {
+                        0.0
+                    };
+                    a.winkler += (upper - lower) + 2.0 / alpha * miss;
+                    a.covered += usize::from(miss == 0.0);
+                }
+            };
+            add(&mut overall);
+            add(&mut steps[step]);
+            let last_series = series.len() - 1;
+            add(&mut series[origin.series.min(last_series)]);
+            if let Some((hour, weekday)) = cal {
+                add(&mut hours[hour]);
+                add(&mut weekdays[weekday]);
+            }
+        }
+    }
+    let (m, iv) = (mase.is_some(), conformal.is_some());
+    let slices = |accs: &[Accumulator], label: &dyn Fn(usize) -> String| -> Vec<Slice> {
+        accs.iter()
+            .enumerate()
+            .filter(|(_, a)| a.n > 0)
+            .map(|(i, a)| Slice {
+                label: label(i),
+                score: a.finish(m, iv),
+            })
+            .collect()
+    };
+    Scores {
+        overall: overall.finish(m, iv),
+        per_step: slices(&steps, &|i| format!("step {}", i + 1)),
+        per_series: slices(&series, &|i| {
+            context
+                .series
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| "main".into())
+        }),
+        per_hour: if dated {
+            slices(&hours, &|i| format!("hour {i:02}"))
+        } else {
+            Vec::new()
+        },
+        per_weekday: if dated {
+            slices(&weekdays, &|i| WEEKDAYS[i].to_string())
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The scores table in markdown, one row per model.
+pub fn scores_table(rows: &[(&str, &Scores)]) -> String {
+    let mut s = String::from(
+        "| model | MAE | RMSE | sMAPE % | MASE | pinball | Winkler | coverage | worst hour coverage |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let opt = |v: Option<f64>, digits: usize| v.map_or("—".into(), |v| format!("{v:.digits$}"));
+    for (name, sc) in rows {
+        let o = &sc.overall;
+        let worst = sc
+            .per_hour
+            .iter()
+            .filter_map(|h| h.score.coverage.map(|c| (c, &h.label)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or("—".into(), |(c, label)| {
+                format!("{:.1}% ({label})", 100.0 * c)
+            });
+        s.push_str(&format!(
+            "| {name} | {:.4} | {:.4} | {:.2} | {} | {} | {} | {} | {worst} |\n",
+            o.mae,
+            o.rmse,
+            o.smape,
+            opt(o.mase, 3),
+            opt(o.pinball, 4),
+            opt(o.winkler, 3),
+            o.coverage
+                .map_or("—".into(), |c| format!("{:.1}%", 100.0 * c)),
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tns_data::WindowOrigin;
+
+    #[test]
+    fn scores_follow_their_formulas() {
+        // One window, two steps, one target, at 2016-01-04 (a Monday) 23:00 UTC, hourly.
+        let origin_time = 1_451_948_400.0;
+        let mut test = WindowSet::empty(1, 1, 2, 1);
+        test.push(
+            &[0.0],
+            &[10.0, 4.0],
+            WindowOrigin {
+                series: 0,
+                row: 0,
+                time: origin_time,
+            },
+        );
+        let forecast = Forecast {
+            prediction: vec![8.0, 4.0],
+            base: vec![],
+            covariance: None,
+            correction: None,
+            gate_steps: None,
+        };
+        let cal = ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 10,
+            radii: vec![1.0, 1.0],
+        };
+        let context = ScoreContext {
+            dt: 3_600.0,
+            lead: 1,
+            series: vec!["FR".into()],
+            mase_scale: Some(vec![2.0]),
+        };
+        let s = score(&[forecast], &test, Some(&cal), &context);
+        let o = &s.overall;
+        assert_eq!(o.n, 2);
+        assert_eq!(o.mae, 1.0);
+        assert_eq!(o.rmse, 2f64.sqrt());
+        // sMAPE: 200·2/18 for step 1, 0 for step 2.
+        assert!((o.smape - 100.0 * 2.0 / 18.0).abs() < 1e-12);
+        assert_eq!(o.mase, Some(0.5));
+        // Step 1: interval [7, 9] misses 10 by 1: Winkler 2 + 20·1 = 22; step 2: 2.
+        assert_eq!(o.winkler, Some(12.0));
+        assert_eq!(o.coverage, Some(0.5));
+        // Pinball, step 1: lower 7 at q 0.05 → 0.05·3; upper 9 at q 0.95 → 0.95·1;
+        // step 2 (y 4, ends 3 and 5): 0.05·1 and 0.05·1.
+        let want = 0.5 * (0.5 * (0.15 + 0.95) + 0.5 * (0.05 + 0.05));
+        assert!((o.pinball.unwrap() - want).abs() < 1e-12);
+        // The predicted rows are Tuesday 00:00 and 01:00.
+        let hours: Vec<&str> = s.per_hour.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(hours, ["hour 00", "hour 01"]);
+        assert_eq!(s.per_weekday[0].label, "Tue");
+        assert_eq!(s.per_series[0].label, "FR");
+        assert_eq!(s.per_step[0].score.mae, 2.0);
+    }
+
+    #[test]
+    fn mase_scale_is_the_in_sample_seasonal_naive_error() {
+        let seg = Segment {
+            values: vec![0.0, 1.0, 3.0, 6.0],
+            times: vec![0.0, 1.0, 2.0, 3.0],
+        };
+        assert_eq!(
+            mase_scale(std::slice::from_ref(&seg), 1, &[0], 1),
+            vec![2.0]
+        );
+        assert_eq!(mase_scale(&[seg], 1, &[0], 2), vec![4.0]);
+    }
+}
