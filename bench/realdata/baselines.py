@@ -12,8 +12,9 @@ the 60/15/10/15 shares as TNS):
 - seasonal naive: the value `season` rows before each target row;
 - ridge on lags: one least-squares map (ridge λ chosen on the validation split) from the last
   `lookback` values of the target, per horizon step;
-- LightGBM: one model over (origin, step) pairs with lags 1–24, 48, 72, 96, 120, 144, 168 and
-  336 of the target at the origin, the step, the target time's hour and day of week, and the
+- LightGBM: one model over (origin, step) pairs that predicts the change from the value at the
+  origin, from lags 1–24, 48, 72, 96, 120, 144, 168 and 336 (as differences from that value),
+  that value, the step, the target time's hour and day of week, the series, and the
   known-future covariates at the target time; early stopping on the validation split.
 
 Writes per-model MAE/RMSE on the test origins, and a paired block bootstrap (blocks = one
@@ -59,9 +60,8 @@ def pairs(frames, task, split_index, origins=None):
             rows = [times[t] for (s, t) in origins if s == sid]
         else:
             lo, hi = b[split_index], b[split_index + 1]
+            # Training and validation use every hourly origin, as TNS does (--stride 1).
             rows = [r for r in range(max(LAGS), len(g) - h) if r + 1 >= lo and r + h < hi]
-            if task["horizon"] > 1:
-                rows = [r for r in rows if (r + 1) % task["horizon"] == 0]
         out.extend((sid, r, step) for r in rows for step in range(1, h + 1))
     return out
 
@@ -74,8 +74,10 @@ def lgb_features(frames, samples, covariates):
         y = g["y"].to_numpy()
         target = r + step
         t = g["ds"].iloc[target]
-        feats = [y[r + 1 - lag] if r + 1 - lag >= 0 else np.nan for lag in LAGS]
-        feats += [step, t.hour, t.dayofweek, ids[sid]]
+        # Lags relative to the value at the origin, and that value: trees cannot extrapolate
+        # a level they never saw (FR prices in autumn 2016), differences they can.
+        feats = [y[r + 1 - lag] - y[r] if r + 1 - lag >= 0 else np.nan for lag in LAGS]
+        feats += [y[r], step, t.hour, t.dayofweek, ids[sid]]
         feats += [g[c].iloc[target] for c in covariates]
         rows.append(feats)
     return np.asarray(rows, dtype=np.float64)
@@ -83,6 +85,10 @@ def lgb_features(frames, samples, covariates):
 
 def targets(frames, samples):
     return np.asarray([frames[s]["y"].iloc[r + step] for s, r, step in samples])
+
+
+def origin_values(frames, samples):
+    return np.asarray([frames[s]["y"].iloc[r] for s, r, _ in samples])
 
 
 def ridge_fit(x, y, lam):
@@ -150,15 +156,21 @@ def main():
         "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
         "num_threads": 2, "seed": 0, "verbose": -1,
     }
-    train_set = lgb.Dataset(lgb_features(frames, train, covariates), targets(frames, train))
+    # The model learns the change from the origin's value.
+    train_set = lgb.Dataset(
+        lgb_features(frames, train, covariates),
+        targets(frames, train) - origin_values(frames, train),
+    )
     val_set = lgb.Dataset(
-        lgb_features(frames, val, covariates), targets(frames, val), reference=train_set
+        lgb_features(frames, val, covariates),
+        targets(frames, val) - origin_values(frames, val),
+        reference=train_set,
     )
     booster = lgb.train(
         params, train_set, num_boost_round=2000, valid_sets=[val_set],
         callbacks=[lgb.early_stopping(100, verbose=False)],
     )
-    predictions["LightGBM (lags + calendar + covariates)"] = booster.predict(
+    predictions["LightGBM (lags + calendar + covariates)"] = origin_values(frames, test) + booster.predict(
         lgb_features(frames, test, covariates), num_iteration=booster.best_iteration
     )
 

@@ -5,7 +5,7 @@
 #   bash bench/realdata/run.sh            # → results/realdata/epf.{json,md}
 #
 # Tasks: both series one hour ahead (origins every hour); FR and BE day-ahead (24 hours,
-# origins every 24 rows at 23:00). TNS models: persistence, seasonal naive (168), linear, MLP,
+# calibration and test origins every 24 rows at 23:00; training windows at every hour). TNS models: persistence, seasonal naive (168), linear, MLP,
 # System A and System B (GRU, and over the MLP), lookback 48 for the learned models, using the
 # past of every column (price, the two day-ahead forecasts, week day) — TNS cannot yet take
 # the covariates' known future values nor calendar features (issue 11, in progress).

@@ -292,6 +292,7 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         horizon: 1,
         lead,
         stride,
+        origin_every: stride,
         targets: data.column_indices(targets)?,
     };
     let splits = data.windows(&spec, &SplitFractions::default())?;

@@ -125,6 +125,7 @@ impl DataArgs {
                 time("test-start", &self.test_start)?,
             ) {
                 (Some(val_start), Some(cal_start), Some(test_start)) => Some(Split::Dates {
+                    train_start: None,
                     val_start,
                     cal_start,
                     test_start,
@@ -161,13 +162,14 @@ impl DataArgs {
     }
 
     /// What to record in a model file trained on these arguments.
-    pub fn spec(&self, split: Split, stride: usize) -> DataSpec {
+    pub fn spec(&self, split: Split, window: &WindowSpec) -> DataSpec {
         DataSpec {
             time_column: self.time_column.clone(),
             series_column: self.series_column.clone(),
             series: self.series.clone(),
             split,
-            stride,
+            stride: window.stride,
+            origin_every: window.origin_every,
         }
     }
 
@@ -226,10 +228,13 @@ pub struct ModelArgs {
     /// Rows from the last input row to the first predicted row.
     #[arg(long, default_value_t = 1)]
     pub lead: usize,
-    /// Rows between window starts, i.e. between forecast origins (`--origin-every 24`:
-    /// day-ahead forecasts issued once a day on hourly data).
-    #[arg(long, visible_alias = "origin-every", default_value_t = 1)]
+    /// Rows between training (and validation) windows.
+    #[arg(long, default_value_t = 1)]
     pub stride: usize,
+    /// Rows between calibration and test forecast origins, at a fixed phase (`--horizon 24
+    /// --origin-every 24` on hourly data: one day-ahead forecast a day, at the same hour).
+    #[arg(long, default_value_t = 1)]
+    pub origin_every: usize,
     /// The network of a learned kind, overriding its default: `linear`, `mlp:W1[,W2,…]`
     /// (hidden widths) or `gru:H`. Defaults: linear → `linear`, mlp → `mlp:64,64`,
     /// system-a and system-b → `gru:32` (or `gru:HIDDEN` with --hidden).
@@ -275,6 +280,7 @@ impl ModelArgs {
             horizon: self.horizon,
             lead: self.lead,
             stride: self.stride,
+            origin_every: self.origin_every,
             targets: data.column_indices(&self.targets(data))?,
         })
     }
@@ -393,6 +399,7 @@ pub fn spec_for(manifest: &tns_format::Manifest, data: &Dataset) -> Result<Windo
         horizon: config.horizon,
         lead: config.lead,
         stride: manifest.data.as_ref().map_or(1, |d| d.stride.max(1)),
+        origin_every: manifest.data.as_ref().map_or(1, |d| d.origin_every.max(1)),
         targets: data.column_indices(&config.targets)?,
     })
 }

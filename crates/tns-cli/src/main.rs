@@ -1,5 +1,6 @@
 //! `tns`: generate data, train and evaluate models, predict with certificates, run the demo.
 
+mod backtest;
 mod data_args;
 mod demo;
 mod inspect;
@@ -37,6 +38,9 @@ enum Command {
     Train(Box<TrainCommand>),
     /// Evaluate model files on the test split of a dataset and compare them.
     Eval(EvalCommand),
+    /// Rolling-origin backtest: fit every model on the history before each of several test
+    /// periods and score it on the forecasts inside the period.
+    Backtest(Box<backtest::BacktestArgs>),
     /// Predict one window and print the prediction with its certificate (JSON).
     Predict(PredictCommand),
     /// Generate trajectory data, train System A and B, evaluate every model, write plots.
@@ -143,7 +147,11 @@ fn main() -> Result<()> {
     // pool, so that batch predictions use every core.
     let trains = matches!(
         cli.command,
-        Command::Train(_) | Command::Eval(_) | Command::Demo(_) | Command::Bench(_)
+        Command::Train(_)
+            | Command::Eval(_)
+            | Command::Backtest(_)
+            | Command::Demo(_)
+            | Command::Bench(_)
     );
     if trains && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: set before any thread is spawned (parsing arguments spawns none).
@@ -171,6 +179,7 @@ fn main() -> Result<()> {
         }
         Command::Train(cmd) => train(*cmd),
         Command::Eval(cmd) => eval(cmd),
+        Command::Backtest(args) => backtest::run(*args),
         Command::Predict(cmd) => predict(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => tns_bench::run(args),
@@ -189,7 +198,8 @@ fn train(cmd: TrainCommand) -> Result<()> {
     let config = cmd.model.config(&dataset)?;
     let split = cmd.data.split()?.unwrap_or_default();
     eprintln!("split: {}", split.describe());
-    let splits = dataset.windows_split(&cmd.model.window_spec(&dataset)?, &split)?;
+    let window = cmd.model.window_spec(&dataset)?;
+    let splits = dataset.windows_split(&window, &split)?;
     eprintln!(
         "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",
         config.kind.name(),
@@ -204,7 +214,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
     );
     let options = cmd.train.options(true);
     let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
-    model.manifest.data = Some(cmd.data.spec(split, cmd.model.stride));
+    model.manifest.data = Some(cmd.data.spec(split, &window));
     let manifest = model.save(&cmd.output)?;
     if let Some(t) = &manifest.training {
         eprintln!(
@@ -249,7 +259,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     let mut block = 1;
     for m in &models {
         let spec = data_args::spec_for(m.manifest(), &dataset)?;
-        block = block.max(spec.span().div_ceil(spec.stride));
+        block = block.max(spec.span().div_ceil(spec.origin_every));
         tests.push(dataset.windows_split(&spec, &split)?.test);
     }
     let tests = tns_eval::common_origins(&tests);

@@ -45,7 +45,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         &manifest,
         &tensors,
         &splits,
-        spec.span().div_ceil(spec.stride),
+        spec.span().div_ceil(spec.origin_every),
     )?;
     save_model(&args.output, &int8_manifest, &int8_tensors)
         .with_context(|| format!("writing {}", args.output.display()))?;

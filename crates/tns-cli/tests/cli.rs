@@ -298,3 +298,93 @@ fn eval_reads_columns_series_and_split_from_the_model() {
     // Series B's values are 10⁶ times larger: any of its windows would dominate the MSE.
     assert!(mse < 1.0, "test MSE {mse}: series B was scored\n{table}");
 }
+
+/// `tns backtest` fits each fold on history before it only and scores the origins inside it.
+#[test]
+fn backtest_folds_forecast_only_inside_their_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("hourly.csv");
+    let mut text = String::from("when,y\n");
+    for i in 0..24 * 200 {
+        let y = (i as f64 * std::f64::consts::TAU / 24.0).sin() * 10.0 + 50.0 + (i % 7) as f64;
+        text.push_str(&format!("{},{y}\n", 1_600_000_000 + 3600 * i));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let (report, predictions) = (dir.path().join("bt.json"), dir.path().join("bt.csv"));
+    let out = tns(&[
+        "backtest",
+        "--data",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "when",
+        "--targets",
+        "y",
+        "--models",
+        "persistence,seasonal-naive,linear",
+        "--season",
+        "24",
+        "--lookback",
+        "24",
+        "--horizon",
+        "24",
+        "--origin-every",
+        "24",
+        "--folds",
+        "3",
+        "--epochs",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| seasonal-naive |") && stdout.contains("fold 3 MAE"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 9);
+    // Every forecast of fold k predicts rows inside fold k's test period.
+    let rows = std::fs::read_to_string(&predictions).unwrap();
+    for line in rows.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let fold: usize = cells[0].parse().unwrap();
+        let r = results.iter().find(|r| r["fold"] == fold).unwrap();
+        let (start, end) = (
+            seconds(r["test_start"].as_str().unwrap()),
+            seconds(r["test_end"].as_str().unwrap()),
+        );
+        let step: i64 = cells[4].parse().unwrap();
+        let target = seconds(cells[3]) + 3600 * step;
+        assert!(
+            target >= start && target < end,
+            "{line}: target outside the fold"
+        );
+    }
+}
+
+/// Seconds since 1970 of a UTC `YYYY-MM-DD HH:MM:SS` (days from the civil date).
+fn seconds(text: &str) -> i64 {
+    let n: Vec<i64> = text
+        .split(['-', ' ', ':'])
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (y, m, d) = if n[1] <= 2 {
+        (n[0] - 1, n[1] + 9, n[2])
+    } else {
+        (n[0], n[1] - 3, n[2])
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * 86_400 + n[3] * 3600 + n[4] * 60 + n[5]
+}

@@ -16,8 +16,12 @@ pub struct WindowSpec {
     pub horizon: usize,
     /// Rows between the last input row and the first predicted row (≥ 1).
     pub lead: usize,
-    /// Rows between consecutive window starts.
+    /// Rows between consecutive training and validation windows (sampling the examples).
     pub stride: usize,
+    /// Rows between consecutive calibration and test forecast origins (`24` on hourly data:
+    /// one day-ahead forecast a day, at the same hour), so that the conformal radii are
+    /// calibrated on the origins the model is scored and used on.
+    pub origin_every: usize,
     /// Column indices of the targets (`T` of them).
     pub targets: Vec<usize>,
 }
@@ -30,6 +34,7 @@ impl WindowSpec {
             horizon: 1,
             lead: 1,
             stride: 1,
+            origin_every: 1,
             targets,
         }
     }
@@ -86,8 +91,15 @@ pub struct DataSpec {
     pub series: Option<String>,
     /// The chronological split.
     pub split: Split,
-    /// Rows between forecast origins (window starts).
+    /// Rows between training and validation windows.
     pub stride: usize,
+    /// Rows between calibration and test forecast origins.
+    #[serde(default = "one")]
+    pub origin_every: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// How each series is cut into train / validation / calibration / test, in time order.
@@ -97,8 +109,12 @@ pub enum Split {
     /// Fractions of each series' rows (default 60/15/10/15).
     Fractions(SplitFractions),
     /// The first time (in the time column's unit: seconds since 1970 for date-times) of
-    /// validation, calibration and test; rows before `val_start` train.
+    /// validation, calibration and test; rows before `val_start` (and from `train_start`,
+    /// when given) train.
     Dates {
+        /// First training time (a sliding window); `None`: from the first row.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        train_start: Option<f64>,
         /// First validation time.
         val_start: f64,
         /// First calibration time.
@@ -140,11 +156,21 @@ impl Split {
                 }
             }
             Self::Dates {
+                train_start,
                 val_start,
                 cal_start,
                 test_start,
             } => {
                 let starts = [val_start, cal_start, test_start];
+                if let Some(t) = train_start {
+                    if !(t.is_finite() && t < val_start) {
+                        return Err(DataError::BadSpec(format!(
+                            "the training start {t} must be finite and before the validation start {val_start}"
+                        )));
+                    }
+                    let times = series.segments.iter().flat_map(|s| s.times.iter());
+                    bounds[0] = times.filter(|&&x| x < t).count();
+                }
                 // Finite first, so that the order test never meets a NaN.
                 if starts.iter().any(|t| !t.is_finite()) || starts.windows(2).any(|w| w[0] >= w[1])
                 {
@@ -177,11 +203,16 @@ impl Split {
                 )
             }
             Self::Dates {
+                train_start,
                 val_start,
                 cal_start,
                 test_start,
             } => format!(
-                "train before {}, validation from {}, calibration from {}, test from {}",
+                "train {}before {}, validation from {}, calibration from {}, test from {}",
+                train_start.map_or(String::new(), |t| format!(
+                    "from {} ",
+                    crate::format_time(t)
+                )),
                 crate::format_time(*val_start),
                 crate::format_time(*val_start),
                 crate::format_time(*cal_start),
@@ -365,8 +396,10 @@ impl Dataset {
         let mut welford = Welford::new(f);
         let span = spec.span();
         let mut output = vec![0.0; spec.horizon * t];
-        if spec.stride == 0 {
-            return Err(DataError::BadSpec("stride must be at least 1".into()));
+        if spec.stride == 0 || spec.origin_every == 0 {
+            return Err(DataError::BadSpec(
+                "stride and origin spacing must be at least 1".into(),
+            ));
         }
 
         for (si, series) in self.series().iter().enumerate() {
@@ -389,15 +422,21 @@ impl Dataset {
                 }
                 // A window belongs to the split that holds all its target rows; its inputs
                 // are history and may reach back into the split before (never across a gap).
-                // Forecast origins `r` (the last input row) satisfy `(r + lead) % stride == 0`
-                // in series rows, so that origins fall at the same phase in every split and
+                // Forecast origins `r` (the last input row) satisfy `(r + lead) % every == 0`
+                // in series rows (`every`: the stride for train and validation, the origin
+                // spacing for calibration and test), so that origins fall at the same phase
                 // for every lookback (day-ahead: every day at the same hour).
                 let (l, lead, h) = (spec.lookback, spec.lead, spec.horizon);
                 for (k, set) in sets.iter_mut().enumerate() {
+                    let every = if k < 2 {
+                        spec.stride
+                    } else {
+                        spec.origin_every
+                    };
                     // First and one-past-last admissible origin row.
                     let lo = (seg_start + l - 1).max(bounds[k].saturating_sub(lead));
                     let hi = (seg_end.min(bounds[k + 1]) + 1).saturating_sub(lead + h);
-                    let mut r = lo + (spec.stride - (lo + lead) % spec.stride) % spec.stride;
+                    let mut r = lo + (every - (lo + lead) % every) % every;
                     while r < hi {
                         let local = r + 1 - l - seg_start;
                         let input = &seg.values[local * f..(local + l) * f];
@@ -413,7 +452,7 @@ impl Dataset {
                             time: seg.times[local + l - 1],
                         };
                         set.push(input, &output, origin);
-                        r += spec.stride;
+                        r += every;
                     }
                 }
                 seg_start = seg_end;
@@ -465,6 +504,7 @@ mod tests {
             horizon: 2,
             lead: 3,
             stride: 1,
+            origin_every: 1,
             targets: vec![1],
         };
         let s = d.windows(&spec, &SplitFractions::default()).unwrap();
@@ -495,9 +535,11 @@ mod tests {
             horizon: 2,
             lead: 1,
             stride: 1,
+            origin_every: 1,
             targets: vec![0],
         };
         let split = Split::Dates {
+            train_start: None,
             val_start: 100.0,
             cal_start: 140.0,
             test_start: 170.0,
@@ -522,7 +564,20 @@ mod tests {
                 assert_eq!(set.origin(i).row + span, end);
             }
         }
+        // A sliding history: training targets from `train_start` on.
+        let sliding = Split::Dates {
+            train_start: Some(60.0),
+            val_start: 100.0,
+            cal_start: 140.0,
+            test_start: 170.0,
+        };
+        let s = d.windows_split(&spec, &sliding).unwrap();
+        for i in 0..s.train.len() {
+            let first_target = s.train.origin(i).row + spec.lookback - 1 + spec.lead;
+            assert!((60..100).contains(&first_target), "{first_target}");
+        }
         let bad = Split::Dates {
+            train_start: None,
             val_start: 100.0,
             cal_start: 90.0,
             test_start: 170.0,
@@ -584,6 +639,7 @@ mod tests {
                 horizon: 24,
                 lead: 1,
                 stride: 24,
+                origin_every: 24,
                 targets: vec![0],
             };
             let s = d.windows(&spec, &SplitFractions::default()).unwrap();

@@ -81,65 +81,81 @@ impl Report {
         Ok(())
     }
 
-    /// Writes every forecast as CSV, one row per model, window, step and target:
-    /// `model,series,origin_time,step,target,prediction,lower,upper,actual`. `test` is the
-    /// window set the report was computed on, `series` the dataset's series ids. The origin
-    /// time is the time of the window's last input row (ISO-8601 UTC for date-times); `step`
-    /// counts from 1; `lower`/`upper` are empty for uncalibrated models.
+    /// Writes every forecast as CSV, one row per model, window, step and target, with the
+    /// header [`PREDICTION_COLUMNS`]. `test` is the window set the report was computed on,
+    /// `series` the dataset's series ids.
     pub fn write_predictions(
         &self,
         path: &Path,
         test: &WindowSet,
         series: &[String],
     ) -> Result<(), EvalError> {
-        let io = |source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut out = csv::Writer::from_writer(Vec::new());
-        let header = [
-            "model",
-            "series",
-            "origin_time",
-            "step",
-            "target",
-            "prediction",
-            "lower",
-            "upper",
-            "actual",
-        ];
-        out.write_record(header).map_err(|e| io(e.into()))?;
+        let mut rows = vec![PREDICTION_COLUMNS.map(String::from).to_vec()];
+        rows.extend(self.prediction_rows(test, series));
+        write_csv(path, &rows)
+    }
+
+    /// The rows of [`Report::write_predictions`], without the header. The origin time is the
+    /// time of the window's last input row (ISO-8601 UTC for date-times); `step` counts from
+    /// 1; `lower`/`upper` are empty for uncalibrated models.
+    pub fn prediction_rows(&self, test: &WindowSet, series: &[String]) -> Vec<Vec<String>> {
         let t = self.targets.len().max(1);
+        let mut rows = Vec::new();
         for ((model, forecasts), radii) in self.models.iter().zip(&self.forecasts).zip(&self.radii)
         {
             for (i, f) in forecasts.iter().enumerate() {
                 let origin = test.origin(i);
                 let actual = test.output(i);
-                let series_id = series.get(origin.series).map_or("", String::as_str);
+                let series_id = series.get(origin.series).cloned().unwrap_or_default();
                 let time = tns_data::format_time(origin.time);
                 for (k, (&p, &y)) in f.prediction.iter().zip(actual).enumerate() {
                     let (lower, upper) = match radii {
                         Some(r) => ((p - r[k]).to_string(), (p + r[k]).to_string()),
                         None => (String::new(), String::new()),
                     };
-                    out.write_record([
-                        model.name.as_str(),
-                        series_id,
-                        &time,
-                        &(k / t + 1).to_string(),
-                        self.targets.get(k % t).map_or("", String::as_str),
-                        &p.to_string(),
-                        &lower,
-                        &upper,
-                        &y.to_string(),
-                    ])
-                    .map_err(|e| io(e.into()))?;
+                    rows.push(vec![
+                        model.name.clone(),
+                        series_id.clone(),
+                        time.clone(),
+                        (k / t + 1).to_string(),
+                        self.targets.get(k % t).cloned().unwrap_or_default(),
+                        p.to_string(),
+                        lower,
+                        upper,
+                        y.to_string(),
+                    ]);
                 }
             }
         }
-        let bytes = out.into_inner().map_err(|e| io(e.into_error()))?;
-        tns_data::write_atomic(path, &bytes).map_err(io)
+        rows
     }
+}
+
+/// Columns of the forecasts CSV.
+pub const PREDICTION_COLUMNS: [&str; 9] = [
+    "model",
+    "series",
+    "origin_time",
+    "step",
+    "target",
+    "prediction",
+    "lower",
+    "upper",
+    "actual",
+];
+
+/// Writes rows (header first) as CSV, atomically.
+pub fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<(), EvalError> {
+    let io = |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        out.write_record(row).map_err(|e| io(e.into()))?;
+    }
+    let bytes = out.into_inner().map_err(|e| io(e.into_error()))?;
+    tns_data::write_atomic(path, &bytes).map_err(io)
 }
 
 /// Evaluates every model on its test windows and compares each with the reference

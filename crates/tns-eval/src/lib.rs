@@ -20,7 +20,7 @@ mod scores;
 
 use std::path::PathBuf;
 
-pub use compare::{Report, common_origins, compare};
+pub use compare::{PREDICTION_COLUMNS, Report, common_origins, compare, write_csv};
 pub use quantize::{Int8Report, quantize_with_report, summary};
 pub use scores::{Score, ScoreContext, Scores, Slice, mase_scale, score, scores_table};
 

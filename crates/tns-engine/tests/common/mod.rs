@@ -37,6 +37,7 @@ pub fn data(shape: Shape, rows: usize) -> (Splits, f64) {
                 horizon: 1,
                 lead: 1000,
                 stride: 16,
+                origin_every: 16,
                 targets: d.column_indices(&["x", "y"]).unwrap(),
             };
             (d, spec)
