@@ -16,6 +16,7 @@ Blocks:
   b-over-mlp                      results/demo-<regime>/system-b-mlp-vs-mlp.md (tns eval … --reference mlp)
   refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
   realdata                        results/realdata/epf.md           (bash bench/realdata/run.sh)
+  pedestrian                      results/realdata/pedestrian.md    (bash bench/realdata/pedestrian.sh)
 """
 
 import json
@@ -73,6 +74,17 @@ def realdata():
         return None
     return (
         "Produced by `bash bench/realdata/run.sh` (files `results/realdata/*.json`, `epf.md`):\n\n"
+        + table.strip()
+        + "\n"
+    )
+
+
+def pedestrian():
+    table = read("results/realdata/pedestrian.md")
+    if table is None:
+        return None
+    return (
+        "Produced by `bash bench/realdata/pedestrian.sh` (files `results/realdata/pedestrian.{md,json}`):\n\n"
         + table.strip()
         + "\n"
     )
@@ -229,6 +241,7 @@ BLOCKS = {
     "b-over-mlp": b_over_mlp,
     "refactor-ab": refactor_ab,
     "realdata": realdata,
+    "pedestrian": pedestrian,
 }
 
 
