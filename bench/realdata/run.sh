@@ -40,8 +40,9 @@ run_task() {
          --lookback 48 -o "$work/$name-system-b-mlp.tns"
   "$tns" train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
   models+=("$work/$name-system-b-mlp.tns" "$work/$name-seasonal-naive.tns")
-  "$tns" eval --data "$data" "${models[@]}" --reference system-b \
-         --report "$out/$name-tns" --predictions "$work/$name-predictions.csv"
+  "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
+         --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
+         --plots "$out/plots-$name"
   cat > "$work/$name.json" <<JSON
 {"name": "$name", "series": $ids, "horizon": $horizon, "lookback": 48, "season": 168,
  "split": [60, 15, 10, 15], "covariates": ["gen_forecast", "system_load"]}

@@ -173,6 +173,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     plot_forecasts(
         &forecast_svg,
         "next-step x on test windows: observed, Kalman prior, System A, System B with its conformal interval",
+        "test window",
         &truth,
         &series,
         Some((&lower, &upper)),

@@ -120,6 +120,13 @@ struct EvalCommand {
     /// training rows).
     #[arg(long)]
     season: Option<usize>,
+    /// Write plots into this folder: forecasts with the interval, MAE by step, coverage by
+    /// hour of day.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Predicted rows shown in the forecast plot.
+    #[arg(long, default_value_t = 168)]
+    plot_points: usize,
     /// Write every test forecast as CSV (model, series, origin time, step, target,
     /// prediction, interval, actual).
     #[arg(long)]
@@ -295,6 +302,12 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;
+    }
+    if let Some(dir) = cmd.plots {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for path in report.plot(&dir, &tests[0], cmd.plot_points)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     if let Some(path) = cmd.predictions {
         report.write_predictions(&path, &tests[0], &series)?;

@@ -131,6 +131,139 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Writes three SVG plots into `dir`: `forecast.svg` (observed values and every model's
+    /// forecasts of the first target over the first `points` predicted rows of the first
+    /// series, with the reference model's conformal band), `error_by_step.svg` (MAE per
+    /// horizon step) and, when the times are date-times and the models calibrated,
+    /// `coverage_by_hour.svg` (interval coverage per hour of day of the predicted row).
+    /// Returns the files written.
+    pub fn plot(
+        &self,
+        dir: &Path,
+        test: &WindowSet,
+        points: usize,
+    ) -> Result<Vec<std::path::PathBuf>, EvalError> {
+        let reference = self
+            .models
+            .iter()
+            .position(|m| m.name == self.reference)
+            .unwrap_or(0);
+        use crate::{SeriesToPlot, plot_forecasts, plot_lines};
+        let plot_error = |e: crate::PlotError| EvalError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let t = self.targets.len().max(1);
+        let first_series = (0..test.len())
+            .map(|i| test.origin(i))
+            .map(|o| o.series)
+            .min();
+        // Forecasts of the first target, origin after origin, until `points` values.
+        let mut picked = Vec::new();
+        for i in (0..test.len()).filter(|&i| Some(test.origin(i).series) == first_series) {
+            for step in 0..test.horizon() {
+                if picked.len() < points {
+                    picked.push((i, step * t));
+                }
+            }
+        }
+        let truth: Vec<f64> = picked.iter().map(|&(i, k)| test.output(i)[k]).collect();
+        let series: Vec<SeriesToPlot> = self
+            .models
+            .iter()
+            .zip(&self.forecasts)
+            .map(|(m, f)| SeriesToPlot {
+                name: m.name.clone(),
+                values: picked.iter().map(|&(i, k)| f[i].prediction[k]).collect(),
+            })
+            .collect();
+        let band = self.radii[reference].as_ref().map(|r| {
+            let values = &series[reference].values;
+            let lower = picked
+                .iter()
+                .zip(values)
+                .map(|(&(_, k), v)| v - r[k])
+                .collect::<Vec<_>>();
+            let upper = picked
+                .iter()
+                .zip(values)
+                .map(|(&(_, k), v)| v + r[k])
+                .collect::<Vec<_>>();
+            (lower, upper)
+        });
+        let mut written = Vec::new();
+        let forecast = dir.join("forecast.svg");
+        plot_forecasts(
+            &forecast,
+            &format!(
+                "{}: observed and forecast, with {}'s interval",
+                self.targets.first().map_or("target", String::as_str),
+                self.reference
+            ),
+            "predicted row (consecutive forecasts of the first series)",
+            &truth,
+            &series,
+            band.as_ref().map(|(l, u)| (l.as_slice(), u.as_slice())),
+        )
+        .map_err(plot_error)?;
+        written.push(forecast);
+        let steps: Vec<f64> = (1..=test.horizon()).map(|s| s as f64).collect();
+        let errors: Vec<SeriesToPlot> = self
+            .models
+            .iter()
+            .map(|m| SeriesToPlot {
+                name: m.name.clone(),
+                values: m.per_step.iter().map(|s| s.mae).collect(),
+            })
+            .collect();
+        let error = dir.join("error_by_step.svg");
+        plot_lines(
+            &error,
+            "MAE by horizon step",
+            ("step", "MAE"),
+            &steps,
+            &errors,
+            None,
+        )
+        .map_err(plot_error)?;
+        written.push(error);
+        let hours: Vec<f64> = (0..24).map(f64::from).collect();
+        let coverage: Vec<SeriesToPlot> = self
+            .models
+            .iter()
+            .filter_map(|m| {
+                let per_hour = &m.scores.as_ref()?.per_hour;
+                let mut values = vec![f64::NAN; 24];
+                for slice in per_hour {
+                    let hour: usize = slice.label.trim_start_matches("hour ").parse().ok()?;
+                    values[hour.min(23)] = 100.0 * slice.score.coverage?;
+                }
+                Some(SeriesToPlot {
+                    name: m.name.clone(),
+                    values,
+                })
+            })
+            .collect();
+        if let Some(nominal) = self.models[reference].nominal_coverage
+            && !coverage.is_empty()
+        {
+            let path = dir.join("coverage_by_hour.svg");
+            plot_lines(
+                &path,
+                "interval coverage by hour of day of the predicted row (UTC)",
+                ("hour", "coverage %"),
+                &hours,
+                &coverage,
+                Some((100.0 * nominal, "nominal")),
+            )
+            .map_err(plot_error)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
 /// Columns of the forecasts CSV.
 pub const PREDICTION_COLUMNS: [&str; 9] = [
     "model",

@@ -29,7 +29,8 @@ pub use metrics::{
     window_errors,
 };
 pub use plot::{
-    LossCurve, PlotError, SeriesToPlot, plot_forecasts, plot_latency_histograms, plot_loss_curves,
+    LossCurve, PlotError, SeriesToPlot, plot_forecasts, plot_latency_histograms, plot_lines,
+    plot_loss_curves,
 };
 
 /// Errors of evaluation.

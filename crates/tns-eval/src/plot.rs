@@ -59,11 +59,12 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Draws consecutive test windows: the truth as points, each series as a line, and the
-/// conformal band `(lower, upper)` shaded, as SVG.
+/// Draws consecutive forecasts: the truth as points, each series as a line, and the
+/// conformal band `(lower, upper)` shaded, as SVG; `x_desc` names the horizontal axis.
 pub fn plot_forecasts(
     path: &Path,
     title: &str,
+    x_desc: &str,
     truth: &[f64],
     series: &[SeriesToPlot],
     band: Option<(&[f64], &[f64])>,
@@ -86,7 +87,7 @@ pub fn plot_forecasts(
         .map_err(|x| e(x.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("test window")
+        .x_desc(x_desc)
         .draw()
         .map_err(|x| e(x.to_string()))?;
     if let Some((lower, upper)) = band {
@@ -263,6 +264,71 @@ pub fn plot_latency_histograms(
         let color = COLORS[k % COLORS.len()];
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}
+
+/// One line per series over the points `xs` (each series has one value per point), with an
+/// optional dashed horizontal reference (value, label), as SVG.
+pub fn plot_lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    xs: &[f64],
+    series: &[SeriesToPlot],
+    reference: Option<(f64, &str)>,
+) -> Result<(), PlotError> {
+    let e = err(path);
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let (x0, x1) = bounds(xs.iter().copied());
+    let (lo, hi) = bounds(
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().copied())
+            .chain(reference.map(|r| r.0)),
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, lo..hi)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    if let Some((value, label)) = reference {
+        chart
+            .draw_series(LineSeries::new(
+                [(x0, value), (x1, value)],
+                BLACK.mix(0.5).stroke_width(1),
+            ))
+            .map_err(|x| e(x.to_string()))?
+            .label(label.to_string())
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK.mix(0.5)));
+    }
+    for (k, s) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                xs.iter().copied().zip(s.values.iter().copied()),
+                color.stroke_width(2),
+            ))
             .map_err(|x| e(x.to_string()))?
             .label(s.name.clone())
             .legend(move |(x, y)| {
