@@ -162,7 +162,7 @@ impl DataArgs {
     }
 
     /// What to record in a model file trained on these arguments.
-    pub fn spec(&self, split: Split, window: &WindowSpec) -> DataSpec {
+    pub fn spec(&self, split: Split, window: &WindowSpec, dt: f64) -> DataSpec {
         DataSpec {
             time_column: self.time_column.clone(),
             series_column: self.series_column.clone(),
@@ -170,6 +170,7 @@ impl DataArgs {
             split,
             stride: window.stride,
             origin_every: window.origin_every,
+            dt: Some(dt),
         }
     }
 

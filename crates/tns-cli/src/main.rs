@@ -5,6 +5,7 @@ mod data_args;
 mod demo;
 mod inspect;
 mod quantize;
+mod score_file;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -142,8 +143,19 @@ struct PredictCommand {
     model: PathBuf,
     /// Window as JSON (`{"window": [[f1, f2, …], …]}` or a bare array of rows) or CSV with a
     /// header naming the model's features (the last `lookback` rows are used).
+    #[arg(short, long, required_unless_present = "data", conflicts_with = "data")]
+    input: Option<PathBuf>,
+    /// Score a whole CSV instead (streaming, bounded memory): a forecast at every complete
+    /// window, with the model's time, series and feature columns; needs --output.
+    #[arg(long, requires = "output")]
+    data: Option<PathBuf>,
+    /// Forecasts CSV for --data (written as OUTPUT.partial, renamed at the end; an
+    /// interrupted run resumes from OUTPUT.partial).
     #[arg(short, long)]
-    input: PathBuf,
+    output: Option<PathBuf>,
+    /// With --data: a forecast every N rows of each series (default 1).
+    #[arg(long, default_value_t = 1)]
+    origin_every: usize,
 }
 
 fn main() -> Result<()> {
@@ -221,7 +233,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
     );
     let options = cmd.train.options(true);
     let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
-    model.manifest.data = Some(cmd.data.spec(split, &window));
+    model.manifest.data = Some(cmd.data.spec(split, &window, dataset.dt()));
     let manifest = model.save(&cmd.output)?;
     if let Some(t) = &manifest.training {
         eprintln!(
@@ -320,7 +332,16 @@ fn predict(cmd: PredictCommand) -> Result<()> {
     let engine = Arc::new(
         Engine::load(&cmd.model).with_context(|| format!("loading {}", cmd.model.display()))?,
     );
-    let window = data_args::read_window(&cmd.input, &engine.manifest().config)?;
+    if let (Some(data), Some(output)) = (&cmd.data, &cmd.output) {
+        if cmd.origin_every == 0 {
+            bail!("--origin-every must be at least 1");
+        }
+        return score_file::run(engine, data, output, cmd.origin_every);
+    }
+    let input = cmd
+        .input
+        .context("give -i WINDOW or --data FILE --output FILE")?;
+    let window = data_args::read_window(&input, &engine.manifest().config)?;
     let mut predictor = Predictor::new(engine.clone());
     let prediction = predictor.predict(&window)?;
     println!(

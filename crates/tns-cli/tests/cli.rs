@@ -388,3 +388,63 @@ fn seconds(text: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     (era * 146_097 + doe - 719_468) * 86_400 + n[3] * 3600 + n[4] * 60 + n[5]
 }
+
+/// `tns predict --data F --output P` streams a file into forecasts, skips nothing but the
+/// first incomplete windows and the rows across a gap, and resumes an interrupted run.
+#[test]
+fn predict_scores_a_file_streaming_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("hourly.csv");
+    let mut text = String::from("when,y,x\n");
+    let mut hour = 0;
+    for i in 0..400 {
+        // A gap of 5 hours after row 300.
+        hour += if i == 300 { 6 } else { 1 };
+        let y = (i as f64 * 0.26).sin() * 3.0 + 10.0;
+        text.push_str(&format!("{},{y},{}\n", 1_600_000_000 + 3600 * hour, i % 5));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let model = dir.path().join("m.tns");
+    ok(tns(&[
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "when",
+        "--targets",
+        "y",
+        "--model",
+        "linear",
+        "--lookback",
+        "12",
+        "--horizon",
+        "2",
+        "--epochs",
+        "2",
+        "-o",
+        model.to_str().unwrap(),
+    ]));
+    let out = dir.path().join("p.csv");
+    let run = || {
+        ok(tns(&[
+            "predict",
+            model.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]))
+    };
+    run();
+    let full = std::fs::read_to_string(&out).unwrap();
+    // Windows: rows 12..=300 before the gap and 12 rows after it; 2 steps each.
+    let forecasts = (300 - 12 + 1) + (100 - 12 + 1);
+    assert_eq!(full.lines().count(), 1 + 2 * forecasts, "{}", &full[..200]);
+    // Interrupted after 21 lines and half of the next: the run resumes to the same file.
+    let lines: Vec<&str> = full.lines().collect();
+    let torn = format!("{}\n{}", lines[..21].join("\n"), &lines[21][..10]);
+    std::fs::remove_file(&out).unwrap();
+    std::fs::write(dir.path().join("p.csv.partial"), torn).unwrap();
+    run();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
+}

@@ -104,7 +104,7 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
                 let numeric = first
                     .as_ref()
                     .and_then(|r| r.get(c))
-                    .is_none_or(|cell| cell.is_empty() || parse_value(cell).is_some());
+                    .is_none_or(|cell| cell.is_empty() || parse_cell(cell).is_some());
                 if !numeric {
                     skipped.push(header[c].clone());
                 }
@@ -259,7 +259,7 @@ fn parse_number(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, 
             column: column.to_string(),
         });
     }
-    let v = parse_value(cell).ok_or_else(|| DataError::NotNumeric {
+    let v = parse_cell(cell).ok_or_else(|| DataError::NotNumeric {
         path: path.to_path_buf(),
         row,
         column: column.to_string(),
@@ -276,8 +276,15 @@ fn parse_number(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, 
     Ok(v)
 }
 
-/// A number, or a boolean word (`true/false`, `yes/no`, any case) as 1 or 0.
-fn parse_value(cell: &str) -> Option<f64> {
+/// A cell as the loader reads it: a number, or a boolean word (`true/false`, `yes/no`, any
+/// case) as 1 or 0.
+///
+/// ```
+/// assert_eq!(tns_data::parse_cell("TRUE"), Some(1.0));
+/// assert_eq!(tns_data::parse_cell("2.5"), Some(2.5));
+/// assert_eq!(tns_data::parse_cell("FR"), None);
+/// ```
+pub fn parse_cell(cell: &str) -> Option<f64> {
     if let Ok(v) = cell.parse::<f64>() {
         return Some(v);
     }

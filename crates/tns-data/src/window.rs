@@ -96,6 +96,9 @@ pub struct DataSpec {
     /// Rows between calibration and test forecast origins.
     #[serde(default = "one")]
     pub origin_every: usize,
+    /// Time between rows (the median step), so that scoring a file can tell gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dt: Option<f64>,
 }
 
 fn one() -> usize {

@@ -1,0 +1,219 @@
+//! `tns predict MODEL --data F --output P`: batch scoring of a large CSV, streaming.
+//!
+//! Rows are read one at a time; each series keeps only its last `lookback` rows, so memory is
+//! bounded by `series × lookback × features` whatever the file's size. A forecast is issued at
+//! every row whose window is complete and does not span a gap (a step longer than 1.5× the
+//! model's sampling interval), every `--origin-every` rows. Forecasts go to `P.partial` as
+//! they are made and the file is renamed to `P` at the end; after an interruption the same
+//! command resumes from `P.partial`, skipping the origins it already holds.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use tns_engine::{Engine, Predictor};
+
+/// What one series keeps while streaming.
+struct SeriesState {
+    rows: VecDeque<(f64, Vec<f64>)>,
+    since_origin: usize,
+    last_written: Option<f64>,
+}
+
+/// Scores `data` with the model in `engine`, writing forecasts to `output`.
+pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize) -> Result<()> {
+    let manifest = engine.manifest();
+    let config = &manifest.config;
+    let spec = manifest.data.as_ref();
+    let time_column = spec.and_then(|d| d.time_column.clone());
+    let series_column = spec.and_then(|d| d.series_column.clone());
+    let series_filter = spec.and_then(|d| d.series.clone());
+    let dt = spec.and_then(|d| d.dt);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(data)
+        .with_context(|| format!("reading {}", data.display()))?;
+    let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+    let find = |name: &str| {
+        header.iter().position(|h| h == name).with_context(|| {
+            format!(
+                "{} has no column {name:?} (the model needs {:?})",
+                data.display(),
+                config.features
+            )
+        })
+    };
+    let features: Vec<usize> = config
+        .features
+        .iter()
+        .map(|f| find(f))
+        .collect::<Result<_>>()?;
+    let time = time_column.as_deref().map(find).transpose()?;
+    let series_col = series_column.as_deref().map(find).transpose()?;
+
+    let partial = PathBuf::from(format!("{}.partial", output.display()));
+    let mut states: HashMap<String, SeriesState> = HashMap::new();
+    let resumed = resume(&partial)?;
+    let fresh = resumed.is_empty();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)
+        .with_context(|| format!("opening {}", partial.display()))?;
+    let mut out = BufWriter::new(file);
+    if fresh {
+        writeln!(out, "series,origin_time,step,target,prediction,lower,upper")?;
+    }
+    let mut predictor = Predictor::new(engine.clone());
+    let (lookback, f) = (config.lookback, config.features.len());
+    let mut window = vec![0.0; lookback * f];
+    let (mut rows, mut written) = (0u64, 0u64);
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record)? {
+        rows += 1;
+        let line = record.position().map_or(rows + 1, |p| p.line());
+        let id = series_col.map_or("main", |c| &record[c]).to_string();
+        if series_filter.as_ref().is_some_and(|want| *want != id) {
+            continue;
+        }
+        let t = match time {
+            Some(c) => tns_data::parse_timestamp(&record[c]).with_context(|| {
+                format!(
+                    "{} row {line}: time {:?} is not a time",
+                    data.display(),
+                    &record[c]
+                )
+            })?,
+            None => rows as f64,
+        };
+        let values: Vec<f64> = features
+            .iter()
+            .map(|&c| {
+                tns_data::parse_cell(&record[c])
+                    .filter(|v| v.is_finite())
+                    .with_context(|| {
+                        format!(
+                            "{} row {line}, column {:?}: {:?} is not a finite number",
+                            data.display(),
+                            header[c],
+                            &record[c]
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let state = states.entry(id.clone()).or_insert_with(|| SeriesState {
+            rows: VecDeque::with_capacity(lookback + 1),
+            since_origin: 0,
+            last_written: resumed.get(&id).copied(),
+        });
+        if let Some(&(previous, _)) = state.rows.back() {
+            if t <= previous {
+                bail!(
+                    "{} row {line}: time {} does not increase within series {id:?}; sort the file",
+                    data.display(),
+                    tns_data::format_time(t)
+                );
+            }
+            // A gap starts a new window: no window spans it.
+            if dt.is_some_and(|dt| t - previous > 1.5 * dt) {
+                state.rows.clear();
+            }
+        }
+        state.rows.push_back((t, values));
+        if state.rows.len() > lookback {
+            state.rows.pop_front();
+        }
+        state.since_origin += 1;
+        if state.rows.len() < lookback || state.since_origin < origin_every {
+            continue;
+        }
+        state.since_origin = 0;
+        if state.last_written.is_some_and(|w| t <= w) {
+            continue; // written before the interruption
+        }
+        for (r, (_, v)) in state.rows.iter().enumerate() {
+            window[r * f..(r + 1) * f].copy_from_slice(v);
+        }
+        let p = predictor
+            .predict(&window)
+            .with_context(|| format!("{} row {line}: predicting", data.display()))?;
+        let targets = config.targets.len();
+        let origin = tns_data::format_time(t);
+        for (k, value) in p.values().iter().enumerate() {
+            let (lower, upper) = p
+                .interval()
+                .map_or((String::new(), String::new()), |(l, u)| {
+                    (l[k].to_string(), u[k].to_string())
+                });
+            writeln!(
+                out,
+                "{},{origin},{},{},{value},{lower},{upper}",
+                csv_field(&id),
+                k / targets + 1,
+                csv_field(&config.targets[k % targets]),
+            )?;
+        }
+        written += 1;
+        if written % 10_000 == 0 {
+            eprintln!("{rows} rows read, {written} forecasts written");
+        }
+    }
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&partial, output)
+        .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    eprintln!(
+        "{rows} rows read, {written} forecasts written to {}{}",
+        output.display(),
+        if fresh { "" } else { " (resumed)" }
+    );
+    Ok(())
+}
+
+/// The last origin time written per series in an interrupted run's `P.partial` (empty if
+/// there is none), read line by line. A torn last line (where the run was interrupted) is cut
+/// off so that appending continues on a fresh line.
+fn resume(partial: &Path) -> Result<HashMap<String, f64>> {
+    let mut last = HashMap::new();
+    let Ok(file) = std::fs::File::open(partial) else {
+        return Ok(last);
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let (mut line, mut complete, mut header) = (Vec::new(), 0u64, true);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        complete += n as u64;
+        if std::mem::take(&mut header) {
+            continue;
+        }
+        let mut fields = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_slice());
+        if let Some(Ok(record)) = fields.records().next()
+            && let (Some(series), Some(t)) = (record.get(0), record.get(1))
+            && let Some(t) = tns_data::parse_timestamp(t)
+        {
+            last.insert(series.to_string(), t);
+        }
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(partial)?;
+    if file.metadata()?.len() > complete {
+        file.set_len(complete)?;
+    }
+    Ok(last)
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
