@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerates the result tables of README.md from the results files (PRODUCT.md §8: no
+"""Regenerates the result tables of README.md and docs/*.md from the results files (PRODUCT.md §8: no
 hand-typed numbers). Each table sits between `<!-- results:NAME -->` and
 `<!-- /results:NAME -->`; a block whose results file is missing is left as it is.
 
-    python3 scripts/readme_tables.py            # rewrite README.md in place
-    python3 scripts/readme_tables.py --check    # exit 1 if README.md is out of date
+    python3 scripts/readme_tables.py            # rewrite README.md and docs/*.md in place
+    python3 scripts/readme_tables.py --check    # exit 1 if any of them is out of date
 
 Blocks:
   demo-mixed, demo-turn, demo-cv  results/demo-<regime>/report.md   (tns demo --regime R --out results/demo-R)
@@ -246,25 +246,33 @@ BLOCKS = {
 
 
 def main():
-    path = os.path.join(ROOT, "README.md")
-    text = open(path).read()
-    new = text
-    for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n)(.*?)(<!-- /results:{name} -->)", re.S)
-        if not pattern.search(new):
+    docs = os.path.join(ROOT, "docs")
+    files = ["README.md"] + sorted(
+        os.path.join("docs", f) for f in os.listdir(docs) if f.endswith(".md")
+    )
+    stale = []
+    for rel in files:
+        path = os.path.join(ROOT, rel)
+        text = open(path).read()
+        new = text
+        for name, make in BLOCKS.items():
+            pattern = re.compile(rf"(<!-- results:{name} -->\n)(.*?)(<!-- /results:{name} -->)", re.S)
+            if not pattern.search(new):
+                continue
+            body = make()
+            if body is not None:
+                new = pattern.sub(lambda m: m.group(1) + body + m.group(3), new)
+        if new == text:
             continue
-        body = make()
-        if body is not None:
-            new = pattern.sub(lambda m: m.group(1) + body + m.group(3), new)
-    if "--check" in sys.argv:
-        if new != text:
-            print("README.md is out of date: run python3 scripts/readme_tables.py")
-            sys.exit(1)
-        return
-    if new != text:
-        open(path + ".tmp", "w").write(new)
-        os.replace(path + ".tmp", path)
-        print("README.md updated")
+        if "--check" in sys.argv:
+            stale.append(rel)
+        else:
+            open(path + ".tmp", "w").write(new)
+            os.replace(path + ".tmp", path)
+            print(f"{rel} updated")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python3 scripts/readme_tables.py")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
