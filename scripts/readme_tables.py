@@ -57,36 +57,35 @@ def b_over_mlp():
     return "\n".join(parts)
 
 
-def refactor_ab():
-    summary = read("results/refactor-ab/summary.md")
-    if summary is None:
+def produced(path, command, files):
+    """A results file verbatim, under the line that names the command and files behind it."""
+    body = read(path)
+    if body is None:
         return None
-    return (
-        "Produced by `bash bench/ab/run.sh OLD_TNS NEW_TNS 5` (file `results/refactor-ab/summary.md`):\n\n"
-        + summary.strip()
-        + "\n"
+    return f"Produced by `{command}` ({files}):\n\n" + body.strip() + "\n"
+
+
+def refactor_ab():
+    return produced(
+        "results/refactor-ab/summary.md",
+        "bash bench/ab/run.sh OLD_TNS NEW_TNS 5",
+        "file `results/refactor-ab/summary.md`",
     )
 
 
 def realdata():
-    table = read("results/realdata/epf.md")
-    if table is None:
-        return None
-    return (
-        "Produced by `bash bench/realdata/run.sh` (files `results/realdata/*.json`, `epf.md`):\n\n"
-        + table.strip()
-        + "\n"
+    return produced(
+        "results/realdata/epf.md",
+        "bash bench/realdata/run.sh",
+        "files `results/realdata/*.json`, `epf.md`",
     )
 
 
 def pedestrian():
-    table = read("results/realdata/pedestrian.md")
-    if table is None:
-        return None
-    return (
-        "Produced by `bash bench/realdata/pedestrian.sh` (files `results/realdata/pedestrian.{md,json}`):\n\n"
-        + table.strip()
-        + "\n"
+    return produced(
+        "results/realdata/pedestrian.md",
+        "bash bench/realdata/pedestrian.sh",
+        "files `results/realdata/pedestrian.{md,json}`",
     )
 
 

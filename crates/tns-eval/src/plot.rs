@@ -118,26 +118,52 @@ pub fn plot_forecasts(
         .map_err(|x| e(x.to_string()))?
         .label("observed")
         .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
+    let xs: Vec<f64> = (0..truth.len()).map(|i| i as f64).collect();
+    draw_lines(&mut chart, &xs, series, 1).map_err(&e)?;
+    finish(chart, &root).map_err(e)
+}
+
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One labelled line per series over `xs`, colours from `COLORS[first_color..]`.
+fn draw_lines(
+    chart: &mut Chart<'_>,
+    xs: &[f64],
+    series: &[SeriesToPlot],
+    first_color: usize,
+) -> Result<(), String> {
     for (k, s) in series.iter().enumerate() {
-        let color = COLORS[(k + 1) % COLORS.len()];
+        let color = COLORS[(k + first_color) % COLORS.len()];
         chart
             .draw_series(LineSeries::new(
-                s.values.iter().enumerate().map(|(i, &v)| (i as f64, v)),
+                xs.iter().copied().zip(s.values.iter().copied()),
                 color.stroke_width(2),
             ))
-            .map_err(|x| e(x.to_string()))?
+            .map_err(|x| x.to_string())?
             .label(s.name.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
             });
     }
+    Ok(())
+}
+
+/// Draws the legend and writes the file.
+fn finish(
+    mut chart: Chart<'_>,
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|x| e(x.to_string()))?;
-    root.present().map_err(|x| e(x.to_string()))
+        .map_err(|x| x.to_string())?;
+    root.present().map_err(|x| x.to_string())
 }
 
 /// Training (dashed) and validation (solid) loss per epoch, log scale, as SVG.
@@ -322,24 +348,6 @@ pub fn plot_lines(
             .label(label.to_string())
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK.mix(0.5)));
     }
-    for (k, s) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                xs.iter().copied().zip(s.values.iter().copied()),
-                color.stroke_width(2),
-            ))
-            .map_err(|x| e(x.to_string()))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    root.present().map_err(|x| e(x.to_string()))
+    draw_lines(&mut chart, xs, series, 0).map_err(&e)?;
+    finish(chart, &root).map_err(e)
 }
