@@ -7,7 +7,8 @@ use clap::Args;
 use tns_certify::{GateConfig, GateMode};
 use tns_data::synth::{ArRegimeConfig, Regime, TrajectoryConfig, ar_regime, trajectory};
 use tns_data::{
-    CsvOptions, DataSpec, Dataset, Split, SplitFractions, WindowSpec, load_csv, parse_timestamp,
+    CsvOptions, DataSpec, Dataset, Fill, Split, SplitFractions, WindowSpec, load_csv,
+    parse_timestamp,
 };
 use tns_model::{ModelConfig, ModelKind, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, parse_axes};
@@ -78,6 +79,11 @@ pub struct DataArgs {
     /// time and series columns).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
+    /// Missing rows (a step a whole number of intervals long): `none` (the series is cut; no
+    /// window spans a gap), `forward[:LIMIT]` (repeat the last row) or `linear[:LIMIT]`
+    /// (interpolate), for gaps of at most LIMIT missing rows (default 3).
+    #[arg(long, default_value = "none")]
+    pub fill: Fill,
     /// Train, validation, calibration and test shares of each series' rows, in time order
     /// (default 60,15,10,15).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["val_start", "cal_start", "test_start"])]
@@ -143,6 +149,9 @@ impl DataArgs {
             args.time_column = args.time_column.or_else(|| d.time_column.clone());
             args.series_column = args.series_column.or_else(|| d.series_column.clone());
             args.series = args.series.or_else(|| d.series.clone());
+            if args.fill == Fill::None {
+                args.fill = d.fill;
+            }
         }
         if args.data.is_some() {
             args.features = args
@@ -171,6 +180,7 @@ impl DataArgs {
             stride: window.stride,
             origin_every: window.origin_every,
             dt: Some(dt),
+            fill: self.fill,
         }
     }
 
@@ -186,8 +196,16 @@ impl DataArgs {
                         series: self.series.clone(),
                         features: self.features.clone(),
                         dt: None,
+                        fill: self.fill,
                     },
                 )?;
+                if data.filled_rows() > 0 {
+                    eprintln!(
+                        "note: filled {} missing rows ({:?})",
+                        data.filled_rows(),
+                        self.fill
+                    );
+                }
                 if !data.skipped_columns().is_empty() {
                     eprintln!(
                         "note: skipped columns holding text or dates: {} (features: {})",

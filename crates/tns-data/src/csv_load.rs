@@ -16,6 +16,48 @@ pub struct CsvOptions {
     pub features: Option<Vec<String>>,
     /// Sampling interval when there is no time column (default 1).
     pub dt: Option<f64>,
+    /// How to treat missing rows (default: a gap cuts the series; no window spans it).
+    pub fill: Fill,
+}
+
+/// What to do with missing rows: a step between two rows that is a whole number of sampling
+/// intervals longer than one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum Fill {
+    /// Leave them out: the series is cut at the gap and no window spans it.
+    #[default]
+    None,
+    /// Repeat the last row before the gap, for gaps of at most `limit` missing rows.
+    Forward {
+        /// Longest gap filled, in missing rows; longer gaps still cut the series.
+        limit: usize,
+    },
+    /// Interpolate every column linearly across gaps of at most `limit` missing rows.
+    Linear {
+        /// Longest gap filled, in missing rows.
+        limit: usize,
+    },
+}
+
+impl std::str::FromStr for Fill {
+    type Err = String;
+
+    /// `none`, `forward[:LIMIT]` or `linear[:LIMIT]` (limit in missing rows, default 3).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, limit) = s.split_once(':').unwrap_or((s, "3"));
+        let limit: usize = limit
+            .parse()
+            .map_err(|_| format!("--fill {s:?}: the limit must be a whole number of rows"))?;
+        match name {
+            "none" => Ok(Self::None),
+            "forward" => Ok(Self::Forward { limit }),
+            "linear" => Ok(Self::Linear { limit }),
+            _ => Err(format!(
+                "--fill {s:?}: use none, forward[:LIMIT] or linear[:LIMIT]"
+            )),
+        }
+    }
 }
 
 /// A step longer than this multiple of the median step starts a new segment.
@@ -192,11 +234,16 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
         (Some(_), None) if !steps.is_empty() => median(&mut steps.clone()),
         _ => 1.0,
     };
+    let mut filled = 0;
     let out: Vec<Series> = series
         .into_iter()
-        .map(|(id, values, times, _)| Series {
-            id,
-            segments: split_at_gaps(values, times, f, dt),
+        .map(|(id, values, times, _)| {
+            let (values, times, added) = fill_gaps(values, times, f, dt, options.fill);
+            filled += added;
+            Series {
+                id,
+                segments: split_at_gaps(values, times, f, dt),
+            }
         })
         .collect();
     let mut data = Dataset::new(
@@ -205,7 +252,53 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
         dt,
     )?;
     data.set_skipped_columns(skipped);
+    data.set_filled_rows(filled);
     Ok(data)
+}
+
+/// Inserts the missing rows of gaps the policy fills (steps within 10% of a whole number
+/// `k ≥ 2` of intervals, `k − 1 ≤ limit`); returns the rows and how many were added.
+fn fill_gaps(
+    values: Vec<f64>,
+    times: Vec<f64>,
+    f: usize,
+    dt: f64,
+    fill: Fill,
+) -> (Vec<f64>, Vec<f64>, usize) {
+    let limit = match fill {
+        Fill::None => return (values, times, 0),
+        Fill::Forward { limit } | Fill::Linear { limit } => limit,
+    };
+    let (mut out_values, mut out_times, mut added) = (Vec::new(), Vec::new(), 0);
+    for i in 0..times.len() {
+        if i > 0 {
+            let ratio = (times[i] - times[i - 1]) / dt;
+            let k = ratio.round();
+            // Only whole numbers of intervals, at least two (one missing row).
+            let missing = if k >= 2.0 && (ratio - k).abs() <= 0.1 {
+                k as usize - 1
+            } else {
+                0
+            };
+            if missing >= 1 && missing <= limit {
+                for m in 1..=missing {
+                    let w = m as f64 / k;
+                    out_times.push(times[i - 1] + m as f64 * dt);
+                    for c in 0..f {
+                        let (a, b) = (values[(i - 1) * f + c], values[i * f + c]);
+                        out_values.push(match fill {
+                            Fill::Linear { .. } => a + w * (b - a),
+                            _ => a,
+                        });
+                    }
+                    added += 1;
+                }
+            }
+        }
+        out_times.push(times[i]);
+        out_values.extend_from_slice(&values[i * f..(i + 1) * f]);
+    }
+    (out_values, out_times, added)
 }
 
 /// One series while reading: id, row-major values, times, and file row numbers.
@@ -370,6 +463,48 @@ mod tests {
             time_column: Some("t".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn fill_policies_bridge_short_gaps_only() {
+        // Hourly rows with 2 missing after t = 2 and 5 missing after t = 6.
+        let text = "t,y\n0,0\n1,1\n2,2\n5,5\n6,6\n12,12\n13,13\n";
+        let with = |fill: Fill| {
+            load(
+                text,
+                &CsvOptions {
+                    time_column: Some("t".into()),
+                    dt: Some(1.0),
+                    fill,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let segments = |d: &Dataset| -> Vec<Vec<f64>> {
+            d.series()[0]
+                .segments
+                .iter()
+                .map(|s| s.values.clone())
+                .collect()
+        };
+        let none = with(Fill::None);
+        assert_eq!(segments(&none).len(), 3);
+        let forward = with(Fill::Forward { limit: 3 });
+        assert_eq!(
+            segments(&forward),
+            [vec![0.0, 1.0, 2.0, 2.0, 2.0, 5.0, 6.0], vec![12.0, 13.0]]
+        );
+        assert_eq!(forward.filled_rows(), 2);
+        let linear = with(Fill::Linear { limit: 5 });
+        assert_eq!(segments(&linear).len(), 1);
+        assert_eq!(linear.filled_rows(), 7);
+        assert_eq!(
+            &segments(&linear)[0][..7],
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
+        assert_eq!("linear:5".parse::<Fill>(), Ok(Fill::Linear { limit: 5 }));
+        assert!("sideways".parse::<Fill>().is_err());
     }
 
     #[test]

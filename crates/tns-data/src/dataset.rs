@@ -47,6 +47,7 @@ pub struct Dataset {
     series: Vec<Series>,
     dt: f64,
     skipped: Vec<String>,
+    filled: usize,
 }
 
 impl Dataset {
@@ -82,6 +83,7 @@ impl Dataset {
             series,
             dt,
             skipped: Vec::new(),
+            filled: 0,
         })
     }
 
@@ -89,6 +91,16 @@ impl Dataset {
     /// were not asked for (the CLI names them in one notice line).
     pub fn skipped_columns(&self) -> &[String] {
         &self.skipped
+    }
+
+    /// Rows the loader inserted to fill gaps (its `--fill` policy).
+    pub fn filled_rows(&self) -> usize {
+        self.filled
+    }
+
+    /// Records how many rows the loader filled in.
+    pub(crate) fn set_filled_rows(&mut self, filled: usize) {
+        self.filled = filled;
     }
 
     /// Records the columns the loader skipped.

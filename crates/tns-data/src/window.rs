@@ -99,6 +99,9 @@ pub struct DataSpec {
     /// Time between rows (the median step), so that scoring a file can tell gaps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dt: Option<f64>,
+    /// How missing rows were filled.
+    #[serde(default)]
+    pub fill: crate::Fill,
 }
 
 fn one() -> usize {
