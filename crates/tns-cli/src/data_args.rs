@@ -79,6 +79,12 @@ pub struct DataArgs {
     /// time and series columns).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
+    /// Text columns to one-hot encode into 0/1 features named `COLUMN=value` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Give a pooled model the series id as one-hot features (`unique_id=FR`, …).
+    #[arg(long, requires = "series_column")]
+    pub series_feature: bool,
     /// Missing rows (a step a whole number of intervals long): `none` (the series is cut; no
     /// window spans a gap), `forward[:LIMIT]` (repeat the last row) or `linear[:LIMIT]`
     /// (interpolate), for gaps of at most LIMIT missing rows (default 3).
@@ -101,6 +107,17 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// `--categorical`, plus the series column with `--series-feature`.
+    fn categorical_columns(&self) -> Vec<String> {
+        let mut columns = self.categorical.clone();
+        if let (true, Some(series)) = (self.series_feature, &self.series_column)
+            && !columns.contains(series)
+        {
+            columns.push(series.clone());
+        }
+        columns
+    }
+
     /// The split the user asked for, if any.
     pub fn split(&self) -> Result<Option<Split>> {
         if let Some(parts) = &self.split {
@@ -152,6 +169,9 @@ impl DataArgs {
             if args.fill == Fill::None {
                 args.fill = d.fill;
             }
+            if args.categorical.is_empty() {
+                args.categorical = d.categorical.clone();
+            }
         }
         if args.data.is_some() {
             args.features = args
@@ -181,6 +201,7 @@ impl DataArgs {
             origin_every: window.origin_every,
             dt: Some(dt),
             fill: self.fill,
+            categorical: self.categorical_columns(),
         }
     }
 
@@ -197,6 +218,7 @@ impl DataArgs {
                         features: self.features.clone(),
                         dt: None,
                         fill: self.fill,
+                        categorical: self.categorical_columns(),
                     },
                 )?;
                 if data.filled_rows() > 0 {
@@ -424,7 +446,8 @@ pub fn spec_for(manifest: &tns_format::Manifest, data: &Dataset) -> Result<Windo
 }
 
 /// Reads one window for `config` from JSON or CSV.
-pub fn read_window(path: &Path, config: &ModelConfig) -> Result<Vec<f64>> {
+pub fn read_window(path: &Path, manifest: &tns_format::Manifest) -> Result<Vec<f64>> {
+    let config = &manifest.config;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (l, f) = (config.lookback, config.features.len());
@@ -443,6 +466,11 @@ pub fn read_window(path: &Path, config: &ModelConfig) -> Result<Vec<f64>> {
             path,
             &CsvOptions {
                 features: Some(config.features.clone()),
+                categorical: manifest
+                    .data
+                    .as_ref()
+                    .map(|d| d.categorical.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             },
         )?;

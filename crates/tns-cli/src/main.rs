@@ -341,7 +341,7 @@ fn predict(cmd: PredictCommand) -> Result<()> {
     let input = cmd
         .input
         .context("give -i WINDOW or --data FILE --output FILE")?;
-    let window = data_args::read_window(&input, &engine.manifest().config)?;
+    let window = data_args::read_window(&input, engine.manifest())?;
     let mut predictor = Predictor::new(engine.clone());
     let prediction = predictor.predict(&window)?;
     println!(

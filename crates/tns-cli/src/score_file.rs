@@ -45,10 +45,17 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
             )
         })
     };
-    let features: Vec<usize> = config
+    // Each feature: a column, or a one-hot `COLUMN=value` of a categorical column.
+    let categorical = spec.map(|d| d.categorical.clone()).unwrap_or_default();
+    let features: Vec<(usize, Option<String>)> = config
         .features
         .iter()
-        .map(|f| find(f))
+        .map(|f| match f.split_once('=') {
+            Some((column, value)) if categorical.iter().any(|c| c == column) => {
+                Ok((find(column)?, Some(value.to_string())))
+            }
+            _ => Ok((find(f)?, None)),
+        })
         .collect::<Result<_>>()?;
     let time = time_column.as_deref().map(find).transpose()?;
     let series_col = series_column.as_deref().map(find).transpose()?;
@@ -90,7 +97,11 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
         };
         let values: Vec<f64> = features
             .iter()
-            .map(|&c| {
+            .map(|(c, one_hot)| {
+                let c = *c;
+                if let Some(value) = one_hot {
+                    return Ok(f64::from(u8::from(&record[c] == value)));
+                }
                 tns_data::parse_cell(&record[c])
                     .filter(|v| v.is_finite())
                     .with_context(|| {

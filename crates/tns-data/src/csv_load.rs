@@ -18,6 +18,10 @@ pub struct CsvOptions {
     pub dt: Option<f64>,
     /// How to treat missing rows (default: a gap cuts the series; no window spans it).
     pub fill: Fill,
+    /// Columns read as categories and one-hot encoded into 0/1 columns named
+    /// `COLUMN=value`, one per value seen in the file (sorted), or exactly those named in
+    /// `features`. The series column may be one (a pooled model's series id as a feature).
+    pub categorical: Vec<String>,
 }
 
 /// What to do with missing rows: a step between two rows that is a whole number of sampling
@@ -126,33 +130,68 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
         _ => None,
     };
     let mut skipped = Vec::new();
-    let feature_cols: Vec<usize> = match &options.features {
+    let categorical: Vec<usize> = options
+        .categorical
+        .iter()
+        .map(|n| find(n))
+        .collect::<Result<_, _>>()?;
+    if let Some(&c) = categorical.iter().find(|&&c| Some(c) == time_col) {
+        return Err(DataError::BadSpec(format!(
+            "the time column {:?} cannot be categorical",
+            header[c]
+        )));
+    }
+    let feature_cols: Vec<Source> = match &options.features {
         Some(names) => {
             let cols = names
                 .iter()
-                .map(|n| find(n))
+                .map(|n| match n.split_once('=') {
+                    Some((column, value)) if categorical.iter().any(|&c| header[c] == column) => {
+                        Ok(Source::OneHot {
+                            column: find(column)?,
+                            value: value.to_string(),
+                        })
+                    }
+                    _ => find(n).map(Source::Column),
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            if let Some(&c) = cols.iter().find(|&&c| Some(c) == time_col) {
+            if let Some(Source::Column(c)) = cols
+                .iter()
+                .find(|s| matches!(s, Source::Column(c) if Some(*c) == time_col))
+            {
                 return Err(DataError::BadSpec(format!(
                     "the time column {:?} cannot be a feature; calendar features come from it instead",
-                    header[c]
+                    header[*c]
                 )));
             }
             cols
         }
-        None => (0..header.len())
-            .filter(|&c| Some(c) != time_col && Some(c) != series_col)
-            .filter(|&c| {
+        None => {
+            let categories = distinct_values(path, &categorical)?;
+            let mut cols = Vec::new();
+            for c in 0..header.len() {
+                if let Some(k) = categorical.iter().position(|&x| x == c) {
+                    cols.extend(categories[k].iter().map(|value| Source::OneHot {
+                        column: c,
+                        value: value.clone(),
+                    }));
+                    continue;
+                }
+                if Some(c) == time_col || Some(c) == series_col {
+                    continue;
+                }
                 let numeric = first
                     .as_ref()
                     .and_then(|r| r.get(c))
                     .is_none_or(|cell| cell.is_empty() || parse_cell(cell).is_some());
-                if !numeric {
+                if numeric {
+                    cols.push(Source::Column(c));
+                } else {
                     skipped.push(header[c].clone());
                 }
-                numeric
-            })
-            .collect(),
+            }
+            cols
+        }
     };
     if feature_cols.is_empty() {
         return Err(DataError::BadSpec(format!(
@@ -193,8 +232,11 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             }
         };
         let (_, values, times, rows) = &mut series[slot];
-        for &c in &feature_cols {
-            values.push(parse_number(path, row_no, &header[c], &record[c])?);
+        for source in &feature_cols {
+            values.push(match source {
+                Source::Column(c) => parse_number(path, row_no, &header[*c], &record[*c])?,
+                Source::OneHot { column, value } => f64::from(u8::from(&record[*column] == value)),
+            });
         }
         let t = match time_col {
             Some(c) => parse_time(path, row_no, &header[c], &record[c])?,
@@ -246,11 +288,14 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             }
         })
         .collect();
-    let mut data = Dataset::new(
-        feature_cols.iter().map(|&c| header[c].clone()).collect(),
-        out,
-        dt,
-    )?;
+    let names = feature_cols
+        .iter()
+        .map(|s| match s {
+            Source::Column(c) => header[*c].clone(),
+            Source::OneHot { column, value } => format!("{}={value}", header[*column]),
+        })
+        .collect();
+    let mut data = Dataset::new(names, out, dt)?;
     data.set_skipped_columns(skipped);
     data.set_filled_rows(filled);
     Ok(data)
@@ -299,6 +344,40 @@ fn fill_gaps(
         out_values.extend_from_slice(&values[i * f..(i + 1) * f]);
     }
     (out_values, out_times, added)
+}
+
+/// Where a feature's values come from.
+enum Source {
+    /// A numeric or boolean column.
+    Column(usize),
+    /// 1 where a categorical column holds `value`, else 0.
+    OneHot {
+        /// The categorical column.
+        column: usize,
+        /// The category.
+        value: String,
+    },
+}
+
+/// The sorted distinct values of each of `columns`, read in a first pass over the file.
+fn distinct_values(path: &Path, columns: &[usize]) -> Result<Vec<Vec<String>>, DataError> {
+    let mut sets = vec![std::collections::BTreeSet::new(); columns.len()];
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| csv_error(path.to_path_buf(), e))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(path.to_path_buf(), e))?;
+        for (set, &c) in sets.iter_mut().zip(columns) {
+            if let Some(v) = record.get(c) {
+                set.insert(v.to_string());
+            }
+        }
+    }
+    Ok(sets.into_iter().map(|s| s.into_iter().collect()).collect())
 }
 
 /// One series while reading: id, row-major values, times, and file row numbers.
@@ -463,6 +542,36 @@ mod tests {
             time_column: Some("t".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn categorical_columns_are_one_hot_encoded() {
+        let text = "id,day,y\nA,mon,1\nA,tue,2\nB,mon,3\nB,sun,4\n";
+        let options = CsvOptions {
+            series_column: Some("id".into()),
+            categorical: vec!["day".into(), "id".into()],
+            ..Default::default()
+        };
+        let d = load(text, &options).unwrap();
+        assert_eq!(
+            d.columns(),
+            ["id=A", "id=B", "day=mon", "day=sun", "day=tue", "y"]
+        );
+        assert_eq!(
+            d.series()[0].segments[0].values,
+            [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 2.0]
+        );
+        // A model's own list: the categories it was trained on, in its order; a value it
+        // never saw is all zeros.
+        let d = load(
+            text,
+            &CsvOptions {
+                features: Some(vec!["day=sun".into(), "y".into()]),
+                ..options
+            },
+        )
+        .unwrap();
+        assert_eq!(d.series()[1].segments[0].values, [0.0, 3.0, 1.0, 4.0]);
     }
 
     #[test]

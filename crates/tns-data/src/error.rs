@@ -42,7 +42,7 @@ pub enum DataError {
     },
     /// A cell that should be a number is not.
     #[error(
-        "{path}: row {row}, column {column:?}: {value:?} is not a number (nor true/false/yes/no); leave a text column out of --features"
+        "{path}: row {row}, column {column:?}: {value:?} is not a number (nor true/false/yes/no); leave a text column out of --features or declare it --categorical"
     )]
     NotNumeric {
         /// The file.

@@ -102,6 +102,10 @@ pub struct DataSpec {
     /// How missing rows were filled.
     #[serde(default)]
     pub fill: crate::Fill,
+    /// Columns one-hot encoded as `COLUMN=value` features (the series column among them
+    /// when the series id is a feature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<String>,
 }
 
 fn one() -> usize {
