@@ -169,7 +169,7 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
         None => {
             let categories = distinct_values(path, &categorical)?;
             let mut cols = Vec::new();
-            for c in 0..header.len() {
+            for (c, name) in header.iter().enumerate() {
                 if let Some(k) = categorical.iter().position(|&x| x == c) {
                     cols.extend(categories[k].iter().map(|value| Source::OneHot {
                         column: c,
@@ -187,7 +187,7 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
                 if numeric {
                     cols.push(Source::Column(c));
                 } else {
-                    skipped.push(header[c].clone());
+                    skipped.push(name.clone());
                 }
             }
             cols
