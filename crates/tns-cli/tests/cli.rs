@@ -192,41 +192,30 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
 
 #[test]
 fn bad_networks_are_refused_with_the_syntax() {
-    let out = tns(&[
-        "train",
-        "--synth",
-        "trajectory",
-        "--rows",
-        "500",
-        "--model",
-        "system-b",
-        "--network",
-        "lstm:4",
-        "-o",
-        "/dev/null",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = |model: &str, network: &str| {
+        let out = tns(&[
+            "train",
+            "--synth",
+            "trajectory",
+            "--rows",
+            "500",
+            "--model",
+            model,
+            "--network",
+            network,
+            "-o",
+            "/dev/null",
+        ]);
+        assert!(
+            !out.status.success(),
+            "{model} --network {network} was accepted"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("system-b", "lstm:4");
     assert!(err.contains("mlp:W1") && err.contains("gru:H"), "{err}");
-    let out = tns(&[
-        "train",
-        "--synth",
-        "trajectory",
-        "--rows",
-        "500",
-        "--model",
-        "kalman",
-        "--network",
-        "mlp:4",
-        "-o",
-        "/dev/null",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("kalman has no network"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = refused("kalman", "mlp:4");
+    assert!(err.contains("kalman has no network"), "{err}");
 }
 
 /// A long-format file with a text column and two series of very different scale: the model
