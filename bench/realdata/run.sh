@@ -6,7 +6,8 @@
 #
 # Tasks: both series one hour ahead (origins every hour); FR and BE day-ahead (24 hours,
 # calibration and test origins every 24 rows at 23:00; training windows at every hour). TNS models: persistence, seasonal naive (168), linear, MLP,
-# System A and System B (GRU, and over the MLP), lookback 48 for the learned models, using the
+# System A and System B (GRU, and over the MLP), lookback 48 for the learned models (and the
+# MLP at lookback 168, a week, as `mlp-168`), using the
 # past of every column (price, the two day-ahead forecasts, week day) — TNS cannot yet take
 # the covariates' known future values nor calendar features (issue 11, in progress).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
@@ -38,8 +39,9 @@ run_task() {
   done
   "$tns" train "${common[@]}" --model system-b --network mlp:64,64 --name system-b-mlp \
          --lookback 48 -o "$work/$name-system-b-mlp.tns"
+  "$tns" train "${common[@]}" --model mlp --name mlp-168 --lookback 168 -o "$work/$name-mlp-168.tns"
   "$tns" train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
-  models+=("$work/$name-system-b-mlp.tns" "$work/$name-seasonal-naive.tns")
+  models+=("$work/$name-system-b-mlp.tns" "$work/$name-mlp-168.tns" "$work/$name-seasonal-naive.tns")
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"

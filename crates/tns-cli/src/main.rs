@@ -1,4 +1,5 @@
-//! `tns`: generate data, train and evaluate models, predict with certificates, run the demo.
+//! `tns`: generate data, train, evaluate and backtest models, predict with certificates (one
+//! window or a whole file), benchmark, quantize, export and serve them, run the demo.
 
 mod backtest;
 mod data_args;
