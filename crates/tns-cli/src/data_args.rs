@@ -221,6 +221,27 @@ impl DataArgs {
                         categorical: self.categorical_columns(),
                     },
                 )?;
+                let gaps: usize = data
+                    .series()
+                    .iter()
+                    .map(|s| s.segments.len().saturating_sub(1))
+                    .sum();
+                if gaps > 0 {
+                    eprintln!(
+                        "note: {gaps} gaps (steps over 1.5× the median step, {}) cut {} series into {} segments; no window spans a gap{}",
+                        data.dt(),
+                        data.series().len(),
+                        data.series()
+                            .iter()
+                            .map(|s| s.segments.len())
+                            .sum::<usize>(),
+                        if self.fill == Fill::None {
+                            " (--fill forward|linear[:N] bridges gaps of at most N missing rows)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 if data.filled_rows() > 0 {
                     eprintln!(
                         "note: filled {} missing rows ({:?})",

@@ -251,11 +251,12 @@ fn train(cmd: TrainCommand) -> Result<()> {
 }
 
 fn eval(cmd: EvalCommand) -> Result<()> {
-    let models = cmd
+    let mut models = cmd
         .models
         .iter()
         .map(|p| Engine::load(p).with_context(|| format!("loading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    unique_names(&mut models, &cmd.models);
     // The data, columns, series and split come from the first model's file unless given.
     let first_manifest = models[0].manifest();
     let data = cmd.data.for_model(first_manifest);
@@ -326,6 +327,38 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         report.write_predictions(&path, &tests[0], &series)?;
     }
     Ok(())
+}
+
+/// Gives models that share a name distinct ones for the table: `name (file stem)`, and
+/// `name (file stem) #k` where the stems are the same too.
+fn unique_names(models: &mut [Engine], paths: &[PathBuf]) {
+    let names: Vec<String> = models
+        .iter()
+        .map(|m| m.manifest().config.name.clone())
+        .collect();
+    let shared = |list: &[String], i: usize| list.iter().filter(|n| **n == list[i]).count() > 1;
+    let mut fresh: Vec<String> = (0..names.len())
+        .map(|i| {
+            if !shared(&names, i) {
+                return names[i].clone();
+            }
+            let stem = paths[i]
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            format!("{} ({stem})", names[i])
+        })
+        .collect();
+    let first_pass = fresh.clone();
+    for (i, name) in fresh.iter_mut().enumerate() {
+        if shared(&first_pass, i) {
+            name.push_str(&format!(" #{}", i + 1));
+        }
+    }
+    for (m, name) in models.iter_mut().zip(&fresh) {
+        if *name != m.manifest().config.name {
+            m.rename(name);
+        }
+    }
 }
 
 fn predict(cmd: PredictCommand) -> Result<()> {

@@ -286,6 +286,18 @@ fn eval_reads_columns_series_and_split_from_the_model() {
         .unwrap_or_else(|| panic!("{table}"));
     // Series B's values are 10⁶ times larger: any of its windows would dominate the MSE.
     assert!(mse < 1.0, "test MSE {mse}: series B was scored\n{table}");
+    // The same model twice: two rows with distinct names.
+    let twice = ok(tns(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        model.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]));
+    assert!(
+        twice.contains("| linear (a) #1 |") && twice.contains("| linear (a) #2 |"),
+        "{twice}"
+    );
 }
 
 /// `tns backtest` fits each fold on history before it only and scores the origins inside it.

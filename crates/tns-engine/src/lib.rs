@@ -161,6 +161,15 @@ impl Engine {
         })
     }
 
+    /// Renames the model (reports and certificates carry the name; the checksum does not
+    /// cover it).
+    pub fn rename(&mut self, name: &str) {
+        self.manifest.config.name = name.to_string();
+        if let Ok(pipeline) = self.manifest.pipeline() {
+            self.pipeline = pipeline;
+        }
+    }
+
     /// The model's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
