@@ -1,6 +1,6 @@
 //! The TNS model description and its single-file format.
 //!
-//! A model is described by a serializable [`ModelConfig`]; a trained model is one file:
+//! A model is described by a serializable [`tns_model::ModelConfig`]; a trained model is one file:
 //! safetensors tensors plus a JSON [`Manifest`] in the safetensors metadata (format
 //! version, config, normalization, Kalman parameters, conformal radii, training summary and
 //! the SHA-256 of the tensor bytes). Loading checks the format tag, the version and the
