@@ -1,4 +1,4 @@
-//! The TNS model description and its single-file format.
+//! The TNS model file: reading and writing one model as a single, verified file.
 //!
 //! A model is described by a serializable [`tns_model::ModelConfig`]; a trained model is one file:
 //! safetensors tensors plus a JSON [`Manifest`] in the safetensors metadata (format
