@@ -87,6 +87,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     if args.folds == 0 || !(args.test_share > 0.0 && args.test_share < 1.0) {
         bail!("--folds must be at least 1 and --test-share lie in (0, 1)");
     }
+    for path in args.predictions.iter().chain(&args.report) {
+        crate::ensure_parent(path)?;
+    }
     let dataset = args.data.load()?;
     let times: Vec<f64> = dataset
         .series()

@@ -159,7 +159,20 @@ struct PredictCommand {
     origin_every: usize,
 }
 
+/// Lets a closed pipe end the program quietly, as other command-line tools do
+/// (`tns eval … | head`): Rust ignores SIGPIPE, which turns the next write into a panic.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: `signal` with SIG_DFL only changes this process's disposition of SIGPIPE; it
+    // runs first in `main`, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> Result<()> {
+    #[cfg(unix)]
+    default_sigpipe();
     let cli = Cli::parse();
     // Candle routes even tiny tensors through its thread pool, which costs more than it
     // saves for these models; one thread per training run, runs in parallel instead. The
@@ -213,7 +226,29 @@ fn main() -> Result<()> {
     }
 }
 
+/// Creates the folder a report or forecasts file goes into, before any work.
+pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+        }
+        None => Ok(()),
+    }
+}
+
 fn train(cmd: TrainCommand) -> Result<()> {
+    if let Some(dir) = cmd.output.parent().filter(|p| !p.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!(
+            "the output folder {} does not exist; create it or choose another -o",
+            dir.display()
+        );
+    }
+    if let Some(dir) = &cmd.train.run_dir {
+        // Checked before any work: a missing folder would fail after the first epoch.
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let dataset = cmd.data.load()?;
     let config = cmd.model.config(&dataset)?;
     let split = cmd.data.split()?.unwrap_or_default();
@@ -251,6 +286,9 @@ fn train(cmd: TrainCommand) -> Result<()> {
 }
 
 fn eval(cmd: EvalCommand) -> Result<()> {
+    for path in cmd.report.iter().chain(&cmd.predictions) {
+        ensure_parent(path)?;
+    }
     let mut models = cmd
         .models
         .iter()

@@ -449,3 +449,50 @@ fn predict_scores_a_file_streaming_and_resumes() {
     run();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
 }
+
+/// Output folders are settled before any work: `--run-dir` and report folders are created,
+/// a missing `-o` folder is an error before training.
+#[test]
+fn output_folders_are_checked_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("runs/nested");
+    let model = dir.path().join("m.tns");
+    let synth = ["--synth", "trajectory", "--rows", "1500", "--epochs", "1"];
+    let mut args = vec![
+        "train",
+        "--model",
+        "linear",
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ];
+    args.extend(["-o", model.to_str().unwrap()]);
+    args.extend(synth);
+    ok(tns(&args));
+    assert!(run_dir.join("linear.ckpt").exists());
+    let missing = dir.path().join("nowhere/m.tns");
+    let mut args = vec![
+        "train",
+        "--model",
+        "linear",
+        "-o",
+        missing.to_str().unwrap(),
+    ];
+    args.extend(synth);
+    let out = tns(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not exist") && !err.contains("epoch 1/1"),
+        "{err}"
+    );
+    let report = dir.path().join("reports/deep/cmp");
+    let mut args = vec![
+        "eval",
+        model.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend(&synth[..4]);
+    ok(tns(&args));
+    assert!(report.with_extension("md").exists());
+}
