@@ -118,8 +118,9 @@ struct EvalCommand {
     /// Name of the model every other is compared with (paired bootstrap of ΔMSE).
     #[arg(long)]
     reference: Option<String>,
-    /// Season of the MASE denominator, in rows (default 1: the naive forecast's error on the
-    /// training rows).
+    /// Season of the MASE denominator, in rows (default: a day's rows when the time column
+    /// holds date-times with a step that divides a day, e.g. 24 for hourly data; else 1, the
+    /// naive forecast's error on the training rows).
     #[arg(long)]
     season: Option<usize>,
     /// Write plots into this folder: forecasts with the interval, MAE by step, coverage by
@@ -347,7 +348,15 @@ fn eval(cmd: EvalCommand) -> Result<()> {
             &train_rows,
             dataset.columns().len(),
             &first_spec.targets,
-            cmd.season.unwrap_or(1),
+            cmd.season.unwrap_or_else(|| {
+                // Date-times (seconds since 1970, past 1973): a day's rows; else naive.
+                let dated = !tests[0].is_empty() && tests[0].origin(0).time > 1e8;
+                if dated {
+                    tns_eval::daily_season(dataset.dt())
+                } else {
+                    1
+                }
+            }),
         )),
     };
     let report = tns_eval::compare(&models, &test_refs, block, reference, Some(&context))?;

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 pub use compare::{PREDICTION_COLUMNS, Report, common_origins, compare, write_csv};
 pub use quantize::{Int8Report, quantize_with_report, summary};
-pub use scores::{Score, ScoreContext, Scores, Slice, mase_scale, score, scores_table};
+pub use scores::{
+    Score, ScoreContext, Scores, Slice, daily_season, mase_scale, score, scores_table,
+};
 
 pub use metrics::{
     DiffInterval, ModelReport, StepMetrics, evaluate, markdown_table, paired_bootstrap,

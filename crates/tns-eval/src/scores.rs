@@ -121,6 +121,26 @@ pub fn mase_scale(
         .collect()
 }
 
+/// The season MASE uses when none is given: the rows in a day for a sampling step (in
+/// seconds) that divides a day into 2 or more rows (24 for hourly data, 48 half-hourly), else
+/// 1 (the naive forecast).
+///
+/// ```
+/// assert_eq!(tns_eval::daily_season(3_600.0), 24);
+/// assert_eq!(tns_eval::daily_season(1_800.0), 48);
+/// assert_eq!(tns_eval::daily_season(0.05), 1);
+/// ```
+pub fn daily_season(dt: f64) -> usize {
+    let rows = 86_400.0 / dt;
+    // Sub-second steps are not date-time data; a step that does not divide a day evenly
+    // has no daily season in rows.
+    if dt >= 1.0 && rows >= 2.0 && (rows - rows.round()).abs() < 1e-9 {
+        rows.round() as usize
+    } else {
+        1
+    }
+}
+
 /// Hour of day (0–23) and day of week (0 = Monday) of a time in seconds since 1970, UTC;
 /// `None` for times that are not date-times (below 10⁸ s, March 1973).
 fn calendar(t: f64) -> Option<(usize, usize)> {
