@@ -168,9 +168,8 @@ pub fn run(args: BacktestArgs) -> Result<()> {
                     engine
                 }
             };
-            // Only the origins inside this fold's period.
+            // Only the forecasts whose last target row lies inside this fold's period.
             let inside: Vec<usize> = (0..splits.test.len())
-                .filter(|&i| splits.test.origin(i).time + dataset.dt() * spec.lead as f64 <= b)
                 .filter(|&i| {
                     let last_target = splits.test.origin(i).time
                         + dataset.dt() * (spec.lead + spec.horizon - 1) as f64;

@@ -317,11 +317,16 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     // One window set per model (lookbacks may differ), cut to the origins all share.
     let mut tests = Vec::new();
     let mut block = 1;
+    // The first model's training rows and targets give the MASE denominators.
+    let mut first_train = None;
     for m in &models {
         let spec = data_args::spec_for(m.manifest(), &dataset)?;
         block = block.max(spec.span().div_ceil(spec.origin_every));
-        tests.push(dataset.windows_split(&spec, &split)?.test);
+        let splits = dataset.windows_split(&spec, &split)?;
+        first_train.get_or_insert((splits.train_rows, spec.targets));
+        tests.push(splits.test);
     }
+    let (train_rows, target_columns) = first_train.unwrap_or_default();
     let tests = tns_eval::common_origins(&tests);
     let test_refs: Vec<&tns_data::WindowSet> = tests.iter().collect();
     if tests[0].is_empty() {
@@ -338,8 +343,6 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         })
         .transpose()?;
     let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
-    let first_spec = data_args::spec_for(first_manifest, &dataset)?;
-    let train_rows = dataset.windows_split(&first_spec, &split)?.train_rows;
     let context = tns_eval::ScoreContext {
         dt: dataset.dt(),
         lead: first.lead,
@@ -347,11 +350,10 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         mase_scale: Some(tns_eval::mase_scale(
             &train_rows,
             dataset.columns().len(),
-            &first_spec.targets,
+            &target_columns,
             cmd.season.unwrap_or_else(|| {
-                // Date-times (seconds since 1970, past 1973): a day's rows; else naive.
-                let dated = !tests[0].is_empty() && tests[0].origin(0).time > 1e8;
-                if dated {
+                // Date-time data: a day's rows; else the naive forecast.
+                if tns_data::is_date_time(tests[0].origin(0).time) {
                     tns_eval::daily_season(dataset.dt())
                 } else {
                     1

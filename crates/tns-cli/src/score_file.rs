@@ -8,7 +8,7 @@
 //! command resumes from `P.partial`, skipping the origins it already holds.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufWriter, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -69,9 +69,18 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
         .append(true)
         .open(&partial)
         .with_context(|| format!("opening {}", partial.display()))?;
-    let mut out = BufWriter::new(file);
+    // csv's writer buffers and quotes fields (series names may hold commas).
+    let mut out = csv::Writer::from_writer(file);
     if fresh {
-        writeln!(out, "series,origin_time,step,target,prediction,lower,upper")?;
+        out.write_record([
+            "series",
+            "origin_time",
+            "step",
+            "target",
+            "prediction",
+            "lower",
+            "upper",
+        ])?;
     }
     let mut predictor = Predictor::new(engine.clone());
     let (lookback, f) = (config.lookback, config.features.len());
@@ -158,13 +167,15 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
                 .map_or((String::new(), String::new()), |(l, u)| {
                     (l[k].to_string(), u[k].to_string())
                 });
-            writeln!(
-                out,
-                "{},{origin},{},{},{value},{lower},{upper}",
-                csv_field(&id),
-                k / targets + 1,
-                csv_field(&config.targets[k % targets]),
-            )?;
+            out.write_record([
+                id.as_str(),
+                &origin,
+                &(k / targets + 1).to_string(),
+                &config.targets[k % targets],
+                &value.to_string(),
+                &lower,
+                &upper,
+            ])?;
         }
         written += 1;
         if written % 10_000 == 0 {
@@ -218,13 +229,4 @@ fn resume(partial: &Path) -> Result<HashMap<String, f64>> {
         file.set_len(complete)?;
     }
     Ok(last)
-}
-
-/// Quotes a CSV field when it needs it.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
 }

@@ -517,11 +517,16 @@ pub fn parse_timestamp(cell: &str) -> Option<f64> {
         })
 }
 
-/// A time for people: seconds since 1970 above 10⁸ (March 1973) as a UTC date-time, anything
-/// smaller (a step count, seconds of a recording) as the number.
+/// Whether a time read by the loader is a date-time (seconds since 1970, after 10⁸ s, March
+/// 1973) rather than a step count or seconds of a recording.
+pub fn is_date_time(t: f64) -> bool {
+    t.is_finite() && t > 1e8
+}
+
+/// A time for people: a date-time as UTC `YYYY-MM-DD HH:MM:SS`, anything else as the number.
 pub fn format_time(t: f64) -> String {
     match chrono::DateTime::from_timestamp_micros((t * 1e6) as i64) {
-        Some(d) if t > 1e8 => d.format("%Y-%m-%d %H:%M:%S").to_string(),
+        Some(d) if is_date_time(t) => d.format("%Y-%m-%d %H:%M:%S").to_string(),
         _ => t.to_string(),
     }
 }

@@ -23,7 +23,9 @@ mod normalize;
 pub mod synth;
 mod window;
 
-pub use csv_load::{CsvOptions, Fill, format_time, load_csv, parse_cell, parse_timestamp};
+pub use csv_load::{
+    CsvOptions, Fill, format_time, is_date_time, load_csv, parse_cell, parse_timestamp,
+};
 pub use dataset::{Dataset, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;

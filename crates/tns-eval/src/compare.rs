@@ -328,15 +328,7 @@ pub fn compare(
     let forecasts = models
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let predictions =
-                m.predict_all(test_of(i).inputs())
-                    .map_err(|source| EvalError::Predict {
-                        model: m.manifest().config.name.clone(),
-                        source,
-                    })?;
-            Ok(predictions.into_iter().map(|p| p.forecast).collect())
-        })
+        .map(|(i, m)| crate::forecasts(m, test_of(i)))
         .collect::<Result<Vec<Vec<Forecast>>, EvalError>>()?;
     let ref_errors = window_errors(&forecasts[reference], test.outputs());
     let mut reports = Vec::new();

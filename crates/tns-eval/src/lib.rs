@@ -35,6 +35,21 @@ pub use plot::{
     plot_loss_curves,
 };
 
+/// The engine's forecasts of every window, errors naming the model.
+pub(crate) fn forecasts(
+    engine: &tns_engine::Engine,
+    windows: &tns_data::WindowSet,
+) -> Result<Vec<tns_model::Forecast>, EvalError> {
+    let predictions =
+        engine
+            .predict_all(windows.inputs())
+            .map_err(|source| EvalError::Predict {
+                model: engine.manifest().config.name.clone(),
+                source,
+            })?;
+    Ok(predictions.into_iter().map(|p| p.forecast).collect())
+}
+
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

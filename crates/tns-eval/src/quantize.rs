@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use tns_certify::ConformalCalibration;
-use tns_data::{Splits, WindowSet};
+use tns_data::Splits;
 use tns_engine::Engine;
 use tns_format::{Manifest, quantize_int8};
 use tns_model::{Forecast, NamedTensor};
@@ -76,7 +76,7 @@ pub fn quantize_with_report(
     let f32_engine = Engine::new(manifest.clone(), tensors)?;
     let uncalibrated = Engine::new(int8_manifest.clone(), &int8_tensors)?;
     if let Some(old) = &manifest.conformal {
-        let cal = predict(&uncalibrated, &splits.cal)?;
+        let cal = crate::forecasts(&uncalibrated, &splits.cal)?;
         let values: Vec<f64> = cal.iter().flat_map(|f| f.prediction.clone()).collect();
         int8_manifest.conformal = Some(ConformalCalibration::fit(
             old.alpha,
@@ -89,8 +89,8 @@ pub fn quantize_with_report(
 
     let test = &splits.test;
     let horizon = manifest.config.horizon;
-    let f32_forecasts = predict(&f32_engine, test)?;
-    let int8_forecasts = predict(&int8_engine, test)?;
+    let f32_forecasts = crate::forecasts(&f32_engine, test)?;
+    let int8_forecasts = crate::forecasts(&int8_engine, test)?;
     let eval = |forecasts: &[Forecast], cal: Option<&ConformalCalibration>| {
         evaluate("", 0, forecasts, test.outputs(), horizon, cal)
     };
@@ -127,17 +127,6 @@ pub fn quantize_with_report(
         gate_pass_rate_int8: int8_eval.gate_pass_rate,
     };
     Ok((int8_manifest, int8_tensors, report))
-}
-
-fn predict(engine: &Engine, windows: &WindowSet) -> Result<Vec<Forecast>, EvalError> {
-    let predictions =
-        engine
-            .predict_all(windows.inputs())
-            .map_err(|source| EvalError::Predict {
-                model: engine.manifest().config.name.clone(),
-                source,
-            })?;
-    Ok(predictions.into_iter().map(|p| p.forecast).collect())
 }
 
 /// A short human-readable account of a report.

@@ -142,16 +142,17 @@ pub fn daily_season(dt: f64) -> usize {
 }
 
 /// Hour of day (0–23) and day of week (0 = Monday) of a time in seconds since 1970, UTC;
-/// `None` for times that are not date-times (below 10⁸ s, March 1973).
+/// `None` for times that are not date-times.
 fn calendar(t: f64) -> Option<(usize, usize)> {
-    if t <= 1e8 || !t.is_finite() {
+    use chrono::{Datelike, Timelike};
+    if !tns_data::is_date_time(t) {
         return None;
     }
-    let days = (t / 86_400.0).floor();
-    let hour = ((t - days * 86_400.0) / 3_600.0).floor() as usize;
-    // 1970-01-01 was a Thursday (3 with Monday = 0).
-    let weekday = ((days as i64 + 3).rem_euclid(7)) as usize;
-    Some((hour.min(23), weekday))
+    let d = chrono::DateTime::from_timestamp_micros((t * 1e6) as i64)?;
+    Some((
+        d.hour() as usize,
+        d.weekday().num_days_from_monday() as usize,
+    ))
 }
 
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];

@@ -366,8 +366,8 @@ impl ModelConfig {
             (_, Some(_)) => return Err(ConfigError::SeasonPresence(self.kind)),
             (_, None) => {}
         }
-        if let Some(network) = &self.network {
-            network.validate()?;
+        if self.network.is_some() {
+            // Expanding the network checks its widths first.
             let layers = self.layers()?;
             if layers.len() > MAX_LAYERS {
                 return Err(ConfigError::Limit {
