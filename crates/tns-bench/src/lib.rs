@@ -294,6 +294,8 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
         stride,
         origin_every: stride,
         targets: data.column_indices(targets)?,
+        future: Vec::new(),
+        calendar: None,
     };
     let splits = data.windows(&spec, &SplitFractions::default())?;
     let target_names: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
@@ -759,7 +761,7 @@ fn peak_rss_of_child(model: &Path) -> Option<u64> {
 pub fn rss_child(args: RssArgs) -> Result<()> {
     let engine = Arc::new(Engine::load(&args.model)?);
     let mut predictor = Predictor::new(engine.clone());
-    let mut window = vec![0.0; engine.window_len()];
+    let mut window = vec![0.0; engine.input_len()];
     let f = engine.manifest().config.features.len();
     for i in 0..args.calls {
         for (k, v) in window.iter_mut().enumerate() {

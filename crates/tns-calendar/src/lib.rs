@@ -207,7 +207,8 @@ impl Calendar {
         if millis.abs() > 8.0e15 {
             return Err(CalendarError::Time(time));
         }
-        let utc = DateTime::from_timestamp_millis(millis as i64).ok_or(CalendarError::Time(time))?;
+        let utc =
+            DateTime::from_timestamp_millis(millis as i64).ok_or(CalendarError::Time(time))?;
         Ok(match self.zone()? {
             Some(tz) => utc.with_timezone(&tz).naive_local(),
             None => utc.naive_utc(),
@@ -269,7 +270,10 @@ mod tests {
             .unwrap();
         for k in [0, 1, 3, 4] {
             let pair = &b[2 * k..2 * k + 2];
-            assert!(pair[0].abs() < 1e-12 && (pair[1] - 1.0).abs() < 1e-12, "{b:?}");
+            assert!(
+                pair[0].abs() < 1e-12 && (pair[1] - 1.0).abs() < 1e-12,
+                "{b:?}"
+            );
         }
         let wednesday = std::f64::consts::TAU * 2.0 / 7.0;
         assert!((b[4] - wednesday.sin()).abs() < 1e-12);
@@ -292,7 +296,10 @@ mod tests {
         let err = Calendar::new(vec![CalendarFeature::Hour], Some("Mars/Olympus"), 1.0)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("Mars/Olympus") && err.contains("IANA"), "{err}");
+        assert!(
+            err.contains("Mars/Olympus") && err.contains("IANA"),
+            "{err}"
+        );
         assert!(Calendar::new(vec![CalendarFeature::Hour], None, 0.0).is_err());
         let cal = Calendar::new(vec![CalendarFeature::Hour], None, 1.0).unwrap();
         assert!(cal.values_at(f64::NAN, &mut [0.0; 2]).is_err());

@@ -148,14 +148,18 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             let mut model_args = args.model.clone();
             model_args.model = kind;
             if !kind.is_learned() {
+                // Baselines take neither a network nor known-future inputs.
                 model_args.network = None;
+                model_args.future.clear();
+                model_args.calendar = None;
+                model_args.timezone = None;
             }
             if kind != ModelKind::SeasonalNaive {
                 model_args.season = None;
             }
             let mut config = model_args.config(&dataset)?;
             config.name = kind.name().to_string();
-            let spec = model_args.window_spec(&dataset)?;
+            let spec = model_args.window_spec(&config, &dataset)?;
             let splits = dataset
                 .windows_split(&spec, &split)
                 .with_context(|| format!("fold {}: {}", fold + 1, kind.name()))?;

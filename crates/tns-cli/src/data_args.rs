@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use tns_calendar::Calendar;
 use tns_certify::{GateConfig, GateMode};
 use tns_data::synth::{ArRegimeConfig, Regime, TrajectoryConfig, ar_regime, trajectory};
 use tns_data::{
     CsvOptions, DataSpec, Dataset, Fill, Split, SplitFractions, WindowSpec, load_csv,
     parse_timestamp,
 };
-use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+use tns_model::{FutureInputs, ModelConfig, ModelKind, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, parse_axes};
 
 /// Settings of the built-in generators.
@@ -318,6 +319,19 @@ pub struct ModelArgs {
     /// week); the lookback is raised to the season if it is shorter.
     #[arg(long)]
     pub season: Option<usize>,
+    /// Known-future covariates (comma-separated columns): their values at the predicted rows
+    /// are known when the forecast is made (day-ahead load or weather forecasts, holiday
+    /// flags) and join the network's input. Never a target.
+    #[arg(long, value_delimiter = ',')]
+    pub future: Vec<String>,
+    /// Calendar features of the predicted rows' times, as sin/cos pairs: any of minute, hour,
+    /// dow, month, doy (comma-separated). Needs a date-time time column.
+    #[arg(long)]
+    pub calendar: Option<String>,
+    /// IANA time zone of the calendar features (`Europe/Paris`); default: the timestamps as
+    /// written (times without an offset are read as UTC).
+    #[arg(long, requires = "calendar")]
+    pub timezone: Option<String>,
 }
 
 impl ModelArgs {
@@ -335,16 +349,40 @@ impl ModelArgs {
         }
     }
 
-    /// The window layout for `data`.
-    pub fn window_spec(&self, data: &Dataset) -> Result<WindowSpec> {
-        Ok(WindowSpec {
-            lookback: self.lookback(),
-            horizon: self.horizon,
-            lead: self.lead,
-            stride: self.stride,
-            origin_every: self.origin_every,
-            targets: data.column_indices(&self.targets(data))?,
-        })
+    /// The window layout of `config` (from [`ModelArgs::config`]) on `data`.
+    pub fn window_spec(&self, config: &ModelConfig, data: &Dataset) -> Result<WindowSpec> {
+        window_layout(config, data, self.stride, self.origin_every)
+    }
+
+    /// The known-future inputs asked for, if any.
+    fn future_inputs(&self, data: &Dataset) -> Result<Option<FutureInputs>> {
+        let calendar = match &self.calendar {
+            None => None,
+            Some(list) => {
+                let first_time = data
+                    .series()
+                    .iter()
+                    .flat_map(|s| s.segments.first())
+                    .find_map(|seg| seg.times.first().copied());
+                if !first_time.is_some_and(tns_data::is_date_time) {
+                    bail!(
+                        "--calendar needs date-time timestamps: give --time-column naming a column of dates (ISO-8601)"
+                    );
+                }
+                let features = Calendar::parse_features(list)?;
+                Some(Calendar::new(
+                    features,
+                    self.timezone.as_deref(),
+                    data.dt(),
+                )?)
+            }
+        };
+        Ok(
+            (!self.future.is_empty() || calendar.is_some()).then(|| FutureInputs {
+                columns: self.future.clone(),
+                calendar,
+            }),
+        )
     }
 
     /// The model config for `data`.
@@ -366,6 +404,15 @@ impl ModelArgs {
         }
         c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
         c.seed = self.seed;
+        c.future = self.future_inputs(data)?;
+        if c.future.is_some() && !self.model.is_learned() {
+            // Only a network reads them (Kalman regression terms are not built yet).
+            eprintln!(
+                "note: {} has no network and ignores --future and --calendar",
+                self.model.name()
+            );
+            c.future = None;
+        }
         match (&self.network, &mut c.network) {
             (Some(_), None) => bail!(
                 "--network is for learned kinds; {} has no network",
@@ -456,13 +503,32 @@ pub fn spec_for(manifest: &tns_format::Manifest, data: &Dataset) -> Result<Windo
             config.features
         );
     }
+    window_layout(
+        config,
+        data,
+        manifest.data.as_ref().map_or(1, |d| d.stride.max(1)),
+        manifest.data.as_ref().map_or(1, |d| d.origin_every.max(1)),
+    )
+}
+
+/// The window layout of `config` on `data`: its lookback, horizon, lead, targets and
+/// known-future inputs, with origins spaced as given.
+fn window_layout(
+    config: &ModelConfig,
+    data: &Dataset,
+    stride: usize,
+    origin_every: usize,
+) -> Result<WindowSpec> {
+    let future = config.future.as_ref();
     Ok(WindowSpec {
         lookback: config.lookback,
         horizon: config.horizon,
         lead: config.lead,
-        stride: manifest.data.as_ref().map_or(1, |d| d.stride.max(1)),
-        origin_every: manifest.data.as_ref().map_or(1, |d| d.origin_every.max(1)),
+        stride,
+        origin_every,
         targets: data.column_indices(&config.targets)?,
+        future: data.column_indices(future.map_or(&[][..], |f| &f.columns))?,
+        calendar: future.and_then(|f| f.calendar.clone()),
     })
 }
 

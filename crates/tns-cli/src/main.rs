@@ -254,7 +254,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
     let config = cmd.model.config(&dataset)?;
     let split = cmd.data.split()?.unwrap_or_default();
     eprintln!("split: {}", split.describe());
-    let window = cmd.model.window_spec(&dataset)?;
+    let window = cmd.model.window_spec(&config, &dataset)?;
     let splits = dataset.windows_split(&window, &split)?;
     eprintln!(
         "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",

@@ -21,12 +21,13 @@ pub use harness::{assert_json_within, onnxruntime_available, python, run_ort_par
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tns_calendar::{Calendar, CalendarFeature};
 use tns_certify::{ConformalCalibration, GateScratch};
 use tns_format::Manifest;
 use tns_kalman::{AxisParams, KalmanSpec};
 use tns_model::{
-    Forecast, InputError, InputNormalization, KalmanParameters, ModelConfig, ModelKind,
-    NamedTensor, NetworkConfig, Pipeline, PipelineError,
+    Forecast, FutureInputs, InputError, InputNormalization, KalmanParameters, ModelConfig,
+    ModelKind, NamedTensor, NetworkConfig, Pipeline, PipelineError,
 };
 use tns_models::{ModelError, Network};
 
@@ -82,9 +83,9 @@ impl CandleReference {
         }
     }
 
-    /// Predicts raw windows (`[n, lookback, features]` flat, data units).
+    /// Predicts raw model inputs (`[n, input_len]` flat, data units).
     pub fn predict(&self, windows: &[f64]) -> Result<Vec<Forecast>, ReferenceError> {
-        let per = self.pipeline.window_len();
+        let per = self.pipeline.input_len();
         for w in windows.chunks(per) {
             self.pipeline.check_window(w)?;
         }
@@ -128,7 +129,8 @@ pub struct Example {
     pub tensors: Vec<NamedTensor>,
 }
 
-/// Every example network × every window shape × every kind that takes a network.
+/// Every example network × every window shape × without and with known-future inputs ×
+/// every kind that takes a network.
 pub fn examples() -> Result<Vec<Example>, ReferenceError> {
     let learned: Vec<ModelKind> = ModelKind::ALL
         .into_iter()
@@ -137,22 +139,50 @@ pub fn examples() -> Result<Vec<Example>, ReferenceError> {
     let mut out = Vec::new();
     for (seed, network) in tns_model::examples::networks().into_iter().enumerate() {
         for &(lookback, features) in &tns_model::examples::WINDOWS {
-            for &kind in &learned {
-                out.push(example(kind, &network, lookback, features, seed as u64)?);
+            for future in [false, true] {
+                for &kind in &learned {
+                    out.push(example(
+                        kind,
+                        &network,
+                        lookback,
+                        features,
+                        future,
+                        seed as u64,
+                    )?);
+                }
             }
         }
     }
     Ok(out)
 }
 
-/// A model of `kind` over `network` for windows `[lookback, features]`: horizon 2, the first
-/// `min(features, 2)` columns as targets (Kalman local-trend axes for System B), random
-/// weights seeded by `seed`.
+/// The known-future inputs of the examples: the last column when it is not a target, and
+/// the hour of day in Paris (hourly rows), so that the suite's origins cross a DST change.
+fn example_future(names: &[&str], targets: usize) -> FutureInputs {
+    let columns = if names.len() > targets {
+        vec![names[names.len() - 1].to_string()]
+    } else {
+        Vec::new()
+    };
+    FutureInputs {
+        columns,
+        calendar: Some(Calendar {
+            features: vec![CalendarFeature::Hour],
+            timezone: Some("Europe/Paris".into()),
+            step: 3600.0,
+        }),
+    }
+}
+
+/// A model of `kind` over `network` for windows `[lookback, features]` (with known-future
+/// inputs when `future`): horizon 2, the first `min(features, 2)` columns as targets (Kalman
+/// local-trend axes for System B), random weights seeded by `seed`.
 pub fn example(
     kind: ModelKind,
     network: &NetworkConfig,
     lookback: usize,
     features: usize,
+    future: bool,
     seed: u64,
 ) -> Result<Example, ReferenceError> {
     let names: Vec<String> = (0..features).map(|c| format!("c{c}")).collect();
@@ -170,6 +200,10 @@ pub fn example(
     );
     config.network = Some(network.clone());
     config.seed = seed;
+    if future {
+        config.future = Some(example_future(&names, targets.len()));
+    }
+    let future_width = config.future_width();
     let tensors = Network::init(&config, &Device::Cpu)?.to_tensors()?;
     let width = config.output_width();
     let kalman = config.kalman_axes.as_ref().map(|axes| KalmanParameters {
@@ -195,6 +229,8 @@ pub fn example(
             mean: (0..features).map(|c| 0.1 * c as f64).collect(),
             std: (0..features).map(|c| 0.5 + 0.25 * c as f64).collect(),
             relative: (0..features).map(|c| c < targets.len()).collect(),
+            future_mean: (0..future_width).map(|c| 0.2 * c as f64).collect(),
+            future_std: (0..future_width).map(|c| 0.7 + 0.1 * c as f64).collect(),
         },
         residual_scale: (0..width).map(|k| 0.2 + 0.05 * k as f64).collect(),
         kalman,
@@ -209,8 +245,16 @@ pub fn example(
         data: None,
         config,
     };
+    let future_label = if future_width > 0 {
+        format!(" + future [2, {future_width}]")
+    } else {
+        String::new()
+    };
     let mut example = Example {
-        label: format!("{} over {network} at [{lookback}, {features}]", kind.name()),
+        label: format!(
+            "{} over {network} at [{lookback}, {features}]{future_label}",
+            kind.name()
+        ),
         manifest,
         tensors,
     };
@@ -225,9 +269,8 @@ pub fn example(
 /// and half fall back, and both paths are compared. 2% rather than 0: a statistic on the
 /// threshold would flip with the last bit of rounding.
 fn split_gate_decisions(example: &mut Example, seed: u64) -> Result<(), ReferenceError> {
-    let c = &example.manifest.config;
-    let windows = random_windows(c.lookback, c.features.len(), 64, seed ^ 0x5eed);
     let reference = CandleReference::new(&example.manifest, &example.tensors)?;
+    let windows = random_inputs(reference.pipeline(), 64, seed ^ 0x5eed)?;
     let Some(threshold) = reference.pipeline().gate().map(|g| g.threshold()) else {
         return Ok(());
     };
@@ -253,6 +296,29 @@ fn split_gate_decisions(example: &mut Example, seed: u64) -> Result<(), Referenc
             .for_each(|s| *s *= k);
     }
     Ok(())
+}
+
+/// `n` random model inputs for `pipeline`: random-walk windows, then (for models with
+/// known-future inputs) random covariates and the calendar of hourly origins around the
+/// 2021-03-28 change to summer time in Paris; values rounded to f32 so that every backend
+/// reads the same numbers.
+pub fn random_inputs(pipeline: &Pipeline, n: usize, seed: u64) -> Result<Vec<f64>, InputError> {
+    let features = pipeline.past_len() / pipeline.lookback();
+    let windows = random_windows(pipeline.lookback(), features, n, seed);
+    let columns = pipeline.future_columns().len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf00d);
+    // 2021-03-27 20:00 UTC: a day of hourly origins crosses 01:00 UTC on the 28th.
+    const FIRST_ORIGIN: f64 = 1_616_875_200.0;
+    let mut out = Vec::with_capacity(n * pipeline.input_len());
+    for (i, w) in windows.chunks_exact(pipeline.past_len()).enumerate() {
+        let covariates: Vec<f64> = (0..pipeline.horizon() * columns)
+            .map(|_| f64::from(rng.random_range(-2.0f32..2.0)))
+            .collect();
+        let origin = FIRST_ORIGIN + 3600.0 * (i % 24) as f64;
+        let input = pipeline.assemble(w, Some(&covariates), Some(origin))?;
+        out.extend(input.iter().map(|&v| f64::from(v as f32)));
+    }
+    Ok(out)
 }
 
 /// `n` random-walk windows `[lookback, features]` (flat), values rounded to f32 so that

@@ -1,6 +1,7 @@
 //! The conformance suite: every example network of the model description (every layer type
-//! at two sizes or more) × every window shape × every kind that takes a network, through
-//! every backend:
+//! at two sizes or more) × every window shape × without and with known-future inputs
+//! (covariates and calendar features across a DST change) × every kind that takes a
+//! network, through every backend:
 //!
 //! - Candle (the training forward) is the reference;
 //! - the engine, single sample, on the portable kernels and (where the CPU has them) AVX2+FMA:
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tns_conformance::{
-    CandleReference, Example, assert_json_within, examples, onnxruntime_available, random_windows,
+    CandleReference, Example, assert_json_within, examples, onnxruntime_available, random_inputs,
     run_ort_parity,
 };
 use tns_engine::{Engine, Isa, Prediction, Predictor};
@@ -42,7 +43,7 @@ fn isas() -> Vec<Isa> {
 
 /// Single-sample and batch predictions of `engine`, checked equal to each other.
 fn engine_predictions(engine: &Arc<Engine>, windows: &[f64], label: &str) -> Vec<Prediction> {
-    let per = engine.window_len();
+    let per = engine.input_len();
     let n = windows.len() / per;
     let mut batch = vec![engine.empty_prediction(); n];
     engine.predict_batch(windows, &mut batch).unwrap();
@@ -112,6 +113,30 @@ fn check_engine_against_candle(example: &Example, windows: &[f64]) {
     }
 }
 
+/// A model with known-future inputs must answer differently when they change (the suite's
+/// agreement alone would not catch every backend ignoring them alike).
+fn check_future_is_read(example: &Example, windows: &[f64]) {
+    let m = &example.manifest;
+    let future = m.config.future_len();
+    if future == 0 {
+        return;
+    }
+    let engine = Engine::new(m.clone(), &example.tensors).unwrap();
+    let per = engine.input_len();
+    let input = &windows[..per];
+    let mut moved = input.to_vec();
+    for v in &mut moved[per - future..] {
+        *v += 0.5;
+    }
+    let a = engine.predict_all(input).unwrap();
+    let b = engine.predict_all(&moved).unwrap();
+    assert_ne!(
+        a[0].forecast.correction, b[0].forecast.correction,
+        "{}: the correction ignores the future block",
+        example.label
+    );
+}
+
 fn check_int8(example: &Example, windows: &[f64]) {
     let m = &example.manifest;
     let matrices = m.config.matrix_weights().unwrap();
@@ -167,6 +192,7 @@ fn write_onnx_case(dir: &Path, index: usize, example: &Example, windows: &[f64])
         "n": predictions.len(),
         "lookback": m.config.lookback,
         "features": m.config.features.len(),
+        "future": m.config.future_width(),
         "horizon": m.config.horizon,
         "targets": m.config.targets.len(),
         "scale": m.residual_scale,
@@ -203,9 +229,10 @@ fn every_layer_type_matches_across_every_backend() {
     let onnx = onnxruntime_available();
     let dir = tempfile::tempdir().unwrap();
     for (index, example) in examples.iter().enumerate() {
-        let c = &example.manifest.config;
-        let windows = random_windows(c.lookback, c.features.len(), WINDOWS, index as u64);
+        let pipeline = example.manifest.pipeline().unwrap();
+        let windows = random_inputs(&pipeline, WINDOWS, index as u64).unwrap();
         check_engine_against_candle(example, &windows);
+        check_future_is_read(example, &windows);
         check_int8(example, &windows);
         if onnx {
             write_onnx_case(dir.path(), index, example, &windows);

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use tns_calendar::Calendar;
 
 use crate::normalize::Welford;
 use crate::{DataError, Dataset, Normalization, Segment};
@@ -8,7 +9,7 @@ use crate::{DataError, Dataset, Normalization, Segment};
 ///
 /// `lead = 1, horizon = 1` is next-step prediction; the seed design (position 500 ms ahead at
 /// 2 kHz) is `lead = 1000, horizon = 1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowSpec {
     /// Input rows per window (`L`).
     pub lookback: usize,
@@ -24,6 +25,12 @@ pub struct WindowSpec {
     pub origin_every: usize,
     /// Column indices of the targets (`T` of them).
     pub targets: Vec<usize>,
+    /// Column indices of the known-future covariates, read at the predicted rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub future: Vec<usize>,
+    /// Calendar features of the predicted rows' times, after the covariates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<Calendar>,
 }
 
 impl WindowSpec {
@@ -36,7 +43,14 @@ impl WindowSpec {
             stride: 1,
             origin_every: 1,
             targets,
+            future: Vec::new(),
+            calendar: None,
         }
+    }
+
+    /// Values per predicted step of the future block.
+    pub fn future_width(&self) -> usize {
+        self.future.len() + self.calendar.as_ref().map_or(0, Calendar::width)
     }
 
     /// Consecutive rows one window needs: `lookback + lead + horizon - 1`.
@@ -59,6 +73,16 @@ impl WindowSpec {
             return bad(format!(
                 "target column index {t} ≥ number of columns {columns}"
             ));
+        }
+        if let Some(c) = self.future.iter().find(|&&c| c >= columns) {
+            return bad(format!(
+                "future column index {c} ≥ number of columns {columns}"
+            ));
+        }
+        if let Some(calendar) = &self.calendar {
+            calendar
+                .validate()
+                .map_err(|e| DataError::BadSpec(e.to_string()))?;
         }
         Ok(())
     }
@@ -243,13 +267,16 @@ impl Default for SplitFractions {
     }
 }
 
-/// Windows of one split, stored densely in `f64` and in the data's own units.
+/// Windows of one split, stored densely in `f64` and in the data's own units. Each
+/// window's input is the past `[lookback, features]` followed by the known-future block
+/// `[horizon, future]` (empty without future inputs): one model input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSet {
     lookback: usize,
     features: usize,
     horizon: usize,
     targets: usize,
+    future: usize,
     inputs: Vec<f64>,
     outputs: Vec<f64>,
     origins: Vec<WindowOrigin>,
@@ -275,20 +302,28 @@ impl WindowSet {
             features,
             horizon,
             targets,
+            future: 0,
             inputs: Vec::new(),
             outputs: Vec::new(),
             origins: Vec::new(),
         }
     }
 
-    /// Appends one window; `input` is `[lookback, features]` and `output` `[horizon, targets]`,
-    /// both row-major.
+    /// The same empty set with `width` future values per predicted step.
+    pub fn with_future(mut self, width: usize) -> Self {
+        self.future = width;
+        self
+    }
+
+    /// Values of one model input: `lookback × features + horizon × future`.
+    pub fn input_len(&self) -> usize {
+        self.lookback * self.features + self.horizon * self.future
+    }
+
+    /// Appends one window; `input` is `[lookback, features]` then `[horizon, future]` and
+    /// `output` `[horizon, targets]`, all row-major.
     pub fn push(&mut self, input: &[f64], output: &[f64], origin: WindowOrigin) {
-        assert_eq!(
-            input.len(),
-            self.lookback * self.features,
-            "input window shape"
-        );
+        assert_eq!(input.len(), self.input_len(), "input window shape");
         assert_eq!(
             output.len(),
             self.horizon * self.targets,
@@ -329,10 +364,20 @@ impl WindowSet {
         self.targets
     }
 
-    /// Input window `i`, `[lookback, features]` row-major.
+    /// Values per predicted step of the future block.
+    pub fn future_width(&self) -> usize {
+        self.future
+    }
+
+    /// Model input `i`: the past window `[lookback, features]`, then the future block.
     pub fn input(&self, i: usize) -> &[f64] {
-        let n = self.lookback * self.features;
+        let n = self.input_len();
         &self.inputs[i * n..(i + 1) * n]
+    }
+
+    /// The past window of input `i`, `[lookback, features]` row-major.
+    pub fn past(&self, i: usize) -> &[f64] {
+        &self.input(i)[..self.lookback * self.features]
     }
 
     /// Target block `i`, `[horizon, targets]` row-major.
@@ -341,7 +386,7 @@ impl WindowSet {
         &self.outputs[i * n..(i + 1) * n]
     }
 
-    /// All inputs, `[len, lookback, features]`.
+    /// All model inputs, `[len, input_len]`.
     pub fn inputs(&self) -> &[f64] {
         &self.inputs
     }
@@ -358,7 +403,8 @@ impl WindowSet {
 
     /// The windows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Self {
-        let mut out = Self::empty(self.lookback, self.features, self.horizon, self.targets);
+        let mut out = Self::empty(self.lookback, self.features, self.horizon, self.targets)
+            .with_future(self.future);
         for &i in indices {
             out.push(self.input(i), self.output(i), self.origins[i]);
         }
@@ -400,8 +446,11 @@ impl Dataset {
         spec.validate(self.columns().len())?;
         let f = self.columns().len();
         let t = spec.targets.len();
-        let mut sets: [WindowSet; 4] =
-            std::array::from_fn(|_| WindowSet::empty(spec.lookback, f, spec.horizon, t));
+        let fw = spec.future_width();
+        let mut sets: [WindowSet; 4] = std::array::from_fn(|_| {
+            WindowSet::empty(spec.lookback, f, spec.horizon, t).with_future(fw)
+        });
+        let mut input = vec![0.0; spec.lookback * f + spec.horizon * fw];
         let mut train_rows = Vec::new();
         let mut welford = Welford::new(f);
         let span = spec.span();
@@ -449,19 +498,32 @@ impl Dataset {
                     let mut r = lo + (every - (lo + lead) % every) % every;
                     while r < hi {
                         let local = r + 1 - l - seg_start;
-                        let input = &seg.values[local * f..(local + l) * f];
+                        let origin_time = seg.times[local + l - 1];
+                        let (past, future) = input.split_at_mut(l * f);
+                        past.copy_from_slice(&seg.values[local * f..(local + l) * f]);
                         for step in 0..h {
                             let row = local + l - 1 + lead + step;
                             for (j, &c) in spec.targets.iter().enumerate() {
                                 output[step * t + j] = seg.values[row * f + c];
                             }
+                            let known = &mut future[step * fw..(step + 1) * fw];
+                            for (j, &c) in spec.future.iter().enumerate() {
+                                known[j] = seg.values[row * f + c];
+                            }
+                            if let Some(calendar) = &spec.calendar {
+                                // From the origin's time, as a server computes it.
+                                let time = calendar.time_after(origin_time, lead + step);
+                                calendar
+                                    .values_at(time, &mut known[spec.future.len()..])
+                                    .map_err(|e| DataError::BadSpec(e.to_string()))?;
+                            }
                         }
                         let origin = WindowOrigin {
                             series: si,
                             row: r + 1 - l,
-                            time: seg.times[local + l - 1],
+                            time: origin_time,
                         };
-                        set.push(input, &output, origin);
+                        set.push(&input, &output, origin);
                         r += every;
                     }
                 }
@@ -516,6 +578,8 @@ mod tests {
             stride: 1,
             origin_every: 1,
             targets: vec![1],
+            future: Vec::new(),
+            calendar: None,
         };
         let s = d.windows(&spec, &SplitFractions::default()).unwrap();
         // Window starting at row r: inputs rows r..r+5, outputs rows r+4+3 and r+4+4 of column b.
@@ -547,6 +611,8 @@ mod tests {
             stride: 1,
             origin_every: 1,
             targets: vec![0],
+            future: Vec::new(),
+            calendar: None,
         };
         let split = Split::Dates {
             train_start: None,
@@ -651,6 +717,8 @@ mod tests {
                 stride: 24,
                 origin_every: 24,
                 targets: vec![0],
+                future: Vec::new(),
+                calendar: None,
             };
             let s = d.windows(&spec, &SplitFractions::default()).unwrap();
             for set in [&s.train, &s.val, &s.cal, &s.test] {
@@ -664,6 +732,50 @@ mod tests {
         }
         // Models with different lookbacks are scored on the same test origins.
         assert!(firsts.windows(2).all(|w| w[0] == w[1]), "{firsts:?}");
+    }
+
+    #[test]
+    fn future_blocks_hold_the_predicted_rows_covariates_and_calendar() {
+        // Hourly rows from 1970-01-01 00:00 UTC: column a = row, b = 10·row.
+        let mut d = ramp(200);
+        d = Dataset::single(
+            d.columns().to_vec(),
+            d.series()[0]
+                .segments
+                .iter()
+                .map(|s| Segment {
+                    values: s.values.clone(),
+                    times: s.times.iter().map(|t| t * 3600.0).collect(),
+                })
+                .collect(),
+            3600.0,
+        )
+        .unwrap();
+        let calendar =
+            Calendar::new(vec![tns_calendar::CalendarFeature::Hour], None, 3600.0).unwrap();
+        let spec = WindowSpec {
+            lookback: 3,
+            horizon: 2,
+            lead: 2,
+            stride: 1,
+            origin_every: 1,
+            targets: vec![0],
+            future: vec![1],
+            calendar: Some(calendar),
+        };
+        let s = d.windows(&spec, &SplitFractions::default()).unwrap();
+        assert_eq!(s.train.input_len(), 3 * 2 + 2 * 3);
+        let w = s.train.input(0);
+        // Past rows 0..3; predicted rows 4 and 5: b = 40, 50 and hours 4, 5.
+        assert_eq!(s.train.past(0), &[0.0, 0.0, 1.0, 10.0, 2.0, 20.0]);
+        let hour = |h: f64| std::f64::consts::TAU * h / 24.0;
+        let future = &w[6..];
+        assert_eq!(future[0], 40.0);
+        assert!((future[1] - hour(4.0).sin()).abs() < 1e-12);
+        assert!((future[2] - hour(4.0).cos()).abs() < 1e-12);
+        assert_eq!(future[3], 50.0);
+        assert!((future[4] - hour(5.0).sin()).abs() < 1e-12);
+        assert_eq!(s.train.output(0), &[4.0, 5.0]);
     }
 
     #[test]

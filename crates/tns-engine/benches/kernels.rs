@@ -62,7 +62,7 @@ fn engines() -> (Compiled, Vec<f64>) {
 fn kernels(c: &mut Criterion) {
     let (engines, windows) = engines();
     for (kind, isa, engine) in &engines {
-        let per = engine.window_len();
+        let per = engine.input_len();
         let net = engine.network().unwrap();
         let mut scratch = net.scratch();
         let mut x = vec![0f32; per];

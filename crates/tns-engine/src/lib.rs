@@ -12,7 +12,7 @@
 //!
 //! let engine = Arc::new(Engine::load("model.tns".as_ref())?);
 //! let mut predictor = Predictor::new(engine.clone());
-//! let window = vec![0.0; engine.window_len()];
+//! let window = vec![0.0; engine.input_len()];
 //! let prediction = predictor.predict(&window)?;
 //! println!("{:?} fallback={}", prediction.values(), prediction.fallback_used());
 //! println!("{}", serde_json::to_string(&engine.certificate(prediction))?);
@@ -190,9 +190,10 @@ impl Engine {
         self.isa
     }
 
-    /// Values per window (`lookback × features`).
-    pub fn window_len(&self) -> usize {
-        self.pipeline.window_len()
+    /// Values per model input: the window `lookback × features`, then the known-future
+    /// block `horizon × future` (see [`Pipeline::assemble`]).
+    pub fn input_len(&self) -> usize {
+        self.pipeline.input_len()
     }
 
     /// Values per prediction (`horizon × targets`).
@@ -225,7 +226,7 @@ impl Engine {
         windows: &[f64],
         out: &mut [Prediction],
     ) -> Result<(), EngineError> {
-        let per = self.window_len();
+        let per = self.input_len();
         if windows.len() != out.len() * per {
             return Err(EngineError::Model(format!(
                 "{} window values for {} predictions; expected {} per window",
@@ -253,13 +254,11 @@ impl Engine {
     /// Predicts `n` windows (`[n, lookback, features]` flat) into new predictions, on all
     /// threads of the current rayon pool: what evaluation and calibration run.
     pub fn predict_all(&self, windows: &[f64]) -> Result<Vec<Prediction>, EngineError> {
-        let per = self.window_len();
+        let per = self.input_len();
         if !windows.len().is_multiple_of(per) {
-            return Err(EngineError::Input(InputError::Shape {
-                found: windows.len() % per,
-                lookback: self.manifest.config.lookback,
-                features: self.manifest.config.features.len(),
-            }));
+            return Err(EngineError::Input(
+                self.pipeline.shape_error(windows.len() % per),
+            ));
         }
         let mut out = vec![self.empty_prediction(); windows.len() / per];
         self.predict_batch(windows, &mut out)?;
@@ -272,7 +271,7 @@ impl Engine {
         preds: &mut [Prediction],
         s: &mut BatchScratch,
     ) -> Result<(), EngineError> {
-        let (per, width) = (self.window_len(), self.output_len());
+        let (per, width) = (self.input_len(), self.output_len());
         let n = preds.len();
         if let (Some(net), Some(scratch)) = (&self.network, s.network.as_mut()) {
             for (w, x) in block
@@ -329,7 +328,7 @@ struct BatchScratch {
 impl BatchScratch {
     fn new(engine: &Engine) -> Self {
         Self {
-            normalized: vec![0.0; LANES * engine.window_len()],
+            normalized: vec![0.0; LANES * engine.input_len()],
             outputs: vec![0.0; LANES * engine.output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),
@@ -353,7 +352,7 @@ impl Predictor {
     /// Buffers for `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
         Self {
-            normalized: vec![0.0; engine.window_len()],
+            normalized: vec![0.0; engine.input_len()],
             network_output: vec![0.0; engine.output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),
@@ -425,7 +424,7 @@ pub fn fuzz_check(bytes: &[u8]) {
         return;
     };
     let engine = Arc::new(engine);
-    let window = vec![1.0; engine.window_len()];
+    let window = vec![1.0; engine.input_len()];
     let mut predictor = Predictor::new(engine.clone());
     if let Ok(prediction) = predictor.predict(&window) {
         let _ = engine.certificate(prediction);

@@ -161,6 +161,8 @@ enum LayerPlan {
     Dense(Dense),
     Activation(Activation),
     Gru(Gru),
+    /// Copies the vector, then the normalized future block after it.
+    ConcatFuture,
 }
 
 impl LayerPlan {
@@ -186,14 +188,27 @@ impl LayerPlan {
                 input: dense("weight_ih_l0", "bias_ih_l0")?,
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
             }),
+            Layer::ConcatFuture { .. } => Self::ConcatFuture,
         })
     }
 
-    /// `x` → `y` for `W::N` sequences. The stack skips `Flatten` (it moves no data) unless
-    /// it is the last layer, where it copies.
+    /// `x` → `y` for `W::N` sequences; `future` is the normalized future block of the model
+    /// input (`[value, lane]` like everything else). The stack skips `Flatten` (it moves no
+    /// data) unless it is the last layer, where it copies.
     #[inline(always)]
-    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+    fn forward<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        future: &[f32],
+        y: &mut [f32],
+        s: &mut LayerScratch,
+    ) {
         match self {
+            Self::ConcatFuture => {
+                let (head, tail) = y.split_at_mut(x.len());
+                head.copy_from_slice(x);
+                tail.copy_from_slice(future);
+            }
             Self::Flatten => y.copy_from_slice(x),
             Self::Dense(d) => W::dense::<K>(d, x, y, &mut s.quant),
             Self::Activation(Activation::Relu) => {
@@ -207,20 +222,23 @@ impl LayerPlan {
 
     fn dense_layers(&self) -> Vec<&Dense> {
         match self {
-            Self::Flatten | Self::Activation(_) => Vec::new(),
+            Self::Flatten | Self::Activation(_) | Self::ConcatFuture => Vec::new(),
             Self::Dense(d) => vec![d],
             Self::Gru(g) => vec![&g.input, &g.recurrent],
         }
     }
 }
 
-/// A network ready to run: `[lookback, features]` normalized f32 in, `[H·T]` out.
+/// A network ready to run: a normalized model input (f32: the window `[lookback,
+/// features]`, then the future block) in, `[H·T]` out.
 #[derive(Debug, Clone)]
 pub struct NetworkPlan {
     layers: Vec<LayerPlan>,
     /// Values each layer writes, per sequence.
     widths: Vec<usize>,
     inputs: usize,
+    /// Values of the past window at the start of the input.
+    past: usize,
     outputs: usize,
     macs: usize,
     /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
@@ -268,7 +286,8 @@ impl NetworkPlan {
         Ok(Self {
             layers,
             widths: nodes.iter().map(|n| n.output.len()).collect(),
-            inputs: config.network_input().len(),
+            inputs: config.input_len(),
+            past: config.past_len(),
             outputs: config.output_width(),
             macs: config.macs(),
             int8,
@@ -332,7 +351,7 @@ impl NetworkPlan {
         }
     }
 
-    /// One normalized window `[lookback, features]` → `out` `[H·T]`. No allocation.
+    /// One normalized model input → `out` `[H·T]`. No allocation.
     pub fn forward(&self, window: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
         assert_eq!(window.len(), self.inputs, "window shape");
         assert_eq!(out.len(), self.outputs, "output shape");
@@ -344,7 +363,7 @@ impl NetworkPlan {
         }
     }
 
-    /// Up to `LANES` normalized windows (`[n, lookback, features]`, n ≤ LANES) → `out`
+    /// Up to `LANES` normalized model inputs (`[n, input]`, n ≤ LANES) → `out`
     /// `[n, H·T]`, advancing all sequences together so each weight is loaded once per step.
     pub fn forward_lanes(&self, windows: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
         let per = self.inputs;
@@ -424,6 +443,8 @@ fn forward_stack<K: Kernels, W: Width>(
     s: &mut NetworkScratch,
 ) {
     let mut source = Source::Input;
+    // The window comes first; layers read the future block only through `ConcatFuture`.
+    let (input, future) = input.split_at(plan.past * W::N);
     let mut len = input.len();
     let last = plan.layers.len() - 1;
     for (i, (layer, &width)) in plan.layers.iter().zip(&plan.widths).enumerate() {
@@ -454,7 +475,7 @@ fn forward_stack<K: Kernels, W: Width>(
                 }
             }
         };
-        layer.forward::<K, W>(x, y, &mut s.layer);
+        layer.forward::<K, W>(x, future, y, &mut s.layer);
         len = width;
     }
 }

@@ -39,11 +39,11 @@ pub struct Session {
 impl Session {
     /// An empty stream.
     pub fn new(engine: Arc<Engine>) -> Self {
-        let len = engine.window_len();
+        let past = engine.pipeline().past_len();
         Self {
+            window: vec![0.0; engine.input_len()],
             predictor: Predictor::new(engine),
-            ring: vec![0.0; len],
-            window: vec![0.0; len],
+            ring: vec![0.0; past],
             next: 0,
             seen: 0,
         }
@@ -63,13 +63,30 @@ impl Session {
     /// window once `lookback` rows have been seen. A row with the wrong length or a
     /// non-finite value is rejected and leaves the stream unchanged.
     pub fn push(&mut self, row: &[f64]) -> Result<Option<&Prediction>, EngineError> {
-        let config = &self.predictor.engine().manifest().config;
+        self.push_with(row, None, None)
+    }
+
+    /// [`Session::push`] for models with known-future inputs: `future` holds the
+    /// covariates over the horizon of the forecast this row completes (`[horizon, future
+    /// columns]`), `time` the row's time (needed for calendar features). They are only
+    /// read once `lookback` rows have been seen; a missing or malformed one is rejected
+    /// and leaves the stream unchanged. No allocation.
+    pub fn push_with(
+        &mut self,
+        row: &[f64],
+        future: Option<&[f64]>,
+        time: Option<f64>,
+    ) -> Result<Option<&Prediction>, EngineError> {
+        let engine = self.predictor.engine();
+        let (config, pipeline) = (&engine.manifest().config, engine.pipeline());
         let (f, lookback) = (config.features.len(), config.lookback);
         if row.len() != f {
             return Err(EngineError::Input(tns_model::InputError::Shape {
                 found: row.len(),
                 lookback: 1,
                 features: f,
+                horizon: config.horizon,
+                future: 0,
             }));
         }
         if let Some(c) = row.iter().position(|v| !v.is_finite()) {
@@ -78,6 +95,20 @@ impl Session {
                 feature: config.features[c].clone(),
                 value: row[c],
             }));
+        }
+        let ready = self.seen + 1 >= lookback as u64;
+        if ready && pipeline.future_width() > 0 {
+            let columns = match future {
+                Some(columns) => columns,
+                None if pipeline.future_columns().is_empty() => &[],
+                None => {
+                    return Err(EngineError::Input(tns_model::InputError::MissingFuture(
+                        pipeline.future_columns().to_vec(),
+                    )));
+                }
+            };
+            let past = pipeline.past_len();
+            pipeline.future_into(columns, time, &mut self.window[past..])?;
         }
         self.ring[self.next * f..(self.next + 1) * f].copy_from_slice(row);
         self.next = (self.next + 1) % lookback;
@@ -88,8 +119,9 @@ impl Session {
         // Oldest row first: the ring's next slot holds the oldest row.
         let split = self.next * f;
         let tail = self.ring.len() - split;
+        let past = self.ring.len();
         self.window[..tail].copy_from_slice(&self.ring[split..]);
-        self.window[tail..].copy_from_slice(&self.ring[..split]);
+        self.window[tail..past].copy_from_slice(&self.ring[..split]);
         self.predictor.predict(&self.window).map(Some)
     }
 }

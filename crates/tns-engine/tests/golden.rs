@@ -33,7 +33,7 @@ fn the_golden_model_still_loads_and_predicts_identically() {
         // The portable kernels: plain IEEE arithmetic, the same on every machine.
         let (manifest, tensors) = load_model(&model_path).unwrap();
         let engine = Arc::new(Engine::with_isa(manifest, &tensors, Isa::Portable).unwrap());
-        let per = engine.window_len();
+        let per = engine.input_len();
         let windows: Vec<Vec<f64>> = (0..20)
             .map(|i| splits.test.inputs()[i * 7 * per..(i * 7 + 1) * per].to_vec())
             .collect();

@@ -60,7 +60,7 @@ fn predict_and_session_push_do_not_allocate() {
             let engine = Arc::new(Engine::new(manifest, &tensors).unwrap());
             let mut predictor = Predictor::new(engine.clone());
             let mut session = Session::new(engine.clone());
-            let per = engine.window_len();
+            let per = engine.input_len();
             let windows = splits.test.inputs();
             let rows = windows.len() / 4;
             let before = allocations();

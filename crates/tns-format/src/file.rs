@@ -449,6 +449,8 @@ mod tests {
                 mean: vec![0.0; 2],
                 std: vec![1.0; 2],
                 relative: vec![true; 2],
+                future_mean: Vec::new(),
+                future_std: Vec::new(),
             },
             residual_scale: vec![1.0, 2.0],
             kalman: None,

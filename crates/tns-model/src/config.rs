@@ -2,6 +2,7 @@
 //! network, gate and Kalman axes. Everything downstream is derived from it.
 
 use serde::{Deserialize, Serialize};
+use tns_calendar::Calendar;
 use tns_certify::GateConfig;
 use tns_kalman::Axis;
 
@@ -127,6 +128,33 @@ pub enum Base {
     SeasonalNaive,
 }
 
+/// Inputs whose values over the forecast horizon are known when a forecast is made: a
+/// model's input is then the past window `[lookback, features]` followed by the future
+/// block `[horizon, future]`, one row per predicted step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FutureInputs {
+    /// Columns read at the predicted rows (day-ahead load or weather forecasts, holiday
+    /// flags): each also a feature, never a target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Calendar features of the predicted rows' times, after the columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<Calendar>,
+}
+
+impl FutureInputs {
+    /// Values per predicted step: the columns, then two per calendar feature.
+    pub fn width(&self) -> usize {
+        self.columns.len() + self.calendar.as_ref().map_or(0, Calendar::width)
+    }
+
+    /// Names of the future block's columns (`system_load`, …, `hour_sin`, `hour_cos`).
+    pub fn names(&self) -> Vec<String> {
+        let calendar = self.calendar.iter().flat_map(Calendar::columns);
+        self.columns.iter().cloned().chain(calendar).collect()
+    }
+}
+
 /// How a window is normalized before the network sees it, fitted on the training split.
 ///
 /// Columns marked `relative` (the positions/levels the Kalman axes observe) are expressed
@@ -141,6 +169,12 @@ pub struct InputNormalization {
     pub std: Vec<f64>,
     /// Which columns are taken relative to the last row.
     pub relative: Vec<bool>,
+    /// Means of the future block's columns (z-scored; empty without future inputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub future_mean: Vec<f64>,
+    /// Scales of the future block's columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub future_std: Vec<f64>,
 }
 
 /// Serializable description of a model; everything downstream is driven by it.
@@ -172,6 +206,9 @@ pub struct ModelConfig {
     /// Season length in rows, for the seasonal-naive base (at most the lookback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<usize>,
+    /// Known-future inputs (covariates and calendar), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future: Option<FutureInputs>,
 }
 
 impl ModelConfig {
@@ -210,6 +247,7 @@ impl ModelConfig {
             kalman_axes,
             seed: 0,
             season: (kind.base() == Base::SeasonalNaive).then_some(lookback),
+            future: None,
         }
     }
 
@@ -233,6 +271,43 @@ impl ModelConfig {
         self.features.len()
     }
 
+    /// Values per predicted step of the future block (0 without future inputs).
+    pub fn future_width(&self) -> usize {
+        self.future.as_ref().map_or(0, FutureInputs::width)
+    }
+
+    /// Values of the past window, `lookback × features`.
+    pub fn past_len(&self) -> usize {
+        self.lookback * self.features.len()
+    }
+
+    /// Values of the future block, `horizon × future_width`.
+    pub fn future_len(&self) -> usize {
+        self.horizon * self.future_width()
+    }
+
+    /// Values of one model input: the past window, then the future block.
+    pub fn input_len(&self) -> usize {
+        self.past_len() + self.future_len()
+    }
+
+    /// Index in the features of each future column.
+    pub fn future_column_indices(&self) -> Result<Vec<usize>, ConfigError> {
+        let columns = self.future.as_ref().map_or(&[][..], |f| &f.columns);
+        columns
+            .iter()
+            .map(|c| {
+                self.features
+                    .iter()
+                    .position(|f| f == c)
+                    .ok_or_else(|| ConfigError::FutureColumn {
+                        column: c.clone(),
+                        problem: "is not among the features",
+                    })
+            })
+            .collect()
+    }
+
     /// Network output width, `horizon × targets`.
     pub fn output_width(&self) -> usize {
         self.horizon * self.targets.len()
@@ -251,7 +326,7 @@ impl ModelConfig {
     pub fn layers(&self) -> Result<Vec<LayerNode>, ConfigError> {
         match &self.network {
             None => Ok(Vec::new()),
-            Some(n) => n.layers(self.network_input(), self.output_width()),
+            Some(n) => n.layers(self.network_input(), self.future_len(), self.output_width()),
         }
     }
 
@@ -333,6 +408,37 @@ impl ModelConfig {
             return Err(ConfigError::NoColumns);
         }
         self.target_indices()?;
+        if let Some(future) = &self.future {
+            if future.width() == 0 {
+                return Err(ConfigError::EmptyFuture);
+            }
+            if let Some(calendar) = &future.calendar {
+                calendar.validate().map_err(ConfigError::Calendar)?;
+            }
+            if future.columns.len() > MAX_COLUMNS {
+                return Err(ConfigError::Limit {
+                    what: "future columns",
+                    value: future.columns.len(),
+                    max: MAX_COLUMNS,
+                });
+            }
+            self.future_column_indices()?;
+            let mut seen = std::collections::HashSet::new();
+            for c in &future.columns {
+                if self.targets.contains(c) {
+                    return Err(ConfigError::FutureColumn {
+                        column: c.clone(),
+                        problem: "is a target: its future values are what the model predicts",
+                    });
+                }
+                if !seen.insert(c) {
+                    return Err(ConfigError::FutureColumn {
+                        column: c.clone(),
+                        problem: "is listed twice",
+                    });
+                }
+            }
+        }
         if let Some(axis) = self.kalman_axes.iter().flatten().find(|a| {
             a.position >= self.features.len()
                 || a.velocity.is_some_and(|v| v >= self.features.len())

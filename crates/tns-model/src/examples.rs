@@ -7,6 +7,10 @@ use crate::NetworkConfig;
 /// Window shapes `(lookback, features)` the conformance suite runs every example at.
 pub const WINDOWS: [(usize, usize); 2] = [(6, 2), (10, 4)];
 
+/// Known-future widths (values per predicted step) the suite runs every example with:
+/// none, and two (a covariate column and one calendar pair are typical).
+pub const FUTURE_WIDTHS: [usize; 2] = [0, 2];
+
 /// Small networks covering every layer type, each at two sizes or more.
 pub fn networks() -> Vec<NetworkConfig> {
     vec![
@@ -32,9 +36,14 @@ mod tests {
                 .iter()
                 .flat_map(|&(steps, channels)| {
                     let input = Shape::Sequence { steps, channels };
-                    networks()
+                    FUTURE_WIDTHS
                         .iter()
-                        .flat_map(move |n| n.layers(input, 2).unwrap())
+                        .flat_map(|&future| {
+                            networks()
+                                .iter()
+                                .flat_map(move |n| n.layers(input, 2 * future, 2).unwrap())
+                                .collect::<Vec<_>>()
+                        })
                         .collect::<Vec<_>>()
                 })
                 .filter(|l| l.layer.type_name() == ty.type_name())

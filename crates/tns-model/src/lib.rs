@@ -1,7 +1,7 @@
 //! The TNS model description, and the runtime pipeline around its network.
 //!
 //! A model is one [`ModelConfig`]: the inputs (lookback × features, targets, horizon,
-//! lead), a [`Base`] forecast (last value or Kalman prior), a network ([`NetworkConfig`],
+//! lead, and known-future inputs: covariates and calendar features over the horizon), a [`Base`] forecast (last value or Kalman prior), a network ([`NetworkConfig`],
 //! expanded into a stack of [`Layer`]s with their shapes and tensor names), a gate (System
 //! B) and a conformal interval. From it this crate derives, once, the tensor layout,
 //! the parameter count, the MACs and validation. [`Pipeline`] runs everything around the
@@ -28,8 +28,8 @@ mod network;
 mod pipeline;
 
 pub use config::{
-    Base, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS, MAX_ROWS,
-    MAX_WIDTH, ModelConfig, ModelKind,
+    Base, FutureInputs, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS,
+    MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
 pub use network::{Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape};
 pub use pipeline::{Forecast, InputError, Pipeline, PipelineError, PipelineParts};
@@ -164,6 +164,20 @@ pub enum ConfigError {
         /// `horizon × targets`.
         expected: usize,
     },
+    /// A future column that cannot be one.
+    #[error("future column {column:?} {problem}")]
+    FutureColumn {
+        /// The column.
+        column: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Future inputs with neither columns nor calendar features.
+    #[error("future inputs need at least one column or calendar feature")]
+    EmptyFuture,
+    /// The calendar settings are invalid.
+    #[error("calendar: {0}")]
+    Calendar(#[source] tns_calendar::CalendarError),
     /// A tensor the description needs is missing.
     #[error("tensor {0:?} is missing from the model file")]
     MissingTensor(String),

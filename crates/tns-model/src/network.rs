@@ -63,18 +63,34 @@ impl NetworkConfig {
         Ok(())
     }
 
-    /// The layer stack from a network input of shape `input` to `outputs` values. Tensor
-    /// names are those of format version 1 (`linear.*`, `mlp.{i}.*`, `gru.*` + `head.*`).
-    pub fn layers(&self, input: Shape, outputs: usize) -> Result<Vec<LayerNode>, ConfigError> {
+    /// The layer stack from a network input of shape `input` (the past window) and
+    /// `future` values of known-future inputs to `outputs` values. The future block joins
+    /// the vector the window is summarized into: right after flattening (linear, MLP), or
+    /// the GRU's last state (before its head). Tensor names are those of format version 1
+    /// (`linear.*`, `mlp.{i}.*`, `gru.*` + `head.*`).
+    pub fn layers(
+        &self,
+        input: Shape,
+        future: usize,
+        outputs: usize,
+    ) -> Result<Vec<LayerNode>, ConfigError> {
         self.validate()?;
         let mut stack = StackBuilder::new(input);
+        let concat_future = |stack: &mut StackBuilder| {
+            if future > 0 {
+                stack.push("future", Layer::ConcatFuture { values: future })?;
+            }
+            Ok::<_, ConfigError>(())
+        };
         match self {
             Self::Linear => {
                 stack.push("flatten", Layer::Flatten)?;
+                concat_future(&mut stack)?;
                 stack.push("linear", Layer::Dense { outputs })?;
             }
             Self::Mlp { hidden } => {
                 stack.push("flatten", Layer::Flatten)?;
+                concat_future(&mut stack)?;
                 for (i, &width) in hidden.iter().enumerate() {
                     stack.push(&format!("mlp.{i}"), Layer::Dense { outputs: width })?;
                     stack.push(
@@ -86,6 +102,7 @@ impl NetworkConfig {
             }
             Self::Gru { hidden } => {
                 stack.push("gru", Layer::Gru { hidden: *hidden })?;
+                concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
         }
@@ -204,6 +221,12 @@ pub enum Layer {
         /// Hidden size `H`.
         hidden: usize,
     },
+    /// Appends the model's normalized future block (`[horizon, future]`, flattened) to a
+    /// vector: `[n]` → `[n + values]`. Reads the second part of the model input.
+    ConcatFuture {
+        /// Values appended (`horizon × future width`).
+        values: usize,
+    },
 }
 
 impl Layer {
@@ -214,16 +237,18 @@ impl Layer {
             Self::Dense { .. } => "dense",
             Self::Activation(Activation::Relu) => "relu",
             Self::Gru { .. } => "gru",
+            Self::ConcatFuture { .. } => "concat-future",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 4] = [
+    pub const TYPES: [Layer; 5] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
         Self::Gru { hidden: 1 },
+        Self::ConcatFuture { values: 1 },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -233,6 +258,7 @@ impl Layer {
             (Self::Dense { outputs }, Shape::Vector(_)) => Some(Shape::Vector(outputs)),
             (Self::Activation(_), shape) => Some(shape),
             (Self::Gru { hidden }, Shape::Sequence { .. }) => Some(Shape::Vector(hidden)),
+            (Self::ConcatFuture { values }, Shape::Vector(n)) => Some(Shape::Vector(n + values)),
             _ => None,
         }
     }
@@ -275,7 +301,7 @@ impl LayerNode {
             matrix,
         };
         match (self.layer, self.input) {
-            (Layer::Flatten | Layer::Activation(_), _) => Vec::new(),
+            (Layer::Flatten | Layer::Activation(_) | Layer::ConcatFuture { .. }, _) => Vec::new(),
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -306,7 +332,7 @@ impl LayerNode {
     /// Multiply–accumulate operations of one forward pass of one sample.
     pub fn macs(&self) -> usize {
         match (self.layer, self.input) {
-            (Layer::Flatten | Layer::Activation(_), _) => 0,
+            (Layer::Flatten | Layer::Activation(_) | Layer::ConcatFuture { .. }, _) => 0,
             (Layer::Dense { outputs }, input) => outputs * input.len(),
             (Layer::Gru { hidden: h }, Shape::Sequence { steps, channels }) => {
                 steps * 3 * h * (channels + h)
@@ -396,7 +422,7 @@ mod tests {
             channels: 3,
         };
         let layers = NetworkConfig::Mlp { hidden: vec![7] }
-            .layers(input, 2)
+            .layers(input, 0, 2)
             .unwrap();
         let shapes: Vec<_> = layers.iter().map(|l| l.output).collect();
         assert_eq!(

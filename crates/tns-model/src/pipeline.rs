@@ -14,8 +14,11 @@ use crate::{Base, ConfigError, InputNormalization, KalmanParameters, ModelConfig
 /// A window that cannot be predicted from.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
-    /// The window has the wrong number of values.
-    #[error("window has {found} values; expected lookback × features = {lookback} × {features} = {}", lookback * features)]
+    /// The input has the wrong number of values.
+    #[error(
+        "input has {found} values; expected lookback × features = {lookback} × {features}{}",
+        shape_tail(*lookback, *features, *horizon, *future)
+    )]
     Shape {
         /// Values given.
         found: usize,
@@ -23,7 +26,45 @@ pub enum InputError {
         lookback: usize,
         /// The model's feature count.
         features: usize,
+        /// The model's horizon.
+        horizon: usize,
+        /// Values per predicted step of the future block (0: none).
+        future: usize,
     },
+    /// The known-future columns given for a forecast have the wrong number of values.
+    #[error(
+        "future inputs have {found} values; expected horizon × future columns = {horizon} × {columns} = {}",
+        horizon * columns
+    )]
+    FutureShape {
+        /// Values given.
+        found: usize,
+        /// The model's horizon.
+        horizon: usize,
+        /// The model's future columns (calendar features excluded: they are computed).
+        columns: usize,
+    },
+    /// A future value is NaN or infinite.
+    #[error("future step {step}, column {column:?}: {value} is not finite")]
+    FutureNotFinite {
+        /// 0-based predicted step.
+        step: usize,
+        /// Column name.
+        column: String,
+        /// The value.
+        value: f64,
+    },
+    /// A model with calendar features asked to forecast without the origin's time.
+    #[error(
+        "this model takes calendar features: give the time of the last window row (seconds since 1970 or a date-time)"
+    )]
+    MissingTime,
+    /// A model with future inputs asked to forecast without them.
+    #[error("this model takes known-future inputs {0:?} over the horizon: give them")]
+    MissingFuture(Vec<String>),
+    /// The calendar features of the origin's time cannot be computed.
+    #[error("calendar: {0}")]
+    Calendar(#[source] tns_calendar::CalendarError),
     /// A value is NaN or infinite.
     #[error("window row {row}, feature {feature:?}: {value} is not finite")]
     NotFinite {
@@ -37,6 +78,19 @@ pub enum InputError {
     /// The gate could not be evaluated on this window.
     #[error("the gate cannot be evaluated on this window: {0}")]
     Gate(#[source] tns_certify::GateError),
+}
+
+/// The end of the shape error: the total, and the future block when there is one.
+fn shape_tail(lookback: usize, features: usize, horizon: usize, future: usize) -> String {
+    let past = lookback * features;
+    if future == 0 {
+        format!(" = {past}")
+    } else {
+        format!(
+            " plus horizon × future = {horizon} × {future}, {} in all",
+            past + horizon * future
+        )
+    }
 }
 
 /// Why the parts of a model do not make a runnable pipeline.
@@ -98,6 +152,12 @@ pub struct Pipeline {
     lookback: usize,
     targets: Vec<usize>,
     horizon: usize,
+    lead: usize,
+    /// Names of the future block's columns (covariates, then calendar).
+    future_names: Vec<String>,
+    /// Known-future covariate columns (the caller gives them).
+    future_columns: usize,
+    calendar: Option<tns_calendar::Calendar>,
     /// For bases read off the window: the window row each horizon step repeats.
     base_rows: Vec<usize>,
     normalization: InputNormalization,
@@ -143,11 +203,14 @@ impl Pipeline {
         let f = c.features.len();
         let n = parts.normalization;
         let conformal_len = parts.conformal.map_or(width, |cal| cal.radii.len());
+        let future = c.future_width();
         for (what, found, expected) in [
             ("residual_scale", parts.residual_scale.len(), width),
             ("normalization.mean", n.mean.len(), f),
             ("normalization.std", n.std.len(), f),
             ("normalization.relative", n.relative.len(), f),
+            ("normalization.future_mean", n.future_mean.len(), future),
+            ("normalization.future_std", n.future_std.len(), future),
             ("conformal radii", conformal_len, width),
         ] {
             if found != expected {
@@ -160,6 +223,7 @@ impl Pipeline {
         }
         if n.std
             .iter()
+            .chain(&n.future_std)
             .chain(parts.residual_scale)
             .any(|s| !(s.is_finite() && *s > 0.0))
         {
@@ -192,6 +256,10 @@ impl Pipeline {
             lookback: c.lookback,
             targets,
             horizon: c.horizon,
+            lead: c.lead,
+            future_names: c.future.as_ref().map_or_else(Vec::new, |f| f.names()),
+            future_columns: c.future.as_ref().map_or(0, |f| f.columns.len()),
+            calendar: c.future.as_ref().and_then(|f| f.calendar.clone()),
             base_rows: (0..c.horizon)
                 .map(|h| base_row(c.kind.base(), c.lookback, c.lead + h, c.season))
                 .collect(),
@@ -208,9 +276,102 @@ impl Pipeline {
         })
     }
 
-    /// Values per window (`lookback × features`).
-    pub fn window_len(&self) -> usize {
+    /// Values of the past window (`lookback × features`).
+    pub fn past_len(&self) -> usize {
         self.lookback * self.features.len()
+    }
+
+    /// Values per predicted step of the future block (0 without future inputs).
+    pub fn future_width(&self) -> usize {
+        self.future_names.len()
+    }
+
+    /// Rows of the past window.
+    pub fn lookback(&self) -> usize {
+        self.lookback
+    }
+
+    /// Predicted steps.
+    pub fn horizon(&self) -> usize {
+        self.horizon
+    }
+
+    /// Values of one model input: the past window, then the future block
+    /// (`horizon × future width`).
+    pub fn input_len(&self) -> usize {
+        self.past_len() + self.horizon * self.future_width()
+    }
+
+    /// Names of the future block's columns: the covariates, then the calendar pairs.
+    pub fn future_names(&self) -> &[String] {
+        &self.future_names
+    }
+
+    /// The known-future covariate columns a caller gives per step (calendar excluded).
+    pub fn future_columns(&self) -> &[String] {
+        &self.future_names[..self.future_columns]
+    }
+
+    /// Whether the model takes calendar features (and so needs the origin's time).
+    pub fn has_calendar(&self) -> bool {
+        self.calendar.is_some()
+    }
+
+    /// Writes a model input's future block (`[horizon, future width]`) from the caller's
+    /// covariates (`[horizon, future columns]`) and the time of the last window row (needed
+    /// when the model has calendar features): the same assembly training windows use.
+    pub fn future_into(
+        &self,
+        columns: &[f64],
+        origin_time: Option<f64>,
+        out: &mut [f64],
+    ) -> Result<(), InputError> {
+        let (h, cu, width) = (self.horizon, self.future_columns, self.future_width());
+        if columns.len() != h * cu {
+            return Err(InputError::FutureShape {
+                found: columns.len(),
+                horizon: h,
+                columns: cu,
+            });
+        }
+        if let Some(i) = columns.iter().position(|v| !v.is_finite()) {
+            return Err(InputError::FutureNotFinite {
+                step: i / cu,
+                column: self.future_names[i % cu].clone(),
+                value: columns[i],
+            });
+        }
+        for (step, row) in out.chunks_exact_mut(width.max(1)).take(h).enumerate() {
+            row[..cu].copy_from_slice(&columns[step * cu..(step + 1) * cu]);
+            if let Some(calendar) = &self.calendar {
+                let origin = origin_time.ok_or(InputError::MissingTime)?;
+                let time = calendar.time_after(origin, self.lead + step);
+                calendar
+                    .values_at(time, &mut row[cu..])
+                    .map_err(InputError::Calendar)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A full model input from a past window, the known-future covariates and the origin's
+    /// time (allocates: for servers and scripts, not the timed path).
+    pub fn assemble(
+        &self,
+        window: &[f64],
+        future_columns: Option<&[f64]>,
+        origin_time: Option<f64>,
+    ) -> Result<Vec<f64>, InputError> {
+        let mut input = window.to_vec();
+        if self.future_width() > 0 {
+            if future_columns.is_none() && self.future_columns > 0 {
+                return Err(InputError::MissingFuture(self.future_columns().to_vec()));
+            }
+            let mut block = vec![0.0; self.horizon * self.future_width()];
+            self.future_into(future_columns.unwrap_or(&[]), origin_time, &mut block)?;
+            input.extend_from_slice(&block);
+        }
+        Ok(input)
     }
 
     /// Output values per window (`horizon × targets`).
@@ -228,35 +389,59 @@ impl Pipeline {
         self.prior.as_ref()
     }
 
-    /// Checks shape and finiteness of a raw window.
-    pub fn check_window(&self, window: &[f64]) -> Result<(), InputError> {
-        let f = self.features.len();
-        if window.len() != self.window_len() {
-            return Err(InputError::Shape {
-                found: window.len(),
-                lookback: self.lookback,
-                features: f,
-            });
+    /// The error for an input of `found` values.
+    pub fn shape_error(&self, found: usize) -> InputError {
+        InputError::Shape {
+            found,
+            lookback: self.lookback,
+            features: self.features.len(),
+            horizon: self.horizon,
+            future: self.future_width(),
         }
-        if let Some(i) = window.iter().position(|v| !v.is_finite()) {
+    }
+
+    /// Checks shape and finiteness of a raw model input (past window, then future block).
+    pub fn check_window(&self, input: &[f64]) -> Result<(), InputError> {
+        let f = self.features.len();
+        if input.len() != self.input_len() {
+            return Err(self.shape_error(input.len()));
+        }
+        let (past, future) = input.split_at(self.past_len());
+        if let Some(i) = past.iter().position(|v| !v.is_finite()) {
             return Err(InputError::NotFinite {
                 row: i / f,
                 feature: self.features[i % f].clone(),
-                value: window[i],
+                value: past[i],
+            });
+        }
+        if let Some(i) = future.iter().position(|v| !v.is_finite()) {
+            let width = self.future_width();
+            return Err(InputError::FutureNotFinite {
+                step: i / width,
+                column: self.future_names[i % width].clone(),
+                value: future[i],
             });
         }
         Ok(())
     }
 
-    /// Writes the network input (`[lookback, features]`, f32) for a checked raw window.
-    pub fn normalize_into(&self, window: &[f64], out: &mut [f32]) {
+    /// Writes the network input (f32, the past window then the future block) for a checked
+    /// raw model input.
+    pub fn normalize_into(&self, input: &[f64], out: &mut [f32]) {
         let f = self.features.len();
+        let (window, future) = input.split_at(self.past_len());
+        let (out_past, out_future) = out.split_at_mut(self.past_len());
         let last = &window[(self.lookback - 1) * f..];
         let n = &self.normalization;
-        for (i, (&x, o)) in window.iter().zip(out.iter_mut()).enumerate() {
+        for (i, (&x, o)) in window.iter().zip(out_past.iter_mut()).enumerate() {
             let c = i % f;
             let centre = if n.relative[c] { last[c] } else { n.mean[c] };
             *o = ((x - centre) / n.std[c]) as f32;
+        }
+        let width = self.future_width().max(1);
+        for (i, (&x, o)) in future.iter().zip(out_future.iter_mut()).enumerate() {
+            let c = i % width;
+            *o = ((x - n.future_mean[c]) / n.future_std[c]) as f32;
         }
     }
 
@@ -280,8 +465,10 @@ impl Pipeline {
     }
 
     /// Writes the base forecast (last value or Kalman prior mean) and, for Kalman-based
-    /// kinds, the prior's covariance `[horizon, T, T]` into `forecast`. No allocation.
-    pub fn base_into(&self, window: &[f64], forecast: &mut Forecast) {
+    /// kinds, the prior's covariance `[horizon, T, T]` into `forecast`, from a model input
+    /// (its past window; the future block is not read). No allocation.
+    pub fn base_into(&self, input: &[f64], forecast: &mut Forecast) {
+        let window = &input[..self.past_len().min(input.len())];
         match (&self.prior, forecast.covariance.as_mut()) {
             (Some(prior), Some(cov)) => prior.predict_into(window, &mut forecast.base, cov),
             _ => {

@@ -14,6 +14,7 @@ enum CandleLayer {
     Dense(Linear),
     Activation(Activation),
     Gru(GRU),
+    ConcatFuture,
 }
 
 impl CandleLayer {
@@ -32,12 +33,22 @@ impl CandleLayer {
                 GRUConfig::default(),
                 vb,
             )?),
+            Layer::ConcatFuture { .. } => Self::ConcatFuture,
         })
     }
 
-    /// `[B, …]` → `[B, …]`: sequences are `[B, steps, channels]`, vectors `[B, n]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    /// `[B, …]` → `[B, …]`: sequences are `[B, steps, channels]`, vectors `[B, n]`;
+    /// `future` is the normalized future block `[B, horizon · future]`.
+    fn forward(&self, x: &Tensor, future: Option<&Tensor>) -> Result<Tensor, ModelError> {
         Ok(match self {
+            Self::ConcatFuture => match future {
+                Some(f) => Tensor::cat(&[x, f], 1)?,
+                None => {
+                    return Err(ModelError::Config(
+                        "the network takes future inputs but none were given".into(),
+                    ));
+                }
+            },
             Self::Flatten => x.flatten_from(1)?,
             Self::Dense(linear) => linear.forward(x)?,
             Self::Activation(Activation::Relu) => x.relu()?,
@@ -62,6 +73,8 @@ pub struct Network {
     vars: Vec<(String, Var)>,
     lookback: usize,
     features: usize,
+    /// Values of the future block after the window in each input.
+    future: usize,
 }
 
 impl Network {
@@ -139,21 +152,45 @@ impl Network {
             vars,
             lookback: config.lookback,
             features: config.input_width(),
+            future: config.future_len(),
         })
     }
 
-    /// `[B, L, F]` → `[B, H·T]`.
+    /// Values per model input: the window `L × F`, then the future block.
+    pub fn input_len(&self) -> usize {
+        self.lookback * self.features + self.future
+    }
+
+    /// Normalized model inputs `[B, L·F + future]` (or windows `[B, L, F]` for a network
+    /// without future inputs) → `[B, H·T]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let (_, l, f) = x.dims3()?;
-        if l != self.lookback || f != self.features {
-            return Err(ModelError::Config(format!(
-                "network expects windows [{}, {}], got [{l}, {f}]",
-                self.lookback, self.features
-            )));
-        }
-        let mut h = x.clone();
+        let past = self.lookback * self.features;
+        let shape_error = || {
+            ModelError::Config(format!(
+                "network expects inputs [B, {}] (window [{}, {}] then {} future values), got {:?}",
+                self.input_len(),
+                self.lookback,
+                self.features,
+                self.future,
+                x.dims()
+            ))
+        };
+        let (window, future) = match *x.dims() {
+            [_, l, f] if self.future == 0 && l == self.lookback && f == self.features => {
+                (x.clone(), None)
+            }
+            [b, n] if n == self.input_len() => (
+                x.narrow(1, 0, past)?
+                    .reshape((b, self.lookback, self.features))?,
+                (self.future > 0)
+                    .then(|| x.narrow(1, past, self.future))
+                    .transpose()?,
+            ),
+            _ => return Err(shape_error()),
+        };
+        let mut h = window;
         for layer in &self.layers {
-            h = layer.forward(&h)?;
+            h = layer.forward(&h, future.as_ref())?;
         }
         Ok(h)
     }
@@ -186,8 +223,8 @@ impl Network {
             .collect()
     }
 
-    /// Runs the network on `n` normalized windows (`[n, L, F]` flat, f32) in chunks, on the
-    /// network's device, and returns `[n, out]` flat.
+    /// Runs the network on `n` normalized model inputs (`[n, input_len]` flat, f32) in
+    /// chunks, on the network's device, and returns `[n, out]` flat.
     pub fn forward_flat(
         &self,
         inputs: &[f32],
@@ -195,16 +232,12 @@ impl Network {
         device: &Device,
     ) -> Result<Vec<f32>, ModelError> {
         const CHUNK: usize = 4096;
-        let per = self.lookback * self.features;
+        let per = self.input_len();
         let mut out = Vec::new();
         let mut start = 0;
         while start < n {
             let m = CHUNK.min(n - start);
-            let x = Tensor::from_slice(
-                &inputs[start * per..(start + m) * per],
-                (m, self.lookback, self.features),
-                device,
-            )?;
+            let x = Tensor::from_slice(&inputs[start * per..(start + m) * per], (m, per), device)?;
             out.extend(self.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
             start += m;
         }

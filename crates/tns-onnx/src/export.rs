@@ -58,6 +58,10 @@ pub enum ExportError {
 pub mod names {
     /// Input: raw windows `[batch, lookback, features]`, f32, data units.
     pub const WINDOW: &str = "window";
+    /// Input (models with known-future inputs): the raw future block `[batch, horizon,
+    /// future]`, covariates then calendar `sin`/`cos` pairs, which the caller computes from
+    /// the predicted rows' times (`tns_calendar`; the graph does not).
+    pub const FUTURE: &str = "future";
     /// Output: the prediction `[batch, horizon, targets]`.
     pub const FORECAST: &str = "forecast";
     /// Output: the base forecast (last value or Kalman prior mean) `[batch, horizon, targets]`.
@@ -139,7 +143,8 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
         None => base_flat.clone(),
         Some(_) => {
             let normalized = normalize(&mut g, manifest)?;
-            let net_out = network_graph(&mut g, &normalized, tensors, c)?;
+            let future = (c.future_width() > 0).then(|| normalize_future(&mut g, manifest));
+            let net_out = network_graph(&mut g, &normalized, future.as_deref(), tensors, c)?;
             let scale: Vec<f32> = manifest.residual_scale.iter().map(|&s| s as f32).collect();
             let scale = g.constant("residual_scale", &[width], scale);
             let correction = g.node("Mul", &[&net_out, &scale], "correction_flat", vec![]);
@@ -179,15 +184,7 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
         name: Some(c.name.clone()),
         node: g.nodes,
         initializer: g.initializers,
-        input: vec![value_info(
-            window,
-            DataType::Float,
-            &[Dim::Batch, Dim::Fixed(lookback), Dim::Fixed(features)],
-            &format!(
-                "raw windows [batch, lookback={lookback}, features={}], data units",
-                c.features.join(",")
-            ),
-        )],
+        input: graph_inputs(c),
         output: graph_outputs,
         doc_string: Some(doc.clone()),
         ..Default::default()
@@ -199,6 +196,14 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
         ("tns.targets", c.targets.join(",")),
         ("tns.features", c.features.join(",")),
     ];
+    if let Some(future) = &c.future {
+        metadata.push(("tns.future", future.names().join(",")));
+        if let Some(calendar) = &future.calendar {
+            metadata.push(("tns.calendar_step_seconds", calendar.step.to_string()));
+            let zone = calendar.timezone.clone().unwrap_or_else(|| "UTC".into());
+            metadata.push(("tns.calendar_timezone", zone));
+        }
+    }
     if let Some(gate) = pipeline.gate() {
         metadata.push(("tns.gate_alpha", gate.alpha().to_string()));
         metadata.push(("tns.gate_threshold", gate.threshold().to_string()));
@@ -226,6 +231,33 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
             .collect(),
         ..Default::default()
     })
+}
+
+/// The graph's inputs: the window, and the future block for models with future inputs.
+fn graph_inputs(c: &ModelConfig) -> Vec<crate::proto::ValueInfoProto> {
+    let (lookback, features) = (c.lookback, c.features.len());
+    let mut inputs = vec![value_info(
+        names::WINDOW,
+        DataType::Float,
+        &[Dim::Batch, Dim::Fixed(lookback), Dim::Fixed(features)],
+        &format!(
+            "raw windows [batch, lookback={lookback}, features={}], data units",
+            c.features.join(",")
+        ),
+    )];
+    if let Some(future) = &c.future {
+        inputs.push(value_info(
+            names::FUTURE,
+            DataType::Float,
+            &[Dim::Batch, Dim::Fixed(c.horizon), Dim::Fixed(future.width())],
+            &format!(
+                "raw known-future inputs [batch, horizon={}, future={}] at the predicted rows; calendar pairs are sin/cos(2π·fraction of the cycle) of the row's local time",
+                c.horizon,
+                future.names().join(",")
+            ),
+        ));
+    }
+    inputs
 }
 
 /// The protobuf bytes of an exported model.
@@ -351,6 +383,23 @@ fn normalize(g: &mut GraphBuilder, manifest: &Manifest) -> Result<String, Export
     Ok(g.node("Div", &[&centred, &std], "window_normalized", vec![]))
 }
 
+/// `(future − mean) / std`, flattened to `[batch, horizon · future]`.
+fn normalize_future(g: &mut GraphBuilder, manifest: &Manifest) -> String {
+    let n = &manifest.normalization;
+    let w = n.future_mean.len();
+    let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    let mean = g.constant("future_mean", &[w], as_f32(&n.future_mean));
+    let std = g.constant("future_std", &[w], as_f32(&n.future_std));
+    let centred = g.node("Sub", &[names::FUTURE, &mean], "future_centred", vec![]);
+    let scaled = g.node("Div", &[&centred, &std], "future_normalized", vec![]);
+    g.node(
+        "Flatten",
+        &[&scaled],
+        "future_normalized_flat",
+        vec![Attr::Int("axis", 1)],
+    )
+}
+
 fn weights<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, ExportError> {
     tensors
         .iter()
@@ -378,11 +427,13 @@ fn dense(
     ))
 }
 
-/// The network on normalized windows `[batch, lookback, features]` → `[batch, H·T]`: each
-/// layer of the description lowered to ONNX operators.
+/// The network on normalized windows `[batch, lookback, features]` (and the normalized,
+/// flattened future block) → `[batch, H·T]`: each layer of the description lowered to ONNX
+/// operators.
 fn network_graph(
     g: &mut GraphBuilder,
     normalized: &str,
+    future: Option<&str>,
     tensors: &[NamedTensor],
     config: &ModelConfig,
 ) -> Result<String, ExportError> {
@@ -390,20 +441,35 @@ fn network_graph(
     let layers = config.layers()?;
     let mut x = normalized.to_string();
     for node in &layers {
-        x = lower_layer(g, node, &x, tensors)?;
+        x = lower_layer(g, node, &x, future, tensors)?;
     }
     Ok(g.node("Identity", &[&x], "net_out", vec![]))
 }
 
-/// One layer as ONNX nodes: sequences are `[batch, steps, channels]`, vectors `[batch, n]`.
+/// One layer as ONNX nodes: sequences are `[batch, steps, channels]`, vectors `[batch, n]`;
+/// `future` is the normalized future block `[batch, horizon · future]`.
 fn lower_layer(
     g: &mut GraphBuilder,
     node: &LayerNode,
     input: &str,
+    future: Option<&str>,
     tensors: &[NamedTensor],
 ) -> Result<String, ExportError> {
     let name = &node.name;
     Ok(match node.layer {
+        Layer::ConcatFuture { .. } => {
+            let future = future.ok_or_else(|| {
+                ExportError::Model(
+                    "the network takes future inputs the model does not declare".into(),
+                )
+            })?;
+            g.node(
+                "Concat",
+                &[input, future],
+                &format!("{name}.out"),
+                vec![Attr::Int("axis", 1)],
+            )
+        }
         Layer::Flatten => g.node(
             "Flatten",
             &[input],
@@ -473,7 +539,7 @@ fn gate_graph(
 ) -> Result<String, ExportError> {
     let (horizon, t) = (config.horizon, config.targets.len());
     let width = horizon * t;
-    let zero_window = vec![0.0; pipeline.window_len()];
+    let zero_window = vec![0.0; pipeline.input_len()];
     let (_, covariance) = pipeline.base(&zero_window);
     let covariance = covariance.ok_or_else(|| {
         ExportError::Model("a gated model needs the Kalman prior's covariance".into())
@@ -561,12 +627,18 @@ fn gate_graph(
 fn doc_string(manifest: &Manifest, pipeline: &Pipeline, outputs: &[(&str, String)]) -> String {
     let c = &manifest.config;
     let mut doc = format!(
-        "TNS {} model {:?} (tensors sha256 {}). Input `window` [batch, {}, {}] in data units. Outputs: {}.",
+        "TNS {} model {:?} (tensors sha256 {}). Input `window` [batch, {}, {}] in data units{}. Outputs: {}.",
         c.kind.name(),
         c.name,
         manifest.tensors_sha256,
         c.lookback,
         c.features.len(),
+        c.future.as_ref().map_or(String::new(), |f| format!(
+            "; input `future` [batch, {}, {}] ({}) in data units, calendar pairs computed by the caller",
+            c.horizon,
+            f.width(),
+            f.names().join(", ")
+        )),
         outputs
             .iter()
             .map(|(n, _)| *n)

@@ -1,6 +1,7 @@
 """Runs every exported model under DIR in onnxruntime and compares with the TNS engine.
 
-Each case folder holds model.onnx, windows.f32 (the inputs, little-endian float32) and
+Each case folder holds model.onnx, windows.f32 (the model inputs, little-endian float32: each
+window, then its future block when the model has known-future inputs) and
 expected.json (the engine's outputs). A value passes when
 |ort - engine| <= 1e-5 * max(|engine|, floor), where the floor is the model's residual scale
 at that position (the data-unit size of a correction) for value outputs and the chi-square
@@ -23,7 +24,13 @@ def check_case(case: pathlib.Path) -> dict:
     expected = json.loads((case / "expected.json").read_text())
     n, lookback, features = expected["n"], expected["lookback"], expected["features"]
     horizon, targets = expected["horizon"], expected["targets"]
-    windows = np.fromfile(case / "windows.f32", dtype="<f4").reshape(n, lookback, features)
+    future = expected.get("future", 0)
+    inputs = np.fromfile(case / "windows.f32", dtype="<f4").reshape(n, -1)
+    past = lookback * features
+    feeds = {"window": inputs[:, :past].reshape(n, lookback, features)}
+    if future:
+        # The model input is the window, then the future block [horizon, future].
+        feeds["future"] = np.ascontiguousarray(inputs[:, past:].reshape(n, horizon, future))
     model_path = str(case / "model.onnx")
     checker = "onnx not installed"
     try:
@@ -38,9 +45,12 @@ def check_case(case: pathlib.Path) -> dict:
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     missing = sorted(set(expected["outputs"]) - set(names))
-    got = dict(zip(names, session.run(None, {"window": windows})))
+    got = dict(zip(names, session.run(None, feeds)))
     # The batch dimension is dynamic: one window at a time must give the same numbers.
-    single = [dict(zip(names, session.run(None, {"window": windows[i : i + 1]}))) for i in range(8)]
+    single = [
+        dict(zip(names, session.run(None, {k: v[i : i + 1] for k, v in feeds.items()})))
+        for i in range(8)
+    ]
     batch_consistent = all(
         np.array_equal(single[i][k][0], got[k][i]) for i in range(8) for k in names
     )

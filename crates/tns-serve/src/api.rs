@@ -242,10 +242,10 @@ pub(crate) async fn predict_windows(
     engine: &Arc<Engine>,
     flat: Vec<f64>,
 ) -> Result<Vec<Prediction>, ApiError> {
-    let n = flat.len() / engine.window_len();
+    let n = flat.len() / engine.input_len();
     let predictions = if n <= INLINE_WINDOWS {
         let mut predictor = Predictor::new(engine.clone());
-        let per = engine.window_len();
+        let per = engine.input_len();
         let mut out = Vec::with_capacity(n);
         for (i, w) in flat.chunks_exact(per).enumerate() {
             let p = predictor.predict(w).map_err(|e| match e {

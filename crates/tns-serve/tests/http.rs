@@ -703,7 +703,7 @@ async fn the_openapi_document_is_served_and_matches_the_committed_one() {
 async fn system_b_over_an_mlp_serves_with_certificates() {
     let network: tns_model::NetworkConfig = "mlp:16,8".parse().unwrap();
     let example =
-        tns_conformance::example(tns_model::ModelKind::SystemB, &network, 6, 2, 3).unwrap();
+        tns_conformance::example(tns_model::ModelKind::SystemB, &network, 6, 2, false, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b-mlp.tns");
     tns_format::save_model(&path, &example.manifest, &example.tensors).unwrap();

@@ -9,7 +9,7 @@ use crate::TrainError;
 /// Network-ready arrays of one split.
 #[derive(Debug, Clone)]
 pub struct NetData {
-    /// Normalized windows `[n, L, F]`.
+    /// Normalized model inputs `[n, L·F + future]`.
     pub inputs: Vec<f32>,
     /// Normalized residual targets `(y − base) / scale`, `[n, H·T]`.
     pub targets: Vec<f32>,
@@ -17,10 +17,6 @@ pub struct NetData {
     pub n: usize,
     /// What the gate-aware penalty needs (System B only).
     pub gate: Option<GateData>,
-    /// Rows per window.
-    pub lookback: usize,
-    /// Features per row.
-    pub features: usize,
 }
 
 /// Per-window whitening of the network output for the gate-aware penalty: with the prior's
@@ -62,14 +58,19 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
         || tr.lookback() != config.lookback
         || tr.horizon() != config.horizon
         || tr.targets() != config.targets.len()
+        || tr.future_width() != config.future_width()
     {
         return Err(TrainError::Config(format!(
-            "windows are [{}, {}] → [{}, {}] but the config says [{}, {f}] → [{}, {}]",
+            "windows are [{}, {}] + future [{}, {}] → [{}, {}] but the config says [{}, {f}] + future [{}, {}] → [{}, {}]",
             tr.lookback(),
             tr.features(),
             tr.horizon(),
+            tr.future_width(),
+            tr.horizon(),
             tr.targets(),
             config.lookback,
+            config.horizon,
+            config.future_width(),
             config.horizon,
             config.targets.len()
         )));
@@ -109,6 +110,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
             *s = relative_scale(tr, c);
         }
     }
+    let (future_mean, future_std) = future_moments(tr);
     let mut manifest = Manifest {
         format: String::new(),
         format_version: 0,
@@ -118,6 +120,8 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
             mean: splits.normalization.mean.clone(),
             std,
             relative,
+            future_mean,
+            future_std,
         },
         residual_scale: vec![1.0; config.output_width()],
         kalman,
@@ -147,8 +151,6 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
             targets: Vec::new(),
             n: 0,
             gate: None,
-            lookback: config.lookback,
-            features: f,
         };
         (empty.clone(), empty)
     };
@@ -181,6 +183,38 @@ fn relative_scale(set: &WindowSet, c: usize) -> f64 {
     }
 }
 
+/// Mean and standard deviation of each future column over the training windows' future
+/// blocks (a constant column gets scale 1).
+fn future_moments(set: &WindowSet) -> (Vec<f64>, Vec<f64>) {
+    let width = set.future_width();
+    let past = set.lookback() * set.features();
+    let (mut sum, mut sq, mut n) = (vec![0.0; width], vec![0.0; width], 0usize);
+    for i in 0..set.len() {
+        for row in set.input(i)[past..].chunks_exact(width.max(1)) {
+            for (c, &v) in row.iter().enumerate() {
+                sum[c] += v;
+                sq[c] += v * v;
+            }
+            n += 1;
+        }
+    }
+    let n = n.max(1) as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| {
+            let sd = (q / n - m * m).max(0.0).sqrt();
+            if sd > 1e-12 && sd.is_finite() {
+                sd
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (mean, std)
+}
+
 /// Root-mean-square of `y − base` per output: what the network's unit output means.
 fn residual_rms(bases: &[Vec<f64>], set: &WindowSet) -> Vec<f64> {
     let width = set.horizon() * set.targets();
@@ -208,7 +242,7 @@ fn net_data(
     set: &WindowSet,
     bases: &[Vec<f64>],
 ) -> Result<NetData, TrainError> {
-    let per = pipeline.window_len();
+    let per = pipeline.input_len();
     let width = pipeline.output_len();
     let mut inputs = vec![0f32; set.len() * per];
     let mut targets = Vec::with_capacity(set.len() * width);
@@ -260,7 +294,5 @@ fn net_data(
         targets,
         n: set.len(),
         gate,
-        lookback: set.lookback(),
-        features: set.features(),
     })
 }

@@ -226,11 +226,7 @@ impl Trainer<'_> {
                         wb.extend_from_slice(&g.whitening[i * m..(i + 1) * m]);
                     }
                 }
-                let x = Tensor::from_slice(
-                    &xb,
-                    (batch.len(), train.lookback, train.features),
-                    self.device,
-                )?;
+                let x = Tensor::from_slice(&xb, (batch.len(), per), self.device)?;
                 let y = Tensor::from_slice(&yb, (batch.len(), width), self.device)?;
                 let out = network.forward(&x)?;
                 let mut loss = (&out - y)?.sqr()?.mean_all()?;

@@ -39,6 +39,8 @@ pub fn data(shape: Shape, rows: usize) -> (Splits, f64) {
                 stride: 16,
                 origin_every: 16,
                 targets: d.column_indices(&["x", "y"]).unwrap(),
+                future: Vec::new(),
+                calendar: None,
             };
             (d, spec)
         }
