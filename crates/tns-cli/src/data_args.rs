@@ -532,23 +532,72 @@ fn window_layout(
     })
 }
 
-/// Reads one window for `config` from JSON or CSV.
-pub fn read_window(path: &Path, manifest: &tns_format::Manifest) -> Result<Vec<f64>> {
+/// A time given in JSON: seconds since 1970 or an ISO-8601 string.
+fn json_time(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => parse_timestamp(s),
+        _ => None,
+    }
+}
+
+/// Reads one model input from JSON (`{"window": [[…], …], "future": [[…], …], "time": …}`)
+/// or CSV (its last `lookback` rows; models without known-future inputs only) and assembles
+/// it as the engine takes it: the window, then the future block (covariates and calendar).
+pub fn read_input(path: &Path, engine: &tns_engine::Engine) -> Result<Vec<f64>> {
+    let manifest = engine.manifest();
+    let pipeline = engine.pipeline();
     let config = &manifest.config;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (l, f) = (config.lookback, config.features.len());
-    let rows: Vec<Vec<f64>> = if text.trim_start().starts_with(['{', '[']) {
+    let future_names = pipeline.future_columns();
+    type Rows = Vec<Vec<f64>>;
+    let (rows, future, time): (Rows, Option<Rows>, Option<f64>) = if text
+        .trim_start()
+        .starts_with(['{', '['])
+    {
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let rows = value.get("window").unwrap_or(&value);
-        serde_json::from_value(rows.clone()).with_context(|| {
+        let rows = serde_json::from_value(rows.clone()).with_context(|| {
             format!(
                 "{}: expected {{\"window\": [[{f} numbers], … {l} rows]}}",
                 path.display()
             )
-        })?
+        })?;
+        let future = value
+            .get("future")
+            .map(|v| serde_json::from_value(v.clone()))
+            .transpose()
+            .with_context(|| {
+                format!(
+                    "{}: \"future\" must be {} rows of {} numbers ({:?})",
+                    path.display(),
+                    config.horizon,
+                    future_names.len(),
+                    future_names
+                )
+            })?;
+        let time = match value.get("time") {
+            None => None,
+            Some(t) => Some(json_time(t).with_context(|| {
+                format!(
+                    "{}: \"time\" {t} is neither seconds since 1970 nor an ISO-8601 date-time",
+                    path.display()
+                )
+            })?),
+        };
+        (rows, future, time)
     } else {
+        if pipeline.future_width() > 0 {
+            bail!(
+                "{}: model {} takes known-future inputs {:?}; give a JSON input {{\"window\": …, \"future\": …, \"time\": …}}, or score a data file with --data",
+                path.display(),
+                config.name,
+                pipeline.future_names()
+            );
+        }
         let data = load_csv(
             path,
             &CsvOptions {
@@ -566,7 +615,11 @@ pub fn read_window(path: &Path, manifest: &tns_format::Manifest) -> Result<Vec<f
             .last()
             .and_then(|s| s.segments.last())
             .context("empty CSV")?;
-        seg.values.chunks(f).map(<[f64]>::to_vec).collect()
+        (
+            seg.values.chunks(f).map(<[f64]>::to_vec).collect(),
+            None,
+            None,
+        )
     };
     if rows.len() < l {
         bail!(
@@ -588,5 +641,8 @@ pub fn read_window(path: &Path, manifest: &tns_format::Manifest) -> Result<Vec<f
         }
         window.extend_from_slice(row);
     }
-    Ok(window)
+    let future: Option<Vec<f64>> = future.map(|rows| rows.concat());
+    pipeline
+        .assemble(&window, future.as_deref(), time)
+        .with_context(|| format!("{}", path.display()))
 }

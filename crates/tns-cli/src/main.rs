@@ -424,7 +424,7 @@ fn predict(cmd: PredictCommand) -> Result<()> {
     let input = cmd
         .input
         .context("give -i WINDOW or --data FILE --output FILE")?;
-    let window = data_args::read_window(&input, engine.manifest())?;
+    let window = data_args::read_input(&input, &engine)?;
     let mut predictor = Predictor::new(engine.clone());
     let prediction = predictor.predict(&window)?;
     println!(
@@ -445,8 +445,16 @@ fn export_onnx(model: &Path, output: &Path) -> Result<()> {
     let outputs: Vec<&str> = graph
         .map(|g| g.output.iter().filter_map(|o| o.name.as_deref()).collect())
         .unwrap_or_default();
+    let future = manifest.config.future.as_ref().map_or(String::new(), |f| {
+        format!(
+            " and future [batch, {}, {}] ({})",
+            manifest.config.horizon,
+            f.width(),
+            f.names().join(", ")
+        )
+    });
     println!(
-        "wrote {} ({} bytes, opset {}, {} nodes); input window [batch, {}, {}]; outputs: {}",
+        "wrote {} ({} bytes, opset {}, {} nodes); input window [batch, {}, {}]{future}; outputs: {}",
         output.display(),
         bytes.len(),
         tns_onnx::OPSET,

@@ -1,8 +1,10 @@
 //! `tns predict MODEL --data F --output P`: batch scoring of a large CSV, streaming.
 //!
-//! Rows are read one at a time; each series keeps only its last `lookback` rows, so memory is
-//! bounded by `series × lookback × features` whatever the file's size. A forecast is issued at
-//! every row whose window is complete and does not span a gap (a step longer than 1.5× the
+//! Rows are read one at a time; each series keeps only its last `lookback` rows (for a model
+//! with known-future inputs, `lookback + lead + horizon − 1`: the covariates of the predicted
+//! rows are read from the file, so a forecast is issued once they have been read), so memory
+//! is bounded by `series × span × features` whatever the file's size. A forecast is issued at
+//! every origin whose rows are complete and do not span a gap (a step longer than 1.5× the
 //! model's sampling interval), every `--origin-every` rows. Forecasts go to `P.partial` as
 //! they are made and the file is renamed to `P` at the end; after an interruption the same
 //! command resumes from `P.partial`, skipping the origins it already holds.
@@ -83,8 +85,16 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
         ])?;
     }
     let mut predictor = Predictor::new(engine.clone());
+    let pipeline = engine.pipeline();
     let (lookback, f) = (config.lookback, config.features.len());
-    let mut window = vec![0.0; lookback * f];
+    let future_columns = config.future_column_indices()?;
+    let span = if config.future.is_some() {
+        config.lookback + config.lead + config.horizon - 1
+    } else {
+        lookback
+    };
+    let mut window = vec![0.0; engine.input_len()];
+    let mut covariates = vec![0.0; config.horizon * future_columns.len()];
     let (mut rows, mut written) = (0u64, 0u64);
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record)? {
@@ -124,7 +134,7 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
             })
             .collect::<Result<_>>()?;
         let state = states.entry(id.clone()).or_insert_with(|| SeriesState {
-            rows: VecDeque::with_capacity(lookback + 1),
+            rows: VecDeque::with_capacity(span + 1),
             since_origin: 0,
             last_written: resumed.get(&id).copied(),
         });
@@ -142,19 +152,33 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
             }
         }
         state.rows.push_back((t, values));
-        if state.rows.len() > lookback {
+        if state.rows.len() > span {
             state.rows.pop_front();
         }
         state.since_origin += 1;
-        if state.rows.len() < lookback || state.since_origin < origin_every {
+        if state.rows.len() < span || state.since_origin < origin_every {
             continue;
         }
         state.since_origin = 0;
+        // The origin is the window's last row (rows after it hold the future covariates).
+        let t = state.rows[lookback - 1].0;
         if state.last_written.is_some_and(|w| t <= w) {
             continue; // written before the interruption
         }
-        for (r, (_, v)) in state.rows.iter().enumerate() {
+        for (r, (_, v)) in state.rows.iter().take(lookback).enumerate() {
             window[r * f..(r + 1) * f].copy_from_slice(v);
+        }
+        if config.future.is_some() {
+            let per = future_columns.len();
+            for (step, known) in covariates.chunks_exact_mut(per.max(1)).enumerate() {
+                let row = &state.rows[lookback - 1 + config.lead + step].1;
+                for (k, &c) in known.iter_mut().zip(&future_columns) {
+                    *k = row[c];
+                }
+            }
+            pipeline
+                .future_into(&covariates, Some(t), &mut window[lookback * f..])
+                .with_context(|| format!("{} row {line}: future inputs", data.display()))?;
         }
         let p = predictor
             .predict(&window)

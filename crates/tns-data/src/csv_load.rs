@@ -469,66 +469,12 @@ pub fn parse_cell(cell: &str) -> Option<f64> {
 
 /// Seconds (for date-times) or the number itself.
 fn parse_time(path: &Path, row: u64, column: &str, cell: &str) -> Result<f64, DataError> {
-    parse_timestamp(cell).ok_or_else(|| DataError::BadTime {
+    tns_calendar::parse_timestamp(cell).ok_or_else(|| DataError::BadTime {
         path: path.to_path_buf(),
         row,
         column: column.to_string(),
         value: cell.to_string(),
     })
-}
-
-/// A time as the loader reads it: a finite number as it is, an ISO-8601 date-time (RFC 3339,
-/// `YYYY-MM-DD[ T]HH:MM[:SS[.f]]`, or a bare `YYYY-MM-DD` for midnight) as seconds since
-/// 1970-01-01 UTC.
-///
-/// ```
-/// assert_eq!(tns_data::parse_timestamp("1970-01-02"), Some(86_400.0));
-/// assert_eq!(tns_data::parse_timestamp("1970-01-01 01:00"), Some(3_600.0));
-/// assert_eq!(tns_data::parse_timestamp("12.5"), Some(12.5));
-/// assert_eq!(tns_data::parse_timestamp("noon"), None);
-/// ```
-pub fn parse_timestamp(cell: &str) -> Option<f64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    if let Ok(v) = cell.parse::<f64>()
-        && v.is_finite()
-    {
-        return Some(v);
-    }
-    let secs = |dt: NaiveDateTime| dt.and_utc().timestamp_micros() as f64 * 1e-6;
-    DateTime::parse_from_rfc3339(cell)
-        .map(|d| d.timestamp_micros() as f64 * 1e-6)
-        .ok()
-        .or_else(|| {
-            [
-                "%Y-%m-%dT%H:%M:%S%.f",
-                "%Y-%m-%d %H:%M:%S%.f",
-                "%Y-%m-%dT%H:%M",
-                "%Y-%m-%d %H:%M",
-            ]
-            .iter()
-            .find_map(|fmt| NaiveDateTime::parse_from_str(cell, fmt).ok())
-            .map(secs)
-        })
-        .or_else(|| {
-            NaiveDate::parse_from_str(cell, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(secs)
-        })
-}
-
-/// Whether a time read by the loader is a date-time (seconds since 1970, after 10⁸ s, March
-/// 1973) rather than a step count or seconds of a recording.
-pub fn is_date_time(t: f64) -> bool {
-    t.is_finite() && t > 1e8
-}
-
-/// A time for people: a date-time as UTC `YYYY-MM-DD HH:MM:SS`, anything else as the number.
-pub fn format_time(t: f64) -> String {
-    match chrono::DateTime::from_timestamp_micros((t * 1e6) as i64) {
-        Some(d) if is_date_time(t) => d.format("%Y-%m-%d %H:%M:%S").to_string(),
-        _ => t.to_string(),
-    }
 }
 
 #[cfg(test)]

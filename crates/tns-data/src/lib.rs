@@ -23,10 +23,10 @@ mod normalize;
 pub mod synth;
 mod window;
 
-pub use csv_load::{
-    CsvOptions, Fill, format_time, is_date_time, load_csv, parse_cell, parse_timestamp,
-};
+pub use csv_load::{CsvOptions, Fill, load_csv, parse_cell};
 pub use dataset::{Dataset, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;
+/// Timestamps are read and written by `tns-calendar`, which the server shares.
+pub use tns_calendar::{format_time, is_date_time, parse_timestamp};
 pub use window::{DataSpec, Split, SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec};

@@ -77,6 +77,22 @@ impl Session {
         future: Option<&[f64]>,
         time: Option<f64>,
     ) -> Result<Option<&Prediction>, EngineError> {
+        self.store(row, true, future, time)
+    }
+
+    /// Appends one row without forecasting (earlier rows of a batch of observations whose
+    /// known-future inputs only the last one comes with). Checked like [`Session::push`].
+    pub fn observe(&mut self, row: &[f64]) -> Result<(), EngineError> {
+        self.store(row, false, None, None).map(|_| ())
+    }
+
+    fn store(
+        &mut self,
+        row: &[f64],
+        forecast: bool,
+        future: Option<&[f64]>,
+        time: Option<f64>,
+    ) -> Result<Option<&Prediction>, EngineError> {
         let engine = self.predictor.engine();
         let (config, pipeline) = (&engine.manifest().config, engine.pipeline());
         let (f, lookback) = (config.features.len(), config.lookback);
@@ -97,7 +113,7 @@ impl Session {
             }));
         }
         let ready = self.seen + 1 >= lookback as u64;
-        if ready && pipeline.future_width() > 0 {
+        if ready && forecast && pipeline.future_width() > 0 {
             let columns = match future {
                 Some(columns) => columns,
                 None if pipeline.future_columns().is_empty() => &[],
@@ -113,7 +129,7 @@ impl Session {
         self.ring[self.next * f..(self.next + 1) * f].copy_from_slice(row);
         self.next = (self.next + 1) % lookback;
         self.seen += 1;
-        if self.seen < lookback as u64 {
+        if self.seen < lookback as u64 || !forecast {
             return Ok(None);
         }
         // Oldest row first: the ring's next slot holds the oldest row.

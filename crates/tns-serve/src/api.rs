@@ -40,6 +40,11 @@ pub struct ModelInfo {
     pub targets: Vec<String>,
     /// Steps from the last input row to the first predicted row.
     pub lead: usize,
+    /// Known-future covariates a request gives per predicted step (`future`), in order.
+    pub future: Vec<String>,
+    /// Calendar features the server computes from the request's `time` (the last window
+    /// row's time), after the covariates; empty when the model takes none.
+    pub calendar: Vec<String>,
     /// `int8` for INT8 weights, else `f32`.
     pub weights: String,
     /// The model file.
@@ -55,7 +60,36 @@ pub struct ModelList {
     pub models: Vec<ModelInfo>,
 }
 
-/// `POST /v1/models/{name}/predict`: exactly one of `window` and `windows`.
+/// A time: seconds since 1970 (UTC) or an ISO-8601 date-time (`2021-03-28T01:00:00Z`;
+/// without an offset, UTC).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Timestamp {
+    /// Seconds since 1970-01-01 00:00 UTC.
+    Seconds(f64),
+    /// An ISO-8601 date-time.
+    Text(String),
+}
+
+impl Timestamp {
+    /// Seconds since 1970.
+    pub(crate) fn seconds(&self) -> Result<f64, ApiError> {
+        match self {
+            Self::Seconds(s) if s.is_finite() => Ok(*s),
+            Self::Seconds(s) => Err(ApiError::BadInput(format!("time {s} is not finite"))),
+            Self::Text(t) => tns_calendar::parse_timestamp(t).ok_or_else(|| {
+                ApiError::BadInput(format!(
+                    "time {t:?} is neither seconds since 1970 nor an ISO-8601 date-time"
+                ))
+            }),
+        }
+    }
+}
+
+/// `POST /v1/models/{name}/predict`: exactly one of `window` and `windows`. Models with
+/// known-future inputs also take, per window, the covariates over the horizon (`future`
+/// `[horizon][covariates]`, or `futures` for a batch) and the time of the window's last
+/// row (`time`, or `times`) from which the server computes the calendar features.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
@@ -63,6 +97,14 @@ pub struct PredictRequest {
     pub window: Option<Vec<Vec<f64>>>,
     /// A batch, `[batch][lookback][features]`.
     pub windows: Option<Vec<Vec<Vec<f64>>>>,
+    /// Known-future covariates of `window`, `[horizon][covariates]`.
+    pub future: Option<Vec<Vec<f64>>>,
+    /// Known-future covariates of each window of `windows`.
+    pub futures: Option<Vec<Vec<Vec<f64>>>>,
+    /// Time of the last row of `window`.
+    pub time: Option<Timestamp>,
+    /// Time of the last row of each window of `windows`.
+    pub times: Option<Vec<Timestamp>>,
 }
 
 /// Predictions with their certificates, in request order.
@@ -92,16 +134,28 @@ pub struct SessionOpened {
     pub lookback: usize,
     /// Values per observation, in this order.
     pub features: Vec<String>,
+    /// Known-future covariates each post gives for the forecast its last observation
+    /// completes (`future`, `[horizon][covariates]`).
+    pub future: Vec<String>,
+    /// Whether posts must give the observations' `times` (the model takes calendar features).
+    pub needs_time: bool,
     /// Seconds without a post after which the session is closed.
     pub idle_timeout_seconds: u64,
 }
 
-/// Observations for a session, oldest first.
+/// Observations for a session, oldest first. For a model with known-future inputs, the
+/// forecast is made once, from the window ending at the last observation, with `future`
+/// (its covariates over the horizon) and the last of `times` (for calendar features).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObserveRequest {
     /// Rows of `features` values.
     pub observations: Vec<Vec<f64>>,
+    /// The time of each observation.
+    pub times: Option<Vec<Timestamp>>,
+    /// Known-future covariates of the forecast from the last observation,
+    /// `[horizon][covariates]`.
+    pub future: Option<Vec<Vec<f64>>>,
 }
 
 /// The state of a session after a post.
@@ -144,6 +198,13 @@ pub(crate) fn model_info(slot: &crate::registry::Slot) -> ModelInfo {
         horizon: c.horizon,
         targets: c.targets.clone(),
         lead: c.lead,
+        future: loaded.engine.pipeline().future_columns().to_vec(),
+        calendar: c
+            .future
+            .as_ref()
+            .and_then(|f| f.calendar.as_ref())
+            .map(|cal| cal.columns())
+            .unwrap_or_default(),
         weights: if m.quantization.is_some() {
             "int8"
         } else {
@@ -164,44 +225,108 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> 
     })
 }
 
-/// Checks the shape of nested windows and flattens them, `[n][lookback][features]` → flat.
-pub(crate) fn flatten_windows(
-    engine: &Engine,
-    windows: &[Vec<Vec<f64>>],
+/// Checks the shape of nested blocks (`what`: windows or futures) and flattens them,
+/// `[n][rows][columns]` → flat.
+pub(crate) fn flatten_blocks(
+    what: &str,
+    blocks: &[Vec<Vec<f64>>],
+    rows: usize,
+    columns: &[String],
     max_batch: usize,
 ) -> Result<Vec<f64>, ApiError> {
-    let c = &engine.manifest().config;
-    let (lookback, features) = (c.lookback, c.features.len());
-    if windows.is_empty() {
-        return Err(ApiError::BadInput("the batch holds no window".into()));
+    let width = columns.len();
+    if blocks.is_empty() {
+        return Err(ApiError::BadInput(format!("the batch holds no {what}")));
     }
-    if windows.len() > max_batch {
+    if blocks.len() > max_batch {
         return Err(ApiError::TooLarge(format!(
-            "a batch of {} windows exceeds the server's limit of {max_batch}; split it",
-            windows.len()
+            "a batch of {} {what}s exceeds the server's limit of {max_batch}; split it",
+            blocks.len()
         )));
     }
-    let mut flat = Vec::with_capacity(windows.len() * lookback * features);
-    for (i, w) in windows.iter().enumerate() {
-        if w.len() != lookback {
+    let mut flat = Vec::with_capacity(blocks.len() * rows * width);
+    for (i, w) in blocks.iter().enumerate() {
+        if w.len() != rows {
             return Err(ApiError::BadInput(format!(
-                "window {i} has {} rows; this model needs {lookback} rows of {features} values ({})",
+                "{what} {i} has {} rows; this model needs {rows} rows of {width} values ({})",
                 w.len(),
-                c.features.join(", ")
+                columns.join(", ")
             )));
         }
         for (r, row) in w.iter().enumerate() {
-            if row.len() != features {
+            if row.len() != width {
                 return Err(ApiError::BadInput(format!(
-                    "window {i}, row {r} has {} values; expected {features} ({})",
+                    "{what} {i}, row {r} has {} values; expected {width} ({})",
                     row.len(),
-                    c.features.join(", ")
+                    columns.join(", ")
                 )));
             }
             flat.extend_from_slice(row);
         }
     }
     Ok(flat)
+}
+
+/// Checks and flattens windows, `[n][lookback][features]` → flat.
+pub(crate) fn flatten_windows(
+    engine: &Engine,
+    windows: &[Vec<Vec<f64>>],
+    max_batch: usize,
+) -> Result<Vec<f64>, ApiError> {
+    let c = &engine.manifest().config;
+    flatten_blocks("window", windows, c.lookback, &c.features, max_batch)
+}
+
+/// Model inputs from `n` flat windows plus, for a model with known-future inputs, their
+/// covariates (`[n][horizon][covariates]` flat) and last-row times: the engine's input
+/// layout, assembled by the model's pipeline as in training.
+pub(crate) fn assemble_inputs(
+    engine: &Engine,
+    windows: Vec<f64>,
+    futures: Option<Vec<f64>>,
+    times: Option<Vec<f64>>,
+) -> Result<Vec<f64>, ApiError> {
+    let pipeline = engine.pipeline();
+    let past = pipeline.past_len();
+    let n = windows.len() / past.max(1);
+    if pipeline.future_width() == 0 {
+        if futures.is_some() || times.is_some() {
+            return Err(ApiError::BadInput(
+                "this model takes no known-future inputs; send windows only".into(),
+            ));
+        }
+        return Ok(windows);
+    }
+    let per = pipeline.horizon() * pipeline.future_columns().len();
+    if let Some(f) = futures.as_ref().filter(|f| f.len() != n * per) {
+        return Err(ApiError::BadInput(format!(
+            "{} future blocks for {n} windows; give one per window",
+            f.len() / per.max(1)
+        )));
+    }
+    if let Some(t) = times.as_ref().filter(|t| t.len() != n) {
+        return Err(ApiError::BadInput(format!(
+            "{} times for {n} windows; give one per window",
+            t.len()
+        )));
+    }
+    let mut inputs = Vec::with_capacity(n * engine.input_len());
+    for (i, w) in windows.chunks_exact(past).enumerate() {
+        let future = futures.as_ref().map(|f| &f[i * per..(i + 1) * per]);
+        let time = times.as_ref().map(|t| t[i]);
+        let input = pipeline
+            .assemble(w, future, time)
+            .map_err(|e| ApiError::BadInput(format!("window {i}: {e}")))?;
+        inputs.extend_from_slice(&input);
+    }
+    Ok(inputs)
+}
+
+/// The times of a request, in seconds.
+pub(crate) fn seconds(times: Option<&[Timestamp]>) -> Result<Option<Vec<f64>>, ApiError> {
+    times
+        .map(|t| t.iter().map(Timestamp::seconds).collect())
+        .transpose()
 }
 
 fn engine_error(e: EngineError) -> ApiError {
@@ -290,16 +415,46 @@ pub async fn predict(
 ) -> Result<Json<PredictResponse>, ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let engine = &loaded.engine;
-    let flat = match (request.window, request.windows) {
-        (Some(w), None) => flatten_windows(engine, std::slice::from_ref(&w), 1)?,
-        (None, Some(ws)) => flatten_windows(engine, &ws, state.limits.batch)?,
+    let pipeline = engine.pipeline();
+    let future_rows = |blocks: &[Vec<Vec<f64>>], max: usize| {
+        let h = pipeline.horizon();
+        flatten_blocks("future", blocks, h, pipeline.future_columns(), max)
+    };
+    let (flat, futures, times) = match request {
+        PredictRequest {
+            window: Some(w),
+            windows: None,
+            futures: None,
+            times: None,
+            future,
+            time,
+        } => (
+            flatten_windows(engine, std::slice::from_ref(&w), 1)?,
+            future.map(|f| future_rows(&[f], 1)).transpose()?,
+            seconds(time.as_ref().map(std::slice::from_ref))?,
+        ),
+        PredictRequest {
+            window: None,
+            windows: Some(ws),
+            future: None,
+            time: None,
+            futures,
+            times,
+        } => (
+            flatten_windows(engine, &ws, state.limits.batch)?,
+            futures
+                .map(|f| future_rows(&f, state.limits.batch))
+                .transpose()?,
+            seconds(times.as_deref())?,
+        ),
         _ => {
             return Err(ApiError::BadInput(
-                "give exactly one of `window` ([lookback][features]) and `windows` ([batch][lookback][features])".into(),
+                "give exactly one of `window` ([lookback][features], with `future` and `time` for models with known-future inputs) and `windows` ([batch][lookback][features], with `futures` and `times`)".into(),
             ));
         }
     };
-    let predictions = predict_windows(&state, &name, engine, flat).await?;
+    let inputs = assemble_inputs(engine, flat, futures, times)?;
+    let predictions = predict_windows(&state, &name, engine, inputs).await?;
     Ok(Json(PredictResponse {
         model: name,
         version: loaded.version,
@@ -333,6 +488,8 @@ pub async fn open_session(
             version: loaded.version,
             lookback: c.lookback,
             features: c.features.clone(),
+            future: loaded.engine.pipeline().future_columns().to_vec(),
+            needs_time: loaded.engine.pipeline().has_calendar(),
             idle_timeout_seconds: state.sessions.idle_timeout().as_secs(),
         }),
     ))
@@ -365,11 +522,47 @@ pub async fn observe(
             state.limits.batch
         )));
     }
+    let times = seconds(request.times.as_deref())?;
+    if let Some(t) = times
+        .as_ref()
+        .filter(|t| t.len() != request.observations.len())
+    {
+        return Err(ApiError::BadInput(format!(
+            "{} times for {} observations; give one per observation",
+            t.len(),
+            request.observations.len()
+        )));
+    }
     let (observations, prediction) = state.sessions.with(&name, &id, |stream| {
         let engine = stream.session.engine().clone();
+        let pipeline = engine.pipeline();
+        let future = request
+            .future
+            .as_ref()
+            .map(|f| {
+                let h = pipeline.horizon();
+                flatten_blocks(
+                    "future",
+                    std::slice::from_ref(f),
+                    h,
+                    pipeline.future_columns(),
+                    1,
+                )
+            })
+            .transpose()?;
+        let with_future = pipeline.future_width() > 0;
+        let last_row = request.observations.len() - 1;
         let mut last = None;
         for (i, row) in request.observations.iter().enumerate() {
-            match stream.session.push(row) {
+            // With known-future inputs only the last observation forecasts: the post's
+            // covariates belong to its horizon.
+            let pushed = if with_future && i < last_row {
+                stream.session.observe(row).map(|()| None)
+            } else {
+                let time = times.as_ref().map(|t| t[i]);
+                stream.session.push_with(row, future.as_deref(), time)
+            };
+            match pushed {
                 Ok(p) => {
                     if let Some(p) = p {
                         record(&state, &name, p);

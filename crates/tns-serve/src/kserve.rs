@@ -11,7 +11,7 @@ use tns_certify::Certificate;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::predict_windows;
+use crate::api::{assemble_inputs, predict_windows};
 use crate::error::{ApiError, ApiJson, ErrorBody};
 
 /// `GET /v2/health/live` and `/v2/health/ready`.
@@ -59,11 +59,12 @@ pub struct ModelReady {
 /// One input tensor of an inference request.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InferInput {
-    /// Must be `window`.
+    /// `window`; for models with known-future inputs also `future` and `time`.
     pub name: String,
-    /// `[batch, lookback, features]` (or `[lookback, features]` for one window).
+    /// `window`: `[batch, lookback, features]` (or `[lookback, features]` for one window);
+    /// `future`: `[batch, horizon, covariates]`; `time`: `[batch]`.
     pub shape: Vec<i64>,
-    /// `FP32` or `FP64`.
+    /// `FP32` or `FP64` (`time`: `FP64` seconds since 1970, or `BYTES` ISO-8601 strings).
     pub datatype: String,
     /// Row-major values, flat or nested.
     #[schema(value_type = Vec<Object>)]
@@ -75,7 +76,7 @@ pub struct InferInput {
 pub struct InferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
-    /// Exactly one tensor, `window`.
+    /// `window`, plus `future` and `time` for models with known-future inputs.
     pub inputs: Vec<InferInput>,
 }
 
@@ -163,15 +164,24 @@ pub async fn metadata(
         outputs.push(tensor("gate_passed", "BOOL", vec![-1, h]));
         outputs.push(tensor("gate_statistic", "FP32", vec![-1, h]));
     }
+    let mut inputs = vec![tensor(
+        "window",
+        "FP32",
+        vec![-1, c.lookback as i64, c.features.len() as i64],
+    )];
+    let pipeline = loaded.engine.pipeline();
+    if !pipeline.future_columns().is_empty() {
+        let width = pipeline.future_columns().len() as i64;
+        inputs.push(tensor("future", "FP32", vec![-1, h, width]));
+    }
+    if pipeline.has_calendar() {
+        inputs.push(tensor("time", "FP64", vec![-1]));
+    }
     Ok(Json(ModelMetadata {
         name,
         versions: vec![loaded.version.to_string()],
         platform: "tns".into(),
-        inputs: vec![tensor(
-            "window",
-            "FP32",
-            vec![-1, c.lookback as i64, c.features.len() as i64],
-        )],
+        inputs,
         outputs,
     }))
 }
@@ -207,6 +217,36 @@ fn flatten_numbers(value: &serde_json::Value, out: &mut Vec<f64>) -> Result<(), 
     }
 }
 
+/// The `time` input: `[batch]` seconds (`FP64`/`FP32`) or ISO-8601 strings (`BYTES`).
+fn time_values(input: &InferInput, batch: usize) -> Result<Vec<f64>, ApiError> {
+    let items = match &input.data {
+        serde_json::Value::Array(items) => items.as_slice(),
+        other => std::slice::from_ref(other),
+    };
+    if input.shape != [batch as i64] || items.len() != batch {
+        return Err(ApiError::BadInput(format!(
+            "input \"time\" has shape {:?} and {} values; expected [{batch}]",
+            input.shape,
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .map(|v| match v {
+            serde_json::Value::Number(n) => n.as_f64().filter(|s| s.is_finite()),
+            serde_json::Value::String(s) => tns_calendar::parse_timestamp(s),
+            _ => None,
+        })
+        .map(|t| {
+            t.ok_or_else(|| {
+                ApiError::BadInput(
+                    "input \"time\" holds a value that is neither seconds since 1970 nor an ISO-8601 date-time".into(),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Inference with the protocol's tensors.
 #[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve-v2",
     params(("name" = String, Path, description = "Model name")),
@@ -226,23 +266,33 @@ pub async fn infer(
     let engine = &loaded.engine;
     let c = &engine.manifest().config;
     let (lookback, features) = (c.lookback, c.features.len());
-    let [input] = request.inputs.as_slice() else {
+    if let Some(unknown) = request
+        .inputs
+        .iter()
+        .find(|i| !["window", "future", "time"].contains(&i.name.as_str()))
+    {
         return Err(ApiError::BadInput(format!(
-            "send exactly one input tensor named \"window\"; got {}",
-            request.inputs.len()
-        )));
-    };
-    if input.name != "window" {
-        return Err(ApiError::BadInput(format!(
-            "unknown input {:?}; the input is \"window\"",
-            input.name
+            "unknown input {:?}; the inputs are \"window\" and, for models with known-future inputs, \"future\" and \"time\"",
+            unknown.name
         )));
     }
-    if input.datatype != "FP32" && input.datatype != "FP64" {
-        return Err(ApiError::BadInput(format!(
-            "datatype {:?} is not supported; use FP32 or FP64",
-            input.datatype
-        )));
+    let named = |name: &str| -> Result<Option<&InferInput>, ApiError> {
+        let mut found = request.inputs.iter().filter(|i| i.name == name);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ApiError::BadInput(format!("input {name:?} is given twice")));
+        }
+        Ok(first)
+    };
+    let input = named("window")?
+        .ok_or_else(|| ApiError::BadInput("send an input tensor named \"window\"".into()))?;
+    for i in request.inputs.iter().filter(|i| i.name != "time") {
+        if i.datatype != "FP32" && i.datatype != "FP64" {
+            return Err(ApiError::BadInput(format!(
+                "input {:?}: datatype {:?} is not supported; use FP32 or FP64",
+                i.name, i.datatype
+            )));
+        }
     }
     let batch = match input.shape.as_slice() {
         [b, l, f] if *l == lookback as i64 && *f == features as i64 && *b >= 1 => *b as usize,
@@ -269,7 +319,28 @@ pub async fn infer(
             flat.len()
         )));
     }
-    let predictions = predict_windows(&state, &name, engine, flat).await?;
+    let futures = named("future")?
+        .map(|f| {
+            let mut values = Vec::new();
+            flatten_numbers(&f.data, &mut values)?;
+            let want = [batch, c.horizon, engine.pipeline().future_columns().len()];
+            let shape_ok = f.shape.len() == 3
+                && f.shape.iter().zip(want).all(|(&a, b)| a == b as i64)
+                && values.len() == want.iter().product::<usize>();
+            if !shape_ok {
+                return Err(ApiError::BadInput(format!(
+                    "input \"future\" has shape {:?} and {} values; expected {want:?} ({})",
+                    f.shape,
+                    values.len(),
+                    engine.pipeline().future_columns().join(", ")
+                )));
+            }
+            Ok(values)
+        })
+        .transpose()?;
+    let times = named("time")?.map(|t| time_values(t, batch)).transpose()?;
+    let inputs = assemble_inputs(engine, flat, futures, times)?;
+    let predictions = predict_windows(&state, &name, engine, inputs).await?;
     let (h, t) = (c.horizon, c.targets.len());
     let mut outputs = vec![InferOutput {
         name: "forecast".into(),
