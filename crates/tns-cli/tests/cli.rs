@@ -496,3 +496,185 @@ fn output_folders_are_checked_before_work() {
     ok(tns(&args));
     assert!(report.with_extension("md").exists());
 }
+
+/// A target driven by a covariate known a day ahead and by the local hour: `--future` and
+/// `--calendar` (with `--timezone`) train, are recorded in the model file, and every command
+/// reads them from it — eval, streaming predict, JSON predict and ONNX export. The model
+/// with them beats the same model without them by a wide margin (the covariate is white
+/// noise: no window of the past predicts it).
+#[test]
+fn future_covariates_and_calendar_train_evaluate_predict_and_export() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("load.csv");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut text = String::from("time,load_forecast,y\n");
+    // Hourly from 2021-01-01 00:00 UTC over 120 days (crossing the March DST change).
+    let start = 1_609_459_200i64;
+    for i in 0..24 * 120 {
+        let t = start + 3600 * i;
+        let local_hour = chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::Europe::Paris)
+            .format("%H")
+            .to_string()
+            .parse::<f64>()
+            .unwrap();
+        let load: f64 = rng.random_range(-1.0..1.0);
+        let y = 5.0 * (std::f64::consts::TAU * local_hour / 24.0).sin()
+            + 3.0 * load
+            + 0.05 * rng.random_range(-1.0..1.0);
+        let stamp = chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S");
+        text.push_str(&format!("{stamp},{load},{y}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let train = |model: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            csv.to_str().unwrap(),
+            "--time-column",
+            "time",
+            "--targets",
+            "y",
+            "--model",
+            "linear",
+            "--lookback",
+            "24",
+            "--horizon",
+            "6",
+            "--origin-every",
+            "6",
+            "--epochs",
+            "30",
+            "-o",
+            model.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(tns(&args))
+    };
+    let with = dir.path().join("with.tns");
+    let without = dir.path().join("without.tns");
+    train(
+        &with,
+        &[
+            "--future",
+            "load_forecast",
+            "--calendar",
+            "hour,dow",
+            "--timezone",
+            "Europe/Paris",
+        ],
+    );
+    train(&without, &[]);
+    let table = ok(tns(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        with.to_str().unwrap(),
+        without.to_str().unwrap(),
+    ]));
+    let mae = |name: &str| -> f64 {
+        let header: Vec<&str> = table
+            .lines()
+            .find(|l| l.starts_with("| model"))
+            .unwrap_or_else(|| panic!("{table}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let column = header.iter().position(|h| *h == "MAE").unwrap();
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| linear {name}")))
+            .and_then(|l| l.split('|').nth(column))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{table}"))
+    };
+    let (a, b) = (mae("(with)"), mae("(without)"));
+    assert!(
+        a < 0.5 * b,
+        "MAE with future inputs {a}, without {b}\n{table}"
+    );
+    // Streaming scoring reads the covariates from the rows after each origin.
+    let scored = dir.path().join("scored.csv");
+    ok(tns(&[
+        "predict",
+        with.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+        "--output",
+        scored.to_str().unwrap(),
+        "--origin-every",
+        "24",
+    ]));
+    let lines = std::fs::read_to_string(&scored).unwrap().lines().count();
+    // Origins need 24 rows of history and 6 rows ahead: (2880 − 29) / 24 + 1 of them.
+    assert_eq!(lines, 1 + 6 * ((24 * 120 - 29) / 24 + 1));
+    // One JSON input: window, covariates, time.
+    let input = dir.path().join("in.json");
+    let window: Vec<Vec<f64>> = (0..24).map(|i| vec![0.1, (i as f64).sin()]).collect();
+    let future = vec![vec![0.5]; 6];
+    std::fs::write(
+        &input,
+        serde_json::json!({"window": window, "future": future, "time": "2021-03-28T00:00:00Z"})
+            .to_string(),
+    )
+    .unwrap();
+    let certificate = ok(tns(&[
+        "predict",
+        with.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+    ]));
+    assert!(certificate.contains("\"prediction\""), "{certificate}");
+    // Without the time, a clear error.
+    std::fs::write(
+        &input,
+        serde_json::json!({"window": window, "future": future}).to_string(),
+    )
+    .unwrap();
+    let out = tns(&[
+        "predict",
+        with.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("calendar features"),
+        "{stderr}"
+    );
+    let onnx = dir.path().join("with.onnx");
+    let said = ok(tns(&[
+        "export",
+        "onnx",
+        with.to_str().unwrap(),
+        "-o",
+        onnx.to_str().unwrap(),
+    ]));
+    assert!(
+        said.contains("future [batch, 6, 5] (load_forecast, hour_sin, hour_cos, dow_sin, dow_cos)"),
+        "{said}"
+    );
+    // A calendar on data without date-times is refused up front.
+    let out = tns(&[
+        "train",
+        "--synth",
+        "trajectory",
+        "--rows",
+        "600",
+        "--model",
+        "linear",
+        "--calendar",
+        "hour",
+        "-o",
+        dir.path().join("x.tns").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("date-time"),
+        "{stderr}"
+    );
+}
