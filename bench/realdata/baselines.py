@@ -1,6 +1,6 @@
 """Baselines of the real-data benchmark on the same split and forecast origins as TNS.
 
-    python baselines.py DATA.csv TASK.json TNS_PREDICTIONS.csv OUT.json
+    python baselines.py DATA.csv TASK.json TNS_PREDICTIONS.csv OUT.json [EXTRA.csv ...]
 
 TASK.json: {"name", "series": [ids], "horizon", "lookback", "season", "split": [4 shares],
 "covariates": [columns known over the horizon]}. TNS_PREDICTIONS.csv is what `tns eval
@@ -16,6 +16,9 @@ the 60/15/10/15 shares as TNS):
   origin, from lags 1–24, 48, 72, 96, 120, 144, 168 and 336 (as differences from that value),
   that value, the step, the target time's hour and day of week, the series, and the
   known-future covariates at the target time; early stopping on the validation split.
+
+EXTRA.csv files hold forecasts of models run by other scripts on the same origins
+(`model,series,origin_time,step,prediction`: nhits.py's N-HiTS); they are scored alike.
 
 Writes per-model MAE/RMSE on the test origins, and a paired block bootstrap (blocks = one
 origin's steps) of each model's MAE minus the best TNS model's.
@@ -174,14 +177,20 @@ def main():
         lgb_features(frames, test, covariates), num_iteration=booster.best_iteration
     )
 
-    # The TNS models on the same (series, origin, step) triples.
+    # The TNS models, and models run by other scripts, on the same (series, origin, step).
     index = {(s, t, step): i for i, (s, t, step) in enumerate(
         (s, frames[s]["ds"].iloc[r], step) for s, r, step in test)}
-    for name, g in tns.groupby("model"):
-        values = np.full(len(test), np.nan)
-        for s, t, step, p in zip(g["series"], g["origin_time"], g["step"], g["prediction"]):
-            values[index[(s, t, step)]] = p
-        predictions[f"tns {name}"] = values
+
+    def merge(frame, prefix):
+        for name, g in frame.groupby("model"):
+            values = np.full(len(test), np.nan)
+            for s, t, step, p in zip(g["series"], g["origin_time"], g["step"], g["prediction"]):
+                values[index[(s, t, step)]] = p
+            predictions[f"{prefix}{name}"] = values
+
+    for path in sys.argv[5:]:
+        merge(pd.read_csv(path, parse_dates=["origin_time"]), "")
+    merge(tns, "tns ")
 
     origin_of = np.asarray([hash((s, r)) for s, r, _ in test])
     report = {"task": task, "test_origins": len(origins), "test_values": len(test), "models": {}}

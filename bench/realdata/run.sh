@@ -3,13 +3,16 @@
 # same chronological 60/15/10/15 split per series and the same forecast origins for every model.
 #
 #   bash bench/realdata/run.sh            # → results/realdata/epf.{json,md}
+#   TNS_NHITS=1 bash bench/realdata/run.sh  # also NeuralForecast's N-HiTS (installs torch)
 #
 # Tasks: both series one hour ahead (origins every hour); FR and BE day-ahead (24 hours,
 # calibration and test origins every 24 rows at 23:00; training windows at every hour). TNS models: persistence, seasonal naive (168), linear, MLP,
 # System A and System B (GRU, and over the MLP), lookback 48 for the learned models (and the
-# MLP at lookback 168, a week, as `mlp-168`), using the
-# past of every column (price, the two day-ahead forecasts, week day) — TNS cannot yet take
-# the covariates' known future values nor calendar features (issue 11, in progress).
+# MLP at lookback 168, a week, as `mlp-168`), using the past of every column (price, the two
+# day-ahead forecasts, week day); and the same information LightGBM has, as `*-fx`: linear and
+# MLP at lookback 168 and System A at 48 with the day-ahead forecasts `gen_forecast` and
+# `system_load` as known-future covariates and hour and day-of-week calendar features of the
+# predicted hours (--future, --calendar; timestamps as written, no time zone conversion).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
 set -euo pipefail
@@ -42,6 +45,14 @@ run_task() {
   "$tns" train "${common[@]}" --model mlp --name mlp-168 --lookback 168 -o "$work/$name-mlp-168.tns"
   "$tns" train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
   models+=("$work/$name-system-b-mlp.tns" "$work/$name-mlp-168.tns" "$work/$name-seasonal-naive.tns")
+  local known=(--future gen_forecast,system_load --calendar hour,dow)
+  "$tns" train "${common[@]}" "${known[@]}" --model linear --name linear-168-fx --lookback 168 \
+         -o "$work/$name-linear-168-fx.tns"
+  "$tns" train "${common[@]}" "${known[@]}" --model mlp --name mlp-168-fx --lookback 168 \
+         -o "$work/$name-mlp-168-fx.tns"
+  "$tns" train "${common[@]}" "${known[@]}" --model system-a --name system-a-fx --lookback 48 \
+         -o "$work/$name-system-a-fx.tns"
+  models+=("$work/$name-linear-168-fx.tns" "$work/$name-mlp-168-fx.tns" "$work/$name-system-a-fx.tns")
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"
@@ -49,9 +60,22 @@ run_task() {
 {"name": "$name", "series": $ids, "horizon": $horizon, "lookback": 48, "season": 168,
  "split": [60, 15, 10, 15], "covariates": ["gen_forecast", "system_load"]}
 JSON
+  local extra=()
+  if [ "${TNS_NHITS:-0}" = 1 ]; then
+    "$nhits/bin/python" bench/realdata/nhits.py "$data" "$work/$name.json" \
+        "$work/$name-predictions.csv" "$work/$name-nhits.csv"
+    extra=("$work/$name-nhits.csv")
+  fi
   "$venv/bin/python" bench/realdata/baselines.py "$data" "$work/$name.json" \
-      "$work/$name-predictions.csv" "$out/$name.json"
+      "$work/$name-predictions.csv" "$out/$name.json" "${extra[@]}"
 }
+
+# N-HiTS (NeuralForecast, torch) runs with TNS_NHITS=1, in its own environment.
+nhits=target/nhits-venv
+if [ "${TNS_NHITS:-0}" = 1 ]; then
+  [ -x "$nhits/bin/python" ] || python3 -m venv "$nhits"
+  "$nhits/bin/pip" install --quiet --disable-pip-version-check -r bench/realdata/nhits-requirements.txt
+fi
 
 run_task both-h1 both 1 1
 run_task fr-h24 FR 24 24
