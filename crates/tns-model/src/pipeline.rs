@@ -568,6 +568,106 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FutureInputs;
+    use tns_calendar::{Calendar, CalendarFeature};
+
+    /// A linear model over `[3, 2]` windows, horizon 2, with covariate `b` and the hour.
+    fn future_pipeline() -> Pipeline {
+        let mut c = ModelConfig::new("f", ModelKind::Linear, &["a", "b"], &["a"], 3, 2, 1);
+        c.future = Some(FutureInputs {
+            columns: vec!["b".into()],
+            calendar: Some(Calendar {
+                features: vec![CalendarFeature::Hour],
+                timezone: None,
+                step: 3600.0,
+            }),
+        });
+        let normalization = InputNormalization {
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+            relative: vec![true, false],
+            future_mean: vec![0.0; 3],
+            future_std: vec![1.0; 3],
+        };
+        Pipeline::new(PipelineParts {
+            config: &c,
+            normalization: &normalization,
+            residual_scale: &[1.0; 2],
+            kalman: None,
+            conformal: None,
+            version: "test",
+            sha256: "",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn future_blocks_are_assembled_and_checked() {
+        let p = future_pipeline();
+        assert_eq!((p.past_len(), p.future_width(), p.input_len()), (6, 3, 12));
+        let window = [1.0; 6];
+        // Origin 1970-01-01 05:00 UTC: predicted rows at 06:00 and 07:00.
+        let input = p
+            .assemble(&window, Some(&[7.0, 8.0]), Some(5.0 * 3600.0))
+            .unwrap();
+        let hour = |h: f64| std::f64::consts::TAU * h / 24.0;
+        assert_eq!(input[6], 7.0);
+        assert!((input[7] - hour(6.0).sin()).abs() < 1e-12);
+        assert!((input[8] - hour(6.0).cos()).abs() < 1e-12);
+        assert_eq!(input[9], 8.0);
+        assert!((input[10] - hour(7.0).sin()).abs() < 1e-12);
+        assert!(p.check_window(&input).is_ok());
+        assert!(matches!(
+            p.assemble(&window, None, Some(0.0)),
+            Err(InputError::MissingFuture(_))
+        ));
+        assert!(matches!(
+            p.assemble(&window, Some(&[1.0]), Some(0.0)),
+            Err(InputError::FutureShape { found: 1, .. })
+        ));
+        assert_eq!(
+            p.assemble(&window, Some(&[1.0, 2.0]), None),
+            Err(InputError::MissingTime)
+        );
+        let err = p
+            .assemble(&window, Some(&[1.0, f64::NAN]), Some(0.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step 1") && err.contains("\"b\""), "{err}");
+        let mut bad = input.clone();
+        bad[11] = f64::INFINITY;
+        assert!(matches!(
+            p.check_window(&bad),
+            Err(InputError::FutureNotFinite { step: 1, .. })
+        ));
+        let err = p.check_window(&input[..6]).unwrap_err().to_string();
+        assert!(
+            err.contains("plus horizon × future = 2 × 3, 12 in all"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn future_columns_must_be_features_and_not_targets() {
+        let mut c = ModelConfig::new("f", ModelKind::Mlp, &["a", "b"], &["a"], 3, 2, 1);
+        for (columns, problem) in [
+            (vec!["a"], "is a target"),
+            (vec!["z"], "is not among the features"),
+            (vec!["b", "b"], "is listed twice"),
+        ] {
+            c.future = Some(FutureInputs {
+                columns: columns.into_iter().map(String::from).collect(),
+                calendar: None,
+            });
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+        }
+        c.future = Some(FutureInputs {
+            columns: Vec::new(),
+            calendar: None,
+        });
+        assert_eq!(c.validate(), Err(ConfigError::EmptyFuture));
+    }
 
     #[test]
     fn seasonal_rows_repeat_one_season_back() {
