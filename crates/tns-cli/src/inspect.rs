@@ -18,6 +18,11 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// Names of the future block's columns (none without future inputs).
+fn future_names(c: &tns_model::ModelConfig) -> Vec<String> {
+    c.future.as_ref().map_or_else(Vec::new, |f| f.names())
+}
+
 pub fn run(args: InspectArgs) -> Result<()> {
     let (m, tensors) =
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
@@ -62,6 +67,27 @@ pub fn run(args: InspectArgs) -> Result<()> {
     )?;
     writeln!(s, "features     {}", c.features.join(", "))?;
     writeln!(s, "targets      {}", c.targets.join(", "))?;
+    if let Some(future) = &c.future {
+        let calendar = future.calendar.as_ref().map_or(String::new(), |cal| {
+            format!(
+                "; calendar {} ({}, rows {} s apart)",
+                cal.columns().join(", "),
+                cal.timezone.as_deref().unwrap_or("times as written"),
+                cal.step
+            )
+        });
+        writeln!(
+            s,
+            "future       [{}, {}]: covariates {}{calendar}",
+            c.horizon,
+            future.width(),
+            if future.columns.is_empty() {
+                "none".to_string()
+            } else {
+                future.columns.join(", ")
+            }
+        )?;
+    }
     let network = c
         .network
         .as_ref()
@@ -96,6 +122,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 format!("(x − {:.6e})", n.mean[i])
             },
             n.std[i]
+        )?;
+    }
+    for (i, name) in future_names(c).iter().enumerate() {
+        writeln!(
+            s,
+            "normalize    future {name}: (x − {:.6e}) / {:.6e}",
+            n.future_mean[i], n.future_std[i]
         )?;
     }
     writeln!(s, "residual     scale {:?}", m.residual_scale)?;
