@@ -24,7 +24,9 @@ out=results/realdata
 work=target/realdata-work
 mkdir -p "$out" "$work"
 cargo build --release -q -p tns-cli
-tns=target/release/tns
+# A copy, so that rebuilding the workspace during the run cannot change the binary mid-way.
+tns=$work/tns
+cp target/release/tns "$tns"
 venv=target/realdata-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/realdata/requirements.txt

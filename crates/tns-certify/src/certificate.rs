@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{ConformalCalibration, Gate, GateMode, GateStep};
+use crate::{ConformalCalibration, Gate, GateEvidence, GateMode, GateStep};
 
 /// Stated in every certificate, because it is the limit of what the certificate says.
 pub const DISCLAIMER: &str = "This certificate states whether the network's correction was consistent with the \
@@ -22,10 +22,14 @@ pub struct GateReport {
     pub threshold: f64,
     /// `d²_h ≤ threshold` per step.
     pub passed: Vec<bool>,
-    /// Reject or shrink.
+    /// Reject, shrink or keep.
     pub mode: GateMode,
-    /// Factor applied to each step's correction (1 pass, 0 reject, `sqrt(χ²/d²)` shrink).
+    /// Factor applied to each step's correction (1 pass or keep, 0 reject, `sqrt(χ²/d²)`
+    /// shrink).
     pub applied_scale: Vec<f64>,
+    /// What the calibration split showed when the mode was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<GateEvidence>,
 }
 
 /// The conformal interval and its guarantee.
@@ -124,6 +128,7 @@ impl Certificate {
             passed: steps.iter().map(|s| s.passed).collect(),
             mode: g.mode(),
             applied_scale: steps.iter().map(|s| s.applied_scale).collect(),
+            evidence: g.evidence().copied(),
         });
         let solver = inputs.gate.map(|(_, steps)| SolverReport {
             method: "cholesky".into(),

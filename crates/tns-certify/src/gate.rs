@@ -13,6 +13,82 @@ pub enum GateMode {
     /// Scale the correction onto the ellipsoid boundary (`r · sqrt(χ² / d²)`); the
     /// certificate reports the failure and the scale applied.
     Shrink,
+    /// Apply the correction whatever the test says; the certificate still reports the test
+    /// and its failures. Chosen when the calibration split shows that falling back does harm
+    /// (the prior is less trustworthy than the network where they disagree).
+    Keep,
+}
+
+impl GateMode {
+    /// Every mode, in the order ties are broken (the most conservative first).
+    pub const ALL: [GateMode; 3] = [GateMode::Reject, GateMode::Shrink, GateMode::Keep];
+
+    /// The lowercase name (`reject`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Shrink => "shrink",
+            Self::Keep => "keep",
+        }
+    }
+}
+
+impl std::str::FromStr for GateMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown gate mode {s:?}; use reject, shrink or keep"))
+    }
+}
+
+/// A mean error under each gate mode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModeErrors {
+    /// Falling back to the prior on a failed test.
+    pub reject: f64,
+    /// Shrinking the correction onto the ellipsoid.
+    pub shrink: f64,
+    /// Always applying the correction.
+    pub keep: f64,
+}
+
+impl ModeErrors {
+    /// The error of `mode`.
+    pub fn of(&self, mode: GateMode) -> f64 {
+        match mode {
+            GateMode::Reject => self.reject,
+            GateMode::Shrink => self.shrink,
+            GateMode::Keep => self.keep,
+        }
+    }
+
+    /// The mode with the lowest error; a later mode must be strictly better to win, so
+    /// ties keep the more conservative one.
+    pub fn best(&self) -> GateMode {
+        GateMode::ALL.into_iter().fold(GateMode::Reject, |best, m| {
+            if self.of(m) < self.of(best) { m } else { best }
+        })
+    }
+}
+
+/// Why a gate runs in its mode: what each mode did on the calibration split, measured when
+/// the model was fitted (errors are mean absolute errors in units of each output's
+/// residual scale, so targets of different units weigh alike).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GateEvidence {
+    /// Calibration windows.
+    pub windows: usize,
+    /// Their horizon steps (windows × horizon).
+    pub steps: usize,
+    /// Steps whose correction failed the test.
+    pub failed_steps: usize,
+    /// Error over every calibration value under each mode.
+    pub error: ModeErrors,
+    /// Error on the failed steps only (none when no step failed): there the prior alone
+    /// (reject) against the shrunk and the full correction.
+    pub failed_error: Option<ModeErrors>,
 }
 
 /// Serializable gate settings, stored in the model config.
@@ -20,9 +96,13 @@ pub enum GateMode {
 pub struct GateConfig {
     /// Significance level of the chi-square test (e.g. 0.01).
     pub alpha: f64,
-    /// Reject or shrink.
+    /// Reject, shrink or keep.
     #[serde(default)]
     pub mode: GateMode,
+    /// What the calibration split showed when the mode was chosen (absent when the mode
+    /// was fixed by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<GateEvidence>,
 }
 
 impl Default for GateConfig {
@@ -30,6 +110,7 @@ impl Default for GateConfig {
         Self {
             alpha: 0.01,
             mode: GateMode::Reject,
+            evidence: None,
         }
     }
 }
@@ -72,6 +153,7 @@ pub struct Gate {
     dof: usize,
     threshold: f64,
     mode: GateMode,
+    evidence: Option<GateEvidence>,
 }
 
 /// Buffers for one gate evaluation, so the hot path allocates nothing.
@@ -112,7 +194,20 @@ impl Gate {
             dof,
             threshold: chi2_threshold(dof, alpha)?,
             mode,
+            evidence: None,
         })
+    }
+
+    /// The gate a model's settings describe, with the evidence its mode was chosen on.
+    pub fn from_config(config: &GateConfig, dof: usize) -> Result<Self, GateError> {
+        let mut gate = Self::new(config.alpha, dof, config.mode)?;
+        gate.evidence = config.evidence;
+        Ok(gate)
+    }
+
+    /// What the calibration split showed when the mode was chosen.
+    pub fn evidence(&self) -> Option<&GateEvidence> {
+        self.evidence.as_ref()
     }
 
     /// Significance level.
@@ -130,7 +225,7 @@ impl Gate {
         self.threshold
     }
 
-    /// Reject or shrink.
+    /// Reject, shrink or keep.
     pub fn mode(&self) -> GateMode {
         self.mode
     }
@@ -168,7 +263,7 @@ impl Gate {
         let (statistic, residual_norm) = self.statistic(correction, cov, scratch)?;
         let passed = statistic <= self.threshold;
         let applied_scale = match (passed, self.mode) {
-            (true, _) => 1.0,
+            (true, _) | (false, GateMode::Keep) => 1.0,
             (false, GateMode::Shrink) if statistic.is_finite() => {
                 (self.threshold / statistic).sqrt()
             }
@@ -199,6 +294,33 @@ mod tests {
 
     fn cov3() -> Vec<f64> {
         vec![2.0, 0.3, -0.2, 0.3, 1.0, 0.1, -0.2, 0.1, 0.5]
+    }
+
+    #[test]
+    fn keep_applies_a_failed_correction_and_reports_the_failure() {
+        let gate = Gate::new(0.01, 3, GateMode::Keep).unwrap();
+        let (prior, big) = ([1.0, 2.0, 3.0], [50.0, -40.0, 30.0]);
+        let mut out = [0.0; 3];
+        let step = gate
+            .apply(&prior, &big, &cov3(), &mut out, &mut GateScratch::new(3))
+            .unwrap();
+        assert!(!step.passed && step.applied_scale == 1.0);
+        assert_eq!(out, [51.0, -38.0, 33.0]);
+        assert_eq!("keep".parse::<GateMode>(), Ok(GateMode::Keep));
+        assert!("maybe".parse::<GateMode>().is_err());
+    }
+
+    #[test]
+    fn the_best_mode_needs_a_strictly_lower_error() {
+        let errors = |reject, shrink, keep| ModeErrors {
+            reject,
+            shrink,
+            keep,
+        };
+        assert_eq!(errors(1.0, 1.0, 1.0).best(), GateMode::Reject);
+        assert_eq!(errors(1.0, 0.9, 0.9).best(), GateMode::Shrink);
+        assert_eq!(errors(1.0, 1.1, 0.5).best(), GateMode::Keep);
+        assert_eq!(errors(0.2, 1.1, 0.5).best(), GateMode::Reject);
     }
 
     #[test]

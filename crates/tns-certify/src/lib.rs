@@ -36,4 +36,7 @@ pub use certificate::{
     SolverReport,
 };
 pub use conformal::{ConformalCalibration, ConformalError};
-pub use gate::{Gate, GateConfig, GateError, GateMode, GateScratch, GateStep, chi2_threshold};
+pub use gate::{
+    Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, ModeErrors,
+    chi2_threshold,
+};

@@ -309,9 +309,13 @@ pub struct ModelArgs {
     /// Significance level of System B's gate.
     #[arg(long, default_value_t = 0.01)]
     pub gate_alpha: f64,
-    /// Shrink rejected corrections onto the ellipsoid instead of falling back to the prior.
-    #[arg(long)]
-    pub gate_shrink: bool,
+    /// What System B does with a correction that fails the gate's test: `reject` (fall
+    /// back to the prior), `shrink` (scale it onto the ellipsoid), `keep` (apply it; the
+    /// certificate still reports the failure), or `auto` (the default): the one with the
+    /// lowest error on the calibration split, ties to the more conservative, recorded with
+    /// its evidence in the model file and every certificate.
+    #[arg(long, default_value = "auto")]
+    pub gate_mode: GateChoice,
     /// Seed of initialization and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -334,7 +338,34 @@ pub struct ModelArgs {
     pub timezone: Option<String>,
 }
 
+/// `--gate-mode`: a fixed mode, or chosen on the calibration split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateChoice {
+    /// Chosen by calibration error.
+    Auto,
+    /// As given.
+    Fixed(GateMode),
+}
+
+impl std::str::FromStr for GateChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            other => other
+                .parse()
+                .map(Self::Fixed)
+                .map_err(|e: String| format!("{e} (or auto)")),
+        }
+    }
+}
+
 impl ModelArgs {
+    /// Whether fitting chooses the gate's mode on the calibration split.
+    pub fn choose_gate(&self) -> bool {
+        self.gate_mode == GateChoice::Auto
+    }
+
     fn targets(&self, data: &Dataset) -> Vec<String> {
         self.targets
             .clone()
@@ -425,11 +456,11 @@ impl ModelArgs {
         if let Some(g) = &mut c.gate {
             *g = GateConfig {
                 alpha: self.gate_alpha,
-                mode: if self.gate_shrink {
-                    GateMode::Shrink
-                } else {
-                    GateMode::Reject
+                mode: match self.gate_mode {
+                    GateChoice::Fixed(mode) => mode,
+                    GateChoice::Auto => GateMode::Reject,
                 },
+                evidence: None,
             };
         }
         c.validate()?;

@@ -342,6 +342,13 @@ pub fn compare(
             c.horizon,
             m.manifest().conformal.as_ref(),
         );
+        r.gate = crate::gate_effect(
+            f,
+            test.outputs(),
+            c.targets.len(),
+            c.gate.map(|g| g.mode).unwrap_or_default(),
+            block,
+        );
         if let Some(context) = context {
             r.scores = Some(crate::score(
                 f,
@@ -370,6 +377,14 @@ pub fn compare(
     if !scored.is_empty() {
         table.push('\n');
         table.push_str(&crate::scores_table(&scored));
+    }
+    let gated: Vec<(&str, &crate::GateEffect)> = reports
+        .iter()
+        .filter_map(|r| r.gate.as_ref().map(|g| (r.name.as_str(), g)))
+        .collect();
+    if !gated.is_empty() {
+        table.push('\n');
+        table.push_str(&crate::gate_table(&gated));
     }
     Ok(Report {
         radii: models

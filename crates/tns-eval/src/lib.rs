@@ -13,6 +13,7 @@
 //! ```
 
 mod compare;
+mod gate;
 mod metrics;
 mod plot;
 mod quantize;
@@ -21,6 +22,7 @@ mod scores;
 use std::path::PathBuf;
 
 pub use compare::{PREDICTION_COLUMNS, Report, common_origins, compare, write_csv};
+pub use gate::{GateEffect, gate_effect, gate_table};
 pub use quantize::{Int8Report, quantize_with_report, summary};
 pub use scores::{
     Score, ScoreContext, Scores, Slice, daily_season, mase_scale, score, scores_table,

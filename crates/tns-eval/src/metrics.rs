@@ -60,6 +60,9 @@ pub struct ModelReport {
     /// with a [`crate::ScoreContext`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<crate::Scores>,
+    /// What the gate did: gated against always-corrected error (System B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::GateEffect>,
 }
 
 /// Mean squared error per window (over steps and targets): the unit of the paired bootstrap.
@@ -155,6 +158,7 @@ pub fn evaluate(
         nominal_coverage: conformal.map(|c| 1.0 - c.alpha),
         mean_width,
         scores: None,
+        gate: None,
     }
 }
 

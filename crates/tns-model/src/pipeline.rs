@@ -246,7 +246,7 @@ impl Pipeline {
         };
         let gate = c
             .gate
-            .map(|g| Gate::new(g.alpha, targets.len(), g.mode))
+            .map(|g| Gate::from_config(&g, targets.len()))
             .transpose()
             .map_err(PipelineError::Gate)?;
         Ok(Self {

@@ -594,6 +594,13 @@ fn gate_graph(
     );
     let zero = g.constant("zero", &[], vec![0.0]);
     let applied = match gate.mode() {
+        // The correction whatever the test says: the statistic and decision are outputs.
+        GateMode::Keep => g.node(
+            "Identity",
+            &[&correction_steps],
+            "gate_applied_steps",
+            vec![],
+        ),
         GateMode::Reject => g.node(
             "Where",
             &[&passed_steps, &correction_steps, &zero],

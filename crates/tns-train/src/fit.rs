@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use tns_certify::ConformalCalibration;
-use tns_data::Splits;
+use tns_certify::{ConformalCalibration, GateConfig, GateEvidence, GateMode, ModeErrors};
+use tns_data::{Splits, WindowSet};
 use tns_engine::Engine;
 use tns_format::{Manifest, TrainingSummary, save_model, tensor_checksum};
 use tns_model::{ModelConfig, NamedTensor};
@@ -28,6 +28,9 @@ pub struct FitOptions {
     pub progress: bool,
     /// End after this many epochs of this run, as if interrupted (resume later).
     pub stop_after: Option<usize>,
+    /// Choose a gated model's mode (reject, shrink, keep) by its error on the calibration
+    /// split, and record the evidence; otherwise keep the configured mode.
+    pub choose_gate: bool,
 }
 
 impl Default for FitOptions {
@@ -40,6 +43,7 @@ impl Default for FitOptions {
             resume: false,
             progress: false,
             stop_after: None,
+            choose_gate: true,
         }
     }
 }
@@ -122,7 +126,10 @@ pub fn fit_model(
         model.history = outcome.history;
     }
     model.manifest.tensors_sha256 = tensor_checksum(&model.tensors);
-    // Calibrated on the engine: the radii cover the forecasts of the code that serves them.
+    if options.choose_gate {
+        choose_gate_mode(&mut model, &splits.cal)?;
+    }
+    // Calibrated on the engine (with the gate's final mode): the radii cover the forecasts of the code that serves them.
     let predictions: Vec<f64> = model
         .engine()?
         .predict_all(splits.cal.inputs())?
@@ -136,4 +143,70 @@ pub fn fit_model(
         config.output_width(),
     )?);
     Ok(model)
+}
+
+/// Runs a gated model on the calibration windows under every gate mode and keeps the one
+/// with the lowest error (ties to the more conservative), recording what each did overall
+/// and on the steps whose correction failed the test. The statistic, the threshold and the
+/// test itself do not change; only what a failed step returns does.
+fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), TrainError> {
+    let Some(gate) = model.manifest.config.gate else {
+        return Ok(());
+    };
+    let runs = GateMode::ALL
+        .into_iter()
+        .map(|mode| {
+            let mut manifest = model.manifest.clone();
+            manifest.config.gate = Some(GateConfig {
+                mode,
+                evidence: None,
+                ..gate
+            });
+            Ok(Engine::new(manifest, &model.tensors)?.predict_all(cal.inputs())?)
+        })
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    let scale = &model.manifest.residual_scale;
+    let (t, width) = (cal.targets(), cal.horizon() * cal.targets());
+    let (mut all, mut failed) = ([0.0; 3], [0.0; 3]);
+    let (mut values, mut failed_values, mut failed_steps) = (0usize, 0usize, 0usize);
+    for (i, truth) in cal.outputs().chunks_exact(width).enumerate() {
+        // The statistic does not depend on the mode: read the decisions off any run.
+        let steps = runs[0][i]
+            .forecast
+            .gate_steps
+            .as_deref()
+            .unwrap_or_default();
+        for (h, step) in steps.iter().enumerate() {
+            failed_steps += usize::from(!step.passed);
+            for k in h * t..(h + 1) * t {
+                for (m, run) in runs.iter().enumerate() {
+                    let e = (run[i].values()[k] - truth[k]).abs() / scale[k];
+                    all[m] += e;
+                    if !step.passed {
+                        failed[m] += e;
+                    }
+                }
+                values += 1;
+                failed_values += usize::from(!step.passed);
+            }
+        }
+    }
+    let errors = |sums: [f64; 3], n: usize| ModeErrors {
+        reject: sums[0] / n as f64,
+        shrink: sums[1] / n as f64,
+        keep: sums[2] / n as f64,
+    };
+    let evidence = GateEvidence {
+        windows: cal.len(),
+        steps: cal.len() * cal.horizon(),
+        failed_steps,
+        error: errors(all, values.max(1)),
+        failed_error: (failed_values > 0).then(|| errors(failed, failed_values)),
+    };
+    model.manifest.config.gate = Some(GateConfig {
+        mode: evidence.error.best(),
+        evidence: Some(evidence),
+        ..gate
+    });
+    Ok(())
 }

@@ -121,3 +121,57 @@ fn saved_models_load_and_predict_identically_with_certificates() {
     let err = pb.predict(&bad).unwrap_err().to_string();
     assert!(err.contains("row 1") && err.contains("\"y\""), "{err}");
 }
+
+/// System B's gate mode is the one with the lowest calibration error, ties to the more
+/// conservative; the evidence is in the model file and every certificate, and the mode's
+/// recorded error is what the engine gives on the calibration windows under that mode.
+#[test]
+fn the_gate_mode_is_chosen_on_the_calibration_split_with_its_evidence() {
+    let (splits, dt) = data(2_000);
+    let mut cfg = config(ModelKind::SystemB);
+    // A gate at α = 0.99 fails most steps, so the modes differ.
+    cfg.gate = Some(tns_certify::GateConfig {
+        alpha: 0.99,
+        ..Default::default()
+    });
+    let model = fit_model(&cfg, dt, &splits, &options(2)).unwrap();
+    let gate = model.manifest.config.gate.unwrap();
+    let evidence = gate.evidence.expect("evidence recorded");
+    assert_eq!(evidence.windows, splits.cal.len());
+    assert!(evidence.failed_steps > 0, "{evidence:?}");
+    assert_eq!(gate.mode, evidence.error.best());
+    let best = evidence.error.of(gate.mode);
+    for mode in tns_certify::GateMode::ALL {
+        assert!(best <= evidence.error.of(mode), "{evidence:?}");
+    }
+    // The recorded error is the engine's on the calibration windows.
+    let engine = model.engine().unwrap();
+    let predictions = engine.predict_all(splits.cal.inputs()).unwrap();
+    let scale = &model.manifest.residual_scale;
+    let width = scale.len();
+    let (mut sum, mut n) = (0.0, 0usize);
+    for (p, y) in predictions.iter().zip(splits.cal.outputs().chunks(width)) {
+        for k in 0..width {
+            sum += (p.values()[k] - y[k]).abs() / scale[k];
+            n += 1;
+        }
+    }
+    assert!((sum / n as f64 - best).abs() < 1e-12);
+    let certificate = serde_json::to_value(engine.certificate(&predictions[0])).unwrap();
+    assert_eq!(certificate["gate"]["mode"], gate.mode.name());
+    assert_eq!(
+        certificate["gate"]["evidence"]["failed_steps"],
+        evidence.failed_steps
+    );
+    // A fixed mode is kept as given, without evidence.
+    let fixed = FitOptions {
+        choose_gate: false,
+        ..options(2)
+    };
+    let model = fit_model(&cfg, dt, &splits, &fixed).unwrap();
+    let gate = model.manifest.config.gate.unwrap();
+    assert_eq!(
+        (gate.mode, gate.evidence),
+        (tns_certify::GateMode::Reject, None)
+    );
+}
