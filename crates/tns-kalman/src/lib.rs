@@ -25,9 +25,14 @@
 
 mod filter;
 mod fit;
+mod structural;
 
 pub use filter::{AxisFilter, SequenceStats};
 pub use fit::fit_params;
+pub use structural::{
+    FilterOutput, MAX_STATES, SEASONS_SYNTAX, Season, StructuralModel, StructuralParams,
+    StructuralPrior, StructuralSpec, Trend, fit_structural,
+};
 
 use serde::{Deserialize, Serialize};
 
