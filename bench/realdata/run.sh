@@ -12,7 +12,10 @@
 # day-ahead forecasts, week day); and the same information LightGBM has, as `*-fx`: linear and
 # MLP at lookback 168 and System A at 48 with the day-ahead forecasts `gen_forecast` and
 # `system_load` as known-future covariates and hour and day-of-week calendar features of the
-# predicted hours (--future, --calendar; timestamps as written, no time zone conversion).
+# predicted hours (--future, --calendar; timestamps as written, no time zone conversion);
+# the structural Kalman prior alone (`kalman-structural`) and System B over the MLP correcting
+# it with those inputs (`system-b-structural-fx`). System B's gate mode is chosen on the
+# calibration split (--gate-mode auto, the default).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
 set -euo pipefail
@@ -55,6 +58,14 @@ run_task() {
   "$tns" train "${common[@]}" "${known[@]}" --model system-a --name system-a-fx --lookback 48 \
          -o "$work/$name-system-a-fx.tns"
   models+=("$work/$name-linear-168-fx.tns" "$work/$name-mlp-168-fx.tns" "$work/$name-system-a-fx.tns")
+  # The structural prior (local level + daily seasonal, 4 harmonics, fitted by maximum
+  # likelihood) alone, and System B correcting it with the MLP and the same inputs.
+  "$tns" train "${common[@]}" --model kalman --name kalman-structural --lookback 168 \
+         --seasons 24:4 -o "$work/$name-kalman-structural.tns"
+  "$tns" train "${common[@]}" "${known[@]}" --model system-b --network mlp:64,64 \
+         --name system-b-structural-fx --lookback 168 --seasons 24:4 \
+         -o "$work/$name-system-b-structural-fx.tns"
+  models+=("$work/$name-kalman-structural.tns" "$work/$name-system-b-structural-fx.tns")
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"

@@ -155,6 +155,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
                 model_args.calendar = None;
                 model_args.timezone = None;
             }
+            if kind.base() != tns_model::Base::KalmanPrior {
+                model_args.seasons = None;
+            }
             if kind != ModelKind::SeasonalNaive {
                 model_args.season = None;
             }

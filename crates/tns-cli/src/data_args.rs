@@ -332,6 +332,14 @@ pub struct ModelArgs {
     /// dow, month, doy (comma-separated). Needs a date-time time column.
     #[arg(long)]
     pub calendar: Option<String>,
+    /// A structural prior for kalman and system-b instead of the kinematic axes: seasonal
+    /// components as PERIOD:HARMONICS in rows (`24:4,168:2`: daily with 4 harmonics, weekly
+    /// with 2), fitted by maximum likelihood on the training split, one model per target.
+    #[arg(long)]
+    pub seasons: Option<String>,
+    /// The structural prior's trend: `level` (random walk) or `local-linear` (with a slope).
+    #[arg(long, default_value = "level", requires = "seasons")]
+    pub trend: String,
     /// IANA time zone of the calendar features (`Europe/Paris`); default: the timestamps as
     /// written (times without an offset are read as UTC).
     #[arg(long, requires = "calendar")]
@@ -436,6 +444,24 @@ impl ModelArgs {
         c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
         c.seed = self.seed;
         c.future = self.future_inputs(data)?;
+        if let Some(list) = &self.seasons {
+            if c.kind.base() != tns_model::Base::KalmanPrior {
+                bail!(
+                    "--seasons sets a structural Kalman prior: use it with --model kalman or system-b, not {}",
+                    c.kind.name()
+                );
+            }
+            let trend = match self.trend.as_str() {
+                "level" => tns_kalman::Trend::Level,
+                "local-linear" => tns_kalman::Trend::LocalLinear,
+                other => bail!("unknown --trend {other:?}; use level or local-linear"),
+            };
+            c.structural = Some(tns_kalman::StructuralSpec {
+                trend,
+                seasons: tns_kalman::StructuralSpec::parse_seasons(list)?,
+                initial_variance: 1e6,
+            });
+        }
         if c.future.is_some() && !self.model.is_learned() {
             // Only a network reads them (Kalman regression terms are not built yet).
             eprintln!(

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use tns_calendar::{Calendar, CalendarFeature};
 use tns_certify::{ConformalCalibration, GateScratch};
 use tns_format::Manifest;
-use tns_kalman::{AxisParams, KalmanSpec};
+use tns_kalman::{AxisParams, KalmanSpec, Season, StructuralParams, StructuralSpec, Trend};
 use tns_model::{
     Forecast, FutureInputs, InputError, InputNormalization, KalmanParameters, ModelConfig,
     ModelKind, NamedTensor, NetworkConfig, Pipeline, PipelineError,
@@ -152,8 +152,40 @@ pub fn examples() -> Result<Vec<Example>, ReferenceError> {
                 }
             }
         }
+        out.push(structural_example(&network, seed as u64)?);
     }
     Ok(out)
+}
+
+/// System B over `network` at `[10, 4]` with a structural prior (local level and a
+/// 4-row season with one harmonic) instead of the kinematic axes.
+pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example, ReferenceError> {
+    let mut example = example(ModelKind::SystemB, network, 10, 4, false, seed)?;
+    let spec = StructuralSpec {
+        trend: Trend::Level,
+        seasons: vec![Season {
+            period: 4.0,
+            harmonics: 1,
+        }],
+        initial_variance: 1e6,
+    };
+    let params = |k: f64| StructuralParams {
+        level: 0.02 * k,
+        slope: None,
+        seasonal: vec![0.01 * k],
+        observation: 0.05 * k,
+        log_likelihood: 0.0,
+    };
+    let m = &mut example.manifest;
+    m.config.structural = Some(spec);
+    if let Some(kalman) = m.kalman.as_mut() {
+        kalman.structural = (0..m.config.targets.len())
+            .map(|j| params(1.0 + j as f64))
+            .collect();
+    }
+    example.label = format!("{} with a structural prior", example.label);
+    split_gate_decisions(&mut example, seed)?;
+    Ok(example)
 }
 
 /// The known-future inputs of the examples: the last column when it is not a target, and
@@ -220,6 +252,7 @@ pub fn example(
                 initial_velocity_var: 1.0,
             })
             .collect(),
+        structural: Vec::new(),
     });
     let manifest = Manifest {
         format: tns_format::FORMAT_TAG.into(),

@@ -663,7 +663,8 @@ mod tests {
             log_likelihood: 0.0,
         };
         let y = series(72);
-        let prior = StructuralPrior::new(&spec, &[params.clone()], 1, &[0], 72, 1, 3).unwrap();
+        let prior =
+            StructuralPrior::new(&spec, std::slice::from_ref(&params), 1, &[0], 72, 1, 3).unwrap();
         let (mut mean, mut cov) = (vec![0.0; 3], vec![0.0; 3]);
         prior.predict_into(&y, &mut mean, &mut cov);
         // Reference: the plain filter on the window relative to its last value, then T^k.

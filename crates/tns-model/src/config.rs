@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tns_calendar::Calendar;
 use tns_certify::GateConfig;
-use tns_kalman::Axis;
+use tns_kalman::{Axis, StructuralSpec};
 
 use crate::network::{LayerNode, NetworkConfig, Shape};
 use crate::{ConfigError, NamedTensor};
@@ -209,6 +209,10 @@ pub struct ModelConfig {
     /// Known-future inputs (covariates and calendar), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub future: Option<FutureInputs>,
+    /// For Kalman-based kinds: a structural prior (level or trend + seasonal components, one
+    /// model per target) instead of the kinematic axes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structural: Option<StructuralSpec>,
 }
 
 impl ModelConfig {
@@ -248,6 +252,7 @@ impl ModelConfig {
             seed: 0,
             season: (kind.base() == Base::SeasonalNaive).then_some(lookback),
             future: None,
+            structural: None,
         }
     }
 
@@ -455,8 +460,17 @@ impl ModelConfig {
                 needs: self.kind.is_learned(),
             });
         }
-        if self.kind.base() == Base::KalmanPrior && self.kalman_axes.is_none() {
+        if self.kind.base() == Base::KalmanPrior
+            && self.kalman_axes.is_none()
+            && self.structural.is_none()
+        {
             return Err(ConfigError::MissingAxes(self.kind));
+        }
+        if let Some(spec) = &self.structural {
+            if self.kind.base() != Base::KalmanPrior {
+                return Err(ConfigError::StructuralPresence(self.kind));
+            }
+            spec.validate().map_err(ConfigError::Structural)?;
         }
         if self.kind.is_gated() != self.gate.is_some() {
             return Err(ConfigError::GatePresence);

@@ -32,10 +32,10 @@ pub use config::{
     MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
 pub use network::{Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape};
-pub use pipeline::{Forecast, InputError, Pipeline, PipelineError, PipelineParts};
+pub use pipeline::{Forecast, InputError, Pipeline, PipelineError, PipelineParts, Prior};
 
 use serde::{Deserialize, Serialize};
-use tns_kalman::{AxisParams, KalmanSpec};
+use tns_kalman::{AxisParams, KalmanSpec, StructuralParams};
 
 /// One f32 tensor of a model, by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,10 @@ pub struct KalmanParameters {
     pub spec: KalmanSpec,
     /// Fitted noise parameters per axis.
     pub params: Vec<AxisParams>,
+    /// The fitted variances of each target's structural model, when the description asks
+    /// for a structural prior ([`ModelConfig::structural`]); the axes are then unused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub structural: Vec<StructuralParams>,
 }
 
 /// Why a model description is not usable.
@@ -127,6 +131,14 @@ pub enum ConfigError {
         /// Whether it needs one.
         needs: bool,
     },
+    /// A structural prior on a kind without a Kalman prior.
+    #[error(
+        "kind {0} has no Kalman prior, so it takes no structural components (use kalman or system-b)"
+    )]
+    StructuralPresence(ModelKind),
+    /// Invalid structural components.
+    #[error("structural prior: {0}")]
+    Structural(#[source] tns_kalman::KalmanError),
     /// A Kalman-based kind without axes.
     #[error("kind {0} needs Kalman axes (position/velocity columns)")]
     MissingAxes(ModelKind),

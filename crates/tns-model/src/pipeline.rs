@@ -7,7 +7,7 @@ use tns_certify::{
     Certificate, CertificateInputs, ConformalCalibration, Gate, GateScratch, GateStep,
     ModelIdentity,
 };
-use tns_kalman::{KalmanError, KalmanPrior};
+use tns_kalman::{KalmanError, KalmanPrior, StructuralPrior};
 
 use crate::{Base, ConfigError, InputNormalization, KalmanParameters, ModelConfig, ModelKind};
 
@@ -162,10 +162,29 @@ pub struct Pipeline {
     base_rows: Vec<usize>,
     normalization: InputNormalization,
     residual_scale: Vec<f64>,
-    prior: Option<KalmanPrior>,
+    prior: Option<Prior>,
     gate: Option<Gate>,
     conformal: Option<ConformalCalibration>,
     identity: ModelIdentity,
+}
+
+/// The Kalman prior of a model: kinematic axes or a structural model per target.
+#[derive(Debug, Clone)]
+pub enum Prior {
+    /// Constant velocity or local linear trend per axis.
+    Kinematic(KalmanPrior),
+    /// Level or trend plus seasonal components per target.
+    Structural(StructuralPrior),
+}
+
+impl Prior {
+    /// Filters a window and writes the predictive mean `[H, T]` and covariance `[H, T, T]`.
+    pub fn predict_into(&self, window: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+        match self {
+            Self::Kinematic(p) => p.predict_into(window, mean, cov),
+            Self::Structural(p) => p.predict_into(window, mean, cov),
+        }
+    }
 }
 
 /// One prediction and what it was made of, as flat `[horizon, targets]` vectors.
@@ -229,8 +248,20 @@ impl Pipeline {
         {
             return Err(PipelineError::Scale);
         }
-        let prior = match (parts.kalman, c.kind.base()) {
-            (Some(k), Base::KalmanPrior) => Some(
+        let prior = match (parts.kalman, c.kind.base(), &c.structural) {
+            (Some(k), Base::KalmanPrior, Some(spec)) => Some(Prior::Structural(
+                StructuralPrior::new(
+                    spec,
+                    &k.structural,
+                    f,
+                    &targets,
+                    c.lookback,
+                    c.lead,
+                    c.horizon,
+                )
+                .map_err(PipelineError::Kalman)?,
+            )),
+            (Some(k), Base::KalmanPrior, None) => Some(Prior::Kinematic(
                 KalmanPrior::new(
                     k.spec.clone(),
                     k.params.clone(),
@@ -240,8 +271,8 @@ impl Pipeline {
                     c.horizon,
                 )
                 .map_err(PipelineError::Kalman)?,
-            ),
-            (None, Base::KalmanPrior) => return Err(PipelineError::MissingKalman),
+            )),
+            (None, Base::KalmanPrior, _) => return Err(PipelineError::MissingKalman),
             _ => None,
         };
         let gate = c
@@ -385,7 +416,7 @@ impl Pipeline {
     }
 
     /// The Kalman prior, if any.
-    pub fn prior(&self) -> Option<&KalmanPrior> {
+    pub fn prior(&self) -> Option<&Prior> {
         self.prior.as_ref()
     }
 

@@ -77,6 +77,14 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
     }
     let targets = config.target_indices()?;
     let kalman = match (&config.kalman_axes, config.kind.base()) {
+        (_, Base::KalmanPrior) if config.structural.is_some() => Some(KalmanParameters {
+            spec: KalmanSpec {
+                axes: Vec::new(),
+                dt: 1.0,
+            },
+            params: Vec::new(),
+            structural: fit_structural_priors(config, splits, &targets)?,
+        }),
         (Some(axes), Base::KalmanPrior) => {
             // Kinematic axes use the data's time unit; pure trends count in steps.
             let step = if axes.iter().any(|a| a.velocity.is_some()) {
@@ -94,7 +102,11 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
                 .map(|s| s.values.as_slice())
                 .collect();
             let params = fit_params(&spec, &rows, f);
-            Some(KalmanParameters { spec, params })
+            Some(KalmanParameters {
+                spec,
+                params,
+                structural: Vec::new(),
+            })
         }
         _ => None,
     };
@@ -181,6 +193,41 @@ fn relative_scale(set: &WindowSet, c: usize) -> f64 {
     } else {
         1.0
     }
+}
+
+/// Training rows a structural model is fitted on: the most recent ones, enough for the
+/// variances of a few seasonal components while keeping the likelihood search to seconds.
+const STRUCTURAL_FIT_ROWS: usize = 4_000;
+
+/// Maximum-likelihood variances of each target's structural model on the most recent
+/// training rows (gap-free stretches; the likelihood sums over them).
+fn fit_structural_priors(
+    config: &ModelConfig,
+    splits: &Splits,
+    targets: &[usize],
+) -> Result<Vec<tns_kalman::StructuralParams>, TrainError> {
+    let Some(spec) = &config.structural else {
+        return Ok(Vec::new());
+    };
+    let f = config.features.len();
+    targets
+        .iter()
+        .map(|&column| {
+            let mut budget = STRUCTURAL_FIT_ROWS;
+            let mut segments: Vec<Vec<f64>> = Vec::new();
+            for seg in splits.train_rows.iter().rev() {
+                if budget == 0 {
+                    break;
+                }
+                let values: Vec<f64> = seg.values.chunks_exact(f).map(|row| row[column]).collect();
+                let keep = values.len().min(budget);
+                budget -= keep;
+                segments.push(values[values.len() - keep..].to_vec());
+            }
+            tns_kalman::fit_structural(spec, &segments)
+                .map_err(|e| TrainError::Config(format!("structural prior: {e}")))
+        })
+        .collect()
 }
 
 /// Mean and standard deviation of each future column over the training windows' future
