@@ -35,7 +35,7 @@ pub use certificate::{
     Certificate, CertificateInputs, DISCLAIMER, GateReport, IntervalReport, ModelIdentity,
     SolverReport,
 };
-pub use conformal::{ConformalCalibration, ConformalError};
+pub use conformal::{AdaptiveConformal, ConformalCalibration, ConformalError};
 pub use gate::{
     Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, ModeErrors,
     chi2_threshold,
