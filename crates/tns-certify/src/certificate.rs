@@ -176,7 +176,6 @@ mod tests {
             alpha: 0.1,
             n_calibration: 500,
             radii: vec![0.5, 0.25],
-            scores: Vec::new(),
         };
         let make = |r: [f64; 2]| {
             let prior = [1.0, 2.0];

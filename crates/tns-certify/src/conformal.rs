@@ -14,10 +14,6 @@ pub struct ConformalCalibration {
     pub n_calibration: usize,
     /// Radii, `[horizon, targets]` row-major.
     pub radii: Vec<f64>,
-    /// Every calibration score, sorted, `[horizon · targets][n]`: what adaptive conformal
-    /// inference reads other quantiles from (absent in files written before it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scores: Vec<f64>,
 }
 
 /// Errors of the calibration.
@@ -51,9 +47,6 @@ pub enum ConformalError {
     /// An ACI step size outside (0, 1).
     #[error("the adaptive step gamma must lie in (0, 1), got {0}")]
     BadGamma(f64),
-    /// A calibration without its scores (written before adaptive intervals existed).
-    #[error("this model's calibration does not store its scores; retrain it to use adaptive intervals")]
-    NoScores,
     /// Predictions and truths of mismatched lengths.
     #[error(
         "predictions ({0}) and truths ({1}) differ in length or are not a multiple of the width"
@@ -100,7 +93,6 @@ impl ConformalCalibration {
             needed: (1.0 / alpha).ceil() as usize - 1,
         })?;
         let mut radii = Vec::with_capacity(width);
-        let mut sorted = Vec::with_capacity(width * n);
         let mut scores = Vec::with_capacity(n);
         for position in 0..width {
             scores.clear();
@@ -113,29 +105,14 @@ impl ConformalCalibration {
                 }
                 scores.push(s);
             }
-            scores.sort_by(f64::total_cmp);
-            radii.push(scores[k - 1]);
-            sorted.extend_from_slice(&scores);
+            let (_, kth, _) = scores.select_nth_unstable_by(k - 1, f64::total_cmp);
+            radii.push(*kth);
         }
         Ok(Self {
             alpha,
             n_calibration: n,
             radii,
-            scores: sorted,
         })
-    }
-
-    /// The radius of output `position` at miscoverage `level`: the `⌈(n+1)(1−level)⌉`-th
-    /// smallest calibration score, clamped to the scores there are (so the radius is always
-    /// finite: at most the largest score, at least 0). `None` without stored scores.
-    pub fn radius_at(&self, position: usize, level: f64) -> Option<f64> {
-        let n = self.n_calibration;
-        let scores = self.scores.get(position * n..(position + 1) * n)?;
-        let rank = ((n + 1) as f64 * (1.0 - level) - 1e-9).ceil();
-        if rank < 1.0 {
-            return Some(0.0);
-        }
-        Some(scores[(rank as usize).min(n) - 1])
     }
 
     /// Writes `ŷ ∓ radius` into `lower` and `upper`.
@@ -155,53 +132,47 @@ impl ConformalCalibration {
     }
 }
 
-/// Adaptive conformal inference (Gibbs & Candès, 2021) over a stream: each output keeps its
-/// own miscoverage level `α_t`, used for the next interval and updated when that output's
-/// truth arrives, `α_{t+1} = α_t + γ (α − err_t)` (`err_t` = 1 when the truth fell outside).
-/// Under any distribution shift the long-run miscoverage then tends to `α`: after `T`
-/// resolved intervals `|mean(err) − α| ≤ (max(α₁, 1 − α₁) + γ) / (γ T)` when `α_t` may leave
-/// `[0, 1]`. Here the radius at a level below the calibration's resolution is its largest
-/// score (never infinite), so the bound holds only while `α_t` stays above `1/(n+1)`;
-/// certificates say so.
+/// Adaptive conformal intervals over a stream, by online quantile tracking (Angelopoulos,
+/// Candès & Tibshirani, 2023, "Conformal PID control", its P term; the finite-radius form of
+/// Gibbs & Candès' adaptive conformal inference): each output's radius starts at the
+/// split-conformal one and moves when that output's truth arrives,
+/// `r ← r + η (err − α)` with `err = 1` when the truth fell outside, `η = γ · r₀`. Whatever
+/// the distribution shift, after `T` resolved intervals the miss rate is within
+/// `(r₀ + B) / (η T)` of `α` (`B`: the largest score seen), so it tends to `α`; there is no
+/// per-forecast guarantee.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdaptiveConformal {
     target: f64,
     gamma: f64,
-    levels: Vec<f64>,
+    radii: Vec<f64>,
+    steps: Vec<f64>,
     resolved: u64,
     misses: u64,
 }
 
 impl AdaptiveConformal {
-    /// Starts every output at the calibration's `α`, with step size `gamma`.
+    /// Starts every output at the calibration's radius, with relative step `gamma`.
     pub fn new(calibration: &ConformalCalibration, gamma: f64) -> Result<Self, ConformalError> {
         if !(gamma > 0.0 && gamma < 1.0) {
             return Err(ConformalError::BadGamma(gamma));
         }
-        if calibration.scores.len() != calibration.radii.len() * calibration.n_calibration {
-            return Err(ConformalError::NoScores);
-        }
         Ok(Self {
             target: calibration.alpha,
             gamma,
-            levels: vec![calibration.alpha; calibration.radii.len()],
+            radii: calibration.radii.clone(),
+            steps: calibration
+                .radii
+                .iter()
+                .map(|r| gamma * r.max(f64::MIN_POSITIVE))
+                .collect(),
             resolved: 0,
             misses: 0,
         })
     }
 
-    /// Writes `ŷ ∓ radius(α_t)` per output.
-    pub fn interval(
-        &self,
-        calibration: &ConformalCalibration,
-        prediction: &[f64],
-        lower: &mut [f64],
-        upper: &mut [f64],
-    ) {
-        for (k, &p) in prediction.iter().enumerate() {
-            let r = calibration
-                .radius_at(k, self.levels[k])
-                .unwrap_or(calibration.radii[k]);
+    /// Writes `ŷ ∓ r_t` per output.
+    pub fn interval(&self, prediction: &[f64], lower: &mut [f64], upper: &mut [f64]) {
+        for (k, (&p, &r)) in prediction.iter().zip(&self.radii).enumerate() {
             lower[k] = p - r;
             upper[k] = p + r;
         }
@@ -210,27 +181,27 @@ impl AdaptiveConformal {
     /// Records whether output `position`'s interval covered its truth.
     pub fn update(&mut self, position: usize, covered: bool) {
         let err = if covered { 0.0 } else { 1.0 };
-        self.levels[position] += self.gamma * (self.target - err);
+        let r = self.radii[position] + self.steps[position] * (err - self.target);
+        self.radii[position] = r.max(0.0);
         self.resolved += 1;
         self.misses += u64::from(!covered);
     }
 
     /// Intervals resolved so far, and the share that covered their truth.
     pub fn coverage(&self) -> (u64, Option<f64>) {
-        let share = (self.resolved > 0)
-            .then(|| 1.0 - self.misses as f64 / self.resolved as f64);
+        let share = (self.resolved > 0).then(|| 1.0 - self.misses as f64 / self.resolved as f64);
         (self.resolved, share)
     }
 
-    /// The current level of each output.
-    pub fn levels(&self) -> &[f64] {
-        &self.levels
+    /// The current radius of each output.
+    pub fn radii(&self) -> &[f64] {
+        &self.radii
     }
 
     /// The guarantee in words, as stated in certificates.
     pub fn guarantee(&self) -> String {
         format!(
-            "long-run coverage -> {:.4} per output under distribution shift (adaptive conformal inference, gamma {}): after T resolved intervals |miss rate - {}| <= (1 + gamma) / (gamma T) while the level stays above 1/(n+1); no per-forecast guarantee",
+            "long-run coverage -> {:.4} per output under any distribution shift (online quantile tracking of the split-conformal radius, step {} x the initial radius): the miss rate over T resolved intervals is within O(1/T) of {}; no per-forecast guarantee",
             1.0 - self.target,
             self.gamma,
             self.target
@@ -296,7 +267,7 @@ mod tests {
             let scale = if t < n / 2 { 1.0 } else { 3.0 };
             let y = scale * unit.sample(&mut rng);
             static_hits += usize::from(y.abs() <= cal.radii[0]);
-            aci.interval(&cal, &[0.0], &mut lower, &mut upper);
+            aci.interval(&[0.0], &mut lower, &mut upper);
             let covered = lower[0] <= y && y <= upper[0];
             adaptive_hits += usize::from(covered);
             aci.update(0, covered);
@@ -309,16 +280,13 @@ mod tests {
         assert!(static_cov < 0.75, "static {static_cov}");
         assert!((adaptive_cov - 0.9).abs() < 0.02, "adaptive {adaptive_cov}");
         assert_eq!(aci.coverage().0, n as u64);
-        assert!(aci.levels()[0] < 0.1);
-        let legacy = ConformalCalibration {
-            scores: Vec::new(),
-            ..cal.clone()
-        };
-        assert_eq!(AdaptiveConformal::new(&legacy, 0.02), Err(ConformalError::NoScores));
+        // The radius followed the noise up: about 3 × 1.645.
+        assert!(
+            (aci.radii()[0] - 3.0 * 1.645).abs() < 1.0,
+            "{:?}",
+            aci.radii()
+        );
         assert!(AdaptiveConformal::new(&cal, 0.0).is_err());
-        assert_eq!(cal.radius_at(0, 0.1), Some(cal.radii[0]));
-        assert_eq!(cal.radius_at(0, 1.5), Some(0.0));
-        assert_eq!(cal.radius_at(0, -1.0), cal.scores.last().copied());
     }
 
     #[test]

@@ -271,7 +271,6 @@ pub fn example(
             alpha: 0.1,
             n_calibration: 100,
             radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
-            scores: Vec::new(),
         }),
         training: None,
         tensors_sha256: String::new(),

@@ -409,6 +409,13 @@ impl Predictor {
         Ok(())
     }
 
+    /// [`Predictor::predict`], with the prediction left mutable (a session rewrites its
+    /// interval).
+    pub(crate) fn predict_mut(&mut self, window: &[f64]) -> Result<&mut Prediction, EngineError> {
+        self.predict(window)?;
+        Ok(&mut self.prediction)
+    }
+
     /// The last prediction.
     pub fn prediction(&self) -> &Prediction {
         &self.prediction

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tns_certify::{AdaptiveConformal, Certificate, IntervalReport};
+
 use crate::{Engine, EngineError, Prediction, Predictor};
 
 /// A stream of observations for one engine.
@@ -34,6 +36,24 @@ pub struct Session {
     window: Vec<f64>,
     next: usize,
     seen: u64,
+    adaptive: Option<Adaptive>,
+}
+
+/// Adaptive intervals of a session: the levels, and the intervals still waiting for some
+/// of their truths (at most `lead + horizon` of them, in preallocated slots).
+#[derive(Debug, Clone)]
+struct Adaptive {
+    aci: AdaptiveConformal,
+    pending: Vec<Pending>,
+    targets: Vec<usize>,
+}
+
+/// One issued interval: the row of its origin and its bounds `[horizon, targets]`.
+#[derive(Debug, Clone)]
+struct Pending {
+    origin: Option<u64>,
+    lower: Vec<f64>,
+    upper: Vec<f64>,
 }
 
 impl Session {
@@ -46,7 +66,60 @@ impl Session {
             ring: vec![0.0; past],
             next: 0,
             seen: 0,
+            adaptive: None,
         }
+    }
+
+    /// The same stream with adaptive conformal intervals (relative step `gamma`, e.g. 0.01):
+    /// each observation that is the truth of an earlier forecast moves that output's radius
+    /// (out by `γ r₀ (1 − α)` on a miss, in by `γ r₀ α` on a hit), and later forecasts use
+    /// the moved radii. Needs a calibrated model.
+    pub fn adaptive(mut self, gamma: f64) -> Result<Self, EngineError> {
+        let engine = self.predictor.engine();
+        let config = &engine.manifest().config;
+        let calibration = engine.pipeline().conformal().ok_or_else(|| {
+            EngineError::Model("adaptive intervals need a calibrated model".into())
+        })?;
+        let aci = AdaptiveConformal::new(calibration, gamma)
+            .map_err(|e| EngineError::Model(e.to_string()))?;
+        let width = engine.output_len();
+        let slot = || Pending {
+            origin: None,
+            lower: vec![0.0; width],
+            upper: vec![0.0; width],
+        };
+        self.adaptive = Some(Adaptive {
+            aci,
+            pending: (0..config.lead + config.horizon).map(|_| slot()).collect(),
+            targets: config.target_indices()?,
+        });
+        Ok(self)
+    }
+
+    /// Intervals resolved against their truths so far and the share that covered them
+    /// (adaptive sessions only).
+    pub fn adaptive_coverage(&self) -> Option<(u64, Option<f64>)> {
+        self.adaptive.as_ref().map(|a| a.aci.coverage())
+    }
+
+    /// The certificate of this session's last prediction: the engine's, with the adaptive
+    /// interval and its long-run guarantee when the session is adaptive.
+    pub fn certificate(&self, prediction: &Prediction) -> Certificate {
+        let engine = self.predictor.engine();
+        let mut certificate = engine.certificate(prediction);
+        if let (Some(a), Some(cal)) = (&self.adaptive, engine.pipeline().conformal()) {
+            let t = engine.manifest().config.targets.len();
+            let rows = |v: &[f64]| v.chunks(t).map(<[f64]>::to_vec).collect();
+            certificate.interval = Some(IntervalReport {
+                method: "adaptive_conformal".into(),
+                alpha: cal.alpha,
+                n_calibration: cal.n_calibration,
+                guarantee: a.aci.guarantee(),
+                lower: rows(&prediction.lower),
+                upper: rows(&prediction.upper),
+            });
+        }
+        certificate
     }
 
     /// Observations pushed so far.
@@ -126,6 +199,10 @@ impl Session {
             let past = pipeline.past_len();
             pipeline.future_into(columns, time, &mut self.window[past..])?;
         }
+        // The row is stored: it is the truth of earlier forecasts' steps.
+        if let Some(a) = self.adaptive.as_mut() {
+            a.resolve(self.seen, row, config.lead, config.horizon);
+        }
         self.ring[self.next * f..(self.next + 1) * f].copy_from_slice(row);
         self.next = (self.next + 1) % lookback;
         self.seen += 1;
@@ -138,6 +215,50 @@ impl Session {
         let past = self.ring.len();
         self.window[..tail].copy_from_slice(&self.ring[split..]);
         self.window[tail..past].copy_from_slice(&self.ring[..split]);
-        self.predictor.predict(&self.window).map(Some)
+        let origin = self.seen - 1;
+        let prediction = self.predictor.predict_mut(&self.window)?;
+        if let Some(a) = self.adaptive.as_mut() {
+            a.aci.interval(
+                &prediction.forecast.prediction,
+                &mut prediction.lower,
+                &mut prediction.upper,
+            );
+            a.issue(origin, prediction);
+        }
+        Ok(Some(prediction))
+    }
+}
+
+impl Adaptive {
+    /// Scores the stored intervals whose step falls on row `row_index` (0-based) against
+    /// `row`, and frees those that are complete.
+    fn resolve(&mut self, row_index: u64, row: &[f64], lead: usize, horizon: usize) {
+        let t = self.targets.len();
+        for slot in &mut self.pending {
+            let Some(origin) = slot.origin else {
+                continue;
+            };
+            let ahead = row_index - origin;
+            if ahead >= lead as u64 && ahead < (lead + horizon) as u64 {
+                let step = (ahead - lead as u64) as usize;
+                for (j, &column) in self.targets.iter().enumerate() {
+                    let k = step * t + j;
+                    let y = row[column];
+                    self.aci.update(k, slot.lower[k] <= y && y <= slot.upper[k]);
+                }
+            }
+            if ahead + 1 >= (lead + horizon) as u64 {
+                slot.origin = None;
+            }
+        }
+    }
+
+    /// Keeps a new forecast's interval until its truths arrive.
+    fn issue(&mut self, origin: u64, prediction: &Prediction) {
+        if let Some(slot) = self.pending.iter_mut().find(|s| s.origin.is_none()) {
+            slot.origin = Some(origin);
+            slot.lower.copy_from_slice(&prediction.lower);
+            slot.upper.copy_from_slice(&prediction.upper);
+        }
     }
 }

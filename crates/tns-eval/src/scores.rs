@@ -315,7 +315,6 @@ mod tests {
             alpha: 0.1,
             n_calibration: 10,
             radii: vec![1.0, 1.0],
-            scores: Vec::new(),
         };
         let context = ScoreContext {
             dt: 3_600.0,

@@ -458,7 +458,6 @@ mod tests {
                 alpha: 0.1,
                 n_calibration: 100,
                 radii: vec![0.5, 0.7],
-                scores: Vec::new(),
             }),
             training: None,
             tensors_sha256: String::new(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,10 @@ pub struct ObserveResponse {
     /// observations have been received.
     #[schema(value_type = Option<Object>)]
     pub prediction: Option<Certificate>,
+    /// Adaptive sessions: the share of resolved intervals that covered their truth so far
+    /// (null before the first is resolved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive_coverage: Option<Option<f64>>,
 }
 
 /// A successful reload.
@@ -463,9 +467,19 @@ pub async fn predict(
     }))
 }
 
+/// Options of a new session (query string).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOptions {
+    /// Adaptive conformal intervals with this relative step (e.g. 0.01): each observation
+    /// that is the truth of an earlier forecast moves that output's radius, so long-run
+    /// coverage holds under distribution shift.
+    pub adaptive_gamma: Option<f64>,
+}
+
 /// Opens a streaming session on the model's current version.
 #[utoipa::path(post, path = "/v1/models/{name}/sessions", tag = "sessions",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name"), SessionOptions),
     responses(
         (status = 201, body = SessionOpened),
         (status = 404, body = ErrorBody),
@@ -473,12 +487,17 @@ pub async fn predict(
 pub async fn open_session(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(options): Query<SessionOptions>,
 ) -> Result<(StatusCode, Json<SessionOpened>), ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let c = &loaded.engine.manifest().config;
-    let id = state
-        .sessions
-        .open(&name, loaded.version, Session::new(loaded.engine.clone()))?;
+    let mut session = Session::new(loaded.engine.clone());
+    if let Some(gamma) = options.adaptive_gamma {
+        session = session
+            .adaptive(gamma)
+            .map_err(|e| ApiError::BadInput(format!("adaptive_gamma: {e}")))?;
+    }
+    let id = state.sessions.open(&name, loaded.version, session)?;
     state.metrics.sessions.set(state.sessions.len() as i64);
     Ok((
         StatusCode::CREATED,
@@ -533,56 +552,59 @@ pub async fn observe(
             request.observations.len()
         )));
     }
-    let (observations, prediction) = state.sessions.with(&name, &id, |stream| {
-        let engine = stream.session.engine().clone();
-        let pipeline = engine.pipeline();
-        let future = request
-            .future
-            .as_ref()
-            .map(|f| {
-                let h = pipeline.horizon();
-                flatten_blocks(
-                    "future",
-                    std::slice::from_ref(f),
-                    h,
-                    pipeline.future_columns(),
-                    1,
-                )
-            })
-            .transpose()?;
-        let with_future = pipeline.future_width() > 0;
-        let last_row = request.observations.len() - 1;
-        let mut last = None;
-        for (i, row) in request.observations.iter().enumerate() {
-            // With known-future inputs only the last observation forecasts: the post's
-            // covariates belong to its horizon.
-            let pushed = if with_future && i < last_row {
-                stream.session.observe(row).map(|()| None)
-            } else {
-                let time = times.as_ref().map(|t| t[i]);
-                stream.session.push_with(row, future.as_deref(), time)
-            };
-            match pushed {
-                Ok(p) => {
-                    if let Some(p) = p {
+    let (observations, prediction, adaptive_coverage) =
+        state.sessions.with(&name, &id, |stream| {
+            let engine = stream.session.engine().clone();
+            let pipeline = engine.pipeline();
+            let future = request
+                .future
+                .as_ref()
+                .map(|f| {
+                    let h = pipeline.horizon();
+                    flatten_blocks(
+                        "future",
+                        std::slice::from_ref(f),
+                        h,
+                        pipeline.future_columns(),
+                        1,
+                    )
+                })
+                .transpose()?;
+            let with_future = pipeline.future_width() > 0;
+            let last_row = request.observations.len() - 1;
+            let mut last = None;
+            for (i, row) in request.observations.iter().enumerate() {
+                // With known-future inputs only the last observation forecasts: the post's
+                // covariates belong to its horizon.
+                let pushed = if with_future && i < last_row {
+                    stream.session.observe(row).map(|()| None)
+                } else {
+                    let time = times.as_ref().map(|t| t[i]);
+                    stream.session.push_with(row, future.as_deref(), time)
+                };
+                match pushed {
+                    Ok(Some(p)) => {
                         record(&state, &name, p);
+                        let p = p.clone();
+                        last = Some(stream.session.certificate(&p));
                     }
-                    last = p.map(|p| engine.certificate(p));
-                }
-                Err(e) => {
-                    return Err(ApiError::BadInput(format!(
-                        "observation {i}: {}; the {i} observations before it were kept",
-                        engine_error(e)
-                    )));
+                    Ok(None) => last = None,
+                    Err(e) => {
+                        return Err(ApiError::BadInput(format!(
+                            "observation {i}: {}; the {i} observations before it were kept",
+                            engine_error(e)
+                        )));
+                    }
                 }
             }
-        }
-        Ok((stream.session.observations(), last))
-    })??;
+            let coverage = stream.session.adaptive_coverage().map(|(_, share)| share);
+            Ok((stream.session.observations(), last, coverage))
+        })??;
     Ok(Json(ObserveResponse {
         session_id: id,
         observations,
         prediction,
+        adaptive_coverage,
     }))
 }
 

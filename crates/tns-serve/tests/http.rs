@@ -866,3 +866,37 @@ async fn future_inputs_and_calendar_serve_like_the_engine() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// A session opened with `?adaptive_gamma=` answers with adaptive intervals: the certificate
+/// names the method and its long-run guarantee, and each response reports the coverage of
+/// the intervals resolved so far. A bad step is a 422.
+#[tokio::test]
+async fn adaptive_sessions_report_their_method_and_coverage() {
+    let f = serve().await;
+    let (status, opened) = f
+        .post("/v1/models/b/sessions?adaptive_gamma=0.05", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let id = opened["session_id"].as_str().unwrap();
+    let mut rows = window(0.0);
+    rows.extend(window(0.5).into_iter().take(3));
+    let (status, body) = f
+        .post(
+            &format!("/v1/models/b/sessions/{id}"),
+            &json!({ "observations": rows }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let interval = &body["prediction"]["interval"];
+    assert_eq!(interval["method"], "adaptive_conformal");
+    assert!(interval["guarantee"].as_str().unwrap().contains("long-run"));
+    // 13 rows, lookback 10, lead 1: forecasts at rows 9–12, three of them resolved, four
+    // targets each.
+    let coverage = body["adaptive_coverage"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&coverage), "{body}");
+    let (status, body) = f
+        .post("/v1/models/b/sessions?adaptive_gamma=2", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    f.server.shutdown().await.unwrap();
+}
