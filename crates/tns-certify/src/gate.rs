@@ -89,6 +89,25 @@ pub struct GateEvidence {
     /// Error on the failed steps only (none when no step failed): there the prior alone
     /// (reject) against the shrunk and the full correction.
     pub failed_error: Option<ModeErrors>,
+    /// Error of the prior alone over every calibration value: what a fallback returns.
+    #[serde(default)]
+    pub prior_error: f64,
+}
+
+impl GateEvidence {
+    /// The mode this evidence supports. Where some steps failed, the mode with the lowest
+    /// calibration error (ties to the more conservative). Where none failed there is no
+    /// direct evidence; a fallback returns the prior, so the gate keeps the correction when
+    /// the prior alone is less accurate than the corrected forecast, and rejects otherwise.
+    pub fn choice(&self) -> GateMode {
+        if self.failed_steps > 0 {
+            self.error.best()
+        } else if self.prior_error > self.error.keep {
+            GateMode::Keep
+        } else {
+            GateMode::Reject
+        }
+    }
 }
 
 /// Serializable gate settings, stored in the model config.
@@ -308,6 +327,26 @@ mod tests {
         assert_eq!(out, [51.0, -38.0, 33.0]);
         assert_eq!("keep".parse::<GateMode>(), Ok(GateMode::Keep));
         assert!("maybe".parse::<GateMode>().is_err());
+    }
+
+    #[test]
+    fn without_failures_the_prior_s_own_error_decides() {
+        let errors = ModeErrors {
+            reject: 1.0,
+            shrink: 1.0,
+            keep: 1.0,
+        };
+        let evidence = |failed_steps, prior_error| GateEvidence {
+            windows: 10,
+            steps: 10,
+            failed_steps,
+            error: errors,
+            failed_error: None,
+            prior_error,
+        };
+        assert_eq!(evidence(0, 3.0).choice(), GateMode::Keep);
+        assert_eq!(evidence(0, 0.5).choice(), GateMode::Reject);
+        assert_eq!(evidence(2, 3.0).choice(), GateMode::Reject);
     }
 
     #[test]

@@ -146,8 +146,8 @@ pub fn fit_model(
 }
 
 /// Runs a gated model on the calibration windows under every gate mode and keeps the one
-/// with the lowest error (ties to the more conservative), recording what each did overall
-/// and on the steps whose correction failed the test. The statistic, the threshold and the
+/// the evidence supports ([`GateEvidence::choice`]), recording what each mode did overall and
+/// on the steps whose correction failed the test, and the prior's own error. The statistic, the threshold and the
 /// test itself do not change; only what a failed step returns does.
 fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), TrainError> {
     let Some(gate) = model.manifest.config.gate else {
@@ -167,7 +167,7 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
         .collect::<Result<Vec<_>, TrainError>>()?;
     let scale = &model.manifest.residual_scale;
     let (t, width) = (cal.targets(), cal.horizon() * cal.targets());
-    let (mut all, mut failed) = ([0.0; 3], [0.0; 3]);
+    let (mut all, mut failed, mut prior) = ([0.0; 3], [0.0; 3], 0.0);
     let (mut values, mut failed_values, mut failed_steps) = (0usize, 0usize, 0usize);
     for (i, truth) in cal.outputs().chunks_exact(width).enumerate() {
         // The statistic does not depend on the mode: read the decisions off any run.
@@ -179,6 +179,7 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
         for (h, step) in steps.iter().enumerate() {
             failed_steps += usize::from(!step.passed);
             for k in h * t..(h + 1) * t {
+                prior += (runs[0][i].forecast.base[k] - truth[k]).abs() / scale[k];
                 for (m, run) in runs.iter().enumerate() {
                     let e = (run[i].values()[k] - truth[k]).abs() / scale[k];
                     all[m] += e;
@@ -202,9 +203,10 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
         failed_steps,
         error: errors(all, values.max(1)),
         failed_error: (failed_values > 0).then(|| errors(failed, failed_values)),
+        prior_error: prior / values.max(1) as f64,
     };
     model.manifest.config.gate = Some(GateConfig {
-        mode: evidence.error.best(),
+        mode: evidence.choice(),
         evidence: Some(evidence),
         ..gate
     });

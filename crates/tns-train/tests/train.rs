@@ -140,6 +140,8 @@ fn the_gate_mode_is_chosen_on_the_calibration_split_with_its_evidence() {
     assert_eq!(evidence.windows, splits.cal.len());
     assert!(evidence.failed_steps > 0, "{evidence:?}");
     assert_eq!(gate.mode, evidence.error.best());
+    assert_eq!(gate.mode, evidence.choice());
+    assert!(evidence.prior_error > 0.0);
     let best = evidence.error.of(gate.mode);
     for mode in tns_certify::GateMode::ALL {
         assert!(best <= evidence.error.of(mode), "{evidence:?}");
