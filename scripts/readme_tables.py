@@ -15,8 +15,8 @@ Blocks:
   serve                           results/serve/load.{json,md}      (bash bench/serve/run.sh)
   b-over-mlp                      results/demo-<regime>/system-b-mlp-vs-mlp.md (tns eval … --reference mlp)
   refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
-  realdata                        results/realdata/epf.md           (bash bench/realdata/run.sh)
-  pedestrian                      results/realdata/pedestrian.md    (bash bench/realdata/pedestrian.sh)
+  realdata                        results/realdata/epf.md           (TNS_NHITS=1 bash bench/realdata/run.sh)
+  pedestrian                      results/realdata/pedestrian{,-calendar}.md (bash bench/realdata/pedestrian.sh)
 """
 
 import json
@@ -76,16 +76,22 @@ def refactor_ab():
 def realdata():
     return produced(
         "results/realdata/epf.md",
-        "bash bench/realdata/run.sh",
+        "TNS_NHITS=1 bash bench/realdata/run.sh",
         "files `results/realdata/*.json`, `epf.md`",
     )
 
 
 def pedestrian():
-    return produced(
-        "results/realdata/pedestrian.md",
-        "bash bench/realdata/pedestrian.sh",
-        "files `results/realdata/pedestrian.{md,json}`",
+    every = read("results/realdata/pedestrian.md")
+    calendar = read("results/realdata/pedestrian-calendar.md")
+    if every is None or calendar is None:
+        return None
+    return (
+        "Produced by `bash bench/realdata/pedestrian.sh` (files "
+        "`results/realdata/pedestrian{,-calendar}.{md,json}`). Lookback 48, no calendar:\n\n"
+        f"{every.strip()}\n\nThe MLP with a week of history and hour and day-of-week "
+        f"features of the predicted hours (`--lookback 168 --calendar hour,dow`), same folds:\n\n"
+        f"{calendar.strip()}\n"
     )
 
 

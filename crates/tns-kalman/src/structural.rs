@@ -251,14 +251,24 @@ impl StructuralModel {
 
     /// `x ← T x`.
     fn transition(&self, x: &mut [f64]) {
+        self.apply_blocks(x, false);
+    }
+
+    /// `x ← T x`, or `x ← Tᵀ x` when `transposed`.
+    fn apply_blocks(&self, x: &mut [f64], transposed: bool) {
         for &(i, m, size) in &self.blocks {
             if size == 1 {
                 x[i] *= m[0][0];
-            } else {
-                let (a, b) = (x[i], x[i + 1]);
-                x[i] = m[0][0] * a + m[0][1] * b;
-                x[i + 1] = m[1][0] * a + m[1][1] * b;
+                continue;
             }
+            let m = if transposed {
+                [[m[0][0], m[1][0]], [m[0][1], m[1][1]]]
+            } else {
+                m
+            };
+            let (a, b) = (x[i], x[i + 1]);
+            x[i] = m[0][0] * a + m[0][1] * b;
+            x[i + 1] = m[1][0] * a + m[1][1] * b;
         }
     }
 
@@ -383,7 +393,7 @@ impl WindowPlan {
                 // Z Tᵏ: the transposed transition applied k times to Z.
                 let mut row = model.z.clone();
                 for _ in 0..k {
-                    transpose_transition(&model, &mut row);
+                    model.apply_blocks(&mut row, true);
                 }
                 readout.extend_from_slice(&row);
                 let zpz: f64 = (0..n)
@@ -423,19 +433,6 @@ impl WindowPlan {
             }
         }
         last
-    }
-}
-
-/// `x ← Tᵀ x`.
-fn transpose_transition(model: &StructuralModel, x: &mut [f64]) {
-    for &(i, m, size) in &model.blocks {
-        if size == 1 {
-            x[i] *= m[0][0];
-        } else {
-            let (a, b) = (x[i], x[i + 1]);
-            x[i] = m[0][0] * a + m[1][0] * b;
-            x[i + 1] = m[0][1] * a + m[1][1] * b;
-        }
     }
 }
 
