@@ -157,6 +157,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             }
             if kind.base() != tns_model::Base::KalmanPrior {
                 model_args.seasons = None;
+                model_args.prior_context = None;
             }
             if kind != ModelKind::SeasonalNaive {
                 model_args.season = None;

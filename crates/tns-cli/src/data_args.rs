@@ -337,6 +337,12 @@ pub struct ModelArgs {
     /// with 2), fitted by maximum likelihood on the training split, one model per target.
     #[arg(long)]
     pub seasons: Option<String>,
+    /// Rows of history the base forecast (a Kalman prior) reads, when more than the
+    /// network's `--lookback`: the window grows to this many rows and the network still reads
+    /// only its last `--lookback` rows (e.g. `--prior-context 672`: four weeks for a weekly
+    /// seasonal prior under a one-week network).
+    #[arg(long)]
+    pub prior_context: Option<usize>,
     /// The structural prior's trend: `level` (random walk) or `local-linear` (with a slope).
     #[arg(long, default_value = "level", requires = "seasons")]
     pub trend: String,
@@ -380,12 +386,14 @@ impl ModelArgs {
             .unwrap_or_else(|| data.columns().to_vec())
     }
 
-    /// Rows per input window: the lookback, or the season for seasonal-naive if longer.
+    /// Rows per input window: the lookback, or the season for seasonal-naive if longer, or
+    /// the prior's context if longer.
     fn lookback(&self) -> usize {
-        match (self.model, self.season) {
+        let rows = match (self.model, self.season) {
             (ModelKind::SeasonalNaive, Some(season)) => self.lookback.max(season),
             _ => self.lookback,
-        }
+        };
+        rows.max(self.prior_context.unwrap_or(0))
     }
 
     /// The window layout of `config` (from [`ModelArgs::config`]) on `data`.

@@ -90,10 +90,11 @@ impl CandleReference {
             self.pipeline.check_window(w)?;
         }
         let n = windows.len() / per;
-        let mut normalized = vec![0f32; windows.len()];
+        let net_per = self.pipeline.network_input_len();
+        let mut normalized = vec![0f32; n * net_per];
         for (w, x) in windows
             .chunks_exact(per)
-            .zip(normalized.chunks_exact_mut(per))
+            .zip(normalized.chunks_exact_mut(net_per))
         {
             self.pipeline.normalize_into(w, x);
         }
@@ -158,7 +159,8 @@ pub fn examples() -> Result<Vec<Example>, ReferenceError> {
 }
 
 /// System B over `network` at `[10, 4]` with a structural prior (local level and a
-/// 4-row season with one harmonic) instead of the kinematic axes.
+/// 4-row season with one harmonic) instead of the kinematic axes, reading all 10 rows while
+/// the network reads the last 6.
 pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example, ReferenceError> {
     let mut example = example(ModelKind::SystemB, network, 10, 4, false, seed)?;
     let spec = StructuralSpec {
@@ -178,12 +180,17 @@ pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example,
     };
     let m = &mut example.manifest;
     m.config.structural = Some(spec);
+    m.config.network_lookback = Some(6);
+    example.tensors = Network::init(&m.config, &Device::Cpu)?.to_tensors()?;
     if let Some(kalman) = m.kalman.as_mut() {
         kalman.structural = (0..m.config.targets.len())
             .map(|j| params(1.0 + j as f64))
             .collect();
     }
-    example.label = format!("{} with a structural prior", example.label);
+    example.label = format!(
+        "{} with a structural prior, the network on the last 6 rows",
+        example.label
+    );
     split_gate_decisions(&mut example, seed)?;
     Ok(example)
 }

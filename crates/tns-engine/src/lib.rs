@@ -272,16 +272,17 @@ impl Engine {
         s: &mut BatchScratch,
     ) -> Result<(), EngineError> {
         let (per, width) = (self.input_len(), self.output_len());
+        let net_per = self.pipeline.network_input_len();
         let n = preds.len();
         if let (Some(net), Some(scratch)) = (&self.network, s.network.as_mut()) {
             for (w, x) in block
                 .chunks_exact(per)
-                .zip(s.normalized.chunks_exact_mut(per))
+                .zip(s.normalized.chunks_exact_mut(net_per))
             {
                 self.pipeline.normalize_into(w, x);
             }
             net.forward_lanes(
-                &s.normalized[..n * per],
+                &s.normalized[..n * net_per],
                 &mut s.outputs[..n * width],
                 scratch,
             );
@@ -328,7 +329,7 @@ struct BatchScratch {
 impl BatchScratch {
     fn new(engine: &Engine) -> Self {
         Self {
-            normalized: vec![0.0; LANES * engine.input_len()],
+            normalized: vec![0.0; LANES * engine.pipeline.network_input_len()],
             outputs: vec![0.0; LANES * engine.output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),
@@ -352,7 +353,7 @@ impl Predictor {
     /// Buffers for `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
         Self {
-            normalized: vec![0.0; engine.input_len()],
+            normalized: vec![0.0; engine.pipeline.network_input_len()],
             network_output: vec![0.0; engine.output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),

@@ -286,8 +286,8 @@ impl NetworkPlan {
         Ok(Self {
             layers,
             widths: nodes.iter().map(|n| n.output.len()).collect(),
-            inputs: config.input_len(),
-            past: config.past_len(),
+            inputs: config.network_input_len(),
+            past: config.network_rows() * config.features.len(),
             outputs: config.output_width(),
             macs: config.macs(),
             int8,

@@ -213,6 +213,10 @@ pub struct ModelConfig {
     /// model per target) instead of the kinematic axes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structural: Option<StructuralSpec>,
+    /// Rows of the window the network reads (the last ones), when fewer than the lookback: the
+    /// base forecast (a Kalman prior's context) reads all `lookback` rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_lookback: Option<usize>,
 }
 
 impl ModelConfig {
@@ -253,6 +257,7 @@ impl ModelConfig {
             season: (kind.base() == Base::SeasonalNaive).then_some(lookback),
             future: None,
             structural: None,
+            network_lookback: None,
         }
     }
 
@@ -318,12 +323,24 @@ impl ModelConfig {
         self.horizon * self.targets.len()
     }
 
-    /// What the network sees: the normalized window, a sequence `[lookback, features]`.
+    /// Rows of the window the network reads: the last [`ModelConfig::network_lookback`]
+    /// rows, or all of them.
+    pub fn network_rows(&self) -> usize {
+        self.network_lookback.unwrap_or(self.lookback)
+    }
+
+    /// What the network sees: the normalized window's last rows, a sequence
+    /// `[network rows, features]` (the future block joins later, through `concat-future`).
     pub fn network_input(&self) -> Shape {
         Shape::Sequence {
-            steps: self.lookback,
+            steps: self.network_rows(),
             channels: self.input_width(),
         }
+    }
+
+    /// Values of the network's input: its rows of the window, then the future block.
+    pub fn network_input_len(&self) -> usize {
+        self.network_rows() * self.features.len() + self.future_len()
     }
 
     /// The network as a stack of layers with their shapes and tensor names (empty for
@@ -395,6 +412,14 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lookback == 0 || self.horizon == 0 || self.lead == 0 {
             return Err(ConfigError::ZeroSize);
+        }
+        if let Some(rows) = self.network_lookback
+            && (rows == 0 || rows > self.lookback)
+        {
+            return Err(ConfigError::NetworkLookback {
+                rows,
+                lookback: self.lookback,
+            });
         }
         // Bounds far above any small temporal model, so that a hostile or corrupted manifest
         // cannot make a loader allocate without limit or overflow a size computation.

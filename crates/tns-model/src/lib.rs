@@ -131,6 +131,16 @@ pub enum ConfigError {
         /// Whether it needs one.
         needs: bool,
     },
+    /// Network rows outside `1..=lookback`.
+    #[error(
+        "the network reads {rows} rows but the window has {lookback}; it must read 1 to {lookback}"
+    )]
+    NetworkLookback {
+        /// Rows the network reads.
+        rows: usize,
+        /// Rows of the window.
+        lookback: usize,
+    },
     /// A structural prior on a kind without a Kalman prior.
     #[error(
         "kind {0} has no Kalman prior, so it takes no structural components (use kalman or system-b)"

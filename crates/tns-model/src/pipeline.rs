@@ -150,6 +150,8 @@ pub struct Pipeline {
     has_network: bool,
     features: Vec<String>,
     lookback: usize,
+    /// Rows of the window the network reads (the last ones).
+    network_rows: usize,
     targets: Vec<usize>,
     horizon: usize,
     lead: usize,
@@ -285,6 +287,7 @@ impl Pipeline {
             has_network: c.network.is_some(),
             features: c.features.clone(),
             lookback: c.lookback,
+            network_rows: c.network_rows(),
             targets,
             horizon: c.horizon,
             lead: c.lead,
@@ -331,6 +334,12 @@ impl Pipeline {
     /// (`horizon × future width`).
     pub fn input_len(&self) -> usize {
         self.past_len() + self.horizon * self.future_width()
+    }
+
+    /// Values of the network's input ([`Pipeline::normalize_into`] writes them): the window's
+    /// last network rows, then the future block.
+    pub fn network_input_len(&self) -> usize {
+        self.network_rows * self.features.len() + self.horizon * self.future_width()
     }
 
     /// Names of the future block's columns: the covariates, then the calendar pairs.
@@ -456,15 +465,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes the network input (f32, the past window then the future block) for a checked
-    /// raw model input.
+    /// Writes the network input (f32: the window's last network rows, then the future block;
+    /// [`Pipeline::network_input_len`] values) for a checked raw model input.
     pub fn normalize_into(&self, input: &[f64], out: &mut [f32]) {
         let f = self.features.len();
         let (window, future) = input.split_at(self.past_len());
-        let (out_past, out_future) = out.split_at_mut(self.past_len());
+        let (out_past, out_future) = out.split_at_mut(self.network_rows * f);
         let last = &window[(self.lookback - 1) * f..];
+        let read = &window[(self.lookback - self.network_rows) * f..];
         let n = &self.normalization;
-        for (i, (&x, o)) in window.iter().zip(out_past.iter_mut()).enumerate() {
+        for (i, (&x, o)) in read.iter().zip(out_past.iter_mut()).enumerate() {
             let c = i % f;
             let centre = if n.relative[c] { last[c] } else { n.mean[c] };
             *o = ((x - centre) / n.std[c]) as f32;

@@ -150,7 +150,7 @@ impl Network {
         Ok(Self {
             layers,
             vars,
-            lookback: config.lookback,
+            lookback: config.network_rows(),
             features: config.input_width(),
             future: config.future_len(),
         })

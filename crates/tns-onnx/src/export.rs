@@ -142,7 +142,22 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     let forecast_flat = match &c.network {
         None => base_flat.clone(),
         Some(_) => {
-            let normalized = normalize(&mut g, manifest)?;
+            let mut normalized = normalize(&mut g, manifest)?;
+            if c.network_rows() < c.lookback {
+                // The network reads the window's last rows; the base read all of them.
+                let starts = g.constant_i64(
+                    "network_rows_start",
+                    vec![(c.lookback - c.network_rows()) as i64],
+                );
+                let ends = g.constant_i64("network_rows_end", vec![c.lookback as i64]);
+                let axes = g.constant_i64("network_rows_axis", vec![1]);
+                normalized = g.node(
+                    "Slice",
+                    &[&normalized, &starts, &ends, &axes],
+                    "window_network_rows",
+                    vec![],
+                );
+            }
             let future = (c.future_width() > 0).then(|| normalize_future(&mut g, manifest));
             let net_out = network_graph(&mut g, &normalized, future.as_deref(), tensors, c)?;
             let scale: Vec<f32> = manifest.residual_scale.iter().map(|&s| s as f32).collect();

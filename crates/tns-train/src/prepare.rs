@@ -289,7 +289,7 @@ fn net_data(
     set: &WindowSet,
     bases: &[Vec<f64>],
 ) -> Result<NetData, TrainError> {
-    let per = pipeline.input_len();
+    let per = pipeline.network_input_len();
     let width = pipeline.output_len();
     let mut inputs = vec![0f32; set.len() * per];
     let mut targets = Vec::with_capacity(set.len() * width);
