@@ -87,7 +87,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     if args.folds == 0 || !(args.test_share > 0.0 && args.test_share < 1.0) {
         bail!("--folds must be at least 1 and --test-share lie in (0, 1)");
     }
+    let inputs: Vec<&std::path::Path> = args.data.data.as_deref().into_iter().collect();
     for path in args.predictions.iter().chain(&args.report) {
+        crate::outputs::check_output(path, &inputs)?;
         crate::ensure_parent(path)?;
     }
     let dataset = args.data.load()?;

@@ -5,6 +5,7 @@ mod backtest;
 mod data_args;
 mod demo;
 mod inspect;
+mod outputs;
 mod quantize;
 mod score_file;
 mod serve;
@@ -200,6 +201,7 @@ fn main() -> Result<()> {
                     output,
                 },
         } => {
+            outputs::check_output(&output, &[])?;
             let data = synth.generate(&generator)?;
             data.write_csv(&output)
                 .with_context(|| format!("writing {}", output.display()))?;
@@ -246,6 +248,8 @@ fn train(cmd: TrainCommand) -> Result<()> {
             dir.display()
         );
     }
+    let data_file = cmd.data.data.as_deref().into_iter().collect::<Vec<_>>();
+    outputs::check_output(&cmd.output, &data_file)?;
     if let Some(dir) = &cmd.train.run_dir {
         // Checked before any work: a missing folder would fail after the first epoch.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -288,6 +292,15 @@ fn train(cmd: TrainCommand) -> Result<()> {
 }
 
 fn eval(cmd: EvalCommand) -> Result<()> {
+    let mut inputs: Vec<&Path> = cmd.models.iter().map(PathBuf::as_path).collect();
+    inputs.extend(cmd.data.data.as_deref());
+    let reports = cmd
+        .report
+        .iter()
+        .flat_map(|stem| [stem.with_extension("md"), stem.with_extension("json")]);
+    for path in reports.chain(cmd.predictions.iter().cloned()) {
+        outputs::check_output(&path, &inputs)?;
+    }
     for path in cmd.report.iter().chain(&cmd.predictions) {
         ensure_parent(path)?;
     }
@@ -417,6 +430,7 @@ fn predict(cmd: PredictCommand) -> Result<()> {
         Engine::load(&cmd.model).with_context(|| format!("loading {}", cmd.model.display()))?,
     );
     if let (Some(data), Some(output)) = (&cmd.data, &cmd.output) {
+        outputs::check_output(output, &[data, &cmd.model])?;
         if cmd.origin_every == 0 {
             bail!("--origin-every must be at least 1");
         }
@@ -436,6 +450,7 @@ fn predict(cmd: PredictCommand) -> Result<()> {
 }
 
 fn export_onnx(model: &Path, output: &Path) -> Result<()> {
+    outputs::check_output(output, &[model])?;
     let (manifest, tensors) = tns_format::load_model(model)?;
     let onnx = tns_onnx::export(&manifest, &tensors)
         .with_context(|| format!("exporting {}", model.display()))?;

@@ -35,6 +35,9 @@ pub struct QuantizeArgs {
 /// Runs `tns quantize`.
 pub fn run(args: QuantizeArgs) -> Result<()> {
     debug_assert!(args.int8, "clap requires --int8");
+    let mut inputs = vec![args.model.as_path()];
+    inputs.extend(args.data.data.as_deref());
+    crate::outputs::check_output(&args.output, &inputs)?;
     let (manifest, tensors) =
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let data = args.data.for_model(&manifest);

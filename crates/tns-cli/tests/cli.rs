@@ -768,3 +768,126 @@ fn a_structural_prior_forecasts_a_daily_cycle() {
         "{stderr}"
     );
 }
+
+/// Issue 13 item 8: no command writes over one of its inputs, through a symbolic link or onto
+/// a device; each is refused before any work, and the input is left as it was.
+#[test]
+fn outputs_never_destroy_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("victim.csv");
+    ok(tns(&[
+        "data",
+        "synth",
+        "trajectory",
+        "--rows",
+        "600",
+        "-o",
+        csv.to_str().unwrap(),
+    ]));
+    let before = std::fs::read(&csv).unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = tns(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    refused(
+        &[
+            "train",
+            "--data",
+            csv.to_str().unwrap(),
+            "--time-column",
+            "t",
+            "--model",
+            "linear",
+            "-o",
+            csv.to_str().unwrap(),
+        ],
+        "also an input",
+    );
+    assert_eq!(std::fs::read(&csv).unwrap(), before, "the input changed");
+    let model = dir.path().join("m.tns");
+    ok(tns(&[
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "t",
+        "--model",
+        "linear",
+        "--epochs",
+        "1",
+        "-o",
+        model.to_str().unwrap(),
+    ]));
+    let model_bytes = std::fs::read(&model).unwrap();
+    refused(
+        &[
+            "export",
+            "onnx",
+            model.to_str().unwrap(),
+            "-o",
+            model.to_str().unwrap(),
+        ],
+        "also an input",
+    );
+    // The same file by another path.
+    let other = dir.path().join(".").join("m.tns");
+    refused(
+        &[
+            "export",
+            "onnx",
+            model.to_str().unwrap(),
+            "-o",
+            other.to_str().unwrap(),
+        ],
+        "also an input",
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        model_bytes,
+        "the model changed"
+    );
+    refused(
+        &[
+            "predict",
+            model.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--output",
+            csv.to_str().unwrap(),
+        ],
+        "also an input",
+    );
+    refused(
+        &[
+            "eval",
+            "--data",
+            csv.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "--predictions",
+            csv.to_str().unwrap(),
+        ],
+        "also an input",
+    );
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.onnx");
+        std::os::unix::fs::symlink(dir.path().join("target.onnx"), &link).unwrap();
+        refused(
+            &[
+                "export",
+                "onnx",
+                model.to_str().unwrap(),
+                "-o",
+                link.to_str().unwrap(),
+            ],
+            "symbolic link",
+        );
+        refused(
+            &["export", "onnx", model.to_str().unwrap(), "-o", "/dev/null"],
+            "not a regular file",
+        );
+    }
+    assert_eq!(std::fs::read(&csv).unwrap(), before, "the input changed");
+}
