@@ -98,7 +98,7 @@ fn malformed_csv_is_reported_with_row_and_column() {
         "--time-column",
         "t",
         "-o",
-        "/dev/null",
+        dir.path().join("m.tns").to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -192,6 +192,8 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
 
 #[test]
 fn bad_networks_are_refused_with_the_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("m.tns");
     let refused = |model: &str, network: &str| {
         let out = tns(&[
             "train",
@@ -204,7 +206,7 @@ fn bad_networks_are_refused_with_the_syntax() {
             "--network",
             network,
             "-o",
-            "/dev/null",
+            output.to_str().unwrap(),
         ]);
         assert!(
             !out.status.success(),
