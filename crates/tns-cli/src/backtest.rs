@@ -113,7 +113,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| vec![args.model.model]);
     let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
-    let mut options = args.train.options(true);
+    let mut options = args.train.options(true)?;
     options.choose_gate = args.model.choose_gate();
     let mut results = Vec::new();
     let mut rows = vec![

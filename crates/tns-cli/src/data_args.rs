@@ -506,16 +506,16 @@ impl ModelArgs {
 #[derive(Args, Clone, Debug)]
 pub struct TrainArgs {
     /// Maximum epochs.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub epochs: usize,
     /// Windows per step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
     /// Early-stopping patience (epochs).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub patience: usize,
     /// Weight of the gate-aware penalty for System B (0 = plain MSE).
     #[arg(long, default_value_t = 0.0)]
@@ -530,14 +530,26 @@ pub struct TrainArgs {
     #[arg(long, requires = "run_dir")]
     pub resume: bool,
     /// Stop after this many epochs of this run (resume later with --resume).
-    #[arg(long, requires = "run_dir")]
+    #[arg(long, requires = "run_dir", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub stop_after: Option<usize>,
 }
 
 impl TrainArgs {
-    /// Fit options on the CPU.
-    pub fn options(&self, progress: bool) -> FitOptions {
-        FitOptions {
+    /// Fit options on the CPU, after checking the numbers clap cannot.
+    pub fn options(&self, progress: bool) -> Result<FitOptions> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(self.gate_penalty.is_finite() && self.gate_penalty >= 0.0) {
+            bail!(
+                "--gate-penalty must be a number ≥ 0, got {}",
+                self.gate_penalty
+            );
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            bail!("--alpha must lie in (0, 1), got {}", self.alpha);
+        }
+        Ok(FitOptions {
             train: TrainConfig {
                 epochs: self.epochs,
                 batch_size: self.batch_size,
@@ -552,7 +564,7 @@ impl TrainArgs {
             progress,
             stop_after: self.stop_after,
             ..FitOptions::default()
-        }
+        })
     }
 }
 

@@ -272,7 +272,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
         splits.val.len(),
         splits.cal.len()
     );
-    let mut options = cmd.train.options(true);
+    let mut options = cmd.train.options(true)?;
     options.choose_gate = cmd.model.choose_gate();
     let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
     model.manifest.data = Some(cmd.data.spec(split, &window, dataset.dt()));

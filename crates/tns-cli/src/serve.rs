@@ -23,19 +23,19 @@ pub struct ServeArgs {
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Largest request body in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_body_bytes: usize,
     /// Most windows per request.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_batch: usize,
     /// Most requests handled at once (more are answered 503).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_concurrent: usize,
     /// Requests per second per client IP (default: unlimited).
     #[arg(long)]
     rate_limit: Option<NonZeroU32>,
     /// Most open streaming sessions.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_sessions: usize,
     /// Seconds without a post after which a session closes.
     #[arg(long, default_value_t = 300)]
@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2.0)]
     watch_seconds: f64,
     /// Worker threads of the async runtime (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     workers: Option<usize>,
 }
 

@@ -893,3 +893,52 @@ fn outputs_never_destroy_inputs() {
     }
     assert_eq!(std::fs::read(&csv).unwrap(), before, "the input changed");
 }
+
+/// Issue 13 item 12: options that would silently write an untrained model or run a server
+/// that cannot answer are refused with a message naming them.
+#[test]
+fn options_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("m.tns");
+    let train = |extra: &[&str], says: &str| {
+        let mut args = vec![
+            "train",
+            "--synth",
+            "trajectory",
+            "--rows",
+            "600",
+            "--model",
+            "linear",
+            "-o",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = tns(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    };
+    train(&["--patience", "0"], "--patience");
+    train(&["--epochs", "0"], "--epochs");
+    train(
+        &[
+            "--stop-after",
+            "0",
+            "--run-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "--stop-after",
+    );
+    train(&["--gate-penalty", "NaN"], "--gate-penalty");
+    train(&["--lr=-1"], "--lr");
+    train(&["--targets", "x,x"], "listed twice");
+    assert!(!output.exists(), "a refused run wrote a model");
+    for flag in ["--workers", "--max-concurrent", "--max-batch"] {
+        let out = tns(&["serve", "m=x.tns", flag, "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(flag),
+            "{flag}: {stderr}"
+        );
+    }
+}

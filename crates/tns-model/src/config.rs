@@ -437,6 +437,15 @@ impl ModelConfig {
         if self.features.is_empty() || self.targets.is_empty() {
             return Err(ConfigError::NoColumns);
         }
+        for list in [&self.features, &self.targets] {
+            if let Some(name) = list
+                .iter()
+                .enumerate()
+                .find_map(|(i, n)| list[..i].contains(n).then_some(n))
+            {
+                return Err(ConfigError::DuplicateColumn(name.clone()));
+            }
+        }
         self.target_indices()?;
         if let Some(future) = &self.future {
             if future.width() == 0 {

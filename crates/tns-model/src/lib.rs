@@ -103,6 +103,9 @@ pub enum ConfigError {
     /// No feature or no target.
     #[error("a model needs at least one feature and one target")]
     NoColumns,
+    /// A column listed twice among the features or the targets.
+    #[error("column {0:?} is listed twice; list each feature and target once")]
+    DuplicateColumn(String),
     /// A target that is not a feature.
     #[error("target {target:?} is not among the features {features:?}")]
     UnknownTarget {
