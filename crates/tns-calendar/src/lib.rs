@@ -3,8 +3,9 @@
 //! are neighbours, computed in UTC or in an IANA time zone (`Europe/Paris`), daylight
 //! saving time included.
 //!
-//! One function computes them ([`Calendar::values_at`]); training windows, the engine's
-//! inputs, the server and sessions all call it, so a model sees the same features for the
+//! One function computes them ([`ResolvedCalendar::values_at`], on a calendar whose time
+//! zone was looked up once by [`Calendar::resolve`]); training windows, the engine's inputs,
+//! the server and sessions all call it, so a model sees the same features for the
 //! same timestamp wherever it runs. Timestamps are seconds since 1970-01-01 00:00 UTC; a
 //! time written without an offset in a data file is read as UTC, so without a time zone
 //! the features are those of the time as written.
@@ -15,7 +16,7 @@
 //! assert_eq!(cal.columns(), ["hour_sin", "hour_cos"]);
 //! // 2021-06-01 10:00 UTC is 12:00 in Paris (summer time): the angle is half a turn.
 //! let mut row = [0.0; 2];
-//! cal.values_at(1_622_541_600.0, &mut row).unwrap();
+//! cal.resolve().unwrap().values_at(1_622_541_600.0, &mut row).unwrap();
 //! assert!(row[0].abs() < 1e-12 && (row[1] + 1.0).abs() < 1e-12);
 //! ```
 
@@ -167,6 +168,16 @@ impl Calendar {
             .transpose()
     }
 
+    /// The calendar ready to compute: checked, with its time zone looked up once.
+    pub fn resolve(&self) -> Result<ResolvedCalendar, CalendarError> {
+        self.validate()?;
+        Ok(ResolvedCalendar {
+            features: self.features.clone(),
+            zone: self.zone()?,
+            step: self.step,
+        })
+    }
+
     /// The column names, two per feature: `hour_sin`, `hour_cos`, …
     pub fn columns(&self) -> Vec<String> {
         self.features
@@ -178,41 +189,6 @@ impl Calendar {
     /// Values per timestamp (two per feature).
     pub fn width(&self) -> usize {
         2 * self.features.len()
-    }
-
-    /// Writes the features of `time` (seconds since 1970, UTC) into `out` (`width()` values).
-    pub fn values_at(&self, time: f64, out: &mut [f64]) -> Result<(), CalendarError> {
-        let local = self.local_time(time)?;
-        for (f, pair) in self.features.iter().zip(out.chunks_exact_mut(2)) {
-            let angle = std::f64::consts::TAU * f.fraction(local);
-            pair[0] = angle.sin();
-            pair[1] = angle.cos();
-        }
-        Ok(())
-    }
-
-    /// The time of the row `rows` steps after `origin`.
-    pub fn time_after(&self, origin: f64, rows: usize) -> f64 {
-        origin + rows as f64 * self.step
-    }
-
-    /// The local date and time of a timestamp.
-    pub fn local_time(&self, time: f64) -> Result<NaiveDateTime, CalendarError> {
-        if !time.is_finite() {
-            return Err(CalendarError::Time(time));
-        }
-        // Whole milliseconds: data files carry no finer times, and rounding keeps a time
-        // built as `origin + k · step` from landing a hair before the hour it names.
-        let millis = (time * 1000.0).round();
-        if millis.abs() > 8.0e15 {
-            return Err(CalendarError::Time(time));
-        }
-        let utc =
-            DateTime::from_timestamp_millis(millis as i64).ok_or(CalendarError::Time(time))?;
-        Ok(match self.zone()? {
-            Some(tz) => utc.with_timezone(&tz).naive_local(),
-            None => utc.naive_utc(),
-        })
     }
 }
 
@@ -270,6 +246,52 @@ pub fn format_time(t: f64) -> String {
     }
 }
 
+/// A [`Calendar`] ready to compute: its time zone looked up once, so that computing the
+/// features of a timestamp parses nothing and allocates nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedCalendar {
+    features: Vec<CalendarFeature>,
+    zone: Option<Tz>,
+    step: f64,
+}
+
+impl ResolvedCalendar {
+    /// Writes the features of `time` (seconds since 1970, UTC) into `out` (two per feature).
+    pub fn values_at(&self, time: f64, out: &mut [f64]) -> Result<(), CalendarError> {
+        let local = self.local_time(time)?;
+        for (f, pair) in self.features.iter().zip(out.chunks_exact_mut(2)) {
+            let angle = std::f64::consts::TAU * f.fraction(local);
+            pair[0] = angle.sin();
+            pair[1] = angle.cos();
+        }
+        Ok(())
+    }
+
+    /// The time of the row `rows` steps after `origin`.
+    pub fn time_after(&self, origin: f64, rows: usize) -> f64 {
+        origin + rows as f64 * self.step
+    }
+
+    /// The local date and time of a timestamp.
+    pub fn local_time(&self, time: f64) -> Result<NaiveDateTime, CalendarError> {
+        if !time.is_finite() {
+            return Err(CalendarError::Time(time));
+        }
+        // Whole milliseconds: data files carry no finer times, and rounding keeps a time
+        // built as `origin + k · step` from landing a hair before the hour it names.
+        let millis = (time * 1000.0).round();
+        if millis.abs() > 8.0e15 {
+            return Err(CalendarError::Time(time));
+        }
+        let utc =
+            DateTime::from_timestamp_millis(millis as i64).ok_or(CalendarError::Time(time))?;
+        Ok(match self.zone {
+            Some(tz) => utc.with_timezone(&tz).naive_local(),
+            None => utc.naive_utc(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +312,7 @@ mod tests {
         )
         .unwrap();
         // Paris moved from UTC+1 to UTC+2 at 2021-03-28 01:00 UTC: local 01:00, then 03:00.
+        let cal = cal.resolve().unwrap();
         let hours: Vec<u32> = ["2021-03-28 00:00", "2021-03-28 01:00", "2021-03-28 02:00"]
             .iter()
             .map(|s| cal.local_time(utc(s)).unwrap().hour())
@@ -303,7 +326,10 @@ mod tests {
         let dow = std::f64::consts::TAU * 6.0 / 7.0;
         assert!((row[2] - dow.sin()).abs() < 1e-12);
         // Without a zone, the time as written.
-        let plain = Calendar::new(vec![CalendarFeature::Hour], None, 3600.0).unwrap();
+        let plain = Calendar::new(vec![CalendarFeature::Hour], None, 3600.0)
+            .unwrap()
+            .resolve()
+            .unwrap();
         assert_eq!(plain.local_time(utc("2021-03-28 01:00")).unwrap().hour(), 1);
     }
 
@@ -311,6 +337,7 @@ mod tests {
     fn every_feature_is_a_unit_circle_point_with_the_right_period() {
         let all = Calendar::new(CalendarFeature::ALL.to_vec(), None, 900.0).unwrap();
         assert_eq!(all.width(), 10);
+        let all = all.resolve().unwrap();
         let mut a = vec![0.0; 10];
         let mut b = vec![0.0; 10];
         all.values_at(utc("2024-12-31 23:45"), &mut a).unwrap();
@@ -356,8 +383,9 @@ mod tests {
         );
         assert!(Calendar::new(vec![CalendarFeature::Hour], None, 0.0).is_err());
         let cal = Calendar::new(vec![CalendarFeature::Hour], None, 1.0).unwrap();
-        assert!(cal.values_at(f64::NAN, &mut [0.0; 2]).is_err());
-        assert!(cal.values_at(1e300, &mut [0.0; 2]).is_err());
+        let resolved = cal.resolve().unwrap();
+        assert!(resolved.values_at(f64::NAN, &mut [0.0; 2]).is_err());
+        assert!(resolved.values_at(1e300, &mut [0.0; 2]).is_err());
         let json = serde_json::to_string(&cal).unwrap();
         assert_eq!(serde_json::from_str::<Calendar>(&json).unwrap(), cal);
     }

@@ -451,6 +451,12 @@ impl Dataset {
             WindowSet::empty(spec.lookback, f, spec.horizon, t).with_future(fw)
         });
         let mut input = vec![0.0; spec.lookback * f + spec.horizon * fw];
+        let calendar = spec
+            .calendar
+            .as_ref()
+            .map(Calendar::resolve)
+            .transpose()
+            .map_err(|e| DataError::BadSpec(e.to_string()))?;
         let mut train_rows = Vec::new();
         let mut welford = Welford::new(f);
         let span = spec.span();
@@ -510,7 +516,7 @@ impl Dataset {
                             for (j, &c) in spec.future.iter().enumerate() {
                                 known[j] = seg.values[row * f + c];
                             }
-                            if let Some(calendar) = &spec.calendar {
+                            if let Some(calendar) = &calendar {
                                 // From the origin's time, as a server computes it.
                                 let time = calendar.time_after(origin_time, lead + step);
                                 calendar

@@ -159,7 +159,7 @@ pub struct Pipeline {
     future_names: Vec<String>,
     /// Known-future covariate columns (the caller gives them).
     future_columns: usize,
-    calendar: Option<tns_calendar::Calendar>,
+    calendar: Option<tns_calendar::ResolvedCalendar>,
     /// For bases read off the window: the window row each horizon step repeats.
     base_rows: Vec<usize>,
     normalization: InputNormalization,
@@ -293,7 +293,13 @@ impl Pipeline {
             lead: c.lead,
             future_names: c.future.as_ref().map_or_else(Vec::new, |f| f.names()),
             future_columns: c.future.as_ref().map_or(0, |f| f.columns.len()),
-            calendar: c.future.as_ref().and_then(|f| f.calendar.clone()),
+            calendar: c
+                .future
+                .as_ref()
+                .and_then(|f| f.calendar.as_ref())
+                .map(tns_calendar::Calendar::resolve)
+                .transpose()
+                .map_err(|e| PipelineError::Config(ConfigError::Calendar(e)))?,
             base_rows: (0..c.horizon)
                 .map(|h| base_row(c.kind.base(), c.lookback, c.lead + h, c.season))
                 .collect(),
