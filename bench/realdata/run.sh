@@ -4,6 +4,9 @@
 #
 #   bash bench/realdata/run.sh            # → results/realdata/epf.{json,md}
 #   TNS_NHITS=1 bash bench/realdata/run.sh  # also NeuralForecast's N-HiTS (installs torch)
+#   TNS_REUSE=1 …                            # keep the models and N-HiTS forecasts already in
+#                                            # target/realdata-work (re-evaluate after a change
+#                                            # to evaluation only; retrain after any other)
 #
 # Tasks: both series one hour ahead (origins every hour); FR and BE day-ahead (24 hours,
 # calibration and test origins every 24 rows at 23:00; training windows at every hour). TNS models: persistence, seasonal naive (168), linear, MLP,
@@ -34,6 +37,12 @@ venv=target/realdata-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/realdata/requirements.txt
 
+# `tns train ARGS… -o FILE`, skipped under TNS_REUSE=1 when FILE (the last argument) exists.
+train() {
+  if [ "${TNS_REUSE:-0}" = 1 ] && [ -f "${!#}" ]; then return; fi
+  "$tns" train "$@"
+}
+
 run_task() {
   local name=$1 series=$2 horizon=$3 every=$4
   local filter=() ids='["FR", "BE"]'
@@ -42,27 +51,27 @@ run_task() {
                 --targets y --horizon "$horizon" --origin-every "$every")
   local models=()
   for kind in persistence linear mlp system-a system-b; do
-    "$tns" train "${common[@]}" --model "$kind" --lookback 48 -o "$work/$name-$kind.tns"
+    train "${common[@]}" --model "$kind" --lookback 48 -o "$work/$name-$kind.tns"
     models+=("$work/$name-$kind.tns")
   done
-  "$tns" train "${common[@]}" --model system-b --network mlp:64,64 --name system-b-mlp \
+  train "${common[@]}" --model system-b --network mlp:64,64 --name system-b-mlp \
          --lookback 48 -o "$work/$name-system-b-mlp.tns"
-  "$tns" train "${common[@]}" --model mlp --name mlp-168 --lookback 168 -o "$work/$name-mlp-168.tns"
-  "$tns" train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
+  train "${common[@]}" --model mlp --name mlp-168 --lookback 168 -o "$work/$name-mlp-168.tns"
+  train "${common[@]}" --model seasonal-naive --season 168 -o "$work/$name-seasonal-naive.tns"
   models+=("$work/$name-system-b-mlp.tns" "$work/$name-mlp-168.tns" "$work/$name-seasonal-naive.tns")
   local known=(--future gen_forecast,system_load --calendar hour,dow)
-  "$tns" train "${common[@]}" "${known[@]}" --model linear --name linear-168-fx --lookback 168 \
+  train "${common[@]}" "${known[@]}" --model linear --name linear-168-fx --lookback 168 \
          -o "$work/$name-linear-168-fx.tns"
-  "$tns" train "${common[@]}" "${known[@]}" --model mlp --name mlp-168-fx --lookback 168 \
+  train "${common[@]}" "${known[@]}" --model mlp --name mlp-168-fx --lookback 168 \
          -o "$work/$name-mlp-168-fx.tns"
-  "$tns" train "${common[@]}" "${known[@]}" --model system-a --name system-a-fx --lookback 48 \
+  train "${common[@]}" "${known[@]}" --model system-a --name system-a-fx --lookback 48 \
          -o "$work/$name-system-a-fx.tns"
   models+=("$work/$name-linear-168-fx.tns" "$work/$name-mlp-168-fx.tns" "$work/$name-system-a-fx.tns")
   # The structural prior (local level + daily seasonal, 4 harmonics, fitted by maximum
   # likelihood) alone, and System B correcting it with the MLP and the same inputs.
-  "$tns" train "${common[@]}" --model kalman --name kalman-structural --lookback 168 \
+  train "${common[@]}" --model kalman --name kalman-structural --lookback 168 \
          --seasons 24:4 -o "$work/$name-kalman-structural.tns"
-  "$tns" train "${common[@]}" "${known[@]}" --model system-b --network mlp:64,64 \
+  train "${common[@]}" "${known[@]}" --model system-b --network mlp:64,64 \
          --name system-b-structural-fx --lookback 168 --seasons 24:4 \
          -o "$work/$name-system-b-structural-fx.tns"
   models+=("$work/$name-kalman-structural.tns" "$work/$name-system-b-structural-fx.tns")
@@ -75,6 +84,7 @@ run_task() {
 JSON
   local extra=()
   if [ "${TNS_NHITS:-0}" = 1 ]; then
+    [ "${TNS_REUSE:-0}" = 1 ] && [ -f "$work/$name-nhits.csv" ] ||
     "$nhits/bin/python" bench/realdata/nhits.py "$data" "$work/$name.json" \
         "$work/$name-predictions.csv" "$work/$name-nhits.csv"
     extra=("$work/$name-nhits.csv")

@@ -203,6 +203,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             lead: args.model.lead,
             series: series.clone(),
             mase_scale: None,
+            adaptive_gamma: None,
         };
         let report = tns_eval::compare(&engines, &refs, 1, None, Some(&context))?;
         for r in &report.models {

@@ -124,6 +124,10 @@ struct EvalCommand {
     /// naive forecast's error on the training rows).
     #[arg(long)]
     season: Option<usize>,
+    /// Step of the adaptive conformal interval replayed over the test windows next to the
+    /// split-conformal one (relative to the initial radius, in (0, 1)); 0 leaves it out.
+    #[arg(long, default_value_t = 0.05)]
+    adaptive_gamma: f64,
     /// Write plots into this folder: forecasts with the interval, MAE by step, coverage by
     /// hour of day.
     #[arg(long)]
@@ -358,6 +362,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         .transpose()?;
     let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
     let context = tns_eval::ScoreContext {
+        adaptive_gamma: (cmd.adaptive_gamma != 0.0).then_some(cmd.adaptive_gamma),
         dt: dataset.dt(),
         lead: first.lead,
         series: series.clone(),

@@ -350,12 +350,11 @@ pub fn compare(
             block,
         );
         if let Some(context) = context {
-            r.scores = Some(crate::score(
-                f,
-                test,
-                m.manifest().conformal.as_ref(),
-                context,
-            ));
+            let conformal = m.manifest().conformal.as_ref();
+            r.scores = Some(crate::score(f, test, conformal.map(Into::into), context));
+            if let (Some(gamma), Some(c)) = (context.adaptive_gamma, conformal) {
+                r.adaptive = Some(crate::adaptive_scores(f, test, c, gamma, context)?);
+            }
         }
         if !std::ptr::eq(m, &models[reference]) {
             r.mse_diff_vs_reference = Some(paired_bootstrap(
@@ -385,6 +384,21 @@ pub fn compare(
     if !gated.is_empty() {
         table.push('\n');
         table.push_str(&crate::gate_table(&gated));
+    }
+    let intervals: Vec<crate::IntervalRow<'_>> = reports
+        .iter()
+        .filter_map(|r| {
+            Some(crate::IntervalRow {
+                name: &r.name,
+                nominal: r.nominal_coverage?,
+                split: (r.scores.as_ref()?, r.mean_width?),
+                adaptive: r.adaptive.as_ref()?,
+            })
+        })
+        .collect();
+    if !intervals.is_empty() {
+        table.push('\n');
+        table.push_str(&crate::interval_table(&intervals));
     }
     Ok(Report {
         radii: models

@@ -12,6 +12,7 @@
 //! assert_eq!((ci.mean, ci.low, ci.high), (1.0, 1.0, 1.0));
 //! ```
 
+mod adaptive;
 mod compare;
 mod gate;
 mod metrics;
@@ -21,11 +22,13 @@ mod scores;
 
 use std::path::PathBuf;
 
+pub use adaptive::{AdaptiveScores, IntervalRow, adaptive_radii, adaptive_scores, interval_table};
 pub use compare::{PREDICTION_COLUMNS, Report, common_origins, compare, write_csv};
 pub use gate::{GateEffect, gate_effect, gate_table};
 pub use quantize::{Int8Report, quantize_with_report, summary};
 pub use scores::{
-    Score, ScoreContext, Scores, Slice, daily_season, mase_scale, score, scores_table,
+    Interval, Radii, Score, ScoreContext, Scores, Slice, daily_season, mase_scale, score,
+    scores_table,
 };
 
 pub use metrics::{

@@ -63,6 +63,8 @@ pub struct ModelReport {
     /// What the gate did: gated against always-corrected error (System B).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<crate::GateEffect>,
+    /// The adaptive conformal interval replayed over the test windows, when asked for.
+    pub adaptive: Option<crate::AdaptiveScores>,
 }
 
 /// Mean squared error per window (over steps and targets): the unit of the paired bootstrap.
@@ -159,6 +161,7 @@ pub fn evaluate(
         mean_width,
         scores: None,
         gate: None,
+        adaptive: None,
     }
 }
 

@@ -19,6 +19,45 @@ pub struct ScoreContext {
     pub series: Vec<String>,
     /// MASE denominators per target (see [`mase_scale`]); `None` leaves MASE out.
     pub mase_scale: Option<Vec<f64>>,
+    /// Step of adaptive conformal inference replayed over the test windows (see
+    /// [`crate::adaptive_radii`]); `None` leaves the adaptive interval out.
+    pub adaptive_gamma: Option<f64>,
+}
+
+/// The interval that scoring reads: `ŷ ± radius` per output, at miscoverage `alpha`.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval<'a> {
+    /// Miscoverage level (for the pinball loss and the Winkler score).
+    pub alpha: f64,
+    /// The radii.
+    pub radii: Radii<'a>,
+}
+
+/// Radii of an [`Interval`].
+#[derive(Debug, Clone, Copy)]
+pub enum Radii<'a> {
+    /// The same radii for every window, `[horizon, targets]` (split conformal).
+    Fixed(&'a [f64]),
+    /// One set per window, in window order (adaptive conformal).
+    PerWindow(&'a [Vec<f64>]),
+}
+
+impl Interval<'_> {
+    fn radius(&self, window: usize, position: usize) -> f64 {
+        match self.radii {
+            Radii::Fixed(r) => r[position],
+            Radii::PerWindow(r) => r[window][position],
+        }
+    }
+}
+
+impl<'a> From<&'a ConformalCalibration> for Interval<'a> {
+    fn from(c: &'a ConformalCalibration) -> Self {
+        Self {
+            alpha: c.alpha,
+            radii: Radii::Fixed(&c.radii),
+        }
+    }
 }
 
 /// The scores of one slice of forecasts.
@@ -161,7 +200,7 @@ const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 pub fn score(
     forecasts: &[Forecast],
     test: &WindowSet,
-    conformal: Option<&ConformalCalibration>,
+    interval: Option<Interval<'_>>,
     context: &ScoreContext,
 ) -> Scores {
     let (h, t) = (test.horizon(), test.targets());
@@ -194,8 +233,9 @@ pub fn score(
                 if let Some(scale) = mase {
                     a.scaled += e.abs() / scale[j];
                 }
-                if let Some(c) = conformal {
-                    let (lower, upper, alpha) = (p - c.radii[k], p + c.radii[k], c.alpha);
+                if let Some(iv) = interval {
+                    let r = iv.radius(i, k);
+                    let (lower, upper, alpha) = (p - r, p + r, iv.alpha);
                     let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
                     a.pinball +=
                         0.5 * (pinball(alpha / 2.0, lower) + pinball(1.0 - alpha / 2.0, upper));
@@ -220,7 +260,7 @@ pub fn score(
             }
         }
     }
-    let (m, iv) = (mase.is_some(), conformal.is_some());
+    let (m, iv) = (mase.is_some(), interval.is_some());
     let slices = |accs: &[Accumulator], label: &dyn Fn(usize) -> String| -> Vec<Slice> {
         accs.iter()
             .enumerate()
@@ -254,6 +294,18 @@ pub fn score(
     }
 }
 
+/// The lowest coverage over the hours of day, with its hour (`—` without dated intervals).
+pub(crate) fn worst_hour(scores: &Scores) -> String {
+    scores
+        .per_hour
+        .iter()
+        .filter_map(|h| h.score.coverage.map(|c| (c, &h.label)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or("—".into(), |(c, label)| {
+            format!("{:.1}% ({label})", 100.0 * c)
+        })
+}
+
 /// The scores table in markdown, one row per model.
 pub fn scores_table(rows: &[(&str, &Scores)]) -> String {
     let mut s = String::from(
@@ -262,14 +314,7 @@ pub fn scores_table(rows: &[(&str, &Scores)]) -> String {
     let opt = |v: Option<f64>, digits: usize| v.map_or("—".into(), |v| format!("{v:.digits$}"));
     for (name, sc) in rows {
         let o = &sc.overall;
-        let worst = sc
-            .per_hour
-            .iter()
-            .filter_map(|h| h.score.coverage.map(|c| (c, &h.label)))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map_or("—".into(), |(c, label)| {
-                format!("{:.1}% ({label})", 100.0 * c)
-            });
+        let worst = worst_hour(sc);
         s.push_str(&format!(
             "| {name} | {:.4} | {:.4} | {:.2} | {} | {} | {} | {} | {worst} |\n",
             o.mae,
@@ -321,8 +366,9 @@ mod tests {
             lead: 1,
             series: vec!["FR".into()],
             mase_scale: Some(vec![2.0]),
+            adaptive_gamma: None,
         };
-        let s = score(&[forecast], &test, Some(&cal), &context);
+        let s = score(&[forecast], &test, Some((&cal).into()), &context);
         let o = &s.overall;
         assert_eq!(o.n, 2);
         assert_eq!(o.mae, 1.0);
