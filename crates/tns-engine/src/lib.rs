@@ -54,6 +54,24 @@ pub enum EngineError {
     /// A window cannot be predicted from.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The model produced a non-finite forecast, interval or covariance from a valid input:
+    /// a fault of the model (its file or its fitted parameters), never returned as a result.
+    #[error(
+        "the model's {what} is not finite at position {position} for a valid input; the model file's parameters are faulty (retrain or restore it)"
+    )]
+    NonFiniteOutput {
+        /// What: `forecast`, `interval` or `prior covariance`.
+        what: &'static str,
+        /// 0-based position in that output (`step × targets + target`; covariance entries
+        /// are `[step, target, target]`).
+        position: usize,
+    },
+    /// The model cannot predict an input at the centre of its training data
+    /// ([`Pipeline::probe_input`]), so it would fail on every request: refused at load.
+    #[error(
+        "model: it fails on a probe input (every value at its training mean), so it cannot serve: {0}"
+    )]
+    ProbeFailed(#[source] Box<EngineError>),
     /// A window of a batch cannot be predicted from.
     #[error("window {index} of the batch: {source}")]
     BatchInput {
@@ -153,12 +171,16 @@ impl Engine {
                 tensors.len()
             )));
         }
-        Ok(Self {
+        let engine = Self {
             manifest,
             pipeline,
             network,
             isa,
-        })
+        };
+        engine
+            .predict_all(&engine.pipeline.probe_input())
+            .map_err(|e| EngineError::ProbeFailed(Box::new(e)))?;
+        Ok(engine)
     }
 
     /// Renames the model (reports and certificates carry the name; the checksum does not
@@ -308,14 +330,27 @@ impl Engine {
         self.pipeline.base_into(window, &mut p.forecast);
         self.pipeline
             .finish_into(network_output, &mut p.forecast, gate)?;
-        self.interval(p);
-        Ok(())
+        self.interval(p)
     }
 
-    fn interval(&self, p: &mut Prediction) {
+    /// Writes the conformal interval, then checks that everything the prediction states is
+    /// finite.
+    fn interval(&self, p: &mut Prediction) -> Result<(), EngineError> {
         if let Some(cal) = self.pipeline.conformal() {
             cal.interval(&p.forecast.prediction, &mut p.lower, &mut p.upper);
         }
+        let first_non_finite =
+            |what, values: &[f64]| match values.iter().position(|v| !v.is_finite()) {
+                Some(position) => Err(EngineError::NonFiniteOutput { what, position }),
+                None => Ok(()),
+            };
+        first_non_finite("forecast", &p.forecast.prediction)?;
+        first_non_finite("interval", &p.lower)?;
+        first_non_finite("interval", &p.upper)?;
+        first_non_finite(
+            "prior covariance",
+            p.forecast.covariance.as_deref().unwrap_or_default(),
+        )
     }
 }
 
@@ -406,8 +441,7 @@ impl Predictor {
         self.engine
             .pipeline
             .finish_into(out, &mut self.prediction.forecast, &mut self.gate)?;
-        self.engine.interval(&mut self.prediction);
-        Ok(())
+        self.engine.interval(&mut self.prediction)
     }
 
     /// [`Predictor::predict`], with the prediction left mutable (a session rewrites its

@@ -178,7 +178,7 @@ impl Session {
                 future: 0,
             }));
         }
-        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+        if let Some(c) = row.iter().position(|&v| !tns_model::accepts_input(v)) {
             return Err(EngineError::Input(tns_model::InputError::NotFinite {
                 row: 0,
                 feature: config.features[c].clone(),

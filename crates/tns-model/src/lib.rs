@@ -32,7 +32,9 @@ pub use config::{
     MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
 pub use network::{Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape};
-pub use pipeline::{Forecast, InputError, Pipeline, PipelineError, PipelineParts, Prior};
+pub use pipeline::{
+    Forecast, INPUT_LIMIT, InputError, Pipeline, PipelineError, PipelineParts, Prior, accepts_input,
+};
 
 use serde::{Deserialize, Serialize};
 use tns_kalman::{AxisParams, KalmanSpec, StructuralParams};

@@ -44,8 +44,10 @@ pub enum InputError {
         /// The model's future columns (calendar features excluded: they are computed).
         columns: usize,
     },
-    /// A future value is NaN or infinite.
-    #[error("future step {step}, column {column:?}: {value} is not finite")]
+    /// A future value is NaN, infinite or beyond ±[`INPUT_LIMIT`].
+    #[error(
+        "future step {step}, column {column:?}: {value} is not a finite value within ±1e30 (larger values overflow the model's arithmetic)"
+    )]
     FutureNotFinite {
         /// 0-based predicted step.
         step: usize,
@@ -65,8 +67,10 @@ pub enum InputError {
     /// The calendar features of the origin's time cannot be computed.
     #[error("calendar: {0}")]
     Calendar(#[source] tns_calendar::CalendarError),
-    /// A value is NaN or infinite.
-    #[error("window row {row}, feature {feature:?}: {value} is not finite")]
+    /// A value is NaN, infinite or beyond ±[`INPUT_LIMIT`].
+    #[error(
+        "window row {row}, feature {feature:?}: {value} is not a finite value within ±1e30 (larger values overflow the model's arithmetic)"
+    )]
     NotFinite {
         /// 0-based row.
         row: usize,
@@ -78,6 +82,16 @@ pub enum InputError {
     /// The gate could not be evaluated on this window.
     #[error("the gate cannot be evaluated on this window: {0}")]
     Gate(#[source] tns_certify::GateError),
+}
+
+/// The largest input magnitude a pipeline accepts. Beyond it, squares in the Kalman filter
+/// and the f32 network arithmetic overflow, and the forecast would not be finite: such
+/// inputs are refused as the client's error rather than answered with infinities.
+pub const INPUT_LIMIT: f64 = 1e30;
+
+/// Whether a pipeline accepts `value` as an input: finite and within ±[`INPUT_LIMIT`].
+pub fn accepts_input(value: f64) -> bool {
+    value.is_finite() && value.abs() <= INPUT_LIMIT
 }
 
 /// The end of the shape error: the total, and the future block when there is one.
@@ -453,14 +467,15 @@ impl Pipeline {
             return Err(self.shape_error(input.len()));
         }
         let (past, future) = input.split_at(self.past_len());
-        if let Some(i) = past.iter().position(|v| !v.is_finite()) {
+        let out_of_range = |v: &f64| !accepts_input(*v);
+        if let Some(i) = past.iter().position(out_of_range) {
             return Err(InputError::NotFinite {
                 row: i / f,
                 feature: self.features[i % f].clone(),
                 value: past[i],
             });
         }
-        if let Some(i) = future.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = future.iter().position(out_of_range) {
             let width = self.future_width();
             return Err(InputError::FutureNotFinite {
                 step: i / width,
@@ -469,6 +484,21 @@ impl Pipeline {
             });
         }
         Ok(())
+    }
+
+    /// A model input at the centre of the training data: every window row at the feature
+    /// means, every future step at the future inputs' means. A model that cannot predict it
+    /// is broken whatever a client sends, so loaders predict it once before serving.
+    pub fn probe_input(&self) -> Vec<f64> {
+        let n = &self.normalization;
+        let mut input = Vec::with_capacity(self.input_len());
+        for _ in 0..self.lookback {
+            input.extend_from_slice(&n.mean);
+        }
+        for _ in 0..self.horizon() {
+            input.extend_from_slice(&n.future_mean);
+        }
+        input
     }
 
     /// Writes the network input (f32: the window's last network rows, then the future block;

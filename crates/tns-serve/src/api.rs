@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tns_certify::Certificate;
 use tns_engine::{Engine, EngineError, Prediction, Predictor, Session};
+use tns_model::InputError;
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -333,11 +334,19 @@ pub(crate) fn seconds(times: Option<&[Timestamp]>) -> Result<Option<Vec<f64>>, A
         .transpose()
 }
 
+/// Input faults are the client's (422); anything else a valid input makes the model do —
+/// a non-finite output, an unusable prior covariance in the gate — is the model's (500
+/// `model_error`).
 fn engine_error(e: EngineError) -> ApiError {
     match e {
+        EngineError::Input(InputError::Gate(e))
+        | EngineError::BatchInput {
+            source: InputError::Gate(e),
+            ..
+        } => ApiError::ModelError(format!("the gate cannot be evaluated: {e}")),
         EngineError::Input(e) => ApiError::BadInput(e.to_string()),
         e @ EngineError::BatchInput { .. } => ApiError::BadInput(e.to_string()),
-        e => ApiError::Internal(e.to_string()),
+        e => ApiError::ModelError(e.to_string()),
     }
 }
 
@@ -411,7 +420,11 @@ pub(crate) async fn predict_windows(
         (status = 400, description = "Not JSON of this shape", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
-        (status = 422, description = "Wrong shape or a NaN/Inf value", body = ErrorBody)))]
+        (status = 422, description = "Wrong shape, a NaN/Inf value or one beyond ±1e30", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 429, description = "Client over its request rate", body = ErrorBody),
+        (status = 500, description = "The model failed on a valid input (model_error)", body = ErrorBody),
+        (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -522,9 +535,14 @@ pub async fn open_session(
     request_body = ObserveRequest,
     responses(
         (status = 200, body = ObserveResponse),
+        (status = 400, description = "Not JSON of this shape", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 429, description = "Client over its request rate", body = ErrorBody),
+        (status = 500, description = "The model failed on a valid input (model_error)", body = ErrorBody),
+        (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn observe(
     State(state): State<Arc<AppState>>,
     Path((name, id)): Path<(String, String)>,
@@ -590,10 +608,15 @@ pub async fn observe(
                     }
                     Ok(None) => last = None,
                     Err(e) => {
-                        return Err(ApiError::BadInput(format!(
-                            "observation {i}: {}; the {i} observations before it were kept",
-                            engine_error(e)
-                        )));
+                        let kept = |m| {
+                            format!(
+                                "observation {i}: {m}; the {i} observations before it were kept"
+                            )
+                        };
+                        return Err(match engine_error(e) {
+                            ApiError::ModelError(m) => ApiError::ModelError(kept(m)),
+                            other => ApiError::BadInput(kept(other.to_string())),
+                        });
                     }
                 }
             }

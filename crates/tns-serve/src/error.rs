@@ -61,6 +61,10 @@ pub enum ApiError {
     /// Too many requests in flight.
     #[error("the server is at its limit of {0} concurrent requests; retry shortly")]
     Overloaded(usize),
+    /// The served model failed on a valid request (a non-finite forecast, an unusable prior
+    /// covariance): the model's fault, not the client's.
+    #[error("model error: {0}")]
+    ModelError(String),
     /// A fault of the server.
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,6 +104,7 @@ impl ApiError {
             Self::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             Self::ReloadRejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reload_rejected"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::ModelError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_error"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -256,7 +256,11 @@ fn time_values(input: &InferInput, batch: usize) -> Result<Vec<f64>, ApiError> {
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON", body = ErrorBody),
+        (status = 429, description = "Client over its request rate", body = ErrorBody),
+        (status = 500, description = "The model failed on a valid input (model_error)", body = ErrorBody),
+        (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

@@ -900,3 +900,78 @@ async fn adaptive_sessions_report_their_method_and_coverage() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     f.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_model_that_cannot_predict_is_refused_at_reload_and_its_faults_are_5xx() {
+    let f = serve().await;
+    // The case: Kalman q = 1e308 reloaded with 200, then every predict answered
+    // 422. Now the reload predicts a probe input first and refuses the file.
+    let (manifest, tensors) = tns_format::load_model(&golden()).unwrap();
+    let mut broken = manifest.clone();
+    for axis in &mut broken.kalman.as_mut().unwrap().params {
+        axis.q = 1e308;
+    }
+    tns_format::save_model(&f.model_path, &broken, &tensors).unwrap();
+    let (status, body) = f.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("probe input"),
+        "{body}"
+    );
+    let (status, _) = f
+        .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Inputs too large to compute with are the client's error.
+    let mut huge = window(0.0);
+    huge[3][0] = 1e200;
+    let (status, body) = f
+        .post("/v1/models/b/predict", &json!({ "window": huge }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("1e30"));
+
+    // A model that passes its probe but overflows on a valid window: a non-finite forecast
+    // is never returned; the answer is the model's fault (500 model_error).
+    let mut ex = tns_conformance::example(
+        tns_model::ModelKind::Linear,
+        &tns_model::NetworkConfig::Linear,
+        4,
+        3,
+        false,
+        1,
+    )
+    .unwrap();
+    for t in &mut ex.tensors {
+        let fill = if t.shape.len() == 2 { 3e38 } else { 0.0 };
+        t.data.iter_mut().for_each(|v| *v = fill);
+    }
+    let n = ex.manifest.normalization.clone();
+    tns_format::save_model(&f.model_path, &ex.manifest, &ex.tensors).unwrap();
+    let (status, body) = f.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let far: Vec<Vec<f64>> = (0..4)
+        .map(|_| {
+            n.mean
+                .iter()
+                .zip(&n.std)
+                .map(|(m, s)| m + 10.0 * s)
+                .collect()
+        })
+        .collect();
+    let (status, body) = f
+        .post("/v1/models/b/predict", &json!({ "window": far }))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(error_code(&body), "model_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not finite")
+    );
+}
