@@ -40,6 +40,23 @@ pub struct ServeArgs {
     /// Seconds without a post after which a session closes.
     #[arg(long, default_value_t = 300)]
     session_idle_seconds: u64,
+    /// Seconds a connection has to send a request head, from its opening or its previous
+    /// response (so also how long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    header_timeout_seconds: u64,
+    /// Seconds a request has to send its whole body (answered 408 after).
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    body_timeout_seconds: u64,
+    /// Seconds a request may take once its body is read (answered 503 after).
+    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    request_timeout_seconds: u64,
+    /// Most open connections; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// On SIGTERM/SIGINT, seconds that requests in flight may take to finish before their
+    /// connections are closed.
+    #[arg(long, default_value_t = 10)]
+    drain_seconds: u64,
     /// Seconds between checks of the model files for changes (0: off; SIGHUP and the
     /// reload route still work).
     #[arg(long, default_value_t = 2.0)]
@@ -107,6 +124,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             rate_per_client: args.rate_limit,
             sessions: args.max_sessions,
             session_idle: Duration::from_secs(args.session_idle_seconds),
+            header_timeout: Duration::from_secs(args.header_timeout_seconds),
+            body_timeout: Duration::from_secs(args.body_timeout_seconds),
+            request_timeout: Duration::from_secs(args.request_timeout_seconds),
+            connections: args.max_connections,
+            drain: Duration::from_secs(args.drain_seconds),
         },
         admin_token: admin_token(&args)?,
         watch: (args.watch_seconds > 0.0).then(|| Duration::from_secs_f64(args.watch_seconds)),

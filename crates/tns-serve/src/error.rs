@@ -65,6 +65,12 @@ pub enum ApiError {
     /// covariance): the model's fault, not the client's.
     #[error("model error: {0}")]
     ModelError(String),
+    /// The body did not arrive within the body timeout.
+    #[error("the request body did not arrive within {} s; send it whole and promptly", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
+    /// The handler did not finish within the request timeout.
+    #[error("the request took longer than the server's limit of {} s; retry, or send a smaller batch", .0.as_secs_f64())]
+    RequestTimeout(std::time::Duration),
     /// A fault of the server.
     #[error("internal error: {0}")]
     Internal(String),
@@ -104,6 +110,8 @@ impl ApiError {
             Self::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             Self::ReloadRejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reload_rejected"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::RequestTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
             Self::ModelError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_error"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

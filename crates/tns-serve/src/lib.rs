@@ -60,6 +60,19 @@ pub struct Limits {
     pub sessions: usize,
     /// Idle time after which a session is closed.
     pub session_idle: Duration,
+    /// Time a connection has to send a complete request head, from its opening or from its
+    /// previous response (so also how long an idle keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// Time a request has to send its whole body. Bodies are read before the request takes
+    /// a concurrency slot, so a client that trickles a body holds a connection, not a slot.
+    pub body_timeout: Duration,
+    /// Time the handler has once the body is read (answered 503 `request_timeout`).
+    pub request_timeout: Duration,
+    /// Most open connections; more are closed as soon as they are accepted.
+    pub connections: usize,
+    /// On shutdown, how long connections with a request in flight may finish before they
+    /// are closed.
+    pub drain: Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +84,11 @@ impl Default for Limits {
             rate_per_client: None,
             sessions: 10_000,
             session_idle: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            connections: 1024,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -211,8 +229,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/infer", post(kserve::infer))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(api::openapi))
-        // Innermost first: limits run before the handler, metrics see every outcome.
+        // Innermost first: the body is read whole (within its timeout) before the limits
+        // hand out a concurrency slot, and metrics see every outcome.
         .route_layer(middleware::from_fn_with_state(state.clone(), limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(TraceLayer::new_for_http())
@@ -259,8 +279,45 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
     response
 }
 
-/// Per-client rate limit and the global concurrency limit (reject, never queue).
+/// Reads the whole body within `body_timeout` and at most `body_bytes` long, so that the
+/// handler (and its concurrency slot) only ever waits on the server, never on the client.
+async fn read_body(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let limits = &state.limits;
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.body_bytes);
+    let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_long {
+                ApiError::TooLarge(format!(
+                    "the body is larger than the server's limit of {} bytes",
+                    limits.body_bytes
+                ))
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+            }
+            .into_response();
+        }
+        Err(_) => return ApiError::BodyTimeout(limits.body_timeout).into_response(),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Routes that stay reachable whatever the load: probes and metrics take no concurrency
+/// slot and are not rate limited.
+fn is_probe(path: &str) -> bool {
+    path.starts_with("/v2/health/") || path == "/metrics"
+}
+
+/// Per-client rate limit, the global concurrency limit (reject, never queue) and the
+/// handler's deadline.
 async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if is_probe(request.uri().path()) {
+        return next.run(request).await;
+    }
     if let (Some(limiter), Some(rate)) = (&state.rate_limiter, state.limits.rate_per_client) {
         let client = request
             .extensions()
@@ -275,7 +332,10 @@ async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let Ok(_permit) = state.concurrency.clone().try_acquire_owned() else {
         return ApiError::Overloaded(state.limits.concurrent).into_response();
     };
-    next.run(request).await
+    let deadline = state.limits.request_timeout;
+    tokio::time::timeout(deadline, next.run(request))
+        .await
+        .unwrap_or_else(|_| ApiError::RequestTimeout(deadline).into_response())
 }
 
 /// Reloads one model and records the outcome (used by the route, SIGHUP and the watcher).
@@ -380,14 +440,12 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let local_addr = listener.local_addr()?;
     spawn_housekeeping(state.clone(), options.watch);
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve_connections(
+        listener,
+        router(state.clone()),
+        state.limits.clone(),
+        stopped,
+    ));
     tracing::info!(%local_addr, models = state.registry.all().count(), "serving");
     Ok(Running {
         local_addr,
@@ -395,6 +453,77 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         stop,
         task,
     })
+}
+
+/// Accepts connections (at most `limits.connections` open) and serves each over HTTP/1.1
+/// with the header timeout, until `stopped` resolves; then stops accepting, lets requests in
+/// flight finish for at most `limits.drain`, and closes what is left.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    mut stopped: oneshot::Receiver<()>,
+) -> Result<(), std::io::Error> {
+    let open = Arc::new(Semaphore::new(limits.connections));
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Per-connection failures (a reset before accept, no file descriptor left)
+                // must not stop the server; the next accept may succeed.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        // Finished connections leave the set here, so it holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "connection limit reached; closing");
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            tower::Service::call(&mut app.clone(), request)
+        });
+        let mut closing = closing_rx.clone();
+        let header_timeout = limits.header_timeout;
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = closing.wait_for(|closing| *closing) => connection.as_mut().graceful_shutdown(),
+            }
+            // Errors of one connection (a reset, a header timeout) concern only its client.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    closing.send_replace(true);
+    let drained = tokio::time::timeout(limits.drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "drain deadline passed; closing the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
 }
 
 /// Session expiry, file watching and SIGHUP reloads. The tasks hold a weak reference, so
