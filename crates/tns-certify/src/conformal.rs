@@ -193,6 +193,11 @@ impl AdaptiveConformal {
         (self.resolved, share)
     }
 
+    /// Bytes its buffers hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        size_of::<f64>() * (self.radii.capacity() + self.steps.capacity())
+    }
+
     /// The current radius of each output.
     pub fn radii(&self) -> &[f64] {
         &self.radii

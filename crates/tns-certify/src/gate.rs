@@ -190,6 +190,11 @@ impl GateScratch {
             solution: vec![0.0; k],
         }
     }
+
+    /// Bytes its buffers hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        size_of::<f64>() * (self.factor.capacity() + self.solution.capacity())
+    }
 }
 
 /// The outcome for one horizon step.

@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// Most open streaming sessions.
     #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_sessions: usize,
+    /// Most open streaming sessions per client (bearer token, or else IP address).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_sessions_per_client: usize,
+    /// Most memory all open sessions may hold, in MiB (a session's size is fixed by its
+    /// model when it opens).
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    session_memory_mib: usize,
     /// Seconds without a post after which a session closes.
     #[arg(long, default_value_t = 300)]
     session_idle_seconds: u64,
@@ -123,6 +130,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             concurrent: args.max_concurrent,
             rate_per_client: args.rate_limit,
             sessions: args.max_sessions,
+            sessions_per_client: args.max_sessions_per_client,
+            session_bytes: args.session_memory_mib.saturating_mul(1 << 20),
             session_idle: Duration::from_secs(args.session_idle_seconds),
             header_timeout: Duration::from_secs(args.header_timeout_seconds),
             body_timeout: Duration::from_secs(args.body_timeout_seconds),

@@ -43,6 +43,11 @@ pub(crate) struct QuantScratch {
 }
 
 impl QuantScratch {
+    /// Bytes its buffers hold on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of::<i16>() * self.codes.capacity() + size_of::<i32>() * self.acc.capacity()
+    }
+
     /// Buffers for layers up to `inputs` wide and `outputs` tall.
     pub(crate) fn new(inputs: usize, outputs: usize) -> Self {
         Self {

@@ -451,6 +451,16 @@ impl Predictor {
         Ok(&mut self.prediction)
     }
 
+    /// Bytes this predictor's buffers hold on the heap (the engine is shared, not counted).
+    pub fn heap_bytes(&self) -> usize {
+        let p = &self.prediction;
+        size_of::<f32>() * (self.normalized.capacity() + self.network_output.capacity())
+            + self.network.as_ref().map_or(0, NetworkScratch::heap_bytes)
+            + self.gate.heap_bytes()
+            + p.forecast.heap_bytes()
+            + size_of::<f64>() * (p.lower.capacity() + p.upper.capacity())
+    }
+
     /// The last prediction.
     pub fn prediction(&self) -> &Prediction {
         &self.prediction

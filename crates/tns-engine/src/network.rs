@@ -264,6 +264,21 @@ pub struct NetworkScratch {
     lanes_out: Vec<f32>,
 }
 
+impl NetworkScratch {
+    /// Bytes its buffers hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        let l = &self.layer;
+        size_of::<f32>()
+            * (self.a.capacity()
+                + self.b.capacity()
+                + self.lanes_in.capacity()
+                + self.lanes_out.capacity()
+                + l.gates_in.capacity()
+                + l.gates_state.capacity())
+            + l.quant.heap_bytes()
+    }
+}
+
 impl NetworkPlan {
     /// Lowers every layer of `config`'s network from the model file's tensors; with `int8`,
     /// every weight matrix must be INT8 (have a `<weight>.scale` tensor) and runs on the

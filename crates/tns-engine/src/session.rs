@@ -96,6 +96,25 @@ impl Session {
         Ok(self)
     }
 
+    /// Bytes this session holds on the heap: fixed when it opens (a ring buffer, not a
+    /// growing history), whatever the length of the stream. The engine is shared, not
+    /// counted.
+    pub fn heap_bytes(&self) -> usize {
+        let adaptive = self.adaptive.as_ref().map_or(0, |a| {
+            a.aci.heap_bytes()
+                + size_of::<usize>() * a.targets.capacity()
+                + a.pending
+                    .iter()
+                    .map(|p| size_of::<f64>() * (p.lower.capacity() + p.upper.capacity()))
+                    .sum::<usize>()
+                + size_of::<Pending>() * a.pending.capacity()
+        });
+        size_of::<Self>()
+            + size_of::<f64>() * (self.ring.capacity() + self.window.capacity())
+            + self.predictor.heap_bytes()
+            + adaptive
+    }
+
     /// Intervals resolved against their truths so far and the share that covered them
     /// (adaptive sessions only).
     pub fn adaptive_coverage(&self) -> Option<(u64, Option<f64>)> {

@@ -218,6 +218,21 @@ pub struct Forecast {
     pub gate_steps: Option<Vec<GateStep>>,
 }
 
+impl Forecast {
+    /// Bytes its buffers hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        let f64s = |v: &Vec<f64>| size_of::<f64>() * v.capacity();
+        f64s(&self.prediction)
+            + f64s(&self.base)
+            + self.covariance.as_ref().map_or(0, f64s)
+            + self.correction.as_ref().map_or(0, f64s)
+            + self
+                .gate_steps
+                .as_ref()
+                .map_or(0, |s| size_of::<GateStep>() * s.capacity())
+    }
+}
+
 /// The window row a base read off the window repeats for the row `ahead` rows after the
 /// last one: the last row (last value), or the row one season before (seasonal naive).
 /// The description's validation guarantees `season ≤ lookback`, so the row is inside.

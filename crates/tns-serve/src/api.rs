@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::sessions::Owner;
 
 /// Windows above which a request is computed on the blocking pool with the batch engine
 /// (all cores) instead of inline on the async worker.
@@ -496,10 +497,12 @@ pub struct SessionOptions {
     responses(
         (status = 201, body = SessionOpened),
         (status = 404, body = ErrorBody),
-        (status = 429, description = "Session table full", body = ErrorBody)))]
+        (status = 422, description = "A bad adaptive_gamma", body = ErrorBody),
+        (status = 429, description = "The client's session quota, or the table's count or byte budget, is used up", body = ErrorBody)))]
 pub async fn open_session(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    owner: Owner,
     Query(options): Query<SessionOptions>,
 ) -> Result<(StatusCode, Json<SessionOpened>), ApiError> {
     let loaded = state.registry.get(&name)?.current();
@@ -510,7 +513,7 @@ pub async fn open_session(
             .adaptive(gamma)
             .map_err(|e| ApiError::BadInput(format!("adaptive_gamma: {e}")))?;
     }
-    let id = state.sessions.open(&name, loaded.version, session)?;
+    let id = state.sessions.open(&name, loaded.version, session, owner)?;
     state.metrics.sessions.set(state.sessions.len() as i64);
     Ok((
         StatusCode::CREATED,
@@ -546,6 +549,7 @@ pub async fn open_session(
 pub async fn observe(
     State(state): State<Arc<AppState>>,
     Path((name, id)): Path<(String, String)>,
+    owner: Owner,
     ApiJson(request): ApiJson<ObserveRequest>,
 ) -> Result<Json<ObserveResponse>, ApiError> {
     state.registry.get(&name)?;
@@ -571,7 +575,7 @@ pub async fn observe(
         )));
     }
     let (observations, prediction, adaptive_coverage) =
-        state.sessions.with(&name, &id, |stream| {
+        state.sessions.with(&name, &id, &owner, |stream| {
             let engine = stream.session.engine().clone();
             let pipeline = engine.pipeline();
             let future = request
@@ -639,9 +643,10 @@ pub async fn observe(
 pub async fn close_session(
     State(state): State<Arc<AppState>>,
     Path((name, id)): Path<(String, String)>,
+    owner: Owner,
 ) -> Result<StatusCode, ApiError> {
     state.registry.get(&name)?;
-    state.sessions.close(&name, &id)?;
+    state.sessions.close(&name, &id, &owner)?;
     state.metrics.sessions.set(state.sessions.len() as i64);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -43,7 +43,7 @@ use utoipa::OpenApi;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::{Loaded, Registry, Slot};
-use crate::sessions::Sessions;
+use crate::sessions::{SessionLimits, Sessions};
 
 /// What the server accepts.
 #[derive(Debug, Clone)]
@@ -58,6 +58,10 @@ pub struct Limits {
     pub rate_per_client: Option<NonZeroU32>,
     /// Most open streaming sessions.
     pub sessions: usize,
+    /// Most open streaming sessions per client (bearer token, or else IP address).
+    pub sessions_per_client: usize,
+    /// Most bytes all open sessions may hold (a session's size is fixed when it opens).
+    pub session_bytes: usize,
     /// Idle time after which a session is closed.
     pub session_idle: Duration,
     /// Time a connection has to send a complete request head, from its opening or from its
@@ -83,6 +87,8 @@ impl Default for Limits {
             concurrent: 256,
             rate_per_client: None,
             sessions: 10_000,
+            sessions_per_client: 64,
+            session_bytes: 256 << 20,
             session_idle: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -421,7 +427,12 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let limits = options.limits.clone();
     let state = Arc::new(AppState {
         registry,
-        sessions: Sessions::new(limits.sessions, limits.session_idle),
+        sessions: Sessions::new(SessionLimits {
+            max: limits.sessions,
+            per_owner: limits.sessions_per_client,
+            bytes: limits.session_bytes,
+            idle: limits.session_idle,
+        }),
         metrics,
         concurrency: Arc::new(Semaphore::new(limits.concurrent)),
         rate_limiter: limits

@@ -195,3 +195,115 @@ async fn shutdown_drains_with_a_deadline_past_a_half_sent_request() {
             .is_some()
     );
 }
+
+async fn open_session(client: &Client, base: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = client.post(format!("{base}/v1/models/b/sessions"));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.json(&json!({})).send().await.unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let id = body["session_id"].as_str().map_or_else(
+        || {
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        },
+        str::to_string,
+    );
+    (status, id)
+}
+
+#[tokio::test]
+async fn one_client_cannot_fill_the_session_table() {
+    // Before: one client opened 10,000 sessions and everyone else got 429 for 300 s.
+    let limits = Limits {
+        sessions_per_client: 5,
+        ..Limits::default()
+    };
+    let (server, base) = serve(limits).await;
+    let client = Client::new();
+    let mut flood = Vec::new();
+    loop {
+        let (status, id) = open_session(&client, &base, None).await;
+        if status != StatusCode::CREATED {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(id.contains("limit per client"), "{id}");
+            break;
+        }
+        flood.push(id);
+        assert!(flood.len() <= 5, "the quota was not enforced");
+    }
+    assert_eq!(flood.len(), 5);
+    // Another client (here told apart by its token) still opens one, bound to its token.
+    let (status, alice) = open_session(&client, &base, Some("alice-token")).await;
+    assert_eq!(status, StatusCode::CREATED, "{alice}");
+    let observe = |token: Option<&'static str>| {
+        let mut request = client.post(format!("{base}/v1/models/b/sessions/{alice}"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request
+            .json(&json!({ "observations": window()[..2] }))
+            .send()
+    };
+    assert_eq!(observe(None).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        observe(Some("mallory")).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        observe(Some("alice-token")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let delete = client
+        .delete(format!("{base}/v1/models/b/sessions/{alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::NOT_FOUND);
+    // Closing one of the flood's frees a place in its quota.
+    let closed = client
+        .delete(format!("{base}/v1/models/b/sessions/{}", flood[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        open_session(&client, &base, None).await.0,
+        StatusCode::CREATED
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_are_bounded_in_bytes() {
+    let (server, base) = serve(Limits::default()).await;
+    let client = Client::new();
+    assert_eq!(
+        open_session(&client, &base, None).await.0,
+        StatusCode::CREATED
+    );
+    let one = server.state().sessions.bytes();
+    assert!(one > 0);
+    server.shutdown().await.unwrap();
+    // Room for three and a half sessions: the fourth is refused.
+    let limits = Limits {
+        session_bytes: 3 * one + one / 2,
+        ..Limits::default()
+    };
+    let (server, base) = serve(limits).await;
+    for _ in 0..3 {
+        assert_eq!(
+            open_session(&client, &base, None).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (status, message) = open_session(&client, &base, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(message.contains("bytes"), "{message}");
+    assert_eq!(server.state().sessions.bytes(), 3 * one);
+    server.shutdown().await.unwrap();
+}
