@@ -45,25 +45,38 @@ pub fn python() -> String {
     std::env::var("TNS_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Whether onnxruntime and numpy can be imported. When they cannot, says so on stderr and
-/// returns false — unless `TNS_REQUIRE_ONNXRUNTIME=1` (CI), where it panics instead.
-pub fn onnxruntime_available() -> bool {
+/// Whether [`python`] can import `modules` (comma-separated). When it cannot, says on
+/// stderr what is skipped and how to install them, and returns false — unless the
+/// environment variable `require` is `1` (CI), where it panics instead: a check that CI
+/// must run never passes by being skipped.
+pub fn python_modules_available(modules: &str, require: &str, skipped: &str, pip: &str) -> bool {
     let ok = Command::new(python())
-        .args(["-c", "import onnxruntime, numpy"])
+        .args(["-c", &format!("import {modules}")])
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(
-            std::env::var("TNS_REQUIRE_ONNXRUNTIME").as_deref() != Ok("1"),
-            "TNS_REQUIRE_ONNXRUNTIME=1 but {} cannot import onnxruntime and numpy",
+            std::env::var(require).as_deref() != Ok("1"),
+            "{require}=1 but {} cannot import {modules}",
             python()
         );
         eprintln!(
-            "SKIPPED the ONNX backend: {} cannot import onnxruntime/numpy (pip install onnxruntime onnx numpy, or set TNS_PYTHON)",
+            "SKIPPED {skipped}: {} cannot import {modules} (pip install {pip}, or set TNS_PYTHON)",
             python()
         );
     }
     ok
+}
+
+/// Whether onnxruntime and numpy can be imported (see [`python_modules_available`];
+/// `TNS_REQUIRE_ONNXRUNTIME=1` makes their absence fail).
+pub fn onnxruntime_available() -> bool {
+    python_modules_available(
+        "onnxruntime, numpy",
+        "TNS_REQUIRE_ONNXRUNTIME",
+        "the ONNX backend",
+        "onnxruntime onnx numpy",
+    )
 }
 
 /// Runs `crates/tns-onnx/tests/ort_parity.py` on the cases under `dir` (each a folder with

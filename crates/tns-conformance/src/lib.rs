@@ -16,7 +16,9 @@
 
 mod harness;
 
-pub use harness::{assert_json_within, onnxruntime_available, python, run_ort_parity};
+pub use harness::{
+    assert_json_within, onnxruntime_available, python, python_modules_available, run_ort_parity,
+};
 
 use candle_core::Device;
 use rand::{Rng, SeedableRng};

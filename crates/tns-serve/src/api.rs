@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use tns_model::InputError;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::sessions::Owner;
 
 /// Windows above which a request is computed on the blocking pool with the batch engine
@@ -49,8 +49,10 @@ pub struct ModelInfo {
     pub calendar: Vec<String>,
     /// `int8` for INT8 weights, else `f32`.
     pub weights: String,
-    /// The model file.
-    pub path: String,
+    /// The model file: shown only to requests with the admin token (a file-system path
+    /// tells an attacker about the host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// When this version was loaded (Unix seconds).
     pub loaded_at: u64,
 }
@@ -96,8 +98,10 @@ impl Timestamp {
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// One window, `[lookback][features]`.
+    #[schema(min_items = 1)]
     pub window: Option<Vec<Vec<f64>>>,
     /// A batch, `[batch][lookback][features]`.
+    #[schema(min_items = 1)]
     pub windows: Option<Vec<Vec<Vec<f64>>>>,
     /// Known-future covariates of `window`, `[horizon][covariates]`.
     pub future: Option<Vec<Vec<f64>>>,
@@ -152,6 +156,7 @@ pub struct SessionOpened {
 #[serde(deny_unknown_fields)]
 pub struct ObserveRequest {
     /// Rows of `features` values.
+    #[schema(min_items = 1)]
     pub observations: Vec<Vec<f64>>,
     /// The time of each observation.
     pub times: Option<Vec<Timestamp>>,
@@ -190,7 +195,7 @@ pub struct ReloadResponse {
     pub sha256: String,
 }
 
-pub(crate) fn model_info(slot: &crate::registry::Slot) -> ModelInfo {
+pub(crate) fn model_info(slot: &crate::registry::Slot, show_path: bool) -> ModelInfo {
     let loaded = slot.current();
     let m = loaded.engine.manifest();
     let c = &m.config;
@@ -217,17 +222,21 @@ pub(crate) fn model_info(slot: &crate::registry::Slot) -> ModelInfo {
             "f32"
         }
         .to_string(),
-        path: slot.path.display().to_string(),
+        path: show_path.then(|| slot.path.display().to_string()),
         loaded_at: loaded.loaded_at,
     }
 }
 
-/// Lists the served models.
+/// Lists the served models (with their files' paths for requests with the admin token).
 #[utoipa::path(get, path = "/v1/models", tag = "native",
     responses((status = 200, body = ModelList)))]
-pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Json<ModelList> {
+    let admin = authorize(&state, &headers).is_ok();
     Json(ModelList {
-        models: state.registry.all().map(|s| model_info(s)).collect(),
+        models: state.registry.all().map(|s| model_info(s, admin)).collect(),
     })
 }
 
@@ -428,7 +437,7 @@ pub(crate) async fn predict_windows(
         (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn predict(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let loaded = state.registry.get(&name)?.current();
@@ -484,6 +493,7 @@ pub async fn predict(
 /// Options of a new session (query string).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SessionOptions {
     /// Adaptive conformal intervals with this relative step (e.g. 0.01): each observation
     /// that is the truth of an earlier forecast moves that output's radius, so long-run
@@ -496,14 +506,15 @@ pub struct SessionOptions {
     params(("name" = String, Path, description = "Model name"), SessionOptions),
     responses(
         (status = 201, body = SessionOpened),
+        (status = 400, description = "A malformed query string", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "A bad adaptive_gamma", body = ErrorBody),
         (status = 429, description = "The client's session quota, or the table's count or byte budget, is used up", body = ErrorBody)))]
 pub async fn open_session(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     owner: Owner,
-    Query(options): Query<SessionOptions>,
+    ApiQuery(options): ApiQuery<SessionOptions>,
 ) -> Result<(StatusCode, Json<SessionOpened>), ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let c = &loaded.engine.manifest().config;
@@ -548,7 +559,7 @@ pub async fn open_session(
         (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn observe(
     State(state): State<Arc<AppState>>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
     owner: Owner,
     ApiJson(request): ApiJson<ObserveRequest>,
 ) -> Result<Json<ObserveResponse>, ApiError> {
@@ -642,7 +653,7 @@ pub async fn observe(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn close_session(
     State(state): State<Arc<AppState>>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
     owner: Owner,
 ) -> Result<StatusCode, ApiError> {
     state.registry.get(&name)?;
@@ -686,7 +697,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     security(("bearer" = [])))]
 pub async fn reload(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<ReloadResponse>, ApiError> {
     authorize(&state, &headers)?;

@@ -2,9 +2,10 @@
 //! what to fix; only faults of the server itself are 5xx.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -65,6 +66,15 @@ pub enum ApiError {
     /// covariance): the model's fault, not the client's.
     #[error("model error: {0}")]
     ModelError(String),
+    /// The route exists, not with this method.
+    #[error("this route does not take {0}; GET /openapi.json lists each route's methods")]
+    MethodNotAllowed(String),
+    /// The request target is longer than the server accepts.
+    #[error("the request URI is {0} bytes, over the server's limit of {1}")]
+    UriTooLong(usize, usize),
+    /// The request's headers are larger than the server accepts.
+    #[error("the request headers are {0} bytes, over the server's limit of {1}")]
+    HeadersTooLarge(usize, usize),
     /// The body did not arrive within the body timeout.
     #[error("the request body did not arrive within {} s; send it whole and promptly", .0.as_secs_f64())]
     BodyTimeout(std::time::Duration),
@@ -110,6 +120,12 @@ impl ApiError {
             Self::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             Self::ReloadRejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "reload_rejected"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UriTooLong(..) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge(..) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::RequestTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
             Self::ModelError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_error"),
@@ -171,5 +187,41 @@ where
                 _ => ApiError::BadRequest(rejection.body_text()),
             }),
         }
+    }
+}
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s (400 with the JSON body).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s (400 with the JSON body).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
     }
 }

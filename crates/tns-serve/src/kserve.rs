@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tns_certify::Certificate;
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api::{assemble_inputs, predict_windows};
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 
 /// `GET /v2/health/live` and `/v2/health/ready`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,6 +77,7 @@ pub struct InferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
     /// `window`, plus `future` and `time` for models with known-future inputs.
+    #[schema(min_items = 1)]
     pub inputs: Vec<InferInput>,
 }
 
@@ -144,7 +145,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Heal
     responses((status = 200, body = ModelMetadata), (status = 404, body = ErrorBody)))]
 pub async fn metadata(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let m = loaded.engine.manifest();
@@ -192,7 +193,7 @@ pub async fn metadata(
     responses((status = 200, body = ModelReady), (status = 404, body = ErrorBody)))]
 pub async fn model_ready(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelReady>, ApiError> {
     state.registry.get(&name)?;
     Ok(Json(ModelReady {
@@ -263,7 +264,7 @@ fn time_values(input: &InferInput, batch: usize) -> Result<Vec<f64>, ApiError> {
         (status = 503, description = "At the concurrency limit", body = ErrorBody)))]
 pub async fn infer(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<InferRequest>,
 ) -> Result<Json<InferResponse>, ApiError> {
     let loaded = state.registry.get(&name)?.current();

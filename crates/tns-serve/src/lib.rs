@@ -241,11 +241,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
-        .layer(TraceLayer::new_for_http())
         .fallback(|| async {
             ApiError::BadRequest("no such route; GET /openapi.json lists the routes".into())
                 .into_response()
         })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(method.to_string()).into_response()
+        })
+        // Outermost, so that it also guards the fallbacks.
+        .layer(middleware::from_fn(check_head))
+        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -283,6 +288,30 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
         .with_label_values(&[&model, &route, response.status().as_str()])
         .inc();
     response
+}
+
+/// Longest request target the server reads (414 beyond).
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// Most header bytes (names and values) the server reads (431 beyond).
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+
+/// Refuses over-long targets and headers with the JSON error body every other answer has.
+/// (Heads beyond hyper's own read buffer, about 400 KiB, are refused by hyper with a bare
+/// 431 before any route runs.)
+async fn check_head(request: Request, next: Next) -> Response {
+    let uri = request.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        return ApiError::UriTooLong(uri, MAX_URI_BYTES).into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge(headers, MAX_HEADER_BYTES).into_response();
+    }
+    next.run(request).await
 }
 
 /// Reads the whole body within `body_timeout` and at most `body_bytes` long, so that the

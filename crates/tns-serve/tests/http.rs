@@ -975,3 +975,61 @@ async fn a_model_that_cannot_predict_is_refused_at_reload_and_its_faults_are_5xx
             .contains("not finite")
     );
 }
+
+#[tokio::test]
+async fn every_refusal_carries_the_json_error_body_and_paths_stay_private() {
+    let f = serve().await;
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, body) = answer(
+        f.client
+            .get(format!("{}/v1/models/b/predict", f.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "method_not_allowed");
+    let long = "a".repeat(9000);
+    let (status, body) = answer(
+        f.client
+            .get(format!("{}/v1/models?q={long}", f.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+    assert_eq!(error_code(&body), "uri_too_long");
+    let (status, body) = answer(
+        f.client
+            .get(format!("{}/v2/health/live", f.base))
+            .header("x-padding", "b".repeat(40_000))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(error_code(&body), "headers_too_large");
+    // The model file's path is for the admin only.
+    let (_, public) = f.get("/v1/models").await;
+    assert!(public["models"][0].get("path").is_none(), "{public}");
+    let admin = f
+        .client
+        .get(format!("{}/v1/models", f.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let admin: Value = admin.json().await.unwrap();
+    assert!(
+        admin["models"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("b.tns")
+    );
+}
