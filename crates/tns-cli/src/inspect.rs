@@ -184,7 +184,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     writeln!(
         s,
-        "sha256       {} (tensors; verified on load)",
+        "sha256       {} (whole model: manifest and tensors; {})",
+        m.sha256(),
+        if m.sha256_recomputed() {
+            "recomputed on load: this file predates whole-model checksums and stores only the tensors' checksum, which was verified"
+        } else {
+            "verified on load"
+        }
+    )?;
+    writeln!(
+        s,
+        "tensors      sha256 {} (verified on load)",
         m.tensors_sha256
     )?;
     print!("{s}");

@@ -290,7 +290,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
     eprintln!(
         "wrote {} (sha256 {})",
         cmd.output.display(),
-        &manifest.tensors_sha256[..16]
+        &manifest.sha256()[..16]
     );
     Ok(())
 }

@@ -283,6 +283,7 @@ pub fn example(
         }),
         training: None,
         tensors_sha256: String::new(),
+        file_checksum: None,
         quantization: None,
         data: None,
         config,

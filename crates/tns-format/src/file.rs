@@ -20,6 +20,10 @@ pub const FORMAT_TAG: &str = "tns-model";
 /// written as version 1 so that older TNS builds keep reading them.
 pub const FORMAT_VERSION: u32 = 2;
 const MANIFEST_KEY: &str = "tns.manifest";
+/// Metadata key of the whole-model checksum (see [`model_checksum`]). Older files lack it:
+/// their whole-model checksum is recomputed on load and reported as such. Stored beside the
+/// manifest rather than in it, so that older TNS builds still read newer files.
+const MODEL_SHA256_KEY: &str = "tns.model_sha256";
 
 /// What training did, for the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,10 @@ pub struct Manifest {
     pub training: Option<TrainingSummary>,
     /// SHA-256 of the tensors (see [`tensor_checksum`]).
     pub tensors_sha256: String,
+    /// The whole-model checksum of the file this manifest was written to or read from
+    /// (`None` for a model not saved yet); see [`Manifest::sha256`]. Not part of the JSON.
+    #[serde(skip)]
+    pub file_checksum: Option<FileChecksum>,
     /// INT8 weights (format version 2); absent for f32 models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
@@ -82,9 +90,117 @@ impl Manifest {
             kalman: self.kalman.as_ref(),
             conformal: self.conformal.as_ref(),
             version: &self.tns_version,
-            sha256: &self.tensors_sha256,
+            sha256: &self.sha256(),
         })
     }
+
+    /// SHA-256 of the whole model, manifest and tensors (see [`model_checksum`]): what
+    /// identifies the model everywhere (certificates, the server, `tns inspect`). That of
+    /// its file while the manifest is as written or read; once changed in memory (a rename,
+    /// a recalibration), that of the manifest as it would now be written.
+    pub fn sha256(&self) -> String {
+        let json = self.to_json();
+        match &self.file_checksum {
+            Some(file) if file.json == json => file.sha256.clone(),
+            _ => model_checksum(&json, &self.tensors_sha256),
+        }
+    }
+
+    /// Whether [`Manifest::sha256`] is the file's checksum recomputed on load, because the
+    /// file (written before whole-model checksums) stores only the tensors' checksum.
+    pub fn sha256_recomputed(&self) -> bool {
+        self.file_checksum
+            .as_ref()
+            .is_some_and(|f| f.recomputed && f.json == self.to_json())
+    }
+
+    fn remember_file(&mut self, sha256: String, recomputed: bool) {
+        self.file_checksum = Some(FileChecksum {
+            sha256,
+            json: self.to_json(),
+            recomputed,
+        });
+    }
+
+    fn to_json(&self) -> String {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every fitted value a file can carry for its range, beyond what the
+    /// description and the pipeline check: a file edited by hand must not load with values
+    /// no training could produce.
+    fn check_ranges(&self) -> Result<(), String> {
+        let n = &self.normalization;
+        let finite = |what: &str, values: &[f64]| match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(format!("{what}[{i}] is not finite")),
+            None => Ok(()),
+        };
+        finite("normalization.mean", &n.mean)?;
+        finite("normalization.future_mean", &n.future_mean)?;
+        if let Some(c) = &self.conformal {
+            if !(c.alpha > 0.0 && c.alpha < 1.0) {
+                return Err(format!("conformal.alpha {} is outside (0, 1)", c.alpha));
+            }
+            if ConformalCalibration::rank(c.n_calibration, c.alpha).is_none() {
+                return Err(format!(
+                    "conformal.n_calibration {} is too few for alpha {}",
+                    c.n_calibration, c.alpha
+                ));
+            }
+            if let Some(i) = c.radii.iter().position(|r| !(r.is_finite() && *r >= 0.0)) {
+                return Err(format!(
+                    "conformal.radii[{i}] = {} is not a finite non-negative radius",
+                    c.radii[i]
+                ));
+            }
+        }
+        if let Some(gate) = &self.config.gate
+            && !(gate.alpha >= MIN_GATE_ALPHA && gate.alpha < 1.0)
+        {
+            return Err(format!(
+                "gate alpha {} is outside [{MIN_GATE_ALPHA}, 1)",
+                gate.alpha
+            ));
+        }
+        if let Some(k) = &self.kalman {
+            for (i, a) in k.params.iter().enumerate() {
+                let values = [a.q, a.r_position, a.initial_velocity_var];
+                if values.iter().any(|v| !(v.is_finite() && *v > 0.0))
+                    || a.r_velocity.is_some_and(|r| !(r.is_finite() && r > 0.0))
+                {
+                    return Err(format!("kalman.params[{i}] must be finite and positive"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole-model checksum of a file, with the manifest it was computed for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileChecksum {
+    sha256: String,
+    /// The manifest as serialized when the file was read or written: while the manifest
+    /// still serializes to this, the file's checksum is the model's.
+    json: String,
+    recomputed: bool,
+}
+
+/// Smallest gate level a file may carry: below it the chi-square threshold is so far out
+/// that the gate cannot fail, which no calibration chooses.
+pub const MIN_GATE_ALPHA: f64 = 1e-12;
+
+/// SHA-256 of a whole model: a domain tag, the manifest's JSON exactly as stored (its length
+/// first), then the tensors' checksum ([`tensor_checksum`]). Any change to the description,
+/// the fitted values, the calibration or the weights changes it.
+pub fn model_checksum(manifest_json: &str, tensors_sha256: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tns-model\0");
+    h.update((manifest_json.len() as u64).to_le_bytes());
+    h.update(manifest_json.as_bytes());
+    h.update(tensors_sha256.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a model file could not be written or read. Every variant names the file.
@@ -142,9 +258,9 @@ pub enum FormatError {
         /// What is wrong.
         detail: String,
     },
-    /// The tensors do not hash to the manifest's checksum.
+    /// The tensors, or the whole model, do not hash to the stored checksum.
     #[error(
-        "{path}: checksum mismatch (manifest says {expected}, tensors hash to {found}): the file was modified or corrupted"
+        "{path}: checksum mismatch (the file says {expected}, its contents hash to {found}): the file was modified or corrupted"
     )]
     Checksum {
         /// The file.
@@ -233,7 +349,12 @@ pub fn save_model(
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let metadata = HashMap::from([(MANIFEST_KEY.to_string(), json)]);
+    let sha = model_checksum(&json, &manifest.tensors_sha256);
+    manifest.remember_file(sha.clone(), false);
+    let metadata = HashMap::from([
+        (MANIFEST_KEY.to_string(), json),
+        (MODEL_SHA256_KEY.to_string(), sha),
+    ]);
     let bytes =
         safetensors::serialize(views, Some(metadata)).map_err(|e| FormatError::BadManifest {
             path: path.to_path_buf(),
@@ -335,10 +456,19 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
             found: u32::try_from(version).unwrap_or(u32::MAX),
         });
     }
-    let manifest: Manifest = serde_json::from_value(raw).map_err(|e| FormatError::BadManifest {
-        path: p(),
-        detail: e.to_string(),
-    })?;
+    let mut manifest: Manifest =
+        serde_json::from_value(raw).map_err(|e| FormatError::BadManifest {
+            path: p(),
+            detail: e.to_string(),
+        })?;
+    manifest
+        .check_ranges()
+        .map_err(|detail| FormatError::BadManifest { path: p(), detail })?;
+    let stored_sha = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MODEL_SHA256_KEY))
+        .cloned();
     manifest
         .config
         .validate()
@@ -429,6 +559,17 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
             found,
         });
     }
+    let whole = model_checksum(json, &found);
+    if let Some(expected) = &stored_sha
+        && *expected != whole
+    {
+        return Err(FormatError::Checksum {
+            path: p(),
+            expected: expected.clone(),
+            found: whole,
+        });
+    }
+    manifest.remember_file(whole, stored_sha.is_none());
     Ok((manifest, tensors))
 }
 
@@ -461,6 +602,7 @@ mod tests {
             }),
             training: None,
             tensors_sha256: String::new(),
+            file_checksum: None,
             quantization: None,
             data: None,
         };
@@ -544,6 +686,91 @@ mod tests {
             save_model(&path, &m, &off_grid).unwrap_err(),
             FormatError::BadQuantization { .. }
         ));
+    }
+
+    /// The file `bytes` with its manifest edited by `edit`, the whole-model checksum kept
+    /// (an edit that hopes to go unnoticed) or dropped (a file as older releases wrote).
+    fn rewritten(bytes: &[u8], edit: &dyn Fn(&mut serde_json::Value), keep_sha: bool) -> Vec<u8> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+        let mut metadata = meta.metadata().clone().unwrap();
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(&metadata[MANIFEST_KEY]).unwrap();
+        edit(&mut manifest);
+        metadata.insert(MANIFEST_KEY.into(), manifest.to_string());
+        if !keep_sha {
+            metadata.remove(MODEL_SHA256_KEY);
+        }
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        safetensors::serialize(st.tensors(), Some(metadata)).unwrap()
+    }
+
+    #[test]
+    fn the_checksum_covers_the_whole_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tns");
+        let (m, t) = sample();
+        let written = save_model(&path, &m, &t).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let (loaded, _) = read_model(&path, &good).unwrap();
+        assert_eq!(loaded.sha256(), written.sha256());
+        assert!(!loaded.sha256_recomputed());
+        assert_ne!(loaded.sha256(), loaded.tensors_sha256);
+        // The same tensors under another description, fitted values or calibration.
+        type Edit = fn(&mut serde_json::Value);
+        let changes: [(&str, Edit); 5] = [
+            ("targets swapped", |m| {
+                m["config"]["targets"] = serde_json::json!(["y", "x"])
+            }),
+            ("renamed", |m| m["config"]["name"] = "other".into()),
+            ("residual scale", |m| m["residual_scale"][0] = 3.0.into()),
+            ("normalization", |m| {
+                m["normalization"]["mean"][1] = 0.5.into()
+            }),
+            ("conformal radius", |m| {
+                m["conformal"]["radii"][0] = 9.0.into()
+            }),
+        ];
+        let mut seen = std::collections::HashSet::from([loaded.sha256()]);
+        for (what, edit) in changes {
+            let err = read_model(&path, &rewritten(&good, &edit, true)).unwrap_err();
+            assert!(matches!(err, FormatError::Checksum { .. }), "{what}: {err}");
+            // Without a stored checksum (a file of an older release) the edited model loads,
+            // under a checksum of its own, reported as recomputed.
+            let (edited, _) = read_model(&path, &rewritten(&good, &edit, false)).unwrap();
+            assert!(edited.sha256_recomputed(), "{what}");
+            assert!(
+                seen.insert(edited.sha256()),
+                "{what}: same checksum as another model"
+            );
+        }
+        // Values no training produces are refused whatever the checksum says.
+        let absurd: [(&str, Edit); 4] = [
+            ("conformal alpha 5", |m| {
+                m["conformal"]["alpha"] = 5.0.into()
+            }),
+            ("negative radius", |m| {
+                m["conformal"]["radii"][0] = (-1.0).into()
+            }),
+            ("too few calibration windows", |m| {
+                m["conformal"]["n_calibration"] = 3.into()
+            }),
+            ("non-finite mean", |m| {
+                m["normalization"]["mean"][0] = serde_json::Value::Null
+            }),
+        ];
+        for (what, edit) in absurd {
+            for keep in [true, false] {
+                let err = read_model(&path, &rewritten(&good, &edit, keep)).unwrap_err();
+                assert!(
+                    matches!(err, FormatError::BadManifest { .. }),
+                    "{what}: {err}"
+                );
+            }
+        }
+        // A manifest changed in memory is no longer the file's model.
+        let mut renamed = loaded.clone();
+        renamed.config.name = "renamed".into();
+        assert_ne!(renamed.sha256(), loaded.sha256());
     }
 
     #[test]

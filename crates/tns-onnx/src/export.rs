@@ -207,6 +207,7 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     let mut metadata = vec![
         ("tns.kind", c.kind.name().to_string()),
         ("tns.format_version", manifest.format_version.to_string()),
+        ("tns.model_sha256", manifest.sha256()),
         ("tns.tensors_sha256", manifest.tensors_sha256.clone()),
         ("tns.targets", c.targets.join(",")),
         ("tns.features", c.features.join(",")),
@@ -649,10 +650,10 @@ fn gate_graph(
 fn doc_string(manifest: &Manifest, pipeline: &Pipeline, outputs: &[(&str, String)]) -> String {
     let c = &manifest.config;
     let mut doc = format!(
-        "TNS {} model {:?} (tensors sha256 {}). Input `window` [batch, {}, {}] in data units{}. Outputs: {}.",
+        "TNS {} model {:?} (sha256 {}). Input `window` [batch, {}, {}] in data units{}. Outputs: {}.",
         c.kind.name(),
         c.name,
-        manifest.tensors_sha256,
+        manifest.sha256(),
         c.lookback,
         c.features.len(),
         c.future.as_ref().map_or(String::new(), |f| format!(

@@ -48,7 +48,7 @@ fn load(path: &Path, version: u64) -> Result<Loaded, String> {
     let before = stamp(path);
     let engine = Engine::load(path).map_err(|e| e.to_string())?;
     Ok(Loaded {
-        sha256: engine.manifest().tensors_sha256.clone(),
+        sha256: engine.manifest().sha256(),
         engine: Arc::new(engine),
         version,
         loaded_at: SystemTime::now()

@@ -457,7 +457,7 @@ async fn reload_swaps_a_good_file_and_keeps_serving_through_a_broken_one() {
         (body["version"].as_u64(), body["previous_version"].as_u64()),
         (Some(2), Some(1))
     );
-    assert_eq!(body["sha256"], written.tensors_sha256);
+    assert_eq!(body["sha256"], written.sha256());
     let (_, after) = f
         .post("/v1/models/b/predict", &json!({ "window": window(0.0) }))
         .await;
@@ -467,7 +467,7 @@ async fn reload_swaps_a_good_file_and_keeps_serving_through_a_broken_one() {
     assert!(metrics.contains("tns_model_reloads_total{model=\"b\",outcome=\"rejected\"} 2"));
     assert!(metrics.contains(&format!(
         "tns_model_version{{model=\"b\",sha256=\"{}\"}} 2",
-        written.tensors_sha256
+        written.sha256()
     )));
 }
 

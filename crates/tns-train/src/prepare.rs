@@ -140,6 +140,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
         conformal: None,
         training: None,
         tensors_sha256: String::new(),
+        file_checksum: None,
         quantization: None,
         data: None,
     };

@@ -113,7 +113,7 @@ fn saved_models_load_and_predict_identically_with_certificates() {
     };
     let cert = certify(&mut pb);
     assert_eq!(cert["gate"]["test"], "chi2_mahalanobis");
-    assert_eq!(cert["model"]["sha256"], manifest.tensors_sha256);
+    assert_eq!(cert["model"]["sha256"], manifest.sha256());
     assert_eq!(cert, certify(&mut pb));
     // NaN input is refused with the row and feature named.
     let mut bad = w.to_vec();
