@@ -66,7 +66,7 @@ impl ConformalCalibration {
     pub fn rank(n: usize, alpha: f64) -> Option<usize> {
         // The small tolerance keeps (n+1)(1-α) that is an integer in exact arithmetic from
         // rounding up past it in floating point.
-        let k = ((n + 1) as f64 * (1.0 - alpha) - 1e-9).ceil() as usize;
+        let k = ((n as f64 + 1.0) * (1.0 - alpha) - 1e-9).ceil() as usize;
         (k >= 1 && k <= n).then_some(k)
     }
 

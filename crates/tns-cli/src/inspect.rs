@@ -116,19 +116,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
         writeln!(
             s,
             "normalize    {f}: {} / {:.6e}",
-            if n.relative[i] {
+            // The loader checked every length against the description; `get` keeps a
+            // display from panicking all the same.
+            if n.relative.get(i).copied().unwrap_or_default() {
                 "(x − last row)".to_string()
             } else {
-                format!("(x − {:.6e})", n.mean[i])
+                format!("(x − {:.6e})", n.mean.get(i).copied().unwrap_or(f64::NAN))
             },
-            n.std[i]
+            n.std.get(i).copied().unwrap_or(f64::NAN)
         )?;
     }
     for (i, name) in future_names(c).iter().enumerate() {
         writeln!(
             s,
             "normalize    future {name}: (x − {:.6e}) / {:.6e}",
-            n.future_mean[i], n.future_std[i]
+            n.future_mean.get(i).copied().unwrap_or(f64::NAN),
+            n.future_std.get(i).copied().unwrap_or(f64::NAN)
         )?;
     }
     writeln!(s, "residual     scale {:?}", m.residual_scale)?;
@@ -138,9 +141,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
             writeln!(
                 s,
                 "  axis       position {}{}: q {:.6e}, R position {:.6e}{}",
-                c.features[axis.position],
+                feature_name(&c.features, axis.position),
                 axis.velocity
-                    .map(|v| format!(", velocity {}", c.features[v]))
+                    .map(|v| format!(", velocity {}", feature_name(&c.features, v)))
                     .unwrap_or_default(),
                 p.q,
                 p.r_position,
@@ -199,4 +202,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     )?;
     print!("{s}");
     Ok(())
+}
+
+/// A feature's name, or its index when it has none (a display never panics).
+fn feature_name(features: &[String], index: usize) -> String {
+    features
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| format!("#{index}"))
 }

@@ -942,3 +942,63 @@ fn options_are_validated() {
         );
     }
 }
+
+#[test]
+fn inconsistent_manifests_and_non_files_are_refused_without_a_panic() {
+    // The issue's cases made `tns inspect` index out of bounds (exit 101); the loader now
+    // checks every length and index against the description first.
+    let dir = tempfile::tempdir().unwrap();
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden-system-b-v1.tns");
+    let (manifest, tensors) = tns_format::load_model(&golden).unwrap();
+    type Edit = fn(&mut tns_format::Manifest);
+    let edits: [(&str, Edit); 4] = [
+        ("short mean", |m| m.normalization.mean.truncate(2)),
+        ("short relative", |m| m.normalization.relative.truncate(1)),
+        ("axis 99", |m| {
+            m.kalman.as_mut().unwrap().spec.axes[0].position = 99;
+        }),
+        ("short radii", |m| {
+            m.conformal.as_mut().unwrap().radii.pop();
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut m = manifest.clone();
+        edit(&mut m);
+        let path = dir.path().join("edited.tns");
+        tns_format::save_model(&path, &m, &tensors).unwrap();
+        let window = dir.path().join("w.json");
+        std::fs::write(&window, r#"{"window": [[0, 0, 0, 0]]}"#).unwrap();
+        let model = path.to_str().unwrap();
+        for args in [
+            vec!["inspect", model],
+            vec!["predict", model, "-i", window.to_str().unwrap()],
+        ] {
+            let out = tns(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what}, {args:?}: {stderr}");
+            assert!(stderr.contains("manifest is invalid"), "{what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        }
+    }
+    // Not a model file: a device and a FIFO are refused before any read (they would never
+    // end or block), a folder too.
+    let fifo = dir.path().join("fifo.tns");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [
+        "/dev/zero",
+        fifo.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ] {
+        let out = tns(&["inspect", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{path}: {stderr}");
+    }
+}

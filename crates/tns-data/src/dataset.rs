@@ -1,8 +1,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use tempfile::NamedTempFile;
-
 use crate::DataError;
 
 /// One contiguous stretch of rows of one series: no gap in time inside it, so a window
@@ -192,16 +190,115 @@ impl Dataset {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a reader
-/// never sees a half-written file and a failed write leaves the old file intact.
+/// Suffix of the temporary files [`write_atomic`] writes beside their target.
+pub const PARTIAL_SUFFIX: &str = ".tns-partial";
+
+/// Age after which a temporary file of ours is taken for the leftover of a killed write (no
+/// write of ours takes this long: the bytes are in memory before the file is created).
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Writes `bytes` to a temporary file beside `path` (`.NAME.XXXXXX.tns-partial`) and renames
+/// it into place, so a reader never sees a half-written file and a failed write leaves the
+/// old file intact. The file gets the permissions a new file gets (`0666` less the umask),
+/// not the temporary file's private `0600`. Temporaries of earlier writes to `path` that were
+/// killed before their rename are removed once stale.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = NamedTempFile::new_in(dir)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let prefix = format!(".{name}.");
+    remove_stale_partials(dir, &prefix);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(PARTIAL_SUFFIX);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Created with open(2)'s mode, so the umask applies as for any new file.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes `dir/PREFIX*.tns-partial` files older than [`STALE_PARTIAL`]; errors (a file
+/// another process removed first, a folder we cannot list) are not the write's concern.
+fn remove_stale_partials(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let ours = file_name.starts_with(prefix) && file_name.ends_with(PARTIAL_SUFFIX);
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_PARTIAL);
+        if ours && stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_get_the_umask_permissions_of_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("model.tns");
+        write_atomic(&ours, b"abc").unwrap();
+        // A file made the ordinary way gets 0666 less the umask: ours must match it, not
+        // the temporary file's 0600.
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain));
+        assert_eq!(std::fs::read(&ours).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn stale_temporaries_of_killed_writes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let partial = |tag: &str| dir.path().join(format!(".out.csv.{tag}{PARTIAL_SUFFIX}"));
+        let (stale, fresh, other) = (
+            partial("stale1"),
+            partial("fresh1"),
+            dir.path()
+                .join(format!(".other.csv.old111{PARTIAL_SUFFIX}")),
+        );
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&stale, &fresh, &other] {
+            let f = std::fs::File::create(p).unwrap();
+            if p != &fresh {
+                f.set_modified(hour_ago).unwrap();
+            }
+        }
+        write_atomic(&target, b"x").unwrap();
+        // The stale leftover of a write to out.csv is gone; a fresh one (a write that may
+        // still be running) and another target's are left alone.
+        assert!(!stale.exists());
+        assert!(fresh.exists() && other.exists());
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(PARTIAL_SUFFIX)
+            })
+            .count();
+        assert_eq!(leftovers, 2, "the write left a temporary of its own");
+    }
 }

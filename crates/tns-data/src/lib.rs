@@ -24,7 +24,7 @@ pub mod synth;
 mod window;
 
 pub use csv_load::{CsvOptions, Fill, load_csv, parse_cell};
-pub use dataset::{Dataset, Segment, write_atomic};
+pub use dataset::{Dataset, PARTIAL_SUFFIX, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;
 /// Timestamps are read and written by `tns-calendar`, which the server shares.

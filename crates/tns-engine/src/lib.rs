@@ -467,6 +467,18 @@ impl Predictor {
     }
 }
 
+/// The manifest fuzz target's body (see `fuzz/`): the model file `model` with its manifest
+/// replaced by `manifest_json` must load or fail with an error, and predict if it loads.
+#[doc(hidden)]
+pub fn fuzz_manifest_check(model: &[u8], manifest_json: &[u8]) {
+    let Ok(json) = std::str::from_utf8(manifest_json) else {
+        return;
+    };
+    if let Some(bytes) = tns_format::with_manifest_json(model, json) {
+        fuzz_check(&bytes);
+    }
+}
+
 /// The fuzz target's body (see `fuzz/`): `bytes` as a model file must load or fail with an
 /// error, and a model that loads must predict a window of ones or reject it with an error.
 /// Public so that the corpus also runs as an ordinary test on stable Rust.

@@ -46,6 +46,21 @@ fn err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
     }
 }
 
+/// Draws with `draw` into an SVG held in memory, then writes it atomically: a failed or
+/// interrupted plot never leaves a half-written file.
+fn svg_file(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw(&root)?;
+    }
+    tns_data::write_atomic(path, svg.as_bytes()).map_err(|x| err(path)(x.to_string()))
+}
+
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
@@ -70,57 +85,58 @@ pub fn plot_forecasts(
     band: Option<(&[f64], &[f64])>,
 ) -> Result<(), PlotError> {
     let e = err(path);
-    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let all = truth
-        .iter()
-        .chain(series.iter().flat_map(|s| &s.values))
-        .chain(band.iter().flat_map(|(l, u)| l.iter().chain(u.iter())))
-        .copied();
-    let (lo, hi) = bounds(all);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..truth.len().max(1) as f64, lo..hi)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    if let Some((lower, upper)) = band {
-        let polygon: Vec<(f64, f64)> = lower
+    svg_file(path, (1000, 500), |root| {
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let all = truth
             .iter()
-            .enumerate()
-            .map(|(i, &v)| (i as f64, v))
-            .chain(upper.iter().enumerate().rev().map(|(i, &v)| (i as f64, v)))
-            .collect();
+            .chain(series.iter().flat_map(|s| &s.values))
+            .chain(band.iter().flat_map(|(l, u)| l.iter().chain(u.iter())))
+            .copied();
+        let (lo, hi) = bounds(all);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..truth.len().max(1) as f64, lo..hi)
+            .map_err(|x| e(x.to_string()))?;
         chart
-            .draw_series(std::iter::once(Polygon::new(
-                polygon,
-                COLORS[0].mix(0.15).filled(),
-            )))
-            .map_err(|x| e(x.to_string()))?
-            .label("conformal interval")
-            .legend(|(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 15, y + 5)], COLORS[0].mix(0.15).filled())
-            });
-    }
-    chart
-        .draw_series(
-            truth
+            .configure_mesh()
+            .x_desc(x_desc)
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        if let Some((lower, upper)) = band {
+            let polygon: Vec<(f64, f64)> = lower
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| Circle::new((i as f64, v), 2, BLACK.filled())),
-        )
-        .map_err(|x| e(x.to_string()))?
-        .label("observed")
-        .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
-    let xs: Vec<f64> = (0..truth.len()).map(|i| i as f64).collect();
-    draw_lines(&mut chart, &xs, series, 1).map_err(&e)?;
-    finish(chart, &root).map_err(e)
+                .map(|(i, &v)| (i as f64, v))
+                .chain(upper.iter().enumerate().rev().map(|(i, &v)| (i as f64, v)))
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    polygon,
+                    COLORS[0].mix(0.15).filled(),
+                )))
+                .map_err(|x| e(x.to_string()))?
+                .label("conformal interval")
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], COLORS[0].mix(0.15).filled())
+                });
+        }
+        chart
+            .draw_series(
+                truth
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Circle::new((i as f64, v), 2, BLACK.filled())),
+            )
+            .map_err(|x| e(x.to_string()))?
+            .label("observed")
+            .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
+        let xs: Vec<f64> = (0..truth.len()).map(|i| i as f64).collect();
+        draw_lines(&mut chart, &xs, series, 1).map_err(&e)?;
+        finish(chart, root).map_err(e)
+    })
 }
 
 type Chart<'a> = ChartContext<
@@ -169,67 +185,68 @@ fn finish(
 /// Training (dashed) and validation (solid) loss per epoch, log scale, as SVG.
 pub fn plot_loss_curves(path: &Path, curves: &[LossCurve]) -> Result<(), PlotError> {
     let e = err(path);
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let epochs = curves
-        .iter()
-        .map(|c| c.train.len())
-        .max()
-        .unwrap_or(1)
-        .max(2);
-    let (lo, hi) = bounds(
-        curves
+    svg_file(path, (900, 500), |root| {
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let epochs = curves
             .iter()
-            .flat_map(|c| c.train.iter().chain(&c.val))
-            .copied()
-            .filter(|v| *v > 0.0),
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "loss per epoch (normalized MSE; dashed: train, solid: validation)",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(70)
-        .build_cartesian_2d(1f64..epochs as f64, (lo.max(1e-12)..hi).log_scale())
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    for (k, c) in curves.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let pts = |v: &[f64]| {
-            v.iter()
-                .enumerate()
-                .map(|(i, &y)| ((i + 1) as f64, y))
-                .collect::<Vec<_>>()
-        };
-        chart
-            .draw_series(DashedLineSeries::new(
-                pts(&c.train),
-                6,
-                4,
-                color.stroke_width(1),
-            ))
+            .map(|c| c.train.len())
+            .max()
+            .unwrap_or(1)
+            .max(2);
+        let (lo, hi) = bounds(
+            curves
+                .iter()
+                .flat_map(|c| c.train.iter().chain(&c.val))
+                .copied()
+                .filter(|v| *v > 0.0),
+        );
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "loss per epoch (normalized MSE; dashed: train, solid: validation)",
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(1f64..epochs as f64, (lo.max(1e-12)..hi).log_scale())
             .map_err(|x| e(x.to_string()))?;
         chart
-            .draw_series(LineSeries::new(pts(&c.val), color.stroke_width(2)))
-            .map_err(|x| e(x.to_string()))?
-            .label(c.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    root.present().map_err(|x| e(x.to_string()))
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        for (k, c) in curves.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let pts = |v: &[f64]| {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &y)| ((i + 1) as f64, y))
+                    .collect::<Vec<_>>()
+            };
+            chart
+                .draw_series(DashedLineSeries::new(
+                    pts(&c.train),
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(LineSeries::new(pts(&c.val), color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?
+                .label(c.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        root.present().map_err(|x| e(x.to_string()))
+    })
 }
 
 /// Latency distributions as histograms over log-spaced bins (x: microseconds, log scale;
@@ -271,38 +288,39 @@ pub fn plot_latency_histograms(
         .map(|p| p.1)
         .fold(0.0, f64::max)
         .max(1e-9);
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..top * 1.05)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (µs)")
-        .y_desc("share of calls")
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    for (k, (s, points)) in series.iter().zip(histograms).enumerate() {
-        let color = COLORS[k % COLORS.len()];
+    svg_file(path, (900, 500), |root| {
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..top * 1.05)
+            .map_err(|x| e(x.to_string()))?;
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|x| e(x.to_string()))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    root.present().map_err(|x| e(x.to_string()))
+            .configure_mesh()
+            .x_desc("latency (µs)")
+            .y_desc("share of calls")
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        for (k, (s, points)) in series.iter().zip(histograms).enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        root.present().map_err(|x| e(x.to_string()))
+    })
 }
 
 /// One line per series over the points `xs` (each series has one value per point), with an
@@ -316,38 +334,39 @@ pub fn plot_lines(
     reference: Option<(f64, &str)>,
 ) -> Result<(), PlotError> {
     let e = err(path);
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let (x0, x1) = bounds(xs.iter().copied());
-    let (lo, hi) = bounds(
-        series
-            .iter()
-            .flat_map(|s| s.values.iter().copied())
-            .chain(reference.map(|r| r.0)),
-    );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, lo..hi)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
-    if let Some((value, label)) = reference {
+    svg_file(path, (900, 500), |root| {
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let (x0, x1) = bounds(xs.iter().copied());
+        let (lo, hi) = bounds(
+            series
+                .iter()
+                .flat_map(|s| s.values.iter().copied())
+                .chain(reference.map(|r| r.0)),
+        );
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, lo..hi)
+            .map_err(|x| e(x.to_string()))?;
         chart
-            .draw_series(LineSeries::new(
-                [(x0, value), (x1, value)],
-                BLACK.mix(0.5).stroke_width(1),
-            ))
-            .map_err(|x| e(x.to_string()))?
-            .label(label.to_string())
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK.mix(0.5)));
-    }
-    draw_lines(&mut chart, xs, series, 0).map_err(&e)?;
-    finish(chart, &root).map_err(e)
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        if let Some((value, label)) = reference {
+            chart
+                .draw_series(LineSeries::new(
+                    [(x0, value), (x1, value)],
+                    BLACK.mix(0.5).stroke_width(1),
+                ))
+                .map_err(|x| e(x.to_string()))?
+                .label(label.to_string())
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK.mix(0.5)));
+        }
+        draw_lines(&mut chart, xs, series, 0).map_err(&e)?;
+        finish(chart, root).map_err(e)
+    })
 }

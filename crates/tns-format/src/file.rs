@@ -214,6 +214,22 @@ pub enum FormatError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a folder, a device, a FIFO).
+    #[error("{path} is not a regular file; give the path of a .tns model file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is larger than any model.
+    #[error(
+        "{path} is {bytes} bytes, over the {MAX_MODEL_BYTES}-byte limit of a model file; is it the right file?"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
     /// The bytes are not a complete safetensors file.
     #[error(
         "{path} is truncated or not a safetensors file ({detail}); re-export or re-train the model"
@@ -414,13 +430,42 @@ fn encode_tensor(
     Ok(f32_bytes())
 }
 
-/// Reads and verifies a model file.
+/// Largest model file read (1 GiB): far above any model TNS trains, and a bound on what a
+/// wrong path (a device, a huge unrelated file) can make the loader allocate.
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
+
+/// Reads and verifies a model file. Only regular files of at most [`MAX_MODEL_BYTES`] are
+/// read: a device such as `/dev/zero` or a FIFO is refused before any read (a FIFO would
+/// block, a device never end).
 pub fn load_model(path: &Path) -> Result<(Manifest, Vec<NamedTensor>), FormatError> {
-    let bytes = std::fs::read(path).map_err(|source| FormatError::Io {
+    let io = |source| FormatError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(FormatError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(FormatError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     read_model(path, &bytes)
+}
+
+/// The model file `model` with its manifest replaced by `manifest_json` (as given, not
+/// checked) and no whole-model checksum: what the manifest fuzz target loads. `None` when
+/// `model` is not a safetensors file.
+#[doc(hidden)]
+pub fn with_manifest_json(model: &[u8], manifest_json: &str) -> Option<Vec<u8>> {
+    let st = SafeTensors::deserialize(model).ok()?;
+    let metadata = HashMap::from([(MANIFEST_KEY.to_string(), manifest_json.to_string())]);
+    safetensors::serialize(st.tensors(), Some(metadata)).ok()
 }
 
 /// Reads and verifies a model held in memory; `path` only names it in errors. This is what
@@ -464,6 +509,12 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
     manifest
         .check_ranges()
         .map_err(|detail| FormatError::BadManifest { path: p(), detail })?;
+    // Lengths and indices that must agree with the description (normalization per feature,
+    // Kalman axes among the features, radii per output, ...): what the pipeline checks.
+    manifest.pipeline().map_err(|e| FormatError::BadManifest {
+        path: p(),
+        detail: e.to_string(),
+    })?;
     let stored_sha = meta
         .metadata()
         .as_ref()
