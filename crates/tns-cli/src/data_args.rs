@@ -618,6 +618,9 @@ fn json_time(value: &serde_json::Value) -> Option<f64> {
     }
 }
 
+/// Largest file `tns predict -i` reads (16 MiB).
+const MAX_INPUT_BYTES: u64 = 16 << 20;
+
 /// Reads one model input from JSON (`{"window": [[…], …], "future": [[…], …], "time": …}`)
 /// or CSV (its last `lookback` rows; models without known-future inputs only) and assembles
 /// it as the engine takes it: the window, then the future block (covariates and calendar).
@@ -625,6 +628,19 @@ pub fn read_input(path: &Path, engine: &tns_engine::Engine) -> Result<Vec<f64>> 
     let manifest = engine.manifest();
     let pipeline = engine.pipeline();
     let config = &manifest.config;
+    // One model input is small: a device, a FIFO or a large file is a wrong path (a whole
+    // file is scored, streaming, by `tns predict --data`).
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        bail!(
+            "{} is {} bytes; `-i` takes one model input (at most {MAX_INPUT_BYTES} bytes). To forecast along a whole file, use `tns predict MODEL --data FILE -o FORECASTS.csv`, which streams it",
+            path.display(),
+            meta.len()
+        );
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (l, f) = (config.lookback, config.features.len());
@@ -675,9 +691,18 @@ pub fn read_input(path: &Path, engine: &tns_engine::Engine) -> Result<Vec<f64>> 
                 pipeline.future_names()
             );
         }
+        // The model's time column, when the file has it, is read and checked like training
+        // data: times must parse and strictly increase, or the rows are not a window.
+        let header = text.lines().next().unwrap_or_default();
+        let time_column = manifest
+            .data
+            .as_ref()
+            .and_then(|d| d.time_column.clone())
+            .filter(|t| header.split(',').any(|h| h.trim().trim_matches('"') == t));
         let data = load_csv(
             path,
             &CsvOptions {
+                time_column,
                 features: Some(config.features.clone()),
                 categorical: manifest
                     .data

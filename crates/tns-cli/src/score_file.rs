@@ -33,6 +33,13 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
     let series_column = spec.and_then(|d| d.series_column.clone());
     let series_filter = spec.and_then(|d| d.series.clone());
     let dt = spec.and_then(|d| d.dt);
+    // A device or a FIFO would stream forever: only regular files are scored.
+    if !std::fs::metadata(data)
+        .with_context(|| format!("reading {}", data.display()))?
+        .is_file()
+    {
+        bail!("{} is not a regular file", data.display());
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(data)

@@ -1002,3 +1002,91 @@ fn inconsistent_manifests_and_non_files_are_refused_without_a_panic() {
         assert!(stderr.contains("not a regular file"), "{path}: {stderr}");
     }
 }
+
+#[test]
+fn inputs_that_are_not_files_or_not_in_time_order_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    let model = dir.path().join("p.tns");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    assert!(
+        tns(&[
+            "data",
+            "synth",
+            "trajectory",
+            "--rows",
+            "800",
+            "-o",
+            &path(&csv)
+        ])
+        .status
+        .success()
+    );
+    let out = tns(&[
+        "train",
+        "--data",
+        &path(&csv),
+        "--time-column",
+        "t",
+        "--model",
+        "persistence",
+        "-o",
+        &path(&model),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = |args: &[&str], needle: &str| {
+        let out = tns(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    // Devices are refused before any read (they would never end).
+    refused(
+        &[
+            "train",
+            "--data",
+            "/dev/zero",
+            "-o",
+            &path(&dir.path().join("z.tns")),
+        ],
+        "not a regular file",
+    );
+    refused(
+        &["predict", &path(&model), "-i", "/dev/zero"],
+        "not a regular file",
+    );
+    refused(
+        &[
+            "predict",
+            &path(&model),
+            "--data",
+            "/dev/zero",
+            "-o",
+            &path(&dir.path().join("f.csv")),
+        ],
+        "not a regular file",
+    );
+    // A window whose times go backwards, or are not numbers, is not a window.
+    let rows: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                "{},{},1,0.5,0",
+                if i == 5 { 0.0 } else { i as f64 * 0.05 },
+                i
+            )
+        })
+        .collect();
+    let unsorted = dir.path().join("unsorted.csv");
+    std::fs::write(&unsorted, format!("t,x,y,vx,vy\n{}\n", rows.join("\n"))).unwrap();
+    refused(
+        &["predict", &path(&model), "-i", &path(&unsorted)],
+        "does not increase",
+    );
+    let nan = dir.path().join("nan.csv");
+    std::fs::write(&nan, "t,x,y,vx,vy\n0,1,1,0,0\nNaN,1,1,0,0\n").unwrap();
+    refused(&["predict", &path(&model), "-i", &path(&nan)], "\"t\"");
+}

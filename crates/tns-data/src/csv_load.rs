@@ -86,6 +86,11 @@ const GAP_FACTOR: f64 = 1.5;
 /// ```
 pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
     let p = || path.to_path_buf();
+    // A device (`/dev/zero`) would never end and a FIFO could block: only regular files.
+    let meta = std::fs::metadata(path).map_err(|source| DataError::Io { path: p(), source })?;
+    if !meta.is_file() {
+        return Err(DataError::NotAFile { path: p() });
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)

@@ -142,6 +142,26 @@ pub enum DataError {
         /// Rows (or windows) needed.
         needed: usize,
     },
+    /// The windows would take more memory than a run may use.
+    #[error(
+        "the {windows} windows of this split would take {gib:.1} GiB ({per} values each), over the {limit_gib} GiB limit; raise --stride or --origin-every, shorten --lookback, or select fewer columns"
+    )]
+    TooManyWindows {
+        /// Windows over all splits.
+        windows: usize,
+        /// Values per window (inputs and outputs).
+        per: usize,
+        /// Their size in GiB.
+        gib: f64,
+        /// The limit in GiB.
+        limit_gib: u64,
+    },
+    /// The path is not a regular file.
+    #[error("{path} is not a regular file; give the path of a CSV file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// An invalid window specification.
     #[error("invalid window specification: {0}")]
     BadSpec(String),

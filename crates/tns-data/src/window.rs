@@ -4,6 +4,23 @@ use tns_calendar::Calendar;
 use crate::normalize::Welford;
 use crate::{DataError, Dataset, Normalization, Segment};
 
+/// First and one-past-last admissible origin row of split `k` in the segment
+/// `seg_start..seg_end` (series rows), for split `bounds`.
+fn origin_range(
+    spec: &WindowSpec,
+    seg_start: usize,
+    seg_end: usize,
+    bounds: &[usize],
+    k: usize,
+) -> (usize, usize) {
+    let lo = (seg_start + spec.lookback - 1).max(bounds[k].saturating_sub(spec.lead));
+    let hi = (seg_end.min(bounds[k + 1]) + 1).saturating_sub(spec.lead + spec.horizon);
+    (lo, hi)
+}
+
+/// Most bytes the windows of one dataset may take (4 GiB): see [`DataError::TooManyWindows`].
+pub const MAX_WINDOW_BYTES: u64 = 4 << 30;
+
 /// How rows become examples: `lookback` rows of all features in, the target columns at
 /// `lead, lead+1, …, lead+horizon-1` rows after the last input row out.
 ///
@@ -441,6 +458,52 @@ impl Dataset {
         self.windows_split(spec, &Split::Fractions(*fractions))
     }
 
+    /// Refuses, before any window is built, a window set larger than [`MAX_WINDOW_BYTES`]:
+    /// windows copy their rows (each holds `lookback × features` inputs), so their memory
+    /// grows with windows × lookback × columns, not with the file's size.
+    fn check_window_memory(&self, spec: &WindowSpec, split: &Split) -> Result<(), DataError> {
+        let per = spec.lookback * self.columns().len()
+            + spec.horizon * (spec.future_width() + spec.targets.len());
+        let windows = self.count_windows(spec, split)?;
+        let bytes = windows as f64 * per as f64 * 8.0;
+        if bytes > MAX_WINDOW_BYTES as f64 {
+            return Err(DataError::TooManyWindows {
+                windows,
+                per,
+                gib: bytes / f64::from(1u32 << 30),
+                limit_gib: MAX_WINDOW_BYTES >> 30,
+            });
+        }
+        Ok(())
+    }
+
+    /// How many windows [`Dataset::windows_split`] builds over all four splits, counted from
+    /// the same origin rules without building any.
+    fn count_windows(&self, spec: &WindowSpec, split: &Split) -> Result<usize, DataError> {
+        let mut windows = 0usize;
+        for series in self.series() {
+            let bounds = split.bounds(series)?;
+            let mut seg_start = 0;
+            for seg in &series.segments {
+                let seg_end = seg_start + seg.rows();
+                for k in 0..4 {
+                    let every = if k < 2 {
+                        spec.stride
+                    } else {
+                        spec.origin_every
+                    };
+                    let (lo, hi) = origin_range(spec, seg_start, seg_end, &bounds, k);
+                    let first = lo + (every - (lo + spec.lead) % every) % every;
+                    if first < hi {
+                        windows += (hi - 1 - first) / every + 1;
+                    }
+                }
+                seg_start = seg_end;
+            }
+        }
+        Ok(windows)
+    }
+
     /// [`Dataset::windows`] with any [`Split`]: fractions of rows or start dates.
     pub fn windows_split(&self, spec: &WindowSpec, split: &Split) -> Result<Splits, DataError> {
         spec.validate(self.columns().len())?;
@@ -466,6 +529,7 @@ impl Dataset {
                 "stride and origin spacing must be at least 1".into(),
             ));
         }
+        self.check_window_memory(spec, split)?;
 
         for (si, series) in self.series().iter().enumerate() {
             // Split boundaries in series-row coordinates.
@@ -498,9 +562,7 @@ impl Dataset {
                     } else {
                         spec.origin_every
                     };
-                    // First and one-past-last admissible origin row.
-                    let lo = (seg_start + l - 1).max(bounds[k].saturating_sub(lead));
-                    let hi = (seg_end.min(bounds[k + 1]) + 1).saturating_sub(lead + h);
+                    let (lo, hi) = origin_range(spec, seg_start, seg_end, &bounds, k);
                     let mut r = lo + (every - (lo + lead) % every) % every;
                     while r < hi {
                         let local = r + 1 - l - seg_start;
@@ -792,5 +854,64 @@ mod tests {
         spec.lookback = 3;
         spec.targets = vec![7];
         assert!(d.windows(&spec, &SplitFractions::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn the_window_count_is_known_before_building_and_bounds_memory() {
+        // Two series with a gap in one: every split, stride and origin spacing.
+        let segment = |rows: usize, start: f64| Segment {
+            values: (0..rows * 2).map(|v| v as f64).collect(),
+            times: (0..rows).map(|r| start + r as f64).collect(),
+        };
+        let d = Dataset::single(
+            vec!["a".into(), "b".into()],
+            vec![segment(150, 0.0), segment(90, 500.0)],
+            1.0,
+        )
+        .unwrap();
+        for (stride, every, lead) in [(1, 1, 1), (3, 7, 2), (2, 24, 5)] {
+            let spec = WindowSpec {
+                lookback: 6,
+                horizon: 3,
+                lead,
+                stride,
+                origin_every: every,
+                targets: vec![1],
+                future: vec![0],
+                calendar: None,
+            };
+            let split = Split::Fractions(SplitFractions::default());
+            let s = d.windows_split(&spec, &split).unwrap();
+            let built = s.train.len() + s.val.len() + s.cal.len() + s.test.len();
+            assert_eq!(d.count_windows(&spec, &split).unwrap(), built);
+        }
+        // A lookback that makes the windows outgrow the limit is refused before building.
+        let huge = WindowSpec {
+            lookback: 100,
+            horizon: 1,
+            lead: 1,
+            stride: 1,
+            origin_every: 1,
+            targets: vec![0],
+            future: Vec::new(),
+            calendar: None,
+        };
+        let wide = Dataset::single(
+            (0..3000).map(|c| format!("c{c}")).collect(),
+            vec![Segment {
+                values: vec![0.0; 3000 * 2000],
+                times: (0..2000).map(f64::from).collect(),
+            }],
+            1.0,
+        )
+        .unwrap();
+        let err = wide.windows(&huge, &SplitFractions::default()).unwrap_err();
+        assert!(matches!(err, DataError::TooManyWindows { .. }), "{err}");
+        assert!(err.to_string().contains("--stride"), "{err}");
     }
 }
