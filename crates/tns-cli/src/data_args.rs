@@ -24,8 +24,9 @@ pub struct SynthArgs {
     /// [256, 4] → position 1000 rows ahead).
     #[arg(long, default_value = "compact")]
     pub shape: String,
-    /// Rows to generate.
-    #[arg(long, default_value_t = 24_000)]
+    /// Rows to generate (1 to 10,000,000: the generators build the data in memory, about
+    /// 100 bytes a row with its CSV text).
+    #[arg(long, default_value_t = 24_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_SYNTH_ROWS as u64))]
     pub rows: usize,
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
@@ -54,6 +55,9 @@ impl SynthArgs {
         }
     }
 }
+
+/// Most rows a generator makes: the data and its CSV text are built in memory.
+const MAX_SYNTH_ROWS: usize = 10_000_000;
 
 /// Where the data comes from: a CSV file or a generator.
 #[derive(Args, Clone, Debug)]
