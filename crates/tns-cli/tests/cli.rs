@@ -1090,3 +1090,59 @@ fn inputs_that_are_not_files_or_not_in_time_order_are_refused() {
     std::fs::write(&nan, "t,x,y,vx,vy\n0,1,1,0,0\nNaN,1,1,0,0\n").unwrap();
     refused(&["predict", &path(&model), "-i", &path(&nan)], "\"t\"");
 }
+
+#[test]
+fn sigterm_drains_with_a_deadline_while_a_request_is_half_sent() {
+    // Before: `tns serve` hung on SIGTERM for as long as a client held a half-sent request.
+    use std::io::{BufRead, BufReader, Write};
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden-system-b-v1.tns");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tns"))
+        .args(["serve", &format!("b={}", golden.display())])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--watch-seconds",
+            "0",
+            "--drain-seconds",
+            "1",
+        ])
+        .args(["--body-timeout-seconds", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(
+        b"POST /v1/models/b/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"win",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Exits within the 1 s drain plus a margin, cleanly.
+    let deadline = started + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("tns serve did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+}

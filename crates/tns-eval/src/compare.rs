@@ -367,6 +367,17 @@ pub fn compare(
         }
         reports.push(r);
     }
+    // Forecasts are finite (the engine refuses others), but a statistic of huge ones could
+    // still overflow: never report one that is not a number.
+    if let Some(r) = reports
+        .iter()
+        .find(|r| !(r.overall.mse.is_finite() && r.overall.mae.is_finite()))
+    {
+        return Err(EvalError::Windows(format!(
+            "{}: the test error is not finite (MSE {}); its forecasts are too large to score",
+            r.name, r.overall.mse
+        )));
+    }
     let name = models[reference].manifest().config.name.clone();
     let mut table = markdown_table(&reports, &name);
     let scored: Vec<(&str, &crate::Scores)> = reports

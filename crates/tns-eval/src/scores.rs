@@ -204,7 +204,12 @@ pub fn score(
     context: &ScoreContext,
 ) -> Scores {
     let (h, t) = (test.horizon(), test.targets());
-    let mase = context.mase_scale.as_ref().filter(|s| s.len() == t);
+    // A target constant over the training rows has no scale: MASE is left out rather than
+    // reported infinite.
+    let mase = context
+        .mase_scale
+        .as_ref()
+        .filter(|s| s.len() == t && s.iter().all(|v| v.is_finite() && *v > 0.0));
     let mut overall = Accumulator::default();
     let mut steps = vec![Accumulator::default(); h];
     let mut series = vec![Accumulator::default(); context.series.len().max(1)];
@@ -368,7 +373,14 @@ mod tests {
             mase_scale: Some(vec![2.0]),
             adaptive_gamma: None,
         };
-        let s = score(&[forecast], &test, Some((&cal).into()), &context);
+        let s = score(&[forecast.clone()], &test, Some((&cal).into()), &context);
+        // A target constant in training (scale 0) has no MASE, rather than an infinite one.
+        let flat = ScoreContext {
+            mase_scale: Some(vec![0.0]),
+            ..context.clone()
+        };
+        let no_mase = score(&[forecast], &test, None, &flat);
+        assert_eq!(no_mase.overall.mase, None);
         let o = &s.overall;
         assert_eq!(o.n, 2);
         assert_eq!(o.mae, 1.0);
