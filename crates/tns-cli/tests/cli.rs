@@ -1044,6 +1044,20 @@ fn inputs_that_are_not_files_or_not_in_time_order_are_refused() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     };
+    // The generators build their data in memory: a row count beyond the cap is refused at
+    // once, before any allocation.
+    let out = tns(&[
+        "data",
+        "synth",
+        "trajectory",
+        "--rows",
+        "100000000",
+        "-o",
+        &path(&dir.path().join("big.csv")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1..=10000000"));
+    assert!(!dir.path().join("big.csv").exists());
     // Devices are refused before any read (they would never end).
     refused(
         &[

@@ -373,7 +373,12 @@ mod tests {
             mase_scale: Some(vec![2.0]),
             adaptive_gamma: None,
         };
-        let s = score(std::slice::from_ref(&forecast), &test, Some((&cal).into()), &context);
+        let s = score(
+            std::slice::from_ref(&forecast),
+            &test,
+            Some((&cal).into()),
+            &context,
+        );
         // A target constant in training (scale 0) has no MASE, rather than an infinite one.
         let flat = ScoreContext {
             mase_scale: Some(vec![0.0]),
