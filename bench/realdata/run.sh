@@ -17,7 +17,8 @@
 # `system_load` as known-future covariates and hour and day-of-week calendar features of the
 # predicted hours (--future, --calendar; timestamps as written, no time zone conversion);
 # the structural Kalman prior alone (`kalman-structural`) and System B over the MLP correcting
-# it with those inputs (`system-b-structural-fx`). System B's gate mode is chosen on the
+# it with those inputs (`system-b-structural-fx`); the same prior regressed on the two
+# day-ahead forecasts (`kalman-structural-x`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
 # calibration split (--gate-mode auto, the default).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
@@ -75,6 +76,16 @@ run_task() {
          --name system-b-structural-fx --lookback 168 --seasons 24:4 \
          -o "$work/$name-system-b-structural-fx.tns"
   models+=("$work/$name-kalman-structural.tns" "$work/$name-system-b-structural-fx.tns")
+  # The same structural prior regressed on the two day-ahead forecasts (β fitted with the
+  # variances by maximum likelihood; the forecast adds β·x of the predicted hours), alone and
+  # corrected by System B over the MLP with the same inputs.
+  local regressors=(--prior-regressors gen_forecast,system_load)
+  train "${common[@]}" "${known[@]}" --model kalman --name kalman-structural-x --lookback 168 \
+         --seasons 24:4 "${regressors[@]}" -o "$work/$name-kalman-structural-x.tns"
+  train "${common[@]}" "${known[@]}" --model system-b --network mlp:64,64 \
+         --name system-b-structural-x --lookback 168 --seasons 24:4 "${regressors[@]}" \
+         -o "$work/$name-system-b-structural-x.tns"
+  models+=("$work/$name-kalman-structural-x.tns" "$work/$name-system-b-structural-x.tns")
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"

@@ -350,6 +350,11 @@ pub struct ModelArgs {
     /// The structural prior's trend: `level` (random walk) or `local-linear` (with a slope).
     #[arg(long, default_value = "level", requires = "seasons")]
     pub trend: String,
+    /// Regression of the structural prior on known-future covariates (comma-separated; each
+    /// also in --future): `y = β·x + level + seasons + noise`, `β` fitted with the variances
+    /// by maximum likelihood; the forecast adds `β·x` of the predicted rows.
+    #[arg(long, requires = "seasons")]
+    pub prior_regressors: Option<String>,
     /// IANA time zone of the calendar features (`Europe/Paris`); default: the timestamps as
     /// written (times without an offset are read as UTC).
     #[arg(long, requires = "calendar")]
@@ -472,10 +477,19 @@ impl ModelArgs {
                 trend,
                 seasons: tns_kalman::StructuralSpec::parse_seasons(list)?,
                 initial_variance: 1e6,
+                regressors: self
+                    .prior_regressors
+                    .as_deref()
+                    .map(|list| list.split(',').map(|s| s.trim().to_string()).collect())
+                    .unwrap_or_default(),
             });
         }
-        if c.future.is_some() && !self.model.is_learned() {
-            // Only a network reads them (Kalman regression terms are not built yet).
+        let prior_reads_future = c
+            .structural
+            .as_ref()
+            .is_some_and(|s| !s.regressors.is_empty());
+        if c.future.is_some() && !self.model.is_learned() && !prior_reads_future {
+            // Only a network, or a prior with regressors, reads them.
             eprintln!(
                 "note: {} has no network and ignores --future and --calendar",
                 self.model.name()

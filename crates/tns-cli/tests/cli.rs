@@ -1160,3 +1160,90 @@ fn sigterm_drains_with_a_deadline_while_a_request_is_half_sent() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
 }
+
+#[test]
+fn a_structural_prior_regressed_on_a_known_driver_uses_its_future() {
+    // y = daily cycle + 3·x, x an irregular driver known in advance (as a day-ahead forecast).
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("driven.csv");
+    let mut text = String::from("t,y,x\n");
+    for i in 0..24 * 150 {
+        let angle = std::f64::consts::TAU * i as f64 / 24.0;
+        let x = (i as f64 * 0.071).sin() * 4.0 + (i as f64 * 0.0173).cos() * 2.0;
+        let y = 20.0 + 5.0 * angle.sin() + 3.0 * x + 0.3 * (i as f64 * 7.1).sin();
+        text.push_str(&format!("{i},{y},{x}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(format!("{name}.tns"));
+        let mut args = vec![
+            "train",
+            "--data",
+            csv.to_str().unwrap(),
+            "--time-column",
+            "t",
+            "--targets",
+            "y",
+            "--model",
+            "kalman",
+            "--name",
+            name,
+            "--lookback",
+            "72",
+            "--horizon",
+            "24",
+            "--origin-every",
+            "24",
+            "--seasons",
+            "24:3",
+            "-o",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = tns(&args);
+        (path, out)
+    };
+    let (regressed, out) = train("regressed", &["--future", "x", "--prior-regressors", "x"]);
+    ok(out);
+    let (blind, out) = train("blind", &[]);
+    ok(out);
+    let table = ok(tns(&[
+        "eval",
+        "--data",
+        csv.to_str().unwrap(),
+        regressed.to_str().unwrap(),
+        blind.to_str().unwrap(),
+    ]));
+    let mae = |name: &str| -> f64 {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("{table}"));
+        line.split('|').nth(5).unwrap().trim().parse().unwrap()
+    };
+    assert!(
+        mae("regressed") < 0.3 * mae("blind"),
+        "regressed {} vs blind {}\n{table}",
+        mae("regressed"),
+        mae("blind")
+    );
+    // The inspect output names the regression; the ONNX export carries it.
+    assert!(
+        ok(tns(&["inspect", regressed.to_str().unwrap(), "--json"])).contains("\"regressors\"")
+    );
+    let onnx = dir.path().join("r.onnx");
+    ok(tns(&[
+        "export",
+        "onnx",
+        regressed.to_str().unwrap(),
+        "-o",
+        onnx.to_str().unwrap(),
+    ]));
+    // A regressor must be a known-future input.
+    let (_, out) = train("bad", &["--prior-regressors", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("known-future input"),
+        "{stderr}"
+    );
+}

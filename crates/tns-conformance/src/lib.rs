@@ -160,11 +160,20 @@ pub fn examples() -> Result<Vec<Example>, ReferenceError> {
     Ok(out)
 }
 
-/// System B over `network` at `[10, 4]` with a structural prior (local level and a
-/// 4-row season with one harmonic) instead of the kinematic axes, reading all 10 rows while
-/// the network reads the last 6.
+/// System B over `network` at `[10, 4]` with known-future inputs and a structural prior
+/// (local level, a 4-row season with one harmonic, and regression on the known-future
+/// covariate) instead of the kinematic axes, reading all 10 rows while the network reads the
+/// last 6.
 pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example, ReferenceError> {
-    let mut example = example(ModelKind::SystemB, network, 10, 4, false, seed)?;
+    let mut example = example(ModelKind::SystemB, network, 10, 4, true, seed)?;
+    let regressors: Vec<String> = example
+        .manifest
+        .config
+        .future
+        .as_ref()
+        .map(|f| f.columns.clone())
+        .unwrap_or_default();
+    let k = regressors.len();
     let spec = StructuralSpec {
         trend: Trend::Level,
         seasons: vec![Season {
@@ -172,12 +181,14 @@ pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example,
             harmonics: 1,
         }],
         initial_variance: 1e6,
+        regressors,
     };
-    let params = |k: f64| StructuralParams {
-        level: 0.02 * k,
+    let params = |scale: f64| StructuralParams {
+        level: 0.02 * scale,
         slope: None,
-        seasonal: vec![0.01 * k],
-        observation: 0.05 * k,
+        seasonal: vec![0.01 * scale],
+        observation: 0.05 * scale,
+        regression: vec![0.3 * scale; k],
         log_likelihood: 0.0,
     };
     let m = &mut example.manifest;
@@ -190,7 +201,7 @@ pub fn structural_example(network: &NetworkConfig, seed: u64) -> Result<Example,
             .collect();
     }
     example.label = format!(
-        "{} with a structural prior, the network on the last 6 rows",
+        "{} with a structural prior regressed on {k} covariate(s), the network on the last 6 rows",
         example.label
     );
     split_gate_decisions(&mut example, seed)?;

@@ -30,8 +30,8 @@ mod structural;
 pub use filter::{AxisFilter, SequenceStats};
 pub use fit::fit_params;
 pub use structural::{
-    FilterOutput, MAX_STATES, SEASONS_SYNTAX, Season, StructuralModel, StructuralParams,
-    StructuralPrior, StructuralSpec, Trend, fit_structural,
+    FilterOutput, MAX_STATES, RegressorColumns, SEASONS_SYNTAX, Season, StructuralModel,
+    StructuralParams, StructuralPrior, StructuralSpec, Trend, fit_structural, less_regression,
 };
 
 use serde::{Deserialize, Serialize};

@@ -45,6 +45,12 @@ pub struct StructuralSpec {
     pub seasons: Vec<Season>,
     /// Variance of the approximately diffuse initial state (statsmodels' default is 1e6).
     pub initial_variance: f64,
+    /// Regression columns: `y_t = β·x_t + (level + seasons)_t + ε_t`, with `β` fitted by
+    /// maximum likelihood beside the variances (statsmodels' `exog` with
+    /// `mle_regression=True`). Each is a window column in the past and a known-future input
+    /// over the horizon, so the forecast adds `β·x` of the predicted rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regressors: Vec<String>,
 }
 
 /// The forms `--seasons` accepts.
@@ -130,6 +136,9 @@ pub struct StructuralParams {
     pub seasonal: Vec<f64>,
     /// Observation noise variance.
     pub observation: f64,
+    /// Regression coefficients, one per [`StructuralSpec::regressors`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regression: Vec<f64>,
     /// Log-likelihood at these parameters on the fitting rows (burn-in excluded).
     pub log_likelihood: f64,
 }
@@ -142,7 +151,8 @@ impl StructuralParams {
             level: v[0],
             slope,
             seasonal: v[first..first + spec.seasons.len()].to_vec(),
-            observation: v[v.len() - 1],
+            observation: v[spec.parameter_count() - 1],
+            regression: Vec::new(),
             log_likelihood: f64::NAN,
         }
     }
@@ -154,6 +164,7 @@ impl StructuralParams {
             .chain(std::iter::once(self.observation));
         if self.seasonal.len() != spec.seasons.len()
             || self.slope.is_some() != (spec.trend == Trend::LocalLinear)
+            || self.regression.len() != spec.regressors.len()
         {
             return Err(KalmanError::BadSpec(
                 "structural parameters do not match the components".into(),
@@ -167,6 +178,18 @@ impl StructuralParams {
                     value: v,
                 });
             }
+        }
+        if let Some((i, &b)) = self
+            .regression
+            .iter()
+            .enumerate()
+            .find(|(_, b)| !b.is_finite())
+        {
+            return Err(KalmanError::BadParameter {
+                axis: i,
+                what: "regression coefficient",
+                value: b,
+            });
         }
         if self.observation <= 0.0 {
             return Err(KalmanError::BadParameter {
@@ -410,14 +433,32 @@ impl WindowPlan {
         }
     }
 
-    /// The mean forecast of a window column `y` (`[L]`, strided by `stride` in `window`).
-    fn forecast(&self, window: &[f64], stride: usize, column: usize, state: &mut [f64]) -> f64 {
+    /// Filters a window column `y` (`[L]`, strided by `stride` in `window`) less its
+    /// regression `β·x` (`x`: the `regressors` columns of the same rows) into `state`, and
+    /// returns the last row's value less its regression, the level the forecast builds on.
+    fn forecast(
+        &self,
+        window: &[f64],
+        stride: usize,
+        column: usize,
+        regression: (&[f64], &[usize]),
+        state: &mut [f64],
+    ) -> f64 {
         let n = self.model.n;
-        let last = window[window.len() - stride + column];
+        let (beta, regressors) = regression;
+        let adjusted = |row: &[f64]| {
+            row[column]
+                - beta
+                    .iter()
+                    .zip(regressors)
+                    .map(|(b, &c)| b * row[c])
+                    .sum::<f64>()
+        };
+        let last = adjusted(&window[window.len() - stride..]);
         state.fill(0.0);
         let rows = window.len() / stride;
         for (t, gain) in self.gains.chunks_exact(n).enumerate().take(rows) {
-            let y = window[t * stride + column] - last;
+            let y = adjusted(&window[t * stride..(t + 1) * stride]) - last;
             let v = y - self
                 .model
                 .z
@@ -443,11 +484,31 @@ pub struct StructuralPrior {
     targets: Vec<usize>,
     horizon: usize,
     plans: Vec<WindowPlan>,
+    /// `β` per target.
+    betas: Vec<Vec<f64>>,
+    /// Where each regressor is: its window column, and its column in a row of the future
+    /// block (`future_width` values per predicted row).
+    regressors: Vec<usize>,
+    future_regressors: Vec<usize>,
+    future_width: usize,
+}
+
+/// Where a structural prior's regressors are found: window columns, and columns of a row of
+/// the known-future block (`width` values per predicted row).
+#[derive(Debug, Clone, Default)]
+pub struct RegressorColumns {
+    /// Window column of each regressor.
+    pub past: Vec<usize>,
+    /// Column of each regressor in a future-block row.
+    pub future: Vec<usize>,
+    /// Values per future-block row.
+    pub width: usize,
 }
 
 impl StructuralPrior {
     /// A prior for windows of `lookback` rows of `features` columns forecasting the
     /// `targets` columns `lead … lead + horizon − 1` rows after the last one.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: &StructuralSpec,
         params: &[StructuralParams],
@@ -456,6 +517,7 @@ impl StructuralPrior {
         lookback: usize,
         lead: usize,
         horizon: usize,
+        regressors: &RegressorColumns,
     ) -> Result<Self, KalmanError> {
         spec.validate()?;
         if params.len() != targets.len() {
@@ -472,6 +534,16 @@ impl StructuralPrior {
         for p in params {
             p.check(spec)?;
         }
+        let k = spec.regressors.len();
+        if regressors.past.len() != k
+            || regressors.future.len() != k
+            || regressors.past.iter().any(|&c| c >= features)
+            || regressors.future.iter().any(|&c| c >= regressors.width)
+        {
+            return Err(KalmanError::BadSpec(format!(
+                "the {k} regressors need a window column and a future column each"
+            )));
+        }
         let plans = params
             .iter()
             .map(|p| WindowPlan::new(StructuralModel::new(spec, p), lookback, lead, horizon))
@@ -481,6 +553,10 @@ impl StructuralPrior {
             targets: targets.to_vec(),
             horizon,
             plans,
+            betas: params.iter().map(|p| p.regression.clone()).collect(),
+            regressors: regressors.past.clone(),
+            future_regressors: regressors.future.clone(),
+            future_width: regressors.width,
         })
     }
 
@@ -490,19 +566,33 @@ impl StructuralPrior {
     }
 
     /// Filters `window` (`[L, features]`) and writes the predictive mean `[H, T]` and the
-    /// (diagonal: targets are modelled apart) covariance `[H, T, T]`. No allocation: the
+    /// (diagonal: targets are modelled apart) covariance `[H, T, T]`; `future` is the
+    /// known-future block (`[H, width]`, read for the regressors only). No allocation: the
     /// state lives on the stack ([`MAX_STATES`] at most).
-    pub fn predict_into(&self, window: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+    pub fn predict_into(&self, window: &[f64], future: &[f64], mean: &mut [f64], cov: &mut [f64]) {
         let t = self.targets.len();
         let mut buffer = [0.0; MAX_STATES];
         cov.fill(0.0);
         for (j, (plan, &column)) in self.plans.iter().zip(&self.targets).enumerate() {
             let n = plan.model.n;
             let state = &mut buffer[..n];
-            let last = plan.forecast(window, self.features, column, state);
+            let beta = &self.betas[j];
+            let last = plan.forecast(
+                window,
+                self.features,
+                column,
+                (beta, &self.regressors),
+                state,
+            );
             for k in 0..self.horizon {
                 let row = &plan.readout[k * n..(k + 1) * n];
+                let regression: f64 = beta
+                    .iter()
+                    .zip(&self.future_regressors)
+                    .map(|(b, &c)| b * future[k * self.future_width + c])
+                    .sum();
                 mean[k * t + j] = last
+                    + regression
                     + row
                         .iter()
                         .zip(state.iter())
@@ -514,19 +604,35 @@ impl StructuralPrior {
     }
 }
 
-/// Fits the variances of one target's model by maximum likelihood on `segments` (each a
-/// gap-free run of the target's values; the likelihood sums over them): Nelder–Mead on the
-/// log-variances, started from a share of the variance of the first differences.
+/// Fits the variances (and regression coefficients) of one target's model by maximum
+/// likelihood on `segments` (each a gap-free run of the target's values; the likelihood sums
+/// over them), with `exog[s]` the segment's regressor values (`[rows, k]`, `k` =
+/// [`StructuralSpec::regressors`]; empty when there are none): Nelder–Mead on the
+/// log-variances and the coefficients, started from a share of the variance of the first
+/// differences and the least-squares coefficients of the first differences.
 pub fn fit_structural(
     spec: &StructuralSpec,
     segments: &[Vec<f64>],
+    exog: &[Vec<f64>],
 ) -> Result<StructuralParams, KalmanError> {
     spec.validate()?;
+    let k = spec.regressors.len();
+    if k > 0
+        && (exog.len() != segments.len()
+            || exog
+                .iter()
+                .zip(segments)
+                .any(|(x, y)| x.len() != y.len() * k))
+    {
+        return Err(KalmanError::BadSpec(format!(
+            "{k} regressors need {k} values for every row of every segment"
+        )));
+    }
     let diffs: Vec<f64> = segments
         .iter()
         .flat_map(|s| s.windows(2).map(|w| w[1] - w[0]))
         .collect();
-    if diffs.len() < 2 * spec.states() {
+    if diffs.len() < 2 * spec.states() + k {
         return Err(KalmanError::BadSpec(format!(
             "{} training rows are too few to fit {} states",
             diffs.len(),
@@ -540,21 +646,123 @@ pub fn fit_structural(
         1.0
     };
     let m = spec.parameter_count();
-    let start: Vec<f64> = (0..m).map(|_| (var / m as f64).ln()).collect();
+    // Coefficients are searched in units of sd(Δy)/sd(Δxᵢ), so one simplex step means the
+    // same for every regressor whatever its scale.
+    let (start_beta, scales) = difference_least_squares(segments, exog, k, var);
+    let start: Vec<f64> = (0..m)
+        .map(|_| (var / m as f64).ln())
+        .chain(start_beta.iter().zip(&scales).map(|(b, s)| b / s))
+        .collect();
+    let params_at = |x: &[f64]| {
+        let v: Vec<f64> = x[..m].iter().map(|l| l.clamp(-40.0, 40.0).exp()).collect();
+        let mut p = StructuralParams::from_vector(spec, &v);
+        p.regression = x[m..].iter().zip(&scales).map(|(b, s)| b * s).collect();
+        p
+    };
     let negative = |x: &[f64]| -> f64 {
-        let v: Vec<f64> = x.iter().map(|l| l.clamp(-40.0, 40.0).exp()).collect();
-        let model = StructuralModel::new(spec, &StructuralParams::from_vector(spec, &v));
+        let p = params_at(x);
+        let model = StructuralModel::new(spec, &p);
         let ll: f64 = segments
             .iter()
-            .map(|s| model.filter(s).log_likelihood)
+            .enumerate()
+            .map(|(s, y)| {
+                if k == 0 {
+                    model.filter(y).log_likelihood
+                } else {
+                    model
+                        .filter(&less_regression(y, &exog[s], &p.regression))
+                        .log_likelihood
+                }
+            })
             .sum();
         if ll.is_finite() { -ll } else { f64::INFINITY }
     };
-    let best = nelder_mead(&negative, &start, 1.0, 400);
-    let v: Vec<f64> = best.iter().map(|l| l.clamp(-40.0, 40.0).exp()).collect();
-    let mut params = StructuralParams::from_vector(spec, &v);
+    let best = nelder_mead(&negative, &start, 1.0, 400 + 200 * k);
+    let mut params = params_at(&best);
     params.log_likelihood = -negative(&best);
     Ok(params)
+}
+
+/// `y − X β` (`X`: `[rows, k]`).
+pub fn less_regression(y: &[f64], x: &[f64], beta: &[f64]) -> Vec<f64> {
+    let k = beta.len();
+    y.iter()
+        .enumerate()
+        .map(|(t, v)| v - (0..k).map(|i| beta[i] * x[t * k + i]).sum::<f64>())
+        .collect()
+}
+
+/// Least-squares coefficients of `Δy` on `Δx` (a start for the likelihood search), and the
+/// scale `sd(Δy)/sd(Δxᵢ)` of each coefficient. Singular or constant regressors start at 0.
+fn difference_least_squares(
+    segments: &[Vec<f64>],
+    exog: &[Vec<f64>],
+    k: usize,
+    dy_var: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    if k == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    // Normal equations of Δy on Δx: A β = c.
+    let (mut a, mut c) = (vec![0.0; k * k], vec![0.0; k]);
+    for (y, x) in segments.iter().zip(exog) {
+        for t in 1..y.len() {
+            let dx: Vec<f64> = (0..k).map(|i| x[t * k + i] - x[(t - 1) * k + i]).collect();
+            let dy = y[t] - y[t - 1];
+            for i in 0..k {
+                c[i] += dx[i] * dy;
+                for j in 0..k {
+                    a[i * k + j] += dx[i] * dx[j];
+                }
+            }
+        }
+    }
+    let rows = segments
+        .iter()
+        .map(|s| s.len().saturating_sub(1))
+        .sum::<usize>()
+        .max(1) as f64;
+    let scales: Vec<f64> = (0..k)
+        .map(|i| {
+            let dx_var = a[i * k + i] / rows;
+            if dx_var > 0.0 && dx_var.is_finite() {
+                (dy_var / dx_var).sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let beta = solve(&mut a, &mut c, k).unwrap_or_else(|| vec![0.0; k]);
+    (beta, scales)
+}
+
+/// Solves `A x = c` (`A`: `k × k`) by Gaussian elimination with partial pivoting; `None`
+/// when `A` is singular.
+fn solve(a: &mut [f64], c: &mut [f64], k: usize) -> Option<Vec<f64>> {
+    for col in 0..k {
+        let pivot =
+            (col..k).max_by(|&i, &j| a[i * k + col].abs().total_cmp(&a[j * k + col].abs()))?;
+        if a[pivot * k + col].abs() < 1e-12 * (1.0 + a[col * k + col].abs()) {
+            return None;
+        }
+        for j in 0..k {
+            a.swap(col * k + j, pivot * k + j);
+        }
+        c.swap(col, pivot);
+        for row in col + 1..k {
+            let f = a[row * k + col] / a[col * k + col];
+            for j in col..k {
+                a[row * k + j] -= f * a[col * k + j];
+            }
+            c[row] -= f * c[col];
+        }
+    }
+    let mut x = vec![0.0; k];
+    for row in (0..k).rev() {
+        let s: f64 = (row + 1..k).map(|j| a[row * k + j] * x[j]).sum();
+        x[row] = (c[row] - s) / a[row * k + row];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 /// Minimizes `f` from `start` by Nelder–Mead (standard coefficients), `iterations` steps.
@@ -633,6 +841,7 @@ mod tests {
                 harmonics: 3,
             }],
             initial_variance: 1e6,
+            regressors: Vec::new(),
         }
     }
 
@@ -657,13 +866,23 @@ mod tests {
             slope: Some(0.001),
             seasonal: vec![0.01],
             observation: 0.3,
+            regression: Vec::new(),
             log_likelihood: 0.0,
         };
         let y = series(72);
-        let prior =
-            StructuralPrior::new(&spec, std::slice::from_ref(&params), 1, &[0], 72, 1, 3).unwrap();
+        let prior = StructuralPrior::new(
+            &spec,
+            std::slice::from_ref(&params),
+            1,
+            &[0],
+            72,
+            1,
+            3,
+            &RegressorColumns::default(),
+        )
+        .unwrap();
         let (mut mean, mut cov) = (vec![0.0; 3], vec![0.0; 3]);
-        prior.predict_into(&y, &mut mean, &mut cov);
+        prior.predict_into(&y, &[], &mut mean, &mut cov);
         // Reference: the plain filter on the window relative to its last value, then T^k.
         let model = StructuralModel::new(&spec, &params);
         let last = y[71];
@@ -688,22 +907,33 @@ mod tests {
     fn maximum_likelihood_beats_the_starting_point_and_forecasts_a_day_ahead() {
         let spec = daily(Trend::Level);
         let y = series(24 * 30);
-        let fitted = fit_structural(&spec, std::slice::from_ref(&y)).unwrap();
+        let fitted = fit_structural(&spec, std::slice::from_ref(&y), &[]).unwrap();
         let start = StructuralParams {
             level: 1.0,
             slope: None,
             seasonal: vec![1.0],
             observation: 1.0,
+            regression: Vec::new(),
             log_likelihood: 0.0,
         };
         let ll_start = StructuralModel::new(&spec, &start)
             .filter(&y)
             .log_likelihood;
         assert!(fitted.log_likelihood > ll_start, "{fitted:?}");
-        let prior = StructuralPrior::new(&spec, &[fitted], 1, &[0], 168, 1, 24).unwrap();
+        let prior = StructuralPrior::new(
+            &spec,
+            &[fitted],
+            1,
+            &[0],
+            168,
+            1,
+            24,
+            &RegressorColumns::default(),
+        )
+        .unwrap();
         let (mut mean, mut cov) = (vec![0.0; 24], vec![0.0; 24]);
         let window = &y[24 * 20..24 * 27];
-        prior.predict_into(window, &mut mean, &mut cov);
+        prior.predict_into(window, &[], &mut mean, &mut cov);
         let mae: f64 = mean
             .iter()
             .zip(&y[24 * 27..24 * 28])
@@ -732,5 +962,95 @@ mod tests {
         assert!(spec.validate().is_err());
         spec.seasons[0].harmonics = 0;
         assert!(spec.validate().is_err());
+    }
+
+    #[test]
+    fn regression_is_fitted_and_forecast_with_the_known_future_values() {
+        // y = 2·x + daily series; x a slow, irregular driver known in advance.
+        let x: Vec<f64> = (0..24 * 30)
+            .map(|t| (t as f64 * 0.07).sin() * 5.0 + (t as f64 * 0.013).cos() * 3.0)
+            .collect();
+        let base = series(x.len());
+        let y: Vec<f64> = base.iter().zip(&x).map(|(b, x)| b + 2.0 * x).collect();
+        let mut spec = daily(Trend::Level);
+        spec.regressors = vec!["x".into()];
+        let fitted =
+            fit_structural(&spec, std::slice::from_ref(&y), std::slice::from_ref(&x)).unwrap();
+        assert!((fitted.regression[0] - 2.0).abs() < 0.05, "{fitted:?}");
+        // Window columns [y, x]; the future block holds x of the predicted rows.
+        let columns = RegressorColumns {
+            past: vec![1],
+            future: vec![0],
+            width: 1,
+        };
+        let prior = StructuralPrior::new(
+            &spec,
+            std::slice::from_ref(&fitted),
+            2,
+            &[0],
+            168,
+            1,
+            24,
+            &columns,
+        )
+        .unwrap();
+        let from = 24 * 20;
+        let window: Vec<f64> = (from..from + 168).flat_map(|t| [y[t], x[t]]).collect();
+        let future = &x[from + 168..from + 192];
+        let (mut mean, mut cov) = (vec![0.0; 24], vec![0.0; 24]);
+        prior.predict_into(&window, future, &mut mean, &mut cov);
+        // The reference: the plain prior on y − βx, plus βx of the predicted rows.
+        let beta = fitted.regression[0];
+        let adjusted: Vec<f64> = (from..from + 168).map(|t| y[t] - beta * x[t]).collect();
+        let mut plain_spec = spec.clone();
+        plain_spec.regressors.clear();
+        let mut plain_params = fitted.clone();
+        plain_params.regression.clear();
+        let plain = StructuralPrior::new(
+            &plain_spec,
+            &[plain_params],
+            1,
+            &[0],
+            168,
+            1,
+            24,
+            &RegressorColumns::default(),
+        )
+        .unwrap();
+        let (mut want, mut want_cov) = (vec![0.0; 24], vec![0.0; 24]);
+        plain.predict_into(&adjusted, &[], &mut want, &mut want_cov);
+        for k in 0..24 {
+            let expected = want[k] + beta * future[k];
+            assert!((mean[k] - expected).abs() < 1e-9, "step {k}");
+            assert_eq!(cov[k], want_cov[k]);
+        }
+        // Knowing the driver's future pays: far closer than ignoring it.
+        let mae = |m: &[f64]| {
+            m.iter()
+                .zip(&y[from + 168..from + 192])
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / 24.0
+        };
+        let without = fit_structural(&plain_spec, std::slice::from_ref(&y), &[]).unwrap();
+        let blind = StructuralPrior::new(
+            &plain_spec,
+            &[without],
+            2,
+            &[0],
+            168,
+            1,
+            24,
+            &RegressorColumns::default(),
+        )
+        .unwrap();
+        let mut blind_mean = vec![0.0; 24];
+        blind.predict_into(&window, &[], &mut blind_mean, &mut want_cov);
+        assert!(
+            mae(&mean) < 0.5 * mae(&blind_mean),
+            "{} vs {}",
+            mae(&mean),
+            mae(&blind_mean)
+        );
     }
 }

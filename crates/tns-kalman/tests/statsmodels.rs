@@ -78,10 +78,16 @@ fn structural_filter_and_fit_match_statsmodels() {
     if !statsmodels_available() {
         return;
     }
-    let y = series(24 * 20);
-    for (trend, name, slope) in [
-        (Trend::Level, "llevel", None),
-        (Trend::LocalLinear, "lltrend", Some(0.002)),
+    let plain = series(24 * 20);
+    // A regressor that drives the series: y = 0.8·x + level + seasons + noise.
+    let x: Vec<f64> = (0..plain.len())
+        .map(|t| (t as f64 * 0.13).sin() * 2.0 + (t as f64 * 0.031).cos())
+        .collect();
+    let driven: Vec<f64> = plain.iter().zip(&x).map(|(y, x)| y + 0.8 * x).collect();
+    for (trend, name, slope, regression) in [
+        (Trend::Level, "llevel", None, None),
+        (Trend::LocalLinear, "lltrend", Some(0.002), None),
+        (Trend::Level, "llevel", None, Some(0.75)),
     ] {
         let spec = StructuralSpec {
             trend,
@@ -90,21 +96,32 @@ fn structural_filter_and_fit_match_statsmodels() {
                 harmonics: 2,
             }],
             initial_variance: 1e6,
+            regressors: regression
+                .map(|_| vec!["x".to_string()])
+                .unwrap_or_default(),
         };
         let params = StructuralParams {
             level: 0.05,
             slope,
             seasonal: vec![0.01],
             observation: 0.2,
+            regression: regression.into_iter().collect(),
             log_likelihood: 0.0,
+        };
+        let (y, exog) = match regression {
+            Some(_) => (&driven, x.clone()),
+            None => (&plain, Vec::new()),
         };
         let theirs = run(&json!({
             "y": y,
+            "exog": exog.iter().map(|v| [v]).collect::<Vec<_>>(),
             "trend": name,
             "seasons": [[24, 2]],
-            "params": {"level": 0.05, "slope": slope, "seasonal": [0.01], "observation": 0.2},
+            "params": {"level": 0.05, "slope": slope, "seasonal": [0.01], "observation": 0.2,
+                       "regression": params.regression},
         }));
-        let ours = StructuralModel::new(&spec, &params).filter(&y);
+        let adjusted = tns_kalman::less_regression(y, &exog, &params.regression);
+        let ours = StructuralModel::new(&spec, &params).filter(&adjusted);
         assert_eq!(theirs["states"], spec.states());
         assert_eq!(theirs["loglikelihood_burn"], spec.states());
         let ll = theirs["loglike"].as_f64().unwrap();
@@ -126,7 +143,12 @@ fn structural_filter_and_fit_match_statsmodels() {
             .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
             .fold(0.0, f64::max);
         assert!(worst < 1e-6, "{name}: filtered means differ by {worst:e}");
-        let fitted = fit_structural(&spec, std::slice::from_ref(&y)).unwrap();
+        let exogs = if exog.is_empty() {
+            vec![]
+        } else {
+            vec![exog.clone()]
+        };
+        let fitted = fit_structural(&spec, std::slice::from_ref(y), &exogs).unwrap();
         let best = theirs["fitted_loglike"].as_f64().unwrap();
         assert!(
             fitted.log_likelihood >= best - 1e-3 * best.abs(),
@@ -134,6 +156,16 @@ fn structural_filter_and_fit_match_statsmodels() {
             fitted.log_likelihood,
             theirs["fitted_params"]
         );
+        if regression.is_some() {
+            // statsmodels' β, last of its fitted parameters; ours within 5% of it.
+            let theirs_beta = theirs["fitted_params"].as_array().unwrap().last().unwrap();
+            let theirs_beta = theirs_beta.as_f64().unwrap();
+            assert!(
+                (fitted.regression[0] - theirs_beta).abs() <= 0.05 * theirs_beta.abs(),
+                "β {} vs statsmodels {theirs_beta}",
+                fitted.regression[0]
+            );
+        }
         eprintln!(
             "{name}: log-likelihood {:.6} (statsmodels {ll:.6}); fitted {:.4} (statsmodels {best:.4}); filtered means within {worst:.1e}",
             ours.log_likelihood, fitted.log_likelihood

@@ -14,10 +14,13 @@ from statsmodels.tsa.statespace.structural import UnobservedComponents
 def main():
     case = json.loads(open(sys.argv[1]).read())
     y = np.asarray(case["y"], dtype=float)
+    exog = np.asarray(case["exog"], dtype=float) if case.get("exog") else None
     model = UnobservedComponents(
         y,
+        exog=exog,
         level=case["trend"],
         freq_seasonal=[{"period": p, "harmonics": k} for p, k in case["seasons"]],
+        mle_regression=True,
     )
     given = case["params"]
     values = []
@@ -30,6 +33,8 @@ def main():
             values.append(given["slope"])
         elif name.startswith("sigma2.freq_seasonal"):
             values.append(given["seasonal"].pop(0))
+        elif name.startswith("beta."):
+            values.append(given["regression"].pop(0))
         else:
             raise SystemExit(f"unexpected parameter {name}")
     at = model.filter(np.asarray(values))

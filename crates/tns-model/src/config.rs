@@ -318,6 +318,35 @@ impl ModelConfig {
             .collect()
     }
 
+    /// Where the structural prior's regressors are: each must be a feature (its past) and a
+    /// known-future covariate (its values over the horizon).
+    pub fn structural_regressors(&self) -> Result<tns_kalman::RegressorColumns, ConfigError> {
+        let names = self.structural.as_ref().map_or(&[][..], |s| &s.regressors);
+        let covariates = self.future.as_ref().map_or(&[][..], |f| &f.columns);
+        let mut columns = tns_kalman::RegressorColumns {
+            width: self.future_width(),
+            ..Default::default()
+        };
+        for name in names {
+            let missing = |problem| ConfigError::FutureColumn {
+                column: name.clone(),
+                problem,
+            };
+            columns.past.push(
+                self.features
+                    .iter()
+                    .position(|f| f == name)
+                    .ok_or_else(|| missing("is a prior regressor but not a feature"))?,
+            );
+            columns
+                .future
+                .push(covariates.iter().position(|c| c == name).ok_or_else(|| {
+                    missing("is a prior regressor but not a known-future input (--future)")
+                })?);
+        }
+        Ok(columns)
+    }
+
     /// Network output width, `horizon × targets`.
     pub fn output_width(&self) -> usize {
         self.horizon * self.targets.len()
@@ -505,6 +534,7 @@ impl ModelConfig {
                 return Err(ConfigError::StructuralPresence(self.kind));
             }
             spec.validate().map_err(ConfigError::Structural)?;
+            self.structural_regressors()?;
         }
         if self.kind.is_gated() != self.gate.is_some() {
             return Err(ConfigError::GatePresence);

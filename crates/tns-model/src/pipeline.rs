@@ -194,11 +194,12 @@ pub enum Prior {
 }
 
 impl Prior {
-    /// Filters a window and writes the predictive mean `[H, T]` and covariance `[H, T, T]`.
-    pub fn predict_into(&self, window: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+    /// Filters a window and writes the predictive mean `[H, T]` and covariance `[H, T, T]`;
+    /// `future` is the known-future block (a structural prior's regressors read it).
+    pub fn predict_into(&self, window: &[f64], future: &[f64], mean: &mut [f64], cov: &mut [f64]) {
         match self {
             Self::Kinematic(p) => p.predict_into(window, mean, cov),
-            Self::Structural(p) => p.predict_into(window, mean, cov),
+            Self::Structural(p) => p.predict_into(window, future, mean, cov),
         }
     }
 }
@@ -289,6 +290,7 @@ impl Pipeline {
                     c.lookback,
                     c.lead,
                     c.horizon,
+                    &c.structural_regressors()?,
                 )
                 .map_err(PipelineError::Kalman)?,
             )),
@@ -560,9 +562,9 @@ impl Pipeline {
     /// kinds, the prior's covariance `[horizon, T, T]` into `forecast`, from a model input
     /// (its past window; the future block is not read). No allocation.
     pub fn base_into(&self, input: &[f64], forecast: &mut Forecast) {
-        let window = &input[..self.past_len().min(input.len())];
+        let (window, future) = input.split_at(self.past_len().min(input.len()));
         match (&self.prior, forecast.covariance.as_mut()) {
-            (Some(prior), Some(cov)) => prior.predict_into(window, &mut forecast.base, cov),
+            (Some(prior), Some(cov)) => prior.predict_into(window, future, &mut forecast.base, cov),
             _ => {
                 let (t, f) = (self.targets.len(), self.features.len());
                 for (i, b) in forecast.base.iter_mut().enumerate() {

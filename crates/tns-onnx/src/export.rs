@@ -104,7 +104,13 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     // (window − last row) · B + last row · ΣB + offset: the same sum in exact arithmetic, but
     // in f32 the large common level of positions or prices no longer passes through B's
     // large, alternating-sign gains.
-    let (base_matrix, base_offset) = linear_base(&pipeline, lookback * features, width)?;
+    // The map covers the whole model input: a structural prior regressed on known-future
+    // covariates reads the future block too (its rows of the map are zero otherwise).
+    let past = lookback * features;
+    let future_len = c.horizon * c.future_width();
+    let (mut base_matrix, base_offset) = linear_base(&pipeline, past + future_len, width)?;
+    let future_matrix = base_matrix.split_off(past * width);
+    let reads_future = future_matrix.iter().any(|&v| v != 0.0);
     let row_sums: Vec<f32> = (0..features * width)
         .map(|k| {
             let (f, j) = (k / width, k % width);
@@ -133,7 +139,23 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     let level = g.node("MatMul", &[&last_flat, &b_sum], "base_level", vec![]);
     let offset = g.constant("base_offset", &[width], base_offset);
     let level = g.node("Add", &[&level, &offset], "base_level_offset", vec![]);
-    let base_flat = g.node("Add", &[&moves, &level], "base_flat", vec![]);
+    let mut base_flat = g.node("Add", &[&moves, &level], "base_flat", vec![]);
+    if reads_future {
+        let future_flat = g.node(
+            "Flatten",
+            &[names::FUTURE],
+            "future_flat",
+            vec![Attr::Int("axis", 1)],
+        );
+        let bf = g.constant("base_future_matrix", &[future_len, width], future_matrix);
+        let regression = g.node("MatMul", &[&future_flat, &bf], "base_regression", vec![]);
+        base_flat = g.node(
+            "Add",
+            &[&base_flat, &regression],
+            "base_with_regression",
+            vec![],
+        );
+    }
     let mut outputs = vec![(
         names::BASE,
         to_forecast_shape(&mut g, &base_flat, names::BASE),

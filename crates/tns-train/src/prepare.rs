@@ -211,21 +211,34 @@ fn fit_structural_priors(
         return Ok(Vec::new());
     };
     let f = config.features.len();
+    let regressors = config
+        .structural_regressors()
+        .map_err(|e| TrainError::Config(e.to_string()))?
+        .past;
+    let k = regressors.len();
     targets
         .iter()
         .map(|&column| {
             let mut budget = STRUCTURAL_FIT_ROWS;
-            let mut segments: Vec<Vec<f64>> = Vec::new();
+            let (mut segments, mut exog): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (Vec::new(), Vec::new());
             for seg in splits.train_rows.iter().rev() {
                 if budget == 0 {
                     break;
                 }
-                let values: Vec<f64> = seg.values.chunks_exact(f).map(|row| row[column]).collect();
-                let keep = values.len().min(budget);
+                let rows = seg.values.len() / f;
+                let keep = rows.min(budget);
                 budget -= keep;
-                segments.push(values[values.len() - keep..].to_vec());
+                let recent = &seg.values[(rows - keep) * f..];
+                segments.push(recent.chunks_exact(f).map(|row| row[column]).collect());
+                exog.push(
+                    recent
+                        .chunks_exact(f)
+                        .flat_map(|row| regressors.iter().map(|&c| row[c]))
+                        .collect(),
+                );
             }
-            tns_kalman::fit_structural(spec, &segments)
+            let exog = if k == 0 { Vec::new() } else { exog };
+            tns_kalman::fit_structural(spec, &segments, &exog)
                 .map_err(|e| TrainError::Config(format!("structural prior: {e}")))
         })
         .collect()
