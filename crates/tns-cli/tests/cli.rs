@@ -687,37 +687,10 @@ fn future_covariates_and_calendar_train_evaluate_predict_and_export() {
 #[test]
 fn a_structural_prior_forecasts_a_daily_cycle() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("cycle.csv");
-    let mut text = String::from("t,y\n");
-    for i in 0..24 * 150 {
-        let angle = std::f64::consts::TAU * i as f64 / 24.0;
-        let y = 20.0 + 5.0 * angle.sin() + 2.0 * (2.0 * angle).cos() + 0.3 * (i as f64 * 7.1).sin();
-        text.push_str(&format!("{i},{y}\n"));
-    }
-    std::fs::write(&csv, text).unwrap();
+    let csv = hourly_cycle_csv(dir.path(), false);
     let train = |name: &str, extra: &[&str]| {
-        let path = dir.path().join(format!("{name}.tns"));
-        let mut args = vec![
-            "train",
-            "--data",
-            csv.to_str().unwrap(),
-            "--time-column",
-            "t",
-            "--model",
-            "kalman",
-            "--name",
-            name,
-            "--lookback",
-            "72",
-            "--horizon",
-            "24",
-            "--origin-every",
-            "24",
-            "-o",
-            path.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        ok(tns(&args));
+        let (path, out) = train_day_ahead_kalman(&csv, dir.path(), name, extra);
+        ok(out);
         path
     };
     let structural = train("structural", &["--seasons", "24:3"]);
@@ -729,14 +702,7 @@ fn a_structural_prior_forecasts_a_daily_cycle() {
         structural.to_str().unwrap(),
         trend.to_str().unwrap(),
     ]));
-    let mae = |name: &str| -> f64 {
-        let line = table
-            .lines()
-            .filter(|l| l.starts_with(&format!("| {name} |")))
-            .nth(1)
-            .unwrap_or_else(|| panic!("{table}"));
-        line.split('|').nth(2).unwrap().trim().parse().unwrap()
-    };
+    let mae = |name: &str| eval_mae(&table, name);
     assert!(
         mae("structural") < 0.2 * mae("trend"),
         "structural {} vs trend {}\n{table}",
@@ -1165,43 +1131,11 @@ fn sigterm_drains_with_a_deadline_while_a_request_is_half_sent() {
 fn a_structural_prior_regressed_on_a_known_driver_uses_its_future() {
     // y = daily cycle + 3·x, x an irregular driver known in advance (as a day-ahead forecast).
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("driven.csv");
-    let mut text = String::from("t,y,x\n");
-    for i in 0..24 * 150 {
-        let angle = std::f64::consts::TAU * i as f64 / 24.0;
-        let x = (i as f64 * 0.071).sin() * 4.0 + (i as f64 * 0.0173).cos() * 2.0;
-        let y = 20.0 + 5.0 * angle.sin() + 3.0 * x + 0.3 * (i as f64 * 7.1).sin();
-        text.push_str(&format!("{i},{y},{x}\n"));
-    }
-    std::fs::write(&csv, text).unwrap();
+    let csv = hourly_cycle_csv(dir.path(), true);
     let train = |name: &str, extra: &[&str]| {
-        let path = dir.path().join(format!("{name}.tns"));
-        let mut args = vec![
-            "train",
-            "--data",
-            csv.to_str().unwrap(),
-            "--time-column",
-            "t",
-            "--targets",
-            "y",
-            "--model",
-            "kalman",
-            "--name",
-            name,
-            "--lookback",
-            "72",
-            "--horizon",
-            "24",
-            "--origin-every",
-            "24",
-            "--seasons",
-            "24:3",
-            "-o",
-            path.to_str().unwrap(),
-        ];
+        let mut args = vec!["--seasons", "24:3"];
         args.extend_from_slice(extra);
-        let out = tns(&args);
-        (path, out)
+        train_day_ahead_kalman(&csv, dir.path(), name, &args)
     };
     let (regressed, out) = train("regressed", &["--future", "x", "--prior-regressors", "x"]);
     ok(out);
@@ -1214,13 +1148,7 @@ fn a_structural_prior_regressed_on_a_known_driver_uses_its_future() {
         regressed.to_str().unwrap(),
         blind.to_str().unwrap(),
     ]));
-    let mae = |name: &str| -> f64 {
-        let line = table
-            .lines()
-            .find(|l| l.starts_with(&format!("| {name} |")))
-            .unwrap_or_else(|| panic!("{table}"));
-        line.split('|').nth(5).unwrap().trim().parse().unwrap()
-    };
+    let mae = |name: &str| eval_mae(&table, name);
     assert!(
         mae("regressed") < 0.3 * mae("blind"),
         "regressed {} vs blind {}\n{table}",
@@ -1246,4 +1174,69 @@ fn a_structural_prior_regressed_on_a_known_driver_uses_its_future() {
         !out.status.success() && stderr.contains("known-future input"),
         "{stderr}"
     );
+}
+
+/// 150 days of an hourly daily cycle with a little noise (`t,y`), plus `3·x` for an irregular
+/// driver `x` known in advance when `driver` (`t,y,x`); returns the CSV's path.
+fn hourly_cycle_csv(dir: &std::path::Path, driver: bool) -> std::path::PathBuf {
+    let csv = dir.join(if driver { "driven.csv" } else { "cycle.csv" });
+    let mut text = String::from(if driver { "t,y,x\n" } else { "t,y\n" });
+    for i in 0..24 * 150 {
+        let angle = std::f64::consts::TAU * i as f64 / 24.0;
+        let x = (i as f64 * 0.071).sin() * 4.0 + (i as f64 * 0.0173).cos() * 2.0;
+        let mut y =
+            20.0 + 5.0 * angle.sin() + 2.0 * (2.0 * angle).cos() + 0.3 * (i as f64 * 7.1).sin();
+        if driver {
+            y += 3.0 * x;
+            text.push_str(&format!("{i},{y},{x}\n"));
+        } else {
+            text.push_str(&format!("{i},{y}\n"));
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    csv
+}
+
+/// `tns train` of a day-ahead Kalman model of `y` (lookback 72, origins every 24 rows) on
+/// `csv`, with `extra` options; the model's path and the command's output.
+fn train_day_ahead_kalman(
+    csv: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, std::process::Output) {
+    let path = dir.join(format!("{name}.tns"));
+    let mut args = vec![
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "t",
+        "--targets",
+        "y",
+        "--model",
+        "kalman",
+        "--name",
+        name,
+        "--lookback",
+        "72",
+        "--horizon",
+        "24",
+        "--origin-every",
+        "24",
+        "-o",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = tns(&args);
+    (path, out)
+}
+
+/// A model's test MAE in `tns eval`'s first table.
+fn eval_mae(table: &str, name: &str) -> f64 {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&format!("| {name} |")))
+        .unwrap_or_else(|| panic!("{table}"));
+    line.split('|').nth(5).unwrap().trim().parse().unwrap()
 }
