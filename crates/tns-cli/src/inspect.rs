@@ -135,7 +135,42 @@ pub fn run(args: InspectArgs) -> Result<()> {
         )?;
     }
     writeln!(s, "residual     scale {:?}", m.residual_scale)?;
-    if let Some(k) = &m.kalman {
+    if let (Some(k), Some(spec)) = (&m.kalman, &c.structural) {
+        let seasons: Vec<String> = spec
+            .seasons
+            .iter()
+            .map(|x| format!("{}:{}", x.period, x.harmonics))
+            .collect();
+        writeln!(
+            s,
+            "prior        structural: {:?} trend, seasons {}{}",
+            spec.trend,
+            seasons.join(", "),
+            if spec.regressors.is_empty() {
+                String::new()
+            } else {
+                format!(", regression on {}", spec.regressors.join(", "))
+            }
+        )?;
+        for (target, p) in c.targets.iter().zip(&k.structural) {
+            writeln!(
+                s,
+                "  target     {target}: variances level {:.4e}{}, seasonal {:?}, observation {:.4e}{}; log-likelihood {:.2}",
+                p.level,
+                p.slope
+                    .map(|v| format!(", slope {v:.4e}"))
+                    .unwrap_or_default(),
+                p.seasonal,
+                p.observation,
+                if p.regression.is_empty() {
+                    String::new()
+                } else {
+                    format!("; β {:?}", p.regression)
+                },
+                p.log_likelihood
+            )?;
+        }
+    } else if let Some(k) = &m.kalman {
         writeln!(s, "kalman       dt {}", k.spec.dt)?;
         for (axis, p) in k.spec.axes.iter().zip(&k.params) {
             writeln!(

@@ -1155,7 +1155,12 @@ fn a_structural_prior_regressed_on_a_known_driver_uses_its_future() {
         mae("regressed"),
         mae("blind")
     );
-    // The inspect output names the regression; the ONNX export carries it.
+    // The inspect output names the regression and its fitted β; the ONNX export carries it.
+    let text = ok(tns(&["inspect", regressed.to_str().unwrap()]));
+    assert!(
+        text.contains("regression on x") && text.contains("β ["),
+        "{text}"
+    );
     assert!(
         ok(tns(&["inspect", regressed.to_str().unwrap(), "--json"])).contains("\"regressors\"")
     );
