@@ -44,6 +44,14 @@ pub enum ConformalError {
         /// 0-based position in the window.
         position: usize,
     },
+    /// A radius that is negative or not finite.
+    #[error("conformal radius {position} is {value}, not a finite non-negative number")]
+    BadRadius {
+        /// 0-based output position.
+        position: usize,
+        /// The radius.
+        value: f64,
+    },
     /// An ACI step size outside (0, 1).
     #[error("the adaptive step gamma must lie in (0, 1), got {0}")]
     BadGamma(f64),
@@ -113,6 +121,32 @@ impl ConformalCalibration {
             n_calibration: n,
             radii,
         })
+    }
+
+    /// Checks a calibration read from elsewhere (a file): α in (0, 1), enough calibration
+    /// windows for α, finite non-negative radii — what [`ConformalCalibration::fit`] yields.
+    pub fn validate(&self) -> Result<(), ConformalError> {
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(ConformalError::BadAlpha(self.alpha));
+        }
+        if Self::rank(self.n_calibration, self.alpha).is_none() {
+            return Err(ConformalError::TooFew {
+                n: self.n_calibration,
+                alpha: self.alpha,
+                needed: (1.0 / self.alpha).ceil() as usize - 1,
+            });
+        }
+        match self
+            .radii
+            .iter()
+            .position(|r| !(r.is_finite() && *r >= 0.0))
+        {
+            Some(position) => Err(ConformalError::BadRadius {
+                position,
+                value: self.radii[position],
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Writes `ŷ ∓ radius` into `lower` and `upper`.

@@ -137,8 +137,8 @@ impl Default for GateConfig {
 /// Errors of the gate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
-    /// α outside (0, 1).
-    #[error("gate alpha must lie in (0, 1), got {0}")]
+    /// α outside (0, 1), or below [`MIN_GATE_ALPHA`].
+    #[error("gate alpha must lie in [{MIN_GATE_ALPHA}, 1), got {0}")]
     BadAlpha(f64),
     /// No target, so no degrees of freedom.
     #[error("gate needs at least one target (dof = 0)")]
@@ -210,9 +210,16 @@ pub struct GateStep {
     pub residual_norm: f64,
 }
 
+/// Smallest gate level: below it the chi-square threshold is so far out that the gate
+/// cannot fail, which no calibration chooses.
+pub const MIN_GATE_ALPHA: f64 = 1e-12;
+
 impl Gate {
-    /// A gate for `dof` targets at level `alpha`.
+    /// A gate for `dof` targets at level `alpha` (at least [`MIN_GATE_ALPHA`]).
     pub fn new(alpha: f64, dof: usize, mode: GateMode) -> Result<Self, GateError> {
+        if !(alpha >= MIN_GATE_ALPHA && alpha < 1.0) {
+            return Err(GateError::BadAlpha(alpha));
+        }
         Ok(Self {
             alpha,
             dof,

@@ -37,6 +37,6 @@ pub use certificate::{
 };
 pub use conformal::{AdaptiveConformal, ConformalCalibration, ConformalError};
 pub use gate::{
-    Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, ModeErrors,
-    chi2_threshold,
+    Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, MIN_GATE_ALPHA,
+    ModeErrors, chi2_threshold,
 };

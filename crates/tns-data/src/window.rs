@@ -4,18 +4,27 @@ use tns_calendar::Calendar;
 use crate::normalize::Welford;
 use crate::{DataError, Dataset, Normalization, Segment};
 
-/// First and one-past-last admissible origin row of split `k` in the segment
-/// `seg_start..seg_end` (series rows), for split `bounds`.
-fn origin_range(
+/// The forecast origins (last input rows, in series rows) of split `k` in the segment
+/// `seg_start..seg_end`, for split `bounds`: every admissible row `r` with
+/// `(r + lead) % every == 0` (`every`: the stride for train and validation, the origin spacing
+/// for calibration and test), so that origins fall at the same phase for every lookback
+/// (day-ahead: every day at the same hour).
+fn origins(
     spec: &WindowSpec,
     seg_start: usize,
     seg_end: usize,
     bounds: &[usize],
     k: usize,
-) -> (usize, usize) {
+) -> std::iter::StepBy<std::ops::Range<usize>> {
+    let every = if k < 2 {
+        spec.stride
+    } else {
+        spec.origin_every
+    };
     let lo = (seg_start + spec.lookback - 1).max(bounds[k].saturating_sub(spec.lead));
     let hi = (seg_end.min(bounds[k + 1]) + 1).saturating_sub(spec.lead + spec.horizon);
-    (lo, hi)
+    let first = lo + (every - (lo + spec.lead) % every) % every;
+    (first..hi.max(first)).step_by(every)
 }
 
 /// Most bytes the windows of one dataset may take (4 GiB): see [`DataError::TooManyWindows`].
@@ -487,16 +496,7 @@ impl Dataset {
             for seg in &series.segments {
                 let seg_end = seg_start + seg.rows();
                 for k in 0..4 {
-                    let every = if k < 2 {
-                        spec.stride
-                    } else {
-                        spec.origin_every
-                    };
-                    let (lo, hi) = origin_range(spec, seg_start, seg_end, &bounds, k);
-                    let first = lo + (every - (lo + spec.lead) % every) % every;
-                    if first < hi {
-                        windows += (hi - 1 - first) / every + 1;
-                    }
+                    windows += origins(spec, seg_start, seg_end, &bounds, k).len();
                 }
                 seg_start = seg_end;
             }
@@ -551,20 +551,9 @@ impl Dataset {
                 }
                 // A window belongs to the split that holds all its target rows; its inputs
                 // are history and may reach back into the split before (never across a gap).
-                // Forecast origins `r` (the last input row) satisfy `(r + lead) % every == 0`
-                // in series rows (`every`: the stride for train and validation, the origin
-                // spacing for calibration and test), so that origins fall at the same phase
-                // for every lookback (day-ahead: every day at the same hour).
                 let (l, lead, h) = (spec.lookback, spec.lead, spec.horizon);
                 for (k, set) in sets.iter_mut().enumerate() {
-                    let every = if k < 2 {
-                        spec.stride
-                    } else {
-                        spec.origin_every
-                    };
-                    let (lo, hi) = origin_range(spec, seg_start, seg_end, &bounds, k);
-                    let mut r = lo + (every - (lo + lead) % every) % every;
-                    while r < hi {
+                    for r in origins(spec, seg_start, seg_end, &bounds, k) {
                         let local = r + 1 - l - seg_start;
                         let origin_time = seg.times[local + l - 1];
                         let (past, future) = input.split_at_mut(l * f);
@@ -592,7 +581,6 @@ impl Dataset {
                             time: origin_time,
                         };
                         set.push(&input, &output, origin);
-                        r += every;
                     }
                 }
                 seg_start = seg_end;

@@ -177,16 +177,30 @@ impl Engine {
             network,
             isa,
         };
-        engine
+        let probe = engine
             .predict_all(&engine.pipeline.probe_input())
             .map_err(|e| EngineError::ProbeFailed(Box::new(e)))?;
+        // The priors' predictive covariance does not depend on the window (their gains
+        // never see an observation), so checking it once here covers every prediction.
+        let covariance = probe
+            .first()
+            .and_then(|p| p.forecast.covariance.as_deref())
+            .unwrap_or_default();
+        if let Some(position) = covariance.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::ProbeFailed(Box::new(
+                EngineError::NonFiniteOutput {
+                    what: "prior covariance",
+                    position,
+                },
+            )));
+        }
         Ok(engine)
     }
 
-    /// Renames the model (reports and certificates carry the name; the checksum does not
-    /// cover it).
+    /// Renames the model for a report (reports and certificates carry the name; they keep
+    /// the file's checksum, see [`Manifest::relabel`]).
     pub fn rename(&mut self, name: &str) {
-        self.manifest.config.name = name.to_string();
+        self.manifest.relabel(name);
         if let Ok(pipeline) = self.manifest.pipeline() {
             self.pipeline = pipeline;
         }
@@ -333,8 +347,8 @@ impl Engine {
         self.interval(p)
     }
 
-    /// Writes the conformal interval, then checks that everything the prediction states is
-    /// finite.
+    /// Writes the conformal interval, then checks that the forecast and the interval are
+    /// finite (the covariance, which does not depend on the window, was checked at load).
     fn interval(&self, p: &mut Prediction) -> Result<(), EngineError> {
         if let Some(cal) = self.pipeline.conformal() {
             cal.interval(&p.forecast.prediction, &mut p.lower, &mut p.upper);
@@ -346,11 +360,7 @@ impl Engine {
             };
         first_non_finite("forecast", &p.forecast.prediction)?;
         first_non_finite("interval", &p.lower)?;
-        first_non_finite("interval", &p.upper)?;
-        first_non_finite(
-            "prior covariance",
-            p.forecast.covariance.as_deref().unwrap_or_default(),
-        )
+        first_non_finite("interval", &p.upper)
     }
 }
 

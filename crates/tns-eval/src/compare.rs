@@ -384,18 +384,10 @@ pub fn compare(
         .iter()
         .filter_map(|r| r.scores.as_ref().map(|s| (r.name.as_str(), s)))
         .collect();
-    if !scored.is_empty() {
-        table.push('\n');
-        table.push_str(&crate::scores_table(&scored));
-    }
     let gated: Vec<(&str, &crate::GateEffect)> = reports
         .iter()
         .filter_map(|r| r.gate.as_ref().map(|g| (r.name.as_str(), g)))
         .collect();
-    if !gated.is_empty() {
-        table.push('\n');
-        table.push_str(&crate::gate_table(&gated));
-    }
     let intervals: Vec<crate::IntervalRow<'_>> = reports
         .iter()
         .filter_map(|r| {
@@ -407,9 +399,17 @@ pub fn compare(
             })
         })
         .collect();
-    if !intervals.is_empty() {
+    // Each further table only when some model has what it shows.
+    for section in [
+        (!scored.is_empty()).then(|| crate::scores_table(&scored)),
+        (!gated.is_empty()).then(|| crate::gate_table(&gated)),
+        (!intervals.is_empty()).then(|| crate::interval_table(&intervals)),
+    ]
+    .into_iter()
+    .flatten()
+    {
         table.push('\n');
-        table.push_str(&crate::interval_table(&intervals));
+        table.push_str(&section);
     }
     Ok(Report {
         radii: models

@@ -114,6 +114,17 @@ impl Manifest {
             .is_some_and(|f| f.recomputed && f.json == self.to_json())
     }
 
+    /// Relabels the model for display (reports that must tell apart models of the same
+    /// name): the manifest of a file read or written keeps the file's checksum, which still
+    /// identifies the model.
+    pub fn relabel(&mut self, name: &str) {
+        self.config.name = name.to_string();
+        let json = self.to_json();
+        if let Some(file) = &mut self.file_checksum {
+            file.json = json;
+        }
+    }
+
     fn remember_file(&mut self, sha256: String, recomputed: bool) {
         self.file_checksum = Some(FileChecksum {
             sha256,
@@ -126,55 +137,6 @@ impl Manifest {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
-
-    /// Checks every fitted value a file can carry for its range, beyond what the
-    /// description and the pipeline check: a file edited by hand must not load with values
-    /// no training could produce.
-    fn check_ranges(&self) -> Result<(), String> {
-        let n = &self.normalization;
-        let finite = |what: &str, values: &[f64]| match values.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(format!("{what}[{i}] is not finite")),
-            None => Ok(()),
-        };
-        finite("normalization.mean", &n.mean)?;
-        finite("normalization.future_mean", &n.future_mean)?;
-        if let Some(c) = &self.conformal {
-            if !(c.alpha > 0.0 && c.alpha < 1.0) {
-                return Err(format!("conformal.alpha {} is outside (0, 1)", c.alpha));
-            }
-            if ConformalCalibration::rank(c.n_calibration, c.alpha).is_none() {
-                return Err(format!(
-                    "conformal.n_calibration {} is too few for alpha {}",
-                    c.n_calibration, c.alpha
-                ));
-            }
-            if let Some(i) = c.radii.iter().position(|r| !(r.is_finite() && *r >= 0.0)) {
-                return Err(format!(
-                    "conformal.radii[{i}] = {} is not a finite non-negative radius",
-                    c.radii[i]
-                ));
-            }
-        }
-        if let Some(gate) = &self.config.gate
-            && !(gate.alpha >= MIN_GATE_ALPHA && gate.alpha < 1.0)
-        {
-            return Err(format!(
-                "gate alpha {} is outside [{MIN_GATE_ALPHA}, 1)",
-                gate.alpha
-            ));
-        }
-        if let Some(k) = &self.kalman {
-            for (i, a) in k.params.iter().enumerate() {
-                let values = [a.q, a.r_position, a.initial_velocity_var];
-                if values.iter().any(|v| !(v.is_finite() && *v > 0.0))
-                    || a.r_velocity.is_some_and(|r| !(r.is_finite() && r > 0.0))
-                {
-                    return Err(format!("kalman.params[{i}] must be finite and positive"));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The whole-model checksum of a file, with the manifest it was computed for.
@@ -186,10 +148,6 @@ pub struct FileChecksum {
     json: String,
     recomputed: bool,
 }
-
-/// Smallest gate level a file may carry: below it the chi-square threshold is so far out
-/// that the gate cannot fail, which no calibration chooses.
-pub const MIN_GATE_ALPHA: f64 = 1e-12;
 
 /// SHA-256 of a whole model: a domain tag, the manifest's JSON exactly as stored (its length
 /// first), then the tensors' checksum ([`tensor_checksum`]). Any change to the description,
@@ -506,11 +464,9 @@ pub fn read_model(path: &Path, bytes: &[u8]) -> Result<(Manifest, Vec<NamedTenso
             path: p(),
             detail: e.to_string(),
         })?;
-    manifest
-        .check_ranges()
-        .map_err(|detail| FormatError::BadManifest { path: p(), detail })?;
-    // Lengths and indices that must agree with the description (normalization per feature,
-    // Kalman axes among the features, radii per output, ...): what the pipeline checks.
+    // Every fitted value against the description and its range (normalization per feature,
+    // Kalman axes among the features and their noise, calibration, gate level, ...): a file
+    // edited by hand must not load with values no training could produce.
     manifest.pipeline().map_err(|e| FormatError::BadManifest {
         path: p(),
         detail: e.to_string(),

@@ -15,8 +15,8 @@ mod file;
 mod quantize;
 
 pub use file::{
-    FORMAT_TAG, FORMAT_VERSION, FileChecksum, FormatError, MAX_MODEL_BYTES, MIN_GATE_ALPHA,
-    Manifest, TrainingSummary, load_model, model_checksum, read_model, save_model, tensor_checksum,
+    FORMAT_TAG, FORMAT_VERSION, FileChecksum, FormatError, MAX_MODEL_BYTES, Manifest,
+    TrainingSummary, load_model, model_checksum, read_model, save_model, tensor_checksum,
     with_manifest_json,
 };
 pub use quantize::{

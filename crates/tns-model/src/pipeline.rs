@@ -126,6 +126,17 @@ pub enum PipelineError {
     /// A normalization or residual scale is zero, negative or not finite.
     #[error("normalization and residual scales must be positive and finite")]
     Scale,
+    /// A normalization mean is not finite.
+    #[error("{what}[{index}] is not finite")]
+    Mean {
+        /// Which vector.
+        what: &'static str,
+        /// 0-based index.
+        index: usize,
+    },
+    /// The conformal calibration is invalid.
+    #[error("the conformal calibration is invalid: {0}")]
+    Conformal(#[source] tns_certify::ConformalError),
     /// A Kalman-based kind without its fitted parameters.
     #[error("Kalman-based model without Kalman parameters")]
     MissingKalman,
@@ -279,6 +290,17 @@ impl Pipeline {
             .any(|s| !(s.is_finite() && *s > 0.0))
         {
             return Err(PipelineError::Scale);
+        }
+        for (what, values) in [
+            ("normalization.mean", &n.mean),
+            ("normalization.future_mean", &n.future_mean),
+        ] {
+            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+                return Err(PipelineError::Mean { what, index });
+            }
+        }
+        if let Some(c) = parts.conformal {
+            c.validate().map_err(PipelineError::Conformal)?;
         }
         let prior = match (parts.kalman, c.kind.base(), &c.structural) {
             (Some(k), Base::KalmanPrior, Some(spec)) => Some(Prior::Structural(

@@ -240,7 +240,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
-        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        // `read_body` enforces the body limit for every route; the extractors' own default
+        // limit (2 MiB) would otherwise cut in below a larger configured one.
+        .layer(DefaultBodyLimit::disable())
         .fallback(|| async {
             ApiError::BadRequest("no such route; GET /openapi.json lists the routes".into())
                 .into_response()
@@ -299,7 +301,11 @@ pub const MAX_HEADER_BYTES: usize = 32 << 10;
 /// (Heads beyond hyper's own read buffer, about 400 KiB, are refused by hyper with a bare
 /// 431 before any route runs.)
 async fn check_head(request: Request, next: Next) -> Response {
-    let uri = request.uri().to_string().len();
+    // The target as sent (origin form: path and query; absolute form adds the authority),
+    // measured without formatting it.
+    let target = request.uri();
+    let uri = target.path_and_query().map_or(0, |p| p.as_str().len())
+        + target.authority().map_or(0, |a| a.as_str().len());
     if uri > MAX_URI_BYTES {
         return ApiError::UriTooLong(uri, MAX_URI_BYTES).into_response();
     }
