@@ -217,7 +217,7 @@ pub const MIN_GATE_ALPHA: f64 = 1e-12;
 impl Gate {
     /// A gate for `dof` targets at level `alpha` (at least [`MIN_GATE_ALPHA`]).
     pub fn new(alpha: f64, dof: usize, mode: GateMode) -> Result<Self, GateError> {
-        if !(alpha >= MIN_GATE_ALPHA && alpha < 1.0) {
+        if !(MIN_GATE_ALPHA..1.0).contains(&alpha) {
             return Err(GateError::BadAlpha(alpha));
         }
         Ok(Self {
