@@ -190,9 +190,14 @@ def main():
 
     for path in sys.argv[5:]:
         merge(pd.read_csv(path, parse_dates=["origin_time"]), "")
-    merge(tns, "tns ")
+    # A `*-norm` model is another model recalibrated: the same forecasts, only its interval
+    # differs, so it has no row of its own here.
+    merge(tns[~tns["model"].str.endswith("-norm")], "tns ")
 
-    origin_of = np.asarray([hash((s, r)) for s, r, _ in test])
+    # Origins numbered in test order (not by hash(), which Python salts per process and
+    # would reorder the bootstrap's blocks from run to run).
+    numbering = {}
+    origin_of = np.asarray([numbering.setdefault((s, r), len(numbering)) for s, r, _ in test])
     report = {"task": task, "test_origins": len(origins), "test_values": len(test), "models": {}}
     for name, p in predictions.items():
         err = np.abs(p - y_test)

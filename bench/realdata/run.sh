@@ -86,6 +86,14 @@ run_task() {
          --name system-b-structural-x --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x.tns"
   models+=("$work/$name-kalman-structural-x.tns" "$work/$name-system-b-structural-x.tns")
+  # The same two and the MLP with every input, recalibrated (no retraining) with scores
+  # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
+  for m in kalman-structural-x system-b-structural-x mlp-168-fx; do
+    "$tns" calibrate "$work/$name-$m.tns" --interval normalized --name "$m-norm" \
+        --data "$data" --time-column ds --series-column unique_id "${filter[@]}" \
+        -o "$work/$name-$m-norm.tns"
+    models+=("$work/$name-$m-norm.tns")
+  done
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"

@@ -35,7 +35,8 @@ pub struct GateReport {
 /// The conformal interval and its guarantee.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntervalReport {
-    /// Always `"split_conformal"`.
+    /// `"split_conformal"`, `"normalized_split_conformal"`, or `"adaptive_conformal"` (a
+    /// streaming session's).
     pub method: String,
     /// Miscoverage level.
     pub alpha: f64,
@@ -47,6 +48,10 @@ pub struct IntervalReport {
     pub lower: Vec<Vec<f64>>,
     /// Upper bounds `[horizon][targets]`.
     pub upper: Vec<Vec<f64>>,
+    /// The window's score scale per target, for normalized scores (the radius multiplies
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Vec<f64>>,
 }
 
 /// How the Mahalanobis systems were solved and how well.
@@ -106,6 +111,8 @@ pub struct CertificateInputs<'a> {
     pub gate: Option<(&'a Gate, &'a [GateStep])>,
     /// The calibration, when the model has one.
     pub conformal: Option<&'a ConformalCalibration>,
+    /// The window's score scale per target (read by normalized calibrations only).
+    pub interval_scale: &'a [f64],
 }
 
 fn rows(flat: &[f64], width: usize) -> Vec<Vec<f64>> {
@@ -140,9 +147,15 @@ impl Certificate {
         let interval = inputs.conformal.map(|c| {
             let mut lower = vec![0.0; inputs.prediction.len()];
             let mut upper = vec![0.0; inputs.prediction.len()];
-            c.interval(inputs.prediction, &mut lower, &mut upper);
+            c.interval(
+                inputs.prediction,
+                inputs.interval_scale,
+                &mut lower,
+                &mut upper,
+            );
             IntervalReport {
-                method: "split_conformal".into(),
+                method: c.scale.method().into(),
+                scale: (!c.scale.is_absolute()).then(|| inputs.interval_scale.to_vec()),
                 alpha: c.alpha,
                 n_calibration: c.n_calibration,
                 guarantee: c.guarantee(),
@@ -176,6 +189,7 @@ mod tests {
             alpha: 0.1,
             n_calibration: 500,
             radii: vec![0.5, 0.25],
+            scale: crate::ScoreScale::Absolute,
         };
         let make = |r: [f64; 2]| {
             let prior = [1.0, 2.0];
@@ -196,6 +210,7 @@ mod tests {
                     prior_and_correction: Some((&prior, &r)),
                     gate: Some((&gate, &[step])),
                     conformal: Some(&cal),
+                    interval_scale: &[],
                 },
                 ModelIdentity {
                     name: "m".into(),

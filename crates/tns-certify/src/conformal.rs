@@ -2,18 +2,88 @@ use serde::{Deserialize, Serialize};
 
 /// Split-conformal calibration: one radius per (horizon step, target).
 ///
-/// On `n` calibration windows, score `|y − ŷ|` per target and step; the radius is the
-/// `⌈(n+1)(1−α)⌉`-th smallest score. For exchangeable data the interval `ŷ ± radius` then
-/// covers the truth with marginal probability at least `1 − α` (and at most
-/// `1 − α + 1/(n+1)` when scores have no ties).
+/// On `n` calibration windows, score `|y − ŷ| / s` per target and step, where `s` is 1
+/// ([`ScoreScale::Absolute`]) or a scale read off the window's own past
+/// ([`ScoreScale::WindowVolatility`]); the radius is the `⌈(n+1)(1−α)⌉`-th smallest score.
+/// For exchangeable data the interval `ŷ ± s · radius` then covers the truth with marginal
+/// probability at least `1 − α` (and at most `1 − α + 1/(n+1)` when scores have no ties):
+/// the scale only reshapes the interval across windows, the guarantee is the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConformalCalibration {
     /// Miscoverage level.
     pub alpha: f64,
     /// Number of calibration windows.
     pub n_calibration: usize,
-    /// Radii, `[horizon, targets]` row-major.
+    /// Radii, `[horizon, targets]` row-major, in units of the score scale.
     pub radii: Vec<f64>,
+    /// What the scores are divided by (absent in files written before normalized scores:
+    /// absolute scores).
+    #[serde(default, skip_serializing_if = "ScoreScale::is_absolute")]
+    pub scale: ScoreScale,
+}
+
+/// What a conformal score is divided by.
+///
+/// A window-volatility scale makes the interval wider after volatile stretches and narrower
+/// after calm ones: on prices whose volatility drifts between the calibration and test
+/// periods it keeps coverage near nominal where one fixed width per step does not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScoreScale {
+    /// `|y − ŷ|`: one width per target and step.
+    #[default]
+    Absolute,
+    /// `|y − ŷ| / s`, `s` = the mean absolute one-row change of each target over the
+    /// window's last `rows` rows, at least `floor` (per target), so that a flat window does
+    /// not get a zero-width interval.
+    WindowVolatility {
+        /// Rows of the window the scale reads (at least 2).
+        rows: usize,
+        /// Smallest scale per target.
+        floor: Vec<f64>,
+    },
+}
+
+impl ScoreScale {
+    /// Whether scores are absolute errors.
+    pub fn is_absolute(&self) -> bool {
+        matches!(self, Self::Absolute)
+    }
+
+    /// The rows a window-volatility scale reads (`None` for absolute scores): what
+    /// recalibrating with the same method needs.
+    pub fn normalized_rows(&self) -> Option<usize> {
+        match self {
+            Self::Absolute => None,
+            Self::WindowVolatility { rows, .. } => Some(*rows),
+        }
+    }
+
+    /// The method's name, as certificates and reports print it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Absolute => "split_conformal",
+            Self::WindowVolatility { .. } => "normalized_split_conformal",
+        }
+    }
+}
+
+/// The mean absolute change between consecutive values (0 for fewer than two): the
+/// volatility a [`ScoreScale::WindowVolatility`] scale reads off one target's column.
+///
+/// ```
+/// assert_eq!(tns_certify::mean_abs_change([1.0, 3.0, 2.0].into_iter()), 1.5);
+/// ```
+pub fn mean_abs_change(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut n, mut last) = (0.0, 0usize, None);
+    for v in values {
+        if let Some(prev) = last {
+            sum += f64::abs(v - prev);
+            n += 1;
+        }
+        last = Some(v);
+    }
+    if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
 /// Errors of the calibration.
@@ -52,6 +122,26 @@ pub enum ConformalError {
         /// The radius.
         value: f64,
     },
+    /// Volatilities that are not one per target and calibration window.
+    #[error(
+        "{found} window volatilities for {windows} calibration windows: expected one per target and window"
+    )]
+    VolatilityShape {
+        /// Volatilities given.
+        found: usize,
+        /// Calibration windows.
+        windows: usize,
+    },
+    /// A normalized-score scale that cannot be used.
+    #[error(
+        "the interval's window-volatility scale reads {rows} rows with floor {floor:?}: it needs at least 2 rows and one positive floor per target"
+    )]
+    BadScale {
+        /// Rows the scale reads.
+        rows: usize,
+        /// Floor per target.
+        floor: Vec<f64>,
+    },
     /// An ACI step size outside (0, 1).
     #[error("the adaptive step gamma must lie in (0, 1), got {0}")]
     BadGamma(f64),
@@ -78,12 +168,82 @@ impl ConformalCalibration {
         (k >= 1 && k <= n).then_some(k)
     }
 
-    /// Calibrates on `predictions` and `truths`, both `[n, width]` row-major.
+    /// Calibrates on `predictions` and `truths`, both `[n, width]` row-major, with absolute
+    /// scores.
     pub fn fit(
         alpha: f64,
         predictions: &[f64],
         truths: &[f64],
         width: usize,
+    ) -> Result<Self, ConformalError> {
+        Self::fit_scaled(alpha, predictions, truths, width, None)
+    }
+
+    /// Calibrates with normalized scores: `volatility` holds each calibration window's
+    /// [`mean_abs_change`] per target (`[n, targets]`, before any floor) over its last
+    /// `rows` rows. The floor per target is [`VOLATILITY_FLOOR`] times the median
+    /// calibration volatility.
+    pub fn fit_normalized(
+        alpha: f64,
+        predictions: &[f64],
+        truths: &[f64],
+        width: usize,
+        volatility: &[f64],
+        rows: usize,
+    ) -> Result<Self, ConformalError> {
+        let n = predictions.len() / width.max(1);
+        let targets = volatility.len().checked_div(n).unwrap_or(0);
+        if targets == 0 || volatility.len() != n * targets || !width.is_multiple_of(targets) {
+            return Err(ConformalError::VolatilityShape {
+                found: volatility.len(),
+                windows: n,
+            });
+        }
+        if rows < 2 {
+            return Err(ConformalError::BadScale {
+                rows,
+                floor: Vec::new(),
+            });
+        }
+        if let Some(position) = volatility
+            .iter()
+            .position(|v| !(v.is_finite() && *v >= 0.0))
+        {
+            return Err(ConformalError::NonFinite {
+                window: position / targets,
+                position: position % targets,
+            });
+        }
+        let floor: Vec<f64> = (0..targets)
+            .map(|j| {
+                let mut column: Vec<f64> = volatility
+                    .iter()
+                    .skip(j)
+                    .step_by(targets)
+                    .copied()
+                    .collect();
+                let mid = column.len() / 2;
+                let (_, median, _) = column.select_nth_unstable_by(mid, f64::total_cmp);
+                // A series that never moves in calibration still gets a positive scale.
+                (VOLATILITY_FLOOR * *median).max(f64::MIN_POSITIVE)
+            })
+            .collect();
+        let scale = ScoreScale::WindowVolatility { rows, floor };
+        let scales: Vec<f64> = volatility
+            .chunks_exact(targets)
+            .flat_map(|v| v.iter().zip(scale.floor()).map(|(v, f)| v.max(*f)))
+            .collect();
+        let mut cal = Self::fit_scaled(alpha, predictions, truths, width, Some(&scales))?;
+        cal.scale = scale;
+        Ok(cal)
+    }
+
+    fn fit_scaled(
+        alpha: f64,
+        predictions: &[f64],
+        truths: &[f64],
+        width: usize,
+        scales: Option<&[f64]>,
     ) -> Result<Self, ConformalError> {
         if !(alpha > 0.0 && alpha < 1.0) {
             return Err(ConformalError::BadAlpha(alpha));
@@ -100,14 +260,17 @@ impl ConformalCalibration {
             alpha,
             needed: (1.0 / alpha).ceil() as usize - 1,
         })?;
+        let targets = scales.map_or(1, |s| s.len() / n);
         let mut radii = Vec::with_capacity(width);
         let mut scores = Vec::with_capacity(n);
         for position in 0..width {
             scores.clear();
             for window in 0..n {
+                let scale = scales.map_or(1.0, |s| s[window * targets + position % targets]);
                 let s = (truths[window * width + position]
                     - predictions[window * width + position])
-                    .abs();
+                    .abs()
+                    / scale;
                 if !s.is_finite() {
                     return Err(ConformalError::NonFinite { window, position });
                 }
@@ -120,6 +283,7 @@ impl ConformalCalibration {
             alpha,
             n_calibration: n,
             radii,
+            scale: ScoreScale::Absolute,
         })
     }
 
@@ -136,31 +300,71 @@ impl ConformalCalibration {
                 needed: (1.0 / self.alpha).ceil() as usize - 1,
             });
         }
-        match self
+        if let Some(position) = self
             .radii
             .iter()
             .position(|r| !(r.is_finite() && *r >= 0.0))
         {
-            Some(position) => Err(ConformalError::BadRadius {
+            return Err(ConformalError::BadRadius {
                 position,
                 value: self.radii[position],
-            }),
-            None => Ok(()),
+            });
         }
+        if let ScoreScale::WindowVolatility { rows, floor } = &self.scale
+            && (*rows < 2
+                || floor.is_empty()
+                || !self.radii.len().is_multiple_of(floor.len())
+                || floor.iter().any(|f| !(f.is_finite() && *f > 0.0)))
+        {
+            return Err(ConformalError::BadScale {
+                rows: *rows,
+                floor: floor.clone(),
+            });
+        }
+        Ok(())
     }
 
-    /// Writes `ŷ ∓ radius` into `lower` and `upper`.
-    pub fn interval(&self, prediction: &[f64], lower: &mut [f64], upper: &mut [f64]) {
-        for (i, (&p, &r)) in prediction.iter().zip(&self.radii).enumerate() {
-            lower[i] = p - r;
-            upper[i] = p + r;
+    /// Writes `ŷ ∓ s · radius` into `lower` and `upper`; `scale` holds the window's score
+    /// scale per target (see [`ConformalCalibration::window_scale_into`]; ignored for
+    /// absolute scores).
+    pub fn interval(
+        &self,
+        prediction: &[f64],
+        scale: &[f64],
+        lower: &mut [f64],
+        upper: &mut [f64],
+    ) {
+        write_interval(&self.radii, &self.scale, prediction, scale, lower, upper);
+    }
+
+    /// Writes the score scale of a window (`[rows, features]` row-major, data units) per
+    /// target into `out`; `targets` are the targets' feature columns. Leaves `out` as it is
+    /// for absolute scores.
+    pub fn window_scale_into(
+        &self,
+        window: &[f64],
+        features: usize,
+        targets: &[usize],
+        out: &mut [f64],
+    ) {
+        if let ScoreScale::WindowVolatility { rows, floor } = &self.scale {
+            let volatility = window_volatility(window, features, targets, *rows);
+            for ((o, v), f) in out.iter_mut().zip(volatility).zip(floor) {
+                *o = v.max(*f);
+            }
         }
     }
 
     /// The guarantee in words, as stated in certificates.
     pub fn guarantee(&self) -> String {
+        let scores = match &self.scale {
+            ScoreScale::Absolute => String::new(),
+            ScoreScale::WindowVolatility { rows, .. } => format!(
+                " (scores normalized by the mean absolute change of each target over the window's last {rows} rows; the interval's width follows that volatility)"
+            ),
+        };
         format!(
-            "marginal coverage >= {:.4} per target and horizon step if calibration and test windows are exchangeable",
+            "marginal coverage >= {:.4} per target and horizon step if calibration and test windows are exchangeable{scores}",
             1.0 - self.alpha
         )
     }
@@ -178,6 +382,7 @@ impl ConformalCalibration {
 pub struct AdaptiveConformal {
     target: f64,
     gamma: f64,
+    scale: ScoreScale,
     radii: Vec<f64>,
     steps: Vec<f64>,
     resolved: u64,
@@ -193,6 +398,7 @@ impl AdaptiveConformal {
         Ok(Self {
             target: calibration.alpha,
             gamma,
+            scale: calibration.scale.clone(),
             radii: calibration.radii.clone(),
             steps: calibration
                 .radii
@@ -204,12 +410,20 @@ impl AdaptiveConformal {
         })
     }
 
-    /// Writes `ŷ ∓ r_t` per output.
-    pub fn interval(&self, prediction: &[f64], lower: &mut [f64], upper: &mut [f64]) {
-        for (k, (&p, &r)) in prediction.iter().zip(&self.radii).enumerate() {
-            lower[k] = p - r;
-            upper[k] = p + r;
-        }
+    /// Writes `ŷ ∓ s · r_t` per output (`scale` as in [`ConformalCalibration::interval`]).
+    pub fn interval(
+        &self,
+        prediction: &[f64],
+        scale: &[f64],
+        lower: &mut [f64],
+        upper: &mut [f64],
+    ) {
+        write_interval(&self.radii, &self.scale, prediction, scale, lower, upper);
+    }
+
+    /// The calibration's score scale, which the radii are in units of.
+    pub fn scale(&self) -> &ScoreScale {
+        &self.scale
     }
 
     /// Records whether output `position`'s interval covered its truth.
@@ -232,7 +446,7 @@ impl AdaptiveConformal {
         size_of::<f64>() * (self.radii.capacity() + self.steps.capacity())
     }
 
-    /// The current radius of each output.
+    /// The current radius of each output, in units of the score scale.
     pub fn radii(&self) -> &[f64] {
         &self.radii
     }
@@ -245,6 +459,54 @@ impl AdaptiveConformal {
             self.gamma,
             self.target
         )
+    }
+}
+
+/// The [`mean_abs_change`] of each target column over the last `rows` rows of a window
+/// (`[rows, features]` row-major), before any floor.
+pub fn window_volatility(
+    window: &[f64],
+    features: usize,
+    targets: &[usize],
+    rows: usize,
+) -> impl Iterator<Item = f64> {
+    let available = window.len() / features.max(1);
+    let first = available.saturating_sub(rows);
+    targets
+        .iter()
+        .map(move |&c| mean_abs_change((first..available).map(|r| window[r * features + c])))
+}
+
+/// Smallest window-volatility scale, relative to the median one on the calibration split.
+pub const VOLATILITY_FLOOR: f64 = 0.05;
+
+impl ScoreScale {
+    fn floor(&self) -> &[f64] {
+        match self {
+            Self::Absolute => &[],
+            Self::WindowVolatility { floor, .. } => floor,
+        }
+    }
+}
+
+/// `ŷ ∓ s · r` per output; `s` = 1 for absolute scores, else the window's scale of the
+/// output's target.
+fn write_interval(
+    radii: &[f64],
+    kind: &ScoreScale,
+    prediction: &[f64],
+    scale: &[f64],
+    lower: &mut [f64],
+    upper: &mut [f64],
+) {
+    let targets = scale.len().max(1);
+    for (k, (&p, &r)) in prediction.iter().zip(radii).enumerate() {
+        let r = match kind {
+            ScoreScale::Absolute => r,
+            ScoreScale::WindowVolatility { .. } => r * scale[k % targets],
+        };
+        lower[k] = p - r;
+        upper[k] = p + r;
     }
 }
 
@@ -306,7 +568,7 @@ mod tests {
             let scale = if t < n / 2 { 1.0 } else { 3.0 };
             let y = scale * unit.sample(&mut rng);
             static_hits += usize::from(y.abs() <= cal.radii[0]);
-            aci.interval(&[0.0], &mut lower, &mut upper);
+            aci.interval(&[0.0], &[], &mut lower, &mut upper);
             let covered = lower[0] <= y && y <= upper[0];
             adaptive_hits += usize::from(covered);
             aci.update(0, covered);
@@ -326,6 +588,102 @@ mod tests {
             aci.radii()
         );
         assert!(AdaptiveConformal::new(&cal, 0.0).is_err());
+    }
+
+    #[test]
+    fn normalized_scores_cover_calm_and_volatile_windows_alike() {
+        // One target whose noise scale is the window's volatility: 1 in calm windows, 4 in
+        // volatile ones (a quarter of them). Absolute scores give every window one width.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let unit = Normal::new(0.0, 1.0).unwrap();
+        let mut draw = |n: usize| {
+            let (mut vol, mut truth) = (Vec::new(), Vec::new());
+            for i in 0..n {
+                let v = if i % 4 == 0 { 4.0 } else { 1.0 };
+                vol.push(v);
+                truth.push(v * unit.sample(&mut rng));
+            }
+            (vol, truth)
+        };
+        let (vol, truth) = draw(20_000);
+        let zeros = vec![0.0; 20_000];
+        let absolute = ConformalCalibration::fit(0.1, &zeros, &truth, 1).unwrap();
+        let normalized =
+            ConformalCalibration::fit_normalized(0.1, &zeros, &truth, 1, &vol, 24).unwrap();
+        assert_eq!(normalized.scale.method(), "normalized_split_conformal");
+        normalized.validate().unwrap();
+        let (tvol, ttruth) = draw(40_000);
+        let coverage = |cal: &ConformalCalibration, volatile: bool| {
+            let (mut hits, mut n) = (0, 0);
+            let (mut lo, mut hi) = ([0.0], [0.0]);
+            for (v, y) in tvol.iter().zip(&ttruth) {
+                if (*v > 1.0) == volatile {
+                    cal.interval(&[0.0], &[*v], &mut lo, &mut hi);
+                    hits += usize::from(lo[0] <= *y && *y <= hi[0]);
+                    n += 1;
+                }
+            }
+            hits as f64 / n as f64
+        };
+        // Normalized: 90% in both groups. Absolute: over-covers calm, under-covers volatile.
+        for volatile in [false, true] {
+            let c = coverage(&normalized, volatile);
+            assert!(
+                (c - 0.9).abs() < 0.015,
+                "normalized, volatile {volatile}: {c}"
+            );
+        }
+        assert!(coverage(&absolute, true) < 0.75);
+        assert!(coverage(&absolute, false) > 0.95);
+        // The floor is 5% of the median volatility (1).
+        assert_eq!(
+            normalized.scale,
+            ScoreScale::WindowVolatility {
+                rows: 24,
+                floor: vec![VOLATILITY_FLOOR]
+            }
+        );
+        assert!(matches!(
+            ConformalCalibration::fit_normalized(0.1, &zeros, &truth, 1, &vol[..10], 24),
+            Err(ConformalError::VolatilityShape { .. })
+        ));
+        assert!(ConformalCalibration::fit_normalized(0.1, &zeros, &truth, 1, &vol, 1).is_err());
+    }
+
+    #[test]
+    fn window_scale_reads_the_last_rows_of_each_target_and_is_floored() {
+        let cal = ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 100,
+            radii: vec![2.0, 3.0],
+            scale: ScoreScale::WindowVolatility {
+                rows: 3,
+                floor: vec![0.5, 0.5],
+            },
+        };
+        // [4 rows, 3 features]; targets are columns 2 and 0. Column 2's last 3 rows change
+        // by 1 and 3; column 0 is flat (floored).
+        let window = [
+            100.0, 0.0, -50.0, //
+            7.0, 0.0, 1.0, //
+            7.0, 0.0, 2.0, //
+            7.0, 0.0, 5.0,
+        ];
+        let mut scale = [0.0; 2];
+        cal.window_scale_into(&window, 3, &[2, 0], &mut scale);
+        assert_eq!(scale, [2.0, 0.5]);
+        let (mut lo, mut hi) = ([0.0; 2], [0.0; 2]);
+        cal.interval(&[10.0, 20.0], &scale, &mut lo, &mut hi);
+        assert_eq!((lo, hi), ([6.0, 18.5], [14.0, 21.5]));
+        let mut bad = cal.clone();
+        bad.scale = ScoreScale::WindowVolatility {
+            rows: 3,
+            floor: vec![0.0, 0.5],
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConformalError::BadScale { .. })
+        ));
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub use certificate::{
     Certificate, CertificateInputs, DISCLAIMER, GateReport, IntervalReport, ModelIdentity,
     SolverReport,
 };
-pub use conformal::{AdaptiveConformal, ConformalCalibration, ConformalError};
+pub use conformal::{
+    AdaptiveConformal, ConformalCalibration, ConformalError, ScoreScale, VOLATILITY_FLOOR,
+    mean_abs_change, window_volatility,
+};
 pub use gate::{
     Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, MIN_GATE_ALPHA,
     ModeErrors, chi2_threshold,

@@ -541,6 +541,16 @@ pub struct TrainArgs {
     /// Miscoverage of the conformal interval.
     #[arg(long, default_value_t = 0.1)]
     pub alpha: f64,
+    /// Conformal scores: `split` (one width per target and step) or `normalized` (scores
+    /// divided by each window's volatility, the mean absolute one-row change of each target
+    /// over its last --interval-rows rows: wider after volatile stretches, narrower after
+    /// calm ones; the same marginal guarantee).
+    #[arg(long, value_enum, default_value_t = IntervalScores::Split)]
+    pub interval: IntervalScores,
+    /// Rows the normalized interval's volatility reads (default: the whole lookback; at
+    /// least 2).
+    #[arg(long)]
+    pub interval_rows: Option<usize>,
     /// Directory for checkpoints and the metrics log.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -550,6 +560,30 @@ pub struct TrainArgs {
     /// Stop after this many epochs of this run (resume later with --resume).
     #[arg(long, requires = "run_dir", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub stop_after: Option<usize>,
+}
+
+/// The conformal scores of `--interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntervalScores {
+    /// `|y − ŷ|`.
+    Split,
+    /// `|y − ŷ|` over the window's volatility.
+    Normalized,
+}
+
+impl IntervalScores {
+    /// The rows a normalized interval reads (`None` for split conformal), from
+    /// `--interval-rows` (default: the whole lookback).
+    pub fn normalized_rows(self, interval_rows: Option<usize>) -> Result<Option<usize>> {
+        match (self, interval_rows) {
+            (Self::Split, Some(_)) => bail!("--interval-rows needs --interval normalized"),
+            (Self::Split, None) => Ok(None),
+            (Self::Normalized, Some(rows)) if rows < 2 => bail!(
+                "--interval-rows must be at least 2 (the volatility reads changes between rows), got {rows}"
+            ),
+            (Self::Normalized, rows) => Ok(Some(rows.unwrap_or(usize::MAX))),
+        }
+    }
 }
 
 impl TrainArgs {
@@ -567,6 +601,7 @@ impl TrainArgs {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             bail!("--alpha must lie in (0, 1), got {}", self.alpha);
         }
+        let normalized_interval_rows = self.interval.normalized_rows(self.interval_rows)?;
         Ok(FitOptions {
             train: TrainConfig {
                 epochs: self.epochs,
@@ -577,6 +612,7 @@ impl TrainArgs {
                 ..TrainConfig::default()
             },
             conformal_alpha: self.alpha,
+            normalized_interval_rows,
             run_dir: self.run_dir.clone(),
             resume: self.resume,
             progress,

@@ -200,11 +200,22 @@ pub fn run(args: InspectArgs) -> Result<()> {
         )?;
     }
     match &m.conformal {
-        Some(cal) => writeln!(
-            s,
-            "conformal    α {}, {} calibration windows, radii {:?}",
-            cal.alpha, cal.n_calibration, cal.radii
-        )?,
+        Some(cal) => {
+            let scores = match &cal.scale {
+                tns_certify::ScoreScale::Absolute => String::new(),
+                tns_certify::ScoreScale::WindowVolatility { rows, floor } => format!(
+                    " (in units of the window_volatility over the last {rows} rows, floor {floor:?})"
+                ),
+            };
+            writeln!(
+                s,
+                "conformal    {}, α {}, {} calibration windows, radii {:?}{scores}",
+                cal.scale.method(),
+                cal.alpha,
+                cal.n_calibration,
+                cal.radii
+            )?
+        }
         None => writeln!(s, "conformal    none")?,
     }
     if let Some(t) = &m.training {

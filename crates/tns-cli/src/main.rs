@@ -2,6 +2,7 @@
 //! window or a whole file), benchmark, quantize, export and serve them, run the demo.
 
 mod backtest;
+mod calibrate;
 mod data_args;
 mod demo;
 mod inspect;
@@ -53,6 +54,9 @@ enum Command {
     Bench(tns_bench::BenchArgs),
     /// Print what a model file holds (manifest, sizes, calibration, checksum).
     Inspect(inspect::InspectArgs),
+    /// Recalibrate a trained model's conformal interval (method, level or window) on its
+    /// calibration split, without retraining.
+    Calibrate(calibrate::CalibrateArgs),
     /// Quantize a model's weights to INT8, recalibrate its conformal radii and report the
     /// accuracy change.
     Quantize(quantize::QuantizeArgs),
@@ -225,6 +229,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => tns_bench::run(args),
         Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Export {

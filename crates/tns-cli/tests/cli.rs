@@ -1245,3 +1245,104 @@ fn eval_mae(table: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{table}"));
     line.split('|').nth(5).unwrap().trim().parse().unwrap()
 }
+
+#[test]
+fn normalized_intervals_follow_the_window_volatility_through_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let synth = [
+        "--synth",
+        "trajectory",
+        "--regime",
+        "turn",
+        "--rows",
+        "2000",
+    ];
+    let (model, split, int8) = (path("n.tns"), path("s.tns"), path("n-int8.tns"));
+    let mut args = vec![
+        "train",
+        "--model",
+        "system-b",
+        "--network",
+        "mlp:8",
+        "--epochs",
+        "1",
+        "--interval",
+        "normalized",
+        "--interval-rows",
+        "6",
+        "-o",
+        &model,
+    ];
+    args.extend(synth);
+    ok(tns(&args));
+    let inspect = ok(tns(&["inspect", &model]));
+    assert!(inspect.contains("window_volatility"), "{inspect}");
+    // A calm and a volatile window (the same last row): the interval scales with the
+    // mean absolute change of each target over the last 6 rows.
+    let window = |wiggle: f64| -> Vec<Vec<f64>> {
+        (0..10)
+            .map(|i| {
+                let w = if i % 2 == 0 { wiggle } else { -wiggle };
+                vec![i as f64 * 0.25 + w, 1.0 + w, 5.0, 0.0]
+            })
+            .collect()
+    };
+    let width = |model: &str, wiggle: f64| -> (f64, serde_json::Value) {
+        let input = path(&format!("w{wiggle}.json"));
+        std::fs::write(
+            &input,
+            serde_json::json!({ "window": window(wiggle) }).to_string(),
+        )
+        .unwrap();
+        let cert: serde_json::Value =
+            serde_json::from_str(&ok(tns(&["predict", model, "-i", &input]))).unwrap();
+        let iv = &cert["interval"];
+        let w = iv["upper"][0][0].as_f64().unwrap() - iv["lower"][0][0].as_f64().unwrap();
+        (w, iv.clone())
+    };
+    let (calm, iv) = width(&model, 0.01);
+    let (volatile, _) = width(&model, 1.0);
+    assert_eq!(iv["method"], "normalized_split_conformal", "{iv}");
+    assert!(iv["scale"][0].as_f64().unwrap() > 0.0, "{iv}");
+    assert!(volatile > 5.0 * calm, "calm {calm}, volatile {volatile}");
+    // Eval names the method; recalibrating to split conformal gives one width again;
+    // INT8 recalibrates with the same method.
+    let mut args = vec!["eval", model.as_str()];
+    args.extend(synth);
+    let table = ok(tns(&args));
+    assert!(table.contains("| normalized conformal |"), "{table}");
+    let mut args = vec![
+        "calibrate",
+        model.as_str(),
+        "--interval",
+        "split",
+        "-o",
+        &split,
+    ];
+    args.extend(synth);
+    ok(tns(&args));
+    let (a, iv) = width(&split, 0.01);
+    let (b, _) = width(&split, 1.0);
+    assert_eq!(iv["method"], "split_conformal");
+    assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "{a} {b}");
+    let mut args = vec!["quantize", model.as_str(), "--int8", "-o", &int8];
+    args.extend(synth);
+    ok(tns(&args));
+    assert_eq!(width(&int8, 1.0).1["method"], "normalized_split_conformal");
+    // Nothing is written over the model, and bad rows are refused.
+    let mut args = vec![
+        "calibrate",
+        model.as_str(),
+        "--interval",
+        "normalized",
+        "--interval-rows",
+        "1",
+        "-o",
+        &split,
+    ];
+    args.extend(synth);
+    let out = tns(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 2"));
+}

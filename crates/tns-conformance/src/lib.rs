@@ -24,7 +24,7 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tns_calendar::{Calendar, CalendarFeature};
-use tns_certify::{ConformalCalibration, GateScratch};
+use tns_certify::{ConformalCalibration, GateScratch, ScoreScale};
 use tns_format::Manifest;
 use tns_kalman::{AxisParams, KalmanSpec, Season, StructuralParams, StructuralSpec, Trend};
 use tns_model::{
@@ -291,6 +291,16 @@ pub fn example(
             alpha: 0.1,
             n_calibration: 100,
             radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
+            // Half the examples normalize their scores by the window's volatility over all
+            // but its first row, so that every backend's interval reads the right rows.
+            scale: if future {
+                ScoreScale::WindowVolatility {
+                    rows: lookback - 1,
+                    floor: vec![0.05; targets.len()],
+                }
+            } else {
+                ScoreScale::Absolute
+            },
         }),
         training: None,
         tensors_sha256: String::new(),

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use tns_certify::{Certificate, GateScratch};
+use tns_certify::{Certificate, ConformalCalibration, GateScratch};
 use tns_format::{FormatError, Manifest, load_model, read_model};
 use tns_model::{ConfigError, Forecast, InputError, NamedTensor, Pipeline, PipelineError};
 
@@ -72,6 +72,9 @@ pub enum EngineError {
         "model: it fails on a probe input (every value at its training mean), so it cannot serve: {0}"
     )]
     ProbeFailed(#[source] Box<EngineError>),
+    /// The calibration windows do not make a conformal calibration.
+    #[error("conformal calibration: {0}")]
+    Conformal(#[from] tns_certify::ConformalError),
     /// A window of a batch cannot be predicted from.
     #[error("window {index} of the batch: {source}")]
     BatchInput {
@@ -301,6 +304,55 @@ impl Engine {
         Ok(out)
     }
 
+    /// Calibrates this engine's conformal interval on `inputs` (model inputs, flat) and
+    /// their `truths` (`[n, horizon × targets]`): split conformal with absolute scores, or,
+    /// with `normalized_rows`, with scores normalized by each window's volatility over its
+    /// last that many rows (at most the lookback; see [`tns_certify::ScoreScale`]). The
+    /// engine's own calibration, if any, is not used.
+    pub fn calibrate(
+        &self,
+        alpha: f64,
+        normalized_rows: Option<usize>,
+        inputs: &[f64],
+        truths: &[f64],
+    ) -> Result<ConformalCalibration, EngineError> {
+        let predictions: Vec<f64> = self
+            .predict_all(inputs)?
+            .iter()
+            .flat_map(|p| p.values().iter().copied())
+            .collect();
+        let width = self.output_len();
+        let Some(rows) = normalized_rows else {
+            return Ok(ConformalCalibration::fit(
+                alpha,
+                &predictions,
+                truths,
+                width,
+            )?);
+        };
+        let rows = rows.min(self.pipeline.lookback());
+        let features = self.manifest.config.features.len();
+        let volatility: Vec<f64> = inputs
+            .chunks_exact(self.input_len())
+            .flat_map(|input| {
+                tns_certify::window_volatility(
+                    &input[..self.pipeline.past_len()],
+                    features,
+                    self.pipeline.target_columns(),
+                    rows,
+                )
+            })
+            .collect();
+        Ok(ConformalCalibration::fit_normalized(
+            alpha,
+            &predictions,
+            truths,
+            width,
+            &volatility,
+            rows,
+        )?)
+    }
+
     fn predict_block(
         &self,
         block: &[f64],
@@ -351,7 +403,12 @@ impl Engine {
     /// finite (the covariance, which does not depend on the window, was checked at load).
     fn interval(&self, p: &mut Prediction) -> Result<(), EngineError> {
         if let Some(cal) = self.pipeline.conformal() {
-            cal.interval(&p.forecast.prediction, &mut p.lower, &mut p.upper);
+            cal.interval(
+                &p.forecast.prediction,
+                &p.forecast.interval_scale,
+                &mut p.lower,
+                &mut p.upper,
+            );
         }
         let first_non_finite =
             |what, values: &[f64]| match values.iter().position(|v| !v.is_finite()) {

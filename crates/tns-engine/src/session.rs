@@ -136,6 +136,8 @@ impl Session {
                 guarantee: a.aci.guarantee(),
                 lower: rows(&prediction.lower),
                 upper: rows(&prediction.upper),
+                scale: (!cal.scale.is_absolute())
+                    .then(|| prediction.forecast.interval_scale.clone()),
             });
         }
         certificate
@@ -239,6 +241,7 @@ impl Session {
         if let Some(a) = self.adaptive.as_mut() {
             a.aci.interval(
                 &prediction.forecast.prediction,
+                &prediction.forecast.interval_scale,
                 &mut prediction.lower,
                 &mut prediction.upper,
             );

@@ -82,7 +82,7 @@ pub fn adaptive_radii(
             pending.push(Pending {
                 known_at: origin.time + (context.lead + step) as f64 * context.dt,
                 position: k,
-                covered: (y - p).abs() <= r,
+                covered: (y - p).abs() <= forecasts[i].scaled_radius(k, r),
             });
         }
         radii[i] = issued;
@@ -112,7 +112,8 @@ pub fn adaptive_scores(
     let radii = adaptive_radii(forecasts, test, calibration, gamma, context)?;
     let (sum, n) = radii
         .iter()
-        .flatten()
+        .zip(forecasts)
+        .flat_map(|(r, f)| r.iter().enumerate().map(|(k, &r)| f.scaled_radius(k, r)))
         .fold((0.0, 0usize), |(s, n), r| (s + r, n + 1));
     let interval = Interval {
         alpha: calibration.alpha,
@@ -131,6 +132,8 @@ pub struct IntervalRow<'a> {
     pub name: &'a str,
     /// Nominal coverage `1 − α`.
     pub nominal: f64,
+    /// The calibration's method (`split_conformal`, `normalized_split_conformal`).
+    pub method: &'a str,
     /// Split-conformal scores and mean width.
     pub split: (&'a Scores, f64),
     /// The adaptive interval's.
@@ -145,8 +148,12 @@ pub fn interval_table(rows: &[IntervalRow<'_>]) -> String {
     );
     for row in rows {
         let gamma = format!("adaptive (γ = {})", row.adaptive.gamma);
+        let split = match row.method {
+            "normalized_split_conformal" => "normalized conformal",
+            _ => "split conformal",
+        };
         for (method, scores, width) in [
-            ("split conformal", row.split.0, row.split.1),
+            (split, row.split.0, row.split.1),
             (
                 gamma.as_str(),
                 &row.adaptive.scores,
@@ -180,6 +187,7 @@ mod tests {
             covariance: None,
             correction: None,
             gate_steps: None,
+            interval_scale: Vec::new(),
         }
     }
 
@@ -204,6 +212,7 @@ mod tests {
             alpha: 0.1,
             n_calibration: 100,
             radii: vec![1.0, 1.0],
+            scale: tns_certify::ScoreScale::Absolute,
         };
         let context = ScoreContext {
             dt: 1.0,
@@ -244,6 +253,7 @@ mod tests {
             alpha: 0.2,
             n_calibration: 100,
             radii: vec![1.0],
+            scale: tns_certify::ScoreScale::Absolute,
         };
         let context = ScoreContext {
             dt: 1.0,

@@ -110,7 +110,10 @@ impl Report {
                 let time = tns_data::format_time(origin.time);
                 for (k, (&p, &y)) in f.prediction.iter().zip(actual).enumerate() {
                     let (lower, upper) = match radii {
-                        Some(r) => ((p - r[k]).to_string(), (p + r[k]).to_string()),
+                        Some(r) => {
+                            let r = f.scaled_radius(k, r[k]);
+                            ((p - r).to_string(), (p + r).to_string())
+                        }
                         None => (String::new(), String::new()),
                     };
                     rows.push(vec![
@@ -180,15 +183,17 @@ impl Report {
             .collect();
         let band = self.radii[reference].as_ref().map(|r| {
             let values = &series[reference].values;
+            let forecasts = &self.forecasts[reference];
+            let radius = |i: usize, k: usize| forecasts[i].scaled_radius(k, r[k]);
             let lower = picked
                 .iter()
                 .zip(values)
-                .map(|(&(_, k), v)| v - r[k])
+                .map(|(&(i, k), v)| v - radius(i, k))
                 .collect::<Vec<_>>();
             let upper = picked
                 .iter()
                 .zip(values)
-                .map(|(&(_, k), v)| v + r[k])
+                .map(|(&(i, k), v)| v + radius(i, k))
                 .collect::<Vec<_>>();
             (lower, upper)
         });
@@ -394,6 +399,7 @@ pub fn compare(
             Some(crate::IntervalRow {
                 name: &r.name,
                 nominal: r.nominal_coverage?,
+                method: r.interval_method.as_deref()?,
                 split: (r.scores.as_ref()?, r.mean_width?),
                 adaptive: r.adaptive.as_ref()?,
             })

@@ -124,6 +124,7 @@ mod tests {
                 covariance: Some(vec![1.0]),
                 correction: Some(vec![1.0]),
                 gate_steps: Some(vec![step(true)]),
+                interval_scale: Vec::new(),
             },
             Forecast {
                 prediction: vec![0.0],
@@ -131,6 +132,7 @@ mod tests {
                 covariance: Some(vec![1.0]),
                 correction: Some(vec![1.0]),
                 gate_steps: Some(vec![step(false)]),
+                interval_scale: Vec::new(),
             },
         ];
         let e = gate_effect(&forecasts, &[2.5, 1.0], 1, GateMode::Reject, 1).unwrap();
@@ -140,6 +142,7 @@ mod tests {
         assert!(gate_table(&[("b", &e)]).contains("| b | reject | 0.7500 | 0.2500 |"));
         let ungated = Forecast {
             gate_steps: None,
+            interval_scale: Vec::new(),
             ..forecasts[0].clone()
         };
         assert!(gate_effect(&[ungated], &[1.0], 1, GateMode::Reject, 1).is_none());

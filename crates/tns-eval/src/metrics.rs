@@ -56,6 +56,9 @@ pub struct ModelReport {
     pub nominal_coverage: Option<f64>,
     /// Mean interval width.
     pub mean_width: Option<f64>,
+    /// The conformal method (`split_conformal` or `normalized_split_conformal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_method: Option<String>,
     /// MAE, sMAPE, MASE, pinball, Winkler and coverage, overall and sliced (when scored
     /// with a [`crate::ScoreContext`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,14 +136,15 @@ pub fn evaluate(
         });
     let (coverage, mean_width) = match conformal {
         Some(c) => {
-            let mut covered = 0usize;
+            let (mut covered, mut radius_sum) = (0usize, 0.0);
             for (i, f) in forecasts.iter().enumerate() {
                 for (k, (&p, &r)) in f.prediction.iter().zip(&c.radii).enumerate() {
+                    let r = f.scaled_radius(k, r);
                     covered += usize::from((truths[i * width + k] - p).abs() <= r);
+                    radius_sum += r;
                 }
             }
-            let width_mean = 2.0 * c.radii.iter().sum::<f64>() / c.radii.len().max(1) as f64;
-            (Some(covered as f64 / total), Some(width_mean))
+            (Some(covered as f64 / total), Some(2.0 * radius_sum / total))
         }
         None => (None, None),
     };
@@ -159,6 +163,7 @@ pub fn evaluate(
         coverage,
         nominal_coverage: conformal.map(|c| 1.0 - c.alpha),
         mean_width,
+        interval_method: conformal.map(|c| c.scale.method().to_string()),
         scores: None,
         gate: None,
         adaptive: None,
@@ -275,6 +280,7 @@ mod tests {
             covariance: None,
             correction: None,
             gate_steps: None,
+            interval_scale: Vec::new(),
         };
         let forecasts = vec![f(vec![1.0, 2.0]), f(vec![0.0, 0.0])];
         let truths = [0.0, 0.0, 0.0, 4.0];

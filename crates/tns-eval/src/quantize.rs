@@ -76,13 +76,11 @@ pub fn quantize_with_report(
     let f32_engine = Engine::new(manifest.clone(), tensors)?;
     let uncalibrated = Engine::new(int8_manifest.clone(), &int8_tensors)?;
     if let Some(old) = &manifest.conformal {
-        let cal = crate::forecasts(&uncalibrated, &splits.cal)?;
-        let values: Vec<f64> = cal.iter().flat_map(|f| f.prediction.clone()).collect();
-        int8_manifest.conformal = Some(ConformalCalibration::fit(
+        int8_manifest.conformal = Some(uncalibrated.calibrate(
             old.alpha,
-            &values,
+            old.scale.normalized_rows(),
+            splits.cal.inputs(),
             splits.cal.outputs(),
-            manifest.config.output_width(),
         )?);
     }
     let int8_engine = Engine::new(int8_manifest.clone(), &int8_tensors)?;

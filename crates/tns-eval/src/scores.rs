@@ -239,7 +239,7 @@ pub fn score(
                     a.scaled += e.abs() / scale[j];
                 }
                 if let Some(iv) = interval {
-                    let r = iv.radius(i, k);
+                    let r = f.scaled_radius(k, iv.radius(i, k));
                     let (lower, upper, alpha) = (p - r, p + r, iv.alpha);
                     let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
                     a.pinball +=
@@ -360,11 +360,13 @@ mod tests {
             covariance: None,
             correction: None,
             gate_steps: None,
+            interval_scale: Vec::new(),
         };
         let cal = ConformalCalibration {
             alpha: 0.1,
             n_calibration: 10,
             radii: vec![1.0, 1.0],
+            scale: tns_certify::ScoreScale::Absolute,
         };
         let context = ScoreContext {
             dt: 3_600.0,

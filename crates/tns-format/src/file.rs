@@ -606,6 +606,7 @@ mod tests {
                 alpha: 0.1,
                 n_calibration: 100,
                 radii: vec![0.5, 0.7],
+                scale: tns_certify::ScoreScale::Absolute,
             }),
             training: None,
             tensors_sha256: String::new(),

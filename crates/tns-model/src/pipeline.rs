@@ -228,9 +228,22 @@ pub struct Forecast {
     pub correction: Option<Vec<f64>>,
     /// Gate outcome per step (System B).
     pub gate_steps: Option<Vec<GateStep>>,
+    /// The window's conformal score scale per target (models calibrated with normalized
+    /// scores; empty otherwise).
+    pub interval_scale: Vec<f64>,
 }
 
 impl Forecast {
+    /// A conformal radius `r` of output `position` (`[horizon, targets]` flat) in data
+    /// units: `r` times the window's score scale of that output's target for normalized
+    /// calibrations, `r` itself otherwise.
+    pub fn scaled_radius(&self, position: usize, r: f64) -> f64 {
+        match self.interval_scale.len() {
+            0 => r,
+            t => r * self.interval_scale[position % t],
+        }
+    }
+
     /// Bytes its buffers hold on the heap.
     pub fn heap_bytes(&self) -> usize {
         let f64s = |v: &Vec<f64>| size_of::<f64>() * v.capacity();
@@ -242,6 +255,7 @@ impl Forecast {
                 .gate_steps
                 .as_ref()
                 .map_or(0, |s| size_of::<GateStep>() * s.capacity())
+            + f64s(&self.interval_scale)
     }
 }
 
@@ -299,8 +313,18 @@ impl Pipeline {
                 return Err(PipelineError::Mean { what, index });
             }
         }
-        if let Some(c) = parts.conformal {
-            c.validate().map_err(PipelineError::Conformal)?;
+        if let Some(cal) = parts.conformal {
+            cal.validate().map_err(PipelineError::Conformal)?;
+            if let tns_certify::ScoreScale::WindowVolatility { rows, floor } = &cal.scale
+                && (floor.len() != targets.len() || *rows > c.lookback)
+            {
+                return Err(PipelineError::Conformal(
+                    tns_certify::ConformalError::BadScale {
+                        rows: *rows,
+                        floor: floor.clone(),
+                    },
+                ));
+            }
         }
         let prior = match (parts.kalman, c.kind.base(), &c.structural) {
             (Some(k), Base::KalmanPrior, Some(spec)) => Some(Prior::Structural(
@@ -367,6 +391,11 @@ impl Pipeline {
                 sha256: parts.sha256.to_string(),
             },
         })
+    }
+
+    /// The targets' feature columns, in target order.
+    pub fn target_columns(&self) -> &[usize] {
+        &self.targets
     }
 
     /// Values of the past window (`lookback × features`).
@@ -577,14 +606,27 @@ impl Pipeline {
             covariance: self.prior.as_ref().map(|_| vec![0.0; width * t]),
             correction: self.has_network.then(|| vec![0.0; width]),
             gate_steps: self.gate.map(|_| vec![zeroed; self.horizon]),
+            interval_scale: match &self.conformal {
+                Some(c) if !c.scale.is_absolute() => vec![0.0; t],
+                _ => Vec::new(),
+            },
         }
     }
 
     /// Writes the base forecast (last value or Kalman prior mean) and, for Kalman-based
     /// kinds, the prior's covariance `[horizon, T, T]` into `forecast`, from a model input
-    /// (its past window; the future block is not read). No allocation.
+    /// (its past window; the future block is not read), and the window's conformal score
+    /// scale for normalized calibrations. No allocation.
     pub fn base_into(&self, input: &[f64], forecast: &mut Forecast) {
         let (window, future) = input.split_at(self.past_len().min(input.len()));
+        if let Some(c) = &self.conformal {
+            c.window_scale_into(
+                window,
+                self.features.len(),
+                &self.targets,
+                &mut forecast.interval_scale,
+            );
+        }
         match (&self.prior, forecast.covariance.as_mut()) {
             (Some(prior), Some(cov)) => prior.predict_into(window, future, &mut forecast.base, cov),
             _ => {
@@ -620,6 +662,7 @@ impl Pipeline {
             covariance,
             correction,
             gate_steps,
+            ..
         } = forecast;
         prediction.copy_from_slice(base);
         let (Some(out), Some(r)) = (network_output, correction.as_mut()) else {
@@ -675,6 +718,7 @@ impl Pipeline {
                 prior_and_correction,
                 gate: self.gate.as_ref().zip(forecast.gate_steps.as_deref()),
                 conformal: self.conformal.as_ref(),
+                interval_scale: &forecast.interval_scale,
             },
             self.identity.clone(),
         )

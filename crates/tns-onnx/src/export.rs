@@ -21,7 +21,7 @@
 //! - **The conformal interval** is `forecast ∓ radius`.
 
 use prost::Message;
-use tns_certify::{GateMode, linalg};
+use tns_certify::{GateMode, ScoreScale, linalg};
 use tns_format::Manifest;
 use tns_model::{Activation, Layer, LayerNode, ModelConfig, ModelKind, NamedTensor, Pipeline};
 
@@ -205,7 +205,11 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     outputs.insert(0, (names::FORECAST, forecast.clone()));
     if let Some(cal) = pipeline.conformal() {
         let radii: Vec<f32> = cal.radii.iter().map(|&r| r as f32).collect();
-        let radii = g.constant("conformal_radii", &[horizon, targets], radii);
+        let mut radii = g.constant("conformal_radii", &[horizon, targets], radii);
+        if let ScoreScale::WindowVolatility { rows, floor } = &cal.scale {
+            let scale = window_volatility_graph(&mut g, &pipeline, *rows, floor);
+            radii = g.node("Mul", &[&scale, &radii], "conformal_scaled_radii", vec![]);
+        }
         g.node("Sub", &[&forecast, &radii], names::LOWER, vec![]);
         g.node("Add", &[&forecast, &radii], names::UPPER, vec![]);
         outputs.push((names::LOWER, names::LOWER.to_string()));
@@ -383,6 +387,65 @@ fn linear_base(
 }
 
 /// The window's last row `[batch, 1, features]`, named `last_row`.
+/// The window's conformal score scale `[batch, 1, targets]`: the mean absolute one-row
+/// change of each target over the window's last `rows` rows, at least `floor`
+/// ([`tns_certify::window_volatility`]).
+fn window_volatility_graph(
+    g: &mut GraphBuilder,
+    pipeline: &Pipeline,
+    rows: usize,
+    floor: &[f64],
+) -> String {
+    let lookback = pipeline.lookback() as i64;
+    let rows = rows as i64;
+    let slice = |g: &mut GraphBuilder, input: &str, name: &str, start: i64, end: i64| {
+        let starts = g.constant_i64(&format!("{name}_start"), vec![start]);
+        let ends = g.constant_i64(&format!("{name}_end"), vec![end]);
+        let axes = g.constant_i64(&format!("{name}_axis"), vec![1]);
+        g.node("Slice", &[input, &starts, &ends, &axes], name, vec![])
+    };
+    let recent = slice(g, names::WINDOW, "scale_rows", lookback - rows, lookback);
+    let columns = g.constant_i64(
+        "scale_target_columns",
+        pipeline
+            .target_columns()
+            .iter()
+            .map(|&c| c as i64)
+            .collect(),
+    );
+    let targets = g.node(
+        "Gather",
+        &[&recent, &columns],
+        "scale_targets",
+        vec![Attr::Int("axis", 2)],
+    );
+    let later = slice(g, &targets, "scale_later", 1, rows);
+    let earlier = slice(g, &targets, "scale_earlier", 0, rows - 1);
+    let change = g.node("Sub", &[&later, &earlier], "scale_change", vec![]);
+    let change = g.node("Abs", &[&change], "scale_abs_change", vec![]);
+    // A mean over the rows as a product with a constant column: onnxruntime's ReduceMean
+    // sums in an order that depends on the batch size, and a window's interval must not
+    // depend on its batch.
+    let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+    let change = g.node("Transpose", &[&change], "scale_change_by_target", perm());
+    let changes = (rows - 1) as usize;
+    let mean = g.constant(
+        "scale_mean_weights",
+        &[changes, 1],
+        vec![1.0 / changes as f32; changes],
+    );
+    let volatility = g.node(
+        "MatMul",
+        &[&change, &mean],
+        "scale_volatility_by_target",
+        vec![],
+    );
+    let volatility = g.node("Transpose", &[&volatility], "scale_volatility", perm());
+    let floor: Vec<f32> = floor.iter().map(|&f| f as f32).collect();
+    let floor = g.constant("scale_floor", &[floor.len()], floor);
+    g.node("Max", &[&volatility, &floor], "conformal_scale", vec![])
+}
+
 fn last_row(g: &mut GraphBuilder, lookback: usize) -> String {
     let starts = g.constant_i64("last_row_start", vec![lookback as i64 - 1]);
     let ends = g.constant_i64("last_row_end", vec![lookback as i64]);

@@ -51,8 +51,8 @@ def check_case(case: pathlib.Path) -> dict:
         dict(zip(names, session.run(None, {k: v[i : i + 1] for k, v in feeds.items()})))
         for i in range(8)
     ]
-    batch_consistent = all(
-        np.array_equal(single[i][k][0], got[k][i]) for i in range(8) for k in names
+    batch_inconsistent = sorted(
+        {k for i in range(8) for k in names if not np.array_equal(single[i][k][0], got[k][i])}
     )
 
     scale = np.tile(np.asarray(expected["scale"], dtype=np.float64), n).reshape(n, horizon, targets)
@@ -85,8 +85,8 @@ def check_case(case: pathlib.Path) -> dict:
             failures.append(f"{name}: worst relative error {worst[name]:.2e} > {TOLERANCE:.0e}")
     if missing:
         failures.append(f"outputs missing from the graph: {missing}")
-    if not batch_consistent:
-        failures.append("batch of 1 differs from the full batch")
+    if batch_inconsistent:
+        failures.append(f"batch of 1 differs from the full batch in {batch_inconsistent}")
     return {
         "case": case.name,
         "kind": expected["kind"],

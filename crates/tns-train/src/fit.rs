@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use tns_certify::{ConformalCalibration, GateConfig, GateEvidence, GateMode, ModeErrors};
+use tns_certify::{GateConfig, GateEvidence, GateMode, ModeErrors};
 use tns_data::{Splits, WindowSet};
 use tns_engine::Engine;
 use tns_format::{Manifest, TrainingSummary, save_model, tensor_checksum};
@@ -18,6 +18,9 @@ pub struct FitOptions {
     pub train: TrainConfig,
     /// Miscoverage level of the conformal interval.
     pub conformal_alpha: f64,
+    /// Normalize the conformal scores by each window's volatility over its last this many
+    /// rows (capped at the lookback); `None`: absolute scores (one width per step).
+    pub normalized_interval_rows: Option<usize>,
     /// Where the network trains.
     pub device: Device,
     /// Directory for `<name>.ckpt` and `<name>.metrics.{csv,json}`, if any.
@@ -38,6 +41,7 @@ impl Default for FitOptions {
         Self {
             train: TrainConfig::default(),
             conformal_alpha: 0.1,
+            normalized_interval_rows: None,
             device: Device::Cpu,
             run_dir: None,
             resume: false,
@@ -130,17 +134,11 @@ pub fn fit_model(
         choose_gate_mode(&mut model, &splits.cal)?;
     }
     // Calibrated on the engine (with the gate's final mode): the radii cover the forecasts of the code that serves them.
-    let predictions: Vec<f64> = model
-        .engine()?
-        .predict_all(splits.cal.inputs())?
-        .iter()
-        .flat_map(|p| p.values().iter().copied())
-        .collect();
-    model.manifest.conformal = Some(ConformalCalibration::fit(
+    model.manifest.conformal = Some(model.engine()?.calibrate(
         options.conformal_alpha,
-        &predictions,
+        options.normalized_interval_rows,
+        splits.cal.inputs(),
         splits.cal.outputs(),
-        config.output_width(),
     )?);
     Ok(model)
 }
