@@ -3,8 +3,8 @@
 The same generated trajectory (`tns data synth trajectory`), the same chronological split
 (60/15/10/15), the same network (System A: a GRU(4 → 32) and a linear head correcting the last
 value, next step), the same optimizer (AdamW, lr 3e-3, weight decay 1e-4), batch size 128 and
-number of epochs, on one thread each (TNS trains on one; PyTorch is set to one). Per model and
-lookback: training seconds per epoch (TNS: the model file's training record; PyTorch: the same
+number of epochs, on the same number of threads (1 and 2 by default: TNS through
+RAYON_NUM_THREADS, PyTorch through torch.set_num_threads). Per thread count and lookback: training seconds per epoch (TNS: the model file's training record; PyTorch: the same
 loop of training and validation passes), training windows per second (the two splits hold
 slightly different counts: TNS keeps windows inside gap-free segments) and the process's peak
 RSS. PyTorch's validation pass is in its time; its schedule is constant (TNS warms up and
@@ -25,11 +25,11 @@ import tempfile
 import time
 
 
-def tns_run(tns, csv, lookback, epochs, out):
+def tns_run(tns, csv, lookback, epochs, out, threads):
     """Trains with `tns train`; returns (seconds per epoch, train windows, peak RSS MiB)."""
-    model = out / f"tns-{lookback}.tns"
+    model = out / f"tns-{lookback}-{threads}.tns"
     cmd = [
-        "/usr/bin/env", "RAYON_NUM_THREADS=1", tns, "train", "--data", str(csv),
+        "/usr/bin/env", f"RAYON_NUM_THREADS={threads}", tns, "train", "--data", str(csv),
         "--time-column", "t", "--model", "system-a", "--lookback", str(lookback),
         "--epochs", str(epochs), "--patience", str(epochs), "--batch-size", "128",
         "-o", str(model),
@@ -50,9 +50,9 @@ def tns_run(tns, csv, lookback, epochs, out):
 TORCH_CHILD = r'''
 import json, sys, time, resource
 import numpy as np, torch
-torch.set_num_threads(1)
+csv, lookback, epochs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
 torch.manual_seed(0)
-csv, lookback, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data = np.loadtxt(csv, delimiter=",", skiprows=1)[:, 1:5]
 n = len(data)
 bounds = [0, int(0.6 * n), int(0.75 * n)]
@@ -101,8 +101,9 @@ print(json.dumps({"seconds_per_epoch": seconds, "train_windows": len(xt),
 '''
 
 
-def torch_run(python, csv, lookback, epochs):
-    out = subprocess.run([python, "-c", TORCH_CHILD, str(csv), str(lookback), str(epochs)],
+def torch_run(python, csv, lookback, epochs, threads):
+    out = subprocess.run([python, "-c", TORCH_CHILD, str(csv), str(lookback), str(epochs),
+                          str(threads)],
                          check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return r["seconds_per_epoch"], r["train_windows"], r["peak_rss_mib"]
@@ -114,6 +115,7 @@ def main():
     ap.add_argument("--rows", type=int, default=12_000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lookbacks", default="10,48,336")
+    ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default="results/train")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -124,10 +126,14 @@ def main():
         csv = tmp / "trajectory.csv"
         subprocess.run([args.tns, "data", "synth", "trajectory", "--regime", "mixed", "--rows",
                         str(args.rows), "-o", str(csv)], check=True, capture_output=True)
-        for lookback in map(int, args.lookbacks.split(",")):
-            t_sec, t_windows, t_rss = tns_run(args.tns, csv, lookback, args.epochs, tmp)
-            p_sec, p_windows, p_rss = torch_run(sys.executable, csv, lookback, args.epochs)
+        runs = [(t, lb) for t in map(int, args.threads.split(","))
+                for lb in map(int, args.lookbacks.split(","))]
+        for threads, lookback in runs:
+            t_sec, t_windows, t_rss = tns_run(args.tns, csv, lookback, args.epochs, tmp, threads)
+            p_sec, p_windows, p_rss = torch_run(sys.executable, csv, lookback, args.epochs,
+                                                threads)
             rows.append({
+                "threads": threads,
                 "lookback": lookback,
                 "tns": {"seconds_per_epoch": t_sec, "train_windows": t_windows, "peak_rss_mib": t_rss},
                 "pytorch": {"seconds_per_epoch": p_sec, "train_windows": p_windows, "peak_rss_mib": p_rss},
@@ -135,13 +141,13 @@ def main():
             print(rows[-1], flush=True)
     import torch  # noqa: E402  (only for the version in the record)
     result = {"command": " ".join(sys.argv), "rows": args.rows, "epochs": args.epochs,
-              "threads": 1, "torch": torch.__version__, "runs": rows}
+              "torch": torch.__version__, "runs": rows}
     (out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
-        f"Produced by `bench/train/run.py` (System A: GRU(4 → 32) + linear head, batch 128, AdamW, {args.epochs} epochs, one thread each, {args.rows} generated rows; PyTorch {torch.__version__}).",
+        f"Produced by `bench/train/run.py` (System A: GRU(4 → 32) + linear head, batch 128, AdamW, {args.epochs} epochs, the same thread count each, {args.rows} generated rows; PyTorch {torch.__version__}).",
         "",
-        "| lookback | train windows (TNS / PyTorch) | TNS s/epoch | PyTorch s/epoch | TNS windows/s | PyTorch windows/s | TNS time per window ÷ PyTorch's | TNS peak RSS MiB | PyTorch peak RSS MiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| threads | lookback | train windows (TNS / PyTorch) | TNS s/epoch | PyTorch s/epoch | TNS windows/s | PyTorch windows/s | TNS time per window ÷ PyTorch's | TNS peak RSS MiB | PyTorch peak RSS MiB |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         t, p = r["tns"], r["pytorch"]
@@ -150,7 +156,7 @@ def main():
         tw = t["train_windows"] / t["seconds_per_epoch"]
         pw = p["train_windows"] / p["seconds_per_epoch"]
         md.append(
-            f"| {r['lookback']} | {t['train_windows']} / {p['train_windows']} | {t['seconds_per_epoch']:.3f} | {p['seconds_per_epoch']:.3f} | {tw:.0f} | {pw:.0f} | {pw / tw:.2f} | {t['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |"
+            f"| {r['threads']} | {r['lookback']} | {t['train_windows']} / {p['train_windows']} | {t['seconds_per_epoch']:.3f} | {p['seconds_per_epoch']:.3f} | {tw:.0f} | {pw:.0f} | {pw / tw:.2f} | {t['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |"
         )
     md += [
         "",

@@ -358,6 +358,39 @@ pub(crate) fn tanh<K: Kernels>(x: f32) -> f32 {
     if x.abs() < 0.2 { small } else { large }
 }
 
+/// `xs[i] ← σ(xs[i])` with the plan's fast sigmoid, vectorized with AVX2 where the CPU has
+/// it: for callers outside the plan (the fused training ops share the engine's numerics).
+pub fn sigmoid_in_place(xs: &mut [f32]) {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` returns `Avx2Fma` only when the CPU reports AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { sigmoid_avx2(xs) },
+        _ => xs.iter_mut().for_each(|x| *x = sigmoid::<Portable>(*x)),
+    }
+}
+
+/// `xs[i] ← tanh(xs[i])` with the plan's fast tanh (see [`sigmoid_in_place`]).
+pub fn tanh_in_place(xs: &mut [f32]) {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `sigmoid_in_place`.
+        Isa::Avx2Fma => unsafe { tanh_avx2(xs) },
+        _ => xs.iter_mut().for_each(|x| *x = tanh::<Portable>(*x)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sigmoid_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = sigmoid::<Avx2>(*x));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tanh_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = tanh::<Avx2>(*x));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

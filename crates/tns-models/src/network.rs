@@ -1,5 +1,4 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::rnn::{GRU, GRUConfig, RNN};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -13,7 +12,13 @@ enum CandleLayer {
     Flatten,
     Dense(Linear),
     Activation(Activation),
-    Gru(GRU),
+    /// PyTorch's GRU layout: `W_ih [3H, I]`, `W_hh [3H, H]`, `b_ih`, `b_hh [3H]`.
+    Gru {
+        w_ih: Tensor,
+        w_hh: Tensor,
+        b_ih: Tensor,
+        b_hh: Tensor,
+    },
     ConcatFuture,
 }
 
@@ -27,12 +32,15 @@ impl CandleLayer {
                 Self::Dense(candle_nn::linear(node.input.len(), outputs, vb)?)
             }
             Layer::Activation(a) => Self::Activation(a),
-            Layer::Gru { hidden } => Self::Gru(candle_nn::rnn::gru(
-                node.input.channels(),
-                hidden,
-                GRUConfig::default(),
-                vb,
-            )?),
+            Layer::Gru { hidden } => {
+                let (inputs, gates) = (node.input.channels(), 3 * hidden);
+                Self::Gru {
+                    w_ih: vb.get((gates, inputs), "weight_ih_l0")?,
+                    w_hh: vb.get((gates, hidden), "weight_hh_l0")?,
+                    b_ih: vb.get(gates, "bias_ih_l0")?,
+                    b_hh: vb.get(gates, "bias_hh_l0")?,
+                }
+            }
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
         })
     }
@@ -52,14 +60,14 @@ impl CandleLayer {
             Self::Flatten => x.flatten_from(1)?,
             Self::Dense(linear) => linear.forward(x)?,
             Self::Activation(Activation::Relu) => x.relu()?,
-            Self::Gru(gru) => {
-                let (b, steps, _) = x.dims3()?;
-                let mut state = gru.zero_state(b)?;
-                for t in 0..steps {
-                    let xt = x.narrow(1, t, 1)?.squeeze(1)?;
-                    state = gru.step(&xt, &state)?;
-                }
-                state.h().clone()
+            Self::Gru {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            } => {
+                // The whole sequence in one op (see `fused_gru`).
+                crate::fused_gru::gru_last_state(x, w_ih, w_hh, b_ih, b_hh)?
             }
         })
     }
