@@ -17,6 +17,7 @@ Blocks:
   refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
   realdata                        results/realdata/epf.md           (TNS_NHITS=1 bash bench/realdata/run.sh)
   pedestrian                      results/realdata/pedestrian{,-calendar}.md (bash bench/realdata/pedestrian.sh)
+  train                           results/train/speed.md            (python bench/train/run.py, a Python with torch)
 """
 
 import json
@@ -78,6 +79,14 @@ def realdata():
         "results/realdata/epf.md",
         "TNS_NHITS=1 bash bench/realdata/run.sh",
         "files `results/realdata/*.json`, `epf.md`",
+    )
+
+
+def train():
+    return produced(
+        "results/train/speed.md",
+        "target/nhits-venv/bin/python bench/train/run.py",
+        "files `results/train/speed.{json,md}`",
     )
 
 
@@ -247,6 +256,7 @@ BLOCKS = {
     "refactor-ab": refactor_ab,
     "realdata": realdata,
     "pedestrian": pedestrian,
+    "train": train,
 }
 
 

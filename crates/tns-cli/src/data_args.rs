@@ -12,7 +12,7 @@ use tns_data::{
     parse_timestamp,
 };
 use tns_model::{FutureInputs, ModelConfig, ModelKind, NetworkConfig};
-use tns_train::{FitOptions, TrainConfig, parse_axes};
+use tns_train::{FitOptions, Schedule, TrainConfig, parse_axes};
 
 /// Settings of the built-in generators.
 #[derive(Args, Clone, Debug)]
@@ -529,9 +529,17 @@ pub struct TrainArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_size: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (`tns lr-find` suggests one).
     #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
+    /// Learning-rate schedule: `cosine` (warm-up, then cosine decay), `linear` (warm-up, then
+    /// linear decay) or `one-cycle` (up from lr/25 over 30% of the steps, then down).
+    #[arg(long, default_value = "cosine")]
+    pub schedule: Schedule,
+    /// Batches whose gradients are summed before each optimizer step: an effective batch of
+    /// --batch-size × --accumulate at the memory of --batch-size.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub accumulate: usize,
     /// Early-stopping patience (epochs).
     #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub patience: usize,
@@ -609,6 +617,8 @@ impl TrainArgs {
                 lr: self.lr,
                 patience: self.patience,
                 gate_penalty: self.gate_penalty,
+                schedule: self.schedule,
+                accumulate: self.accumulate,
                 ..TrainConfig::default()
             },
             conformal_alpha: self.alpha,

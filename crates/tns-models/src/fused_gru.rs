@@ -60,8 +60,7 @@ impl Dims {
         let (batch, steps, inputs) = x.dims3()?;
         let (gates, columns) = weights.dims2()?;
         let hidden = gates / 3;
-        if gates != 3 * hidden || columns != inputs + hidden || biases.elem_count() != 2 * gates
-        {
+        if gates != 3 * hidden || columns != inputs + hidden || biases.elem_count() != 2 * gates {
             return Err(candle_core::Error::Msg(format!(
                 "GRU: input {x:?}, packed weights {weights:?} and biases {biases:?} do not fit (expected [B, T, I], [3H, I + H], [6H])"
             )));
@@ -328,8 +327,7 @@ fn forward_shard<T: Real, M: MulAdd>(
             k.rz.extend_from_slice(&rz);
             k.n.extend_from_slice(&n);
             for b in 0..rows {
-                k.hn
-                    .extend_from_slice(&hh[b * three_h + 2 * hidden..][..hidden]);
+                k.hn.extend_from_slice(&hh[b * three_h + 2 * hidden..][..hidden]);
             }
         }
         for b in 0..rows {
@@ -379,7 +377,10 @@ fn backward_shard<T: Real, M: MulAdd>(
                 &tr.hn[at..at + hidden],
                 &tr.h[at..at + hidden],
             );
-            let (g, gp) = (&dh[b * hidden..][..hidden], &mut dh_prev[b * hidden..][..hidden]);
+            let (g, gp) = (
+                &dh[b * hidden..][..hidden],
+                &mut dh_prev[b * hidden..][..hidden],
+            );
             // Every slice `hidden` long, so that the loop has no bounds checks and vectorizes.
             let (gx_r, gx) = dx[(b * steps + t) * three_h..][..three_h].split_at_mut(hidden);
             let (gx_z, gx_n) = gx.split_at_mut(hidden);
@@ -430,7 +431,11 @@ fn backward_shard<T: Real, M: MulAdd>(
     // dx[p, c] = Σ_i dproj[p, i] W_ih[i, c]: dot products with W_ihᵀ's rows.
     let dinputs = dx
         .chunks_exact(three_h)
-        .flat_map(|g| w.w_ih_t.chunks_exact(three_h).map(move |col| dot::<T, M>(g, col)))
+        .flat_map(|g| {
+            w.w_ih_t
+                .chunks_exact(three_h)
+                .map(move |col| dot::<T, M>(g, col))
+        })
         .collect();
     (dinputs, dw, db)
 }
@@ -730,7 +735,12 @@ mod tests {
                 candle_nn::rnn::gru(self.inputs, self.hidden, GRUConfig::default(), vb).unwrap();
             let mut state = gru.zero_state(self.batch).unwrap();
             for t in 0..self.steps {
-                let xt = v[0].as_tensor().narrow(1, t, 1).unwrap().squeeze(1).unwrap();
+                let xt = v[0]
+                    .as_tensor()
+                    .narrow(1, t, 1)
+                    .unwrap()
+                    .squeeze(1)
+                    .unwrap();
                 state = gru.step(&xt, &state).unwrap();
             }
             state.h().clone()
@@ -795,7 +805,12 @@ mod tests {
         let analytic = grads(&case.loss(&case.fused(&v)), &v);
         let eps = 1e-6;
         for (k, var) in v.iter().enumerate() {
-            let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             for i in 0..base.len() {
                 let loss_at = |delta: f64| {
                     let mut moved = base.clone();

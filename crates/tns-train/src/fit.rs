@@ -116,11 +116,13 @@ pub fn fit_model(
             val_windows: prepared.val.n,
             seconds: start.elapsed().as_secs_f64(),
             optimizer: format!(
-                "adamw lr={} wd={} batch={} warmup={} cosine clip={} patience={} gate_penalty={}",
+                "adamw lr={} wd={} batch={} accumulate={} warmup={} {} clip={} patience={} gate_penalty={}",
                 options.train.lr,
                 options.train.weight_decay,
                 options.train.batch_size,
+                options.train.accumulate,
                 options.train.warmup_fraction,
+                options.train.schedule.name(),
                 options.train.clip_norm,
                 options.train.patience,
                 options.train.gate_penalty

@@ -18,7 +18,7 @@ pub use axes::parse_axes;
 pub use fit::{FitOptions, TrainedModel, fit_model};
 pub use optim::AdamW;
 pub use prepare::{NetData, Prepared, prepare};
-pub use trainer::{EpochMetrics, TrainConfig, Trainer, learning_rate};
+pub use trainer::{EpochMetrics, Schedule, TrainConfig, Trainer, learning_rate};
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]

@@ -38,19 +38,22 @@ impl AdamW {
         })
     }
 
-    /// One update with the gradients multiplied by `grad_scale` (gradient clipping).
-    pub fn step(
-        &mut self,
-        grads: &candle_core::backprop::GradStore,
-        grad_scale: f64,
-    ) -> Result<(), TrainError> {
+    /// One update with the gradients (one per variable, in variable order; `None`: the
+    /// variable got no gradient) multiplied by `grad_scale` (gradient clipping).
+    pub fn step(&mut self, grads: &[Option<Tensor>], grad_scale: f64) -> Result<(), TrainError> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.beta1, self.beta2);
         let scale_m = 1.0 / (1.0 - b1.powi(t));
         let scale_v = 1.0 / (1.0 - b2.powi(t));
-        for ((theta, m), v) in self.vars.iter().zip(&self.first).zip(&self.second) {
-            let Some(g) = grads.get(theta) else { continue };
+        for (((theta, m), v), g) in self
+            .vars
+            .iter()
+            .zip(&self.first)
+            .zip(&self.second)
+            .zip(grads)
+        {
+            let Some(g) = g else { continue };
             let g = (g * grad_scale)?;
             let next_m = ((m.as_tensor() * b1)? + (&g * (1.0 - b1))?)?;
             let next_v = ((v.as_tensor() * b2)? + (g.sqr()? * (1.0 - b2))?)?;

@@ -40,6 +40,60 @@ pub struct TrainConfig {
     /// gate accepts them. 0 trains on the MSE alone.
     #[serde(default)]
     pub gate_penalty: f64,
+    /// How the learning rate moves over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Batches whose gradients are summed before one optimizer step (1: none). The
+    /// effective batch is `batch_size × accumulate` at the memory of `batch_size`.
+    #[serde(default = "one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Schedule {
+    /// Every schedule, in the order `--schedule` lists them.
+    pub const ALL: [Self; 3] = [Self::Cosine, Self::Linear, Self::OneCycle];
+
+    /// The name `--schedule` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cosine => "cosine",
+            Self::Linear => "linear",
+            Self::OneCycle => "one-cycle",
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown schedule {s:?}: use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The learning-rate schedule, over optimizer steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Linear warm-up over `warmup_fraction` of the steps, then a cosine decay to
+    /// `lr × min_lr_fraction`.
+    #[default]
+    Cosine,
+    /// The same warm-up, then a linear decay to `lr × min_lr_fraction`.
+    Linear,
+    /// One cycle (Smith & Topin): from `lr / 25` up to `lr` over the first 30% of the steps,
+    /// then a cosine decay to `lr × min_lr_fraction / 25`.
+    OneCycle,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +108,8 @@ impl Default for TrainConfig {
             clip_norm: 1.0,
             patience: 8,
             gate_penalty: 0.0,
+            schedule: Schedule::Cosine,
+            accumulate: 1,
         }
     }
 }
@@ -83,15 +139,39 @@ pub struct EpochMetrics {
 /// assert!((tns_train::learning_rate(&cfg, 0, 100) - 0.1).abs() < 1e-12);
 /// assert!((tns_train::learning_rate(&cfg, 9, 100) - 1.0).abs() < 1e-12);
 /// assert!(tns_train::learning_rate(&cfg, 99, 100) < 0.001);
+/// // Linear decay: halfway down at the middle of the steps after warm-up.
+/// let linear = tns_train::TrainConfig { schedule: tns_train::Schedule::Linear, ..cfg.clone() };
+/// assert!((tns_train::learning_rate(&linear, 61, 111) - 0.5).abs() < 1e-12);
+/// // One cycle: lr/25 at the start, the peak at 30% of the steps, far below lr/25 at the end.
+/// let cycle = tns_train::TrainConfig { schedule: tns_train::Schedule::OneCycle, min_lr_fraction: 0.01, ..cfg };
+/// assert!((tns_train::learning_rate(&cycle, 0, 100) - 0.04).abs() < 1e-12);
+/// assert!((tns_train::learning_rate(&cycle, 30, 100) - 1.0).abs() < 1e-12);
+/// assert!(tns_train::learning_rate(&cycle, 100, 100) < 0.001);
+/// assert_eq!("one-cycle".parse::<tns_train::Schedule>(), Ok(tns_train::Schedule::OneCycle));
 /// ```
 pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
+    let cosine = |from: f64, to: f64, progress: f64| {
+        to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * progress.clamp(0.0, 1.0)).cos())
+    };
+    let floor = cfg.lr * cfg.min_lr_fraction;
+    if cfg.schedule == Schedule::OneCycle {
+        let start = cfg.lr / 25.0;
+        let peak = ((total as f64 * 0.3).round() as usize).max(1);
+        if step < peak {
+            return start + (cfg.lr - start) * step as f64 / peak as f64;
+        }
+        let progress = (step - peak) as f64 / (total - peak).max(1) as f64;
+        return cosine(cfg.lr, floor / 25.0, progress);
+    }
     let warmup = ((total as f64 * cfg.warmup_fraction).round() as usize).max(1);
     if step < warmup {
         return cfg.lr * (step + 1) as f64 / warmup as f64;
     }
-    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
-    let floor = cfg.lr * cfg.min_lr_fraction;
-    floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+    let progress = ((step - warmup) as f64 / (total - warmup).max(1) as f64).min(1.0);
+    match cfg.schedule {
+        Schedule::Linear => cfg.lr + (floor - cfg.lr) * progress,
+        _ => cosine(cfg.lr, floor, progress),
+    }
 }
 
 /// What a run produced.
@@ -152,9 +232,14 @@ impl Trainer<'_> {
         resume: bool,
     ) -> Result<TrainOutcome, TrainError> {
         let cfg = self.config;
-        if train.n == 0 || val.n == 0 || cfg.batch_size == 0 || cfg.epochs == 0 {
+        if train.n == 0
+            || val.n == 0
+            || cfg.batch_size == 0
+            || cfg.epochs == 0
+            || cfg.accumulate == 0
+        {
             return Err(TrainError::Config(
-                "training needs windows, a batch size and epochs ≥ 1".into(),
+                "training needs windows, and a batch size, epochs and accumulation ≥ 1".into(),
             ));
         }
         let vars: Vec<_> = network
@@ -163,7 +248,9 @@ impl Trainer<'_> {
             .map(|(_, v)| v.clone())
             .collect();
         let mut opt = AdamW::new(vars.clone(), cfg.lr, cfg.weight_decay)?;
-        let steps_per_epoch = train.n.div_ceil(cfg.batch_size);
+        let batches_per_epoch = train.n.div_ceil(cfg.batch_size);
+        // Optimizer steps: one per `accumulate` batches, and one for an epoch's last batches.
+        let steps_per_epoch = batches_per_epoch.div_ceil(cfg.accumulate);
         let total_steps = steps_per_epoch * cfg.epochs;
         let mut state = CheckpointState {
             epochs_done: 0,
@@ -214,7 +301,10 @@ impl Trainer<'_> {
                 self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ));
             let (mut loss_sum, mut norm_sum, mut lr) = (0.0, 0.0, cfg.lr);
-            for batch in order.chunks(cfg.batch_size) {
+            // Gradients summed over the batches of the current optimizer step.
+            let mut summed: Vec<Option<Tensor>> = vec![None; vars.len()];
+            let mut pending = 0usize;
+            for (index, batch) in order.chunks(cfg.batch_size).enumerate() {
                 xb.clear();
                 yb.clear();
                 wb.clear();
@@ -244,11 +334,31 @@ impl Trainer<'_> {
                     return Err(TrainError::Diverged { epoch });
                 }
                 let grads = loss.backward()?;
-                let mut sq = 0.0;
-                for v in &vars {
+                for (sum, v) in summed.iter_mut().zip(&vars) {
                     if let Some(g) = grads.get(v) {
-                        sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+                        *sum = Some(match sum.take() {
+                            None => g.clone(),
+                            Some(s) => (s + g)?,
+                        });
                     }
+                }
+                pending += 1;
+                loss_sum += loss_value;
+                if pending < cfg.accumulate && index + 1 < batches_per_epoch {
+                    continue;
+                }
+                // The mean of the batches' gradients: the gradient of the mean loss.
+                let grads = summed
+                    .iter_mut()
+                    .map(|g| match g.take() {
+                        Some(g) if pending > 1 => Ok(Some((g / pending as f64)?)),
+                        g => Ok(g),
+                    })
+                    .collect::<Result<Vec<_>, TrainError>>()?;
+                pending = 0;
+                let mut sq = 0.0;
+                for g in grads.iter().flatten() {
+                    sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
                 }
                 let norm = sq.sqrt();
                 let scale = if norm > cfg.clip_norm {
@@ -260,14 +370,13 @@ impl Trainer<'_> {
                 opt.lr = lr;
                 opt.step(&grads, scale)?;
                 state.step += 1;
-                loss_sum += loss_value;
                 norm_sum += norm;
                 bar.inc(1);
             }
             let val_loss = evaluate(network, val, self.device)?;
             let metrics = EpochMetrics {
                 epoch,
-                train_loss: loss_sum / steps_per_epoch as f64,
+                train_loss: loss_sum / batches_per_epoch as f64,
                 val_loss,
                 lr,
                 grad_norm: norm_sum / steps_per_epoch as f64,

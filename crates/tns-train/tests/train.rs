@@ -177,3 +177,52 @@ fn the_gate_mode_is_chosen_on_the_calibration_split_with_its_evidence() {
         (tns_certify::GateMode::Reject, None)
     );
 }
+
+#[test]
+fn accumulated_batches_train_like_one_large_batch() {
+    // Two batches of 64 summed per step against one batch of 128: the same windows per step
+    // (the shuffled order does not depend on the batch size), the same mean gradient up to
+    // rounding, the same number of steps and learning rates.
+    let (splits, dt) = data(2_000);
+    let run = |batch_size: usize, accumulate: usize| {
+        let mut o = options(2);
+        o.train.batch_size = batch_size;
+        o.train.accumulate = accumulate;
+        fit_model(&config(ModelKind::SystemA), dt, &splits, &o).unwrap()
+    };
+    let (small, large, plain) = (run(64, 2), run(128, 1), run(64, 1));
+    let worst = |a: &tns_train::TrainedModel, b: &tns_train::TrainedModel| {
+        a.tensors
+            .iter()
+            .zip(&b.tensors)
+            .flat_map(|(x, y)| x.data.iter().zip(&y.data).map(|(p, q)| (p - q).abs()))
+            .fold(0f32, f32::max)
+    };
+    assert!(worst(&small, &large) < 1e-4, "{}", worst(&small, &large));
+    // Without accumulation the 64-window run takes twice the steps and ends elsewhere.
+    assert!(worst(&small, &plain) > 1e-3, "{}", worst(&small, &plain));
+    assert!(
+        small
+            .manifest
+            .training
+            .as_ref()
+            .unwrap()
+            .optimizer
+            .contains("accumulate=2")
+    );
+}
+
+#[test]
+fn seeded_runs_do_not_depend_on_the_thread_count() {
+    let (splits, dt) = data(2_000);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| fit_model(&config(ModelKind::SystemA), dt, &splits, &options(2)).unwrap())
+    };
+    let one = run(1);
+    assert_eq!(one.tensors, run(1).tensors);
+    assert_eq!(one.tensors, run(2).tensors);
+}
