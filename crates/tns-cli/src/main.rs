@@ -6,6 +6,7 @@ mod calibrate;
 mod data_args;
 mod demo;
 mod inspect;
+mod lr_find;
 mod outputs;
 mod quantize;
 mod score_file;
@@ -29,6 +30,10 @@ use tns_engine::{Engine, Predictor};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for training and batch prediction (default: every core, or RAYON_NUM_THREADS).
+    /// A seeded training run gives the same model for any thread count.
+    #[arg(long, global = true, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +59,9 @@ enum Command {
     Bench(tns_bench::BenchArgs),
     /// Print what a model file holds (manifest, sizes, calibration, checksum).
     Inspect(inspect::InspectArgs),
+    /// Learning-rate range test: train from fresh weights while the learning rate grows
+    /// geometrically, and suggest a peak learning rate from the loss curve.
+    LrFind(Box<lr_find::LrFindArgs>),
     /// Recalibrate a trained model's conformal interval (method, level or window) on its
     /// calibration split, without retraining.
     Calibrate(calibrate::CalibrateArgs),
@@ -184,21 +192,9 @@ fn main() -> Result<()> {
     #[cfg(unix)]
     default_sigpipe();
     let cli = Cli::parse();
-    // Candle routes even tiny tensors through its thread pool, which costs more than it
-    // saves for these models; one thread per training run, runs in parallel instead. The
-    // commands that only run the engine (serve, quantize, predict, …) keep rayon's default
-    // pool, so that batch predictions use every core.
-    let trains = matches!(
-        cli.command,
-        Command::Train(_)
-            | Command::Eval(_)
-            | Command::Backtest(_)
-            | Command::Demo(_)
-            | Command::Bench(_)
-    );
-    if trains && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    if let Some(threads) = cli.threads {
         // SAFETY: set before any thread is spawned (parsing arguments spawns none).
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     match cli.command {
         Command::Data {
@@ -230,6 +226,7 @@ fn main() -> Result<()> {
         Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::LrFind(args) => lr_find::run(*args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Export {

@@ -1346,3 +1346,43 @@ fn normalized_intervals_follow_the_window_volatility_through_every_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 2"));
 }
+
+#[test]
+fn lr_find_writes_its_curve_and_suggests_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, svg) = (dir.path().join("lr.csv"), dir.path().join("lr.svg"));
+    let out = ok(tns(&[
+        "lr-find",
+        "--synth",
+        "trajectory",
+        "--rows",
+        "2000",
+        "--model",
+        "system-a",
+        "--steps",
+        "60",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]));
+    assert!(out.contains("suggested --lr"), "{out}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("lr,loss,smoothed\n") && text.lines().count() > 10,
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // Kinds without a network are refused with the reason.
+    let refused = tns(&[
+        "lr-find",
+        "--synth",
+        "trajectory",
+        "--rows",
+        "2000",
+        "--model",
+        "kalman",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no network"));
+}

@@ -10,12 +10,14 @@
 
 mod axes;
 mod fit;
+mod lr_find;
 mod optim;
 mod prepare;
 mod trainer;
 
 pub use axes::parse_axes;
 pub use fit::{FitOptions, TrainedModel, fit_model};
+pub use lr_find::{LrFinding, LrPoint, LrSweep, lr_find};
 pub use optim::AdamW;
 pub use prepare::{NetData, Prepared, prepare};
 pub use trainer::{EpochMetrics, Schedule, TrainConfig, Trainer, learning_rate};

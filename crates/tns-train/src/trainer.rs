@@ -266,8 +266,6 @@ impl Trainer<'_> {
         if resume && let Some(path) = self.checkpoint.as_ref().filter(|p| p.exists()) {
             (state, best) = load_checkpoint(path, network, &mut opt, cfg, self.seed, self.device)?;
         }
-        let per = train.inputs.len() / train.n;
-        let width = train.targets.len() / train.n;
         // On a terminal, a progress bar; piped to a file or a CI log, where a bar would print
         // nothing, one line per epoch.
         let terminal = std::io::stderr().is_terminal();
@@ -305,19 +303,14 @@ impl Trainer<'_> {
             let mut summed: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut pending = 0usize;
             for (index, batch) in order.chunks(cfg.batch_size).enumerate() {
-                xb.clear();
-                yb.clear();
-                wb.clear();
-                for &i in batch {
-                    xb.extend_from_slice(&train.inputs[i * per..(i + 1) * per]);
-                    yb.extend_from_slice(&train.targets[i * width..(i + 1) * width]);
-                    if let Some(g) = penalized {
-                        let m = g.horizon * g.targets * g.targets;
+                let (x, y) = batch_tensors(train, batch, self.device, &mut xb, &mut yb)?;
+                if let Some(g) = penalized {
+                    let m = g.horizon * g.targets * g.targets;
+                    wb.clear();
+                    for &i in batch {
                         wb.extend_from_slice(&g.whitening[i * m..(i + 1) * m]);
                     }
                 }
-                let x = Tensor::from_slice(&xb, (batch.len(), per), self.device)?;
-                let y = Tensor::from_slice(&yb, (batch.len(), width), self.device)?;
                 let out = network.forward(&x)?;
                 let mut loss = (&out - y)?.sqr()?.mean_all()?;
                 if let Some(g) = penalized {
@@ -356,16 +349,7 @@ impl Trainer<'_> {
                     })
                     .collect::<Result<Vec<_>, TrainError>>()?;
                 pending = 0;
-                let mut sq = 0.0;
-                for g in grads.iter().flatten() {
-                    sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-                }
-                let norm = sq.sqrt();
-                let scale = if norm > cfg.clip_norm {
-                    cfg.clip_norm / norm
-                } else {
-                    1.0
-                };
+                let (scale, norm) = clip_scale(&grads, cfg.clip_norm)?;
                 lr = learning_rate(cfg, state.step as usize, total_steps);
                 opt.lr = lr;
                 opt.step(&grads, scale)?;
@@ -425,6 +409,50 @@ impl Trainer<'_> {
             best_tensors: best,
         })
     }
+}
+
+/// The inputs `[batch, per]` and targets `[batch, width]` of the windows `batch` of `data`,
+/// gathered through the reusable buffers `xb` and `yb`.
+pub(crate) fn batch_tensors(
+    data: &NetData,
+    batch: &[usize],
+    device: &Device,
+    xb: &mut Vec<f32>,
+    yb: &mut Vec<f32>,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let per = data.inputs.len() / data.n.max(1);
+    let width = data.targets.len() / data.n.max(1);
+    xb.clear();
+    yb.clear();
+    for &i in batch {
+        xb.extend_from_slice(&data.inputs[i * per..(i + 1) * per]);
+        yb.extend_from_slice(&data.targets[i * width..(i + 1) * width]);
+    }
+    Ok((
+        Tensor::from_slice(xb, (batch.len(), per), device)?,
+        Tensor::from_slice(yb, (batch.len(), width), device)?,
+    ))
+}
+
+/// The factor that scales the gradients down to a global norm of `clip_norm` (1 when they
+/// are within it), and their norm.
+pub(crate) fn clip_scale(
+    grads: &[Option<Tensor>],
+    clip_norm: f64,
+) -> Result<(f64, f64), TrainError> {
+    let mut sq = 0.0;
+    for g in grads.iter().flatten() {
+        sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+    }
+    let norm = sq.sqrt();
+    Ok((
+        if norm > clip_norm {
+            clip_norm / norm
+        } else {
+            1.0
+        },
+        norm,
+    ))
 }
 
 /// Normalized MSE over a whole split.

@@ -226,3 +226,39 @@ fn seeded_runs_do_not_depend_on_the_thread_count() {
     assert_eq!(one.tensors, run(1).tensors);
     assert_eq!(one.tensors, run(2).tensors);
 }
+
+#[test]
+fn the_range_test_finds_the_falling_loss_and_stops_at_divergence() {
+    let (splits, dt) = data(2_000);
+    let model = config(ModelKind::SystemA);
+    let prepared = tns_train::prepare(&model, dt, &splits).unwrap();
+    let cfg = options(1).train;
+    let device = candle_core::Device::Cpu;
+    let sweep = |end: f64| tns_train::LrSweep {
+        start: 1e-5,
+        end,
+        steps: 120,
+    };
+    let found = tns_train::lr_find(&model, &prepared.train, &cfg, sweep(1e3), &device).unwrap();
+    let p = &found.points;
+    // The loss falls well below its start before the rate gets too large, then diverges.
+    let lowest = p.iter().map(|q| q.smoothed).fold(f64::INFINITY, f64::min);
+    assert!(lowest < 0.7 * p[0].smoothed, "{p:?}");
+    assert!(found.diverged && p.len() < 120, "{} points", p.len());
+    let at_lowest = found.lowest.unwrap();
+    assert!((found.suggestion.unwrap() - at_lowest / 10.0).abs() < 1e-15);
+    assert!(at_lowest > 1e-5 && at_lowest < 1e3);
+    // The rates grow geometrically from start.
+    assert!((p[0].lr - 1e-5).abs() < 1e-18);
+    let ratio = p[1].lr / p[0].lr;
+    assert!((p[2].lr / p[1].lr - ratio).abs() < 1e-9);
+    // The same sweep twice gives the same curve (seeded order, fresh weights).
+    let again = tns_train::lr_find(&model, &prepared.train, &cfg, sweep(1e3), &device).unwrap();
+    assert_eq!(found, again);
+    let bad = tns_train::LrSweep {
+        start: 1.0,
+        end: 0.1,
+        steps: 10,
+    };
+    assert!(tns_train::lr_find(&model, &prepared.train, &cfg, bad, &device).is_err());
+}
