@@ -18,6 +18,7 @@ Blocks:
   realdata                        results/realdata/epf.md           (TNS_NHITS=1 bash bench/realdata/run.sh)
   pedestrian                      results/realdata/pedestrian{,-calendar}.md (bash bench/realdata/pedestrian.sh)
   train                           results/train/speed.md            (python bench/train/run.py, a Python with torch)
+  tune-turn                       results/tune-turn/tune.md         (tns tune … --out target/tune-turn, copied)
 """
 
 import json
@@ -87,6 +88,14 @@ def train():
         "results/train/speed.md",
         "target/nhits-venv/bin/python bench/train/run.py",
         "files `results/train/speed.{json,md}`",
+    )
+
+
+def tune_turn():
+    return produced(
+        "results/tune-turn/tune.md",
+        "tns tune --synth trajectory --regime turn --model system-b --epochs 27 --trials 9 --out target/tune-turn",
+        "`tune.md`, `tune.json`, `tune.svg` copied to `results/tune-turn/`",
     )
 
 
@@ -257,6 +266,7 @@ BLOCKS = {
     "realdata": realdata,
     "pedestrian": pedestrian,
     "train": train,
+    "tune-turn": tune_turn,
 }
 
 

@@ -11,6 +11,7 @@ mod outputs;
 mod quantize;
 mod score_file;
 mod serve;
+mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,9 @@ enum Command {
     /// Learning-rate range test: train from fresh weights while the learning rate grows
     /// geometrically, and suggest a peak learning rate from the loss curve.
     LrFind(Box<lr_find::LrFindArgs>),
+    /// Hyper-parameter search: random trials over learning rate, network and lookback with
+    /// successive halving, in parallel, resumable; writes a table, a plot and the best model.
+    Tune(Box<tune::TuneArgs>),
     /// Recalibrate a trained model's conformal interval (method, level or window) on its
     /// calibration split, without retraining.
     Calibrate(calibrate::CalibrateArgs),
@@ -227,6 +231,7 @@ fn main() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::LrFind(args) => lr_find::run(*args),
+        Command::Tune(args) => tune::run(*args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Export {

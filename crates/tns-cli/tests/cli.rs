@@ -1386,3 +1386,64 @@ fn lr_find_writes_its_curve_and_suggests_a_rate() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no network"));
 }
+
+#[test]
+fn tune_halves_trials_writes_the_best_model_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tune");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "tune",
+        "--synth",
+        "trajectory",
+        "--regime",
+        "turn",
+        "--rows",
+        "3000",
+        "--model",
+        "system-b",
+        "--epochs",
+        "4",
+        "--min-epochs",
+        "1",
+        "--eta",
+        "2",
+        "--trials",
+        "4",
+        "--out",
+        out_s,
+    ];
+    let table = ok(tns(&args));
+    // Rungs at 1, 2 and 4 epochs; trial 0 (the configuration given) reaches the last one.
+    assert!(
+        table.contains("| 1 epochs | 2 epochs | 4 epochs |"),
+        "{table}"
+    );
+    assert!(table.contains("| best |"), "{table}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tune.json")).unwrap()).unwrap();
+    let trials = state["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    assert_eq!(trials[0]["rungs"].as_array().unwrap().len(), 3);
+    let reached: Vec<usize> = trials
+        .iter()
+        .map(|t| t["rungs"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        reached.iter().filter(|&&r| r == 3).count(),
+        2,
+        "{reached:?}"
+    );
+    assert!(out.join("tune.svg").is_file() && out.join("tune.md").is_file());
+    ok(tns(&["inspect", out.join("best.tns").to_str().unwrap()]));
+    // Started again, it trains nothing and reports the same table.
+    let again = tns(&args);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("resuming"));
+    assert_eq!(ok(again), table);
+    // Another search in the same folder is refused.
+    let mut other = args.to_vec();
+    other[10] = "5";
+    let refused = tns(&other);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("another search"));
+}
