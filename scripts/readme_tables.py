@@ -19,6 +19,7 @@ Blocks:
   pedestrian                      results/realdata/pedestrian{,-calendar}.md (bash bench/realdata/pedestrian.sh)
   train                           results/train/speed.md            (python bench/train/run.py, a Python with torch)
   tune-turn                       results/tune-turn/tune.md         (tns tune … --out target/tune-turn, copied)
+  train-memory                    results/train/memory.md           (bash bench/train/memory.sh)
 """
 
 import json
@@ -89,6 +90,11 @@ def train():
         "target/nhits-venv/bin/python bench/train/run.py",
         "files `results/train/speed.{json,md}`",
     )
+
+
+def train_memory():
+    report = read("results/train/memory.md")
+    return None if report is None else report.strip() + "\n"
 
 
 def tune_turn():
@@ -267,6 +273,7 @@ BLOCKS = {
     "pedestrian": pedestrian,
     "train": train,
     "tune-turn": tune_turn,
+    "train-memory": train_memory,
 }
 
 

@@ -56,7 +56,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let spec = data_args::spec_for(&manifest, &dataset)?;
     let splits = dataset.windows_split(&spec, &data.split_for(&manifest)?)?;
     let engine = Engine::new(manifest.clone(), &tensors)?;
-    let calibration = engine.calibrate(alpha, rows, splits.cal.inputs(), splits.cal.outputs())?;
+    let calibration = engine.calibrate(alpha, rows, &splits.cal.inputs(), splits.cal.outputs())?;
     println!(
         "{}: {} interval at α {alpha} on {} calibration windows (was {})",
         manifest.config.name,

@@ -289,7 +289,7 @@ fn model_config(
 /// measure trials are ranked by. (The training loss is normalized by each trial's own residual
 /// scales, which change with the lookback, so it does not compare trials.)
 fn validation_mse(engine: &tns_engine::Engine, val: &tns_data::WindowSet) -> Result<f64> {
-    let predictions = engine.predict_all(val.inputs())?;
+    let predictions = engine.predict_all(&val.inputs())?;
     let (sum, n) = predictions
         .iter()
         .flat_map(|p| p.values().iter())

@@ -1,4 +1,6 @@
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
 use tns_calendar::Calendar;
 
 use crate::normalize::Welford;
@@ -303,7 +305,15 @@ pub struct WindowSet {
     horizon: usize,
     targets: usize,
     future: usize,
-    inputs: Vec<f64>,
+    /// The rows the windows read (`[rows, features]` each): the data's gap-free stretches,
+    /// shared with the other splits, or one window's own rows when pushed whole.
+    sources: Vec<Arc<[f64]>>,
+    /// Per window: the source and the row its past window starts at. Windows are views, not
+    /// copies: memory does not grow with windows × lookback.
+    views: Vec<(usize, usize)>,
+    /// Future blocks, `[len, horizon × future]` (known-future covariates and calendar values:
+    /// computed per window).
+    futures: Vec<f64>,
     outputs: Vec<f64>,
     origins: Vec<WindowOrigin>,
 }
@@ -329,7 +339,9 @@ impl WindowSet {
             horizon,
             targets,
             future: 0,
-            inputs: Vec::new(),
+            sources: Vec::new(),
+            views: Vec::new(),
+            futures: Vec::new(),
             outputs: Vec::new(),
             origins: Vec::new(),
         }
@@ -346,16 +358,52 @@ impl WindowSet {
         self.lookback * self.features + self.horizon * self.future
     }
 
-    /// Appends one window; `input` is `[lookback, features]` then `[horizon, future]` and
-    /// `output` `[horizon, targets]`, all row-major.
-    pub fn push(&mut self, input: &[f64], output: &[f64], origin: WindowOrigin) {
-        assert_eq!(input.len(), self.input_len(), "input window shape");
+    fn check_shapes(&self, future: &[f64], output: &[f64]) {
+        assert_eq!(
+            future.len(),
+            self.horizon * self.future,
+            "future block shape"
+        );
         assert_eq!(
             output.len(),
             self.horizon * self.targets,
             "output window shape"
         );
-        self.inputs.extend_from_slice(input);
+    }
+
+    /// Appends one window, copying its rows; `input` is `[lookback, features]` then
+    /// `[horizon, future]` and `output` `[horizon, targets]`, all row-major.
+    pub fn push(&mut self, input: &[f64], output: &[f64], origin: WindowOrigin) {
+        assert_eq!(input.len(), self.input_len(), "input window shape");
+        let (past, future) = input.split_at(self.lookback * self.features);
+        self.check_shapes(future, output);
+        self.sources.push(Arc::from(past));
+        self.views.push((self.sources.len() - 1, 0));
+        self.futures.extend_from_slice(future);
+        self.outputs.extend_from_slice(output);
+        self.origins.push(origin);
+    }
+
+    /// Appends a window that reads `lookback` rows of `source` (`[rows, features]`) from
+    /// `row` on, without copying them.
+    pub fn push_view(
+        &mut self,
+        source: &Arc<[f64]>,
+        row: usize,
+        future: &[f64],
+        output: &[f64],
+        origin: WindowOrigin,
+    ) {
+        assert!(
+            (row + self.lookback) * self.features <= source.len(),
+            "window rows outside the source"
+        );
+        self.check_shapes(future, output);
+        if !self.sources.last().is_some_and(|s| Arc::ptr_eq(s, source)) {
+            self.sources.push(Arc::clone(source));
+        }
+        self.views.push((self.sources.len() - 1, row));
+        self.futures.extend_from_slice(future);
         self.outputs.extend_from_slice(output);
         self.origins.push(origin);
     }
@@ -395,15 +443,30 @@ impl WindowSet {
         self.future
     }
 
-    /// Model input `i`: the past window `[lookback, features]`, then the future block.
-    pub fn input(&self, i: usize) -> &[f64] {
-        let n = self.input_len();
-        &self.inputs[i * n..(i + 1) * n]
+    /// Model input `i`: the past window `[lookback, features]`, then the future block;
+    /// borrowed from the rows when there is no future block, assembled otherwise.
+    pub fn input(&self, i: usize) -> Cow<'_, [f64]> {
+        if self.future == 0 {
+            Cow::Borrowed(self.past(i))
+        } else {
+            let mut input = Vec::with_capacity(self.input_len());
+            input.extend_from_slice(self.past(i));
+            input.extend_from_slice(self.future_block(i));
+            Cow::Owned(input)
+        }
     }
 
     /// The past window of input `i`, `[lookback, features]` row-major.
     pub fn past(&self, i: usize) -> &[f64] {
-        &self.input(i)[..self.lookback * self.features]
+        let (source, row) = self.views[i];
+        let f = self.features;
+        &self.sources[source][row * f..(row + self.lookback) * f]
+    }
+
+    /// The future block of input `i`, `[horizon, future]` row-major (empty without one).
+    pub fn future_block(&self, i: usize) -> &[f64] {
+        let n = self.horizon * self.future;
+        &self.futures[i * n..(i + 1) * n]
     }
 
     /// Target block `i`, `[horizon, targets]` row-major.
@@ -412,9 +475,15 @@ impl WindowSet {
         &self.outputs[i * n..(i + 1) * n]
     }
 
-    /// All model inputs, `[len, input_len]`.
-    pub fn inputs(&self) -> &[f64] {
-        &self.inputs
+    /// All model inputs, `[len, input_len]`, assembled (a copy: for predicting a whole split
+    /// at once).
+    pub fn inputs(&self) -> Vec<f64> {
+        let mut all = Vec::with_capacity(self.len() * self.input_len());
+        for i in 0..self.len() {
+            all.extend_from_slice(self.past(i));
+            all.extend_from_slice(self.future_block(i));
+        }
+        all
     }
 
     /// All outputs, `[len, horizon, targets]`.
@@ -427,12 +496,19 @@ impl WindowSet {
         self.origins[i]
     }
 
-    /// The windows at `indices`, in that order.
+    /// The windows at `indices`, in that order (views of the same rows).
     pub fn select(&self, indices: &[usize]) -> Self {
         let mut out = Self::empty(self.lookback, self.features, self.horizon, self.targets)
             .with_future(self.future);
         for &i in indices {
-            out.push(self.input(i), self.output(i), self.origins[i]);
+            let (source, row) = self.views[i];
+            out.push_view(
+                &self.sources[source],
+                row,
+                self.future_block(i),
+                self.output(i),
+                self.origins[i],
+            );
         }
         out
     }
@@ -468,8 +544,10 @@ impl Dataset {
     }
 
     /// Refuses, before any window is built, a window set larger than [`MAX_WINDOW_BYTES`]:
-    /// windows copy their rows (each holds `lookback × features` inputs), so their memory
-    /// grows with windows × lookback × columns, not with the file's size.
+    /// windows are views of the rows, but training holds each training and validation
+    /// window's normalized inputs (`lookback × features`, f32) and every window keeps its
+    /// future block and targets, so memory grows with windows × lookback × columns, not with
+    /// the file's size. Counted as 8 bytes a value, a bound for both.
     fn check_window_memory(&self, spec: &WindowSpec, split: &Split) -> Result<(), DataError> {
         let per = spec.lookback * self.columns().len()
             + spec.horizon * (spec.future_width() + spec.targets.len());
@@ -513,7 +591,7 @@ impl Dataset {
         let mut sets: [WindowSet; 4] = std::array::from_fn(|_| {
             WindowSet::empty(spec.lookback, f, spec.horizon, t).with_future(fw)
         });
-        let mut input = vec![0.0; spec.lookback * f + spec.horizon * fw];
+        let mut future = vec![0.0; spec.horizon * fw];
         let calendar = spec
             .calendar
             .as_ref()
@@ -552,12 +630,12 @@ impl Dataset {
                 // A window belongs to the split that holds all its target rows; its inputs
                 // are history and may reach back into the split before (never across a gap).
                 let (l, lead, h) = (spec.lookback, spec.lead, spec.horizon);
+                // The windows of every split read this one copy of the segment's rows.
+                let rows: Arc<[f64]> = Arc::from(seg.values.as_slice());
                 for (k, set) in sets.iter_mut().enumerate() {
                     for r in origins(spec, seg_start, seg_end, &bounds, k) {
                         let local = r + 1 - l - seg_start;
                         let origin_time = seg.times[local + l - 1];
-                        let (past, future) = input.split_at_mut(l * f);
-                        past.copy_from_slice(&seg.values[local * f..(local + l) * f]);
                         for step in 0..h {
                             let row = local + l - 1 + lead + step;
                             for (j, &c) in spec.targets.iter().enumerate() {
@@ -580,7 +658,7 @@ impl Dataset {
                             row: r + 1 - l,
                             time: origin_time,
                         };
-                        set.push(&input, &output, origin);
+                        set.push_view(&rows, local, &future, &output, origin);
                     }
                 }
                 seg_start = seg_end;
@@ -640,7 +718,7 @@ mod tests {
         let s = d.windows(&spec, &SplitFractions::default()).unwrap();
         // Window starting at row r: inputs rows r..r+5, outputs rows r+4+3 and r+4+4 of column b.
         let w = s.train.input(0);
-        assert_eq!(w, &[0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
+        assert_eq!(&*w, &[0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
         assert_eq!(s.train.output(0), &[70.0, 80.0]);
         // Train covers rows 0..120: the last training window's last target row is 119.
         assert_eq!(s.train.len(), 120 - spec.span() + 1);
@@ -655,6 +733,33 @@ mod tests {
         assert_eq!(first_target(&s.val, last_val) + 1, 150 - 1);
         // Normalization comes from rows 0..120 only.
         assert!((s.normalization.mean[0] - 59.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn windows_are_views_of_one_copy_of_the_rows() {
+        let d = ramp(200);
+        let spec = WindowSpec::next_step(50, vec![0]);
+        let s = d.windows(&spec, &SplitFractions::default()).unwrap();
+        // One segment: every split reads the same copy, whatever the lookback.
+        for set in [&s.train, &s.val, &s.cal, &s.test] {
+            assert_eq!(set.sources.len(), 1);
+            assert!(Arc::ptr_eq(&set.sources[0], &s.train.sources[0]));
+        }
+        assert_eq!(s.train.sources[0].len(), 200 * 2);
+        // The views read the right rows, and a selection is views too.
+        let last = s.train.len() - 1;
+        let row = s.train.origin(last).row;
+        assert_eq!(s.train.past(last)[0], row as f64);
+        let picked = s.train.select(&[last, 0]);
+        assert_eq!(picked.past(0), s.train.past(last));
+        assert_eq!(picked.sources.len(), 1);
+        // A pushed window owns its rows.
+        let mut own = WindowSet::empty(2, 1, 1, 1);
+        own.push(&[1.0, 2.0], &[3.0], s.train.origin(0));
+        assert_eq!(
+            (&*own.input(0), own.inputs()),
+            (&[1.0, 2.0][..], vec![1.0, 2.0])
+        );
     }
 
     #[test]

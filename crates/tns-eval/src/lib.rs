@@ -47,7 +47,7 @@ pub(crate) fn forecasts(
 ) -> Result<Vec<tns_model::Forecast>, EvalError> {
     let predictions =
         engine
-            .predict_all(windows.inputs())
+            .predict_all(&windows.inputs())
             .map_err(|source| EvalError::Predict {
                 model: engine.manifest().config.name.clone(),
                 source,

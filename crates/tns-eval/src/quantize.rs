@@ -79,7 +79,7 @@ pub fn quantize_with_report(
         int8_manifest.conformal = Some(uncalibrated.calibrate(
             old.alpha,
             old.scale.normalized_rows(),
-            splits.cal.inputs(),
+            &splits.cal.inputs(),
             splits.cal.outputs(),
         )?);
     }

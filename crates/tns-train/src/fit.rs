@@ -139,7 +139,7 @@ pub fn fit_model(
     model.manifest.conformal = Some(model.engine()?.calibrate(
         options.conformal_alpha,
         options.normalized_interval_rows,
-        splits.cal.inputs(),
+        &splits.cal.inputs(),
         splits.cal.outputs(),
     )?);
     Ok(model)
@@ -162,7 +162,7 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
                 evidence: None,
                 ..gate
             });
-            Ok(Engine::new(manifest, &model.tensors)?.predict_all(cal.inputs())?)
+            Ok(Engine::new(manifest, &model.tensors)?.predict_all(&cal.inputs())?)
         })
         .collect::<Result<Vec<_>, TrainError>>()?;
     let scale = &model.manifest.residual_scale;

@@ -148,7 +148,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
     // computed once (the Kalman filter runs once per window) and reused below.
     let unit = manifest.pipeline()?;
     let bases = |set: &WindowSet| -> Vec<Vec<f64>> {
-        (0..set.len()).map(|i| unit.base(set.input(i)).0).collect()
+        (0..set.len()).map(|i| unit.base(&set.input(i)).0).collect()
     };
     let train_bases = bases(tr);
     manifest.residual_scale = residual_rms(&train_bases, tr);
@@ -322,9 +322,9 @@ fn net_data(
     let (mut factor, mut inverse) = (vec![0.0; t * t], vec![0.0; t * t]);
     for i in 0..set.len() {
         let w = set.input(i);
-        pipeline.check_window(w)?;
+        pipeline.check_window(&w)?;
         if let Some(g) = gate.as_mut() {
-            let (_, cov) = pipeline.base(w);
+            let (_, cov) = pipeline.base(&w);
             let cov = cov.ok_or_else(|| {
                 TrainError::Config("a gated model needs the Kalman prior's covariance".into())
             })?;
@@ -340,7 +340,7 @@ fn net_data(
                 }
             }
         }
-        pipeline.normalize_into(w, &mut inputs[i * per..(i + 1) * per]);
+        pipeline.normalize_into(&w, &mut inputs[i * per..(i + 1) * per]);
         for ((y, b), s) in set
             .output(i)
             .iter()

@@ -104,7 +104,7 @@ fn saved_models_load_and_predict_identically_with_certificates() {
     assert_eq!(manifest.config.parameter_count(), 3_780);
     let a = std::sync::Arc::new(model.engine().unwrap());
     let b = std::sync::Arc::new(Engine::load(&path).unwrap());
-    let w = splits.test.input(0);
+    let w = &*splits.test.input(0);
     let (mut pa, mut pb) = (Predictor::new(a.clone()), Predictor::new(b.clone()));
     assert_eq!(pa.predict(w).unwrap(), pb.predict(w).unwrap());
     let certify = |p: &mut Predictor| {
@@ -148,7 +148,7 @@ fn the_gate_mode_is_chosen_on_the_calibration_split_with_its_evidence() {
     }
     // The recorded error is the engine's on the calibration windows.
     let engine = model.engine().unwrap();
-    let predictions = engine.predict_all(splits.cal.inputs()).unwrap();
+    let predictions = engine.predict_all(&splits.cal.inputs()).unwrap();
     let scale = &model.manifest.residual_scale;
     let width = scale.len();
     let (mut sum, mut n) = (0.0, 0usize);
