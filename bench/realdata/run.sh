@@ -86,6 +86,15 @@ run_task() {
          --name system-b-structural-x --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x.tns"
   models+=("$work/$name-kalman-structural-x.tns" "$work/$name-system-b-structural-x.tns")
+  # DLinear (moving-average trend + remainder, one linear map; kernel 25) over a week with
+  # every input, alone (correcting the last value) and as System B's correction of the
+  # regressed structural prior.
+  train "${common[@]}" "${known[@]}" --model system-a --network dlinear:25 --name dlinear-168-fx \
+         --lookback 168 -o "$work/$name-dlinear-168-fx.tns"
+  train "${common[@]}" "${known[@]}" --model system-b --network dlinear:25 \
+         --name system-b-structural-x-dlinear --lookback 168 --seasons 24:4 "${regressors[@]}" \
+         -o "$work/$name-system-b-structural-x-dlinear.tns"
+  models+=("$work/$name-dlinear-168-fx.tns" "$work/$name-system-b-structural-x-dlinear.tns")
   # The same two and the MLP with every input, recalibrated (no retraining) with scores
   # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
   for m in kalman-structural-x system-b-structural-x mlp-168-fx; do

@@ -1,10 +1,11 @@
 """Training speed and memory, TNS against PyTorch (issue 14's benchmark; not in CI).
 
 The same generated trajectory (`tns data synth trajectory`), the same chronological split
-(60/15/10/15), the same network (System A: a GRU(4 → 32) and a linear head correcting the last
-value, next step), the same optimizer (AdamW, lr 3e-3, weight decay 1e-4), batch size 128 and
+(60/15/10/15), the same networks (System A: a GRU(4 → 32) and a linear head correcting the last
+value, next step; TNS's `mlp` kind: the window flattened, two ReLU layers of 64, a linear head),
+the same optimizer (AdamW, lr 3e-3, weight decay 1e-4), batch size 128 and
 number of epochs, on the same number of threads (1 and 2 by default: TNS through
-RAYON_NUM_THREADS, PyTorch through torch.set_num_threads). Per thread count and lookback: training seconds per epoch (TNS: the model file's training record; PyTorch: the same
+RAYON_NUM_THREADS, PyTorch through torch.set_num_threads). Per model, thread count and lookback: training seconds per epoch (TNS: the model file's training record; PyTorch: the same
 loop of training and validation passes), training windows per second (the two splits hold
 slightly different counts: TNS keeps windows inside gap-free segments) and the process's peak
 RSS. PyTorch's validation pass is in its time; its schedule is constant (TNS warms up and
@@ -25,12 +26,15 @@ import tempfile
 import time
 
 
-def tns_run(tns, csv, lookback, epochs, out, threads):
+TNS_KIND = {"gru": "system-a", "mlp": "mlp"}
+
+
+def tns_run(tns, csv, lookback, epochs, out, threads, net):
     """Trains with `tns train`; returns (seconds per epoch, train windows, peak RSS MiB)."""
-    model = out / f"tns-{lookback}-{threads}.tns"
+    model = out / f"tns-{net}-{lookback}-{threads}.tns"
     cmd = [
         "/usr/bin/env", f"RAYON_NUM_THREADS={threads}", tns, "train", "--data", str(csv),
-        "--time-column", "t", "--model", "system-a", "--lookback", str(lookback),
+        "--time-column", "t", "--model", TNS_KIND[net], "--lookback", str(lookback),
         "--epochs", str(epochs), "--patience", str(epochs), "--batch-size", "128",
         "-o", str(model),
     ]
@@ -50,7 +54,7 @@ def tns_run(tns, csv, lookback, epochs, out, threads):
 TORCH_CHILD = r'''
 import json, sys, time, resource
 import numpy as np, torch
-csv, lookback, epochs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+csv, lookback, epochs, threads, net = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 data = np.loadtxt(csv, delimiter=",", skiprows=1)[:, 1:5]
@@ -70,7 +74,7 @@ def tensors(x, y):
     return torch.tensor(xn, dtype=torch.float32), torch.tensor(yn, dtype=torch.float32)
 xt, yt = tensors(*windows(bounds[0], bounds[1]))
 xv, yv = tensors(*windows(bounds[1], bounds[2]))
-class Net(torch.nn.Module):
+class Gru(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.gru = torch.nn.GRU(4, 32, batch_first=True)
@@ -78,7 +82,11 @@ class Net(torch.nn.Module):
     def forward(self, x):
         out, _ = self.gru(x)
         return self.head(out[:, -1])
-net = Net()
+# TNS's `mlp` kind: the window flattened, two hidden layers of 64 with ReLU, a linear head.
+mlp = torch.nn.Sequential(
+    torch.nn.Flatten(), torch.nn.Linear(4 * lookback, 64), torch.nn.ReLU(),
+    torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+net = Gru() if net == "gru" else mlp
 opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
 start = time.perf_counter()
 for epoch in range(epochs):
@@ -101,9 +109,9 @@ print(json.dumps({"seconds_per_epoch": seconds, "train_windows": len(xt),
 '''
 
 
-def torch_run(python, csv, lookback, epochs, threads):
+def torch_run(python, csv, lookback, epochs, threads, net):
     out = subprocess.run([python, "-c", TORCH_CHILD, str(csv), str(lookback), str(epochs),
-                          str(threads)],
+                          str(threads), net],
                          check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return r["seconds_per_epoch"], r["train_windows"], r["peak_rss_mib"]
@@ -116,6 +124,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lookbacks", default="10,48,336")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--models", default="gru,mlp")
     ap.add_argument("--out", default="results/train")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -126,13 +135,16 @@ def main():
         csv = tmp / "trajectory.csv"
         subprocess.run([args.tns, "data", "synth", "trajectory", "--regime", "mixed", "--rows",
                         str(args.rows), "-o", str(csv)], check=True, capture_output=True)
-        runs = [(t, lb) for t in map(int, args.threads.split(","))
+        runs = [(net, t, lb) for net in args.models.split(",")
+                for t in map(int, args.threads.split(","))
                 for lb in map(int, args.lookbacks.split(","))]
-        for threads, lookback in runs:
-            t_sec, t_windows, t_rss = tns_run(args.tns, csv, lookback, args.epochs, tmp, threads)
+        for net, threads, lookback in runs:
+            t_sec, t_windows, t_rss = tns_run(args.tns, csv, lookback, args.epochs, tmp, threads,
+                                              net)
             p_sec, p_windows, p_rss = torch_run(sys.executable, csv, lookback, args.epochs,
-                                                threads)
+                                                threads, net)
             rows.append({
+                "model": net,
                 "threads": threads,
                 "lookback": lookback,
                 "tns": {"seconds_per_epoch": t_sec, "train_windows": t_windows, "peak_rss_mib": t_rss},
@@ -144,10 +156,10 @@ def main():
               "torch": torch.__version__, "runs": rows}
     (out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
-        f"Produced by `bench/train/run.py` (System A: GRU(4 → 32) + linear head, batch 128, AdamW, {args.epochs} epochs, the same thread count each, {args.rows} generated rows; PyTorch {torch.__version__}).",
+        f"Produced by `bench/train/run.py` (`gru`: System A, a GRU(4 → 32) + linear head; `mlp`: the window flattened, 64-64 ReLU, linear head; batch 128, AdamW, {args.epochs} epochs, the same thread count each, {args.rows} generated rows; PyTorch {torch.__version__}).",
         "",
-        "| threads | lookback | train windows (TNS / PyTorch) | TNS s/epoch | PyTorch s/epoch | TNS windows/s | PyTorch windows/s | TNS time per window ÷ PyTorch's | TNS peak RSS MiB | PyTorch peak RSS MiB |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | threads | lookback | train windows (TNS / PyTorch) | TNS s/epoch | PyTorch s/epoch | TNS windows/s | PyTorch windows/s | TNS time per window ÷ PyTorch's | TNS peak RSS MiB | PyTorch peak RSS MiB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         t, p = r["tns"], r["pytorch"]
@@ -156,7 +168,7 @@ def main():
         tw = t["train_windows"] / t["seconds_per_epoch"]
         pw = p["train_windows"] / p["seconds_per_epoch"]
         md.append(
-            f"| {r['threads']} | {r['lookback']} | {t['train_windows']} / {p['train_windows']} | {t['seconds_per_epoch']:.3f} | {p['seconds_per_epoch']:.3f} | {tw:.0f} | {pw:.0f} | {pw / tw:.2f} | {t['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |"
+            f"| {r['model']} | {r['threads']} | {r['lookback']} | {t['train_windows']} / {p['train_windows']} | {t['seconds_per_epoch']:.3f} | {p['seconds_per_epoch']:.3f} | {tw:.0f} | {pw:.0f} | {pw / tw:.2f} | {t['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |"
         )
     md += [
         "",

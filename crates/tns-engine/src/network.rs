@@ -153,6 +153,32 @@ fn gru_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32]) {
     }
 }
 
+/// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
+/// times the sequences side by side): the trend `[steps, row]`, then the remainder. The
+/// window's first and last rows stand in for the rows beyond its ends.
+#[inline(always)]
+fn decompose(x: &[f32], y: &mut [f32], steps: usize, row: usize, kernel: usize) {
+    let (trend, remainder) = y.split_at_mut(steps * row);
+    let p = kernel / 2;
+    let scale = 1.0 / kernel as f32;
+    for i in 0..steps {
+        let t = &mut trend[i * row..(i + 1) * row];
+        t.fill(0.0);
+        for j in i as isize - p as isize..=(i + p) as isize {
+            let r = j.clamp(0, steps as isize - 1) as usize;
+            for (acc, &v) in t.iter_mut().zip(&x[r * row..(r + 1) * row]) {
+                *acc += v;
+            }
+        }
+        for v in t.iter_mut() {
+            *v *= scale;
+        }
+    }
+    for ((r, &v), &t) in remainder.iter_mut().zip(x).zip(trend.iter()) {
+        *r = v - t;
+    }
+}
+
 /// One layer of the description, lowered for the engine.
 #[derive(Debug, Clone)]
 enum LayerPlan {
@@ -163,6 +189,12 @@ enum LayerPlan {
     Gru(Gru),
     /// Copies the vector, then the normalized future block after it.
     ConcatFuture,
+    /// Moving-average trend, then the remainder (see [`Layer::Decompose`]).
+    Decompose {
+        steps: usize,
+        channels: usize,
+        kernel: usize,
+    },
 }
 
 impl LayerPlan {
@@ -189,6 +221,11 @@ impl LayerPlan {
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
             }),
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
+            Layer::Decompose { kernel } => Self::Decompose {
+                steps: node.input.len() / node.input.channels().max(1),
+                channels: node.input.channels(),
+                kernel,
+            },
         })
     }
 
@@ -217,12 +254,19 @@ impl LayerPlan {
                 }
             }
             Self::Gru(gru) => gru.forward::<K, W>(x, y, s),
+            &Self::Decompose {
+                steps,
+                channels,
+                kernel,
+            } => decompose(x, y, steps, channels * W::N, kernel),
         }
     }
 
     fn dense_layers(&self) -> Vec<&Dense> {
         match self {
-            Self::Flatten | Self::Activation(_) | Self::ConcatFuture => Vec::new(),
+            Self::Flatten | Self::Activation(_) | Self::ConcatFuture | Self::Decompose { .. } => {
+                Vec::new()
+            }
             Self::Dense(d) => vec![d],
             Self::Gru(g) => vec![&g.input, &g.recurrent],
         }

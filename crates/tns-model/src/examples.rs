@@ -21,6 +21,8 @@ pub fn networks() -> Vec<NetworkConfig> {
         },
         NetworkConfig::Gru { hidden: 5 },
         NetworkConfig::Gru { hidden: 16 },
+        NetworkConfig::DLinear { kernel: 3 },
+        NetworkConfig::DLinear { kernel: 5 },
     ]
 }
 

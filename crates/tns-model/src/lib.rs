@@ -31,7 +31,10 @@ pub use config::{
     Base, FutureInputs, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS,
     MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
-pub use network::{Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape};
+pub use network::{
+    Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape,
+    moving_average_matrix,
+};
 pub use pipeline::{
     Forecast, INPUT_LIMIT, InputError, Pipeline, PipelineError, PipelineParts, Prior, accepts_input,
 };
@@ -92,6 +95,14 @@ pub enum ConfigError {
     Width {
         /// The width asked for.
         width: usize,
+    },
+    /// A moving-average window of even length (it would have no centre row).
+    #[error("network {network}: the moving-average kernel must be odd (25 is DLinear's usual choice), got {kernel}")]
+    EvenKernel {
+        /// The network, in `--network` syntax.
+        network: String,
+        /// The kernel given.
+        kernel: usize,
     },
     /// A layer of width zero.
     #[error("network {network}: every layer width must be at least 1")]

@@ -28,10 +28,19 @@ pub enum NetworkConfig {
         /// Hidden size.
         hidden: usize,
     },
+    /// DLinear (Zeng et al., 2023): the window split into a moving-average trend and the
+    /// remainder, one linear map over both. (NLinear, a linear map of the window minus its
+    /// last row, is `linear`: TNS already feeds targets relative to the last row and
+    /// forecasts the change from it.)
+    #[serde(rename = "dlinear")]
+    DLinear {
+        /// Moving-average window (odd).
+        kernel: usize,
+    },
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), dlinear:K (odd moving-average window)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -40,6 +49,7 @@ impl NetworkConfig {
             Self::Linear => &[],
             Self::Mlp { hidden } => hidden,
             Self::Gru { hidden } => std::slice::from_ref(hidden),
+            Self::DLinear { kernel } => std::slice::from_ref(kernel),
         }
     }
 
@@ -48,6 +58,14 @@ impl NetworkConfig {
         if self.widths().contains(&0) {
             return Err(ConfigError::ZeroWidth {
                 network: self.to_string(),
+            });
+        }
+        if let Self::DLinear { kernel } = self
+            && kernel % 2 == 0
+        {
+            return Err(ConfigError::EvenKernel {
+                network: self.to_string(),
+                kernel: *kernel,
             });
         }
         if let Some(&width) = self.widths().iter().find(|w| **w > MAX_WIDTH) {
@@ -105,6 +123,11 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
+            Self::DLinear { kernel } => {
+                stack.push("decompose", Layer::Decompose { kernel: *kernel })?;
+                concat_future(&mut stack)?;
+                stack.push("dlinear", Layer::Dense { outputs })?;
+            }
         }
         stack.finish(outputs)
     }
@@ -118,6 +141,7 @@ impl std::fmt::Display for NetworkConfig {
             Self::Linear => f.write_str("linear"),
             Self::Mlp { hidden } => write!(f, "mlp:{}", list(hidden)),
             Self::Gru { hidden } => write!(f, "gru:{hidden}"),
+            Self::DLinear { kernel } => write!(f, "dlinear:{kernel}"),
         }
     }
 }
@@ -125,7 +149,7 @@ impl std::fmt::Display for NetworkConfig {
 impl std::str::FromStr for NetworkConfig {
     type Err = ConfigError;
 
-    /// Parses `linear`, `mlp:64,64`, `gru:32`.
+    /// Parses `linear`, `mlp:64,64`, `gru:32`, `dlinear:25`.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::NetworkSpec(s.to_string());
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
@@ -140,6 +164,7 @@ impl std::str::FromStr for NetworkConfig {
             ("linear", []) => Self::Linear,
             ("mlp", [_, ..]) => Self::Mlp { hidden: numbers },
             ("gru", [hidden]) => Self::Gru { hidden: *hidden },
+            ("dlinear", [kernel]) => Self::DLinear { kernel: *kernel },
             _ => return Err(bad()),
         };
         network.validate()?;
@@ -227,6 +252,30 @@ pub enum Layer {
         /// Values appended (`horizon × future width`).
         values: usize,
     },
+    /// Splits a sequence `[L, C]` into its moving-average trend and the remainder, flattened
+    /// one after the other: `[2·L·C]`. The trend of row `i` is the mean of rows
+    /// `i − p ..= i + p` (`p = (kernel − 1) / 2`), rows before the first and after the last
+    /// reading the first and last row (DLinear's padding). No tensors.
+    Decompose {
+        /// Moving-average window (odd).
+        kernel: usize,
+    },
+}
+
+/// The moving-average weights of [`Layer::Decompose`] as a matrix `W [L, L]`, source row
+/// by trend row: `trend[i] = Σ_j W[j, i] · x[j]` per channel (the rows padded beyond the
+/// window's ends fold onto its first and last). Each column sums to 1. Laid out so that a
+/// backend computes the trend as `[…, C, L] · W`.
+pub fn moving_average_matrix(steps: usize, kernel: usize) -> Vec<f64> {
+    let p = (kernel / 2) as isize;
+    let mut w = vec![0.0; steps * steps];
+    let last = steps as isize - 1;
+    for i in 0..steps {
+        for j in i as isize - p..=i as isize + p {
+            w[j.clamp(0, last) as usize * steps + i] += 1.0 / kernel as f64;
+        }
+    }
+    w
 }
 
 impl Layer {
@@ -238,17 +287,19 @@ impl Layer {
             Self::Activation(Activation::Relu) => "relu",
             Self::Gru { .. } => "gru",
             Self::ConcatFuture { .. } => "concat-future",
+            Self::Decompose { .. } => "decompose",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 5] = [
+    pub const TYPES: [Layer; 6] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
         Self::Gru { hidden: 1 },
         Self::ConcatFuture { values: 1 },
+        Self::Decompose { kernel: 1 },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -259,6 +310,9 @@ impl Layer {
             (Self::Activation(_), shape) => Some(shape),
             (Self::Gru { hidden }, Shape::Sequence { .. }) => Some(Shape::Vector(hidden)),
             (Self::ConcatFuture { values }, Shape::Vector(n)) => Some(Shape::Vector(n + values)),
+            (Self::Decompose { .. }, Shape::Sequence { .. }) => {
+                Some(Shape::Vector(2 * input.len()))
+            }
             _ => None,
         }
     }
@@ -301,7 +355,13 @@ impl LayerNode {
             matrix,
         };
         match (self.layer, self.input) {
-            (Layer::Flatten | Layer::Activation(_) | Layer::ConcatFuture { .. }, _) => Vec::new(),
+            (
+                Layer::Flatten
+                | Layer::Activation(_)
+                | Layer::ConcatFuture { .. }
+                | Layer::Decompose { .. },
+                _,
+            ) => Vec::new(),
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -338,6 +398,7 @@ impl LayerNode {
                 steps * 3 * h * (channels + h)
             }
             (Layer::Gru { .. }, Shape::Vector(_)) => 0,
+            (Layer::Decompose { kernel }, input) => kernel * input.len(),
         }
     }
 }
@@ -391,17 +452,58 @@ mod tests {
 
     #[test]
     fn network_syntax_round_trips() {
-        for s in ["linear", "mlp:64,64", "mlp:8", "gru:32"] {
+        for s in ["linear", "mlp:64,64", "mlp:8", "gru:32", "dlinear:25"] {
             let n: NetworkConfig = s.parse().unwrap();
             assert_eq!(n.to_string(), s);
         }
         for bad in [
             "", "gru", "gru:", "gru:4,4", "mlp", "mlp:0", "lstm:4", "linear:3", "gru:x",
+            "dlinear", "dlinear:4", "dlinear:0", "dlinear:3,3",
         ] {
             assert!(bad.parse::<NetworkConfig>().is_err(), "{bad:?} parsed");
         }
         let err = "conv:3".parse::<NetworkConfig>().unwrap_err().to_string();
         assert!(err.contains(NETWORK_SYNTAX), "{err}");
+    }
+
+    #[test]
+    fn the_moving_average_is_dlinears_padded_mean_and_sums_back() {
+        // L = 4, kernel 3: rows padded as x0, x0..x3, x3.
+        let a = moving_average_matrix(4, 3);
+        let third = 1.0 / 3.0;
+        assert_eq!(
+            a,
+            [
+                2.0 * third, third, 0.0, 0.0, //
+                third, third, third, 0.0, //
+                0.0, third, third, third, //
+                0.0, 0.0, third, 2.0 * third
+            ]
+        );
+        // Kernel 1 is the identity: no trend beyond the row itself.
+        assert_eq!(moving_average_matrix(2, 1), [1.0, 0.0, 0.0, 1.0]);
+        // A kernel wider than the window still averages kernel rows (padding folds in).
+        let wide = moving_average_matrix(2, 5);
+        assert!((wide[0] - 0.6).abs() < 1e-15 && (wide[1] - 0.4).abs() < 1e-15);
+        // An asymmetric case: L = 3, kernel 5 — the trend of row 0 reads x0 three times.
+        let b = moving_average_matrix(3, 5);
+        assert!((b[0] - 0.6).abs() < 1e-15 && (b[3] - 0.2).abs() < 1e-15);
+        assert!((0..3).all(|i| ((0..3).map(|j| b[j * 3 + i]).sum::<f64>() - 1.0).abs() < 1e-15));
+        // Trend plus remainder gives the input back exactly on values whose sums are exact.
+        let x = [1.0, 4.0, -2.0, 8.0];
+        for i in 0..4 {
+            let trend: f64 = (0..4).map(|j| a[j * 4 + i] * x[j]).sum();
+            assert_eq!(trend + (x[i] - trend), x[i]);
+        }
+        let dlinear: NetworkConfig = "dlinear:3".parse().unwrap();
+        let layers = dlinear
+            .layers(Shape::Sequence { steps: 5, channels: 2 }, 0, 2)
+            .unwrap();
+        assert_eq!(layers[0].output, Shape::Vector(20));
+        // Parameters: one dense map from trend and remainder (2·L·C) to the outputs.
+        let params: usize = layers.iter().map(LayerNode::parameter_count).sum();
+        assert_eq!(params, 2 * 20 + 2);
+        assert!("dlinear:4".parse::<NetworkConfig>().unwrap_err().to_string().contains("odd"));
     }
 
     #[test]

@@ -20,6 +20,8 @@ enum CandleLayer {
         b_hh: Tensor,
     },
     ConcatFuture,
+    /// The moving-average weights `[L, L]` ([`tns_model::moving_average_matrix`]).
+    Decompose(Tensor),
 }
 
 impl CandleLayer {
@@ -42,6 +44,14 @@ impl CandleLayer {
                 }
             }
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
+            Layer::Decompose { kernel } => {
+                let steps = node.input.len() / node.input.channels().max(1);
+                let weights: Vec<f32> = tns_model::moving_average_matrix(steps, kernel)
+                    .into_iter()
+                    .map(|w| w as f32)
+                    .collect();
+                Self::Decompose(Tensor::from_vec(weights, (steps, steps), vb.device())?)
+            }
         })
     }
 
@@ -60,6 +70,16 @@ impl CandleLayer {
             Self::Flatten => x.flatten_from(1)?,
             Self::Dense(linear) => linear.forward(x)?,
             Self::Activation(Activation::Relu) => x.relu()?,
+            Self::Decompose(average_t) => {
+                // The trend per channel as [B, C, L] · W; then trend and remainder, flat.
+                let trend = x
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .broadcast_matmul(average_t)?
+                    .transpose(1, 2)?;
+                let remainder = (x - &trend)?;
+                Tensor::cat(&[trend.flatten_from(1)?, remainder.flatten_from(1)?], 1)?
+            }
             Self::Gru {
                 w_ih,
                 w_hh,

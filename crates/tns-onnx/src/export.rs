@@ -23,7 +23,9 @@
 use prost::Message;
 use tns_certify::{GateMode, ScoreScale, linalg};
 use tns_format::Manifest;
-use tns_model::{Activation, Layer, LayerNode, ModelConfig, ModelKind, NamedTensor, Pipeline};
+use tns_model::{
+    Activation, Layer, LayerNode, ModelConfig, ModelKind, NamedTensor, Pipeline, Shape,
+};
 
 use crate::graph::{Attr, Dim, GraphBuilder, value_info};
 use crate::proto::{
@@ -580,6 +582,38 @@ fn lower_layer(
         Layer::Dense { .. } => dense(g, tensors, name, input, &format!("{name}.out"))?,
         Layer::Activation(Activation::Relu) => {
             g.node("Relu", &[input], &format!("{name}.out"), vec![])
+        }
+        Layer::Decompose { kernel } => {
+            let steps = match node.input {
+                Shape::Sequence { steps, .. } => steps,
+                Shape::Vector(_) => {
+                    return Err(ExportError::Model(format!(
+                        "layer {name} decomposes a sequence, not a vector"
+                    )));
+                }
+            };
+            // The trend per channel, as [B, C, L] · W.
+            let weights = tns_model::moving_average_matrix(steps, kernel)
+                .into_iter()
+                .map(|w| w as f32)
+                .collect();
+            let a_t = g.constant(&format!("{name}.average"), &[steps, steps], weights);
+            let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+            let by_channel = g.node("Transpose", &[input], &format!("{name}.by_channel"), perm());
+            let trend = g.node("MatMul", &[&by_channel, &a_t], &format!("{name}.trend_t"), vec![]);
+            let trend = g.node("Transpose", &[&trend], &format!("{name}.trend"), perm());
+            let remainder = g.node("Sub", &[input, &trend], &format!("{name}.remainder"), vec![]);
+            let flat = |g: &mut GraphBuilder, x: &str, out: &str| {
+                g.node("Flatten", &[x], out, vec![Attr::Int("axis", 1)])
+            };
+            let trend = flat(g, &trend, &format!("{name}.trend_flat"));
+            let remainder = flat(g, &remainder, &format!("{name}.remainder_flat"));
+            g.node(
+                "Concat",
+                &[&trend, &remainder],
+                &format!("{name}.out"),
+                vec![Attr::Int("axis", 1)],
+            )
         }
         Layer::Gru { hidden: h } => {
             let channels = node.input.channels();
