@@ -20,6 +20,7 @@ Blocks:
   train                           results/train/speed.md            (python bench/train/run.py, a Python with torch)
   tune-turn                       results/tune-turn/tune.md         (tns tune … --out target/tune-turn, copied)
   train-memory                    results/train/memory.md           (bash bench/train/memory.sh)
+  zoo-latency                     results/zoo/latency.md            (bash bench/zoo/run.sh)
 """
 
 import json
@@ -94,6 +95,11 @@ def train():
 
 def train_memory():
     report = read("results/train/memory.md")
+    return None if report is None else report.strip() + "\n"
+
+
+def zoo_latency():
+    report = read("results/zoo/latency.md")
     return None if report is None else report.strip() + "\n"
 
 
@@ -274,6 +280,7 @@ BLOCKS = {
     "train": train,
     "tune-turn": tune_turn,
     "train-memory": train_memory,
+    "zoo-latency": zoo_latency,
 }
 
 

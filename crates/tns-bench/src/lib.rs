@@ -28,6 +28,9 @@ use tns_format::save_model;
 use tns_model::{ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
+mod zoo;
+pub use zoo::{ZooArgs, zoo};
+
 /// Options of the benchmark.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -475,7 +478,7 @@ fn measure_model(
 ) -> Result<(ModelResult, Vec<f64>)> {
     // Benchmark what users run: the engine compiled from the file on disk.
     let engine = Arc::new(Engine::load(file)?);
-    let (lat, fallbacks) = time_single(&engine, windows, per, args)?;
+    let (lat, fallbacks) = time_single(&engine, windows, per, args.warmup, args.calls)?;
     let stages = time_stages(&engine, windows, per, args.calls, mean(&lat))?;
     let raw = args
         .out
@@ -535,17 +538,18 @@ fn time_single(
     engine: &Arc<Engine>,
     windows: &[f64],
     per: usize,
-    args: &BenchArgs,
+    warmup: usize,
+    calls: usize,
 ) -> Result<(Vec<f64>, usize)> {
     let mut predictor = Predictor::new(engine.clone());
     let n = windows.len() / per;
-    for i in 0..args.warmup {
+    for i in 0..warmup {
         let w = &windows[(i % n) * per..(i % n + 1) * per];
         black_box(predictor.predict(black_box(w))?);
     }
-    let mut lat = Vec::with_capacity(args.calls);
+    let mut lat = Vec::with_capacity(calls);
     let mut fallbacks = 0;
-    for i in 0..args.calls {
+    for i in 0..calls {
         let w = &windows[(i % n) * per..(i % n + 1) * per];
         let t0 = Instant::now();
         let p = predictor.predict(black_box(w));

@@ -82,6 +82,9 @@ enum Command {
     /// Child process of `tns bench`: load one model, predict, print the peak RSS (KiB).
     #[command(hide = true)]
     BenchRss(tns_bench::RssArgs),
+    /// Single-sample engine latency of every network architecture at the compact and a
+    /// real-data shape, with each model's ONNX graph for `bench/zoo/run.sh`.
+    BenchZoo(tns_bench::ZooArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,6 +231,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => tns_bench::run(args),
         Command::BenchRss(args) => tns_bench::rss_child(args),
+        Command::BenchZoo(args) => tns_bench::zoo(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::LrFind(args) => lr_find::run(*args),

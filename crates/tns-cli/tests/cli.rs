@@ -153,8 +153,17 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     let b_dlinear = path("b-dlinear.tns");
     ok(train("system-b", Some("dlinear:5"), &b_dlinear));
     let inspect = ok(tns(&["inspect", &b_dlinear]));
-    assert!(inspect.contains("dlinear:5") && inspect.contains("decompose"), "{inspect}");
-    ok(tns(&["export", "onnx", &b_dlinear, "-o", &path("b-dlinear.onnx")]));
+    assert!(
+        inspect.contains("dlinear:5") && inspect.contains("decompose"),
+        "{inspect}"
+    );
+    ok(tns(&[
+        "export",
+        "onnx",
+        &b_dlinear,
+        "-o",
+        &path("b-dlinear.onnx"),
+    ]));
     let mut args = vec!["quantize", b_dlinear.as_str(), "--int8", "-o"];
     let q_dlinear = path("b-dlinear-int8.tns");
     args.push(&q_dlinear);

@@ -179,6 +179,75 @@ fn decompose(x: &[f32], y: &mut [f32], steps: usize, row: usize, kernel: usize) 
     }
 }
 
+/// A decomposition followed (past an optional `ConcatFuture`) by a dense layer is linear end
+/// to end: `W_t · (A x) + W_r · (x − A x) + W_f · f + b`. Folds the pair at load into one
+/// dense map of the window `(W_t A + W_r (I − A)) x + W_f f + b` (the decomposition becomes a
+/// no-op flatten), so DLinear runs as one product. f32 plans only: INT8 codes are quantized
+/// per layer as the file holds them.
+fn fold_decompositions(
+    nodes: &[LayerNode],
+    tensors: &[NamedTensor],
+    layers: &mut [LayerPlan],
+    widths: &mut [usize],
+) -> Result<(), EngineError> {
+    for i in 0..nodes.len() {
+        let Layer::Decompose { kernel } = nodes[i].layer else {
+            continue;
+        };
+        let dense_at = match nodes.get(i + 1).map(|n| n.layer) {
+            Some(Layer::ConcatFuture { .. }) => i + 2,
+            _ => i + 1,
+        };
+        let Some(head) = nodes
+            .get(dense_at)
+            .filter(|n| matches!(n.layer, Layer::Dense { .. }))
+        else {
+            continue;
+        };
+        let (channels, window) = (nodes[i].input.channels(), nodes[i].input.len());
+        let steps = window / channels.max(1);
+        let weight = tensor(tensors, &format!("{}.weight", head.name))?;
+        let bias = tensor(tensors, &format!("{}.bias", head.name))?;
+        let (outputs, inputs) = (weight.shape[0], weight.shape[1]);
+        let average = tns_model::moving_average_matrix(steps, kernel);
+        let future = inputs - 2 * window;
+        let mut folded = vec![0f32; outputs * (window + future)];
+        for o in 0..outputs {
+            let w = &weight.data[o * inputs..(o + 1) * inputs];
+            let (w_trend, rest) = w.split_at(window);
+            let (w_rest, w_future) = rest.split_at(window);
+            let out = &mut folded[o * (window + future)..(o + 1) * (window + future)];
+            for c in 0..channels {
+                for j in 0..steps {
+                    // Row j's weight: directly through the remainder, and through every
+                    // trend row i that averages it (A[j → i]), trend minus remainder.
+                    let through_trend: f64 = (0..steps)
+                        .map(|t| {
+                            average[j * steps + t]
+                                * f64::from(w_trend[t * channels + c] - w_rest[t * channels + c])
+                        })
+                        .sum();
+                    out[j * channels + c] =
+                        (f64::from(w_rest[j * channels + c]) + through_trend) as f32;
+                }
+            }
+            out[window..].copy_from_slice(w_future);
+        }
+        let folded = NamedTensor {
+            name: weight.name.clone(),
+            shape: vec![outputs, window + future],
+            data: folded,
+        };
+        layers[i] = LayerPlan::Flatten;
+        widths[i] = window;
+        if dense_at == i + 2 {
+            widths[i + 1] = window + future;
+        }
+        layers[dense_at] = LayerPlan::Dense(Dense::new(&folded, bias, None)?);
+    }
+    Ok(())
+}
+
 /// One layer of the description, lowered for the engine.
 #[derive(Debug, Clone)]
 enum LayerPlan {
@@ -338,13 +407,17 @@ impl NetworkPlan {
         if nodes.is_empty() {
             return Err(EngineError::Model("this model kind has no network".into()));
         }
-        let layers = nodes
+        let mut layers: Vec<LayerPlan> = nodes
             .iter()
             .map(|n| LayerPlan::lower(n, tensors, int8))
             .collect::<Result<_, _>>()?;
+        let mut widths: Vec<usize> = nodes.iter().map(|n| n.output.len()).collect();
+        if !int8 {
+            fold_decompositions(&nodes, tensors, &mut layers, &mut widths)?;
+        }
         Ok(Self {
             layers,
-            widths: nodes.iter().map(|n| n.output.len()).collect(),
+            widths,
             inputs: config.network_input_len(),
             past: config.network_rows() * config.features.len(),
             outputs: config.output_width(),

@@ -97,7 +97,9 @@ pub enum ConfigError {
         width: usize,
     },
     /// A moving-average window of even length (it would have no centre row).
-    #[error("network {network}: the moving-average kernel must be odd (25 is DLinear's usual choice), got {kernel}")]
+    #[error(
+        "network {network}: the moving-average kernel must be odd (25 is DLinear's usual choice), got {kernel}"
+    )]
     EvenKernel {
         /// The network, in `--network` syntax.
         network: String,

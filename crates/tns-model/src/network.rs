@@ -457,8 +457,19 @@ mod tests {
             assert_eq!(n.to_string(), s);
         }
         for bad in [
-            "", "gru", "gru:", "gru:4,4", "mlp", "mlp:0", "lstm:4", "linear:3", "gru:x",
-            "dlinear", "dlinear:4", "dlinear:0", "dlinear:3,3",
+            "",
+            "gru",
+            "gru:",
+            "gru:4,4",
+            "mlp",
+            "mlp:0",
+            "lstm:4",
+            "linear:3",
+            "gru:x",
+            "dlinear",
+            "dlinear:4",
+            "dlinear:0",
+            "dlinear:3,3",
         ] {
             assert!(bad.parse::<NetworkConfig>().is_err(), "{bad:?} parsed");
         }
@@ -474,10 +485,22 @@ mod tests {
         assert_eq!(
             a,
             [
-                2.0 * third, third, 0.0, 0.0, //
-                third, third, third, 0.0, //
-                0.0, third, third, third, //
-                0.0, 0.0, third, 2.0 * third
+                2.0 * third,
+                third,
+                0.0,
+                0.0, //
+                third,
+                third,
+                third,
+                0.0, //
+                0.0,
+                third,
+                third,
+                third, //
+                0.0,
+                0.0,
+                third,
+                2.0 * third
             ]
         );
         // Kernel 1 is the identity: no trend beyond the row itself.
@@ -497,13 +520,26 @@ mod tests {
         }
         let dlinear: NetworkConfig = "dlinear:3".parse().unwrap();
         let layers = dlinear
-            .layers(Shape::Sequence { steps: 5, channels: 2 }, 0, 2)
+            .layers(
+                Shape::Sequence {
+                    steps: 5,
+                    channels: 2,
+                },
+                0,
+                2,
+            )
             .unwrap();
         assert_eq!(layers[0].output, Shape::Vector(20));
         // Parameters: one dense map from trend and remainder (2·L·C) to the outputs.
         let params: usize = layers.iter().map(LayerNode::parameter_count).sum();
         assert_eq!(params, 2 * 20 + 2);
-        assert!("dlinear:4".parse::<NetworkConfig>().unwrap_err().to_string().contains("odd"));
+        assert!(
+            "dlinear:4"
+                .parse::<NetworkConfig>()
+                .unwrap_err()
+                .to_string()
+                .contains("odd")
+        );
     }
 
     #[test]

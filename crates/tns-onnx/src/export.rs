@@ -600,9 +600,19 @@ fn lower_layer(
             let a_t = g.constant(&format!("{name}.average"), &[steps, steps], weights);
             let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
             let by_channel = g.node("Transpose", &[input], &format!("{name}.by_channel"), perm());
-            let trend = g.node("MatMul", &[&by_channel, &a_t], &format!("{name}.trend_t"), vec![]);
+            let trend = g.node(
+                "MatMul",
+                &[&by_channel, &a_t],
+                &format!("{name}.trend_t"),
+                vec![],
+            );
             let trend = g.node("Transpose", &[&trend], &format!("{name}.trend"), perm());
-            let remainder = g.node("Sub", &[input, &trend], &format!("{name}.remainder"), vec![]);
+            let remainder = g.node(
+                "Sub",
+                &[input, &trend],
+                &format!("{name}.remainder"),
+                vec![],
+            );
             let flat = |g: &mut GraphBuilder, x: &str, out: &str| {
                 g.node("Flatten", &[x], out, vec![Attr::Int("axis", 1)])
             };
