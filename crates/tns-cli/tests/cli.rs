@@ -149,26 +149,33 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     ok(log);
     ok(train("system-b", None, &b_gru));
     ok(train("mlp", None, &mlp));
-    // DLinear as System B's correction: trains, inspects, exports and quantizes.
-    let b_dlinear = path("b-dlinear.tns");
-    ok(train("system-b", Some("dlinear:5"), &b_dlinear));
-    let inspect = ok(tns(&["inspect", &b_dlinear]));
-    assert!(
-        inspect.contains("dlinear:5") && inspect.contains("decompose"),
-        "{inspect}"
-    );
-    ok(tns(&[
-        "export",
-        "onnx",
-        &b_dlinear,
-        "-o",
-        &path("b-dlinear.onnx"),
-    ]));
-    let mut args = vec!["quantize", b_dlinear.as_str(), "--int8", "-o"];
-    let q_dlinear = path("b-dlinear-int8.tns");
-    args.push(&q_dlinear);
-    args.extend(synth);
-    ok(tns(&args));
+    // DLinear and a stacked LSTM as System B's correction: train, inspect, export, quantize.
+    for (network, layer) in [("dlinear:5", "decompose"), ("lstm:8,2", "lstm")] {
+        let file = path(&format!("b-{layer}.tns"));
+        ok(train("system-b", Some(network), &file));
+        let inspect = ok(tns(&["inspect", &file]));
+        assert!(
+            inspect.contains(network) && inspect.contains(layer),
+            "{inspect}"
+        );
+        ok(tns(&[
+            "export",
+            "onnx",
+            &file,
+            "-o",
+            &path(&format!("b-{layer}.onnx")),
+        ]));
+        let quantized = path(&format!("b-{layer}-int8.tns"));
+        let mut args = vec![
+            "quantize",
+            file.as_str(),
+            "--int8",
+            "-o",
+            quantized.as_str(),
+        ];
+        args.extend(synth);
+        ok(tns(&args));
+    }
 
     // One table: System B over the MLP against the MLP and System B over the GRU.
     let mut args = vec!["eval", b_mlp.as_str(), mlp.as_str(), b_gru.as_str()];

@@ -328,10 +328,9 @@ pub fn example(
     Ok(example)
 }
 
-/// Scales a gated model's residual scales (so its corrections, linearly) until the median
-/// window's largest gate statistic (over its horizon steps) lies 2% above the threshold: about half the windows then pass
-/// and half fall back, and both paths are compared. 2% rather than 0: a statistic on the
-/// threshold would flip with the last bit of rounding.
+/// Scales a gated model's residual scales (so its corrections, linearly) until the threshold
+/// lies between the two middle windows' largest gate statistics (over their horizon steps):
+/// about half the windows then pass and half fall back, and both paths are compared.
 fn split_gate_decisions(example: &mut Example, seed: u64) -> Result<(), ReferenceError> {
     let reference = CandleReference::new(&example.manifest, &example.tensors)?;
     let windows = random_inputs(reference.pipeline(), 64, seed ^ 0x5eed)?;
@@ -350,9 +349,13 @@ fn split_gate_decisions(example: &mut Example, seed: u64) -> Result<(), Referenc
         })
         .collect();
     d2.sort_by(f64::total_cmp);
-    let median = d2[d2.len() / 2];
-    if median > 0.0 {
-        let k = (1.02 * threshold / median).sqrt();
+    // The threshold goes between the two middle windows (geometrically), not on either:
+    // a statistic on the threshold would flip with the last bit of rounding. Networks whose
+    // outputs vary little between windows (a stacked LSTM at init) leave a narrow gap, so a
+    // fixed margin above the median could put every window on one side.
+    let middle = (d2[d2.len() / 2 - 1] * d2[d2.len() / 2]).sqrt();
+    if middle > 0.0 {
+        let k = (threshold / middle).sqrt();
         example
             .manifest
             .residual_scale

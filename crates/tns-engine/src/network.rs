@@ -134,6 +134,65 @@ impl Gru {
     }
 }
 
+/// The LSTM layer: input and recurrent products, the cell, the loop over steps.
+#[derive(Debug, Clone)]
+struct Lstm {
+    hidden: usize,
+    channels: usize,
+    /// Whether every step's state is written (a layer below another), else only the last.
+    sequence: bool,
+    input: Dense,
+    recurrent: Dense,
+}
+
+impl Lstm {
+    /// Runs the sequence `x` (`[step, channel, lane]`) from a zero state and writes every
+    /// state (`[step, unit, lane]`) or the last (`[unit, lane]`) to `y`.
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let m = self.hidden * W::N;
+        let (h, c) = s.state[..2 * m].split_at_mut(m);
+        h.fill(0.0);
+        c.fill(0.0);
+        let (gi, gh) = (&mut s.gates_in[..4 * m], &mut s.gates_state[..4 * m]);
+        for (t, xt) in x.chunks_exact(self.channels * W::N).enumerate() {
+            W::dense::<K>(&self.input, xt, gi, &mut s.quant);
+            W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
+            lstm_cell::<K>(gi, gh, h, c);
+            if self.sequence {
+                y[t * m..(t + 1) * m].copy_from_slice(h);
+            }
+        }
+        if !self.sequence {
+            y.copy_from_slice(h);
+        }
+    }
+}
+
+/// The LSTM cell's element-wise part (PyTorch convention), over `m` values: with
+/// `gi = W_ih x + b_ih` and `gh = W_hh h + b_hh` laid out `[i | f | g | o]`,
+/// `c ← σ(f) ⊙ c + σ(i) ⊙ tanh(g)`, `h = σ(o) ⊙ tanh(c)`.
+#[inline(always)]
+fn lstm_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32], c: &mut [f32]) {
+    let m = h.len();
+    for (g, &r) in gi.iter_mut().zip(gh) {
+        *g += r;
+    }
+    let (i, rest) = gi.split_at_mut(m);
+    let (f, rest) = rest.split_at_mut(m);
+    let (g, o) = rest.split_at_mut(m);
+    for v in i.iter_mut().chain(f.iter_mut()).chain(o.iter_mut()) {
+        *v = sigmoid::<K>(*v);
+    }
+    for v in g.iter_mut() {
+        *v = tanh::<K>(*v);
+    }
+    for k in 0..m {
+        c[k] = K::mul_add(f[k], c[k], i[k] * g[k]);
+        h[k] = o[k] * tanh::<K>(c[k]);
+    }
+}
+
 /// The GRU cell's element-wise part (PyTorch convention), over `m` values: with
 /// `gi = W_ih x + b_ih` and `gh = W_hh h + b_hh` laid out `[r | z | n]`,
 /// `r = σ(gi_r + gh_r)`, `z = σ(gi_z + gh_z)`, `n = tanh(gi_n + r ⊙ gh_n)`,
@@ -256,6 +315,7 @@ enum LayerPlan {
     Dense(Dense),
     Activation(Activation),
     Gru(Gru),
+    Lstm(Lstm),
     /// Copies the vector, then the normalized future block after it.
     ConcatFuture,
     /// Moving-average trend, then the remainder (see [`Layer::Decompose`]).
@@ -290,6 +350,13 @@ impl LayerPlan {
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
             }),
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
+            Layer::Lstm { hidden, sequence } => Self::Lstm(Lstm {
+                hidden,
+                channels: node.input.channels(),
+                sequence,
+                input: dense("weight_ih_l0", "bias_ih_l0")?,
+                recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
+            }),
             Layer::Decompose { kernel } => Self::Decompose {
                 steps: node.input.len() / node.input.channels().max(1),
                 channels: node.input.channels(),
@@ -323,6 +390,7 @@ impl LayerPlan {
                 }
             }
             Self::Gru(gru) => gru.forward::<K, W>(x, y, s),
+            Self::Lstm(lstm) => lstm.forward::<K, W>(x, y, s),
             &Self::Decompose {
                 steps,
                 channels,
@@ -338,6 +406,7 @@ impl LayerPlan {
             }
             Self::Dense(d) => vec![d],
             Self::Gru(g) => vec![&g.input, &g.recurrent],
+            Self::Lstm(l) => vec![&l.input, &l.recurrent],
         }
     }
 }
@@ -364,6 +433,8 @@ pub struct NetworkPlan {
 struct LayerScratch {
     gates_in: Vec<f32>,
     gates_state: Vec<f32>,
+    /// An LSTM's hidden and cell state, `[2, unit, lane]`.
+    state: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -387,7 +458,8 @@ impl NetworkScratch {
                 + self.lanes_in.capacity()
                 + self.lanes_out.capacity()
                 + l.gates_in.capacity()
-                + l.gates_state.capacity())
+                + l.gates_state.capacity()
+                + l.state.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -463,6 +535,16 @@ impl NetworkPlan {
             .iter()
             .map(|l| match l {
                 LayerPlan::Gru(g) => 3 * g.hidden,
+                LayerPlan::Lstm(l) => 4 * l.hidden,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let states = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::Lstm(l) => 2 * l.hidden,
                 _ => 0,
             })
             .max()
@@ -476,6 +558,7 @@ impl NetworkPlan {
             layer: LayerScratch {
                 gates_in: vec![0.0; gates * LANES],
                 gates_state: vec![0.0; gates * LANES],
+                state: vec![0.0; states * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],

@@ -21,6 +21,14 @@ pub fn networks() -> Vec<NetworkConfig> {
         },
         NetworkConfig::Gru { hidden: 5 },
         NetworkConfig::Gru { hidden: 16 },
+        NetworkConfig::Lstm {
+            hidden: 4,
+            layers: 1,
+        },
+        NetworkConfig::Lstm {
+            hidden: 6,
+            layers: 2,
+        },
         NetworkConfig::DLinear { kernel: 3 },
         NetworkConfig::DLinear { kernel: 5 },
     ]

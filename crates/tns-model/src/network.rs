@@ -28,6 +28,14 @@ pub enum NetworkConfig {
         /// Hidden size.
         hidden: usize,
     },
+    /// Stacked LSTM (PyTorch gate convention `i, f, g, o`, two biases) + linear head on the
+    /// last layer's last state.
+    Lstm {
+        /// Hidden size of every layer.
+        hidden: usize,
+        /// Layers (each reads the previous one's states).
+        layers: usize,
+    },
     /// DLinear (Zeng et al., 2023): the window split into a moving-average trend and the
     /// remainder, one linear map over both. (NLinear, a linear map of the window minus its
     /// last row, is `linear`: TNS already feeds targets relative to the last row and
@@ -40,7 +48,7 @@ pub enum NetworkConfig {
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), dlinear:K (odd moving-average window)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), dlinear:K (odd moving-average window)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -50,6 +58,7 @@ impl NetworkConfig {
             Self::Mlp { hidden } => hidden,
             Self::Gru { hidden } => std::slice::from_ref(hidden),
             Self::DLinear { kernel } => std::slice::from_ref(kernel),
+            Self::Lstm { hidden, .. } => std::slice::from_ref(hidden),
         }
     }
 
@@ -71,11 +80,20 @@ impl NetworkConfig {
         if let Some(&width) = self.widths().iter().find(|w| **w > MAX_WIDTH) {
             return Err(ConfigError::Width { width });
         }
-        if self.widths().len() > crate::config::MAX_LAYERS {
+        let layers = match self {
+            Self::Lstm { layers, .. } => *layers,
+            _ => self.widths().len(),
+        };
+        if layers > crate::config::MAX_LAYERS {
             return Err(ConfigError::Limit {
                 what: "layers",
-                value: self.widths().len(),
+                value: layers,
                 max: crate::config::MAX_LAYERS,
+            });
+        }
+        if layers == 0 && matches!(self, Self::Lstm { .. }) {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
             });
         }
         Ok(())
@@ -123,6 +141,17 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
+            Self::Lstm { hidden, layers } => {
+                for k in 0..*layers {
+                    let layer = Layer::Lstm {
+                        hidden: *hidden,
+                        sequence: k + 1 < *layers,
+                    };
+                    stack.push(&format!("lstm.{k}"), layer)?;
+                }
+                concat_future(&mut stack)?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
             Self::DLinear { kernel } => {
                 stack.push("decompose", Layer::Decompose { kernel: *kernel })?;
                 concat_future(&mut stack)?;
@@ -142,6 +171,8 @@ impl std::fmt::Display for NetworkConfig {
             Self::Mlp { hidden } => write!(f, "mlp:{}", list(hidden)),
             Self::Gru { hidden } => write!(f, "gru:{hidden}"),
             Self::DLinear { kernel } => write!(f, "dlinear:{kernel}"),
+            Self::Lstm { hidden, layers: 1 } => write!(f, "lstm:{hidden}"),
+            Self::Lstm { hidden, layers } => write!(f, "lstm:{hidden},{layers}"),
         }
     }
 }
@@ -149,7 +180,7 @@ impl std::fmt::Display for NetworkConfig {
 impl std::str::FromStr for NetworkConfig {
     type Err = ConfigError;
 
-    /// Parses `linear`, `mlp:64,64`, `gru:32`, `dlinear:25`.
+    /// Parses `linear`, `mlp:64,64`, `gru:32`, `lstm:32`, `lstm:32,2`, `dlinear:25`.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::NetworkSpec(s.to_string());
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
@@ -165,6 +196,14 @@ impl std::str::FromStr for NetworkConfig {
             ("mlp", [_, ..]) => Self::Mlp { hidden: numbers },
             ("gru", [hidden]) => Self::Gru { hidden: *hidden },
             ("dlinear", [kernel]) => Self::DLinear { kernel: *kernel },
+            ("lstm", [hidden]) => Self::Lstm {
+                hidden: *hidden,
+                layers: 1,
+            },
+            ("lstm", [hidden, layers]) => Self::Lstm {
+                hidden: *hidden,
+                layers: *layers,
+            },
             _ => return Err(bad()),
         };
         network.validate()?;
@@ -252,6 +291,17 @@ pub enum Layer {
         /// Values appended (`horizon × future width`).
         values: usize,
     },
+    /// An LSTM over a sequence (PyTorch convention: gates stacked `i, f, g, o`, two biases,
+    /// `c ← f ⊙ c + i ⊙ g`, `h = o ⊙ tanh c`), started from zero. Outputs every step's hidden
+    /// state `[steps, H]` when `sequence` (a layer below another), else the last one `[H]`.
+    /// Tensors `{name}.weight_ih_l0` `[4H, C]`, `{name}.weight_hh_l0` `[4H, H]`,
+    /// `{name}.bias_ih_l0` and `{name}.bias_hh_l0` `[4H]`.
+    Lstm {
+        /// Hidden size `H`.
+        hidden: usize,
+        /// Whether every step's state is the output.
+        sequence: bool,
+    },
     /// Splits a sequence `[L, C]` into its moving-average trend and the remainder, flattened
     /// one after the other: `[2·L·C]`. The trend of row `i` is the mean of rows
     /// `i − p ..= i + p` (`p = (kernel − 1) / 2`), rows before the first and after the last
@@ -288,18 +338,23 @@ impl Layer {
             Self::Gru { .. } => "gru",
             Self::ConcatFuture { .. } => "concat-future",
             Self::Decompose { .. } => "decompose",
+            Self::Lstm { .. } => "lstm",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 6] = [
+    pub const TYPES: [Layer; 7] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
         Self::Gru { hidden: 1 },
         Self::ConcatFuture { values: 1 },
         Self::Decompose { kernel: 1 },
+        Self::Lstm {
+            hidden: 1,
+            sequence: false,
+        },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -313,6 +368,14 @@ impl Layer {
             (Self::Decompose { .. }, Shape::Sequence { .. }) => {
                 Some(Shape::Vector(2 * input.len()))
             }
+            (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
+                Shape::Sequence {
+                    steps,
+                    channels: hidden,
+                }
+            } else {
+                Shape::Vector(hidden)
+            }),
             _ => None,
         }
     }
@@ -378,6 +441,15 @@ impl LayerNode {
                     param("bias_hh_l0", vec![3 * h], h, false),
                 ]
             }
+            (Layer::Lstm { hidden: h, .. }, input) => {
+                let channels = input.channels();
+                vec![
+                    param("weight_ih_l0", vec![4 * h, channels], h, true),
+                    param("weight_hh_l0", vec![4 * h, h], h, true),
+                    param("bias_ih_l0", vec![4 * h], h, false),
+                    param("bias_hh_l0", vec![4 * h], h, false),
+                ]
+            }
         }
     }
 
@@ -397,7 +469,10 @@ impl LayerNode {
             (Layer::Gru { hidden: h }, Shape::Sequence { steps, channels }) => {
                 steps * 3 * h * (channels + h)
             }
-            (Layer::Gru { .. }, Shape::Vector(_)) => 0,
+            (Layer::Lstm { hidden: h, .. }, Shape::Sequence { steps, channels }) => {
+                steps * 4 * h * (channels + h)
+            }
+            (Layer::Gru { .. } | Layer::Lstm { .. }, Shape::Vector(_)) => 0,
             (Layer::Decompose { kernel }, input) => kernel * input.len(),
         }
     }
@@ -452,7 +527,15 @@ mod tests {
 
     #[test]
     fn network_syntax_round_trips() {
-        for s in ["linear", "mlp:64,64", "mlp:8", "gru:32", "dlinear:25"] {
+        for s in [
+            "linear",
+            "mlp:64,64",
+            "mlp:8",
+            "gru:32",
+            "dlinear:25",
+            "lstm:8",
+            "lstm:8,3",
+        ] {
             let n: NetworkConfig = s.parse().unwrap();
             assert_eq!(n.to_string(), s);
         }
@@ -540,6 +623,35 @@ mod tests {
                 .to_string()
                 .contains("odd")
         );
+    }
+
+    #[test]
+    fn stacked_lstms_pass_sequences_and_count_their_parameters() {
+        let input = Shape::Sequence {
+            steps: 6,
+            channels: 3,
+        };
+        let layers = "lstm:5,2"
+            .parse::<NetworkConfig>()
+            .unwrap()
+            .layers(input, 0, 2)
+            .unwrap();
+        let outputs: Vec<_> = layers.iter().map(|l| l.output).collect();
+        assert_eq!(
+            outputs,
+            [
+                Shape::Sequence {
+                    steps: 6,
+                    channels: 5
+                },
+                Shape::Vector(5),
+                Shape::Vector(2)
+            ]
+        );
+        // 4H(C + H) + 8H per layer (PyTorch's count), then the head.
+        let per_layer = |c: usize| 4 * 5 * (c + 5) + 8 * 5;
+        let total: usize = layers.iter().map(LayerNode::parameter_count).sum();
+        assert_eq!(total, per_layer(3) + per_layer(5) + 5 * 2 + 2);
     }
 
     #[test]

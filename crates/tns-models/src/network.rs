@@ -1,4 +1,5 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::rnn::{LSTM, LSTMConfig, RNN};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +23,12 @@ enum CandleLayer {
     ConcatFuture,
     /// The moving-average weights `[L, L]` ([`tns_model::moving_average_matrix`]).
     Decompose(Tensor),
+    /// Candle's LSTM cell, stepped over the sequence (not fused yet); every step's state
+    /// when `sequence`.
+    Lstm {
+        cell: LSTM,
+        sequence: bool,
+    },
 }
 
 impl CandleLayer {
@@ -44,6 +51,15 @@ impl CandleLayer {
                 }
             }
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
+            Layer::Lstm { hidden, sequence } => Self::Lstm {
+                cell: candle_nn::rnn::lstm(
+                    node.input.channels(),
+                    hidden,
+                    LSTMConfig::default(),
+                    vb,
+                )?,
+                sequence,
+            },
             Layer::Decompose { kernel } => {
                 let steps = node.input.len() / node.input.channels().max(1);
                 let weights: Vec<f32> = tns_model::moving_average_matrix(steps, kernel)
@@ -70,6 +86,22 @@ impl CandleLayer {
             Self::Flatten => x.flatten_from(1)?,
             Self::Dense(linear) => linear.forward(x)?,
             Self::Activation(Activation::Relu) => x.relu()?,
+            Self::Lstm { cell, sequence } => {
+                let (b, steps, _) = x.dims3()?;
+                let mut state = cell.zero_state(b)?;
+                let mut states = Vec::with_capacity(if *sequence { steps } else { 0 });
+                for t in 0..steps {
+                    state = cell.step(&x.narrow(1, t, 1)?.squeeze(1)?, &state)?;
+                    if *sequence {
+                        states.push(state.h().clone());
+                    }
+                }
+                if *sequence {
+                    Tensor::stack(&states, 1)?
+                } else {
+                    state.h().clone()
+                }
+            }
             Self::Decompose(average_t) => {
                 // The trend per channel as [B, C, L] · W; then trend and remainder, flat.
                 let trend = x

@@ -625,53 +625,110 @@ fn lower_layer(
                 vec![Attr::Int("axis", 1)],
             )
         }
-        Layer::Gru { hidden: h } => {
-            let channels = node.input.channels();
-            // PyTorch stacks gates r, z, n; ONNX wants z, r, h.
-            let reorder = |t: &NamedTensor, cols: usize| -> Vec<f32> {
-                let block = |k: usize| &t.data[k * h * cols..(k + 1) * h * cols];
-                [block(1), block(0), block(2)].concat()
-            };
-            let tensor = |suffix: &str| weights(tensors, &format!("{name}.{suffix}"));
-            let w = g.constant(
-                &format!("{name}.W"),
-                &[1, 3 * h, channels],
-                reorder(tensor("weight_ih_l0")?, channels),
-            );
-            let r = g.constant(
-                &format!("{name}.R"),
-                &[1, 3 * h, h],
-                reorder(tensor("weight_hh_l0")?, h),
-            );
-            let b = g.constant(
-                &format!("{name}.B"),
-                &[1, 6 * h],
-                [
-                    reorder(tensor("bias_ih_l0")?, 1),
-                    reorder(tensor("bias_hh_l0")?, 1),
-                ]
-                .concat(),
-            );
-            let seq_major = g.node(
-                "Transpose",
-                &[input],
-                &format!("{name}.in"),
-                vec![Attr::Ints("perm", vec![1, 0, 2])],
-            );
-            let last = format!("{name}.last");
-            g.node_with_outputs(
-                "GRU",
-                &[&seq_major, &w, &r, &b],
-                &["", &last],
-                vec![
-                    Attr::Int("hidden_size", h as i64),
-                    Attr::Int("linear_before_reset", 1),
-                ],
-            );
-            let axis0 = g.constant_i64(&format!("{name}.axis_0"), vec![0]);
-            g.node("Squeeze", &[&last, &axis0], &format!("{name}.out"), vec![])
-        }
+        // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
+        Layer::Gru { hidden } => recurrent(
+            g,
+            node,
+            tensors,
+            input,
+            Recurrent {
+                op: "GRU",
+                hidden,
+                order: &[1, 0, 2],
+                sequence: false,
+                attrs: vec![Attr::Int("linear_before_reset", 1)],
+            },
+        )?,
+        // PyTorch stacks the LSTM's gates i, f, g, o; ONNX wants i, o, f, c.
+        Layer::Lstm { hidden, sequence } => recurrent(
+            g,
+            node,
+            tensors,
+            input,
+            Recurrent {
+                op: "LSTM",
+                hidden,
+                order: &[0, 3, 1, 2],
+                sequence,
+                attrs: Vec::new(),
+            },
+        )?,
     })
+}
+
+/// A recurrent layer as the ONNX operator of that name.
+struct Recurrent<'a> {
+    op: &'static str,
+    hidden: usize,
+    /// PyTorch's gate blocks in ONNX's order.
+    order: &'a [usize],
+    /// Every step's state `[batch, steps, H]`, or the last `[batch, H]`.
+    sequence: bool,
+    attrs: Vec<Attr<'a>>,
+}
+
+/// A recurrent layer of PyTorch's layout (`weight_ih_l0`, `weight_hh_l0`, two biases) as
+/// one ONNX `GRU` or `LSTM` node on the sequence-major input, its gate blocks reordered.
+fn recurrent(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    tensors: &[NamedTensor],
+    input: &str,
+    r: Recurrent<'_>,
+) -> Result<String, ExportError> {
+    let (name, h, channels) = (&node.name, r.hidden, node.input.channels());
+    let gates = r.order.len();
+    let reorder = |t: &NamedTensor, cols: usize| -> Vec<f32> {
+        r.order
+            .iter()
+            .flat_map(|&k| t.data[k * h * cols..(k + 1) * h * cols].iter().copied())
+            .collect()
+    };
+    let tensor = |suffix: &str| weights(tensors, &format!("{name}.{suffix}"));
+    let w = g.constant(
+        &format!("{name}.W"),
+        &[1, gates * h, channels],
+        reorder(tensor("weight_ih_l0")?, channels),
+    );
+    let rr = g.constant(
+        &format!("{name}.R"),
+        &[1, gates * h, h],
+        reorder(tensor("weight_hh_l0")?, h),
+    );
+    let b = g.constant(
+        &format!("{name}.B"),
+        &[1, 2 * gates * h],
+        [
+            reorder(tensor("bias_ih_l0")?, 1),
+            reorder(tensor("bias_hh_l0")?, 1),
+        ]
+        .concat(),
+    );
+    let seq_major = g.node(
+        "Transpose",
+        &[input],
+        &format!("{name}.in"),
+        vec![Attr::Ints("perm", vec![1, 0, 2])],
+    );
+    let (all, last) = (format!("{name}.all"), format!("{name}.last"));
+    let mut attrs = vec![Attr::Int("hidden_size", h as i64)];
+    attrs.extend(r.attrs);
+    let outputs: [&str; 2] = if r.sequence { [&all, ""] } else { ["", &last] };
+    g.node_with_outputs(r.op, &[&seq_major, &w, &rr, &b], &outputs, attrs);
+    if r.sequence {
+        // Y is [steps, directions = 1, batch, H].
+        let axis1 = g.constant_i64(&format!("{name}.axis_1"), vec![1]);
+        let steps = g.node("Squeeze", &[&all, &axis1], &format!("{name}.steps"), vec![]);
+        Ok(g.node(
+            "Transpose",
+            &[&steps],
+            &format!("{name}.out"),
+            vec![Attr::Ints("perm", vec![1, 0, 2])],
+        ))
+    } else {
+        let axis0 = g.constant_i64(&format!("{name}.axis_0"), vec![0]);
+        Ok(g.node("Squeeze", &[&last, &axis0], &format!("{name}.out"), vec![]))
+    }
 }
 
 /// The chi-square gate on the correction `[batch, H·T]`; returns the correction to add.
