@@ -181,15 +181,20 @@ fn lstm_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32], c: &mut [f32
     let (i, rest) = gi.split_at_mut(m);
     let (f, rest) = rest.split_at_mut(m);
     let (g, o) = rest.split_at_mut(m);
-    for v in i.iter_mut().chain(f.iter_mut()).chain(o.iter_mut()) {
-        *v = sigmoid::<K>(*v);
+    // One plain loop per gate (a chained iterator would not vectorize).
+    for gate in [&mut *i, &mut *f, &mut *o] {
+        for v in gate.iter_mut() {
+            *v = sigmoid::<K>(*v);
+        }
     }
     for v in g.iter_mut() {
         *v = tanh::<K>(*v);
     }
-    for k in 0..m {
-        c[k] = K::mul_add(f[k], c[k], i[k] * g[k]);
-        h[k] = o[k] * tanh::<K>(c[k]);
+    for (((cv, &fv), &iv), &gv) in c.iter_mut().zip(&*f).zip(&*i).zip(&*g) {
+        *cv = K::mul_add(fv, *cv, iv * gv);
+    }
+    for ((hv, &ov), &cv) in h.iter_mut().zip(&*o).zip(&*c) {
+        *hv = ov * tanh::<K>(cv);
     }
 }
 
