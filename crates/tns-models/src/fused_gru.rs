@@ -11,9 +11,10 @@
 //! h' = (1 − z) ⊙ n + z ⊙ h
 //! ```
 //!
-//! The autograd graph holds one node for the whole sequence. The backward pass recomputes the
-//! forward once, keeping each step's state and gates (`5 · B · T · H` values, freed when it
-//! returns), and walks the steps back; the input projection and its gradients are products
+//! The autograd graph holds one node for the whole sequence. A training batch's forward pass
+//! keeps each step's state and gates (`5 · B · T · H` values) for its backward pass; a larger
+//! batch (a validation pass, with no backward) keeps nothing, and a backward pass without them
+//! recomputes the forward. The backward pass walks the steps back; the input projection and its gradients are products
 //! inside the op, so no `[B, T, 3H]` tensor enters the graph. Rows of the batch are processed in fixed shards of
 //! [`SHARD_ROWS`] in parallel; the shards' weight gradients are summed in shard order, so a
 //! result does not depend on the number of threads. Multiply-adds are fused only in the
@@ -351,13 +352,18 @@ fn backward_shard<T: Real, M: MulAdd>(
     w: &Weights<T>,
     grad: &[T],
     d: Dims,
+    trace: Option<Trace<T>>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (steps, hidden, inputs) = (d.steps, d.hidden, d.inputs);
     let three_h = 3 * hidden;
     let rows = grad.len() / hidden;
     let w_hh = &w.w_hh;
-    let mut tr = Trace::with_capacity(steps, rows * hidden);
-    forward_shard::<T, M>(x, w, d, Some(&mut tr));
+    // The forward pass's trace when it kept one, else the forward again.
+    let tr = trace.unwrap_or_else(|| {
+        let mut tr = Trace::with_capacity(steps, rows * hidden);
+        forward_shard::<T, M>(x, w, d, Some(&mut tr));
+        tr
+    });
     // Gradients of the input projections, [rows, T, 3H].
     let mut dx = vec![T::zero(); rows * steps * three_h];
     let mut dh = grad.to_vec();
@@ -466,8 +472,13 @@ fn avx2() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn forward_shard_avx2<T: Real>(x: &[T], w: &Weights<T>, d: Dims) -> Vec<T> {
-    forward_shard::<T, Fused>(x, w, d, None)
+fn forward_shard_avx2<T: Real>(
+    x: &[T],
+    w: &Weights<T>,
+    d: Dims,
+    kept: Option<&mut Trace<T>>,
+) -> Vec<T> {
+    forward_shard::<T, Fused>(x, w, d, kept)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -477,19 +488,25 @@ fn backward_shard_avx2<T: Real>(
     w: &Weights<T>,
     grad: &[T],
     d: Dims,
+    trace: Option<Trace<T>>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    backward_shard::<T, Fused>(x, w, grad, d)
+    backward_shard::<T, Fused>(x, w, grad, d, trace)
 }
 
-/// [`forward_shard`] without a trace, with the loops compiled for AVX2 + FMA where the CPU
-/// has them (the same operations in the same order, the multiply-adds fused).
-fn forward_shard_best<T: Real>(x: &[T], w: &Weights<T>, d: Dims) -> Vec<T> {
+/// [`forward_shard`], with the loops compiled for AVX2 + FMA where the CPU has them (the
+/// same operations in the same order, the multiply-adds fused).
+fn forward_shard_best<T: Real>(
+    x: &[T],
+    w: &Weights<T>,
+    d: Dims,
+    kept: Option<&mut Trace<T>>,
+) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-        return unsafe { forward_shard_avx2(x, w, d) };
+        return unsafe { forward_shard_avx2(x, w, d, kept) };
     }
-    forward_shard::<T, Plain>(x, w, d, None)
+    forward_shard::<T, Plain>(x, w, d, kept)
 }
 
 /// [`backward_shard`], compiled for AVX2 + FMA where the CPU has them.
@@ -498,13 +515,33 @@ fn backward_shard_best<T: Real>(
     w: &Weights<T>,
     grad: &[T],
     d: Dims,
+    trace: Option<Trace<T>>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: as in `forward_shard_best`.
-        return unsafe { backward_shard_avx2(x, w, grad, d) };
+        return unsafe { backward_shard_avx2(x, w, grad, d, trace) };
     }
-    backward_shard::<T, Plain>(x, w, grad, d)
+    backward_shard::<T, Plain>(x, w, grad, d, trace)
+}
+
+/// Batches of at most this many rows keep their forward trace for the backward pass (a
+/// training batch); larger ones (a validation pass over thousands of windows, which has no
+/// backward) do not, so that the kept trace stays small.
+const KEEP_TRACE_ROWS: usize = 1024;
+
+/// The forward pass's inputs and per-shard traces, kept on the thread that ran it until its
+/// backward pass (Candle calls both from the training loop's thread).
+struct KeptTraces<T> {
+    x: Vec<T>,
+    weights: Vec<T>,
+    biases: Vec<T>,
+    traces: Vec<Trace<T>>,
+}
+
+thread_local! {
+    static KEPT: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
@@ -517,13 +554,42 @@ fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     t
 }
 
-/// The forward pass on whole buffers: the last state `[B, H]`.
+/// The forward pass on whole buffers: the last state `[B, H]`. A training-sized batch keeps
+/// its traces for [`backward`].
 fn forward<T: Real>(x: &[T], weights: &[T], biases: &[T], d: Dims) -> Vec<T> {
     let w = Weights::unpack(weights, biases, d);
-    x.par_chunks(SHARD_ROWS * (d.steps * d.inputs).max(1))
-        .map(|shard| forward_shard_best(shard, &w, d))
-        .collect::<Vec<_>>()
-        .concat()
+    let shard_len = SHARD_ROWS * (d.steps * d.inputs).max(1);
+    if d.batch > KEEP_TRACE_ROWS {
+        return x
+            .par_chunks(shard_len)
+            .map(|shard| forward_shard_best(shard, &w, d, None))
+            .collect::<Vec<_>>()
+            .concat();
+    }
+    let (states, traces): (Vec<Vec<T>>, Vec<Trace<T>>) = x
+        .par_chunks(shard_len)
+        .map(|shard| {
+            let rows = shard.len() / (d.steps * d.inputs).max(1);
+            let mut trace = Trace::with_capacity(d.steps, rows * d.hidden);
+            (forward_shard_best(shard, &w, d, Some(&mut trace)), trace)
+        })
+        .unzip();
+    let kept = KeptTraces {
+        x: x.to_vec(),
+        weights: weights.to_vec(),
+        biases: biases.to_vec(),
+        traces,
+    };
+    KEPT.with(|k| *k.borrow_mut() = Some(Box::new(kept)));
+    states.concat()
+}
+
+/// The traces [`forward`] kept, if they were computed from exactly these inputs (compared
+/// value by value, so a trace is never used for other inputs).
+fn kept_traces<T: Real>(x: &[T], weights: &[T], biases: &[T]) -> Option<Vec<Trace<T>>> {
+    let kept = KEPT.with(|k| k.borrow_mut().take())?;
+    let kept = kept.downcast::<KeptTraces<T>>().ok()?;
+    (kept.x == x && kept.weights == weights && kept.biases == biases).then_some(kept.traces)
 }
 
 /// The backward pass on whole buffers: `(dx, d weights, d biases)`, the weight gradients
@@ -536,10 +602,17 @@ fn backward<T: Real>(
     d: Dims,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let w = Weights::unpack(weights, biases, d);
+    let shard_len = SHARD_ROWS * (d.steps * d.inputs).max(1);
+    let shards = x.len().div_ceil(shard_len);
+    let traces: Vec<Option<Trace<T>>> = match kept_traces(x, weights, biases) {
+        Some(t) if t.len() == shards => t.into_iter().map(Some).collect(),
+        _ => (0..shards).map(|_| None).collect(),
+    };
     let shards: Vec<_> = x
-        .par_chunks(SHARD_ROWS * (d.steps * d.inputs).max(1))
+        .par_chunks(shard_len)
         .zip(grad.par_chunks(SHARD_ROWS * d.hidden))
-        .map(|(xs, gs)| backward_shard_best(xs, &w, gs, d))
+        .zip(traces)
+        .map(|((xs, gs), trace)| backward_shard_best(xs, &w, gs, d, trace))
         .collect();
     let mut dx = Vec::with_capacity(x.len());
     let mut dw = vec![T::zero(); weights.len()];
@@ -772,9 +845,13 @@ mod tests {
 
     #[test]
     fn matches_candles_gru_graph_forward_and_backward() {
-        // 37 rows: two full shards and a partial one.
-        let case = Case::new(37, 9, 3, 5, 1);
-        for (dtype, tolerance) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+        // 37 rows: two full shards and a partial one; the backward pass reads the forward's
+        // kept traces. 1,100 rows: more than a kept batch, so the backward recomputes them.
+        for (case, dtype, tolerance) in [
+            (Case::new(37, 9, 3, 5, 1), DType::F64, 1e-12),
+            (Case::new(37, 9, 3, 5, 1), DType::F32, 1e-5),
+            (Case::new(1_100, 4, 2, 3, 4), DType::F64, 1e-12),
+        ] {
             let v = case.vars(dtype);
             let (fused, reference) = (case.fused(&v), case.reference(&v));
             let flat = |t: &Tensor| -> Vec<f64> {
