@@ -570,6 +570,20 @@ pub struct TrainArgs {
     pub stop_after: Option<usize>,
 }
 
+/// The data, the model and how to train it: what `train`, `lr-find` and `tune` read.
+#[derive(Args, Clone, Debug)]
+pub struct TrainSetup {
+    /// The data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Optimization.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
 /// The conformal scores of `--interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IntervalScores {

@@ -8,17 +8,13 @@ use clap::Args;
 use tns_eval::SeriesToPlot;
 use tns_train::{LrSweep, lr_find, prepare};
 
-use crate::data_args::{DataArgs, ModelArgs, TrainArgs};
+use crate::data_args::TrainSetup;
 
 /// Arguments of `tns lr-find`.
 #[derive(Args)]
 pub struct LrFindArgs {
     #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    train: TrainArgs,
+    setup: TrainSetup,
     /// Learning rate of the first step.
     #[arg(long, default_value_t = 1e-6)]
     start: f64,
@@ -38,23 +34,23 @@ pub struct LrFindArgs {
 
 /// Runs `tns lr-find`.
 pub fn run(args: LrFindArgs) -> Result<()> {
-    let inputs: Vec<_> = args.data.data.as_deref().into_iter().collect();
+    let inputs: Vec<_> = args.setup.data.data.as_deref().into_iter().collect();
     for path in args.csv.iter().chain(&args.plot) {
         crate::outputs::check_output(path, &inputs)?;
         crate::ensure_parent(path)?;
     }
-    let dataset = args.data.load()?;
-    let config = args.model.config(&dataset)?;
+    let dataset = args.setup.data.load()?;
+    let config = args.setup.model.config(&dataset)?;
     if config.network.is_none() {
         bail!(
             "a {} model has no network to train: the range test needs a learned kind",
             config.kind.name()
         );
     }
-    let split = args.data.split()?.unwrap_or_default();
-    let window = args.model.window_spec(&config, &dataset)?;
+    let split = args.setup.data.split()?.unwrap_or_default();
+    let window = args.setup.model.window_spec(&config, &dataset)?;
     let splits = dataset.windows_split(&window, &split)?;
-    let options = args.train.options(false)?;
+    let options = args.setup.train.options(false)?;
     let prepared = prepare(&config, dataset.dt(), &splits)?;
     let sweep = LrSweep {
         start: args.start,

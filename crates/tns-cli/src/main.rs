@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use data_args::{DataArgs, ModelArgs, TrainArgs};
+use data_args::{DataArgs, TrainSetup};
 use std::sync::Arc;
 
 use tns_engine::{Engine, Predictor};
@@ -117,11 +117,7 @@ enum ExportCommand {
 #[derive(Args)]
 struct TrainCommand {
     #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    train: TrainArgs,
+    setup: TrainSetup,
     /// Output model file.
     #[arg(short, long)]
     output: PathBuf,
@@ -255,6 +251,7 @@ pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
 }
 
 fn train(cmd: TrainCommand) -> Result<()> {
+    let TrainSetup { data, model, train } = &cmd.setup;
     if let Some(dir) = cmd.output.parent().filter(|p| !p.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -263,17 +260,17 @@ fn train(cmd: TrainCommand) -> Result<()> {
             dir.display()
         );
     }
-    let data_file = cmd.data.data.as_deref().into_iter().collect::<Vec<_>>();
+    let data_file = data.data.as_deref().into_iter().collect::<Vec<_>>();
     outputs::check_output(&cmd.output, &data_file)?;
-    if let Some(dir) = &cmd.train.run_dir {
+    if let Some(dir) = &train.run_dir {
         // Checked before any work: a missing folder would fail after the first epoch.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let dataset = cmd.data.load()?;
-    let config = cmd.model.config(&dataset)?;
-    let split = cmd.data.split()?.unwrap_or_default();
+    let dataset = data.load()?;
+    let config = model.config(&dataset)?;
+    let split = data.split()?.unwrap_or_default();
     eprintln!("split: {}", split.describe());
-    let window = cmd.model.window_spec(&config, &dataset)?;
+    let window = model.window_spec(&config, &dataset)?;
     let splits = dataset.windows_split(&window, &split)?;
     eprintln!(
         "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",
@@ -287,10 +284,10 @@ fn train(cmd: TrainCommand) -> Result<()> {
         splits.val.len(),
         splits.cal.len()
     );
-    let mut options = cmd.train.options(true)?;
-    options.choose_gate = cmd.model.choose_gate();
+    let mut options = train.options(true)?;
+    options.choose_gate = model.choose_gate();
     let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
-    model.manifest.data = Some(cmd.data.spec(split, &window, dataset.dt()));
+    model.manifest.data = Some(data.spec(split, &window, dataset.dt()));
     let manifest = model.save(&cmd.output)?;
     if let Some(t) = &manifest.training {
         eprintln!(

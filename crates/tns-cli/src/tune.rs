@@ -21,19 +21,15 @@ use serde::{Deserialize, Serialize};
 use tns_eval::LossCurve;
 use tns_model::NetworkConfig;
 
-use crate::data_args::{DataArgs, ModelArgs, TrainArgs};
+use crate::data_args::TrainSetup;
 
 /// Arguments of `tns tune`.
 #[derive(Args)]
 pub struct TuneArgs {
+    /// The data, the model (trial 0 trains it as given, the others change its network and
+    /// lookback) and its training (`--epochs` is the largest budget a trial gets).
     #[command(flatten)]
-    data: DataArgs,
-    /// The model; trial 0 trains it as given, the others change its network and lookback.
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Optimization; `--epochs` is the largest budget a trial gets.
-    #[command(flatten)]
-    train: TrainArgs,
+    setup: TrainSetup,
     /// Trials, counting trial 0.
     #[arg(long, default_value_t = 9, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     trials: usize,
@@ -115,16 +111,24 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let trials_dir = args.out.join("trials");
     std::fs::create_dir_all(&trials_dir)
         .with_context(|| format!("creating {}", trials_dir.display()))?;
-    let dataset = args.data.load()?;
-    let split = args.data.split()?.unwrap_or_default();
-    let base_network = args.model.config(&dataset)?.network.map(|n| n.to_string());
+    let dataset = args.setup.data.load()?;
+    let split = args.setup.data.split()?.unwrap_or_default();
+    let base_network = args
+        .setup
+        .model
+        .config(&dataset)?
+        .network
+        .map(|n| n.to_string());
     let Some(base_network) = base_network else {
-        bail!("a {} model has no network to tune", args.model.model.name());
+        bail!(
+            "a {} model has no network to tune",
+            args.setup.model.model.name()
+        );
     };
     let search = format!(
         "trials {} rungs {:?} networks {:?} lookbacks {:?} lr [{}, {}] seed {} model {} epochs {}",
         args.trials,
-        rung_epochs(args.min_epochs, args.eta, args.train.epochs),
+        rung_epochs(args.min_epochs, args.eta, args.setup.train.epochs),
         args.networks
             .iter()
             .map(ToString::to_string)
@@ -133,8 +137,8 @@ pub fn run(args: TuneArgs) -> Result<()> {
         args.lr_min,
         args.lr_max,
         args.search_seed,
-        args.model.model.name(),
-        args.train.epochs
+        args.setup.model.model.name(),
+        args.setup.train.epochs
     );
     let state_path = args.out.join("tune.json");
     let mut state = match std::fs::read(&state_path) {
@@ -156,7 +160,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             search,
         },
     };
-    let rungs = rung_epochs(args.min_epochs, args.eta, args.train.epochs);
+    let rungs = rung_epochs(args.min_epochs, args.eta, args.setup.train.epochs);
     let mut alive: Vec<usize> = (0..state.trials.len()).collect();
     for (k, &epochs) in rungs.iter().enumerate() {
         let todo: Vec<usize> = alive
@@ -241,9 +245,9 @@ fn draw_trials(args: &TuneArgs, base_network: &str) -> Vec<Trial> {
     let (lo, hi) = (args.lr_min.ln(), args.lr_max.ln());
     let mut trials = vec![Trial {
         id: 0,
-        lr: args.train.lr,
+        lr: args.setup.train.lr,
         network: base_network.to_string(),
-        lookback: args.model.lookback,
+        lookback: args.setup.model.lookback,
         rungs: Vec::new(),
     }];
     for id in 1..args.trials {
@@ -278,7 +282,7 @@ fn model_config(
     dataset: &tns_data::Dataset,
     trial: &Trial,
 ) -> Result<tns_model::ModelConfig> {
-    let mut model = args.model.clone();
+    let mut model = args.setup.model.clone();
     model.lookback = trial.lookback;
     model.network = Some(trial.network.parse().map_err(anyhow::Error::msg)?);
     model.name = Some(format!("trial-{}", trial.id));
@@ -311,24 +315,24 @@ fn train_trial(
     dir: &Path,
 ) -> Result<f64> {
     let config = model_config(args, dataset, trial)?;
-    let window = args.model.window_spec(&config, dataset)?;
+    let window = args.setup.model.window_spec(&config, dataset)?;
     let splits = dataset.windows_split(&window, split)?;
     let done = read_history(dir, trial.id).map_or(0, |h| h.len());
     let saved = trial_model(dir, trial.id);
     if done >= epochs && saved.is_file() {
         // Trained to this rung before a kill, but not recorded in tune.json.
         let config = model_config(args, dataset, trial)?;
-        let window = args.model.window_spec(&config, dataset)?;
+        let window = args.setup.model.window_spec(&config, dataset)?;
         let val = dataset.windows_split(&window, split)?.val;
         return validation_mse(&tns_engine::Engine::load(&saved)?, &val);
     }
-    let mut train = args.train.clone();
+    let mut train = args.setup.train.clone();
     train.lr = trial.lr;
     let mut options = train.options(false)?;
     options.run_dir = Some(dir.to_path_buf());
     options.resume = true;
     options.stop_after = Some(epochs.saturating_sub(done).max(1));
-    options.choose_gate = args.model.choose_gate();
+    options.choose_gate = args.setup.model.choose_gate();
     let fitted = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
     fitted.save(&saved)?;
     let loss = validation_mse(&fitted.engine()?, &splits.val)?;

@@ -241,8 +241,11 @@ fn bad_networks_are_refused_with_the_syntax() {
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = refused("system-b", "lstm:4");
-    assert!(err.contains("mlp:W1") && err.contains("gru:H"), "{err}");
+    let err = refused("system-b", "tcn:4");
+    assert!(
+        err.contains("mlp:W1") && err.contains("gru:H") && err.contains("lstm:H"),
+        "{err}"
+    );
     let err = refused("kalman", "mlp:4");
     assert!(err.contains("kalman has no network"), "{err}");
 }
