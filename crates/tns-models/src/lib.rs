@@ -1,6 +1,6 @@
 //! The networks on Candle, for training: every layer of the model description
 //! ([`tns_model::Layer`]) lowered once to Candle modules, built from a
-//! [`tns_model::ModelConfig`], the fused recurrent ops ([`fused_gru`]: a whole GRU
+//! [`tns_model::ModelConfig`], the fused recurrent ops ([`fused`]: a whole GRU or LSTM
 //! sequence as one op with a hand-written backward) and the gate-aware training penalty. Prediction after
 //! training runs on the engine (`tns-engine`), not here.
 //!
@@ -16,7 +16,7 @@
 //! assert_eq!(net.forward(&x).unwrap().dims(), &[2, 4]);
 //! ```
 
-pub mod fused_gru;
+pub mod fused;
 mod gate_loss;
 mod network;
 

@@ -1,5 +1,4 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::rnn::{LSTM, LSTMConfig, RNN};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -23,10 +22,13 @@ enum CandleLayer {
     ConcatFuture,
     /// The moving-average weights `[L, L]` ([`tns_model::moving_average_matrix`]).
     Decompose(Tensor),
-    /// Candle's LSTM cell, stepped over the sequence (not fused yet); every step's state
-    /// when `sequence`.
+    /// PyTorch's LSTM layout (`W_ih [4H, C]`, `W_hh [4H, H]`, two biases); every step's
+    /// state when `sequence`, else the last.
     Lstm {
-        cell: LSTM,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        b_ih: Tensor,
+        b_hh: Tensor,
         sequence: bool,
     },
 }
@@ -51,15 +53,16 @@ impl CandleLayer {
                 }
             }
             Layer::ConcatFuture { .. } => Self::ConcatFuture,
-            Layer::Lstm { hidden, sequence } => Self::Lstm {
-                cell: candle_nn::rnn::lstm(
-                    node.input.channels(),
-                    hidden,
-                    LSTMConfig::default(),
-                    vb,
-                )?,
-                sequence,
-            },
+            Layer::Lstm { hidden, sequence } => {
+                let (inputs, gates) = (node.input.channels(), 4 * hidden);
+                Self::Lstm {
+                    w_ih: vb.get((gates, inputs), "weight_ih_l0")?,
+                    w_hh: vb.get((gates, hidden), "weight_hh_l0")?,
+                    b_ih: vb.get(gates, "bias_ih_l0")?,
+                    b_hh: vb.get(gates, "bias_hh_l0")?,
+                    sequence,
+                }
+            }
             Layer::Decompose { kernel } => {
                 let steps = node.input.len() / node.input.channels().max(1);
                 let weights: Vec<f32> = tns_model::moving_average_matrix(steps, kernel)
@@ -86,20 +89,19 @@ impl CandleLayer {
             Self::Flatten => x.flatten_from(1)?,
             Self::Dense(linear) => linear.forward(x)?,
             Self::Activation(Activation::Relu) => x.relu()?,
-            Self::Lstm { cell, sequence } => {
-                let (b, steps, _) = x.dims3()?;
-                let mut state = cell.zero_state(b)?;
-                let mut states = Vec::with_capacity(if *sequence { steps } else { 0 });
-                for t in 0..steps {
-                    state = cell.step(&x.narrow(1, t, 1)?.squeeze(1)?, &state)?;
-                    if *sequence {
-                        states.push(state.h().clone());
-                    }
-                }
+            Self::Lstm {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+                sequence,
+            } => {
+                let states = crate::fused::lstm_sequence(x, w_ih, w_hh, b_ih, b_hh)?;
                 if *sequence {
-                    Tensor::stack(&states, 1)?
+                    states
                 } else {
-                    state.h().clone()
+                    let steps = states.dim(1)?;
+                    states.narrow(1, steps - 1, 1)?.squeeze(1)?
                 }
             }
             Self::Decompose(average_t) => {
@@ -118,8 +120,10 @@ impl CandleLayer {
                 b_ih,
                 b_hh,
             } => {
-                // The whole sequence in one op (see `fused_gru`).
-                crate::fused_gru::gru_last_state(x, w_ih, w_hh, b_ih, b_hh)?
+                // The whole sequence in one op (see `fused`); the head reads the last state.
+                let states = crate::fused::gru_sequence(x, w_ih, w_hh, b_ih, b_hh)?;
+                let steps = states.dim(1)?;
+                states.narrow(1, steps - 1, 1)?.squeeze(1)?
             }
         })
     }
