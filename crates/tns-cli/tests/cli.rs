@@ -149,8 +149,13 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     ok(log);
     ok(train("system-b", None, &b_gru));
     ok(train("mlp", None, &mlp));
-    // DLinear and a stacked LSTM as System B's correction: train, inspect, export, quantize.
-    for (network, layer) in [("dlinear:5", "decompose"), ("lstm:8,2", "lstm")] {
+    // DLinear, a stacked LSTM and a TCN as System B's correction: train, inspect, export,
+    // quantize.
+    for (network, layer) in [
+        ("dlinear:5", "decompose"),
+        ("lstm:8,2", "lstm"),
+        ("tcn:4,2,3", "tcn-block"),
+    ] {
         let file = path(&format!("b-{layer}.tns"));
         ok(train("system-b", Some(network), &file));
         let inspect = ok(tns(&["inspect", &file]));

@@ -134,6 +134,89 @@ impl Gru {
     }
 }
 
+/// A causal dilated convolution: weights `[C_out, C_in, K]` as the file holds them.
+#[derive(Debug, Clone)]
+struct CausalConv {
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    dilation: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl CausalConv {
+    fn new(weight: &NamedTensor, bias: &NamedTensor, dilation: usize) -> Self {
+        Self {
+            c_out: weight.shape[0],
+            c_in: weight.shape[1],
+            kernel: weight.shape[2],
+            dilation,
+            weight: weight.data.clone(),
+            bias: bias.data.clone(),
+        }
+    }
+
+    /// `x` `[step, C_in, lane]` → `y` `[step, C_out, lane]` over `n` lanes; with `relu`, the
+    /// outputs are rectified.
+    #[inline(always)]
+    fn forward(&self, x: &[f32], y: &mut [f32], steps: usize, n: usize, relu: bool) {
+        let (ci, co, k) = (self.c_in, self.c_out, self.kernel);
+        for t in 0..steps {
+            for o in 0..co {
+                let out = &mut y[(t * co + o) * n..][..n];
+                out.fill(self.bias[o]);
+                for tap in 0..k {
+                    let back = (k - 1 - tap) * self.dilation;
+                    let Some(src) = t.checked_sub(back) else {
+                        continue;
+                    };
+                    for c in 0..ci {
+                        let w = self.weight[(o * ci + c) * k + tap];
+                        for (acc, &v) in out.iter_mut().zip(&x[(src * ci + c) * n..][..n]) {
+                            *acc += w * v;
+                        }
+                    }
+                }
+                if relu {
+                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+            }
+        }
+    }
+}
+
+/// A TCN block: `relu(relu(conv2(relu(conv1(x)))) + residual(x))`.
+#[derive(Debug, Clone)]
+struct TcnBlock {
+    steps: usize,
+    conv1: CausalConv,
+    conv2: CausalConv,
+    /// The 1×1 projection of the input when the channel counts differ.
+    down: Option<CausalConv>,
+}
+
+impl TcnBlock {
+    #[inline(always)]
+    fn forward<W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let (n, steps) = (W::N, self.steps);
+        let width = steps * self.conv1.c_out * n;
+        let (hidden, residual) = s.conv[..2 * width].split_at_mut(width);
+        self.conv1.forward(x, hidden, steps, n, true);
+        self.conv2.forward(hidden, y, steps, n, true);
+        let residual: &[f32] = match &self.down {
+            Some(down) => {
+                down.forward(x, residual, steps, n, false);
+                residual
+            }
+            None => x,
+        };
+        for (v, &r) in y.iter_mut().zip(residual) {
+            *v = (*v + r).max(0.0);
+        }
+    }
+}
+
 /// The LSTM layer: input and recurrent products, the cell, the loop over steps.
 #[derive(Debug, Clone)]
 struct Lstm {
@@ -323,6 +406,10 @@ enum LayerPlan {
     Lstm(Lstm),
     /// Copies the vector, then the normalized future block after it.
     ConcatFuture,
+    /// A TCN block (see [`Layer::TcnBlock`]).
+    TcnBlock(Box<TcnBlock>),
+    /// The last row of a sequence.
+    LastStep,
     /// Moving-average trend, then the remainder (see [`Layer::Decompose`]).
     Decompose {
         steps: usize,
@@ -362,6 +449,21 @@ impl LayerPlan {
                 input: dense("weight_ih_l0", "bias_ih_l0")?,
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
             }),
+            Layer::TcnBlock { dilation, .. } => {
+                let conv = |part: &str, dilation: usize| -> Result<CausalConv, EngineError> {
+                    let weight = tensor(tensors, &format!("{}.{part}.weight", node.name))?;
+                    let bias = tensor(tensors, &format!("{}.{part}.bias", node.name))?;
+                    Ok(CausalConv::new(weight, bias, dilation))
+                };
+                let has_down = node.input.channels() != node.output.channels();
+                Self::TcnBlock(Box::new(TcnBlock {
+                    steps: node.input.len() / node.input.channels().max(1),
+                    conv1: conv("conv1", dilation)?,
+                    conv2: conv("conv2", dilation)?,
+                    down: has_down.then(|| conv("down", 1)).transpose()?,
+                }))
+            }
+            Layer::LastStep => Self::LastStep,
             Layer::Decompose { kernel } => Self::Decompose {
                 steps: node.input.len() / node.input.channels().max(1),
                 channels: node.input.channels(),
@@ -396,6 +498,9 @@ impl LayerPlan {
             }
             Self::Gru(gru) => gru.forward::<K, W>(x, y, s),
             Self::Lstm(lstm) => lstm.forward::<K, W>(x, y, s),
+            Self::TcnBlock(block) => block.forward::<W>(x, y, s),
+            // The last row is the last `y.len()` values (`[step, channel, lane]`).
+            Self::LastStep => y.copy_from_slice(&x[x.len() - y.len()..]),
             &Self::Decompose {
                 steps,
                 channels,
@@ -406,9 +511,12 @@ impl LayerPlan {
 
     fn dense_layers(&self) -> Vec<&Dense> {
         match self {
-            Self::Flatten | Self::Activation(_) | Self::ConcatFuture | Self::Decompose { .. } => {
-                Vec::new()
-            }
+            Self::Flatten
+            | Self::Activation(_)
+            | Self::ConcatFuture
+            | Self::Decompose { .. }
+            | Self::TcnBlock(_)
+            | Self::LastStep => Vec::new(),
             Self::Dense(d) => vec![d],
             Self::Gru(g) => vec![&g.input, &g.recurrent],
             Self::Lstm(l) => vec![&l.input, &l.recurrent],
@@ -440,6 +548,8 @@ struct LayerScratch {
     gates_state: Vec<f32>,
     /// An LSTM's hidden and cell state, `[2, unit, lane]`.
     state: Vec<f32>,
+    /// A TCN block's inner activations and residual, `[2, step, channel, lane]`.
+    conv: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -464,7 +574,8 @@ impl NetworkScratch {
                 + self.lanes_out.capacity()
                 + l.gates_in.capacity()
                 + l.gates_state.capacity()
-                + l.state.capacity())
+                + l.state.capacity()
+                + l.conv.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -554,6 +665,15 @@ impl NetworkPlan {
             })
             .max()
             .unwrap_or(0);
+        let convs = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::TcnBlock(b) => 2 * b.steps * b.conv1.c_out,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -564,6 +684,7 @@ impl NetworkPlan {
                 gates_in: vec![0.0; gates * LANES],
                 gates_state: vec![0.0; gates * LANES],
                 state: vec![0.0; states * LANES],
+                conv: vec![0.0; convs * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],

@@ -29,6 +29,16 @@ pub fn networks() -> Vec<NetworkConfig> {
             hidden: 6,
             layers: 2,
         },
+        NetworkConfig::Tcn {
+            channels: 3,
+            kernel: 2,
+            levels: 3,
+        },
+        NetworkConfig::Tcn {
+            channels: 4,
+            kernel: 3,
+            levels: 2,
+        },
         NetworkConfig::DLinear { kernel: 3 },
         NetworkConfig::DLinear { kernel: 5 },
     ]

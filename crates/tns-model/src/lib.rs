@@ -96,6 +96,18 @@ pub enum ConfigError {
         /// The width asked for.
         width: usize,
     },
+    /// A TCN whose receptive field is shorter than the window it reads.
+    #[error(
+        "network {network}: its receptive field is {field} rows but the window has {lookback}; add levels or widen the kernel"
+    )]
+    ReceptiveField {
+        /// The network, in `--network` syntax.
+        network: String,
+        /// Rows one output sees.
+        field: usize,
+        /// Rows of the window.
+        lookback: usize,
+    },
     /// A moving-average window of even length (it would have no centre row).
     #[error(
         "network {network}: the moving-average kernel must be odd (25 is DLinear's usual choice), got {kernel}"

@@ -36,6 +36,17 @@ pub enum NetworkConfig {
         /// Layers (each reads the previous one's states).
         layers: usize,
     },
+    /// Temporal convolutional network (Bai et al., 2018): `levels` residual blocks of two
+    /// causal convolutions (kernel `kernel`, dilations 1, 2, 4, …), then a linear head on the
+    /// last row.
+    Tcn {
+        /// Channels of every block.
+        channels: usize,
+        /// Kernel width.
+        kernel: usize,
+        /// Residual blocks.
+        levels: usize,
+    },
     /// DLinear (Zeng et al., 2023): the window split into a moving-average trend and the
     /// remainder, one linear map over both. (NLinear, a linear map of the window minus its
     /// last row, is `linear`: TNS already feeds targets relative to the last row and
@@ -48,7 +59,7 @@ pub enum NetworkConfig {
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), dlinear:K (odd moving-average window)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -59,6 +70,17 @@ impl NetworkConfig {
             Self::Gru { hidden } => std::slice::from_ref(hidden),
             Self::DLinear { kernel } => std::slice::from_ref(kernel),
             Self::Lstm { hidden, .. } => std::slice::from_ref(hidden),
+            Self::Tcn { channels, .. } => std::slice::from_ref(channels),
+        }
+    }
+
+    /// Rows of the window one output of a TCN sees: `1 + 2 (K − 1)(2^levels − 1)`.
+    pub fn receptive_field(&self) -> Option<usize> {
+        match self {
+            Self::Tcn { kernel, levels, .. } => Some(
+                1 + 2 * kernel.saturating_sub(1) * (1usize << (*levels).min(30)).saturating_sub(1),
+            ),
+            _ => None,
         }
     }
 
@@ -89,6 +111,13 @@ impl NetworkConfig {
                 what: "layers",
                 value: layers,
                 max: crate::config::MAX_LAYERS,
+            });
+        }
+        if let Self::Tcn { kernel, levels, .. } = self
+            && (*kernel == 0 || *levels == 0 || *levels > 16)
+        {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
             });
         }
         if layers == 0 && matches!(self, Self::Lstm { .. }) {
@@ -152,6 +181,32 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
+            Self::Tcn {
+                channels,
+                kernel,
+                levels,
+            } => {
+                let steps = input.len() / input.channels().max(1);
+                let field = self.receptive_field().unwrap_or(0);
+                if field < steps {
+                    return Err(ConfigError::ReceptiveField {
+                        network: self.to_string(),
+                        field,
+                        lookback: steps,
+                    });
+                }
+                for level in 0..*levels {
+                    let block = Layer::TcnBlock {
+                        channels: *channels,
+                        kernel: *kernel,
+                        dilation: 1 << level,
+                    };
+                    stack.push(&format!("tcn.{level}"), block)?;
+                }
+                stack.push("last", Layer::LastStep)?;
+                concat_future(&mut stack)?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
             Self::DLinear { kernel } => {
                 stack.push("decompose", Layer::Decompose { kernel: *kernel })?;
                 concat_future(&mut stack)?;
@@ -173,6 +228,11 @@ impl std::fmt::Display for NetworkConfig {
             Self::DLinear { kernel } => write!(f, "dlinear:{kernel}"),
             Self::Lstm { hidden, layers: 1 } => write!(f, "lstm:{hidden}"),
             Self::Lstm { hidden, layers } => write!(f, "lstm:{hidden},{layers}"),
+            Self::Tcn {
+                channels,
+                kernel,
+                levels,
+            } => write!(f, "tcn:{channels},{kernel},{levels}"),
         }
     }
 }
@@ -203,6 +263,11 @@ impl std::str::FromStr for NetworkConfig {
             ("lstm", [hidden, layers]) => Self::Lstm {
                 hidden: *hidden,
                 layers: *layers,
+            },
+            ("tcn", [channels, kernel, levels]) => Self::Tcn {
+                channels: *channels,
+                kernel: *kernel,
+                levels: *levels,
             },
             _ => return Err(bad()),
         };
@@ -302,6 +367,24 @@ pub enum Layer {
         /// Whether every step's state is the output.
         sequence: bool,
     },
+    /// A TCN residual block over a sequence `[L, C]` → `[L, channels]`: two causal
+    /// convolutions (row `t` of the output reads rows `t − (K − 1 − k)·dilation`,
+    /// `k = 0..K`, zeros before the first), each followed by ReLU, plus the input (through a
+    /// 1×1 convolution when `C ≠ channels`), then ReLU of the sum, as in Bai et al. Plain
+    /// convolutions (no weight normalization, no dropout).
+    /// Tensors `{name}.conv1.weight` `[channels, C, K]`, `{name}.conv1.bias`,
+    /// `{name}.conv2.weight` `[channels, channels, K]`, `{name}.conv2.bias` `[channels]`, and
+    /// `{name}.down.weight` `[channels, C, 1]`, `{name}.down.bias` when `C ≠ channels`.
+    TcnBlock {
+        /// Output channels.
+        channels: usize,
+        /// Kernel width `K`.
+        kernel: usize,
+        /// Dilation.
+        dilation: usize,
+    },
+    /// The last row of a sequence: `[L, C]` → `[C]`.
+    LastStep,
     /// Splits a sequence `[L, C]` into its moving-average trend and the remainder, flattened
     /// one after the other: `[2·L·C]`. The trend of row `i` is the mean of rows
     /// `i − p ..= i + p` (`p = (kernel − 1) / 2`), rows before the first and after the last
@@ -339,12 +422,14 @@ impl Layer {
             Self::ConcatFuture { .. } => "concat-future",
             Self::Decompose { .. } => "decompose",
             Self::Lstm { .. } => "lstm",
+            Self::TcnBlock { .. } => "tcn-block",
+            Self::LastStep => "last-step",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 7] = [
+    pub const TYPES: [Layer; 9] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
@@ -355,6 +440,12 @@ impl Layer {
             hidden: 1,
             sequence: false,
         },
+        Self::TcnBlock {
+            channels: 1,
+            kernel: 1,
+            dilation: 1,
+        },
+        Self::LastStep,
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -368,6 +459,10 @@ impl Layer {
             (Self::Decompose { .. }, Shape::Sequence { .. }) => {
                 Some(Shape::Vector(2 * input.len()))
             }
+            (Self::TcnBlock { channels, .. }, Shape::Sequence { steps, .. }) => {
+                Some(Shape::Sequence { steps, channels })
+            }
+            (Self::LastStep, Shape::Sequence { channels, .. }) => Some(Shape::Vector(channels)),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
                 Shape::Sequence {
                     steps,
@@ -422,9 +517,36 @@ impl LayerNode {
                 Layer::Flatten
                 | Layer::Activation(_)
                 | Layer::ConcatFuture { .. }
-                | Layer::Decompose { .. },
+                | Layer::Decompose { .. }
+                | Layer::LastStep,
                 _,
             ) => Vec::new(),
+            (
+                Layer::TcnBlock {
+                    channels, kernel, ..
+                },
+                input,
+            ) => {
+                // PyTorch's Conv1d bounds: 1/√(in_channels · kernel). Not INT8 (`matrix:
+                // false`): the engine's integer kernels are dense products.
+                let c = input.channels();
+                let mut p = vec![
+                    param("conv1.weight", vec![channels, c, kernel], c * kernel, false),
+                    param("conv1.bias", vec![channels], c * kernel, false),
+                    param(
+                        "conv2.weight",
+                        vec![channels, channels, kernel],
+                        channels * kernel,
+                        false,
+                    ),
+                    param("conv2.bias", vec![channels], channels * kernel, false),
+                ];
+                if c != channels {
+                    p.push(param("down.weight", vec![channels, c, 1], c, false));
+                    p.push(param("down.bias", vec![channels], c, false));
+                }
+                p
+            }
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -474,6 +596,17 @@ impl LayerNode {
             }
             (Layer::Gru { .. } | Layer::Lstm { .. }, Shape::Vector(_)) => 0,
             (Layer::Decompose { kernel }, input) => kernel * input.len(),
+            (Layer::LastStep, _) => 0,
+            (
+                Layer::TcnBlock {
+                    channels, kernel, ..
+                },
+                Shape::Sequence { steps, channels: c },
+            ) => {
+                let down = if c != channels { channels * c } else { 0 };
+                steps * (channels * c * kernel + channels * channels * kernel + down)
+            }
+            (Layer::TcnBlock { .. }, Shape::Vector(_)) => 0,
         }
     }
 }
@@ -546,7 +679,11 @@ mod tests {
             "gru:4,4",
             "mlp",
             "mlp:0",
-            "lstm:4",
+            "lstm",
+            "lstm:4,0",
+            "lstm:4,2,1",
+            "tcn:4,3",
+            "tcn:4,0,2",
             "linear:3",
             "gru:x",
             "dlinear",
@@ -652,6 +789,34 @@ mod tests {
         let per_layer = |c: usize| 4 * 5 * (c + 5) + 8 * 5;
         let total: usize = layers.iter().map(LayerNode::parameter_count).sum();
         assert_eq!(total, per_layer(3) + per_layer(5) + 5 * 2 + 2);
+    }
+
+    #[test]
+    fn a_tcn_must_see_the_whole_window() {
+        let tcn: NetworkConfig = "tcn:8,3,3".parse().unwrap();
+        // 1 + 2·2·(1 + 2 + 4) = 29 rows.
+        assert_eq!(tcn.receptive_field(), Some(29));
+        let at = |steps| tcn.layers(Shape::Sequence { steps, channels: 2 }, 0, 1);
+        assert!(at(29).is_ok());
+        let err = at(30).unwrap_err().to_string();
+        assert!(
+            err.contains("receptive field is 29") && err.contains("30"),
+            "{err}"
+        );
+        let layers = at(10).unwrap();
+        let dilations: Vec<_> = layers
+            .iter()
+            .filter_map(|l| match l.layer {
+                Layer::TcnBlock { dilation, .. } => Some(dilation),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dilations, [1, 2, 4]);
+        // The first block changes 2 channels to 8 (a 1×1 projection), the others keep 8.
+        let params = |i: usize| layers[i].parameter_count();
+        assert_eq!(params(0), 8 * 2 * 3 + 8 + 8 * 8 * 3 + 8 + 8 * 2 + 8);
+        assert_eq!(params(1), 8 * 8 * 3 + 8 + 8 * 8 * 3 + 8);
+        assert!("tcn:8,0,2".parse::<NetworkConfig>().is_err());
     }
 
     #[test]

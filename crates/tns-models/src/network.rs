@@ -22,6 +22,13 @@ enum CandleLayer {
     ConcatFuture,
     /// The moving-average weights `[L, L]` ([`tns_model::moving_average_matrix`]).
     Decompose(Tensor),
+    /// A TCN block: two causal convolutions and the residual path.
+    TcnBlock {
+        conv1: CausalConv,
+        conv2: CausalConv,
+        down: Option<CausalConv>,
+    },
+    LastStep,
     /// PyTorch's LSTM layout (`W_ih [4H, C]`, `W_hh [4H, H]`, two biases); every step's
     /// state when `sequence`, else the last.
     Lstm {
@@ -31,6 +38,48 @@ enum CandleLayer {
         b_hh: Tensor,
         sequence: bool,
     },
+}
+
+/// A causal dilated convolution on `[B, L, C]`, as a sum of `K` shifted products (each
+/// differentiated by Candle's matmul and narrow, whose gradients are well tested).
+#[derive(Debug, Clone)]
+struct CausalConv {
+    /// `W_k [C_in, C_out]` per tap `k` (row `t` reads row `t − (K − 1 − k)·dilation`).
+    taps: Vec<Tensor>,
+    bias: Tensor,
+    dilation: usize,
+}
+
+impl CausalConv {
+    /// Reads `{prefix}.weight [C_out, C_in, K]` and `{prefix}.bias`.
+    fn new(
+        vb: &VarBuilder,
+        prefix: &str,
+        (c_out, c_in, kernel): (usize, usize, usize),
+        dilation: usize,
+    ) -> Result<Self, ModelError> {
+        let weight = vb.get((c_out, c_in, kernel), &format!("{prefix}.weight"))?;
+        let taps = (0..kernel)
+            .map(|k| weight.narrow(2, k, 1)?.squeeze(2)?.t())
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            taps,
+            bias: vb.get(c_out, &format!("{prefix}.bias"))?,
+            dilation,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let steps = x.dim(1)?;
+        let reach = (self.taps.len() - 1) * self.dilation;
+        let padded = x.pad_with_zeros(1, reach, 0)?;
+        let mut y = self.bias.clone();
+        for (k, w) in self.taps.iter().enumerate() {
+            let shifted = padded.narrow(1, k * self.dilation, steps)?;
+            y = shifted.broadcast_matmul(w)?.broadcast_add(&y)?;
+        }
+        Ok(y)
+    }
 }
 
 impl CandleLayer {
@@ -63,6 +112,21 @@ impl CandleLayer {
                     sequence,
                 }
             }
+            Layer::TcnBlock {
+                channels,
+                kernel,
+                dilation,
+            } => {
+                let c = node.input.channels();
+                Self::TcnBlock {
+                    conv1: CausalConv::new(&vb, "conv1", (channels, c, kernel), dilation)?,
+                    conv2: CausalConv::new(&vb, "conv2", (channels, channels, kernel), dilation)?,
+                    down: (c != channels)
+                        .then(|| CausalConv::new(&vb, "down", (channels, c, 1), 1))
+                        .transpose()?,
+                }
+            }
+            Layer::LastStep => Self::LastStep,
             Layer::Decompose { kernel } => {
                 let steps = node.input.len() / node.input.channels().max(1);
                 let weights: Vec<f32> = tns_model::moving_average_matrix(steps, kernel)
@@ -103,6 +167,18 @@ impl CandleLayer {
                     let steps = states.dim(1)?;
                     states.narrow(1, steps - 1, 1)?.squeeze(1)?
                 }
+            }
+            Self::TcnBlock { conv1, conv2, down } => {
+                let inner = conv2.forward(&conv1.forward(x)?.relu()?)?.relu()?;
+                let residual = match down {
+                    Some(d) => d.forward(x)?,
+                    None => x.clone(),
+                };
+                (inner + residual)?.relu()?
+            }
+            Self::LastStep => {
+                let steps = x.dim(1)?;
+                x.narrow(1, steps - 1, 1)?.squeeze(1)?
             }
             Self::Decompose(average_t) => {
                 // The trend per channel as [B, C, L] · W; then trend and remainder, flat.
@@ -306,5 +382,42 @@ impl Network {
             start += m;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tns_model::ModelKind;
+
+    #[test]
+    fn a_tcn_output_sees_the_first_row_of_a_window_as_long_as_its_field() {
+        // tcn:4,2,3: receptive field 1 + 2·1·(1 + 2 + 4) = 15 rows.
+        let columns = ["a", "b"];
+        let mut config = ModelConfig::new("t", ModelKind::SystemA, &columns, &columns, 15, 1, 1);
+        config.network = Some("tcn:4,2,3".parse().unwrap());
+        let net = Network::init(&config, &Device::Cpu).unwrap();
+        let rows: Vec<f32> = (0..30).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2).collect();
+        let run = |x: &[f32]| {
+            let x = Tensor::from_slice(x, (1, 15, 2), &Device::Cpu).unwrap();
+            net.forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let base = run(&rows);
+        let mut first = rows.clone();
+        first[0] += 1.0;
+        assert_ne!(run(&first), base, "the first row does not reach the output");
+        // A causal convolution never reads ahead: the same window with its last row changed
+        // changes the output too (it is the row the head reads).
+        let mut last = rows.clone();
+        last[29] += 1.0;
+        assert_ne!(run(&last), base);
+        // One row more than the field is refused.
+        config.lookback = 16;
+        assert!(Network::init(&config, &Device::Cpu).is_err());
     }
 }

@@ -625,6 +625,65 @@ fn lower_layer(
                 vec![Attr::Int("axis", 1)],
             )
         }
+        Layer::TcnBlock {
+            kernel, dilation, ..
+        } => {
+            // Convolutions run on [B, C, L]; causal: (K − 1)·dilation zeros before the first row.
+            let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+            let by_channel = g.node("Transpose", &[input], &format!("{name}.by_channel"), perm());
+            let conv =
+                |g: &mut GraphBuilder, x: &str, part: &str, kernel: usize, dilation: usize| {
+                    let weight = weights(tensors, &format!("{name}.{part}.weight"))?;
+                    let bias = weights(tensors, &format!("{name}.{part}.bias"))?;
+                    let w = g.constant(
+                        &format!("{name}.{part}.W"),
+                        &weight.shape,
+                        weight.data.clone(),
+                    );
+                    let b = g.constant(&format!("{name}.{part}.B"), &bias.shape, bias.data.clone());
+                    let reach = ((kernel - 1) * dilation) as i64;
+                    Ok::<_, ExportError>(g.node(
+                        "Conv",
+                        &[x, &w, &b],
+                        &format!("{name}.{part}.out"),
+                        vec![
+                            Attr::Ints("dilations", vec![dilation as i64]),
+                            Attr::Ints("pads", vec![reach, 0]),
+                            Attr::Ints("kernel_shape", vec![kernel as i64]),
+                        ],
+                    ))
+                };
+            let inner = conv(g, &by_channel, "conv1", kernel, dilation)?;
+            let inner = g.node("Relu", &[&inner], &format!("{name}.relu1"), vec![]);
+            let inner = conv(g, &inner, "conv2", kernel, dilation)?;
+            let inner = g.node("Relu", &[&inner], &format!("{name}.relu2"), vec![]);
+            let residual = if node.input.channels() != node.output.channels() {
+                conv(g, &by_channel, "down", 1, 1)?
+            } else {
+                by_channel
+            };
+            let sum = g.node("Add", &[&inner, &residual], &format!("{name}.sum"), vec![]);
+            let sum = g.node("Relu", &[&sum], &format!("{name}.relu"), vec![]);
+            g.node("Transpose", &[&sum], &format!("{name}.out"), perm())
+        }
+        Layer::LastStep => {
+            let steps = (node.input.len() / node.input.channels().max(1)) as i64;
+            let starts = g.constant_i64(&format!("{name}.start"), vec![steps - 1]);
+            let ends = g.constant_i64(&format!("{name}.end"), vec![steps]);
+            let axes = g.constant_i64(&format!("{name}.axis"), vec![1]);
+            let last = g.node(
+                "Slice",
+                &[input, &starts, &ends, &axes],
+                &format!("{name}.row"),
+                vec![],
+            );
+            g.node(
+                "Flatten",
+                &[&last],
+                &format!("{name}.out"),
+                vec![Attr::Int("axis", 1)],
+            )
+        }
         // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
         Layer::Gru { hidden } => recurrent(
             g,
