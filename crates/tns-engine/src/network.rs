@@ -134,52 +134,102 @@ impl Gru {
     }
 }
 
-/// A causal dilated convolution: weights `[C_out, C_in, K]` as the file holds them.
+/// A causal dilated convolution as one dense product per output row over the `K` input rows
+/// it reads (im2col): weights `[C_out, K·C_in]`, tap by tap.
 #[derive(Debug, Clone)]
 struct CausalConv {
     c_in: usize,
     c_out: usize,
     kernel: usize,
     dilation: usize,
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+    dense: Dense,
 }
 
 impl CausalConv {
-    fn new(weight: &NamedTensor, bias: &NamedTensor, dilation: usize) -> Self {
-        Self {
-            c_out: weight.shape[0],
-            c_in: weight.shape[1],
-            kernel: weight.shape[2],
+    /// From the file's `weight [C_out, C_in, K]` and `bias`.
+    fn new(weight: &NamedTensor, bias: &NamedTensor, dilation: usize) -> Result<Self, EngineError> {
+        let (c_out, c_in, kernel) = (weight.shape[0], weight.shape[1], weight.shape[2]);
+        let data = (0..c_out)
+            .flat_map(|o| (0..kernel).flat_map(move |k| (0..c_in).map(move |c| (o, c, k))))
+            .map(|(o, c, k)| weight.data[(o * c_in + c) * kernel + k])
+            .collect();
+        let packed = NamedTensor {
+            name: weight.name.clone(),
+            shape: vec![c_out, kernel * c_in],
+            data,
+        };
+        Ok(Self {
+            c_in,
+            c_out,
+            kernel,
             dilation,
-            weight: weight.data.clone(),
-            bias: bias.data.clone(),
+            dense: Dense::new(&packed, bias, None)?,
+        })
+    }
+
+    /// Writes the input rows output row `t` reads (`[K·C_in, lane]` over `n` lanes; zeros
+    /// before the first row) into `col`.
+    #[inline(always)]
+    fn gather(&self, x: &[f32], t: usize, n: usize, col: &mut [f32]) {
+        let row = self.c_in * n;
+        for (tap, dst) in col.chunks_exact_mut(row).enumerate() {
+            match t.checked_sub((self.kernel - 1 - tap) * self.dilation) {
+                Some(src) => dst.copy_from_slice(&x[src * row..(src + 1) * row]),
+                None => dst.fill(0.0),
+            }
         }
     }
 
-    /// `x` `[step, C_in, lane]` → `y` `[step, C_out, lane]` over `n` lanes; with `relu`, the
-    /// outputs are rectified.
+    /// `x` `[step, C_in, lane]` → `y` `[step, C_out, lane]`; with `relu`, rectified. One
+    /// sequence: eight output rows at a time through the lane-blocked product (the rows stand
+    /// in for lanes). Eight sequences: one product per row.
     #[inline(always)]
-    fn forward(&self, x: &[f32], y: &mut [f32], steps: usize, n: usize, relu: bool) {
-        let (ci, co, k) = (self.c_in, self.c_out, self.kernel);
-        for t in 0..steps {
-            for o in 0..co {
-                let out = &mut y[(t * co + o) * n..][..n];
-                out.fill(self.bias[o]);
-                for tap in 0..k {
-                    let back = (k - 1 - tap) * self.dilation;
-                    let Some(src) = t.checked_sub(back) else {
-                        continue;
-                    };
-                    for c in 0..ci {
-                        let w = self.weight[(o * ci + c) * k + tap];
-                        for (acc, &v) in out.iter_mut().zip(&x[(src * ci + c) * n..][..n]) {
-                            *acc += w * v;
-                        }
+    fn forward<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        steps: usize,
+        relu: bool,
+        s: &mut LayerScratch,
+    ) {
+        let (cols, co) = (self.kernel * self.c_in, self.c_out);
+        if W::N == 1 {
+            let (col, out) = (
+                &mut s.conv_col[..cols * LANES],
+                &mut s.conv_out[..co * LANES],
+            );
+            let row = &mut s.conv_row[..cols];
+            for t0 in (0..steps).step_by(LANES) {
+                for l in 0..LANES {
+                    let t = t0 + l;
+                    if t < steps {
+                        self.gather(x, t, 1, row);
+                    } else {
+                        row.fill(0.0);
+                    }
+                    for (j, &v) in row.iter().enumerate() {
+                        col[j * LANES + l] = v;
                     }
                 }
+                for (ol, &b) in out.chunks_exact_mut(LANES).zip(&self.dense.bias) {
+                    ol.fill(b);
+                }
+                K::gemm_lanes_acc(&self.dense.rows, col, out);
+                for t in t0..(t0 + LANES).min(steps) {
+                    for o in 0..co {
+                        let v = out[o * LANES + t - t0];
+                        y[t * co + o] = if relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        } else {
+            let col = &mut s.conv_col[..cols * W::N];
+            for t in 0..steps {
+                self.gather(x, t, W::N, col);
+                let yt = &mut y[t * co * W::N..(t + 1) * co * W::N];
+                W::dense::<K>(&self.dense, col, yt, &mut s.quant);
                 if relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                    yt.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }
         }
@@ -198,15 +248,18 @@ struct TcnBlock {
 
 impl TcnBlock {
     #[inline(always)]
-    fn forward<W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
-        let (n, steps) = (W::N, self.steps);
-        let width = steps * self.conv1.c_out * n;
-        let (hidden, residual) = s.conv[..2 * width].split_at_mut(width);
-        self.conv1.forward(x, hidden, steps, n, true);
-        self.conv2.forward(hidden, y, steps, n, true);
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let steps = self.steps;
+        let width = steps * self.conv1.c_out * W::N;
+        // The inner activations and the residual live in the block's own buffer, taken out
+        // of the scratch so that the convolutions can borrow the rest of it.
+        let mut buffer = std::mem::take(&mut s.conv);
+        let (hidden, residual) = buffer[..2 * width].split_at_mut(width);
+        self.conv1.forward::<K, W>(x, hidden, steps, true, s);
+        self.conv2.forward::<K, W>(hidden, y, steps, true, s);
         let residual: &[f32] = match &self.down {
             Some(down) => {
-                down.forward(x, residual, steps, n, false);
+                down.forward::<K, W>(x, residual, steps, false, s);
                 residual
             }
             None => x,
@@ -214,6 +267,7 @@ impl TcnBlock {
         for (v, &r) in y.iter_mut().zip(residual) {
             *v = (*v + r).max(0.0);
         }
+        s.conv = buffer;
     }
 }
 
@@ -453,7 +507,7 @@ impl LayerPlan {
                 let conv = |part: &str, dilation: usize| -> Result<CausalConv, EngineError> {
                     let weight = tensor(tensors, &format!("{}.{part}.weight", node.name))?;
                     let bias = tensor(tensors, &format!("{}.{part}.bias", node.name))?;
-                    Ok(CausalConv::new(weight, bias, dilation))
+                    CausalConv::new(weight, bias, dilation)
                 };
                 let has_down = node.input.channels() != node.output.channels();
                 Self::TcnBlock(Box::new(TcnBlock {
@@ -498,7 +552,7 @@ impl LayerPlan {
             }
             Self::Gru(gru) => gru.forward::<K, W>(x, y, s),
             Self::Lstm(lstm) => lstm.forward::<K, W>(x, y, s),
-            Self::TcnBlock(block) => block.forward::<W>(x, y, s),
+            Self::TcnBlock(block) => block.forward::<K, W>(x, y, s),
             // The last row is the last `y.len()` values (`[step, channel, lane]`).
             Self::LastStep => y.copy_from_slice(&x[x.len() - y.len()..]),
             &Self::Decompose {
@@ -550,6 +604,11 @@ struct LayerScratch {
     state: Vec<f32>,
     /// A TCN block's inner activations and residual, `[2, step, channel, lane]`.
     conv: Vec<f32>,
+    /// A convolution's gathered input rows `[K·C_in, lane]`, its single-sequence gather
+    /// `[K·C_in]` and its eight output rows `[C_out, 8]`.
+    conv_col: Vec<f32>,
+    conv_row: Vec<f32>,
+    conv_out: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -575,7 +634,10 @@ impl NetworkScratch {
                 + l.gates_in.capacity()
                 + l.gates_state.capacity()
                 + l.state.capacity()
-                + l.conv.capacity())
+                + l.conv.capacity()
+                + l.conv_col.capacity()
+                + l.conv_row.capacity()
+                + l.conv_out.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -665,15 +727,25 @@ impl NetworkPlan {
             })
             .max()
             .unwrap_or(0);
-        let convs = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                LayerPlan::TcnBlock(b) => 2 * b.steps * b.conv1.c_out,
-                _ => 0,
+        let blocks = || {
+            self.layers.iter().filter_map(|l| match l {
+                LayerPlan::TcnBlock(b) => Some(b),
+                _ => None,
             })
+        };
+        let convs = blocks()
+            .map(|b| 2 * b.steps * b.conv1.c_out)
             .max()
             .unwrap_or(0);
+        let conv_parts = || {
+            blocks().flat_map(|b| {
+                [Some(&b.conv1), Some(&b.conv2), b.down.as_ref()]
+                    .into_iter()
+                    .flatten()
+            })
+        };
+        let conv_cols = conv_parts().map(|c| c.kernel * c.c_in).max().unwrap_or(0);
+        let conv_outs = conv_parts().map(|c| c.c_out).max().unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -685,6 +757,9 @@ impl NetworkPlan {
                 gates_state: vec![0.0; gates * LANES],
                 state: vec![0.0; states * LANES],
                 conv: vec![0.0; convs * LANES],
+                conv_col: vec![0.0; conv_cols * LANES],
+                conv_row: vec![0.0; conv_cols],
+                conv_out: vec![0.0; conv_outs * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],
