@@ -95,6 +95,13 @@ run_task() {
          --name system-b-structural-x-dlinear --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x-dlinear.tns"
   models+=("$work/$name-dlinear-168-fx.tns" "$work/$name-system-b-structural-x-dlinear.tns")
+  # An LSTM and a TCN (receptive field 253 rows) over a week with every input, correcting the
+  # last value.
+  train "${common[@]}" "${known[@]}" --model system-a --network lstm:32 --name lstm-168-fx \
+         --lookback 168 -o "$work/$name-lstm-168-fx.tns"
+  train "${common[@]}" "${known[@]}" --model system-a --network tcn:16,3,6 --name tcn-168-fx \
+         --lookback 168 -o "$work/$name-tcn-168-fx.tns"
+  models+=("$work/$name-lstm-168-fx.tns" "$work/$name-tcn-168-fx.tns")
   # The same two and the MLP with every input, recalibrated (no retraining) with scores
   # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
   for m in kalman-structural-x system-b-structural-x mlp-168-fx; do
