@@ -4,6 +4,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 
+use crate::fused::States;
+
 use crate::ModelError;
 
 /// One layer of the description, lowered to Candle modules.
@@ -160,13 +162,8 @@ impl CandleLayer {
                 b_hh,
                 sequence,
             } => {
-                let states = crate::fused::lstm_sequence(x, w_ih, w_hh, b_ih, b_hh)?;
-                if *sequence {
-                    states
-                } else {
-                    let steps = states.dim(1)?;
-                    states.narrow(1, steps - 1, 1)?.squeeze(1)?
-                }
+                let states = if *sequence { States::All } else { States::Last };
+                crate::fused::lstm_sequence(x, w_ih, w_hh, b_ih, b_hh, states)?
             }
             Self::TcnBlock { conv1, conv2, down } => {
                 let inner = conv2.forward(&conv1.forward(x)?.relu()?)?.relu()?;
@@ -197,9 +194,7 @@ impl CandleLayer {
                 b_hh,
             } => {
                 // The whole sequence in one op (see `fused`); the head reads the last state.
-                let states = crate::fused::gru_sequence(x, w_ih, w_hh, b_ih, b_hh)?;
-                let steps = states.dim(1)?;
-                states.narrow(1, steps - 1, 1)?.squeeze(1)?
+                crate::fused::gru_sequence(x, w_ih, w_hh, b_ih, b_hh, States::Last)?
             }
         })
     }

@@ -4,7 +4,8 @@
 //!
 //! An op takes the sequence `x [B, T, I]`, the weights packed side by side `[W_ih | W_hh]`
 //! (`[G·H, I + H]`, `G` gate blocks in PyTorch's order) and the biases end to end
-//! `[b_ih, b_hh]` (`[2·G·H]`), and returns every step's hidden state `[B, T, H]`. The input
+//! `[b_ih, b_hh]` (`[2·G·H]`), and returns every step's hidden state `[B, T, H]` or only the
+//! last `[B, H]` ([`States`]). The input
 //! projection of every step is one product inside the op, so no `[B, T, G·H]` tensor enters
 //! the autograd graph, which holds one node for the whole sequence. A [`Cell`] says what one
 //! step computes and how to go back through it; everything else — the products, the sharding,
@@ -37,28 +38,39 @@ pub const SHARD_ROWS: usize = 16;
 /// training batch); larger ones do not, so that the kept trace stays small.
 const KEEP_TRACE_ROWS: usize = 1024;
 
-/// Every step's hidden state `[B, T, H]` of a zero-initialized GRU over `x [B, T, I]`
-/// (PyTorch's layout: `w_ih [3H, I]`, `w_hh [3H, H]`, `b_ih`, `b_hh [3H]`).
+/// What a recurrent op returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum States {
+    /// Every step's hidden state, `[B, T, H]` (a layer below another).
+    All,
+    /// The last step's, `[B, H]` (what a head reads; nothing of the other steps is stored).
+    Last,
+}
+
+/// The hidden states of a zero-initialized GRU over `x [B, T, I]` (PyTorch's layout:
+/// `w_ih [3H, I]`, `w_hh [3H, H]`, `b_ih`, `b_hh [3H]`).
 pub fn gru_sequence(
     x: &Tensor,
     w_ih: &Tensor,
     w_hh: &Tensor,
     b_ih: &Tensor,
     b_hh: &Tensor,
+    states: States,
 ) -> candle_core::Result<Tensor> {
-    sequence::<Gru>(x, w_ih, w_hh, b_ih, b_hh)
+    sequence::<Gru>(x, w_ih, w_hh, b_ih, b_hh, states)
 }
 
-/// Every step's hidden state `[B, T, H]` of a zero-initialized LSTM over `x [B, T, I]`
-/// (PyTorch's layout: `w_ih [4H, I]`, `w_hh [4H, H]`, `b_ih`, `b_hh [4H]`).
+/// The hidden states of a zero-initialized LSTM over `x [B, T, I]` (PyTorch's layout:
+/// `w_ih [4H, I]`, `w_hh [4H, H]`, `b_ih`, `b_hh [4H]`).
 pub fn lstm_sequence(
     x: &Tensor,
     w_ih: &Tensor,
     w_hh: &Tensor,
     b_ih: &Tensor,
     b_hh: &Tensor,
+    states: States,
 ) -> candle_core::Result<Tensor> {
-    sequence::<Lstm>(x, w_ih, w_hh, b_ih, b_hh)
+    sequence::<Lstm>(x, w_ih, w_hh, b_ih, b_hh, states)
 }
 
 fn sequence<C: Cell>(
@@ -67,13 +79,17 @@ fn sequence<C: Cell>(
     w_hh: &Tensor,
     b_ih: &Tensor,
     b_hh: &Tensor,
+    states: States,
 ) -> candle_core::Result<Tensor> {
     let weights = Tensor::cat(&[w_ih, w_hh], 1)?;
     let biases = Tensor::cat(&[b_ih, b_hh], 0)?;
     x.contiguous()?.apply_op3(
         &weights.contiguous()?,
         &biases.contiguous()?,
-        Sequence::<C>(PhantomData),
+        Sequence::<C> {
+            states,
+            cell: PhantomData,
+        },
     )
 }
 
@@ -178,10 +194,16 @@ struct Dims {
     inputs: usize,
     hidden: usize,
     gates: usize,
+    states: States,
 }
 
 impl Dims {
-    fn of<C: Cell>(x: &Shape, weights: &Shape, biases: &Shape) -> candle_core::Result<Self> {
+    fn of<C: Cell>(
+        x: &Shape,
+        weights: &Shape,
+        biases: &Shape,
+        states: States,
+    ) -> candle_core::Result<Self> {
         let (batch, steps, inputs) = x.dims3()?;
         let (rows, columns) = weights.dims2()?;
         let hidden = rows / C::GATES;
@@ -202,11 +224,20 @@ impl Dims {
             inputs,
             hidden,
             gates: C::GATES,
+            states,
         })
     }
 
     fn width(self) -> usize {
         self.gates * self.hidden
+    }
+
+    /// Output steps per row: all of them, or the last.
+    fn out_steps(self) -> usize {
+        match self.states {
+            States::All => self.steps,
+            States::Last => 1,
+        }
     }
 }
 
@@ -356,7 +387,7 @@ fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
 }
 
 /// Runs one shard of rows forward. `x` is the shard's inputs `[rows, T, I]`; returns every
-/// step's state `[rows, T, H]`, and fills `trace` when given.
+/// step's state `[rows, T, H]` (or the last, `[rows, H]`), and fills `trace` when given.
 #[inline(always)]
 fn forward_shard<C: Cell, T: Real, M: MulAdd>(
     x: &[T],
@@ -372,7 +403,12 @@ fn forward_shard<C: Cell, T: Real, M: MulAdd>(
         o.copy_from_slice(&w.b_ih);
     }
     gemm_acc::<T, M, false>(x, &w.w_ih_t, &mut x_proj, d.inputs, g);
-    let mut out = vec![T::zero(); rows * steps * hidden];
+    let all = d.states == States::All;
+    let mut out = if all {
+        vec![T::zero(); rows * steps * hidden]
+    } else {
+        Vec::new()
+    };
     let (mut h, mut c) = (
         vec![T::zero(); rows * hidden],
         vec![T::zero(); rows * hidden],
@@ -398,17 +434,20 @@ fn forward_shard<C: Cell, T: Real, M: MulAdd>(
             }
         };
         C::step(&xt, &hh, &mut h, &mut c, kept, hidden);
-        for (b, hb) in h.chunks_exact(hidden).enumerate() {
-            out[(b * steps + t) * hidden..][..hidden].copy_from_slice(hb);
+        if all {
+            for (b, hb) in h.chunks_exact(hidden).enumerate() {
+                out[(b * steps + t) * hidden..][..hidden].copy_from_slice(hb);
+            }
         }
     }
     if let Some(tr) = trace {
         tr.h.extend_from_slice(&h);
     }
-    out
+    if all { out } else { h }
 }
 
-/// Gradients of one shard from the gradient of its states `grad [rows, T, H]`:
+/// Gradients of one shard from the gradient of its states `grad [rows, T, H]` (or of the
+/// last, `[rows, H]`):
 /// `(dx [rows, T, I], d[W_ih | W_hh] [G·H, I + H], d[b_ih, b_hh] [2·G·H])`.
 #[inline(always)]
 fn backward_shard<C: Cell, T: Real, M: MulAdd>(
@@ -419,7 +458,7 @@ fn backward_shard<C: Cell, T: Real, M: MulAdd>(
     trace: Option<Trace<T>>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (steps, hidden, inputs, g) = (d.steps, d.hidden, d.inputs, d.width());
-    let rows = grad.len() / (steps * hidden).max(1);
+    let rows = grad.len() / (d.out_steps() * hidden).max(1);
     // The forward pass's trace when it kept one, else the forward again.
     let tr = trace.unwrap_or_else(|| {
         let mut tr = Trace {
@@ -442,12 +481,17 @@ fn backward_shard<C: Cell, T: Real, M: MulAdd>(
     let mut dc = vec![T::zero(); rows * hidden];
     let kept_len = rows * C::KEPT * hidden;
     for t in (0..steps).rev() {
-        for (b, dhb) in dh.chunks_exact_mut(hidden).enumerate() {
-            for (a, &v) in dhb
-                .iter_mut()
-                .zip(&grad[(b * steps + t) * hidden..][..hidden])
-            {
-                *a = *a + v;
+        let from = match d.states {
+            States::All => Some(t),
+            States::Last => (t + 1 == steps).then_some(0),
+        };
+        if let Some(step) = from {
+            let out_steps = d.out_steps();
+            for (b, dhb) in dh.chunks_exact_mut(hidden).enumerate() {
+                let g = &grad[(b * out_steps + step) * hidden..][..hidden];
+                for (a, &v) in dhb.iter_mut().zip(g) {
+                    *a = *a + v;
+                }
             }
         }
         let dhh_t = &mut dhh[t * rows * g..][..rows * g];
@@ -642,7 +686,7 @@ fn backward<C: Cell, T: Real>(
     };
     let shards: Vec<_> = x
         .par_chunks(shard_len)
-        .zip(grad.par_chunks(SHARD_ROWS * d.steps * d.hidden))
+        .zip(grad.par_chunks(SHARD_ROWS * d.out_steps() * d.hidden))
         .zip(traces)
         .map(|((xs, gs), trace)| backward_shard_best::<C, T>(xs, &w, gs, d, trace))
         .collect();
@@ -671,7 +715,10 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a 
 }
 
 /// The op of cell `C` on `(x [B, T, I], [W_ih | W_hh], [b_ih, b_hh])`.
-struct Sequence<C>(PhantomData<C>);
+struct Sequence<C> {
+    states: States,
+    cell: PhantomData<C>,
+}
 
 impl<C: Cell> CustomOp3 for Sequence<C> {
     fn name(&self) -> &'static str {
@@ -687,8 +734,11 @@ impl<C: Cell> CustomOp3 for Sequence<C> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = Dims::of::<C>(l1.shape(), l2.shape(), l3.shape())?;
-        let shape = Shape::from((d.batch, d.steps, d.hidden));
+        let d = Dims::of::<C>(l1.shape(), l2.shape(), l3.shape(), self.states)?;
+        let shape = match self.states {
+            States::All => Shape::from((d.batch, d.steps, d.hidden)),
+            States::Last => Shape::from((d.batch, d.hidden)),
+        };
         match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
                 let (x, w, b) = (contiguous(x, l1)?, contiguous(w, l2)?, contiguous(b, l3)?);
@@ -713,7 +763,7 @@ impl<C: Cell> CustomOp3 for Sequence<C> {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = Dims::of::<C>(x.shape(), weights.shape(), biases.shape())?;
+        let d = Dims::of::<C>(x.shape(), weights.shape(), biases.shape(), self.states)?;
         let device = x.device();
         let flat = |t: &Tensor| t.flatten_all();
         macro_rules! run {

@@ -85,22 +85,41 @@ impl Case {
         ]
     }
 
+    /// `Σ c ⊙ states` over every step's state `[B, T, H]` or the last `[B, H]`.
     fn loss(&self, states: &Tensor) -> Tensor {
         let c = Tensor::from_slice(&self.c, (self.batch, self.steps, self.hidden), &Device::Cpu)
             .unwrap()
             .to_dtype(states.dtype())
             .unwrap();
+        let c = if states.rank() == 2 {
+            c.narrow(1, self.steps - 1, 1).unwrap().squeeze(1).unwrap()
+        } else {
+            c
+        };
         (states * c).unwrap().sum_all().unwrap()
     }
 
     /// The fused op's states.
-    fn fused(&self, v: &[Var; 5]) -> Tensor {
+    fn fused(&self, v: &[Var; 5], states: States) -> Tensor {
         let t = |k: usize| v[k].as_tensor();
         match self.kind {
-            Kind::Gru => gru_sequence(t(0), t(1), t(2), t(3), t(4)),
-            Kind::Lstm => lstm_sequence(t(0), t(1), t(2), t(3), t(4)),
+            Kind::Gru => gru_sequence(t(0), t(1), t(2), t(3), t(4), states),
+            Kind::Lstm => lstm_sequence(t(0), t(1), t(2), t(3), t(4), states),
         }
         .unwrap()
+    }
+
+    /// Candle's states, all or the last.
+    fn reference_states(&self, v: &[Var; 5], states: States) -> Tensor {
+        let all = self.reference(v);
+        match states {
+            States::All => all,
+            States::Last => all
+                .narrow(1, self.steps - 1, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap(),
+        }
     }
 
     /// Candle's cells, step by step (the op-by-op graph the fused op replaces).
@@ -193,17 +212,23 @@ fn matches_candles_cell_graphs_forward_and_backward() {
             (Case::new(kind, 37, 9, 3, 5, 1), DType::F32, 1e-5),
             (Case::new(kind, 1_100, 4, 2, 3, 4), DType::F64, 1e-12),
         ] {
-            let v = case.vars(dtype);
-            let (fused, reference) = (case.fused(&v), case.reference(&v));
-            let e = worst(&flat(&fused), &flat(&reference));
-            assert!(e < tolerance, "{kind:?} {dtype:?} forward: {e}");
-            let (gf, gr) = (
-                grads(&case.loss(&fused), &v),
-                grads(&case.loss(&reference), &v),
-            );
-            for (k, (a, b)) in gf.iter().zip(&gr).enumerate() {
-                let e = worst(a, b);
-                assert!(e < tolerance, "{kind:?} {dtype:?} gradient {k}: {e}");
+            for states in [States::All, States::Last] {
+                let v = case.vars(dtype);
+                let (fused, reference) =
+                    (case.fused(&v, states), case.reference_states(&v, states));
+                let e = worst(&flat(&fused), &flat(&reference));
+                assert!(e < tolerance, "{kind:?} {dtype:?} {states:?} forward: {e}");
+                let (gf, gr) = (
+                    grads(&case.loss(&fused), &v),
+                    grads(&case.loss(&reference), &v),
+                );
+                for (k, (a, b)) in gf.iter().zip(&gr).enumerate() {
+                    let e = worst(a, b);
+                    assert!(
+                        e < tolerance,
+                        "{kind:?} {dtype:?} {states:?} gradient {k}: {e}"
+                    );
+                }
             }
         }
     }
@@ -214,7 +239,7 @@ fn gradients_match_central_finite_differences() {
     for kind in [Kind::Gru, Kind::Lstm] {
         let case = Case::new(kind, 3, 6, 2, 4, 2);
         let v = case.vars(DType::F64);
-        let analytic = grads(&case.loss(&case.fused(&v)), &v);
+        let analytic = grads(&case.loss(&case.fused(&v, States::All)), &v);
         let eps = 1e-6;
         for (k, var) in v.iter().enumerate() {
             let base = var
@@ -229,7 +254,10 @@ fn gradients_match_central_finite_differences() {
                     moved[i] += delta;
                     var.set(&Tensor::from_vec(moved, var.shape(), &Device::Cpu).unwrap())
                         .unwrap();
-                    let l = case.loss(&case.fused(&v)).to_scalar::<f64>().unwrap();
+                    let l = case
+                        .loss(&case.fused(&v, States::All))
+                        .to_scalar::<f64>()
+                        .unwrap();
                     var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
                         .unwrap();
                     l
@@ -256,7 +284,7 @@ fn results_do_not_depend_on_the_thread_count() {
                 .unwrap();
             pool.install(|| {
                 let v = case.vars(DType::F32);
-                let h = case.fused(&v);
+                let h = case.fused(&v, States::Last);
                 let mut out = vec![h.flatten_all().unwrap().to_vec1::<f32>().unwrap()];
                 let g = case.loss(&h).backward().unwrap();
                 for var in &v {
@@ -292,11 +320,11 @@ fn mismatched_shapes_are_an_error() {
     let b = Tensor::zeros(12, DType::F32, &dev).unwrap();
     // W_ih for 5 inputs against a 4-channel sequence.
     let wide = Tensor::zeros((12, 5), DType::F32, &dev).unwrap();
-    assert!(gru_sequence(&x, &w_ih, &w_hh, &b, &b).is_ok());
-    let err = gru_sequence(&x, &wide, &w_hh, &b, &b)
+    assert!(gru_sequence(&x, &w_ih, &w_hh, &b, &b, States::All).is_ok());
+    let err = gru_sequence(&x, &wide, &w_hh, &b, &b, States::Last)
         .unwrap_err()
         .to_string();
     assert!(err.contains("do not fit"), "{err}");
     // 12 gate rows are 3 LSTM units but the recurrent weights have 4 columns.
-    assert!(lstm_sequence(&x, &w_ih, &w_hh, &b, &b).is_err());
+    assert!(lstm_sequence(&x, &w_ih, &w_hh, &b, &b, States::All).is_err());
 }
