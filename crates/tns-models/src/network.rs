@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 
-use crate::fused::States;
+use crate::fused::{Gru, Lstm, States};
 
 use crate::ModelError;
 
@@ -163,7 +163,7 @@ impl CandleLayer {
                 sequence,
             } => {
                 let states = if *sequence { States::All } else { States::Last };
-                crate::fused::lstm_sequence(x, w_ih, w_hh, b_ih, b_hh, states)?
+                crate::fused::sequence::<Lstm>(x, w_ih, w_hh, b_ih, b_hh, states)?
             }
             Self::TcnBlock { conv1, conv2, down } => {
                 let inner = conv2.forward(&conv1.forward(x)?.relu()?)?.relu()?;
@@ -194,7 +194,7 @@ impl CandleLayer {
                 b_hh,
             } => {
                 // The whole sequence in one op (see `fused`); the head reads the last state.
-                crate::fused::gru_sequence(x, w_ih, w_hh, b_ih, b_hh, States::Last)?
+                crate::fused::sequence::<Gru>(x, w_ih, w_hh, b_ih, b_hh, States::Last)?
             }
         })
     }

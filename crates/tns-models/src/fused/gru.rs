@@ -3,7 +3,7 @@
 
 use super::{Cell, Real};
 
-/// The GRU cell of [`super::gru_sequence`].
+/// The GRU cell of [`super::sequence`].
 pub struct Gru;
 
 impl Cell for Gru {

@@ -3,7 +3,7 @@
 
 use super::{Cell, Real};
 
-/// The LSTM cell of [`super::lstm_sequence`].
+/// The LSTM cell of [`super::sequence`].
 pub struct Lstm;
 
 impl Cell for Lstm {

@@ -1,6 +1,6 @@
 //! Recurrent layers over a whole sequence as one Candle op each, with a hand-written
 //! backward pass (backpropagation through time), instead of a graph of a dozen small ops per
-//! time step: the GRU ([`gru_sequence`]) and the LSTM ([`lstm_sequence`]).
+//! time step: the GRU and the LSTM ([`sequence`] with the cell [`Gru`] or [`Lstm`]).
 //!
 //! An op takes the sequence `x [B, T, I]`, the weights packed side by side `[W_ih | W_hh]`
 //! (`[G·H, I + H]`, `G` gate blocks in PyTorch's order) and the biases end to end
@@ -47,33 +47,10 @@ pub enum States {
     Last,
 }
 
-/// The hidden states of a zero-initialized GRU over `x [B, T, I]` (PyTorch's layout:
-/// `w_ih [3H, I]`, `w_hh [3H, H]`, `b_ih`, `b_hh [3H]`).
-pub fn gru_sequence(
-    x: &Tensor,
-    w_ih: &Tensor,
-    w_hh: &Tensor,
-    b_ih: &Tensor,
-    b_hh: &Tensor,
-    states: States,
-) -> candle_core::Result<Tensor> {
-    sequence::<Gru>(x, w_ih, w_hh, b_ih, b_hh, states)
-}
-
-/// The hidden states of a zero-initialized LSTM over `x [B, T, I]` (PyTorch's layout:
-/// `w_ih [4H, I]`, `w_hh [4H, H]`, `b_ih`, `b_hh [4H]`).
-pub fn lstm_sequence(
-    x: &Tensor,
-    w_ih: &Tensor,
-    w_hh: &Tensor,
-    b_ih: &Tensor,
-    b_hh: &Tensor,
-    states: States,
-) -> candle_core::Result<Tensor> {
-    sequence::<Lstm>(x, w_ih, w_hh, b_ih, b_hh, states)
-}
-
-fn sequence<C: Cell>(
+/// The hidden states of a zero-initialized recurrent layer of cell `C` ([`Gru`], [`Lstm`])
+/// over `x [B, T, I]`, in PyTorch's layout: `w_ih [G·H, I]`, `w_hh [G·H, H]`, `b_ih`,
+/// `b_hh [G·H]`.
+pub fn sequence<C: Cell>(
     x: &Tensor,
     w_ih: &Tensor,
     w_hh: &Tensor,

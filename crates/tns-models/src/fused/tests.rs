@@ -103,8 +103,8 @@ impl Case {
     fn fused(&self, v: &[Var; 5], states: States) -> Tensor {
         let t = |k: usize| v[k].as_tensor();
         match self.kind {
-            Kind::Gru => gru_sequence(t(0), t(1), t(2), t(3), t(4), states),
-            Kind::Lstm => lstm_sequence(t(0), t(1), t(2), t(3), t(4), states),
+            Kind::Gru => sequence::<Gru>(t(0), t(1), t(2), t(3), t(4), states),
+            Kind::Lstm => sequence::<Lstm>(t(0), t(1), t(2), t(3), t(4), states),
         }
         .unwrap()
     }
@@ -320,11 +320,11 @@ fn mismatched_shapes_are_an_error() {
     let b = Tensor::zeros(12, DType::F32, &dev).unwrap();
     // W_ih for 5 inputs against a 4-channel sequence.
     let wide = Tensor::zeros((12, 5), DType::F32, &dev).unwrap();
-    assert!(gru_sequence(&x, &w_ih, &w_hh, &b, &b, States::All).is_ok());
-    let err = gru_sequence(&x, &wide, &w_hh, &b, &b, States::Last)
+    assert!(sequence::<Gru>(&x, &w_ih, &w_hh, &b, &b, States::All).is_ok());
+    let err = sequence::<Gru>(&x, &wide, &w_hh, &b, &b, States::Last)
         .unwrap_err()
         .to_string();
     assert!(err.contains("do not fit"), "{err}");
     // 12 gate rows are 3 LSTM units but the recurrent weights have 4 columns.
-    assert!(lstm_sequence(&x, &w_ih, &w_hh, &b, &b, States::All).is_err());
+    assert!(sequence::<Lstm>(&x, &w_ih, &w_hh, &b, &b, States::All).is_err());
 }
