@@ -5,14 +5,16 @@
 //! purpose) with `TNS_WRITE_GOLDEN=1 cargo test --release -p tns-engine --test golden`. The v2
 //! file and its expected certificates were written by that release's `tns quantize
 //! golden-system-b-v1.tns --int8 --synth trajectory --regime mixed --rows 3000 --data-seed 3`
-//! and `tns predict` on an AVX2+FMA machine; they are not regenerated.
+//! and `tns predict` on an AVX2+FMA machine; they are not regenerated. The zoo's files
+//! (`golden-system-b-{dlinear-5,lstm-8-2,tcn-4-2-3}`) were written by the release that added
+//! those networks, with the same command.
 
 mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{Shape, data, fitted};
+use common::{Shape, config, data, fitted};
 use serde_json::{Value, json};
 use tns_engine::{Engine, Isa, Predictor};
 use tns_format::load_model;
@@ -66,6 +68,59 @@ fn the_golden_model_still_loads_and_predicts_identically() {
         // Floor 1e-2: the SIMD kernels round the f32 network differently from the portable ones.
         common::assert_json_close(got, expected, 1e-2, &format!("{isa:?} case {i}"));
     });
+}
+
+/// The zoo's golden files: System B over each network added after format version 2, trained
+/// one epoch, written once (`TNS_WRITE_GOLDEN=1`) with 20 certificates from the portable
+/// kernels; every later version must load them and predict the same.
+#[test]
+fn the_zoo_golden_models_still_load_and_predict_identically() {
+    for network in ["dlinear:5", "lstm:8,2", "tcn:4,2,3"] {
+        let stem = format!("golden-system-b-{}", network.replace([':', ','], "-"));
+        let model_path = fixtures().join(format!("{stem}.tns"));
+        let expected_path = fixtures().join(format!("{stem}.expected.json"));
+        if std::env::var_os("TNS_WRITE_GOLDEN").is_some() {
+            let (splits, dt) = data(Shape::Compact, 3000);
+            let mut c = config(ModelKind::SystemB, Shape::Compact);
+            c.network = Some(network.parse().unwrap());
+            c.name = stem.clone();
+            let options = tns_train::FitOptions {
+                train: tns_train::TrainConfig {
+                    epochs: 1,
+                    batch_size: 64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let model = tns_train::fit_model(&c, dt, &splits, &options).unwrap();
+            model.save(&model_path).unwrap();
+            let (manifest, tensors) = load_model(&model_path).unwrap();
+            let engine = Arc::new(Engine::with_isa(manifest, &tensors, Isa::Portable).unwrap());
+            let inputs = splits.test.inputs();
+            let per = engine.input_len();
+            let mut predictor = Predictor::new(engine.clone());
+            let cases: Vec<Value> = (0..20)
+                .map(|i| {
+                    let w = inputs[i * 7 * per..(i * 7 + 1) * per].to_vec();
+                    let p = predictor.predict(&w).unwrap();
+                    json!({"window": w, "certificate": engine.certificate(p)})
+                })
+                .collect();
+            std::fs::write(&expected_path, serde_json::to_string(&cases).unwrap()).unwrap();
+        }
+        let (manifest, _) = load_model(&model_path)
+            .unwrap_or_else(|e| panic!("{network}: the golden file loads: {e}"));
+        assert_eq!(manifest.config.network.unwrap().to_string(), network);
+        replay(&model_path, &expected_path, |isa, i, got, expected| {
+            if isa == Isa::Portable {
+                assert_eq!(
+                    got, expected,
+                    "{network} portable case {i}: not bit for bit"
+                );
+            }
+            common::assert_json_close(got, expected, 1e-2, &format!("{network} {isa:?} case {i}"));
+        });
+    }
 }
 
 /// Predicts every case of `expected_path` with `model_path` on every instruction set of
