@@ -21,6 +21,7 @@ Blocks:
   tune-turn                       results/tune-turn/tune.md         (tns tune … --out target/tune-turn, copied)
   train-memory                    results/train/memory.md           (bash bench/train/memory.sh)
   zoo-latency                     results/zoo/latency.md            (bash bench/zoo/run.sh)
+  zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
 """
 
 import json
@@ -100,6 +101,11 @@ def train_memory():
 
 def zoo_latency():
     report = read("results/zoo/latency.md")
+    return None if report is None else report.strip() + "\n"
+
+
+def zoo_accuracy(regime):
+    report = read(f"results/zoo/accuracy-{regime}.md")
     return None if report is None else report.strip() + "\n"
 
 
@@ -281,6 +287,8 @@ BLOCKS = {
     "tune-turn": tune_turn,
     "train-memory": train_memory,
     "zoo-latency": zoo_latency,
+    "zoo-turn": lambda: zoo_accuracy("turn"),
+    "zoo-mixed": lambda: zoo_accuracy("mixed"),
 }
 
 
