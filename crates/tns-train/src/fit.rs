@@ -153,6 +153,8 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
     let Some(gate) = model.manifest.config.gate else {
         return Ok(());
     };
+    // Assembled once: every mode predicts the same windows.
+    let inputs = cal.inputs();
     let runs = GateMode::ALL
         .into_iter()
         .map(|mode| {
@@ -162,7 +164,7 @@ fn choose_gate_mode(model: &mut TrainedModel, cal: &WindowSet) -> Result<(), Tra
                 evidence: None,
                 ..gate
             });
-            Ok(Engine::new(manifest, &model.tensors)?.predict_all(&cal.inputs())?)
+            Ok(Engine::new(manifest, &model.tensors)?.predict_all(&inputs)?)
         })
         .collect::<Result<Vec<_>, TrainError>>()?;
     let scale = &model.manifest.residual_scale;
