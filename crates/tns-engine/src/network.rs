@@ -8,6 +8,7 @@
 //! of a layer — the GRU's sequence loop and cell, activations — is element-wise or a loop
 //! over steps, written once for both.
 
+use tns_model::nhits::NhitsDims;
 use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 
 use crate::EngineError;
@@ -58,6 +59,20 @@ impl Dense {
             bias: bias.data.clone(),
             int8: None,
         })
+    }
+
+    /// The layer named `weight` and `bias` in the model file (INT8 when `int8`: the weight's
+    /// scales are stored beside it).
+    fn from_file(
+        tensors: &[NamedTensor],
+        weight: &str,
+        bias: &str,
+        int8: bool,
+    ) -> Result<Self, EngineError> {
+        let scales = int8
+            .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
+            .transpose()?;
+        Self::new(tensor(tensors, weight)?, tensor(tensors, bias)?, scales)
     }
 
     /// Bytes of weight storage as a model file holds them: one per INT8 code plus two per
@@ -354,6 +369,167 @@ fn gru_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32]) {
     }
 }
 
+/// An N-HiTS layer ([`Layer::Nhits`]).
+#[derive(Debug, Clone)]
+struct Nhits {
+    dims: NhitsDims,
+    blocks: Vec<NhitsBlock>,
+}
+
+/// One N-HiTS block: pooling, the MLP, the backcast and the knots with their interpolation.
+#[derive(Debug, Clone)]
+struct NhitsBlock {
+    pool: usize,
+    window_rows: usize,
+    future_rows: usize,
+    mlp: [Dense; 2],
+    backcast: Option<Dense>,
+    forecast: Dense,
+    /// Per predicted step: the two knots it reads and the weight of the second.
+    taps: Vec<(usize, usize, f32)>,
+}
+
+/// Max-pools `rows` rows of `row` values (`[step, value]`, lanes inside a row) in the groups
+/// of [`tns_model::nhits::pool_groups`] into `y` (`[group, value]`).
+#[inline(always)]
+fn max_pool_rows(x: &[f32], rows: usize, row: usize, pool: usize, y: &mut [f32]) {
+    for (group, out) in tns_model::nhits::pool_groups(rows, pool).zip(y.chunks_exact_mut(row)) {
+        out.copy_from_slice(&x[group.start * row..(group.start + 1) * row]);
+        for r in group.start + 1..group.end {
+            for (o, &v) in out.iter_mut().zip(&x[r * row..(r + 1) * row]) {
+                *o = o.max(v);
+            }
+        }
+    }
+}
+
+impl Nhits {
+    fn new(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
+        let dims = node
+            .nhits_dims()
+            .ok_or_else(|| EngineError::Model(format!("layer {} is not N-HiTS", node.name)))?;
+        let dense = |prefix: &str| {
+            Dense::from_file(
+                tensors,
+                &format!("{prefix}.weight"),
+                &format!("{prefix}.bias"),
+                int8,
+            )
+        };
+        let blocks = node
+            .nhits_blocks()
+            .into_iter()
+            .map(|b| {
+                Ok(NhitsBlock {
+                    pool: b.pool,
+                    window_rows: b.window_rows,
+                    future_rows: b.future_rows,
+                    mlp: [
+                        dense(&format!("{}.mlp.0", b.prefix))?,
+                        dense(&format!("{}.mlp.1", b.prefix))?,
+                    ],
+                    backcast: b
+                        .backcast
+                        .then(|| dense(&format!("{}.backcast", b.prefix)))
+                        .transpose()?,
+                    forecast: dense(&format!("{}.forecast", b.prefix))?,
+                    taps: tns_model::nhits::interpolation_taps(dims.horizon, b.knots)
+                        .into_iter()
+                        .map(|(i, j, l)| (i, j, l as f32))
+                        .collect(),
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(Self { dims, blocks })
+    }
+
+    /// Scratch values per sequence: the residual, the block input, two hidden layers, the
+    /// knots and the backcast.
+    fn scratch_len(&self) -> usize {
+        let window = self.dims.steps * self.dims.channels;
+        let widest_input = self.blocks.iter().map(|b| b.mlp[0].inputs).max();
+        let most_knots = self.blocks.iter().map(|b| b.forecast.outputs).max();
+        2 * window + widest_input.unwrap_or(0) + 2 * self.dims.hidden + most_knots.unwrap_or(0)
+    }
+
+    /// `x` (`[step, channel, lane]`) and `future` (`[step, value, lane]`) → `y`
+    /// (`[step, target, lane]`).
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        future: &[f32],
+        y: &mut [f32],
+        s: &mut LayerScratch,
+    ) {
+        let d = self.dims;
+        let n = W::N;
+        let (window, hidden) = (x.len(), d.hidden * n);
+        let mut buffer = std::mem::take(&mut s.nhits);
+        let (residual, rest) = buffer.split_at_mut(window);
+        let (back, rest) = rest.split_at_mut(window);
+        let (h0, rest) = rest.split_at_mut(hidden);
+        let (h1, rest) = rest.split_at_mut(hidden);
+        residual.copy_from_slice(x);
+        y.fill(0.0);
+        for block in &self.blocks {
+            let (input, knots) = rest.split_at_mut(block.mlp[0].inputs * n);
+            let knots = &mut knots[..block.forecast.outputs * n];
+            let pooled = block.window_rows * d.channels * n;
+            max_pool_rows(
+                residual,
+                d.steps,
+                d.channels * n,
+                block.pool,
+                &mut input[..pooled],
+            );
+            if block.future_rows > 0 {
+                max_pool_rows(
+                    future,
+                    d.horizon,
+                    d.future * n,
+                    block.pool,
+                    &mut input[pooled..],
+                );
+            }
+            W::dense::<K>(&block.mlp[0], input, h0, &mut s.quant);
+            h0.iter_mut().for_each(|v| *v = v.max(0.0));
+            W::dense::<K>(&block.mlp[1], h0, h1, &mut s.quant);
+            h1.iter_mut().for_each(|v| *v = v.max(0.0));
+            W::dense::<K>(&block.forecast, h1, knots, &mut s.quant);
+            let row = d.targets * n;
+            for (step, &(i, j, lambda)) in y.chunks_exact_mut(row).zip(&block.taps) {
+                let (a, b) = (
+                    &knots[i * row..(i + 1) * row],
+                    &knots[j * row..(j + 1) * row],
+                );
+                for ((o, &ka), &kb) in step.iter_mut().zip(a).zip(b) {
+                    *o += K::mul_add(lambda, kb - ka, ka);
+                }
+            }
+            if let Some(backcast) = &block.backcast {
+                W::dense::<K>(backcast, h1, back, &mut s.quant);
+                for (r, &v) in residual.iter_mut().zip(back.iter()) {
+                    *r -= v;
+                }
+            }
+        }
+        s.nhits = buffer;
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                b.mlp
+                    .iter()
+                    .chain(b.backcast.as_ref())
+                    .chain(std::iter::once(&b.forecast))
+            })
+            .collect()
+    }
+}
+
 /// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
 /// times the sequences side by side): the trend `[steps, row]`, then the remainder. The
 /// window's first and last rows stand in for the rows beyond its ends.
@@ -470,20 +646,19 @@ enum LayerPlan {
         channels: usize,
         kernel: usize,
     },
+    /// N-HiTS blocks (see [`Layer::Nhits`]).
+    Nhits(Box<Nhits>),
 }
 
 impl LayerPlan {
     /// Lowers one layer, packing its tensors (INT8 when `int8`).
     fn lower(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
-        let dense = |weight: &str, bias: &str| -> Result<Dense, EngineError> {
+        let dense = |weight: &str, bias: &str| {
             let (weight, bias) = (
                 format!("{}.{weight}", node.name),
                 format!("{}.{bias}", node.name),
             );
-            let scales = int8
-                .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
-                .transpose()?;
-            Dense::new(tensor(tensors, &weight)?, tensor(tensors, &bias)?, scales)
+            Dense::from_file(tensors, &weight, &bias, int8)
         };
         Ok(match node.layer {
             Layer::Flatten => Self::Flatten,
@@ -523,6 +698,7 @@ impl LayerPlan {
                 channels: node.input.channels(),
                 kernel,
             },
+            Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, tensors, int8)?)),
         })
     }
 
@@ -560,6 +736,7 @@ impl LayerPlan {
                 channels,
                 kernel,
             } => decompose(x, y, steps, channels * W::N, kernel),
+            Self::Nhits(nhits) => nhits.forward::<K, W>(x, future, y, s),
         }
     }
 
@@ -574,6 +751,7 @@ impl LayerPlan {
             Self::Dense(d) => vec![d],
             Self::Gru(g) => vec![&g.input, &g.recurrent],
             Self::Lstm(l) => vec![&l.input, &l.recurrent],
+            Self::Nhits(n) => n.dense_layers(),
         }
     }
 }
@@ -609,6 +787,8 @@ struct LayerScratch {
     conv_col: Vec<f32>,
     conv_row: Vec<f32>,
     conv_out: Vec<f32>,
+    /// An N-HiTS layer's residual, backcast, block input, hidden layers and knots.
+    nhits: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -637,7 +817,8 @@ impl NetworkScratch {
                 + l.conv.capacity()
                 + l.conv_col.capacity()
                 + l.conv_row.capacity()
-                + l.conv_out.capacity())
+                + l.conv_out.capacity()
+                + l.nhits.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -746,6 +927,15 @@ impl NetworkPlan {
         };
         let conv_cols = conv_parts().map(|c| c.kernel * c.c_in).max().unwrap_or(0);
         let conv_outs = conv_parts().map(|c| c.c_out).max().unwrap_or(0);
+        let nhits = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::Nhits(n) => n.scratch_len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -760,6 +950,7 @@ impl NetworkPlan {
                 conv_col: vec![0.0; conv_cols * LANES],
                 conv_row: vec![0.0; conv_cols],
                 conv_out: vec![0.0; conv_outs * LANES],
+                nhits: vec![0.0; nhits * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],

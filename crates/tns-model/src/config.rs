@@ -377,7 +377,12 @@ impl ModelConfig {
     pub fn layers(&self) -> Result<Vec<LayerNode>, ConfigError> {
         match &self.network {
             None => Ok(Vec::new()),
-            Some(n) => n.layers(self.network_input(), self.future_len(), self.output_width()),
+            Some(n) => n.layers(
+                self.network_input(),
+                self.future_len(),
+                self.horizon,
+                self.output_width(),
+            ),
         }
     }
 

@@ -41,6 +41,18 @@ pub fn networks() -> Vec<NetworkConfig> {
         },
         NetworkConfig::DLinear { kernel: 3 },
         NetworkConfig::DLinear { kernel: 5 },
+        NetworkConfig::NHits {
+            stacks: 2,
+            blocks: 1,
+            hidden: 8,
+            pool: 2,
+        },
+        NetworkConfig::NHits {
+            stacks: 3,
+            blocks: 2,
+            hidden: 6,
+            pool: 2,
+        },
     ]
 }
 
@@ -61,7 +73,7 @@ mod tests {
                         .flat_map(|&future| {
                             networks()
                                 .iter()
-                                .flat_map(move |n| n.layers(input, 2 * future, 2).unwrap())
+                                .flat_map(move |n| n.layers(input, 2 * future, 2, 2).unwrap())
                                 .collect::<Vec<_>>()
                         })
                         .collect::<Vec<_>>()

@@ -25,6 +25,7 @@
 mod config;
 pub mod examples;
 mod network;
+pub mod nhits;
 mod pipeline;
 
 pub use config::{

@@ -56,10 +56,24 @@ pub enum NetworkConfig {
         /// Moving-average window (odd).
         kernel: usize,
     },
+    /// N-HiTS (Challu et al., 2023): `stacks × blocks` MLP blocks on the max-pooled window
+    /// and future block, each subtracting its backcast from the window the next one reads
+    /// and adding its forecast knots, interpolated over the horizon (see [`crate::nhits`]).
+    #[serde(rename = "nhits")]
+    NHits {
+        /// Stacks (pooling rates, coarsest first).
+        stacks: usize,
+        /// Blocks per stack.
+        blocks: usize,
+        /// Width of each block's two hidden layers.
+        hidden: usize,
+        /// Pooling ratio between consecutive stacks (the last stack pools 1 row).
+        pool: usize,
+    },
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -71,6 +85,7 @@ impl NetworkConfig {
             Self::DLinear { kernel } => std::slice::from_ref(kernel),
             Self::Lstm { hidden, .. } => std::slice::from_ref(hidden),
             Self::Tcn { channels, .. } => std::slice::from_ref(channels),
+            Self::NHits { hidden, .. } => std::slice::from_ref(hidden),
         }
     }
 
@@ -104,6 +119,7 @@ impl NetworkConfig {
         }
         let layers = match self {
             Self::Lstm { layers, .. } => *layers,
+            Self::NHits { stacks, blocks, .. } => stacks.saturating_mul(*blocks),
             _ => self.widths().len(),
         };
         if layers > crate::config::MAX_LAYERS {
@@ -120,7 +136,28 @@ impl NetworkConfig {
                 network: self.to_string(),
             });
         }
-        if layers == 0 && matches!(self, Self::Lstm { .. }) {
+        if let Self::NHits { stacks, pool, .. } = self
+            && *stacks > 0
+            && *pool > 0
+        {
+            // The first stack pools pool^(stacks − 1) rows.
+            let ratio = u32::try_from(stacks - 1)
+                .ok()
+                .and_then(|e| pool.checked_pow(e));
+            if ratio.is_none_or(|r| r > crate::config::MAX_ROWS) {
+                return Err(ConfigError::Limit {
+                    what: "rows pooled by the first N-HiTS stack",
+                    value: ratio.unwrap_or(usize::MAX),
+                    max: crate::config::MAX_ROWS,
+                });
+            }
+        }
+        if matches!(self, Self::NHits { pool: 0, .. }) {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
+            });
+        }
+        if layers == 0 && matches!(self, Self::Lstm { .. } | Self::NHits { .. }) {
             return Err(ConfigError::ZeroWidth {
                 network: self.to_string(),
             });
@@ -129,14 +166,16 @@ impl NetworkConfig {
     }
 
     /// The layer stack from a network input of shape `input` (the past window) and
-    /// `future` values of known-future inputs to `outputs` values. The future block joins
-    /// the vector the window is summarized into: right after flattening (linear, MLP), or
-    /// the GRU's last state (before its head). Tensor names are those of format version 1
+    /// `future` values of known-future inputs (`horizon` rows) to `outputs` values
+    /// (`[horizon, targets]`). The future block joins the vector the window is summarized
+    /// into: right after flattening (linear, MLP), or the GRU's last state (before its
+    /// head); N-HiTS reads it in every block. Tensor names are those of format version 1
     /// (`linear.*`, `mlp.{i}.*`, `gru.*` + `head.*`).
     pub fn layers(
         &self,
         input: Shape,
         future: usize,
+        horizon: usize,
         outputs: usize,
     ) -> Result<Vec<LayerNode>, ConfigError> {
         self.validate()?;
@@ -212,6 +251,24 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("dlinear", Layer::Dense { outputs })?;
             }
+            &Self::NHits {
+                stacks,
+                blocks,
+                hidden,
+                pool,
+            } => {
+                let horizon = horizon.max(1);
+                let layer = Layer::Nhits {
+                    stacks,
+                    blocks,
+                    hidden,
+                    pool,
+                    horizon,
+                    targets: outputs / horizon,
+                    future: future / horizon,
+                };
+                stack.push("nhits", layer)?;
+            }
         }
         stack.finish(outputs)
     }
@@ -233,6 +290,12 @@ impl std::fmt::Display for NetworkConfig {
                 kernel,
                 levels,
             } => write!(f, "tcn:{channels},{kernel},{levels}"),
+            Self::NHits {
+                stacks,
+                blocks,
+                hidden,
+                pool,
+            } => write!(f, "nhits:{stacks},{blocks},{hidden},{pool}"),
         }
     }
 }
@@ -268,6 +331,12 @@ impl std::str::FromStr for NetworkConfig {
                 channels: *channels,
                 kernel: *kernel,
                 levels: *levels,
+            },
+            ("nhits", [stacks, blocks, hidden, pool]) => Self::NHits {
+                stacks: *stacks,
+                blocks: *blocks,
+                hidden: *hidden,
+                pool: *pool,
             },
             _ => return Err(bad()),
         };
@@ -393,6 +462,31 @@ pub enum Layer {
         /// Moving-average window (odd).
         kernel: usize,
     },
+    /// N-HiTS over a sequence `[L, C]` and the future block `[H, F]` (read from the second
+    /// part of the model input, like `ConcatFuture`) → `[H · T]`: `stacks × blocks` blocks
+    /// (see [`crate::nhits`] and [`LayerNode::nhits_blocks`]). Block `k` max-pools the
+    /// residual window and the future block by its stack's kernel, then
+    /// `h = relu(W₁ relu(W₀ x + b₀) + b₁)`, backcast `W_b h + b_b` (`[L, C]`, subtracted
+    /// from the residual), knots `W_f h + b_f` (`[knots, T]`, interpolated linearly over
+    /// the horizon and added to the output). Tensors per block `{name}.{k}.mlp.0.*`,
+    /// `{name}.{k}.mlp.1.*`, `{name}.{k}.backcast.*` (not the last block) and
+    /// `{name}.{k}.forecast.*`.
+    Nhits {
+        /// Stacks.
+        stacks: usize,
+        /// Blocks per stack.
+        blocks: usize,
+        /// MLP width.
+        hidden: usize,
+        /// Pooling ratio between stacks.
+        pool: usize,
+        /// Horizon `H`.
+        horizon: usize,
+        /// Targets `T`.
+        targets: usize,
+        /// Future values per predicted step `F`.
+        future: usize,
+    },
 }
 
 /// The moving-average weights of [`Layer::Decompose`] as a matrix `W [L, L]`, source row
@@ -424,12 +518,13 @@ impl Layer {
             Self::Lstm { .. } => "lstm",
             Self::TcnBlock { .. } => "tcn-block",
             Self::LastStep => "last-step",
+            Self::Nhits { .. } => "nhits",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 9] = [
+    pub const TYPES: [Layer; 10] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
@@ -446,6 +541,15 @@ impl Layer {
             dilation: 1,
         },
         Self::LastStep,
+        Self::Nhits {
+            stacks: 1,
+            blocks: 1,
+            hidden: 1,
+            pool: 1,
+            horizon: 1,
+            targets: 1,
+            future: 0,
+        },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -463,6 +567,12 @@ impl Layer {
                 Some(Shape::Sequence { steps, channels })
             }
             (Self::LastStep, Shape::Sequence { channels, .. }) => Some(Shape::Vector(channels)),
+            (
+                Self::Nhits {
+                    horizon, targets, ..
+                },
+                Shape::Sequence { .. },
+            ) => Some(Shape::Vector(horizon * targets)),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
                 Shape::Sequence {
                     steps,
@@ -547,6 +657,45 @@ impl LayerNode {
                 }
                 p
             }
+            (Layer::Nhits { .. }, input) => self
+                .nhits_blocks()
+                .iter()
+                .flat_map(|b| {
+                    let dense = |part: &str, outputs: usize, inputs: usize| {
+                        let weight = format!("{}.{part}.weight", b.prefix);
+                        let bias = format!("{}.{part}.bias", b.prefix);
+                        let bound = 1.0 / (inputs.max(1) as f32).sqrt();
+                        [
+                            ParamSpec {
+                                name: weight,
+                                shape: vec![outputs, inputs],
+                                init_bound: bound,
+                                matrix: true,
+                            },
+                            ParamSpec {
+                                name: bias,
+                                shape: vec![outputs],
+                                init_bound: bound,
+                                matrix: false,
+                            },
+                        ]
+                    };
+                    let (hidden, targets) = match self.layer {
+                        Layer::Nhits {
+                            hidden, targets, ..
+                        } => (hidden, targets),
+                        _ => (0, 0),
+                    };
+                    let mut p = Vec::new();
+                    p.extend(dense("mlp.0", hidden, b.inputs));
+                    p.extend(dense("mlp.1", hidden, hidden));
+                    if b.backcast {
+                        p.extend(dense("backcast", input.len(), hidden));
+                    }
+                    p.extend(dense("forecast", b.knots * targets, hidden));
+                    p
+                })
+                .collect(),
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -607,6 +756,23 @@ impl LayerNode {
                 steps * (channels * c * kernel + channels * channels * kernel + down)
             }
             (Layer::TcnBlock { .. }, Shape::Vector(_)) => 0,
+            (
+                Layer::Nhits {
+                    hidden,
+                    horizon,
+                    targets,
+                    ..
+                },
+                input,
+            ) => self
+                .nhits_blocks()
+                .iter()
+                .map(|b| {
+                    let backcast = if b.backcast { input.len() } else { 0 };
+                    hidden * (b.inputs + hidden + backcast + b.knots * targets)
+                        + 2 * horizon * targets
+                })
+                .sum(),
         }
     }
 }
@@ -746,6 +912,7 @@ mod tests {
                     channels: 2,
                 },
                 0,
+                1,
                 2,
             )
             .unwrap();
@@ -771,7 +938,7 @@ mod tests {
         let layers = "lstm:5,2"
             .parse::<NetworkConfig>()
             .unwrap()
-            .layers(input, 0, 2)
+            .layers(input, 0, 1, 2)
             .unwrap();
         let outputs: Vec<_> = layers.iter().map(|l| l.output).collect();
         assert_eq!(
@@ -796,7 +963,7 @@ mod tests {
         let tcn: NetworkConfig = "tcn:8,3,3".parse().unwrap();
         // 1 + 2·2·(1 + 2 + 4) = 29 rows.
         assert_eq!(tcn.receptive_field(), Some(29));
-        let at = |steps| tcn.layers(Shape::Sequence { steps, channels: 2 }, 0, 1);
+        let at = |steps| tcn.layers(Shape::Sequence { steps, channels: 2 }, 0, 1, 1);
         assert!(at(29).is_ok());
         let err = at(30).unwrap_err().to_string();
         assert!(
@@ -837,7 +1004,7 @@ mod tests {
             channels: 3,
         };
         let layers = NetworkConfig::Mlp { hidden: vec![7] }
-            .layers(input, 0, 2)
+            .layers(input, 0, 1, 2)
             .unwrap();
         let shapes: Vec<_> = layers.iter().map(|l| l.output).collect();
         assert_eq!(

@@ -40,6 +40,128 @@ enum CandleLayer {
         b_hh: Tensor,
         sequence: bool,
     },
+    Nhits(Box<Nhits>),
+}
+
+/// An N-HiTS layer ([`Layer::Nhits`]): its blocks and the shapes they pool.
+#[derive(Debug, Clone)]
+struct Nhits {
+    dims: tns_model::nhits::NhitsDims,
+    blocks: Vec<NhitsBlock>,
+}
+
+#[derive(Debug, Clone)]
+struct NhitsBlock {
+    pool: usize,
+    mlp: [Linear; 2],
+    backcast: Option<Linear>,
+    forecast: Linear,
+    /// The interpolation `[knots, H]` ([`tns_model::nhits::interpolation_matrix`]).
+    interpolation: Tensor,
+}
+
+/// Max-pools `[B, L, C]` over time in groups of `pool` rows anchored at the last row
+/// ([`tns_model::nhits::pool_groups`]) → `[B, ⌈L/pool⌉, C]`. The partial first group is
+/// reduced on its own rather than padded, so that no row is counted twice in the gradient.
+fn max_pool_rows(x: &Tensor, pool: usize) -> Result<Tensor, ModelError> {
+    if pool == 1 {
+        return Ok(x.clone());
+    }
+    let (b, steps, channels) = x.dims3()?;
+    let partial = steps % pool;
+    let mut groups = Vec::with_capacity(2);
+    if partial > 0 {
+        groups.push(x.narrow(1, 0, partial)?.max_keepdim(1)?);
+    }
+    if steps > partial {
+        groups.push(
+            x.narrow(1, partial, steps - partial)?
+                .reshape((b, (steps - partial) / pool, pool, channels))?
+                .max(2)?,
+        );
+    }
+    Ok(Tensor::cat(&groups, 1)?)
+}
+
+impl Nhits {
+    fn new(node: &LayerNode, vb: &VarBuilder) -> Result<Self, ModelError> {
+        let dims = node
+            .nhits_dims()
+            .ok_or_else(|| ModelError::Config(format!("layer {} is not N-HiTS", node.name)))?;
+        let blocks = node
+            .nhits_blocks()
+            .into_iter()
+            .map(|b| {
+                // The blocks' names already carry the layer's prefix.
+                let vb = vb.root().pp(&b.prefix);
+                let h = dims.hidden;
+                let weights: Vec<f32> =
+                    tns_model::nhits::interpolation_matrix(dims.horizon, b.knots)
+                        .into_iter()
+                        .map(|w| w as f32)
+                        .collect();
+                Ok(NhitsBlock {
+                    pool: b.pool,
+                    mlp: [
+                        candle_nn::linear(b.inputs, h, vb.pp("mlp.0"))?,
+                        candle_nn::linear(h, h, vb.pp("mlp.1"))?,
+                    ],
+                    backcast: b
+                        .backcast
+                        .then(|| candle_nn::linear(h, node.input.len(), vb.pp("backcast")))
+                        .transpose()?,
+                    forecast: candle_nn::linear(h, b.knots * dims.targets, vb.pp("forecast"))?,
+                    interpolation: Tensor::from_vec(weights, (b.knots, dims.horizon), vb.device())?,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(Self { dims, blocks })
+    }
+
+    /// `[B, L, C]` and the future block `[B, H·F]` → `[B, H·T]`.
+    fn forward(&self, x: &Tensor, future: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let d = self.dims;
+        let b = x.dim(0)?;
+        let future = match (future, d.future) {
+            (_, 0) => None,
+            (Some(f), width) => Some(f.reshape((b, d.horizon, width))?),
+            (None, _) => {
+                return Err(ModelError::Config(
+                    "the network takes future inputs but none were given".into(),
+                ));
+            }
+        };
+        let mut residual = x.clone();
+        let mut forecast: Option<Tensor> = None;
+        for block in &self.blocks {
+            let mut parts = vec![max_pool_rows(&residual, block.pool)?.flatten_from(1)?];
+            if let Some(f) = &future {
+                parts.push(max_pool_rows(f, block.pool)?.flatten_from(1)?);
+            }
+            let mut h = Tensor::cat(&parts, 1)?;
+            for layer in &block.mlp {
+                h = layer.forward(&h)?.relu()?;
+            }
+            // Knots [B, knots·T] as [B, T, knots] · M [knots, H] → [B, H, T], flat.
+            let knots = block.forecast.forward(&h)?;
+            let knots = knots.reshape((b, knots.dim(1)? / d.targets, d.targets))?;
+            let part = knots
+                .transpose(1, 2)?
+                .contiguous()?
+                .broadcast_matmul(&block.interpolation)?
+                .transpose(1, 2)?
+                .flatten_from(1)?;
+            forecast = Some(match forecast {
+                Some(sum) => (sum + part)?,
+                None => part,
+            });
+            if let Some(backcast) = &block.backcast {
+                let back = backcast.forward(&h)?.reshape(residual.dims())?;
+                residual = (residual - back)?;
+            }
+        }
+        forecast.ok_or_else(|| ModelError::Config("an N-HiTS layer without blocks".into()))
+    }
 }
 
 /// A causal dilated convolution on `[B, L, C]`, as a sum of `K` shifted products (each
@@ -137,6 +259,7 @@ impl CandleLayer {
                     .collect();
                 Self::Decompose(Tensor::from_vec(weights, (steps, steps), vb.device())?)
             }
+            Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, &vb)?)),
         })
     }
 
@@ -187,6 +310,7 @@ impl CandleLayer {
                 let remainder = (x - &trend)?;
                 Tensor::cat(&[trend.flatten_from(1)?, remainder.flatten_from(1)?], 1)?
             }
+            Self::Nhits(nhits) => nhits.forward(x, future)?,
             Self::Gru {
                 w_ih,
                 w_hh,

@@ -684,6 +684,7 @@ fn lower_layer(
                 vec![Attr::Int("axis", 1)],
             )
         }
+        Layer::Nhits { .. } => nhits(g, node, input, future, tensors)?,
         // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
         Layer::Gru { hidden } => recurrent(
             g,
@@ -713,6 +714,177 @@ fn lower_layer(
             },
         )?,
     })
+}
+
+/// `[batch, rows, width]` max-pooled over rows in groups of `pool` anchored at the last row
+/// ([`tns_model::nhits::pool_groups`]): `MaxPool` on `[batch, width, rows]` with the missing
+/// rows of the first group as padding (which a max ignores), then flattened.
+fn max_pool_rows(g: &mut GraphBuilder, x: &str, rows: usize, pool: usize, name: &str) -> String {
+    let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+    let pooled = if pool > 1 {
+        let by_channel = g.node("Transpose", &[x], &format!("{name}.by_channel"), perm());
+        let missing = (rows.div_ceil(pool) * pool - rows) as i64;
+        let pooled = g.node(
+            "MaxPool",
+            &[&by_channel],
+            &format!("{name}.pooled_t"),
+            vec![
+                Attr::Ints("kernel_shape", vec![pool as i64]),
+                Attr::Ints("strides", vec![pool as i64]),
+                Attr::Ints("pads", vec![missing, 0]),
+            ],
+        );
+        g.node("Transpose", &[&pooled], &format!("{name}.pooled"), perm())
+    } else {
+        x.to_string()
+    };
+    g.node(
+        "Flatten",
+        &[&pooled],
+        &format!("{name}.flat"),
+        vec![Attr::Int("axis", 1)],
+    )
+}
+
+/// An N-HiTS layer ([`Layer::Nhits`]): per block, pooling, the MLP as `Gemm`s, the knots
+/// interpolated as a `MatMul` with [`tns_model::nhits::interpolation_matrix`], the backcast
+/// subtracted from the window the next block reads.
+fn nhits(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    input: &str,
+    future: Option<&str>,
+    tensors: &[NamedTensor],
+) -> Result<String, ExportError> {
+    let name = &node.name;
+    let d = node
+        .nhits_dims()
+        .ok_or_else(|| ExportError::Model(format!("layer {name} is not N-HiTS")))?;
+    let shape = |g: &mut GraphBuilder, what: &str, dims: [usize; 2]| {
+        g.constant_i64(
+            &format!("{name}.{what}_shape"),
+            vec![0, dims[0] as i64, dims[1] as i64],
+        )
+    };
+    let future = match (future, d.future) {
+        (_, 0) => None,
+        (Some(f), width) => {
+            let s = shape(g, "future", [d.horizon, width]);
+            Some(g.node("Reshape", &[f, &s], &format!("{name}.future"), vec![]))
+        }
+        (None, _) => {
+            return Err(ExportError::Model(
+                "the network takes future inputs the model does not declare".into(),
+            ));
+        }
+    };
+    let window_shape = shape(g, "window", [d.steps, d.channels]);
+    let mut residual = input.to_string();
+    let mut sum: Option<String> = None;
+    for b in node.nhits_blocks() {
+        let p = &b.prefix;
+        let mut parts = vec![max_pool_rows(
+            g,
+            &residual,
+            d.steps,
+            b.pool,
+            &format!("{p}.window"),
+        )];
+        if let Some(f) = &future {
+            parts.push(max_pool_rows(
+                g,
+                f,
+                d.horizon,
+                b.pool,
+                &format!("{p}.future"),
+            ));
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let mut h = g.node(
+            "Concat",
+            &parts,
+            &format!("{p}.input"),
+            vec![Attr::Int("axis", 1)],
+        );
+        for layer in ["mlp.0", "mlp.1"] {
+            h = dense(
+                g,
+                tensors,
+                &format!("{p}.{layer}"),
+                &h,
+                &format!("{p}.{layer}.out"),
+            )?;
+            h = g.node("Relu", &[&h], &format!("{p}.{layer}.relu"), vec![]);
+        }
+        let knots = dense(
+            g,
+            tensors,
+            &format!("{p}.forecast"),
+            &h,
+            &format!("{p}.knots"),
+        )?;
+        let knots_shape = g.constant_i64(
+            &format!("{p}.knots_shape"),
+            vec![0, b.knots as i64, d.targets as i64],
+        );
+        let knots = g.node(
+            "Reshape",
+            &[&knots, &knots_shape],
+            &format!("{p}.knots_by_step"),
+            vec![],
+        );
+        let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+        let knots = g.node(
+            "Transpose",
+            &[&knots],
+            &format!("{p}.knots_by_target"),
+            perm(),
+        );
+        let m = tns_model::nhits::interpolation_matrix(d.horizon, b.knots)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        let m = g.constant(&format!("{p}.interpolation"), &[b.knots, d.horizon], m);
+        let part = g.node(
+            "MatMul",
+            &[&knots, &m],
+            &format!("{p}.forecast_by_target"),
+            vec![],
+        );
+        let part = g.node(
+            "Transpose",
+            &[&part],
+            &format!("{p}.forecast_by_step"),
+            perm(),
+        );
+        let part = g.node(
+            "Flatten",
+            &[&part],
+            &format!("{p}.forecast"),
+            vec![Attr::Int("axis", 1)],
+        );
+        sum = Some(match sum {
+            Some(total) => g.node("Add", &[&total, &part], &format!("{p}.sum"), vec![]),
+            None => part,
+        });
+        if b.backcast {
+            let back = dense(
+                g,
+                tensors,
+                &format!("{p}.backcast"),
+                &h,
+                &format!("{p}.backcast.out"),
+            )?;
+            let back = g.node(
+                "Reshape",
+                &[&back, &window_shape],
+                &format!("{p}.backcast_rows"),
+                vec![],
+            );
+            residual = g.node("Sub", &[&residual, &back], &format!("{p}.residual"), vec![]);
+        }
+    }
+    sum.ok_or_else(|| ExportError::Model(format!("layer {name} has no blocks")))
 }
 
 /// A recurrent layer as the ONNX operator of that name.
