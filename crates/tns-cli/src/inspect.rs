@@ -41,6 +41,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 "input": l.input.to_string(),
                 "output": l.output.to_string(),
                 "parameters": l.parameter_count(),
+                "blocks": l.nhits_blocks().iter().map(|b| json!({
+                    "name": b.prefix,
+                    "pool": b.pool,
+                    "window_rows": b.window_rows,
+                    "future_rows": b.future_rows,
+                    "knots": b.knots,
+                    "backcast": b.backcast,
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "tensors": tensors.iter().map(|t| json!({"name": t.name, "shape": t.shape})).collect::<Vec<_>>(),
             "manifest": m,
@@ -107,6 +115,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
             layer.input,
             layer.output
         )?;
+        for b in layer.nhits_blocks() {
+            writeln!(
+                s,
+                "    block    {}: max-pool {} rows → {} window + {} future rows, {} knots per target{}",
+                b.prefix,
+                b.pool,
+                b.window_rows,
+                b.future_rows,
+                b.knots,
+                if b.backcast { ", backcast" } else { "" }
+            )?;
+        }
     }
     for t in &tensors {
         writeln!(s, "  tensor     {} {:?}", t.name, t.shape)?;

@@ -1086,3 +1086,89 @@ fn forward_stack<K: Kernels, W: Width>(
         len = width;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tns_model::ModelKind;
+
+    /// The tensors of `nhits:2,1,6,1` over windows `[3, 1]`, horizon 2: block 0 passes the
+    /// window through its MLP as `(x⁺, x⁻)` and backcasts `x⁺ − x⁻ = x` exactly, forecasting
+    /// its bias 0.5; block 1 has arbitrary weights. `backcast` scales block 0's backcast.
+    fn constructed(backcast: f32) -> (ModelConfig, Vec<NamedTensor>) {
+        let mut config = ModelConfig::new("n", ModelKind::SystemA, &["y"], &["y"], 3, 2, 1);
+        config.network = Some("nhits:2,1,6,1".parse().unwrap());
+        let mut tensors = Vec::new();
+        let mut add = |name: &str, shape: Vec<usize>, f: &dyn Fn(usize, usize) -> f32| {
+            let cols = shape.get(1).copied().unwrap_or(1);
+            let data = (0..shape.iter().product::<usize>())
+                .map(|i| f(i / cols, i % cols))
+                .collect();
+            tensors.push(NamedTensor {
+                name: name.into(),
+                shape,
+                data,
+            });
+        };
+        let eye = |r: usize, c: usize| f32::from(u8::from(r == c));
+        add("nhits.0.mlp.0.weight", vec![6, 3], &|r, c| {
+            if r < 3 { eye(r, c) } else { -eye(r - 3, c) }
+        });
+        add("nhits.0.mlp.0.bias", vec![6], &|_, _| 0.0);
+        add("nhits.0.mlp.1.weight", vec![6, 6], &eye);
+        add("nhits.0.mlp.1.bias", vec![6], &|_, _| 0.0);
+        add("nhits.0.backcast.weight", vec![3, 6], &|r, c| {
+            backcast * if c < 3 { eye(r, c) } else { -eye(r, c - 3) }
+        });
+        add("nhits.0.backcast.bias", vec![3], &|_, _| 0.0);
+        add("nhits.0.forecast.weight", vec![2, 6], &|_, _| 0.0);
+        add("nhits.0.forecast.bias", vec![2], &|_, _| 0.5);
+        let arbitrary = |r: usize, c: usize| ((r * 7 + c * 3) % 5) as f32 * 0.3 - 0.5;
+        add("nhits.1.mlp.0.weight", vec![6, 3], &arbitrary);
+        add("nhits.1.mlp.0.bias", vec![6], &|r, _| 0.1 * r as f32);
+        add("nhits.1.mlp.1.weight", vec![6, 6], &arbitrary);
+        add("nhits.1.mlp.1.bias", vec![6], &|r, _| 0.2 - 0.05 * r as f32);
+        add("nhits.1.forecast.weight", vec![2, 6], &arbitrary);
+        add("nhits.1.forecast.bias", vec![2], &|r, _| r as f32);
+        (config, tensors)
+    }
+
+    #[test]
+    fn nhits_blocks_read_the_residual_their_predecessors_leave() {
+        let run = |backcast: f32, window: [f32; 3], isa: Isa| {
+            let (config, tensors) = constructed(backcast);
+            let plan = NetworkPlan::new(&config, &tensors, false, isa).unwrap();
+            let mut out = [0f32; 2];
+            plan.forward(&window, &mut out, &mut plan.scratch());
+            let mut lanes = [0f32; 4];
+            let two = [window, [0.0; 3]].concat();
+            plan.forward_lanes(&two, &mut lanes, &mut plan.scratch());
+            assert_eq!(lanes[..2], out, "lane path");
+            out
+        };
+        for isa in [Isa::Portable, Isa::detect()] {
+            // Block 0 removes the whole window: block 1 sees zeros, so the output is the
+            // same for every window, and equals block 0's 0.5 plus block 1 on a zero input.
+            let a = run(1.0, [1.0, -2.0, 3.0], isa);
+            let b = run(1.0, [-4.0, 0.5, 2.0], isa);
+            assert_eq!(a, b);
+            let h0: Vec<f32> = (0..6).map(|r| (0.1 * r as f32).max(0.0)).collect();
+            let arbitrary = |r: usize, c: usize| ((r * 7 + c * 3) % 5) as f32 * 0.3 - 0.5;
+            let h1: Vec<f32> = (0..6)
+                .map(|r| {
+                    let v: f32 = (0..6).map(|c| arbitrary(r, c) * h0[c]).sum();
+                    (v + 0.2 - 0.05 * r as f32).max(0.0)
+                })
+                .collect();
+            for (t, &got) in a.iter().enumerate() {
+                let knot: f32 = (0..6).map(|c| arbitrary(t, c) * h1[c]).sum::<f32>() + t as f32;
+                assert!((got - (0.5 + knot)).abs() < 1e-5, "step {t}: {got}");
+            }
+            // Without the backcast, block 1 reads the window itself and the output moves.
+            assert_ne!(
+                run(0.0, [1.0, -2.0, 3.0], isa),
+                run(0.0, [-4.0, 0.5, 2.0], isa)
+            );
+        }
+    }
+}

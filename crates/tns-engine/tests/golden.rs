@@ -6,8 +6,9 @@
 //! file and its expected certificates were written by that release's `tns quantize
 //! golden-system-b-v1.tns --int8 --synth trajectory --regime mixed --rows 3000 --data-seed 3`
 //! and `tns predict` on an AVX2+FMA machine; they are not regenerated. The zoo's files
-//! (`golden-system-b-{dlinear-5,lstm-8-2,tcn-4-2-3}`) were written by the release that added
-//! those networks, with the same command.
+//! (`golden-system-b-{dlinear-5,lstm-8-2,tcn-4-2-3,nhits-2-1-16-2}`) were written by the
+//! release that added those networks, one at a time, with
+//! `TNS_WRITE_ZOO_GOLDEN=<network> cargo test --release -p tns-engine --test golden`.
 
 mod common;
 
@@ -71,15 +72,16 @@ fn the_golden_model_still_loads_and_predicts_identically() {
 }
 
 /// The zoo's golden files: System B over each network added after format version 2, trained
-/// one epoch, written once (`TNS_WRITE_GOLDEN=1`) with 20 certificates from the portable
+/// one epoch, written once (`TNS_WRITE_ZOO_GOLDEN=<network>`) with 20 certificates from the portable
 /// kernels; every later version must load them and predict the same.
 #[test]
 fn the_zoo_golden_models_still_load_and_predict_identically() {
-    for network in ["dlinear:5", "lstm:8,2", "tcn:4,2,3"] {
+    let write = std::env::var("TNS_WRITE_ZOO_GOLDEN").ok();
+    for network in ["dlinear:5", "lstm:8,2", "tcn:4,2,3", "nhits:2,1,16,2"] {
         let stem = format!("golden-system-b-{}", network.replace([':', ','], "-"));
         let model_path = fixtures().join(format!("{stem}.tns"));
         let expected_path = fixtures().join(format!("{stem}.expected.json"));
-        if std::env::var_os("TNS_WRITE_GOLDEN").is_some() {
+        if write.as_deref() == Some(network) {
             let (splits, dt) = data(Shape::Compact, 3000);
             let mut c = config(ModelKind::SystemB, Shape::Compact);
             c.network = Some(network.parse().unwrap());
