@@ -22,6 +22,7 @@ Blocks:
   train-memory                    results/train/memory.md           (bash bench/train/memory.sh)
   zoo-latency                     results/zoo/latency.md            (bash bench/zoo/run.sh)
   zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
+  zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
 """
 
 import json
@@ -101,6 +102,11 @@ def train_memory():
 
 def zoo_latency():
     report = read("results/zoo/latency.md")
+    return None if report is None else report.strip() + "\n"
+
+
+def zoo_nhits():
+    report = read("results/zoo/nhits-fr.md")
     return None if report is None else report.strip() + "\n"
 
 
@@ -289,6 +295,7 @@ BLOCKS = {
     "zoo-latency": zoo_latency,
     "zoo-turn": lambda: zoo_accuracy("turn"),
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
+    "zoo-nhits": zoo_nhits,
 }
 
 

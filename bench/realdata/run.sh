@@ -103,6 +103,15 @@ run_task() {
   train "${common[@]}" "${known[@]}" --model system-a --network tcn:16,3,6 --name tcn-168-fx \
          --lookback 168 --epochs 6 -o "$work/$name-tcn-168-fx.tns"
   models+=("$work/$name-lstm-168-fx.tns" "$work/$name-tcn-168-fx.tns")
+  # N-HiTS (kernels 4, 2, 1; two 512-wide layers per block, as NeuralForecast's defaults) over
+  # a week with every input, alone and as System B's correction of the regressed structural
+  # prior (bench/zoo/nhits.sh compares it with NeuralForecast's over 3 seeds).
+  train "${common[@]}" "${known[@]}" --model system-a --network nhits:3,1,512,2 --lr 5e-4 \
+         --name nhits-168-fx --lookback 168 -o "$work/$name-nhits-168-fx.tns"
+  train "${common[@]}" "${known[@]}" --model system-b --network nhits:3,1,512,2 --lr 5e-4 \
+         --name system-b-structural-x-nhits --lookback 168 --seasons 24:4 "${regressors[@]}" \
+         -o "$work/$name-system-b-structural-x-nhits.tns"
+  models+=("$work/$name-nhits-168-fx.tns" "$work/$name-system-b-structural-x-nhits.tns")
   # The same two and the MLP with every input, recalibrated (no retraining) with scores
   # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
   for m in kalman-structural-x system-b-structural-x mlp-168-fx; do

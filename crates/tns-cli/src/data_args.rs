@@ -12,7 +12,7 @@ use tns_data::{
     parse_timestamp,
 };
 use tns_model::{FutureInputs, ModelConfig, ModelKind, NetworkConfig};
-use tns_train::{FitOptions, Schedule, TrainConfig, parse_axes};
+use tns_train::{FitOptions, Loss, Schedule, TrainConfig, parse_axes};
 
 /// Settings of the built-in generators.
 #[derive(Args, Clone, Debug)]
@@ -536,6 +536,10 @@ pub struct TrainArgs {
     /// linear decay) or `one-cycle` (up from lr/25 over 30% of the steps, then down).
     #[arg(long, default_value = "cosine")]
     pub schedule: Schedule,
+    /// Training loss on normalized targets: `mse` (the mean) or `mae` (the median, less pulled
+    /// by spikes; also what early stopping compares).
+    #[arg(long, default_value = "mse")]
+    pub loss: Loss,
     /// Batches whose gradients are summed before each optimizer step: an effective batch of
     /// --batch-size × --accumulate at the memory of --batch-size.
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -633,6 +637,7 @@ impl TrainArgs {
                 gate_penalty: self.gate_penalty,
                 schedule: self.schedule,
                 accumulate: self.accumulate,
+                loss: self.loss,
                 ..TrainConfig::default()
             },
             conformal_alpha: self.alpha,

@@ -116,7 +116,7 @@ pub fn fit_model(
             val_windows: prepared.val.n,
             seconds: start.elapsed().as_secs_f64(),
             optimizer: format!(
-                "adamw lr={} wd={} batch={} accumulate={} warmup={} {} clip={} patience={} gate_penalty={}",
+                "adamw lr={} wd={} batch={} accumulate={} warmup={} {} clip={} patience={} gate_penalty={} loss={}",
                 options.train.lr,
                 options.train.weight_decay,
                 options.train.batch_size,
@@ -125,7 +125,8 @@ pub fn fit_model(
                 options.train.schedule.name(),
                 options.train.clip_norm,
                 options.train.patience,
-                options.train.gate_penalty
+                options.train.gate_penalty,
+                options.train.loss.name()
             ),
         });
         model.tensors = outcome.best_tensors;

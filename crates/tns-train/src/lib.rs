@@ -20,7 +20,7 @@ pub use fit::{FitOptions, TrainedModel, fit_model};
 pub use lr_find::{LrFinding, LrPoint, LrSweep, lr_find};
 pub use optim::AdamW;
 pub use prepare::{NetData, Prepared, prepare};
-pub use trainer::{EpochMetrics, Schedule, TrainConfig, Trainer, learning_rate};
+pub use trainer::{EpochMetrics, Loss, Schedule, TrainConfig, Trainer, learning_rate};
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,56 @@ pub struct TrainConfig {
     /// effective batch is `batch_size × accumulate` at the memory of `batch_size`.
     #[serde(default = "one")]
     pub accumulate: usize,
+    /// What training minimizes and early stopping compares, on normalized targets.
+    #[serde(default)]
+    pub loss: Loss,
+}
+
+/// The training loss, on normalized targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Mean squared error: the conditional mean.
+    #[default]
+    Mse,
+    /// Mean absolute error: the conditional median, less pulled by spikes (NeuralForecast's
+    /// default; the metric real-data benchmarks report).
+    Mae,
+}
+
+impl Loss {
+    /// Every loss, in the order `--loss` lists them.
+    pub const ALL: [Self; 2] = [Self::Mse, Self::Mae];
+
+    /// The name `--loss` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mse => "mse",
+            Self::Mae => "mae",
+        }
+    }
+
+    /// The loss of one error.
+    fn of(self, error: f64) -> f64 {
+        match self {
+            Self::Mse => error * error,
+            Self::Mae => error.abs(),
+        }
+    }
+}
+
+impl std::str::FromStr for Loss {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown loss {s:?}: use one of {}", names.join(", "))
+            })
+    }
 }
 
 fn one() -> usize {
@@ -110,6 +160,7 @@ impl Default for TrainConfig {
             gate_penalty: 0.0,
             schedule: Schedule::Cosine,
             accumulate: 1,
+            loss: Loss::Mse,
         }
     }
 }
@@ -119,9 +170,9 @@ impl Default for TrainConfig {
 pub struct EpochMetrics {
     /// 1-based epoch.
     pub epoch: usize,
-    /// Mean training loss over the epoch's steps (normalized MSE).
+    /// Mean training loss over the epoch's steps (normalized, [`TrainConfig::loss`]).
     pub train_loss: f64,
-    /// Validation loss after the epoch (normalized MSE).
+    /// Validation loss after the epoch (normalized, [`TrainConfig::loss`]).
     pub val_loss: f64,
     /// Learning rate at the epoch's last step.
     pub lr: f64,
@@ -312,7 +363,11 @@ impl Trainer<'_> {
                     }
                 }
                 let out = network.forward(&x)?;
-                let mut loss = (&out - y)?.sqr()?.mean_all()?;
+                let error = (&out - y)?;
+                let mut loss = match cfg.loss {
+                    Loss::Mse => error.sqr()?.mean_all()?,
+                    Loss::Mae => error.abs()?.mean_all()?,
+                };
                 if let Some(g) = penalized {
                     let w = Tensor::from_slice(
                         &wb,
@@ -357,7 +412,7 @@ impl Trainer<'_> {
                 norm_sum += norm;
                 bar.inc(1);
             }
-            let val_loss = evaluate(network, val, self.device)?;
+            let val_loss = evaluate(network, val, self.device, cfg.loss)?;
             let metrics = EpochMetrics {
                 epoch,
                 train_loss: loss_sum / batches_per_epoch as f64,
@@ -455,13 +510,18 @@ pub(crate) fn clip_scale(
     ))
 }
 
-/// Normalized MSE over a whole split.
-fn evaluate(network: &Network, data: &NetData, device: &Device) -> Result<f64, TrainError> {
+/// The mean normalized `loss` over a whole split.
+fn evaluate(
+    network: &Network,
+    data: &NetData,
+    device: &Device,
+    loss: Loss,
+) -> Result<f64, TrainError> {
     let out = network.forward_flat(&data.inputs, data.n, device)?;
     let sum: f64 = out
         .iter()
         .zip(&data.targets)
-        .map(|(p, y)| (f64::from(*p) - f64::from(*y)).powi(2))
+        .map(|(p, y)| loss.of(f64::from(*p) - f64::from(*y)))
         .sum();
     Ok(sum / out.len() as f64)
 }

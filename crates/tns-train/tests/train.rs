@@ -213,6 +213,43 @@ fn accumulated_batches_train_like_one_large_batch() {
 }
 
 #[test]
+fn the_mae_loss_is_what_training_and_early_stopping_measure() {
+    // With a zero learning rate the weights stay at their seeded start, so both runs score
+    // the same predictions: the MAE run must report the mean absolute error of what the MSE
+    // run squares — below its root (Jensen) and not equal to it.
+    let (splits, dt) = data(2_000);
+    let run = |loss: tns_train::Loss| {
+        let mut o = options(1);
+        o.train.lr = 0.0;
+        o.train.loss = loss;
+        fit_model(&config(ModelKind::SystemA), dt, &splits, &o).unwrap()
+    };
+    let (mse, mae) = (run(tns_train::Loss::Mse), run(tns_train::Loss::Mae));
+    assert_eq!(
+        mse.tensors, mae.tensors,
+        "a zero learning rate moved the weights"
+    );
+    let (m2, m1) = (mse.history[0].val_loss, mae.history[0].val_loss);
+    assert!(
+        m1 < m2.sqrt() && (m1 - m2).abs() > 1e-6,
+        "MAE {m1}, MSE {m2}"
+    );
+    let (t2, t1) = (mse.history[0].train_loss, mae.history[0].train_loss);
+    assert!(t1 < t2.sqrt(), "MAE {t1}, MSE {t2}");
+    let optimizer = &mae.manifest.training.as_ref().unwrap().optimizer;
+    assert!(optimizer.ends_with("loss=mae"), "{optimizer}");
+    // And it trains: a real learning rate lowers it.
+    let mut o = options(3);
+    o.train.loss = tns_train::Loss::Mae;
+    let trained = fit_model(&config(ModelKind::SystemA), dt, &splits, &o).unwrap();
+    assert!(
+        trained.history[2].val_loss < 0.9 * m1,
+        "{:?}",
+        trained.history
+    );
+}
+
+#[test]
 fn seeded_runs_do_not_depend_on_the_thread_count() {
     let (splits, dt) = data(2_000);
     let run = |threads: usize| {
