@@ -113,6 +113,9 @@ pub struct CertificateInputs<'a> {
     pub conformal: Option<&'a ConformalCalibration>,
     /// The window's score scale per target (read by normalized calibrations only).
     pub interval_scale: &'a [f64],
+    /// The forecast's radius per output when the calibration depends on the forecast (by
+    /// hour of day; empty: the calibration's pooled radii).
+    pub interval_radii: &'a [f64],
 }
 
 fn rows(flat: &[f64], width: usize) -> Vec<Vec<f64>> {
@@ -150,11 +153,12 @@ impl Certificate {
             c.interval(
                 inputs.prediction,
                 inputs.interval_scale,
+                inputs.interval_radii,
                 &mut lower,
                 &mut upper,
             );
             IntervalReport {
-                method: c.scale.method().into(),
+                method: c.method(),
                 scale: (!c.scale.is_absolute()).then(|| inputs.interval_scale.to_vec()),
                 alpha: c.alpha,
                 n_calibration: c.n_calibration,
@@ -190,6 +194,7 @@ mod tests {
             n_calibration: 500,
             radii: vec![0.5, 0.25],
             scale: crate::ScoreScale::Absolute,
+            by_hour: None,
         };
         let make = |r: [f64; 2]| {
             let prior = [1.0, 2.0];
@@ -211,6 +216,7 @@ mod tests {
                     gate: Some((&gate, &[step])),
                     conformal: Some(&cal),
                     interval_scale: &[],
+                    interval_radii: &[],
                 },
                 ModelIdentity {
                     name: "m".into(),

@@ -36,8 +36,8 @@ pub use certificate::{
     SolverReport,
 };
 pub use conformal::{
-    AdaptiveConformal, ConformalCalibration, ConformalError, ScoreScale, VOLATILITY_FLOOR,
-    mean_abs_change, window_volatility,
+    AdaptiveConformal, ConformalCalibration, ConformalError, HOURS, HourRadii, ScoreScale,
+    VOLATILITY_FLOOR, mean_abs_change, window_volatility,
 };
 pub use gate::{
     Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, MIN_GATE_ALPHA,

@@ -8,7 +8,7 @@ use clap::Args;
 use tns_engine::Engine;
 use tns_format::{load_model, save_model};
 
-use crate::data_args::{self, DataArgs, IntervalScores};
+use crate::data_args::{self, DataArgs, IntervalGroups, IntervalScores};
 
 /// Arguments of `tns calibrate`.
 #[derive(Args)]
@@ -21,6 +21,9 @@ pub struct CalibrateArgs {
     /// Rows the normalized interval's volatility reads (default: the whole lookback).
     #[arg(long)]
     interval_rows: Option<usize>,
+    /// Also calibrate per group: `hour` (see `tns train --interval-by`).
+    #[arg(long, value_enum)]
+    interval_by: Option<IntervalGroups>,
     /// Miscoverage (default: the model's).
     #[arg(long)]
     alpha: Option<f64>,
@@ -56,16 +59,23 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let spec = data_args::spec_for(&manifest, &dataset)?;
     let splits = dataset.windows_split(&spec, &data.split_for(&manifest)?)?;
     let engine = Engine::new(manifest.clone(), &tensors)?;
-    let calibration = engine.calibrate(alpha, rows, &splits.cal.inputs(), splits.cal.outputs())?;
+    let by_hour = args.interval_by == Some(IntervalGroups::Hour);
+    let calibration = engine.calibrate(
+        alpha,
+        rows,
+        by_hour,
+        &splits.cal.inputs(),
+        splits.cal.outputs(),
+    )?;
     println!(
         "{}: {} interval at α {alpha} on {} calibration windows (was {})",
         manifest.config.name,
-        calibration.scale.method(),
+        calibration.method(),
         calibration.n_calibration,
         manifest
             .conformal
             .as_ref()
-            .map_or("uncalibrated", |c| c.scale.method()),
+            .map_or_else(|| "uncalibrated".to_string(), |c| c.method()),
     );
     manifest.conformal = Some(calibration);
     if let Some(name) = args.name {

@@ -563,6 +563,11 @@ pub struct TrainArgs {
     /// least 2).
     #[arg(long)]
     pub interval_rows: Option<usize>,
+    /// Also calibrate the interval per group: `hour` (the hour of day of the predicted step,
+    /// Mondrian conformal: coverage holds at every hour, not only on average; needs
+    /// `--calendar hour`).
+    #[arg(long, value_enum)]
+    pub interval_by: Option<IntervalGroups>,
     /// Directory for checkpoints and the metrics log.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -595,6 +600,13 @@ pub enum IntervalScores {
     Split,
     /// `|y − ŷ|` over the window's volatility.
     Normalized,
+}
+
+/// The groups of `--interval-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntervalGroups {
+    /// The hour of day of the predicted step.
+    Hour,
 }
 
 impl IntervalScores {
@@ -642,6 +654,7 @@ impl TrainArgs {
             },
             conformal_alpha: self.alpha,
             normalized_interval_rows,
+            interval_by_hour: self.interval_by == Some(IntervalGroups::Hour),
             run_dir: self.run_dir.clone(),
             resume: self.resume,
             progress,

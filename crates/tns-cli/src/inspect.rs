@@ -230,11 +230,25 @@ pub fn run(args: InspectArgs) -> Result<()> {
             writeln!(
                 s,
                 "conformal    {}, α {}, {} calibration windows, radii {:?}{scores}",
-                cal.scale.method(),
+                cal.method(),
                 cal.alpha,
                 cal.n_calibration,
                 cal.radii
-            )?
+            )?;
+            if let Some(by_hour) = &cal.by_hour {
+                let width = cal.radii.len().max(1);
+                for (hour, (radii, counts)) in by_hour
+                    .radii
+                    .chunks(width)
+                    .zip(by_hour.counts.chunks(width))
+                    .enumerate()
+                {
+                    writeln!(
+                        s,
+                        "  hour {hour:02}    radii {radii:?} from {counts:?} windows"
+                    )?;
+                }
+            }
         }
         None => writeln!(s, "conformal    none")?,
     }

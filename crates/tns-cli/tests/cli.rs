@@ -696,6 +696,64 @@ fn future_covariates_and_calendar_train_evaluate_predict_and_export() {
         said.contains("future [batch, 6, 5] (load_forecast, hour_sin, hour_cos, dow_sin, dow_cos)"),
         "{said}"
     );
+    // Intervals calibrated by the hour of the predicted step: the certificate names the
+    // method, the ONNX graph exports it, and a model without the hour refuses it.
+    let hourly = dir.path().join("hourly.tns");
+    let calibrate = |model: &std::path::Path, out: &std::path::Path| {
+        tns(&[
+            "calibrate",
+            model.to_str().unwrap(),
+            "--interval",
+            "split",
+            "--interval-by",
+            "hour",
+            "--data",
+            csv.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    ok(calibrate(&with, &hourly));
+    let timed = dir.path().join("timed.json");
+    std::fs::write(
+        &timed,
+        serde_json::json!({"window": window, "future": future, "time": "2021-03-28T00:00:00Z"})
+            .to_string(),
+    )
+    .unwrap();
+    let certificate: serde_json::Value = serde_json::from_str(&ok(tns(&[
+        "predict",
+        hourly.to_str().unwrap(),
+        "-i",
+        timed.to_str().unwrap(),
+    ])))
+    .unwrap();
+    let interval = &certificate["interval"];
+    assert_eq!(
+        interval["method"], "mondrian_hour_split_conformal",
+        "{interval}"
+    );
+    assert!(
+        interval["guarantee"]
+            .as_str()
+            .unwrap()
+            .contains("conditional on the hour"),
+        "{interval}"
+    );
+    assert!(ok(tns(&["inspect", hourly.to_str().unwrap()])).contains("hour 23"));
+    ok(tns(&[
+        "export",
+        "onnx",
+        hourly.to_str().unwrap(),
+        "-o",
+        dir.path().join("hourly.onnx").to_str().unwrap(),
+    ]));
+    let out = calibrate(&without, &dir.path().join("refused.tns"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--calendar hour"),
+        "{stderr}"
+    );
     // A calendar on data without date-times is refused up front.
     let out = tns(&[
         "train",

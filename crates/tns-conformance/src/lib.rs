@@ -24,7 +24,7 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tns_calendar::{Calendar, CalendarFeature};
-use tns_certify::{ConformalCalibration, GateScratch, ScoreScale};
+use tns_certify::{ConformalCalibration, GateScratch, HOURS, HourRadii, ScoreScale};
 use tns_format::Manifest;
 use tns_kalman::{AxisParams, KalmanSpec, Season, StructuralParams, StructuralSpec, Trend};
 use tns_model::{
@@ -301,6 +301,14 @@ pub fn example(
             } else {
                 ScoreScale::Absolute
             },
+            // The same examples calibrate by the hour of the predicted step (their future
+            // block has the hour), one radius per hour, so that every backend reads the hour.
+            by_hour: future.then(|| HourRadii {
+                radii: (0..HOURS * width)
+                    .map(|i| 0.3 + 0.05 * (i / width) as f64 + 0.1 * (i % width) as f64)
+                    .collect(),
+                counts: vec![100; HOURS * width],
+            }),
         }),
         training: None,
         tensors_sha256: String::new(),

@@ -307,12 +307,15 @@ impl Engine {
     /// Calibrates this engine's conformal interval on `inputs` (model inputs, flat) and
     /// their `truths` (`[n, horizon × targets]`): split conformal with absolute scores, or,
     /// with `normalized_rows`, with scores normalized by each window's volatility over its
-    /// last that many rows (at most the lookback; see [`tns_certify::ScoreScale`]). The
-    /// engine's own calibration, if any, is not used.
+    /// last that many rows (at most the lookback; see [`tns_certify::ScoreScale`]); with
+    /// `by_hour`, also per hour of day of the predicted step ([`tns_certify::HourRadii`];
+    /// the model needs the `hour` calendar feature). The engine's own calibration, if any,
+    /// is not used.
     pub fn calibrate(
         &self,
         alpha: f64,
         normalized_rows: Option<usize>,
+        by_hour: bool,
         inputs: &[f64],
         truths: &[f64],
     ) -> Result<ConformalCalibration, EngineError> {
@@ -322,35 +325,43 @@ impl Engine {
             .flat_map(|p| p.values().iter().copied())
             .collect();
         let width = self.output_len();
-        let Some(rows) = normalized_rows else {
-            return Ok(ConformalCalibration::fit(
+        let features = self.manifest.config.features.len();
+        let volatility: Option<Vec<f64>> = normalized_rows.map(|rows| {
+            let rows = rows.min(self.pipeline.lookback());
+            inputs
+                .chunks_exact(self.input_len())
+                .flat_map(|input| {
+                    tns_certify::window_volatility(
+                        &input[..self.pipeline.past_len()],
+                        features,
+                        self.pipeline.target_columns(),
+                        rows,
+                    )
+                })
+                .collect()
+        });
+        let rows = normalized_rows.map(|r| r.min(self.pipeline.lookback()));
+        let volatility = volatility.as_deref().zip(rows);
+        if by_hour {
+            let hours = self
+                .pipeline
+                .step_hours(inputs)
+                .ok_or_else(|| EngineError::Model(tns_model::PipelineError::NoHour.to_string()))?;
+            return Ok(ConformalCalibration::fit_by_hour(
                 alpha,
                 &predictions,
                 truths,
                 width,
+                volatility,
+                &hours,
             )?);
-        };
-        let rows = rows.min(self.pipeline.lookback());
-        let features = self.manifest.config.features.len();
-        let volatility: Vec<f64> = inputs
-            .chunks_exact(self.input_len())
-            .flat_map(|input| {
-                tns_certify::window_volatility(
-                    &input[..self.pipeline.past_len()],
-                    features,
-                    self.pipeline.target_columns(),
-                    rows,
-                )
-            })
-            .collect();
-        Ok(ConformalCalibration::fit_normalized(
-            alpha,
-            &predictions,
-            truths,
-            width,
-            &volatility,
-            rows,
-        )?)
+        }
+        Ok(match volatility {
+            None => ConformalCalibration::fit(alpha, &predictions, truths, width)?,
+            Some((v, rows)) => {
+                ConformalCalibration::fit_normalized(alpha, &predictions, truths, width, v, rows)?
+            }
+        })
     }
 
     fn predict_block(
@@ -406,6 +417,7 @@ impl Engine {
             cal.interval(
                 &p.forecast.prediction,
                 &p.forecast.interval_scale,
+                &p.forecast.interval_radii,
                 &mut p.lower,
                 &mut p.upper,
             );

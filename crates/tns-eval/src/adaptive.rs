@@ -213,6 +213,7 @@ mod tests {
             n_calibration: 100,
             radii: vec![1.0, 1.0],
             scale: tns_certify::ScoreScale::Absolute,
+            by_hour: None,
         };
         let context = ScoreContext {
             dt: 1.0,
@@ -254,6 +255,7 @@ mod tests {
             n_calibration: 100,
             radii: vec![1.0],
             scale: tns_certify::ScoreScale::Absolute,
+            by_hour: None,
         };
         let context = ScoreContext {
             dt: 1.0,

@@ -111,7 +111,7 @@ impl Report {
                 for (k, (&p, &y)) in f.prediction.iter().zip(actual).enumerate() {
                     let (lower, upper) = match radii {
                         Some(r) => {
-                            let r = f.scaled_radius(k, r[k]);
+                            let r = f.radius(k, r[k]);
                             ((p - r).to_string(), (p + r).to_string())
                         }
                         None => (String::new(), String::new()),
@@ -184,7 +184,7 @@ impl Report {
         let band = self.radii[reference].as_ref().map(|r| {
             let values = &series[reference].values;
             let forecasts = &self.forecasts[reference];
-            let radius = |i: usize, k: usize| forecasts[i].scaled_radius(k, r[k]);
+            let radius = |i: usize, k: usize| forecasts[i].radius(k, r[k]);
             let lower = picked
                 .iter()
                 .zip(values)

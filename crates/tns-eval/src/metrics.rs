@@ -139,7 +139,7 @@ pub fn evaluate(
             let (mut covered, mut radius_sum) = (0usize, 0.0);
             for (i, f) in forecasts.iter().enumerate() {
                 for (k, (&p, &r)) in f.prediction.iter().zip(&c.radii).enumerate() {
-                    let r = f.scaled_radius(k, r);
+                    let r = f.radius(k, r);
                     covered += usize::from((truths[i * width + k] - p).abs() <= r);
                     radius_sum += r;
                 }
@@ -163,7 +163,7 @@ pub fn evaluate(
         coverage,
         nominal_coverage: conformal.map(|c| 1.0 - c.alpha),
         mean_width,
-        interval_method: conformal.map(|c| c.scale.method().to_string()),
+        interval_method: conformal.map(ConformalCalibration::method),
         scores: None,
         gate: None,
         adaptive: None,

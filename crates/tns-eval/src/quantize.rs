@@ -79,6 +79,7 @@ pub fn quantize_with_report(
         int8_manifest.conformal = Some(uncalibrated.calibrate(
             old.alpha,
             old.scale.normalized_rows(),
+            old.by_hour.is_some(),
             &splits.cal.inputs(),
             splits.cal.outputs(),
         )?);

@@ -239,7 +239,12 @@ pub fn score(
                     a.scaled += e.abs() / scale[j];
                 }
                 if let Some(iv) = interval {
-                    let r = f.scaled_radius(k, iv.radius(i, k));
+                    // A fixed calibration's radius may depend on the forecast (by hour);
+                    // adaptive radii are the stream's own.
+                    let r = match iv.radii {
+                        Radii::Fixed(pooled) => f.radius(k, pooled[k]),
+                        Radii::PerWindow(_) => f.scaled_radius(k, iv.radius(i, k)),
+                    };
                     let (lower, upper, alpha) = (p - r, p + r, iv.alpha);
                     let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
                     a.pinball +=
@@ -367,6 +372,7 @@ mod tests {
             n_calibration: 10,
             radii: vec![1.0, 1.0],
             scale: tns_certify::ScoreScale::Absolute,
+            by_hour: None,
         };
         let context = ScoreContext {
             dt: 3_600.0,

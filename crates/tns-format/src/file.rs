@@ -607,6 +607,7 @@ mod tests {
                 n_calibration: 100,
                 radii: vec![0.5, 0.7],
                 scale: tns_certify::ScoreScale::Absolute,
+                by_hour: None,
             }),
             training: None,
             tensors_sha256: String::new(),

@@ -94,6 +94,9 @@ pub fn accepts_input(value: f64) -> bool {
     value.is_finite() && value.abs() <= INPUT_LIMIT
 }
 
+/// Hours in a day, as the float the hour arithmetic uses.
+const HOURS_F: f64 = tns_certify::HOURS as f64;
+
 /// The end of the shape error: the total, and the future block when there is one.
 fn shape_tail(lookback: usize, features: usize, horizon: usize, future: usize) -> String {
     let past = lookback * features;
@@ -146,6 +149,12 @@ pub enum PipelineError {
     /// The gate's settings are invalid.
     #[error("the gate is invalid: {0}")]
     Gate(#[source] tns_certify::GateError),
+    /// Intervals calibrated by hour of day for a model that does not know the hour of the
+    /// predicted steps.
+    #[error(
+        "the interval is calibrated by hour of day, but the model has no `hour` calendar feature to read the predicted steps' hour from; train with --calendar hour"
+    )]
+    NoHour,
 }
 
 /// The fitted parts of a model that the pipeline runs with (a model file's manifest holds
@@ -192,6 +201,8 @@ pub struct Pipeline {
     prior: Option<Prior>,
     gate: Option<Gate>,
     conformal: Option<ConformalCalibration>,
+    /// Where the `hour` calendar pair (`sin`, `cos`) sits in a future-block row.
+    hour_column: Option<usize>,
     identity: ModelIdentity,
 }
 
@@ -231,6 +242,12 @@ pub struct Forecast {
     /// The window's conformal score scale per target (models calibrated with normalized
     /// scores; empty otherwise).
     pub interval_scale: Vec<f64>,
+    /// The hour of day of each predicted step (models whose intervals are calibrated by
+    /// hour; empty otherwise).
+    pub step_hours: Vec<u8>,
+    /// The conformal radius of each output for this forecast's hours, in score units
+    /// (models calibrated by hour; empty otherwise: the pooled radii).
+    pub interval_radii: Vec<f64>,
 }
 
 impl Forecast {
@@ -242,6 +259,14 @@ impl Forecast {
             0 => r,
             t => r * self.interval_scale[position % t],
         }
+    }
+
+    /// The calibrated conformal radius of output `position` in data units: this forecast's
+    /// radius for its predicted step's hour when calibrated by hour, else `pooled` (the
+    /// calibration's radius of that output), scaled as [`Forecast::scaled_radius`].
+    pub fn radius(&self, position: usize, pooled: f64) -> f64 {
+        let r = self.interval_radii.get(position).copied().unwrap_or(pooled);
+        self.scaled_radius(position, r)
     }
 
     /// Bytes its buffers hold on the heap.
@@ -256,6 +281,8 @@ impl Forecast {
                 .as_ref()
                 .map_or(0, |s| size_of::<GateStep>() * s.capacity())
             + f64s(&self.interval_scale)
+            + f64s(&self.interval_radii)
+            + self.step_hours.capacity()
     }
 }
 
@@ -313,8 +340,15 @@ impl Pipeline {
                 return Err(PipelineError::Mean { what, index });
             }
         }
+        let hour_column = c
+            .future
+            .as_ref()
+            .and_then(|fut| fut.names().iter().position(|n| n == "hour_sin"));
         if let Some(cal) = parts.conformal {
             cal.validate().map_err(PipelineError::Conformal)?;
+            if cal.by_hour.is_some() && hour_column.is_none() {
+                return Err(PipelineError::NoHour);
+            }
             if let tns_certify::ScoreScale::WindowVolatility { rows, floor } = &cal.scale
                 && (floor.len() != targets.len() || *rows > c.lookback)
             {
@@ -385,6 +419,7 @@ impl Pipeline {
             prior,
             gate,
             conformal: parts.conformal.cloned(),
+            hour_column,
             identity: ModelIdentity {
                 name: c.name.clone(),
                 version: parts.version.to_string(),
@@ -610,6 +645,14 @@ impl Pipeline {
                 Some(c) if !c.scale.is_absolute() => vec![0.0; t],
                 _ => Vec::new(),
             },
+            step_hours: match &self.conformal {
+                Some(c) if c.by_hour.is_some() => vec![0; self.horizon],
+                _ => Vec::new(),
+            },
+            interval_radii: match &self.conformal {
+                Some(c) if c.by_hour.is_some() => vec![0.0; width],
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -626,6 +669,10 @@ impl Pipeline {
                 &self.targets,
                 &mut forecast.interval_scale,
             );
+            if c.by_hour.is_some() {
+                self.step_hours_into(future, &mut forecast.step_hours);
+                c.radii_into(&forecast.step_hours, &mut forecast.interval_radii);
+            }
         }
         match (&self.prior, forecast.covariance.as_mut()) {
             (Some(prior), Some(cov)) => prior.predict_into(window, future, &mut forecast.base, cov),
@@ -636,6 +683,40 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Where the `hour` calendar pair (`sin`, then `cos`) sits in a row of the future block.
+    pub fn hour_column(&self) -> Option<usize> {
+        self.hour_column
+    }
+
+    /// The hour of day (0–23) of each predicted step, read off the `hour` calendar pair of
+    /// the future block (`future`, `[horizon, future width]`): the hour whose angle is
+    /// nearest the pair's. Leaves `out` as it is for a model without the pair.
+    pub fn step_hours_into(&self, future: &[f64], out: &mut [u8]) {
+        let (Some(column), width) = (self.hour_column, self.future_width()) else {
+            return;
+        };
+        for (o, row) in out.iter_mut().zip(future.chunks_exact(width.max(1))) {
+            let turn = row[column].atan2(row[column + 1]) / std::f64::consts::TAU;
+            *o = ((turn * HOURS_F).round().rem_euclid(HOURS_F)) as u8;
+        }
+    }
+
+    /// The hour of day of each predicted step of every model input (`[n, input_len]` flat),
+    /// `[n, horizon]` (see [`Pipeline::step_hours_into`]); `None` for a model without the
+    /// `hour` calendar feature.
+    pub fn step_hours(&self, inputs: &[f64]) -> Option<Vec<u8>> {
+        self.hour_column?;
+        let per = self.input_len();
+        let mut hours = vec![0u8; inputs.len() / per.max(1) * self.horizon];
+        for (input, out) in inputs
+            .chunks_exact(per)
+            .zip(hours.chunks_exact_mut(self.horizon))
+        {
+            self.step_hours_into(&input[self.past_len()..], out);
+        }
+        Some(hours)
     }
 
     /// The base forecast `[horizon, targets]` and, for Kalman-based kinds, the prior's
@@ -719,6 +800,7 @@ impl Pipeline {
                 gate: self.gate.as_ref().zip(forecast.gate_steps.as_deref()),
                 conformal: self.conformal.as_ref(),
                 interval_scale: &forecast.interval_scale,
+                interval_radii: &forecast.interval_radii,
             },
             self.identity.clone(),
         )
@@ -759,6 +841,51 @@ mod tests {
             sha256: "",
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_predicted_steps_hours_are_read_off_the_calendar_pair() {
+        let p = future_pipeline();
+        let window = [1.0; 6];
+        // Every origin hour of a day, and across midnight (23:00 → 00:00, 01:00).
+        for origin in 0..30 {
+            let input = p
+                .assemble(&window, Some(&[0.0, 0.0]), Some(f64::from(origin) * 3600.0))
+                .unwrap();
+            let hours = p.step_hours(&input).unwrap();
+            let expected: Vec<u8> = (1..=2).map(|k| ((origin + k) % 24) as u8).collect();
+            assert_eq!(hours, expected, "origin hour {origin}");
+        }
+        // A model without the hour refuses an hourly calibration at load.
+        let c = ModelConfig::new("f", ModelKind::Linear, &["a"], &["a"], 3, 1, 1);
+        let cal = ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 100,
+            radii: vec![1.0],
+            scale: tns_certify::ScoreScale::Absolute,
+            by_hour: Some(tns_certify::HourRadii {
+                radii: vec![1.0; 24],
+                counts: vec![100; 24],
+            }),
+        };
+        let normalization = InputNormalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+            relative: vec![true],
+            future_mean: Vec::new(),
+            future_std: Vec::new(),
+        };
+        let err = Pipeline::new(PipelineParts {
+            config: &c,
+            normalization: &normalization,
+            residual_scale: &[1.0],
+            kalman: None,
+            conformal: Some(&cal),
+            version: "test",
+            sha256: "",
+        })
+        .unwrap_err();
+        assert_eq!(err, PipelineError::NoHour);
     }
 
     #[test]

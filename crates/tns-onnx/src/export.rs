@@ -206,8 +206,13 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
     let forecast = to_forecast_shape(&mut g, &forecast_flat, names::FORECAST);
     outputs.insert(0, (names::FORECAST, forecast.clone()));
     if let Some(cal) = pipeline.conformal() {
-        let radii: Vec<f32> = cal.radii.iter().map(|&r| r as f32).collect();
-        let mut radii = g.constant("conformal_radii", &[horizon, targets], radii);
+        let mut radii = match &cal.by_hour {
+            None => {
+                let radii: Vec<f32> = cal.radii.iter().map(|&r| r as f32).collect();
+                g.constant("conformal_radii", &[horizon, targets], radii)
+            }
+            Some(by_hour) => hour_radii_graph(&mut g, &pipeline, &by_hour.radii)?,
+        };
         if let ScoreScale::WindowVolatility { rows, floor } = &cal.scale {
             let scale = window_volatility_graph(&mut g, &pipeline, *rows, floor);
             radii = g.node("Mul", &[&scale, &radii], "conformal_scaled_radii", vec![]);
@@ -446,6 +451,65 @@ fn window_volatility_graph(
     let floor: Vec<f32> = floor.iter().map(|&f| f as f32).collect();
     let floor = g.constant("scale_floor", &[floor.len()], floor);
     g.node("Max", &[&volatility, &floor], "conformal_scale", vec![])
+}
+
+/// The conformal radii `[batch, horizon, targets]` of a calibration by hour of day: the hour
+/// of each predicted step is the one whose angle is nearest the future block's `hour`
+/// calendar pair (`ArgMax` of its products with the 24 hours' `sin`, `cos`), and picks that
+/// hour's radii out of `radii` (`[24, horizon, targets]`) with a `Gather`.
+fn hour_radii_graph(
+    g: &mut GraphBuilder,
+    pipeline: &Pipeline,
+    radii: &[f64],
+) -> Result<String, ExportError> {
+    let column = pipeline
+        .hour_column()
+        .ok_or_else(|| ExportError::Model(tns_model::PipelineError::NoHour.to_string()))?
+        as i64;
+    let (horizon, hours) = (pipeline.horizon(), tns_certify::HOURS);
+    let targets = radii.len() / (hours * horizon);
+    let starts = g.constant_i64("hour_pair_start", vec![column]);
+    let ends = g.constant_i64("hour_pair_end", vec![column + 2]);
+    let axes = g.constant_i64("hour_pair_axis", vec![2]);
+    let pair = g.node(
+        "Slice",
+        &[names::FUTURE, &starts, &ends, &axes],
+        "hour_pair",
+        vec![],
+    );
+    let angles: Vec<f32> = (0..2)
+        .flat_map(|part| {
+            (0..hours).map(move |h| {
+                let angle = std::f64::consts::TAU * h as f64 / hours as f64;
+                (if part == 0 { angle.sin() } else { angle.cos() }) as f32
+            })
+        })
+        .collect();
+    let angles = g.constant("hour_angles", &[2, hours], angles);
+    let closeness = g.node("MatMul", &[&pair, &angles], "hour_closeness", vec![]);
+    let hour = g.node(
+        "ArgMax",
+        &[&closeness],
+        "step_hour",
+        vec![Attr::Int("axis", 2), Attr::Int("keepdims", 0)],
+    );
+    // Row hour · H + step of the table [24 · H, T].
+    let per_hour = g.constant_i64("hour_rows", vec![horizon as i64]);
+    let row = g.node("Mul", &[&hour, &per_hour], "hour_first_row", vec![]);
+    let steps = g.constant_i64("hour_steps", (0..horizon as i64).collect());
+    let row = g.node("Add", &[&row, &steps], "hour_radius_row", vec![]);
+    let table: Vec<f32> = radii.iter().map(|&r| r as f32).collect();
+    let table = g.constant(
+        "conformal_radii_by_hour",
+        &[hours * horizon, targets],
+        table,
+    );
+    Ok(g.node(
+        "Gather",
+        &[&table, &row],
+        "conformal_radii",
+        vec![Attr::Int("axis", 0)],
+    ))
 }
 
 fn last_row(g: &mut GraphBuilder, lookback: usize) -> String {

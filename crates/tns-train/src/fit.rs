@@ -21,6 +21,9 @@ pub struct FitOptions {
     /// Normalize the conformal scores by each window's volatility over its last this many
     /// rows (capped at the lookback); `None`: absolute scores (one width per step).
     pub normalized_interval_rows: Option<usize>,
+    /// Calibrate the interval per hour of day of the predicted step as well (Mondrian; the
+    /// model needs the `hour` calendar feature).
+    pub interval_by_hour: bool,
     /// Where the network trains.
     pub device: Device,
     /// Directory for `<name>.ckpt` and `<name>.metrics.{csv,json}`, if any.
@@ -42,6 +45,7 @@ impl Default for FitOptions {
             train: TrainConfig::default(),
             conformal_alpha: 0.1,
             normalized_interval_rows: None,
+            interval_by_hour: false,
             device: Device::Cpu,
             run_dir: None,
             resume: false,
@@ -140,6 +144,7 @@ pub fn fit_model(
     model.manifest.conformal = Some(model.engine()?.calibrate(
         options.conformal_alpha,
         options.normalized_interval_rows,
+        options.interval_by_hour,
         &splits.cal.inputs(),
         splits.cal.outputs(),
     )?);
