@@ -188,6 +188,8 @@ mod tests {
             correction: None,
             gate_steps: None,
             interval_scale: Vec::new(),
+            step_hours: Vec::new(),
+            interval_radii: Vec::new(),
         }
     }
 

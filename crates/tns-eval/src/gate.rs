@@ -125,6 +125,8 @@ mod tests {
                 correction: Some(vec![1.0]),
                 gate_steps: Some(vec![step(true)]),
                 interval_scale: Vec::new(),
+                step_hours: Vec::new(),
+                interval_radii: Vec::new(),
             },
             Forecast {
                 prediction: vec![0.0],
@@ -133,6 +135,8 @@ mod tests {
                 correction: Some(vec![1.0]),
                 gate_steps: Some(vec![step(false)]),
                 interval_scale: Vec::new(),
+                step_hours: Vec::new(),
+                interval_radii: Vec::new(),
             },
         ];
         let e = gate_effect(&forecasts, &[2.5, 1.0], 1, GateMode::Reject, 1).unwrap();
@@ -143,6 +147,8 @@ mod tests {
         let ungated = Forecast {
             gate_steps: None,
             interval_scale: Vec::new(),
+            step_hours: Vec::new(),
+            interval_radii: Vec::new(),
             ..forecasts[0].clone()
         };
         assert!(gate_effect(&[ungated], &[1.0], 1, GateMode::Reject, 1).is_none());

@@ -281,6 +281,8 @@ mod tests {
             correction: None,
             gate_steps: None,
             interval_scale: Vec::new(),
+            step_hours: Vec::new(),
+            interval_radii: Vec::new(),
         };
         let forecasts = vec![f(vec![1.0, 2.0]), f(vec![0.0, 0.0])];
         let truths = [0.0, 0.0, 0.0, 4.0];

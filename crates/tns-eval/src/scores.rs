@@ -366,6 +366,8 @@ mod tests {
             correction: None,
             gate_steps: None,
             interval_scale: Vec::new(),
+            step_hours: Vec::new(),
+            interval_radii: Vec::new(),
         };
         let cal = ConformalCalibration {
             alpha: 0.1,
