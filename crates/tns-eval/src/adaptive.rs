@@ -150,6 +150,8 @@ pub fn interval_table(rows: &[IntervalRow<'_>]) -> String {
         let gamma = format!("adaptive (γ = {})", row.adaptive.gamma);
         let split = match row.method {
             "normalized_split_conformal" => "normalized conformal",
+            "mondrian_hour_split_conformal" => "split conformal by hour",
+            "mondrian_hour_normalized_split_conformal" => "normalized conformal by hour",
             _ => "split conformal",
         };
         for (method, scores, width) in [
