@@ -89,18 +89,25 @@ impl std::str::FromStr for Loss {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown loss {s:?}: use one of {}", names.join(", "))
-            })
+        parse_named(&Self::ALL, Self::name, "loss", s)
     }
 }
 
 fn one() -> usize {
     1
+}
+
+/// The option of `all` whose `name` is `s`, or an error listing the names.
+fn parse_named<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+    s: &str,
+) -> Result<T, String> {
+    all.iter().copied().find(|&k| name(k) == s).ok_or_else(|| {
+        let names: Vec<_> = all.iter().map(|&k| name(k)).collect();
+        format!("unknown {what} {s:?}: use one of {}", names.join(", "))
+    })
 }
 
 impl Schedule {
@@ -121,13 +128,7 @@ impl std::str::FromStr for Schedule {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown schedule {s:?}: use one of {}", names.join(", "))
-            })
+        parse_named(&Self::ALL, Self::name, "schedule", s)
     }
 }
 
