@@ -190,9 +190,9 @@ def main():
 
     for path in sys.argv[5:]:
         merge(pd.read_csv(path, parse_dates=["origin_time"]), "")
-    # A `*-norm` model is another model recalibrated: the same forecasts, only its interval
-    # differs, so it has no row of its own here.
-    merge(tns[~tns["model"].str.endswith("-norm")], "tns ")
+    # A `*-norm`, `*-hour` or `*-norm-hour` model is another model recalibrated: the same
+    # forecasts, only its interval differs, so it has no row of its own here.
+    merge(tns[~tns["model"].str.contains(r"-(?:norm|hour)$")], "tns ")
 
     # Origins numbered in test order (not by hash(), which Python salts per process and
     # would reorder the bootstrap's blocks from run to run).

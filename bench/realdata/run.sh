@@ -120,6 +120,16 @@ run_task() {
         -o "$work/$name-$m-norm.tns"
     models+=("$work/$name-$m-norm.tns")
   done
+  # The same System B recalibrated by the hour of day of the predicted step (Mondrian), with
+  # split and normalized scores, as `*-hour` and `*-norm-hour`.
+  for scores in split normalized; do
+    local suffix=hour
+    [ "$scores" = normalized ] && suffix=norm-hour
+    "$tns" calibrate "$work/$name-system-b-structural-x.tns" --interval "$scores" --interval-by hour \
+        --name "system-b-structural-x-$suffix" --data "$data" --time-column ds \
+        --series-column unique_id "${filter[@]}" -o "$work/$name-system-b-structural-x-$suffix.tns"
+    models+=("$work/$name-system-b-structural-x-$suffix.tns")
+  done
   "$tns" eval --data "$data" "${models[@]}" --reference system-b --season 168 \
          --report "$out/$name-tns" --predictions "$work/$name-predictions.csv" \
          --plots "$out/plots-$name"
