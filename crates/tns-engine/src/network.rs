@@ -75,6 +75,20 @@ impl Dense {
         Self::new(tensor(tensors, weight)?, tensor(tensors, bias)?, scales)
     }
 
+    /// The layer of weight `weight` in the model file with no bias (a zero one).
+    fn unbiased(tensors: &[NamedTensor], weight: &str, int8: bool) -> Result<Self, EngineError> {
+        let w = tensor(tensors, weight)?;
+        let zero = NamedTensor {
+            name: format!("{weight}.zero-bias"),
+            shape: vec![w.shape[0]],
+            data: vec![0.0; w.shape[0]],
+        };
+        let scales = int8
+            .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
+            .transpose()?;
+        Self::new(w, &zero, scales)
+    }
+
     /// Bytes of weight storage as a model file holds them: one per INT8 code plus two per
     /// f16 scale, or four per f32 weight (biases excluded).
     fn weight_bytes(&self) -> usize {
@@ -530,6 +544,273 @@ impl Nhits {
     }
 }
 
+/// RMSNorm of `rows` rows of `width` values (`[row, value, lane]` over `n` lanes) with
+/// `gain`: `x / √(mean(x²) + ε) ⊙ g`, per row and lane.
+#[inline(always)]
+fn rms_norm(x: &[f32], y: &mut [f32], width: usize, n: usize, gain: &[f32]) {
+    let eps = tns_model::RMS_NORM_EPS as f32;
+    for (xr, yr) in x.chunks_exact(width * n).zip(y.chunks_exact_mut(width * n)) {
+        for lane in 0..n {
+            let mean = (0..width).map(|c| xr[c * n + lane].powi(2)).sum::<f32>() / width as f32;
+            let inverse = 1.0 / (mean + eps).sqrt();
+            for (c, g) in gain.iter().enumerate() {
+                yr[c * n + lane] = xr[c * n + lane] * inverse * g;
+            }
+        }
+    }
+}
+
+/// Where a head's values sit: `tokens` rows of `width` values, `[token, value, lane]` over
+/// `lanes` lanes, and the lane read.
+#[derive(Clone, Copy)]
+struct Heads<'a> {
+    data: &'a [f32],
+    width: usize,
+    lanes: usize,
+    lane: usize,
+}
+
+impl Heads<'_> {
+    #[inline(always)]
+    fn at(&self, token: usize, index: usize) -> f32 {
+        self.data[(token * self.width + index) * self.lanes + self.lane]
+    }
+}
+
+/// Attention of one lane, every query head against its key/value head (`heads / kv_heads`
+/// query heads each), in one pass over the keys per query with a running maximum and sum
+/// (the online softmax of FlashAttention): no score matrix is ever stored, and a sequence of
+/// any length needs only `d_head` accumulators. Writes `softmax(q kᵀ · scale) v` per head
+/// into `out` (same layout as `q`); `acc` holds `d_head` values.
+#[allow(clippy::too_many_arguments)]
+fn attention_online(
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    tokens: usize,
+    heads: usize,
+    head: usize,
+    out: &mut [f32],
+    acc: &mut [f32],
+) {
+    let group = heads / (k.width / head).max(1);
+    let scale = 1.0 / (head as f32).sqrt();
+    for h in 0..heads {
+        let (qh, kvh) = (h * head, (h / group) * head);
+        for i in 0..tokens {
+            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+            acc.fill(0.0);
+            for j in 0..tokens {
+                let score = (0..head)
+                    .map(|c| q.at(i, qh + c) * k.at(j, kvh + c))
+                    .sum::<f32>()
+                    * scale;
+                let new_max = max.max(score);
+                // The old terms shrink by e^(old max − new max); the new one enters at
+                // e^(score − new max) ≤ 1, so nothing overflows.
+                let (shrink, weight) = ((max - new_max).exp(), (score - new_max).exp());
+                sum = sum * shrink + weight;
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = *a * shrink + weight * v.at(j, kvh + c);
+                }
+                max = new_max;
+            }
+            for (c, a) in acc.iter().enumerate() {
+                out[(i * q.width + qh + c) * q.lanes + q.lane] = a / sum;
+            }
+        }
+    }
+}
+
+/// A pre-norm transformer block ([`Layer::TransformerBlock`]).
+#[derive(Debug, Clone)]
+struct TransformerBlock {
+    tokens: usize,
+    width: usize,
+    heads: usize,
+    kv_heads: usize,
+    ffn: usize,
+    norm1: Vec<f32>,
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    o: Dense,
+    norm2: Vec<f32>,
+    gate: Dense,
+    up: Dense,
+    down: Dense,
+    /// The rotary angles' cosines and sines, `[token, d_head / 2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl TransformerBlock {
+    fn new(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
+        let Layer::TransformerBlock {
+            heads,
+            kv_heads,
+            ffn,
+        } = node.layer
+        else {
+            return Err(EngineError::Model(format!(
+                "layer {} is not a transformer block",
+                node.name
+            )));
+        };
+        let width = node.input.channels();
+        let tokens = node.input.len() / width.max(1);
+        let head = width / heads.max(1);
+        let dense =
+            |part: &str| Dense::unbiased(tensors, &format!("{}.{part}.weight", node.name), int8);
+        let gain = |part: &str| -> Result<Vec<f32>, EngineError> {
+            Ok(tensor(tensors, &format!("{}.{part}.weight", node.name))?
+                .data
+                .clone())
+        };
+        let angles = tns_model::rope_angles(tokens, head);
+        Ok(Self {
+            tokens,
+            width,
+            heads,
+            kv_heads,
+            ffn,
+            norm1: gain("norm1")?,
+            q: dense("q")?,
+            k: dense("k")?,
+            v: dense("v")?,
+            o: dense("o")?,
+            norm2: gain("norm2")?,
+            gate: dense("gate")?,
+            up: dense("up")?,
+            down: dense("down")?,
+            cos: angles.iter().map(|a| a.cos() as f32).collect(),
+            sin: angles.iter().map(|a| a.sin() as f32).collect(),
+        })
+    }
+
+    /// Values of scratch per sequence.
+    fn scratch_len(&self) -> usize {
+        let (p, d, kv) = (
+            self.tokens,
+            self.width,
+            self.kv_heads * self.width / self.heads,
+        );
+        4 * p * d + 2 * p * kv + 3 * self.ffn + d / self.heads
+    }
+
+    /// Turns each head's pairs `(i, i + d_head/2)` of every token by its rotary angle.
+    #[inline(always)]
+    fn rotate(&self, x: &mut [f32], width: usize, n: usize) {
+        let half = self.width / self.heads / 2;
+        for (p, row) in x.chunks_exact_mut(width * n).enumerate() {
+            for head in row.chunks_exact_mut(2 * half * n) {
+                let (first, second) = head.split_at_mut(half * n);
+                for i in 0..half {
+                    let (c, s) = (self.cos[p * half + i], self.sin[p * half + i]);
+                    for lane in 0..n {
+                        let (a, b) = (first[i * n + lane], second[i * n + lane]);
+                        first[i * n + lane] = a * c - b * s;
+                        second[i * n + lane] = b * c + a * s;
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let n = W::N;
+        let (p, d) = (self.tokens, self.width);
+        let head = d / self.heads;
+        let kv = self.kv_heads * head;
+        let mut buffer = std::mem::take(&mut s.attention);
+        let (normed, rest) = buffer.split_at_mut(p * d * n);
+        let (q, rest) = rest.split_at_mut(p * d * n);
+        let (k, rest) = rest.split_at_mut(p * kv * n);
+        let (v, rest) = rest.split_at_mut(p * kv * n);
+        let (mixed, rest) = rest.split_at_mut(p * d * n);
+        let (hidden, rest) = rest.split_at_mut(p * d * n);
+        let (gate, rest) = rest.split_at_mut(self.ffn * n);
+        let (up, rest) = rest.split_at_mut(self.ffn * n);
+        let (inner, acc) = rest.split_at_mut(self.ffn * n);
+        rms_norm(x, normed, d, n, &self.norm1);
+        for t in 0..p {
+            let nt = &normed[t * d * n..(t + 1) * d * n];
+            W::dense::<K>(
+                &self.q,
+                nt,
+                &mut q[t * d * n..(t + 1) * d * n],
+                &mut s.quant,
+            );
+            W::dense::<K>(
+                &self.k,
+                nt,
+                &mut k[t * kv * n..(t + 1) * kv * n],
+                &mut s.quant,
+            );
+            W::dense::<K>(
+                &self.v,
+                nt,
+                &mut v[t * kv * n..(t + 1) * kv * n],
+                &mut s.quant,
+            );
+        }
+        self.rotate(q, d, n);
+        self.rotate(k, kv, n);
+        for lane in 0..n {
+            let at = |data, width| Heads {
+                data,
+                width,
+                lanes: n,
+                lane,
+            };
+            attention_online(
+                at(q, d),
+                at(k, kv),
+                at(v, kv),
+                p,
+                self.heads,
+                head,
+                mixed,
+                &mut acc[..head],
+            );
+        }
+        for t in 0..p {
+            let span = t * d * n..(t + 1) * d * n;
+            W::dense::<K>(
+                &self.o,
+                &mixed[span.clone()],
+                &mut hidden[span.clone()],
+                &mut s.quant,
+            );
+            for (h, &xv) in hidden[span.clone()].iter_mut().zip(&x[span]) {
+                *h += xv;
+            }
+        }
+        rms_norm(hidden, normed, d, n, &self.norm2);
+        for t in 0..p {
+            let span = t * d * n..(t + 1) * d * n;
+            W::dense::<K>(&self.gate, &normed[span.clone()], gate, &mut s.quant);
+            W::dense::<K>(&self.up, &normed[span.clone()], up, &mut s.quant);
+            for ((i, &g), &u) in inner.iter_mut().zip(gate.iter()).zip(up.iter()) {
+                *i = g * sigmoid::<K>(g) * u;
+            }
+            let out = &mut y[span.clone()];
+            W::dense::<K>(&self.down, inner, out, &mut s.quant);
+            for (o, &h) in out.iter_mut().zip(&hidden[span]) {
+                *o += h;
+            }
+        }
+        s.attention = buffer;
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        vec![
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+}
+
 /// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
 /// times the sequences side by side): the trend `[steps, row]`, then the remainder. The
 /// window's first and last rows stand in for the rows beyond its ends.
@@ -648,6 +929,15 @@ enum LayerPlan {
     },
     /// N-HiTS blocks (see [`Layer::Nhits`]).
     Nhits(Box<Nhits>),
+    /// The patch embedding, one product per token.
+    PatchEmbed(Dense),
+    /// A transformer block (see [`Layer::TransformerBlock`]).
+    TransformerBlock(Box<TransformerBlock>),
+    /// RMSNorm of every row.
+    RmsNorm {
+        width: usize,
+        gain: Vec<f32>,
+    },
 }
 
 impl LayerPlan {
@@ -699,6 +989,16 @@ impl LayerPlan {
                 kernel,
             },
             Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, tensors, int8)?)),
+            Layer::PatchEmbed { .. } => Self::PatchEmbed(dense("weight", "bias")?),
+            Layer::TransformerBlock { .. } => {
+                Self::TransformerBlock(Box::new(TransformerBlock::new(node, tensors, int8)?))
+            }
+            Layer::RmsNorm => Self::RmsNorm {
+                width: node.input.channels(),
+                gain: tensor(tensors, &format!("{}.weight", node.name))?
+                    .data
+                    .clone(),
+            },
         })
     }
 
@@ -737,6 +1037,17 @@ impl LayerPlan {
                 kernel,
             } => decompose(x, y, steps, channels * W::N, kernel),
             Self::Nhits(nhits) => nhits.forward::<K, W>(x, future, y, s),
+            // Each token's rows are contiguous (`[step, channel, lane]`): one product each.
+            Self::PatchEmbed(d) => {
+                for (xt, yt) in x
+                    .chunks_exact(d.inputs * W::N)
+                    .zip(y.chunks_exact_mut(d.outputs * W::N))
+                {
+                    W::dense::<K>(d, xt, yt, &mut s.quant);
+                }
+            }
+            Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
+            Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
         }
     }
 
@@ -752,6 +1063,9 @@ impl LayerPlan {
             Self::Gru(g) => vec![&g.input, &g.recurrent],
             Self::Lstm(l) => vec![&l.input, &l.recurrent],
             Self::Nhits(n) => n.dense_layers(),
+            Self::PatchEmbed(d) => vec![d],
+            Self::TransformerBlock(b) => b.dense_layers(),
+            Self::RmsNorm { .. } => Vec::new(),
         }
     }
 }
@@ -789,6 +1103,9 @@ struct LayerScratch {
     conv_out: Vec<f32>,
     /// An N-HiTS layer's residual, backcast, block input, hidden layers and knots.
     nhits: Vec<f32>,
+    /// A transformer block's normalized tokens, queries, keys, values, attention output,
+    /// residual stream, feed-forward values and attention accumulators.
+    attention: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -818,7 +1135,8 @@ impl NetworkScratch {
                 + l.conv_col.capacity()
                 + l.conv_row.capacity()
                 + l.conv_out.capacity()
-                + l.nhits.capacity())
+                + l.nhits.capacity()
+                + l.attention.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -936,6 +1254,15 @@ impl NetworkPlan {
             })
             .max()
             .unwrap_or(0);
+        let attention = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::TransformerBlock(b) => b.scratch_len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -951,6 +1278,7 @@ impl NetworkPlan {
                 conv_row: vec![0.0; conv_cols],
                 conv_out: vec![0.0; conv_outs * LANES],
                 nhits: vec![0.0; nhits * LANES],
+                attention: vec![0.0; attention * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],
@@ -1131,6 +1459,90 @@ mod tests {
         add("nhits.1.forecast.weight", vec![2, 6], &arbitrary);
         add("nhits.1.forecast.bias", vec![2], &|r, _| r as f32);
         (config, tensors)
+    }
+
+    #[test]
+    fn online_softmax_attention_matches_the_naive_formula() {
+        use rand::{Rng, SeedableRng};
+        // softmax(q kᵀ / √d) v the naive way (the whole score matrix, then each row's
+        // softmax and weighted sum, in f64 from the same f32 scores the kernel computes)
+        // against the one-pass kernel, for grouped heads, several lanes and sequences up to
+        // 512 tokens, with scores from a few units to tens apart (third case).
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for (tokens, heads, kv_heads, head, lanes, spread) in [
+            (1, 1, 1, 2, 1, 1.0),
+            (7, 4, 2, 4, 3, 1.0),
+            (33, 2, 1, 8, 8, 6.0),
+            (512, 2, 2, 4, 1, 3.0),
+        ] {
+            let (d, kv) = (heads * head, kv_heads * head);
+            let mut draw = |n: usize| -> Vec<f32> {
+                (0..n).map(|_| rng.random_range(-spread..spread)).collect()
+            };
+            let (q, k, v) = (
+                draw(tokens * d * lanes),
+                draw(tokens * kv * lanes),
+                draw(tokens * kv * lanes),
+            );
+            let mut out = vec![0f32; tokens * d * lanes];
+            let mut acc = vec![0f32; head];
+            for lane in 0..lanes {
+                let at = |data, width| Heads {
+                    data,
+                    width,
+                    lanes,
+                    lane,
+                };
+                attention_online(
+                    at(&q, d),
+                    at(&k, kv),
+                    at(&v, kv),
+                    tokens,
+                    heads,
+                    head,
+                    &mut out,
+                    &mut acc,
+                );
+            }
+            let group = heads / kv_heads;
+            let get = |x: &[f32], width: usize, t: usize, i: usize, lane: usize| {
+                f64::from(x[(t * width + i) * lanes + lane])
+            };
+            let mut worst = 0f64;
+            for lane in 0..lanes {
+                for h in 0..heads {
+                    let g = h / group;
+                    for i in 0..tokens {
+                        let scores: Vec<f64> = (0..tokens)
+                            .map(|j| {
+                                let dot = (0..head)
+                                    .map(|c| {
+                                        q[(i * d + h * head + c) * lanes + lane]
+                                            * k[(j * kv + g * head + c) * lanes + lane]
+                                    })
+                                    .sum::<f32>();
+                                f64::from(dot * (1.0 / (head as f32).sqrt()))
+                            })
+                            .collect();
+                        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+                        let total: f64 = weights.iter().sum();
+                        for c in 0..head {
+                            let naive: f64 = (0..tokens)
+                                .map(|j| weights[j] / total * get(&v, kv, j, g * head + c, lane))
+                                .sum();
+                            let got = get(&out, d, i, h * head + c, lane);
+                            worst = worst.max((naive - got).abs() / naive.abs().max(1.0));
+                        }
+                    }
+                }
+            }
+            assert!(
+                worst < 1e-6 * spread.max(1.0) as f64,
+                "{tokens} tokens: {worst}"
+            );
+            assert!(out.iter().all(|x| x.is_finite()));
+        }
     }
 
     #[test]

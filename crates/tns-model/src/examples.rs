@@ -53,6 +53,20 @@ pub fn networks() -> Vec<NetworkConfig> {
             hidden: 6,
             pool: 2,
         },
+        NetworkConfig::Transformer {
+            d_model: 8,
+            heads: 2,
+            kv_heads: 1,
+            layers: 1,
+            patch: 1,
+        },
+        NetworkConfig::Transformer {
+            d_model: 8,
+            heads: 4,
+            kv_heads: 2,
+            layers: 2,
+            patch: 2,
+        },
     ]
 }
 

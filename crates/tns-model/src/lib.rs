@@ -33,8 +33,8 @@ pub use config::{
     MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
 pub use network::{
-    Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, Shape,
-    moving_average_matrix,
+    Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, RMS_NORM_EPS,
+    ROPE_THETA, Shape, moving_average_matrix, rope_angles,
 };
 pub use pipeline::{
     Forecast, INPUT_LIMIT, InputError, Pipeline, PipelineError, PipelineParts, Prior, accepts_input,
@@ -106,6 +106,22 @@ pub enum ConfigError {
         network: String,
         /// Rows one output sees.
         field: usize,
+        /// Rows of the window.
+        lookback: usize,
+    },
+    /// Attention heads that do not split the width.
+    #[error(
+        "network {network}: kv_heads must divide heads, heads must divide d_model, and each head's width (d_model / heads) must be even for rotary embeddings"
+    )]
+    Heads {
+        /// The network, in `--network` syntax.
+        network: String,
+    },
+    /// A patch length that does not divide the lookback.
+    #[error("network {network}: the patch length must divide the lookback ({lookback} rows)")]
+    Patch {
+        /// The network, in `--network` syntax.
+        network: String,
         /// Rows of the window.
         lookback: usize,
     },

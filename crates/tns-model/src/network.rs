@@ -70,10 +70,27 @@ pub enum NetworkConfig {
         /// Pooling ratio between consecutive stacks (the last stack pools 1 row).
         pool: usize,
     },
+    /// A small pre-norm transformer encoder (PatchTST-style tokens, Llama-style blocks): the
+    /// window cut into patches of `patch` rows (1: one token per row), each embedded by a
+    /// linear map; `layers` blocks of bidirectional grouped-query attention with rotary
+    /// position embeddings and a SwiGLU feed-forward, each behind an RMSNorm; a final RMSNorm
+    /// and a linear head on the last token.
+    Transformer {
+        /// Token width.
+        d_model: usize,
+        /// Query heads.
+        heads: usize,
+        /// Key/value heads (divides `heads`).
+        kv_heads: usize,
+        /// Blocks.
+        layers: usize,
+        /// Rows per token (divides the lookback).
+        patch: usize,
+    },
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -86,6 +103,7 @@ impl NetworkConfig {
             Self::Lstm { hidden, .. } => std::slice::from_ref(hidden),
             Self::Tcn { channels, .. } => std::slice::from_ref(channels),
             Self::NHits { hidden, .. } => std::slice::from_ref(hidden),
+            Self::Transformer { d_model, .. } => std::slice::from_ref(d_model),
         }
     }
 
@@ -120,6 +138,7 @@ impl NetworkConfig {
         let layers = match self {
             Self::Lstm { layers, .. } => *layers,
             Self::NHits { stacks, blocks, .. } => stacks.saturating_mul(*blocks),
+            Self::Transformer { layers, .. } => *layers,
             _ => self.widths().len(),
         };
         if layers > crate::config::MAX_LAYERS {
@@ -157,7 +176,35 @@ impl NetworkConfig {
                 network: self.to_string(),
             });
         }
-        if layers == 0 && matches!(self, Self::Lstm { .. } | Self::NHits { .. }) {
+        if let Self::Transformer {
+            d_model,
+            heads,
+            kv_heads,
+            patch,
+            ..
+        } = self
+        {
+            if *heads == 0 || *kv_heads == 0 || *patch == 0 {
+                return Err(ConfigError::ZeroWidth {
+                    network: self.to_string(),
+                });
+            }
+            // Rotary embeddings turn pairs of a head's values: its width must be even.
+            if !heads.is_multiple_of(*kv_heads)
+                || !d_model.is_multiple_of(*heads)
+                || !(d_model / heads).is_multiple_of(2)
+            {
+                return Err(ConfigError::Heads {
+                    network: self.to_string(),
+                });
+            }
+        }
+        if layers == 0
+            && matches!(
+                self,
+                Self::Lstm { .. } | Self::NHits { .. } | Self::Transformer { .. }
+            )
+        {
             return Err(ConfigError::ZeroWidth {
                 network: self.to_string(),
             });
@@ -269,6 +316,34 @@ impl NetworkConfig {
                 };
                 stack.push("nhits", layer)?;
             }
+            &Self::Transformer {
+                d_model,
+                heads,
+                kv_heads,
+                layers,
+                patch,
+            } => {
+                let steps = input.len() / input.channels().max(1);
+                if !steps.is_multiple_of(patch) {
+                    return Err(ConfigError::Patch {
+                        network: self.to_string(),
+                        lookback: steps,
+                    });
+                }
+                stack.push("embed", Layer::PatchEmbed { patch, d_model })?;
+                for i in 0..layers {
+                    let block = Layer::TransformerBlock {
+                        heads,
+                        kv_heads,
+                        ffn: 2 * d_model,
+                    };
+                    stack.push(&format!("block.{i}"), block)?;
+                }
+                stack.push("norm", Layer::RmsNorm)?;
+                stack.push("last", Layer::LastStep)?;
+                concat_future(&mut stack)?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
         }
         stack.finish(outputs)
     }
@@ -296,6 +371,23 @@ impl std::fmt::Display for NetworkConfig {
                 hidden,
                 pool,
             } => write!(f, "nhits:{stacks},{blocks},{hidden},{pool}"),
+            Self::Transformer {
+                d_model,
+                heads,
+                kv_heads,
+                layers,
+                patch: 1,
+            } => write!(f, "transformer:{d_model},{heads},{kv_heads},{layers}"),
+            Self::Transformer {
+                d_model,
+                heads,
+                kv_heads,
+                layers,
+                patch,
+            } => write!(
+                f,
+                "transformer:{d_model},{heads},{kv_heads},{layers},{patch}"
+            ),
         }
     }
 }
@@ -332,6 +424,15 @@ impl std::str::FromStr for NetworkConfig {
                 kernel: *kernel,
                 levels: *levels,
             },
+            ("transformer", [d_model, heads, kv_heads, layers, rest @ ..]) if rest.len() <= 1 => {
+                Self::Transformer {
+                    d_model: *d_model,
+                    heads: *heads,
+                    kv_heads: *kv_heads,
+                    layers: *layers,
+                    patch: rest.first().copied().unwrap_or(1),
+                }
+            }
             ("nhits", [stacks, blocks, hidden, pool]) => Self::NHits {
                 stacks: *stacks,
                 blocks: *blocks,
@@ -487,6 +588,55 @@ pub enum Layer {
         /// Future values per predicted step `F`.
         future: usize,
     },
+    /// Cuts a sequence `[L, C]` into `L / patch` tokens of `patch` consecutive rows and embeds
+    /// each, flattened (`[patch · C]`), by `W x + b` → `[L / patch, d_model]`. Tensors
+    /// `{name}.weight` `[d_model, patch · C]`, `{name}.bias` `[d_model]`.
+    PatchEmbed {
+        /// Rows per token.
+        patch: usize,
+        /// Token width.
+        d_model: usize,
+    },
+    /// A pre-norm transformer block over tokens `[P, d]` → `[P, d]` (no biases):
+    /// `h = x + W_o · attention(rope(W_q n₁), rope(W_k n₁), W_v n₁)` with `n₁ = rmsnorm₁(x)`,
+    /// then `y = h + W_down · (silu(W_gate n₂) ⊙ W_up n₂)` with `n₂ = rmsnorm₂(h)`. Attention
+    /// is bidirectional, `softmax(q kᵀ / √d_head) v` per head, `heads / kv_heads` query
+    /// heads sharing each key/value head (grouped-query attention); rotary embeddings turn
+    /// each head's pairs `(i, i + d_head/2)` by `p · 10000^(−2i/d_head)` at token `p`.
+    /// RMSNorm is `x / √(mean(x²) + 1e-5) ⊙ g`. Tensors `{name}.norm1.weight` `[d]`,
+    /// `{name}.q.weight` `[d, d]`, `{name}.k.weight` and `{name}.v.weight`
+    /// `[kv_heads · d_head, d]`, `{name}.o.weight` `[d, d]`, `{name}.norm2.weight` `[d]`,
+    /// `{name}.gate.weight` and `{name}.up.weight` `[ffn, d]`, `{name}.down.weight`
+    /// `[d, ffn]`.
+    TransformerBlock {
+        /// Query heads.
+        heads: usize,
+        /// Key/value heads.
+        kv_heads: usize,
+        /// Feed-forward width.
+        ffn: usize,
+    },
+    /// RMSNorm of every row of a sequence (`x / √(mean(x²) + 1e-5) ⊙ g`); tensor
+    /// `{name}.weight` `[C]`.
+    RmsNorm,
+}
+
+/// The ε of every RMSNorm.
+pub const RMS_NORM_EPS: f64 = 1e-5;
+
+/// The base of the rotary embeddings' frequencies.
+pub const ROPE_THETA: f64 = 10_000.0;
+
+/// The rotary embedding angles of `tokens` positions for heads of width `head_dim`:
+/// `[tokens, head_dim / 2]`, `angle[p][i] = p · θ^(−2i/head_dim)`. Every backend turns the
+/// pair `(x[i], x[i + head_dim/2])` of a head by `angle[p][i]`.
+pub fn rope_angles(tokens: usize, head_dim: usize) -> Vec<f64> {
+    let half = head_dim / 2;
+    (0..tokens)
+        .flat_map(|p| {
+            (0..half).map(move |i| p as f64 * ROPE_THETA.powf(-2.0 * i as f64 / head_dim as f64))
+        })
+        .collect()
 }
 
 /// The moving-average weights of [`Layer::Decompose`] as a matrix `W [L, L]`, source row
@@ -519,12 +669,15 @@ impl Layer {
             Self::TcnBlock { .. } => "tcn-block",
             Self::LastStep => "last-step",
             Self::Nhits { .. } => "nhits",
+            Self::PatchEmbed { .. } => "patch-embed",
+            Self::TransformerBlock { .. } => "transformer-block",
+            Self::RmsNorm => "rms-norm",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 10] = [
+    pub const TYPES: [Layer; 13] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
@@ -550,6 +703,16 @@ impl Layer {
             targets: 1,
             future: 0,
         },
+        Self::PatchEmbed {
+            patch: 1,
+            d_model: 1,
+        },
+        Self::TransformerBlock {
+            heads: 1,
+            kv_heads: 1,
+            ffn: 1,
+        },
+        Self::RmsNorm,
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -573,6 +736,15 @@ impl Layer {
                 },
                 Shape::Sequence { .. },
             ) => Some(Shape::Vector(horizon * targets)),
+            (Self::PatchEmbed { patch, d_model }, Shape::Sequence { steps, .. })
+                if patch > 0 && steps.is_multiple_of(patch) =>
+            {
+                Some(Shape::Sequence {
+                    steps: steps / patch,
+                    channels: d_model,
+                })
+            }
+            (Self::TransformerBlock { .. } | Self::RmsNorm, Shape::Sequence { .. }) => Some(input),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
                 Shape::Sequence {
                     steps,
@@ -596,6 +768,8 @@ pub struct ParamSpec {
     /// Initialization draws `U(−bound, bound)` (PyTorch's defaults: `1/√fan_in` for dense
     /// layers, `1/√H` for every GRU tensor).
     pub init_bound: f32,
+    /// Whether the tensor starts at 1 instead (a norm's gain).
+    pub starts_at_one: bool,
     /// Whether this is a weight matrix (INT8 quantization applies to these).
     pub matrix: bool,
 }
@@ -620,6 +794,7 @@ impl LayerNode {
             name: format!("{}.{suffix}", self.name),
             shape,
             init_bound: 1.0 / (fan_in.max(1) as f32).sqrt(),
+            starts_at_one: false,
             matrix,
         };
         match (self.layer, self.input) {
@@ -670,12 +845,14 @@ impl LayerNode {
                                 name: weight,
                                 shape: vec![outputs, inputs],
                                 init_bound: bound,
+                                starts_at_one: false,
                                 matrix: true,
                             },
                             ParamSpec {
                                 name: bias,
                                 shape: vec![outputs],
                                 init_bound: bound,
+                                starts_at_one: false,
                                 matrix: false,
                             },
                         ]
@@ -696,6 +873,49 @@ impl LayerNode {
                     p
                 })
                 .collect(),
+            (Layer::PatchEmbed { patch, d_model }, input) => {
+                let inputs = patch * input.channels();
+                vec![
+                    param("weight", vec![d_model, inputs], inputs, true),
+                    param("bias", vec![d_model], inputs, false),
+                ]
+            }
+            (Layer::RmsNorm, input) => vec![ParamSpec {
+                name: format!("{}.weight", self.name),
+                shape: vec![input.channels()],
+                init_bound: 0.0,
+                starts_at_one: true,
+                matrix: false,
+            }],
+            (
+                Layer::TransformerBlock {
+                    heads,
+                    kv_heads,
+                    ffn,
+                },
+                input,
+            ) => {
+                let d = input.channels();
+                let kv = kv_heads * (d / heads.max(1));
+                let norm = |name: &str| ParamSpec {
+                    name: format!("{}.{name}.weight", self.name),
+                    shape: vec![d],
+                    init_bound: 0.0,
+                    starts_at_one: true,
+                    matrix: false,
+                };
+                vec![
+                    norm("norm1"),
+                    param("q.weight", vec![d, d], d, true),
+                    param("k.weight", vec![kv, d], d, true),
+                    param("v.weight", vec![kv, d], d, true),
+                    param("o.weight", vec![d, d], d, true),
+                    norm("norm2"),
+                    param("gate.weight", vec![ffn, d], d, true),
+                    param("up.weight", vec![ffn, d], d, true),
+                    param("down.weight", vec![d, ffn], ffn, true),
+                ]
+            }
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -773,6 +993,21 @@ impl LayerNode {
                         + 2 * horizon * targets
                 })
                 .sum(),
+            (Layer::PatchEmbed { d_model, .. }, input) => d_model * input.len(),
+            (Layer::RmsNorm, input) => input.len(),
+            (
+                Layer::TransformerBlock {
+                    heads,
+                    kv_heads,
+                    ffn,
+                },
+                Shape::Sequence { steps, channels: d },
+            ) => {
+                let kv = kv_heads * (d / heads.max(1));
+                // Projections and feed-forward per token, then scores and mixing per pair.
+                steps * (2 * d * d + 2 * kv * d + 3 * ffn * d) + 2 * steps * steps * d
+            }
+            (Layer::TransformerBlock { .. }, Shape::Vector(_)) => 0,
         }
     }
 }
@@ -984,6 +1219,66 @@ mod tests {
         assert_eq!(params(0), 8 * 2 * 3 + 8 + 8 * 8 * 3 + 8 + 8 * 2 + 8);
         assert_eq!(params(1), 8 * 8 * 3 + 8 + 8 * 8 * 3 + 8);
         assert!("tcn:8,0,2".parse::<NetworkConfig>().is_err());
+    }
+
+    #[test]
+    fn a_transformer_counts_its_parameters_and_checks_its_heads() {
+        let input = Shape::Sequence {
+            steps: 12,
+            channels: 3,
+        };
+        let net: NetworkConfig = "transformer:16,4,2,2,3".parse().unwrap();
+        assert_eq!(net.to_string(), "transformer:16,4,2,2,3");
+        let layers = net.layers(input, 0, 1, 2).unwrap();
+        let kinds: Vec<_> = layers.iter().map(|l| l.layer.type_name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "patch-embed",
+                "transformer-block",
+                "transformer-block",
+                "rms-norm",
+                "last-step",
+                "dense"
+            ]
+        );
+        // 4 tokens of 3 rows × 3 channels.
+        assert_eq!(
+            layers[0].output,
+            Shape::Sequence {
+                steps: 4,
+                channels: 16
+            }
+        );
+        // Per block: two gains, W_q and W_o (d²), W_k and W_v (kv_heads · d_head × d = 8 × 16),
+        // the feed-forward (3 × 2d × d).
+        let block = 2 * 16 + 2 * 16 * 16 + 2 * 8 * 16 + 3 * 32 * 16;
+        let total: usize = layers.iter().map(LayerNode::parameter_count).sum();
+        assert_eq!(total, (9 * 16 + 16) + 2 * block + 16 + (16 * 2 + 2));
+        assert_eq!(
+            "transformer:8,2,1,1"
+                .parse::<NetworkConfig>()
+                .unwrap()
+                .to_string(),
+            "transformer:8,2,1,1"
+        );
+        // Heads that do not split the width, odd head widths, kv heads that do not divide
+        // the heads, a patch that does not divide the lookback.
+        for bad in [
+            "transformer:10,4,2,1",
+            "transformer:6,2,1,1",
+            "transformer:8,4,3,1",
+            "transformer:8,2,1,0",
+        ] {
+            assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
+        }
+        let err = "transformer:8,2,1,1,5"
+            .parse::<NetworkConfig>()
+            .unwrap()
+            .layers(input, 0, 1, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("patch length must divide"), "{err}");
     }
 
     #[test]

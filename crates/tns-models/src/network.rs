@@ -41,6 +41,128 @@ enum CandleLayer {
         sequence: bool,
     },
     Nhits(Box<Nhits>),
+    /// Tokens of `patch` rows, embedded.
+    PatchEmbed {
+        patch: usize,
+        linear: Linear,
+    },
+    TransformerBlock(Box<TransformerBlock>),
+    /// An RMSNorm's gain.
+    RmsNorm(Tensor),
+}
+
+/// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (Candle's composite, differentiable).
+fn rms_norm(x: &Tensor, gain: &Tensor) -> Result<Tensor, ModelError> {
+    Ok(candle_nn::ops::rms_norm_slow(
+        x,
+        gain,
+        tns_model::RMS_NORM_EPS as f32,
+    )?)
+}
+
+/// A pre-norm transformer block ([`Layer::TransformerBlock`]).
+#[derive(Debug, Clone)]
+struct TransformerBlock {
+    heads: usize,
+    kv_heads: usize,
+    norm1: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    norm2: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    /// The rotary angles' cosines and sines, `[tokens, d_head / 2]` each.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl TransformerBlock {
+    fn new(
+        node: &LayerNode,
+        vb: &VarBuilder,
+        heads: usize,
+        kv_heads: usize,
+        ffn: usize,
+    ) -> Result<Self, ModelError> {
+        let (tokens, d) = (
+            node.input.len() / node.input.channels(),
+            node.input.channels(),
+        );
+        let head = d / heads;
+        let kv = kv_heads * head;
+        let angles = tns_model::rope_angles(tokens, head);
+        let table = |f: fn(f64) -> f64| {
+            let values: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
+            Tensor::from_vec(values, (tokens, head / 2), vb.device())
+        };
+        Ok(Self {
+            heads,
+            kv_heads,
+            norm1: vb.get(d, "norm1.weight")?,
+            q: vb.get((d, d), "q.weight")?,
+            k: vb.get((kv, d), "k.weight")?,
+            v: vb.get((kv, d), "v.weight")?,
+            o: vb.get((d, d), "o.weight")?,
+            norm2: vb.get(d, "norm2.weight")?,
+            gate: vb.get((ffn, d), "gate.weight")?,
+            up: vb.get((ffn, d), "up.weight")?,
+            down: vb.get((d, ffn), "down.weight")?,
+            cos: table(f64::cos)?,
+            sin: table(f64::sin)?,
+        })
+    }
+
+    /// `[B, P, heads · d_head]` → `[B, heads, P, d_head]` with rotary embeddings turned in.
+    fn heads_of(&self, x: &Tensor, heads: usize, rotate: bool) -> Result<Tensor, ModelError> {
+        let (b, p, width) = x.dims3()?;
+        let head = width / heads;
+        let x = x
+            .reshape((b, p, heads, head))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        if !rotate {
+            return Ok(x);
+        }
+        // (x₁, x₂) ↦ (x₁ cos − x₂ sin, x₂ cos + x₁ sin) on the two halves of each head.
+        let half = head / 2;
+        let (x1, x2) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
+        let first = (x1.broadcast_mul(&self.cos)? - x2.broadcast_mul(&self.sin)?)?;
+        let second = (x2.broadcast_mul(&self.cos)? + x1.broadcast_mul(&self.sin)?)?;
+        Ok(Tensor::cat(&[first, second], 3)?)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let (b, p, d) = x.dims3()?;
+        let project = |x: &Tensor, w: &Tensor| x.broadcast_matmul(&w.t()?);
+        let n1 = rms_norm(x, &self.norm1)?;
+        let q = self.heads_of(&project(&n1, &self.q)?, self.heads, true)?;
+        let group = self.heads / self.kv_heads;
+        // Each key/value head serves `group` query heads: repeat it along the head axis.
+        let share = |t: Tensor| -> Result<Tensor, ModelError> {
+            let (b, kv, p, head) = t.dims4()?;
+            Ok(t.unsqueeze(2)?
+                .broadcast_as((b, kv, group, p, head))?
+                .contiguous()?
+                .reshape((b, kv * group, p, head))?)
+        };
+        let k = share(self.heads_of(&project(&n1, &self.k)?, self.kv_heads, true)?)?;
+        let v = share(self.heads_of(&project(&n1, &self.v)?, self.kv_heads, false)?)?;
+        let head = d / self.heads;
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (head as f64).sqrt())?;
+        let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
+        let mixed = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, p, d))?;
+        let h = (x + project(&mixed, &self.o)?)?;
+        let n2 = rms_norm(&h, &self.norm2)?;
+        let inner = (project(&n2, &self.gate)?.silu()? * project(&n2, &self.up)?)?;
+        Ok((h + project(&inner, &self.down)?)?)
+    }
 }
 
 /// An N-HiTS layer ([`Layer::Nhits`]): its blocks and the shapes they pool.
@@ -260,6 +382,18 @@ impl CandleLayer {
                 Self::Decompose(Tensor::from_vec(weights, (steps, steps), vb.device())?)
             }
             Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, &vb)?)),
+            Layer::PatchEmbed { patch, d_model } => Self::PatchEmbed {
+                patch,
+                linear: candle_nn::linear(patch * node.input.channels(), d_model, vb)?,
+            },
+            Layer::TransformerBlock {
+                heads,
+                kv_heads,
+                ffn,
+            } => Self::TransformerBlock(Box::new(TransformerBlock::new(
+                node, &vb, heads, kv_heads, ffn,
+            )?)),
+            Layer::RmsNorm => Self::RmsNorm(vb.get(node.input.channels(), "weight")?),
         })
     }
 
@@ -311,6 +445,12 @@ impl CandleLayer {
                 Tensor::cat(&[trend.flatten_from(1)?, remainder.flatten_from(1)?], 1)?
             }
             Self::Nhits(nhits) => nhits.forward(x, future)?,
+            Self::PatchEmbed { patch, linear } => {
+                let (b, steps, c) = x.dims3()?;
+                linear.forward(&x.reshape((b, steps / patch, patch * c))?)?
+            }
+            Self::TransformerBlock(block) => block.forward(x)?,
+            Self::RmsNorm(gain) => rms_norm(x, gain)?,
             Self::Gru {
                 w_ih,
                 w_hh,
@@ -348,7 +488,11 @@ impl Network {
             .map(|p| {
                 let n: usize = p.shape.iter().product();
                 let bound = p.init_bound;
-                let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+                let data = if p.starts_at_one {
+                    vec![1.0; n]
+                } else {
+                    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                };
                 NamedTensor {
                     name: p.name,
                     shape: p.shape,

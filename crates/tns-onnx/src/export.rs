@@ -749,6 +749,27 @@ fn lower_layer(
             )
         }
         Layer::Nhits { .. } => nhits(g, node, input, future, tensors)?,
+        Layer::PatchEmbed { patch, d_model } => {
+            let tokens = node.output.len() / d_model.max(1);
+            let shape = g.constant_i64(
+                &format!("{name}.shape"),
+                vec![0, tokens as i64, (patch * node.input.channels()) as i64],
+            );
+            let patches = g.node(
+                "Reshape",
+                &[input, &shape],
+                &format!("{name}.patches"),
+                vec![],
+            );
+            let embedded = times_transposed(g, tensors, &format!("{name}.weight"), &patches)?;
+            let bias = weights(tensors, &format!("{name}.bias"))?;
+            let bias = g.constant(&format!("{name}.bias"), &bias.shape, bias.data.clone());
+            g.node("Add", &[&embedded, &bias], &format!("{name}.out"), vec![])
+        }
+        Layer::RmsNorm => rms_norm(g, tensors, input, name)?,
+        Layer::TransformerBlock {
+            heads, kv_heads, ..
+        } => transformer_block(g, node, input, tensors, heads, kv_heads)?,
         // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
         Layer::Gru { hidden } => recurrent(
             g,
@@ -949,6 +970,211 @@ fn nhits(
         }
     }
     sum.ok_or_else(|| ExportError::Model(format!("layer {name} has no blocks")))
+}
+
+/// `x · Wᵀ` for the stored weight `name` (`[out, in]`), on the last axis of `x`.
+fn times_transposed(
+    g: &mut GraphBuilder,
+    tensors: &[NamedTensor],
+    name: &str,
+    x: &str,
+) -> Result<String, ExportError> {
+    let w = weights(tensors, name)?;
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    let transposed = (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| (r, c)))
+        .map(|(r, c)| w.data[r * cols + c])
+        .collect();
+    let w = g.constant(&format!("{name}.T"), &[cols, rows], transposed);
+    Ok(g.node("MatMul", &[x, &w], &format!("{name}.out"), vec![]))
+}
+
+/// RMSNorm of the last axis with the gain `{prefix}.weight`: `x / √(mean(x²) + ε) ⊙ g`. The
+/// mean is a product with a constant column (a window's result must not depend on its batch,
+/// which a `ReduceMean`'s summation order may).
+fn rms_norm(
+    g: &mut GraphBuilder,
+    tensors: &[NamedTensor],
+    x: &str,
+    prefix: &str,
+) -> Result<String, ExportError> {
+    let gain = weights(tensors, &format!("{prefix}.weight"))?;
+    let width = gain.data.len();
+    let squares = g.node("Mul", &[x, x], &format!("{prefix}.squares"), vec![]);
+    let column = g.constant(
+        &format!("{prefix}.mean_weights"),
+        &[width, 1],
+        vec![1.0 / width as f32; width],
+    );
+    let mean = g.node(
+        "MatMul",
+        &[&squares, &column],
+        &format!("{prefix}.mean"),
+        vec![],
+    );
+    let eps = g.constant(
+        &format!("{prefix}.eps"),
+        &[1],
+        vec![tns_model::RMS_NORM_EPS as f32],
+    );
+    let mean = g.node("Add", &[&mean, &eps], &format!("{prefix}.mean_eps"), vec![]);
+    let root = g.node("Sqrt", &[&mean], &format!("{prefix}.root"), vec![]);
+    let normed = g.node("Div", &[x, &root], &format!("{prefix}.normed"), vec![]);
+    let gain = g.constant(&format!("{prefix}.gain"), &[width], gain.data.clone());
+    Ok(g.node("Mul", &[&normed, &gain], &format!("{prefix}.out"), vec![]))
+}
+
+/// A transformer block ([`Layer::TransformerBlock`]) on tokens `[batch, P, d]`: RMSNorm and
+/// rotary embeddings written out, attention as `MatMul`, `Softmax`, `MatMul` per head, key and
+/// value heads shared by `Gather`, SwiGLU as `Sigmoid` and `Mul`.
+fn transformer_block(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    input: &str,
+    tensors: &[NamedTensor],
+    heads: usize,
+    kv_heads: usize,
+) -> Result<String, ExportError> {
+    let name = &node.name;
+    let d = node.input.channels();
+    let tokens = node.input.len() / d.max(1);
+    let head = d / heads.max(1);
+    let half = head / 2;
+    let angles = tns_model::rope_angles(tokens, head);
+    let table = |f: fn(f64) -> f64| angles.iter().map(|&a| f(a) as f32).collect::<Vec<_>>();
+    let cos = g.constant(
+        &format!("{name}.rope_cos"),
+        &[tokens, half],
+        table(f64::cos),
+    );
+    let sin = g.constant(
+        &format!("{name}.rope_sin"),
+        &[tokens, half],
+        table(f64::sin),
+    );
+    let normed = rms_norm(g, tensors, input, &format!("{name}.norm1"))?;
+    // [B, P, n · d_head] → [B, n, P, d_head], turned by the rotary angles when `rotate`.
+    let split = |g: &mut GraphBuilder, part: &str, n: usize, rotate: bool| {
+        let projected = times_transposed(g, tensors, &format!("{name}.{part}.weight"), &normed)?;
+        let shape = g.constant_i64(
+            &format!("{name}.{part}.heads_shape"),
+            vec![0, tokens as i64, n as i64, head as i64],
+        );
+        let x = g.node(
+            "Reshape",
+            &[&projected, &shape],
+            &format!("{name}.{part}.split"),
+            vec![],
+        );
+        let x = g.node(
+            "Transpose",
+            &[&x],
+            &format!("{name}.{part}.heads"),
+            vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+        );
+        if !rotate {
+            return Ok::<_, ExportError>(x);
+        }
+        let slice = |g: &mut GraphBuilder, what: &str, start: usize| {
+            let starts = g.constant_i64(&format!("{name}.{part}.{what}_start"), vec![start as i64]);
+            let ends = g.constant_i64(
+                &format!("{name}.{part}.{what}_end"),
+                vec![(start + half) as i64],
+            );
+            let axes = g.constant_i64(&format!("{name}.{part}.{what}_axis"), vec![3]);
+            g.node(
+                "Slice",
+                &[&x, &starts, &ends, &axes],
+                &format!("{name}.{part}.{what}"),
+                vec![],
+            )
+        };
+        let (x1, x2) = (slice(g, "first", 0), slice(g, "second", half));
+        let mul = |g: &mut GraphBuilder, a: &str, b: &str, out: &str| {
+            g.node("Mul", &[a, b], &format!("{name}.{part}.{out}"), vec![])
+        };
+        let (a, b) = (mul(g, &x1, &cos, "x1cos"), mul(g, &x2, &sin, "x2sin"));
+        let first = g.node("Sub", &[&a, &b], &format!("{name}.{part}.rot1"), vec![]);
+        let (a, b) = (mul(g, &x2, &cos, "x2cos"), mul(g, &x1, &sin, "x1sin"));
+        let second = g.node("Add", &[&a, &b], &format!("{name}.{part}.rot2"), vec![]);
+        Ok(g.node(
+            "Concat",
+            &[&first, &second],
+            &format!("{name}.{part}.rotated"),
+            vec![Attr::Int("axis", 3)],
+        ))
+    };
+    let q = split(g, "q", heads, true)?;
+    let group = heads / kv_heads.max(1);
+    let share = g.constant_i64(
+        &format!("{name}.kv_index"),
+        (0..heads).map(|h| (h / group) as i64).collect(),
+    );
+    let k = split(g, "k", kv_heads, true)?;
+    let k = g.node(
+        "Gather",
+        &[&k, &share],
+        &format!("{name}.k.shared"),
+        vec![Attr::Int("axis", 1)],
+    );
+    let v = split(g, "v", kv_heads, false)?;
+    let v = g.node(
+        "Gather",
+        &[&v, &share],
+        &format!("{name}.v.shared"),
+        vec![Attr::Int("axis", 1)],
+    );
+    let kt = g.node(
+        "Transpose",
+        &[&k],
+        &format!("{name}.k.t"),
+        vec![Attr::Ints("perm", vec![0, 1, 3, 2])],
+    );
+    let scores = g.node("MatMul", &[&q, &kt], &format!("{name}.scores"), vec![]);
+    let scale = g.constant(
+        &format!("{name}.scale"),
+        &[1],
+        vec![1.0 / (head as f32).sqrt()],
+    );
+    let scores = g.node("Mul", &[&scores, &scale], &format!("{name}.scaled"), vec![]);
+    let weights_ = g.node(
+        "Softmax",
+        &[&scores],
+        &format!("{name}.attention"),
+        vec![Attr::Int("axis", -1)],
+    );
+    let mixed = g.node("MatMul", &[&weights_, &v], &format!("{name}.mixed"), vec![]);
+    let mixed = g.node(
+        "Transpose",
+        &[&mixed],
+        &format!("{name}.mixed_t"),
+        vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+    );
+    let shape = g.constant_i64(
+        &format!("{name}.merge_shape"),
+        vec![0, tokens as i64, d as i64],
+    );
+    let mixed = g.node(
+        "Reshape",
+        &[&mixed, &shape],
+        &format!("{name}.merged"),
+        vec![],
+    );
+    let attended = times_transposed(g, tensors, &format!("{name}.o.weight"), &mixed)?;
+    let hidden = g.node(
+        "Add",
+        &[input, &attended],
+        &format!("{name}.hidden"),
+        vec![],
+    );
+    let normed = rms_norm(g, tensors, &hidden, &format!("{name}.norm2"))?;
+    let gate = times_transposed(g, tensors, &format!("{name}.gate.weight"), &normed)?;
+    let sigmoid = g.node("Sigmoid", &[&gate], &format!("{name}.gate_sigmoid"), vec![]);
+    let silu = g.node("Mul", &[&gate, &sigmoid], &format!("{name}.silu"), vec![]);
+    let up = times_transposed(g, tensors, &format!("{name}.up.weight"), &normed)?;
+    let inner = g.node("Mul", &[&silu, &up], &format!("{name}.inner"), vec![]);
+    let down = times_transposed(g, tensors, &format!("{name}.down.weight"), &inner)?;
+    Ok(g.node("Add", &[&hidden, &down], &format!("{name}.out"), vec![]))
 }
 
 /// A recurrent layer as the ONNX operator of that name.
