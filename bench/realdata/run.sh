@@ -112,6 +112,10 @@ run_task() {
          --name system-b-structural-x-nhits --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x-nhits.tns"
   models+=("$work/$name-nhits-168-fx.tns" "$work/$name-system-b-structural-x-nhits.tns")
+  # A transformer over a week with every input: 7 tokens of a day each (patch 24), two blocks.
+  train "${common[@]}" "${known[@]}" --model system-a --network transformer:32,4,2,2,24 \
+         --lr 1e-3 --name transformer-168-fx --lookback 168 -o "$work/$name-transformer-168-fx.tns"
+  models+=("$work/$name-transformer-168-fx.tns")
   # The same two and the MLP with every input, recalibrated (no retraining) with scores
   # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
   for m in kalman-structural-x system-b-structural-x mlp-168-fx; do

@@ -56,7 +56,8 @@ def main():
         row = {**{k: r[k] for k in ("network", "shape", "lookback", "features", "horizon",
                                     "parameters", "macs")},
                "engine_ns": {"p50": e["p50"], "p999": e["p999"]}, "onnxruntime_ns": ort_ns,
-               "ratio_p50": ort_ns["p50"] / e["p50"], "ratio_p999": ort_ns["p999"] / e["p999"]}
+               "ratio_p50": ort_ns["p50"] / e["p50"], "ratio_p999": ort_ns["p999"] / e["p999"],
+               "train_windows_per_second": r.get("train_windows_per_second")}
         rows.append(row)
         print(f"{r['shape']} {r['network']}: engine {e['p50'] / 1e3:.2f} µs, "
               f"ORT {ort_ns['p50'] / 1e3:.2f} µs (×{row['ratio_p50']:.1f})", flush=True)
@@ -68,10 +69,11 @@ def main():
     md = [
         f"Produced by `bash bench/zoo/run.sh` (System A over each network, single-sample calls, "
         f"{args.calls} timed after {args.warmup} warm-up, the same windows for both; ONNX Runtime "
-        f"{ort.__version__} on 1 thread running the graph `tns export onnx` writes).",
+        f"{ort.__version__} on 1 thread running the graph `tns export onnx` writes). Training: "
+        f"windows per second of one epoch on Candle, every core, validation included.",
         "",
-        "| shape | network | parameters | MACs | engine P50 µs | ORT P50 µs | P50 ratio | engine P99.9 µs | ORT P99.9 µs | P99.9 ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| shape | network | parameters | MACs | engine P50 µs | ORT P50 µs | P50 ratio | engine P99.9 µs | ORT P99.9 µs | P99.9 ratio | training windows/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         e, o = r["engine_ns"], r["onnxruntime_ns"]
@@ -79,7 +81,8 @@ def main():
         md.append(
             f"| {shape} | {r['network']} | {r['parameters']} | {r['macs']} | {e['p50'] / 1e3:.2f} | "
             f"{o['p50'] / 1e3:.2f} | {r['ratio_p50']:.1f}× | {e['p999'] / 1e3:.2f} | "
-            f"{o['p999'] / 1e3:.2f} | {r['ratio_p999']:.1f}× |")
+            f"{o['p999'] / 1e3:.2f} | {r['ratio_p999']:.1f}× | "
+            f"{r['train_windows_per_second'] or 0:.0f} |")
     (out / "latency.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

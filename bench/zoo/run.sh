@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The zoo's latency table (issue 15; not in CI): the engine (`tns bench-zoo`) and ONNX Runtime
-# (bench/zoo/ort.py, 1 thread) on each network's exported graph, same windows, same run.
+# The zoo's latency table (issues 15 and 16; not in CI): the engine (`tns bench-zoo`) and ONNX
+# Runtime (bench/zoo/ort.py, 1 thread) on each network's exported graph, same windows, same run,
+# at the compact, real-data and long (512-row) shapes, with each network's training throughput.
 #   bash bench/zoo/run.sh [--calls N]    # → results/zoo/latency.{json,md}
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,5 +1,7 @@
 //! `tns bench-zoo`: single-sample latency of every network architecture on the engine, at
-//! the compact shape (`[10, 4]` → next row) and at a real-data shape (`[168, 4]` → 24 steps),
+//! the compact shape (`[10, 4]` → next row), a real-data shape (`[168, 4]` → 24 steps) and a
+//! long window (`[512, 4]` → 24 steps, for the networks that read one), and each one's
+//! training throughput (one epoch),
 //! with the exported ONNX graph of each model and the timing windows written beside, so that
 //! `bench/zoo/run.sh` times ONNX Runtime on the same graphs and windows in the same run.
 
@@ -23,7 +25,7 @@ pub struct ZooArgs {
     #[arg(
         long,
         value_delimiter = ';',
-        default_value = "linear;mlp:64,64;gru:32;lstm:32;tcn:16,3,6;dlinear:25;nhits:3,1,64,2;nhits:3,1,512,2"
+        default_value = "linear;mlp:64,64;gru:32;lstm:32;tcn:16,3,6;dlinear:25;nhits:3,1,64,2;nhits:3,1,512,2;transformer:32,4,2,2,2"
     )]
     networks: Vec<NetworkConfig>,
     /// Timed single-sample calls per model.
@@ -51,6 +53,8 @@ struct ZooRun {
     onnx: String,
     windows: String,
     engine_ns: Percentiles,
+    /// Training throughput of its one epoch on Candle (every core; validation included).
+    train_windows_per_second: Option<f64>,
 }
 
 /// Runs `tns bench-zoo`.
@@ -60,7 +64,11 @@ pub fn zoo(args: ZooArgs) -> Result<()> {
     let columns = ["x", "y", "vx", "vy"];
     let data = trajectory(&TrajectoryConfig::compact(Regime::Turn, 4000, 7));
     let mut runs = Vec::new();
-    for (shape, lookback, horizon) in [("compact", 10, 1), ("real-data", 168, 24)] {
+    for (shape, lookback, horizon) in [
+        ("compact", 10, 1),
+        ("real-data", 168, 24),
+        ("long", 512, 24),
+    ] {
         for network in &args.networks {
             let mut config = ModelConfig::new(
                 "zoo",
@@ -72,6 +80,12 @@ pub fn zoo(args: ZooArgs) -> Result<()> {
                 1,
             );
             config.network = Some(network.clone());
+            // A network that cannot read this window (a TCN's receptive field, a patch that
+            // does not divide the lookback) is left out of this shape.
+            if let Err(e) = config.validate() {
+                eprintln!("{shape} {network}: skipped ({e})");
+                continue;
+            }
             let spec = WindowSpec {
                 horizon,
                 ..WindowSpec::next_step(lookback, data.column_indices(&columns)?)
@@ -115,6 +129,12 @@ pub fn zoo(args: ZooArgs) -> Result<()> {
                 onnx: onnx_path.display().to_string(),
                 windows: windows_path.display().to_string(),
                 engine_ns,
+                train_windows_per_second: model
+                    .manifest
+                    .training
+                    .as_ref()
+                    .zip(model.history.first())
+                    .map(|(t, epoch)| t.train_windows as f64 / epoch.seconds),
             });
         }
     }
