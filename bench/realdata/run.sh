@@ -19,7 +19,9 @@
 # the structural Kalman prior alone (`kalman-structural`) and System B over the MLP correcting
 # it with those inputs (`system-b-structural-fx`); the same prior regressed on the two
 # day-ahead forecasts (`kalman-structural-x`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
-# calibration split (--gate-mode auto, the default).
+# calibration split (--gate-mode auto, the default). The zoo over a week with every input:
+# DLinear, LSTM, TCN, N-HiTS (alone and under System B) and a transformer; System B recalibrated
+# with normalized scores (`*-norm`) and by hour of day (`*-hour`, `*-norm-hour`).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
 set -euo pipefail
