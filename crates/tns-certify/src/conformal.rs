@@ -269,10 +269,7 @@ impl ConformalCalibration {
             })
             .collect();
         let scale = ScoreScale::WindowVolatility { rows, floor };
-        let scales: Vec<f64> = volatility
-            .chunks_exact(targets)
-            .flat_map(|v| v.iter().zip(scale.floor()).map(|(v, f)| v.max(*f)))
-            .collect();
+        let scales = scale.floored(volatility);
         let mut cal = Self::fit_scaled(alpha, predictions, truths, width, Some(&scales))?;
         cal.scale = scale;
         Ok(cal)
@@ -309,34 +306,30 @@ impl ConformalCalibration {
             });
         }
         let targets = width / horizon;
-        // The same scores as the pooled fit: |y − ŷ| divided by the window's scale.
-        let scale_of = |window: usize, target: usize| match (&cal.scale, volatility) {
-            (ScoreScale::WindowVolatility { floor, .. }, Some((v, _))) => {
-                let t = floor.len();
-                v[window * t + target % t].max(floor[target % t])
+        // The same scores as the pooled fit: |y − ŷ| divided by the window's floored scale.
+        let scales = volatility.map(|(v, _)| cal.scale.floored(v));
+        let scale_targets = cal.scale.floor().len().max(1);
+        let mut radii = vec![0.0; HOURS * width];
+        let mut counts = vec![0; HOURS * width];
+        // One pass over the windows per output, each score into its hour's bucket.
+        let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); HOURS];
+        for position in 0..width {
+            let step = position / targets;
+            buckets.iter_mut().for_each(Vec::clear);
+            for w in 0..n {
+                let scale = scales
+                    .as_ref()
+                    .map_or(1.0, |s| s[w * scale_targets + position % scale_targets]);
+                let error = truths[w * width + position] - predictions[w * width + position];
+                buckets[usize::from(hours[w * horizon + step])].push(error.abs() / scale);
             }
-            _ => 1.0,
-        };
-        let mut radii = Vec::with_capacity(HOURS * width);
-        let mut counts = Vec::with_capacity(HOURS * width);
-        let mut scores = Vec::new();
-        for hour in 0..HOURS as u8 {
-            for position in 0..width {
-                let step = position / targets;
-                scores.clear();
-                scores.extend(
-                    (0..n)
-                        .filter(|&w| hours[w * horizon + step] == hour)
-                        .map(|w| {
-                            (truths[w * width + position] - predictions[w * width + position]).abs()
-                                / scale_of(w, position % targets)
-                        }),
-                );
-                counts.push(scores.len());
-                radii.push(match Self::rank(scores.len(), alpha) {
+            for (hour, scores) in buckets.iter_mut().enumerate() {
+                let at = hour * width + position;
+                counts[at] = scores.len();
+                radii[at] = match Self::rank(scores.len(), alpha) {
                     Some(k) => *scores.select_nth_unstable_by(k - 1, f64::total_cmp).1,
                     None => cal.radii[position],
-                });
+                };
             }
         }
         cal.by_hour = Some(HourRadii { radii, counts });
@@ -660,6 +653,16 @@ impl ScoreScale {
             Self::Absolute => &[],
             Self::WindowVolatility { floor, .. } => floor,
         }
+    }
+
+    /// Window volatilities (`[n, targets]`) raised to the floor per target: the scales the
+    /// scores are divided by.
+    fn floored(&self, volatility: &[f64]) -> Vec<f64> {
+        let floor = self.floor();
+        volatility
+            .chunks_exact(floor.len().max(1))
+            .flat_map(|v| v.iter().zip(floor).map(|(v, f)| v.max(*f)))
+            .collect()
     }
 }
 

@@ -326,8 +326,8 @@ impl Engine {
             .collect();
         let width = self.output_len();
         let features = self.manifest.config.features.len();
-        let volatility: Option<Vec<f64>> = normalized_rows.map(|rows| {
-            let rows = rows.min(self.pipeline.lookback());
+        let rows = normalized_rows.map(|r| r.min(self.pipeline.lookback()));
+        let volatility: Option<Vec<f64>> = rows.map(|rows| {
             inputs
                 .chunks_exact(self.input_len())
                 .flat_map(|input| {
@@ -340,7 +340,6 @@ impl Engine {
                 })
                 .collect()
         });
-        let rows = normalized_rows.map(|r| r.min(self.pipeline.lookback()));
         let volatility = volatility.as_deref().zip(rows);
         if by_hour {
             let hours = self

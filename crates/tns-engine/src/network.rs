@@ -69,9 +69,7 @@ impl Dense {
         bias: &str,
         int8: bool,
     ) -> Result<Self, EngineError> {
-        let scales = int8
-            .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
-            .transpose()?;
+        let scales = scales_of(tensors, weight, int8)?;
         Self::new(tensor(tensors, weight)?, tensor(tensors, bias)?, scales)
     }
 
@@ -83,10 +81,7 @@ impl Dense {
             shape: vec![w.shape[0]],
             data: vec![0.0; w.shape[0]],
         };
-        let scales = int8
-            .then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
-            .transpose()?;
-        Self::new(w, &zero, scales)
+        Self::new(w, &zero, scales_of(tensors, weight, int8)?)
     }
 
     /// Bytes of weight storage as a model file holds them: one per INT8 code plus two per
@@ -1381,6 +1376,16 @@ impl NetworkPlan {
         scratch.lanes_in = lanes_in;
         scratch.lanes_out = lanes_out;
     }
+}
+
+/// The INT8 row scales stored beside `weight` when the plan is INT8 (`None` for f32).
+fn scales_of<'a>(
+    tensors: &'a [NamedTensor],
+    weight: &str,
+    int8: bool,
+) -> Result<Option<&'a NamedTensor>, EngineError> {
+    int8.then(|| tensor(tensors, &format!("{weight}{}", tns_format::SCALE_SUFFIX)))
+        .transpose()
 }
 
 fn tensor<'a>(tensors: &'a [NamedTensor], name: &str) -> Result<&'a NamedTensor, EngineError> {

@@ -43,10 +43,13 @@ pub enum Radii<'a> {
 }
 
 impl Interval<'_> {
-    fn radius(&self, window: usize, position: usize) -> f64 {
+    /// The radius of output `position` of window `window`'s forecast `f`, in data units: a
+    /// fixed calibration's radius may depend on the forecast (by hour of day); adaptive radii
+    /// are the stream's own.
+    fn radius(&self, window: usize, position: usize, f: &Forecast) -> f64 {
         match self.radii {
-            Radii::Fixed(r) => r[position],
-            Radii::PerWindow(r) => r[window][position],
+            Radii::Fixed(r) => f.radius(position, r[position]),
+            Radii::PerWindow(r) => f.scaled_radius(position, r[window][position]),
         }
     }
 }
@@ -241,10 +244,7 @@ pub fn score(
                 if let Some(iv) = interval {
                     // A fixed calibration's radius may depend on the forecast (by hour);
                     // adaptive radii are the stream's own.
-                    let r = match iv.radii {
-                        Radii::Fixed(pooled) => f.radius(k, pooled[k]),
-                        Radii::PerWindow(_) => f.scaled_radius(k, iv.radius(i, k)),
-                    };
+                    let r = iv.radius(i, k, f);
                     let (lower, upper, alpha) = (p - r, p + r, iv.alpha);
                     let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
                     a.pinball +=

@@ -857,12 +857,8 @@ impl LayerNode {
                             },
                         ]
                     };
-                    let (hidden, targets) = match self.layer {
-                        Layer::Nhits {
-                            hidden, targets, ..
-                        } => (hidden, targets),
-                        _ => (0, 0),
-                    };
+                    let (hidden, targets) =
+                        self.nhits_dims().map_or((0, 0), |d| (d.hidden, d.targets));
                     let mut p = Vec::new();
                     p.extend(dense("mlp.0", hidden, b.inputs));
                     p.extend(dense("mlp.1", hidden, hidden));
