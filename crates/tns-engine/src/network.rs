@@ -847,6 +847,104 @@ impl TransformerBlock {
     }
 }
 
+/// A residual S4D block ([`Layer::S4dBlock`]), run as its recurrence: O(state) per step and
+/// channel, no kernel of the window's length.
+#[derive(Debug, Clone)]
+struct S4dBlock {
+    steps: usize,
+    width: usize,
+    state: usize,
+    norm: Vec<f32>,
+    /// The discretized modes `Ā`, `B̄` and the read-out `C`, `[channel, mode]` (computed in
+    /// f64 from the stored parameters by [`tns_model::s4d::discretize_all`]).
+    a_bar: Vec<f32>,
+    b_bar: Vec<f32>,
+    c: Vec<f32>,
+    skip: Vec<f32>,
+    out: Dense,
+}
+
+impl S4dBlock {
+    fn new(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
+        let Layer::S4dBlock { state } = node.layer else {
+            return Err(EngineError::Model(format!(
+                "layer {} is not an S4D block",
+                node.name
+            )));
+        };
+        let part = |p: &str| -> Result<&Vec<f32>, EngineError> {
+            Ok(&tensor(tensors, &format!("{}.{p}", node.name))?.data)
+        };
+        let (a_bar, b_bar) = tns_model::s4d::discretize_all(part("log_dt")?, part("log_a")?);
+        let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+        let width = node.input.channels();
+        Ok(Self {
+            steps: node.input.len() / width.max(1),
+            width,
+            state,
+            norm: part("norm.weight")?.clone(),
+            a_bar: narrow(a_bar),
+            b_bar: narrow(b_bar),
+            c: part("c")?.clone(),
+            skip: part("skip")?.clone(),
+            out: Dense::from_file(
+                tensors,
+                &format!("{}.out.weight", node.name),
+                &format!("{}.out.bias", node.name),
+                int8,
+            )?,
+        })
+    }
+
+    /// Values of scratch per sequence: the normalized rows, the state-space outputs and the
+    /// state.
+    fn scratch_len(&self) -> usize {
+        2 * self.steps * self.width + self.width * self.state
+    }
+
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let n = W::N;
+        let (d, modes) = (self.width, self.state);
+        let mut buffer = std::mem::take(&mut s.ssm);
+        let (normed, rest) = buffer.split_at_mut(self.steps * d * n);
+        let (z, rest) = rest.split_at_mut(self.steps * d * n);
+        let state = &mut rest[..d * modes * n];
+        state.fill(0.0);
+        rms_norm(x, normed, d, n, &self.norm);
+        for (u, zt) in normed.chunks_exact(d * n).zip(z.chunks_exact_mut(d * n)) {
+            for ch in 0..d {
+                let (u, zc) = (&u[ch * n..(ch + 1) * n], &mut zt[ch * n..(ch + 1) * n]);
+                for (o, &v) in zc.iter_mut().zip(u) {
+                    *o = self.skip[ch] * v;
+                }
+                for i in ch * modes..(ch + 1) * modes {
+                    let (a, b, c) = (self.a_bar[i], self.b_bar[i], self.c[i]);
+                    let si = &mut state[i * n..(i + 1) * n];
+                    for ((sv, &v), o) in si.iter_mut().zip(u).zip(zc.iter_mut()) {
+                        *sv = K::mul_add(a, *sv, b * v);
+                        *o = K::mul_add(c, *sv, *o);
+                    }
+                }
+            }
+            for v in zt.iter_mut() {
+                *v *= sigmoid::<K>(*v);
+            }
+        }
+        for ((zt, yt), xt) in z
+            .chunks_exact(d * n)
+            .zip(y.chunks_exact_mut(d * n))
+            .zip(x.chunks_exact(d * n))
+        {
+            W::dense::<K>(&self.out, zt, yt, &mut s.quant);
+            for (o, &v) in yt.iter_mut().zip(xt) {
+                *o += v;
+            }
+        }
+        s.ssm = buffer;
+    }
+}
+
 /// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
 /// times the sequences side by side): the trend `[steps, row]`, then the remainder. The
 /// window's first and last rows stand in for the rows beyond its ends.
@@ -974,6 +1072,8 @@ enum LayerPlan {
         width: usize,
         gain: Vec<f32>,
     },
+    /// An S4D block (see [`Layer::S4dBlock`]).
+    S4dBlock(Box<S4dBlock>),
 }
 
 impl LayerPlan {
@@ -1035,6 +1135,7 @@ impl LayerPlan {
                     .data
                     .clone(),
             },
+            Layer::S4dBlock { .. } => Self::S4dBlock(Box::new(S4dBlock::new(node, tensors, int8)?)),
         })
     }
 
@@ -1084,6 +1185,7 @@ impl LayerPlan {
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
+            Self::S4dBlock(block) => block.forward::<K, W>(x, y, s),
         }
     }
 
@@ -1102,6 +1204,7 @@ impl LayerPlan {
             Self::PatchEmbed(d) => vec![d],
             Self::TransformerBlock(b) => b.dense_layers(),
             Self::RmsNorm { .. } => Vec::new(),
+            Self::S4dBlock(b) => vec![&b.out],
         }
     }
 }
@@ -1142,6 +1245,8 @@ struct LayerScratch {
     /// A transformer block's normalized tokens, queries, keys, values, attention output,
     /// residual stream, feed-forward values and attention accumulators.
     attention: Vec<f32>,
+    /// An S4D block's normalized rows, state-space outputs and state.
+    ssm: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -1172,7 +1277,8 @@ impl NetworkScratch {
                 + l.conv_row.capacity()
                 + l.conv_out.capacity()
                 + l.nhits.capacity()
-                + l.attention.capacity())
+                + l.attention.capacity()
+                + l.ssm.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -1299,6 +1405,15 @@ impl NetworkPlan {
             })
             .max()
             .unwrap_or(0);
+        let ssm = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::S4dBlock(b) => b.scratch_len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -1315,6 +1430,7 @@ impl NetworkPlan {
                 conv_out: vec![0.0; conv_outs * LANES],
                 nhits: vec![0.0; nhits * LANES],
                 attention: vec![0.0; attention * LANES],
+                ssm: vec![0.0; ssm * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],

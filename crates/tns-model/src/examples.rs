@@ -67,6 +67,16 @@ pub fn networks() -> Vec<NetworkConfig> {
             layers: 2,
             patch: 2,
         },
+        NetworkConfig::S4d {
+            d_model: 4,
+            state: 3,
+            layers: 1,
+        },
+        NetworkConfig::S4d {
+            d_model: 6,
+            state: 8,
+            layers: 2,
+        },
     ]
 }
 

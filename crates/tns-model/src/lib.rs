@@ -27,13 +27,14 @@ pub mod examples;
 mod network;
 pub mod nhits;
 mod pipeline;
+pub mod s4d;
 
 pub use config::{
     Base, FutureInputs, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS,
     MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
 };
 pub use network::{
-    Activation, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, RMS_NORM_EPS,
+    Activation, Init, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, RMS_NORM_EPS,
     ROPE_THETA, Shape, moving_average_matrix, rope_angles,
 };
 pub use pipeline::{

@@ -87,10 +87,23 @@ pub enum NetworkConfig {
         /// Rows per token (divides the lookback).
         patch: usize,
     },
+    /// A diagonal state-space model (S4D-Real, Gu et al., 2022): each row embedded by a
+    /// linear map to `d_model` channels; `layers` residual blocks, each an RMSNorm, one
+    /// linear time-invariant state-space model of `state` real diagonal modes per channel
+    /// (zero-order-hold discretization; see [`crate::s4d`]), SiLU and a linear map back into
+    /// the residual stream; a final RMSNorm and a linear head on the last row.
+    S4d {
+        /// Channels.
+        d_model: usize,
+        /// Diagonal modes per channel.
+        state: usize,
+        /// Blocks.
+        layers: usize,
+    },
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -104,6 +117,7 @@ impl NetworkConfig {
             Self::Tcn { channels, .. } => std::slice::from_ref(channels),
             Self::NHits { hidden, .. } => std::slice::from_ref(hidden),
             Self::Transformer { d_model, .. } => std::slice::from_ref(d_model),
+            Self::S4d { d_model, .. } => std::slice::from_ref(d_model),
         }
     }
 
@@ -138,7 +152,7 @@ impl NetworkConfig {
         let layers = match self {
             Self::Lstm { layers, .. } => *layers,
             Self::NHits { stacks, blocks, .. } => stacks.saturating_mul(*blocks),
-            Self::Transformer { layers, .. } => *layers,
+            Self::Transformer { layers, .. } | Self::S4d { layers, .. } => *layers,
             _ => self.widths().len(),
         };
         if layers > crate::config::MAX_LAYERS {
@@ -199,10 +213,20 @@ impl NetworkConfig {
                 });
             }
         }
+        if let Self::S4d { state, .. } = self
+            && (*state == 0 || *state > MAX_WIDTH)
+        {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
+            });
+        }
         if layers == 0
             && matches!(
                 self,
-                Self::Lstm { .. } | Self::NHits { .. } | Self::Transformer { .. }
+                Self::Lstm { .. }
+                    | Self::NHits { .. }
+                    | Self::Transformer { .. }
+                    | Self::S4d { .. }
             )
         {
             return Err(ConfigError::ZeroWidth {
@@ -344,6 +368,20 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
+            &Self::S4d {
+                d_model,
+                state,
+                layers,
+            } => {
+                stack.push("embed", Layer::PatchEmbed { patch: 1, d_model })?;
+                for i in 0..layers {
+                    stack.push(&format!("s4d.{i}"), Layer::S4dBlock { state })?;
+                }
+                stack.push("norm", Layer::RmsNorm)?;
+                stack.push("last", Layer::LastStep)?;
+                concat_future(&mut stack)?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
         }
         stack.finish(outputs)
     }
@@ -388,6 +426,11 @@ impl std::fmt::Display for NetworkConfig {
                 f,
                 "transformer:{d_model},{heads},{kv_heads},{layers},{patch}"
             ),
+            Self::S4d {
+                d_model,
+                state,
+                layers,
+            } => write!(f, "s4d:{d_model},{state},{layers}"),
         }
     }
 }
@@ -433,6 +476,11 @@ impl std::str::FromStr for NetworkConfig {
                     patch: rest.first().copied().unwrap_or(1),
                 }
             }
+            ("s4d", [d_model, state, layers]) => Self::S4d {
+                d_model: *d_model,
+                state: *state,
+                layers: *layers,
+            },
             ("nhits", [stacks, blocks, hidden, pool]) => Self::NHits {
                 stacks: *stacks,
                 blocks: *blocks,
@@ -619,6 +667,18 @@ pub enum Layer {
     /// RMSNorm of every row of a sequence (`x / √(mean(x²) + 1e-5) ⊙ g`); tensor
     /// `{name}.weight` `[C]`.
     RmsNorm,
+    /// A residual S4D block over a sequence `[L, d]` → `[L, d]`: `u = rmsnorm(x)`, then per
+    /// channel `c` a linear state-space model of `state` real diagonal modes started from
+    /// zero, `s_t = Ā s_{t−1} + B̄ u_t`, `z_t = C · s_t + D u_t` (zero-order hold:
+    /// `A = −exp(log_a)`, `Δ = exp(log_dt)`, `Ā = exp(ΔA)`, `B̄ = (Ā − 1) / A`; `B` is 1,
+    /// its scale absorbed by `C`), and `y = x + W silu(z) + b`. Tensors `{name}.norm.weight`
+    /// `[d]`, `{name}.log_dt` `[d]`, `{name}.log_a` `[d, state]`, `{name}.c` `[d, state]`,
+    /// `{name}.skip` (`D`) `[d]`, `{name}.out.weight` `[d, d]`, `{name}.out.bias` `[d]`.
+    /// See [`crate::s4d`].
+    S4dBlock {
+        /// Diagonal modes per channel.
+        state: usize,
+    },
 }
 
 /// The ε of every RMSNorm.
@@ -672,12 +732,13 @@ impl Layer {
             Self::PatchEmbed { .. } => "patch-embed",
             Self::TransformerBlock { .. } => "transformer-block",
             Self::RmsNorm => "rms-norm",
+            Self::S4dBlock { .. } => "s4d-block",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 13] = [
+    pub const TYPES: [Layer; 14] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
@@ -713,6 +774,7 @@ impl Layer {
             ffn: 1,
         },
         Self::RmsNorm,
+        Self::S4dBlock { state: 1 },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -744,7 +806,10 @@ impl Layer {
                     channels: d_model,
                 })
             }
-            (Self::TransformerBlock { .. } | Self::RmsNorm, Shape::Sequence { .. }) => Some(input),
+            (
+                Self::TransformerBlock { .. } | Self::RmsNorm | Self::S4dBlock { .. },
+                Shape::Sequence { .. },
+            ) => Some(input),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
                 Shape::Sequence {
                     steps,
@@ -765,13 +830,26 @@ pub struct ParamSpec {
     pub name: String,
     /// Shape (weights `[out, in]`).
     pub shape: Vec<usize>,
-    /// Initialization draws `U(−bound, bound)` (PyTorch's defaults: `1/√fan_in` for dense
-    /// layers, `1/√H` for every GRU tensor).
-    pub init_bound: f32,
-    /// Whether the tensor starts at 1 instead (a norm's gain).
-    pub starts_at_one: bool,
+    /// How training initializes it.
+    pub init: Init,
     /// Whether this is a weight matrix (INT8 quantization applies to these).
     pub matrix: bool,
+}
+
+/// How a tensor starts before training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// `U(−bound, bound)` (PyTorch's defaults: `1/√fan_in` for dense layers, `1/√H` for
+    /// every GRU tensor).
+    Uniform(f32),
+    /// Every value 1 (a norm's gain).
+    One,
+    /// `U(ln low, ln high)`: the logarithm of a log-uniform draw (an S4D layer's step
+    /// sizes, as the paper draws them).
+    LogUniform(f32, f32),
+    /// `ln(n + 1)` at state `n` of every row of `[rows, states]`: S4D-Real's `A = −(n + 1)`
+    /// stored as `ln(−A)`.
+    S4dReal,
 }
 
 /// A layer placed in a network: its tensors' name prefix and its shapes.
@@ -793,8 +871,7 @@ impl LayerNode {
         let param = |suffix: &str, shape: Vec<usize>, fan_in: usize, matrix: bool| ParamSpec {
             name: format!("{}.{suffix}", self.name),
             shape,
-            init_bound: 1.0 / (fan_in.max(1) as f32).sqrt(),
-            starts_at_one: false,
+            init: Init::Uniform(1.0 / (fan_in.max(1) as f32).sqrt()),
             matrix,
         };
         match (self.layer, self.input) {
@@ -844,15 +921,13 @@ impl LayerNode {
                             ParamSpec {
                                 name: weight,
                                 shape: vec![outputs, inputs],
-                                init_bound: bound,
-                                starts_at_one: false,
+                                init: Init::Uniform(bound),
                                 matrix: true,
                             },
                             ParamSpec {
                                 name: bias,
                                 shape: vec![outputs],
-                                init_bound: bound,
-                                starts_at_one: false,
+                                init: Init::Uniform(bound),
                                 matrix: false,
                             },
                         ]
@@ -879,8 +954,7 @@ impl LayerNode {
             (Layer::RmsNorm, input) => vec![ParamSpec {
                 name: format!("{}.weight", self.name),
                 shape: vec![input.channels()],
-                init_bound: 0.0,
-                starts_at_one: true,
+                init: Init::One,
                 matrix: false,
             }],
             (
@@ -896,8 +970,7 @@ impl LayerNode {
                 let norm = |name: &str| ParamSpec {
                     name: format!("{}.{name}.weight", self.name),
                     shape: vec![d],
-                    init_bound: 0.0,
-                    starts_at_one: true,
+                    init: Init::One,
                     matrix: false,
                 };
                 vec![
@@ -910,6 +983,29 @@ impl LayerNode {
                     param("gate.weight", vec![ffn, d], d, true),
                     param("up.weight", vec![ffn, d], d, true),
                     param("down.weight", vec![d, ffn], ffn, true),
+                ]
+            }
+            (Layer::S4dBlock { state }, input) => {
+                let d = input.channels();
+                let tensor = |part: &str, shape: Vec<usize>, init: Init| ParamSpec {
+                    name: format!("{}.{part}", self.name),
+                    shape,
+                    init,
+                    matrix: false,
+                };
+                vec![
+                    tensor("norm.weight", vec![d], Init::One),
+                    tensor(
+                        "log_dt",
+                        vec![d],
+                        Init::LogUniform(crate::s4d::DT_MIN, crate::s4d::DT_MAX),
+                    ),
+                    tensor("log_a", vec![d, state], Init::S4dReal),
+                    // S4D draws C from N(0, 1); U(±√3) has the same variance.
+                    tensor("c", vec![d, state], Init::Uniform(3f32.sqrt())),
+                    tensor("skip", vec![d], Init::Uniform(1.0)),
+                    param("out.weight", vec![d, d], d, true),
+                    param("out.bias", vec![d], d, false),
                 ]
             }
             (Layer::Dense { outputs }, input) => {
@@ -1004,6 +1100,12 @@ impl LayerNode {
                 steps * (2 * d * d + 2 * kv * d + 3 * ffn * d) + 2 * steps * steps * d
             }
             (Layer::TransformerBlock { .. }, Shape::Vector(_)) => 0,
+            // Per step and channel: the norm, each mode's update and read-out, the skip;
+            // then the output map.
+            (Layer::S4dBlock { state }, input) => {
+                let (d, steps) = (input.channels(), input.len() / input.channels().max(1));
+                steps * d * (2 + 2 * state + d)
+            }
         }
     }
 }
@@ -1215,6 +1317,40 @@ mod tests {
         assert_eq!(params(0), 8 * 2 * 3 + 8 + 8 * 8 * 3 + 8 + 8 * 2 + 8);
         assert_eq!(params(1), 8 * 8 * 3 + 8 + 8 * 8 * 3 + 8);
         assert!("tcn:8,0,2".parse::<NetworkConfig>().is_err());
+    }
+
+    #[test]
+    fn an_s4d_network_counts_its_parameters() {
+        let net: NetworkConfig = "s4d:16,8,2".parse().unwrap();
+        assert_eq!(net.to_string(), "s4d:16,8,2");
+        let input = Shape::Sequence {
+            steps: 48,
+            channels: 5,
+        };
+        let layers = net.layers(input, 0, 24, 24).unwrap();
+        assert_eq!(
+            layers
+                .iter()
+                .map(|l| l.layer.type_name())
+                .collect::<Vec<_>>(),
+            [
+                "patch-embed",
+                "s4d-block",
+                "s4d-block",
+                "rms-norm",
+                "last-step",
+                "dense"
+            ]
+        );
+        // Embedding 16·5 + 16; per block: norm 16, log_dt 16, log_a and C 2·16·8, skip 16,
+        // output map 16·16 + 16; final norm 16; head 24·16 + 24.
+        let block = 16 + 16 + 2 * 16 * 8 + 16 + 16 * 16 + 16;
+        let expected = (16 * 5 + 16) + 2 * block + 16 + (24 * 16 + 24);
+        let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
+        assert_eq!(count, expected);
+        for bad in ["s4d:16,0,2", "s4d:0,8,2", "s4d:16,8,0", "s4d:16,8"] {
+            assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
+        }
     }
 
     #[test]

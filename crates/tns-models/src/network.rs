@@ -2,7 +2,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
+use tns_model::{Activation, Init, Layer, LayerNode, ModelConfig, NamedTensor};
 
 use crate::fused::{Gru, Lstm, States};
 
@@ -49,6 +49,7 @@ enum CandleLayer {
     TransformerBlock(Box<TransformerBlock>),
     /// An RMSNorm's gain.
     RmsNorm(Tensor),
+    S4dBlock(Box<S4dBlock>),
 }
 
 /// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (Candle's composite, differentiable).
@@ -162,6 +163,103 @@ impl TransformerBlock {
         let n2 = rms_norm(&h, &self.norm2)?;
         let inner = (project(&n2, &self.gate)?.silu()? * project(&n2, &self.up)?)?;
         Ok((h + project(&inner, &self.down)?)?)
+    }
+}
+
+/// A residual S4D block ([`Layer::S4dBlock`]), its state-space model run as a convolution
+/// (see [`s4d_convolve`]).
+#[derive(Debug, Clone)]
+struct S4dBlock {
+    norm: Tensor,
+    modes: S4dModes,
+    out: Linear,
+    lags: Lags,
+}
+
+/// An S4D layer's state-space parameters: `log_dt [d]`, `log_a`, `c [d, state]`, `skip [d]`.
+#[derive(Debug, Clone)]
+struct S4dModes {
+    log_dt: Tensor,
+    log_a: Tensor,
+    c: Tensor,
+    skip: Tensor,
+}
+
+/// What turns a kernel `[d, L]` into its causal convolution matrices `[d, L, L]`: the lag
+/// `t − s` of every entry (0 above the diagonal) and the mask that zeroes those.
+#[derive(Debug, Clone)]
+struct Lags {
+    lag: Tensor,
+    causal: Tensor,
+}
+
+impl Lags {
+    fn new(steps: usize, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        let (mut lag, mut causal) = (Vec::new(), Vec::new());
+        for t in 0..steps {
+            for s in 0..steps {
+                lag.push(t.saturating_sub(s) as u32);
+                causal.push(if s <= t { 1.0f64 } else { 0.0 });
+            }
+        }
+        Ok(Self {
+            lag: Tensor::from_vec(lag, steps * steps, device)?,
+            causal: Tensor::from_vec(causal, (steps, steps), device)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// The S4D state-space model over `u` `[B, L, d]` → `[B, L, d]`, as the causal convolution
+/// with its kernel `K_k = Σ_n C_n B̄_n Ā_n^k` (see [`tns_model::s4d`]) plus the skip. The
+/// kernel is computed in f64 (`B̄ = (Ā − 1)/A` loses digits in f32 when `ΔA` is small) and
+/// the convolution runs as one batched product of `[d, L, L]` Toeplitz matrices with the
+/// sequences, in `u`'s dtype. Differentiable by Candle throughout.
+fn s4d_convolve(u: &Tensor, modes: &S4dModes, lags: &Lags) -> Result<Tensor, ModelError> {
+    let (_, steps, d) = u.dims3()?;
+    let wide = |t: &Tensor| t.to_dtype(DType::F64);
+    let a = wide(&modes.log_a)?.exp()?.neg()?;
+    let step = a.broadcast_mul(&wide(&modes.log_dt)?.exp()?.unsqueeze(1)?)?;
+    let b_bar = ((step.exp()? - 1.0)? / &a)?;
+    let weight = (wide(&modes.c)? * b_bar)?;
+    let k = Tensor::arange(0u32, steps as u32, u.device())?
+        .to_dtype(DType::F64)?
+        .reshape((1, 1, steps))?;
+    let powers = step.unsqueeze(2)?.broadcast_mul(&k)?.exp()?;
+    let kernel = weight
+        .unsqueeze(2)?
+        .broadcast_mul(&powers)?
+        .sum(1)?
+        .to_dtype(u.dtype())?;
+    let toeplitz = kernel
+        .index_select(&lags.lag, 1)?
+        .reshape((d, steps, steps))?
+        .broadcast_mul(&lags.causal)?;
+    // [d, L, L] · [d, L, B] → [d, L, B], back to [B, L, d].
+    let by_channel = u.permute((2, 1, 0))?.contiguous()?;
+    let convolved = toeplitz.matmul(&by_channel)?.permute((2, 1, 0))?;
+    Ok((convolved + u.broadcast_mul(&modes.skip)?)?)
+}
+
+impl S4dBlock {
+    fn new(node: &LayerNode, vb: &VarBuilder, state: usize) -> Result<Self, ModelError> {
+        let d = node.input.channels();
+        let steps = node.input.len() / d.max(1);
+        Ok(Self {
+            norm: vb.get(d, "norm.weight")?,
+            modes: S4dModes {
+                log_dt: vb.get(d, "log_dt")?,
+                log_a: vb.get((d, state), "log_a")?,
+                c: vb.get((d, state), "c")?,
+                skip: vb.get(d, "skip")?,
+            },
+            out: candle_nn::linear(d, d, vb.pp("out"))?,
+            lags: Lags::new(steps, vb.dtype(), vb.device())?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let z = s4d_convolve(&rms_norm(x, &self.norm)?, &self.modes, &self.lags)?;
+        Ok((x + self.out.forward(&z.silu()?)?)?)
     }
 }
 
@@ -394,6 +492,7 @@ impl CandleLayer {
                 node, &vb, heads, kv_heads, ffn,
             )?)),
             Layer::RmsNorm => Self::RmsNorm(vb.get(node.input.channels(), "weight")?),
+            Layer::S4dBlock { state } => Self::S4dBlock(Box::new(S4dBlock::new(node, &vb, state)?)),
         })
     }
 
@@ -451,6 +550,7 @@ impl CandleLayer {
             }
             Self::TransformerBlock(block) => block.forward(x)?,
             Self::RmsNorm(gain) => rms_norm(x, gain)?,
+            Self::S4dBlock(block) => block.forward(x)?,
             Self::Gru {
                 w_ih,
                 w_hh,
@@ -487,11 +587,18 @@ impl Network {
             .flat_map(LayerNode::params)
             .map(|p| {
                 let n: usize = p.shape.iter().product();
-                let bound = p.init_bound;
-                let data = if p.starts_at_one {
-                    vec![1.0; n]
-                } else {
-                    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                let data = match p.init {
+                    Init::Uniform(bound) => {
+                        (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                    }
+                    Init::One => vec![1.0; n],
+                    Init::LogUniform(low, high) => (0..n)
+                        .map(|_| rng.random_range(low.ln()..high.ln()))
+                        .collect(),
+                    Init::S4dReal => {
+                        let states = p.shape.last().copied().unwrap_or(1).max(1);
+                        (0..n).map(|i| ((i % states) as f32 + 1.0).ln()).collect()
+                    }
                 };
                 NamedTensor {
                     name: p.name,
@@ -682,5 +789,137 @@ mod tests {
         // One row more than the field is refused.
         config.lookback = 16;
         assert!(Network::init(&config, &Device::Cpu).is_err());
+    }
+    /// The S4D recurrence written plainly in f64 (`u` is `[steps, d]` of one sequence).
+    fn s4d_recurrence(modes: &[Vec<f64>; 4], d: usize, u: &[f64]) -> Vec<f64> {
+        let [log_dt, log_a, c, skip] = modes;
+        let state = log_a.len() / d;
+        let mut s = vec![0.0; d * state];
+        let mut z = vec![0.0; u.len()];
+        for t in 0..u.len() / d {
+            for ch in 0..d {
+                let x = u[t * d + ch];
+                z[t * d + ch] = skip[ch] * x;
+                for i in ch * state..(ch + 1) * state {
+                    let (a_bar, b_bar) = tns_model::s4d::discretize(log_dt[ch], log_a[i]);
+                    s[i] = a_bar * s[i] + b_bar * x;
+                    z[t * d + ch] += c[i] * s[i];
+                }
+            }
+        }
+        z
+    }
+
+    fn s4d_case() -> ([Vec<f64>; 4], Vec<f64>, (usize, usize, usize, usize)) {
+        let (b, steps, d, state) = (2, 40, 3, 4);
+        let modes = [
+            (0..d).map(|i| (0.01 * (i + 1) as f64).ln()).collect(),
+            (0..d * state)
+                .map(|i| ((i % state) as f64 + 1.0).ln() + 0.05 * i as f64)
+                .collect(),
+            (0..d * state)
+                .map(|i| ((i * 7 % 5) as f64 - 2.0) / 2.0)
+                .collect(),
+            vec![0.3, -0.7, 1.1],
+        ];
+        let u = (0..b * steps * d)
+            .map(|i| ((i * 11 % 13) as f64 - 6.0) / 5.0)
+            .collect();
+        (modes, u, (b, steps, d, state))
+    }
+
+    fn s4d_tensors(modes: &[Vec<f64>; 4], d: usize, state: usize) -> [Var; 4] {
+        let cpu = &Device::Cpu;
+        [
+            Var::from_slice(&modes[0], d, cpu).unwrap(),
+            Var::from_slice(&modes[1], (d, state), cpu).unwrap(),
+            Var::from_slice(&modes[2], (d, state), cpu).unwrap(),
+            Var::from_slice(&modes[3], d, cpu).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn the_s4d_training_convolution_matches_the_recurrence() {
+        let (modes, u, (b, steps, d, state)) = s4d_case();
+        let [log_dt, log_a, c, skip] = s4d_tensors(&modes, d, state);
+        let modes_t = S4dModes {
+            log_dt: log_dt.as_tensor().clone(),
+            log_a: log_a.as_tensor().clone(),
+            c: c.as_tensor().clone(),
+            skip: skip.as_tensor().clone(),
+        };
+        let lags = Lags::new(steps, DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::from_slice(&u, (b, steps, d), &Device::Cpu).unwrap();
+        let got = s4d_convolve(&x, &modes_t, &lags)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for seq in 0..b {
+            let span = seq * steps * d..(seq + 1) * steps * d;
+            let want = s4d_recurrence(&modes, d, &u[span.clone()]);
+            for (g, w) in got[span].iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_s4d_training_gradients_match_finite_differences() {
+        // d loss / d parameter through Candle's autodiff (exp, the Toeplitz gather, the
+        // batched product) against central differences of the plain recurrence, in f64.
+        let (modes, u, (b, steps, d, state)) = s4d_case();
+        let vars = s4d_tensors(&modes, d, state);
+        let modes_t = S4dModes {
+            log_dt: vars[0].as_tensor().clone(),
+            log_a: vars[1].as_tensor().clone(),
+            c: vars[2].as_tensor().clone(),
+            skip: vars[3].as_tensor().clone(),
+        };
+        let lags = Lags::new(steps, DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::from_slice(&u, (b, steps, d), &Device::Cpu).unwrap();
+        // A loss that weighs every output differently.
+        let weights: Vec<f64> = (0..u.len())
+            .map(|i| ((i * 5 % 7) as f64 - 3.0) / 7.0)
+            .collect();
+        let w = Tensor::from_slice(&weights, (b, steps, d), &Device::Cpu).unwrap();
+        let loss = (s4d_convolve(&x, &modes_t, &lags).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let loss_of = |m: &[Vec<f64>; 4]| -> f64 {
+            (0..b)
+                .map(|seq| {
+                    let span = seq * steps * d..(seq + 1) * steps * d;
+                    s4d_recurrence(m, d, &u[span.clone()])
+                        .iter()
+                        .zip(&weights[span])
+                        .map(|(z, w)| z * w)
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        for (p, var) in vars.iter().enumerate() {
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for (i, &g) in grad.iter().enumerate() {
+                let h = 1e-6;
+                let (mut up, mut down) = (modes.clone(), modes.clone());
+                up[p][i] += h;
+                down[p][i] -= h;
+                let numeric = (loss_of(&up) - loss_of(&down)) / (2.0 * h);
+                assert!(
+                    (g - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
+                    "tensor {p} entry {i}: autodiff {g}, finite difference {numeric}"
+                );
+            }
+        }
     }
 }

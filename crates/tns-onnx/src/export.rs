@@ -767,6 +767,7 @@ fn lower_layer(
             g.node("Add", &[&embedded, &bias], &format!("{name}.out"), vec![])
         }
         Layer::RmsNorm => rms_norm(g, tensors, input, name)?,
+        Layer::S4dBlock { .. } => s4d_block(g, node, input, tensors)?,
         Layer::TransformerBlock {
             heads, kv_heads, ..
         } => transformer_block(g, node, input, tensors, heads, kv_heads)?,
@@ -1022,6 +1023,68 @@ fn rms_norm(
     let normed = g.node("Div", &[x, &root], &format!("{prefix}.normed"), vec![]);
     let gain = g.constant(&format!("{prefix}.gain"), &[width], gain.data.clone());
     Ok(g.node("Mul", &[&normed, &gain], &format!("{prefix}.out"), vec![]))
+}
+
+/// An S4D block ([`Layer::S4dBlock`]) on `[batch, L, d]`: the state-space model as one
+/// depthwise causal `Conv` with its kernel ([`tns_model::s4d::kernel`], computed here in
+/// f64; `L − 1` zeros before the first row), the skip as `Mul`, SiLU as `Sigmoid` and `Mul`,
+/// then the output map and the residual.
+fn s4d_block(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    input: &str,
+    tensors: &[NamedTensor],
+) -> Result<String, ExportError> {
+    let name = &node.name;
+    let d = node.input.channels();
+    let steps = node.input.len() / d.max(1);
+    let part = |p: &str| weights(tensors, &format!("{name}.{p}"));
+    let kernel = tns_model::s4d::kernel(
+        &part("log_dt")?.data,
+        &part("log_a")?.data,
+        &part("c")?.data,
+        steps,
+    );
+    // ONNX's Conv correlates (`y_t = Σ_j w_j x_{t + j − (L − 1)}`): the kernel reversed.
+    let reversed = kernel
+        .chunks_exact(steps.max(1))
+        .flat_map(|row| row.iter().rev().map(|&k| k as f32))
+        .collect();
+    let w = g.constant(&format!("{name}.kernel"), &[d, 1, steps], reversed);
+    let normed = rms_norm(g, tensors, input, &format!("{name}.norm"))?;
+    let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+    let by_channel = g.node(
+        "Transpose",
+        &[&normed],
+        &format!("{name}.by_channel"),
+        perm(),
+    );
+    let convolved = g.node(
+        "Conv",
+        &[&by_channel, &w],
+        &format!("{name}.convolved"),
+        vec![
+            Attr::Int("group", d as i64),
+            Attr::Ints("pads", vec![steps as i64 - 1, 0]),
+            Attr::Ints("kernel_shape", vec![steps as i64]),
+        ],
+    );
+    let convolved = g.node("Transpose", &[&convolved], &format!("{name}.ssm"), perm());
+    let skip = g.constant(&format!("{name}.skip"), &[d], part("skip")?.data.clone());
+    let skipped = g.node("Mul", &[&normed, &skip], &format!("{name}.skipped"), vec![]);
+    let z = g.node("Add", &[&convolved, &skipped], &format!("{name}.z"), vec![]);
+    let gate = g.node("Sigmoid", &[&z], &format!("{name}.z_sigmoid"), vec![]);
+    let activated = g.node("Mul", &[&z, &gate], &format!("{name}.silu"), vec![]);
+    let projected = times_transposed(g, tensors, &format!("{name}.out.weight"), &activated)?;
+    let bias = part("out.bias")?;
+    let bias = g.constant(&format!("{name}.out.B"), &bias.shape, bias.data.clone());
+    let projected = g.node(
+        "Add",
+        &[&projected, &bias],
+        &format!("{name}.projected"),
+        vec![],
+    );
+    Ok(g.node("Add", &[input, &projected], &format!("{name}.out"), vec![]))
 }
 
 /// A transformer block ([`Layer::TransformerBlock`]) on tokens `[batch, P, d]`: RMSNorm and
