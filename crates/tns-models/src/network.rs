@@ -810,7 +810,11 @@ mod tests {
         z
     }
 
-    fn s4d_case() -> ([Vec<f64>; 4], Vec<f64>, (usize, usize, usize, usize)) {
+    /// The modes (`log_dt`, `log_a`, `c`, `skip`), the sequences and the dimensions
+    /// `(batch, steps, d, state)` of a small S4D case.
+    type S4dCase = ([Vec<f64>; 4], Vec<f64>, (usize, usize, usize, usize));
+
+    fn s4d_case() -> S4dCase {
         let (b, steps, d, state) = (2, 40, 3, 4);
         let modes = [
             (0..d).map(|i| (0.01 * (i + 1) as f64).ln()).collect(),
