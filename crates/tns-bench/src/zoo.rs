@@ -25,7 +25,7 @@ pub struct ZooArgs {
     #[arg(
         long,
         value_delimiter = ';',
-        default_value = "linear;mlp:64,64;gru:32;lstm:32;tcn:16,3,6;dlinear:25;nhits:3,1,64,2;nhits:3,1,512,2;transformer:32,4,2,2,2;s4d:32,16,2"
+        default_value = "linear;mlp:64,64;gru:32;lstm:32;tcn:16,3,6;dlinear:25;nhits:3,1,64,2;nhits:3,1,512,2;transformer:32,4,2,2,2;s4d:32,16,2;mamba:32,16,2,4,2"
     )]
     networks: Vec<NetworkConfig>,
     /// Timed single-sample calls per model.

@@ -149,7 +149,7 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     ok(log);
     ok(train("system-b", None, &b_gru));
     ok(train("mlp", None, &mlp));
-    // DLinear, a stacked LSTM, a TCN, N-HiTS, a transformer and S4D as System B's
+    // DLinear, a stacked LSTM, a TCN, N-HiTS, a transformer, S4D and Mamba as System B's
     // correction: train, inspect, export, quantize.
     for (network, layer) in [
         ("dlinear:5", "decompose"),
@@ -158,6 +158,7 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
         ("nhits:2,1,16,2", "nhits"),
         ("transformer:8,2,1,1,2", "transformer-block"),
         ("s4d:8,4,2", "s4d-block"),
+        ("mamba:8,4,2,3,2", "mamba-block"),
     ] {
         let file = path(&format!("b-{layer}.tns"));
         ok(train("system-b", Some(network), &file));

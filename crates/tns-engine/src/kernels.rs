@@ -379,6 +379,22 @@ pub fn tanh_in_place(xs: &mut [f32]) {
     }
 }
 
+/// `xs[i] ← e^{xs[i]}` with the plan's fast exponential (see [`sigmoid_in_place`]).
+pub fn exp_in_place(xs: &mut [f32]) {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `sigmoid_in_place`.
+        Isa::Avx2Fma => unsafe { exp_avx2(xs) },
+        _ => xs.iter_mut().for_each(|x| *x = exp::<Portable>(*x)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = exp::<Avx2>(*x));
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn sigmoid_avx2(xs: &mut [f32]) {

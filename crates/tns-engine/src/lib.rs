@@ -32,7 +32,7 @@ use tns_certify::{Certificate, ConformalCalibration, GateScratch};
 use tns_format::{FormatError, Manifest, load_model, read_model};
 use tns_model::{ConfigError, Forecast, InputError, NamedTensor, Pipeline, PipelineError};
 
-pub use kernels::{Isa, LANES, sigmoid_in_place, tanh_in_place};
+pub use kernels::{Isa, LANES, exp_in_place, sigmoid_in_place, tanh_in_place};
 pub use network::{NetworkPlan, NetworkScratch};
 pub use session::Session;
 

@@ -945,6 +945,155 @@ impl S4dBlock {
     }
 }
 
+/// A residual Mamba block ([`Layer::MambaBlock`]), run step by step: the convolution reads
+/// the last `conv` rows of the input map, the scan carries `[E, N]` states.
+#[derive(Debug, Clone)]
+struct MambaBlock {
+    steps: usize,
+    dims: tns_model::mamba::MambaDims,
+    norm: Vec<f32>,
+    input: Dense,
+    /// The convolution's taps `[E, conv]` and bias `[E]`.
+    conv: Vec<f32>,
+    conv_bias: Vec<f32>,
+    x_proj: Dense,
+    dt: Dense,
+    /// `A = −exp(a_log)` `[E, N]` (computed once in f64).
+    a: Vec<f32>,
+    skip: Vec<f32>,
+    out: Dense,
+}
+
+impl MambaBlock {
+    fn new(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
+        let dims = node.mamba_dims().ok_or_else(|| {
+            EngineError::Model(format!("layer {} is not a Mamba block", node.name))
+        })?;
+        let name = |p: &str| format!("{}.{p}", node.name);
+        let part = |p: &str| -> Result<Vec<f32>, EngineError> {
+            Ok(tensor(tensors, &name(p))?.data.clone())
+        };
+        Ok(Self {
+            steps: node.input.len() / dims.d_model.max(1),
+            dims,
+            norm: part("norm.weight")?,
+            input: Dense::unbiased(tensors, &name("in.weight"), int8)?,
+            conv: part("conv.weight")?,
+            conv_bias: part("conv.bias")?,
+            x_proj: Dense::unbiased(tensors, &name("x.weight"), int8)?,
+            dt: Dense::from_file(tensors, &name("dt.weight"), &name("dt.bias"), int8)?,
+            a: part("a_log")?
+                .iter()
+                .map(|&v| -f64::from(v).exp() as f32)
+                .collect(),
+            skip: part("skip")?,
+            out: Dense::unbiased(tensors, &name("out.weight"), int8)?,
+        })
+    }
+
+    /// Values of scratch per sequence: the normalized rows, the input map of every row, then
+    /// one step's convolution, `[δ, B, C]`, `Δ`, gated output, states and decays.
+    fn scratch_len(&self) -> usize {
+        let m = self.dims;
+        self.steps * (m.d_model + 2 * m.inner)
+            + (m.rank + 2 * m.state)
+            + 3 * m.inner
+            + 2 * m.inner * m.state
+    }
+
+    #[inline(always)]
+    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let n = W::N;
+        let m = self.dims;
+        let (d, e, modes, k) = (m.d_model, m.inner, m.state, m.conv);
+        let mut buffer = std::mem::take(&mut s.ssm);
+        let (normed, rest) = buffer.split_at_mut(self.steps * d * n);
+        let (mapped, rest) = rest.split_at_mut(self.steps * 2 * e * n);
+        let (convolved, rest) = rest.split_at_mut(e * n);
+        let (dbc, rest) = rest.split_at_mut((m.rank + 2 * modes) * n);
+        let (delta, rest) = rest.split_at_mut(e * n);
+        let (gated, rest) = rest.split_at_mut(e * n);
+        let (state, rest) = rest.split_at_mut(e * modes * n);
+        let decay = &mut rest[..e * modes * n];
+        state.fill(0.0);
+        rms_norm(x, normed, d, n, &self.norm);
+        for (u, xz) in normed
+            .chunks_exact(d * n)
+            .zip(mapped.chunks_exact_mut(2 * e * n))
+        {
+            W::dense::<K>(&self.input, u, xz, &mut s.quant);
+        }
+        for t in 0..self.steps {
+            // The causal depthwise convolution of the `v` half over the last `k` rows.
+            for ch in 0..e {
+                let out = &mut convolved[ch * n..(ch + 1) * n];
+                out.fill(self.conv_bias[ch]);
+                for tap in (k - 1).saturating_sub(t)..k {
+                    let row = t + tap + 1 - k;
+                    let w = self.conv[ch * k + tap];
+                    let v = &mapped[(row * 2 * e + ch) * n..(row * 2 * e + ch + 1) * n];
+                    for (o, &value) in out.iter_mut().zip(v) {
+                        *o = K::mul_add(w, value, *o);
+                    }
+                }
+            }
+            for v in convolved.iter_mut() {
+                *v *= sigmoid::<K>(*v);
+            }
+            W::dense::<K>(&self.x_proj, convolved, dbc, &mut s.quant);
+            W::dense::<K>(&self.dt, &dbc[..m.rank * n], delta, &mut s.quant);
+            for v in delta.iter_mut() {
+                // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
+                *v = v.max(0.0) + exp::<K>(-v.abs()).ln_1p();
+            }
+            let b = &dbc[m.rank * n..(m.rank + modes) * n];
+            let c = &dbc[(m.rank + modes) * n..];
+            let z = &mapped[(t * 2 * e + e) * n..(t + 1) * 2 * e * n];
+            for ch in 0..e {
+                let span = ch * modes * n..(ch + 1) * modes * n;
+                let (h, dec) = (&mut state[span.clone()], &mut decay[span]);
+                let (dl, vc) = (
+                    &delta[ch * n..(ch + 1) * n],
+                    &convolved[ch * n..(ch + 1) * n],
+                );
+                // The decays first (a loop of exponentials that vectorizes), then the update.
+                for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
+                    let a = self.a[ch * modes + mode];
+                    for (o, &step) in dr.iter_mut().zip(dl) {
+                        *o = exp::<K>(step * a);
+                    }
+                }
+                let out = &mut gated[ch * n..(ch + 1) * n];
+                let skip = self.skip[ch];
+                for (o, &v) in out.iter_mut().zip(vc) {
+                    *o = skip * v;
+                }
+                for mode in 0..modes {
+                    let (hs, ds) = (
+                        &mut h[mode * n..(mode + 1) * n],
+                        &dec[mode * n..(mode + 1) * n],
+                    );
+                    let (bs, cs) = (&b[mode * n..(mode + 1) * n], &c[mode * n..(mode + 1) * n]);
+                    for lane in 0..n {
+                        hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
+                        out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
+                    }
+                }
+                let zs = &z[ch * n..(ch + 1) * n];
+                for (o, &zv) in out.iter_mut().zip(zs) {
+                    *o *= zv * sigmoid::<K>(zv);
+                }
+            }
+            let span = t * d * n..(t + 1) * d * n;
+            W::dense::<K>(&self.out, gated, &mut y[span.clone()], &mut s.quant);
+            for (o, &v) in y[span.clone()].iter_mut().zip(&x[span]) {
+                *o += v;
+            }
+        }
+        s.ssm = buffer;
+    }
+}
+
 /// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
 /// times the sequences side by side): the trend `[steps, row]`, then the remainder. The
 /// window's first and last rows stand in for the rows beyond its ends.
@@ -1074,6 +1223,8 @@ enum LayerPlan {
     },
     /// An S4D block (see [`Layer::S4dBlock`]).
     S4dBlock(Box<S4dBlock>),
+    /// A Mamba block (see [`Layer::MambaBlock`]).
+    MambaBlock(Box<MambaBlock>),
 }
 
 impl LayerPlan {
@@ -1136,6 +1287,9 @@ impl LayerPlan {
                     .clone(),
             },
             Layer::S4dBlock { .. } => Self::S4dBlock(Box::new(S4dBlock::new(node, tensors, int8)?)),
+            Layer::MambaBlock { .. } => {
+                Self::MambaBlock(Box::new(MambaBlock::new(node, tensors, int8)?))
+            }
         })
     }
 
@@ -1186,6 +1340,7 @@ impl LayerPlan {
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
             Self::S4dBlock(block) => block.forward::<K, W>(x, y, s),
+            Self::MambaBlock(block) => block.forward::<K, W>(x, y, s),
         }
     }
 
@@ -1205,6 +1360,7 @@ impl LayerPlan {
             Self::TransformerBlock(b) => b.dense_layers(),
             Self::RmsNorm { .. } => Vec::new(),
             Self::S4dBlock(b) => vec![&b.out],
+            Self::MambaBlock(b) => vec![&b.input, &b.x_proj, &b.dt, &b.out],
         }
     }
 }
@@ -1410,6 +1566,7 @@ impl NetworkPlan {
             .iter()
             .map(|l| match l {
                 LayerPlan::S4dBlock(b) => b.scratch_len(),
+                LayerPlan::MambaBlock(b) => b.scratch_len(),
                 _ => 0,
             })
             .max()

@@ -84,6 +84,7 @@ fn the_zoo_golden_models_still_load_and_predict_identically() {
         "nhits:2,1,16,2",
         "transformer:8,2,1,1,2",
         "s4d:8,4,2",
+        "mamba:8,4,2,3,2",
     ] {
         let stem = format!("golden-system-b-{}", network.replace([':', ','], "-"));
         let model_path = fixtures().join(format!("{stem}.tns"));

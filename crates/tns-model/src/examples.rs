@@ -77,6 +77,20 @@ pub fn networks() -> Vec<NetworkConfig> {
             state: 8,
             layers: 2,
         },
+        NetworkConfig::Mamba {
+            d_model: 4,
+            state: 3,
+            expand: 2,
+            conv: 2,
+            layers: 1,
+        },
+        NetworkConfig::Mamba {
+            d_model: 6,
+            state: 4,
+            expand: 2,
+            conv: 4,
+            layers: 2,
+        },
     ]
 }
 

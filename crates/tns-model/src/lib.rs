@@ -24,6 +24,7 @@
 
 mod config;
 pub mod examples;
+pub mod mamba;
 mod network;
 pub mod nhits;
 mod pipeline;

@@ -100,10 +100,25 @@ pub enum NetworkConfig {
         /// Blocks.
         layers: usize,
     },
+    /// A selective state-space model (Mamba, Gu & Dao, 2023): each row embedded by a linear
+    /// map to `d_model` channels; `layers` residual Mamba blocks (see [`Layer::MambaBlock`]);
+    /// a final RMSNorm and a linear head on the last row.
+    Mamba {
+        /// Channels of the residual stream.
+        d_model: usize,
+        /// Diagonal modes per inner channel.
+        state: usize,
+        /// Inner channels per residual channel.
+        expand: usize,
+        /// Width of the causal depthwise convolution.
+        conv: usize,
+        /// Blocks.
+        layers: usize,
+    },
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks), mamba:D_MODEL,STATE,EXPAND,CONV,LAYERS (selective state-space blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -117,7 +132,9 @@ impl NetworkConfig {
             Self::Tcn { channels, .. } => std::slice::from_ref(channels),
             Self::NHits { hidden, .. } => std::slice::from_ref(hidden),
             Self::Transformer { d_model, .. } => std::slice::from_ref(d_model),
-            Self::S4d { d_model, .. } => std::slice::from_ref(d_model),
+            Self::S4d { d_model, .. } | Self::Mamba { d_model, .. } => {
+                std::slice::from_ref(d_model)
+            }
         }
     }
 
@@ -152,7 +169,9 @@ impl NetworkConfig {
         let layers = match self {
             Self::Lstm { layers, .. } => *layers,
             Self::NHits { stacks, blocks, .. } => stacks.saturating_mul(*blocks),
-            Self::Transformer { layers, .. } | Self::S4d { layers, .. } => *layers,
+            Self::Transformer { layers, .. }
+            | Self::S4d { layers, .. }
+            | Self::Mamba { layers, .. } => *layers,
             _ => self.widths().len(),
         };
         if layers > crate::config::MAX_LAYERS {
@@ -220,6 +239,22 @@ impl NetworkConfig {
                 network: self.to_string(),
             });
         }
+        if let Self::Mamba {
+            d_model,
+            state,
+            expand,
+            conv,
+            ..
+        } = self
+            && ([*state, *expand, *conv].contains(&0)
+                || d_model.saturating_mul(*expand) > MAX_WIDTH
+                || *state > MAX_WIDTH
+                || *conv > MAX_WIDTH)
+        {
+            return Err(ConfigError::ZeroWidth {
+                network: self.to_string(),
+            });
+        }
         if layers == 0
             && matches!(
                 self,
@@ -227,6 +262,7 @@ impl NetworkConfig {
                     | Self::NHits { .. }
                     | Self::Transformer { .. }
                     | Self::S4d { .. }
+                    | Self::Mamba { .. }
             )
         {
             return Err(ConfigError::ZeroWidth {
@@ -382,6 +418,27 @@ impl NetworkConfig {
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
+            &Self::Mamba {
+                d_model,
+                state,
+                expand,
+                conv,
+                layers,
+            } => {
+                stack.push("embed", Layer::PatchEmbed { patch: 1, d_model })?;
+                for i in 0..layers {
+                    let block = Layer::MambaBlock {
+                        state,
+                        expand,
+                        conv,
+                    };
+                    stack.push(&format!("mamba.{i}"), block)?;
+                }
+                stack.push("norm", Layer::RmsNorm)?;
+                stack.push("last", Layer::LastStep)?;
+                concat_future(&mut stack)?;
+                stack.push("head", Layer::Dense { outputs })?;
+            }
         }
         stack.finish(outputs)
     }
@@ -431,6 +488,13 @@ impl std::fmt::Display for NetworkConfig {
                 state,
                 layers,
             } => write!(f, "s4d:{d_model},{state},{layers}"),
+            Self::Mamba {
+                d_model,
+                state,
+                expand,
+                conv,
+                layers,
+            } => write!(f, "mamba:{d_model},{state},{expand},{conv},{layers}"),
         }
     }
 }
@@ -479,6 +543,13 @@ impl std::str::FromStr for NetworkConfig {
             ("s4d", [d_model, state, layers]) => Self::S4d {
                 d_model: *d_model,
                 state: *state,
+                layers: *layers,
+            },
+            ("mamba", [d_model, state, expand, conv, layers]) => Self::Mamba {
+                d_model: *d_model,
+                state: *state,
+                expand: *expand,
+                conv: *conv,
                 layers: *layers,
             },
             ("nhits", [stacks, blocks, hidden, pool]) => Self::NHits {
@@ -679,6 +750,26 @@ pub enum Layer {
         /// Diagonal modes per channel.
         state: usize,
     },
+    /// A residual Mamba block over a sequence `[L, d]` → `[L, d]` (Gu & Dao, 2023), with
+    /// `E = expand · d` inner channels and `R = ⌈d / 16⌉` step ranks
+    /// ([`crate::mamba::MambaDims`]): `u = rmsnorm(x)`; `[v, z] = W_in u` (`[2E]` per row);
+    /// `v ← silu(conv(v))`, a causal depthwise convolution of width `conv` with bias (zeros
+    /// before the first row); `[δ, B, C] = W_x v` (`[R + 2N]`); `Δ = softplus(W_Δ δ + b_Δ)`
+    /// (`[E]`); per inner channel `e` the selective scan started from zero,
+    /// `h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t B_t v_t`, `o_t = C_t · h_t + D v_t` with
+    /// `A = −exp(a_log)` (`[E, N]`); then `y = x + W_out (o ⊙ silu(z))`. Tensors
+    /// `{name}.norm.weight` `[d]`, `{name}.in.weight` `[2E, d]`, `{name}.conv.weight`
+    /// `[E, conv]` (tap `k` reads row `t − (conv − 1 − k)`), `{name}.conv.bias` `[E]`,
+    /// `{name}.x.weight` `[R + 2N, E]`, `{name}.dt.weight` `[E, R]`, `{name}.dt.bias` `[E]`,
+    /// `{name}.a_log` `[E, N]`, `{name}.skip` `[E]`, `{name}.out.weight` `[d, E]`.
+    MambaBlock {
+        /// Diagonal modes per inner channel `N`.
+        state: usize,
+        /// Inner channels per residual channel.
+        expand: usize,
+        /// Width of the causal convolution.
+        conv: usize,
+    },
 }
 
 /// The ε of every RMSNorm.
@@ -733,12 +824,13 @@ impl Layer {
             Self::TransformerBlock { .. } => "transformer-block",
             Self::RmsNorm => "rms-norm",
             Self::S4dBlock { .. } => "s4d-block",
+            Self::MambaBlock { .. } => "mamba-block",
         }
     }
 
     /// Every layer type, one representative each (the conformance suite checks that its
     /// examples cover them all).
-    pub const TYPES: [Layer; 14] = [
+    pub const TYPES: [Layer; 15] = [
         Self::Flatten,
         Self::Dense { outputs: 1 },
         Self::Activation(Activation::Relu),
@@ -775,6 +867,11 @@ impl Layer {
         },
         Self::RmsNorm,
         Self::S4dBlock { state: 1 },
+        Self::MambaBlock {
+            state: 1,
+            expand: 1,
+            conv: 1,
+        },
     ];
 
     /// The output shape for `input`, or why the layer cannot take it.
@@ -807,7 +904,10 @@ impl Layer {
                 })
             }
             (
-                Self::TransformerBlock { .. } | Self::RmsNorm | Self::S4dBlock { .. },
+                Self::TransformerBlock { .. }
+                | Self::RmsNorm
+                | Self::S4dBlock { .. }
+                | Self::MambaBlock { .. },
                 Shape::Sequence { .. },
             ) => Some(input),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
@@ -850,6 +950,9 @@ pub enum Init {
     /// `ln(n + 1)` at state `n` of every row of `[rows, states]`: S4D-Real's `A = −(n + 1)`
     /// stored as `ln(−A)`.
     S4dReal,
+    /// `softplus⁻¹(Δ)` for `Δ` log-uniform in `[low, high]` (Mamba's step bias, so that
+    /// `softplus(bias)` starts at such a step).
+    SoftplusInverseLogUniform(f32, f32),
 }
 
 /// A layer placed in a network: its tensors' name prefix and its shapes.
@@ -866,6 +969,23 @@ pub struct LayerNode {
 }
 
 impl LayerNode {
+    /// A Mamba block's dimensions (`None` for other layers).
+    pub fn mamba_dims(&self) -> Option<crate::mamba::MambaDims> {
+        match self.layer {
+            Layer::MambaBlock {
+                state,
+                expand,
+                conv,
+            } => Some(crate::mamba::MambaDims::of(
+                self.input.channels(),
+                state,
+                expand,
+                conv,
+            )),
+            _ => None,
+        }
+    }
+
     /// The layer's tensors in initialization order.
     pub fn params(&self) -> Vec<ParamSpec> {
         let param = |suffix: &str, shape: Vec<usize>, fan_in: usize, matrix: bool| ParamSpec {
@@ -1008,6 +1128,40 @@ impl LayerNode {
                     param("out.bias", vec![d], d, false),
                 ]
             }
+            (Layer::MambaBlock { .. }, input) => {
+                let m = self.mamba_dims().unwrap_or(crate::mamba::MambaDims::of(
+                    input.channels(),
+                    1,
+                    1,
+                    1,
+                ));
+                let (d, e, n, r, k) = (m.d_model, m.inner, m.state, m.rank, m.conv);
+                let tensor = |part: &str, shape: Vec<usize>, init: Init, matrix: bool| ParamSpec {
+                    name: format!("{}.{part}", self.name),
+                    shape,
+                    init,
+                    matrix,
+                };
+                let bound = |fan_in: usize| Init::Uniform(1.0 / (fan_in.max(1) as f32).sqrt());
+                vec![
+                    tensor("norm.weight", vec![d], Init::One, false),
+                    tensor("in.weight", vec![2 * e, d], bound(d), true),
+                    // PyTorch's depthwise Conv1d bound: 1/√(1 · width).
+                    tensor("conv.weight", vec![e, k], bound(k), false),
+                    tensor("conv.bias", vec![e], bound(k), false),
+                    tensor("x.weight", vec![r + 2 * n, e], bound(e), true),
+                    tensor("dt.weight", vec![e, r], bound(r), true),
+                    tensor(
+                        "dt.bias",
+                        vec![e],
+                        Init::SoftplusInverseLogUniform(crate::s4d::DT_MIN, crate::s4d::DT_MAX),
+                        false,
+                    ),
+                    tensor("a_log", vec![e, n], Init::S4dReal, false),
+                    tensor("skip", vec![e], Init::One, false),
+                    tensor("out.weight", vec![d, e], bound(e), true),
+                ]
+            }
             (Layer::Dense { outputs }, input) => {
                 let inputs = input.len();
                 vec![
@@ -1105,6 +1259,22 @@ impl LayerNode {
             (Layer::S4dBlock { state }, input) => {
                 let (d, steps) = (input.channels(), input.len() / input.channels().max(1));
                 steps * d * (2 + 2 * state + d)
+            }
+            (Layer::MambaBlock { .. }, input) => {
+                let steps = input.len() / input.channels().max(1);
+                self.mamba_dims().map_or(0, |m| {
+                    let (d, e, n, r) = (m.d_model, m.inner, m.state, m.rank);
+                    // Per row: norm, input map, convolution, the Δ/B/C map, Δ's map, the
+                    // scan's update and read-out, the gate, the output map.
+                    steps
+                        * (d + 2 * e * d
+                            + e * m.conv
+                            + (r + 2 * n) * e
+                            + e * r
+                            + 3 * e * n
+                            + e
+                            + d * e)
+                })
             }
         }
     }
@@ -1349,6 +1519,47 @@ mod tests {
         let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
         assert_eq!(count, expected);
         for bad in ["s4d:16,0,2", "s4d:0,8,2", "s4d:16,8,0", "s4d:16,8"] {
+            assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn a_mamba_network_counts_its_parameters() {
+        let net: NetworkConfig = "mamba:32,16,2,4,2".parse().unwrap();
+        assert_eq!(net.to_string(), "mamba:32,16,2,4,2");
+        let input = Shape::Sequence {
+            steps: 48,
+            channels: 5,
+        };
+        let layers = net.layers(input, 0, 1, 1).unwrap();
+        assert_eq!(
+            layers
+                .iter()
+                .map(|l| l.layer.type_name())
+                .collect::<Vec<_>>(),
+            [
+                "patch-embed",
+                "mamba-block",
+                "mamba-block",
+                "rms-norm",
+                "last-step",
+                "dense"
+            ]
+        );
+        // d = 32, E = 64, N = 16, R = 2, conv 4 (Mamba's reference block, without biases on
+        // the input and output maps).
+        let (d, e, n, r, k) = (32, 64, 16, 2, 4);
+        let block = d + 2 * e * d + e * k + e + (r + 2 * n) * e + e * r + e + e * n + e + d * e;
+        let expected = (d * 5 + d) + 2 * block + d + (d + 1);
+        let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
+        assert_eq!(count, expected);
+        for bad in [
+            "mamba:32,0,2,4,2",
+            "mamba:32,16,0,4,2",
+            "mamba:32,16,2,0,2",
+            "mamba:32,16,2,4,0",
+            "mamba:32,16,2,4",
+        ] {
             assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
         }
     }

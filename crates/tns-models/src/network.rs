@@ -50,6 +50,7 @@ enum CandleLayer {
     /// An RMSNorm's gain.
     RmsNorm(Tensor),
     S4dBlock(Box<S4dBlock>),
+    MambaBlock(Box<MambaBlock>),
 }
 
 /// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (Candle's composite, differentiable).
@@ -260,6 +261,79 @@ impl S4dBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let z = s4d_convolve(&rms_norm(x, &self.norm)?, &self.modes, &self.lags)?;
         Ok((x + self.out.forward(&z.silu()?)?)?)
+    }
+}
+
+/// A residual Mamba block ([`Layer::MambaBlock`]); its scan is the fused op
+/// [`crate::fused::selective_scan`].
+#[derive(Debug, Clone)]
+struct MambaBlock {
+    dims: tns_model::mamba::MambaDims,
+    norm: Tensor,
+    input: Tensor,
+    /// Taps `[E, conv]` and bias `[E]`.
+    conv: Tensor,
+    conv_bias: Tensor,
+    x_proj: Tensor,
+    dt: Linear,
+    a_log: Tensor,
+    skip: Tensor,
+    out: Tensor,
+}
+
+/// `ln(1 + eˣ)` as `max(x, 0) + ln(1 + e^{−|x|})` (no overflow for large `x`).
+fn softplus(x: &Tensor) -> Result<Tensor, ModelError> {
+    Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+impl MambaBlock {
+    fn new(node: &LayerNode, vb: &VarBuilder) -> Result<Self, ModelError> {
+        let dims = node
+            .mamba_dims()
+            .ok_or_else(|| ModelError::Config(format!("layer {} is not Mamba", node.name)))?;
+        let (d, e, n, r) = (dims.d_model, dims.inner, dims.state, dims.rank);
+        Ok(Self {
+            dims,
+            norm: vb.get(d, "norm.weight")?,
+            input: vb.get((2 * e, d), "in.weight")?,
+            conv: vb.get((e, dims.conv), "conv.weight")?,
+            conv_bias: vb.get(e, "conv.bias")?,
+            x_proj: vb.get((r + 2 * n, e), "x.weight")?,
+            dt: candle_nn::linear(r, e, vb.pp("dt"))?,
+            a_log: vb.get((e, n), "a_log")?,
+            skip: vb.get(e, "skip")?,
+            out: vb.get((d, e), "out.weight")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let (e, n, r, k) = (
+            self.dims.inner,
+            self.dims.state,
+            self.dims.rank,
+            self.dims.conv,
+        );
+        let steps = x.dim(1)?;
+        let project = |x: &Tensor, w: &Tensor| x.broadcast_matmul(&w.t()?);
+        let xz = project(&rms_norm(x, &self.norm)?, &self.input)?;
+        let (v, z) = (xz.narrow(2, 0, e)?, xz.narrow(2, e, e)?);
+        // The causal depthwise convolution: tap j reads row t − (k − 1 − j).
+        let padded = v.pad_with_zeros(1, k - 1, 0)?;
+        let mut convolved = self.conv_bias.clone();
+        for tap in 0..k {
+            let w = self.conv.narrow(1, tap, 1)?.squeeze(1)?;
+            convolved = padded
+                .narrow(1, tap, steps)?
+                .broadcast_mul(&w)?
+                .broadcast_add(&convolved)?;
+        }
+        let v = convolved.silu()?;
+        let dbc = project(&v, &self.x_proj)?;
+        let delta = softplus(&self.dt.forward(&dbc.narrow(2, 0, r)?.contiguous()?)?)?;
+        let (b, c) = (dbc.narrow(2, r, n)?, dbc.narrow(2, r + n, n)?);
+        let a = self.a_log.exp()?.neg()?;
+        let o = crate::fused::selective_scan(&delta, &v, &a, &b, &c, &self.skip)?;
+        Ok((x + project(&(o * z.silu()?)?, &self.out)?)?)
     }
 }
 
@@ -493,6 +567,7 @@ impl CandleLayer {
             )?)),
             Layer::RmsNorm => Self::RmsNorm(vb.get(node.input.channels(), "weight")?),
             Layer::S4dBlock { state } => Self::S4dBlock(Box::new(S4dBlock::new(node, &vb, state)?)),
+            Layer::MambaBlock { .. } => Self::MambaBlock(Box::new(MambaBlock::new(node, &vb)?)),
         })
     }
 
@@ -551,6 +626,7 @@ impl CandleLayer {
             Self::TransformerBlock(block) => block.forward(x)?,
             Self::RmsNorm(gain) => rms_norm(x, gain)?,
             Self::S4dBlock(block) => block.forward(x)?,
+            Self::MambaBlock(block) => block.forward(x)?,
             Self::Gru {
                 w_ih,
                 w_hh,
@@ -594,6 +670,12 @@ impl Network {
                     Init::One => vec![1.0; n],
                     Init::LogUniform(low, high) => (0..n)
                         .map(|_| rng.random_range(low.ln()..high.ln()))
+                        .collect(),
+                    Init::SoftplusInverseLogUniform(low, high) => (0..n)
+                        .map(|_| {
+                            let step = f64::from(rng.random_range(low.ln()..high.ln())).exp();
+                            tns_model::mamba::softplus_inverse(step) as f32
+                        })
                         .collect(),
                     Init::S4dReal => {
                         let states = p.shape.last().copied().unwrap_or(1).max(1);

@@ -768,6 +768,7 @@ fn lower_layer(
         }
         Layer::RmsNorm => rms_norm(g, tensors, input, name)?,
         Layer::S4dBlock { .. } => s4d_block(g, node, input, tensors)?,
+        Layer::MambaBlock { .. } => mamba_block(g, node, input, tensors)?,
         Layer::TransformerBlock {
             heads, kv_heads, ..
         } => transformer_block(g, node, input, tensors, heads, kv_heads)?,
@@ -1085,6 +1086,174 @@ fn s4d_block(
         vec![],
     );
     Ok(g.node("Add", &[input, &projected], &format!("{name}.out"), vec![]))
+}
+
+/// `x[…, start..end]` along `axis`.
+fn slice(
+    g: &mut GraphBuilder,
+    x: &str,
+    axis: i64,
+    (start, end): (usize, usize),
+    out: &str,
+) -> String {
+    let starts = g.constant_i64(&format!("{out}.start"), vec![start as i64]);
+    let ends = g.constant_i64(&format!("{out}.end"), vec![end as i64]);
+    let axes = g.constant_i64(&format!("{out}.axis"), vec![axis]);
+    g.node("Slice", &[x, &starts, &ends, &axes], out, vec![])
+}
+
+/// `x` reshaped to `shape` (0 keeps the batch).
+fn reshape(g: &mut GraphBuilder, x: &str, shape: Vec<i64>, out: &str) -> String {
+    let shape = g.constant_i64(&format!("{out}.shape"), shape);
+    g.node("Reshape", &[x, &shape], out, vec![])
+}
+
+/// `x ⊙ σ(x)`.
+fn silu(g: &mut GraphBuilder, x: &str, out: &str) -> String {
+    let gate = g.node("Sigmoid", &[x], &format!("{out}.sigmoid"), vec![]);
+    g.node("Mul", &[x, &gate], out, vec![])
+}
+
+/// A Mamba block ([`Layer::MambaBlock`]) on `[batch, L, d]`: the maps as `MatMul`, the
+/// convolution as a depthwise causal `Conv`, `Δ` through `Softplus`, the decays
+/// `exp(Δ A)` and inputs `Δ B v` of every step computed at once (`[batch, L, E, N]`), and the
+/// recurrence `h ← decay ⊙ h + input`, `o = h C` as a `Scan` over the steps.
+fn mamba_block(
+    g: &mut GraphBuilder,
+    node: &LayerNode,
+    input: &str,
+    tensors: &[NamedTensor],
+) -> Result<String, ExportError> {
+    let name = &node.name;
+    let m = node
+        .mamba_dims()
+        .ok_or_else(|| ExportError::Model(format!("layer {name} is not a Mamba block")))?;
+    let (e, n, r, k) = (m.inner, m.state, m.rank, m.conv);
+    let steps = node.input.len() / m.d_model.max(1);
+    let l = steps as i64;
+    let part = |p: &str| weights(tensors, &format!("{name}.{p}"));
+    let normed = rms_norm(g, tensors, input, &format!("{name}.norm"))?;
+    let xz = times_transposed(g, tensors, &format!("{name}.in.weight"), &normed)?;
+    let v = slice(g, &xz, 2, (0, e), &format!("{name}.v"));
+    let z = slice(g, &xz, 2, (e, 2 * e), &format!("{name}.z"));
+    let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
+    let by_channel = g.node("Transpose", &[&v], &format!("{name}.v_by_channel"), perm());
+    let taps = part("conv.weight")?;
+    let w = g.constant(&format!("{name}.conv.W"), &[e, 1, k], taps.data.clone());
+    let b = g.constant(
+        &format!("{name}.conv.B"),
+        &[e],
+        part("conv.bias")?.data.clone(),
+    );
+    let convolved = g.node(
+        "Conv",
+        &[&by_channel, &w, &b],
+        &format!("{name}.conv.out"),
+        vec![
+            Attr::Int("group", e as i64),
+            Attr::Ints("pads", vec![k as i64 - 1, 0]),
+            Attr::Ints("kernel_shape", vec![k as i64]),
+        ],
+    );
+    let convolved = g.node(
+        "Transpose",
+        &[&convolved],
+        &format!("{name}.conv.rows"),
+        perm(),
+    );
+    let vc = silu(g, &convolved, &format!("{name}.vc"));
+    let dbc = times_transposed(g, tensors, &format!("{name}.x.weight"), &vc)?;
+    let low = slice(g, &dbc, 2, (0, r), &format!("{name}.dt_low"));
+    let bm = slice(g, &dbc, 2, (r, r + n), &format!("{name}.b"));
+    let cm = slice(g, &dbc, 2, (r + n, r + 2 * n), &format!("{name}.c"));
+    let delta = times_transposed(g, tensors, &format!("{name}.dt.weight"), &low)?;
+    let dt_bias = part("dt.bias")?;
+    let dt_bias = g.constant(&format!("{name}.dt.B"), &[e], dt_bias.data.clone());
+    let delta = g.node(
+        "Add",
+        &[&delta, &dt_bias],
+        &format!("{name}.dt_pre"),
+        vec![],
+    );
+    let delta = g.node("Softplus", &[&delta], &format!("{name}.delta"), vec![]);
+    let a: Vec<f32> = part("a_log")?
+        .data
+        .iter()
+        .map(|&x| -f64::from(x).exp() as f32)
+        .collect();
+    let a = g.constant(&format!("{name}.A"), &[e, n], a);
+    let delta4 = reshape(
+        g,
+        &delta,
+        vec![0, l, e as i64, 1],
+        &format!("{name}.delta4"),
+    );
+    let scaled = g.node("Mul", &[&delta4, &a], &format!("{name}.delta_a"), vec![]);
+    let decays = g.node("Exp", &[&scaled], &format!("{name}.decays"), vec![]);
+    let dv = g.node("Mul", &[&delta, &vc], &format!("{name}.delta_v"), vec![]);
+    let dv = reshape(g, &dv, vec![0, l, e as i64, 1], &format!("{name}.delta_v4"));
+    let bm = reshape(g, &bm, vec![0, l, 1, n as i64], &format!("{name}.b4"));
+    let pushes = g.node("Mul", &[&dv, &bm], &format!("{name}.pushes"), vec![]);
+    let cm = reshape(g, &cm, vec![0, l, n as i64, 1], &format!("{name}.c4"));
+    // The zero start state [batch, E, N], shaped from the first step's decays.
+    let first = slice(g, &decays, 1, (0, 1), &format!("{name}.first"));
+    let zero = g.constant(&format!("{name}.zero"), &[1], vec![0.0]);
+    let start = g.node("Mul", &[&first, &zero], &format!("{name}.start4"), vec![]);
+    let start = reshape(
+        g,
+        &start,
+        vec![0, e as i64, n as i64],
+        &format!("{name}.h0"),
+    );
+    let body = scan_body(name, e, n);
+    let (last, outputs) = (format!("{name}.h_last"), format!("{name}.scan_out"));
+    g.node_with_outputs(
+        "Scan",
+        &[&start, &decays, &pushes, &cm],
+        &[&last, &outputs],
+        vec![
+            Attr::Graph("body", Box::new(body)),
+            Attr::Int("num_scan_inputs", 3),
+            Attr::Ints("scan_input_axes", vec![1, 1, 1]),
+            Attr::Ints("scan_output_axes", vec![1]),
+        ],
+    );
+    let o = reshape(g, &outputs, vec![0, l, e as i64], &format!("{name}.o_scan"));
+    let skip = g.constant(&format!("{name}.D"), &[e], part("skip")?.data.clone());
+    let skipped = g.node("Mul", &[&vc, &skip], &format!("{name}.skipped"), vec![]);
+    let o = g.node("Add", &[&o, &skipped], &format!("{name}.o"), vec![]);
+    let gate = silu(g, &z, &format!("{name}.z_silu"));
+    let gated = g.node("Mul", &[&o, &gate], &format!("{name}.gated"), vec![]);
+    let projected = times_transposed(g, tensors, &format!("{name}.out.weight"), &gated)?;
+    Ok(g.node("Add", &[input, &projected], &format!("{name}.out"), vec![]))
+}
+
+/// One step of a Mamba block's scan: state `h` `[batch, E, N]`, decays and pushes
+/// `[batch, E, N]`, read-out `c` `[batch, N, 1]` → `h' = decay ⊙ h + push`, `o = h' c`
+/// (`[batch, E, 1]`).
+fn scan_body(name: &str, e: usize, n: usize) -> GraphProto {
+    let mut body = GraphBuilder::default();
+    let io = |what: &str| format!("{name}.scan.{what}");
+    let decayed = body.node("Mul", &[&io("decay"), &io("h")], &io("decayed"), vec![]);
+    body.node("Add", &[&decayed, &io("push")], &io("h_next"), vec![]);
+    body.node("MatMul", &[&io("h_next"), &io("c")], &io("o"), vec![]);
+    let state = [Dim::Batch, Dim::Fixed(e), Dim::Fixed(n)];
+    let info = |what: &str, shape: &[Dim]| value_info(&io(what), DataType::Float, shape, "");
+    GraphProto {
+        name: Some(io("body")),
+        node: body.nodes,
+        input: vec![
+            info("h", &state),
+            info("decay", &state),
+            info("push", &state),
+            info("c", &[Dim::Batch, Dim::Fixed(n), Dim::Fixed(1)]),
+        ],
+        output: vec![
+            info("h_next", &state),
+            info("o", &[Dim::Batch, Dim::Fixed(e), Dim::Fixed(1)]),
+        ],
+        ..Default::default()
+    }
 }
 
 /// A transformer block ([`Layer::TransformerBlock`]) on tokens `[batch, P, d]`: RMSNorm and

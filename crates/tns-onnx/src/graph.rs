@@ -3,7 +3,8 @@
 //! `prost` encodes the messages.
 
 use crate::proto::{
-    AttributeProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
     attribute_proto::AttributeType,
     tensor_proto::DataType,
     tensor_shape_proto::{Dimension, dimension},
@@ -31,6 +32,8 @@ pub(crate) struct GraphBuilder {
 pub(crate) enum Attr<'a> {
     Int(&'a str, i64),
     Ints(&'a str, Vec<i64>),
+    /// A subgraph (a `Scan`'s body).
+    Graph(&'a str, Box<GraphProto>),
 }
 
 fn dims(shape: &[usize]) -> Vec<i64> {
@@ -107,6 +110,12 @@ fn attribute(a: Attr) -> AttributeProto {
             name: Some(name.to_string()),
             r#type: Some(AttributeType::Ints as i32),
             ints: v,
+            ..Default::default()
+        },
+        Attr::Graph(name, g) => AttributeProto {
+            name: Some(name.to_string()),
+            r#type: Some(AttributeType::Graph as i32),
+            g: Some(*g),
             ..Default::default()
         },
     }

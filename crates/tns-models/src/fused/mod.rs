@@ -20,6 +20,7 @@
 
 mod gru;
 mod lstm;
+mod scan;
 
 use std::marker::PhantomData;
 
@@ -29,6 +30,7 @@ use rayon::prelude::*;
 
 pub use gru::Gru;
 pub use lstm::Lstm;
+pub use scan::selective_scan;
 
 /// Rows of the batch per parallel shard. Fixed (not derived from the thread count) so that the
 /// order of every floating-point sum is the same on any machine.
@@ -117,6 +119,8 @@ pub trait Real: Float + Send + Sync + 'static {
     fn sigmoid_in_place(xs: &mut [Self]);
     /// `xs[i] ← tanh(xs[i])`.
     fn tanh_in_place(xs: &mut [Self]);
+    /// `xs[i] ← e^{xs[i]}`.
+    fn exp_in_place(xs: &mut [Self]);
 }
 
 impl Real for f32 {
@@ -126,6 +130,9 @@ impl Real for f32 {
     fn tanh_in_place(xs: &mut [Self]) {
         tns_engine::tanh_in_place(xs);
     }
+    fn exp_in_place(xs: &mut [Self]) {
+        tns_engine::exp_in_place(xs);
+    }
 }
 
 impl Real for f64 {
@@ -134,6 +141,9 @@ impl Real for f64 {
     }
     fn tanh_in_place(xs: &mut [Self]) {
         xs.iter_mut().for_each(|x| *x = x.tanh());
+    }
+    fn exp_in_place(xs: &mut [Self]) {
+        xs.iter_mut().for_each(|x| *x = x.exp());
     }
 }
 

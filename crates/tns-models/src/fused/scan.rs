@@ -1,0 +1,512 @@
+//! Mamba's selective scan as one Candle op with a hand-written backward pass.
+//!
+//! Per sequence and inner channel `e`, from a zero state, `h_t = exp(Δ_t A_e) ⊙ h_{t−1} +
+//! Δ_t B_t v_t` (`N` modes) and `o_t = C_t · h_t + D_e v_t`. The op runs it as the plain
+//! recurrence over time, fused (no per-step graph nodes), rows of the batch in parallel in
+//! fixed shards of [`SHARD_ROWS`](super::SHARD_ROWS). It is not a parallel prefix scan:
+//! on a CPU's few cores the sequential loop, vectorized over the modes, already does the
+//! least work (`O(L·E·N)`), and the batch gives the parallelism. The backward pass recomputes
+//! each row's states (nothing is kept between the passes) and runs the recurrence backwards.
+//! The weight gradients (`A`, `D`) are summed in shard order, so a result does not depend on
+//! the number of threads.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{Real, SHARD_ROWS, contiguous};
+
+/// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
+/// `[B, L, N]` and `skip` (`D`) `[E]` → `o` `[B, L, E]`. All f32 or all f64.
+pub fn selective_scan(
+    delta: &Tensor,
+    v: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    skip: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let inputs = Tensor::cat(&[delta, v], 2)?.contiguous()?;
+    let modes = Tensor::cat(&[b, c], 2)?.contiguous()?;
+    let params = Tensor::cat(&[&a.flatten_all()?, skip], 0)?.contiguous()?;
+    inputs.apply_op3(&modes, &params, SelectiveScan)
+}
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    batch: usize,
+    steps: usize,
+    inner: usize,
+    state: usize,
+}
+
+impl Dims {
+    fn of(inputs: &Shape, modes: &Shape, params: &Shape) -> candle_core::Result<Self> {
+        let (batch, steps, twice_inner) = inputs.dims3()?;
+        let (b2, s2, twice_state) = modes.dims3()?;
+        let (inner, state) = (twice_inner / 2, twice_state / 2);
+        if b2 != batch
+            || s2 != steps
+            || twice_inner != 2 * inner
+            || twice_state != 2 * state
+            || params.elem_count() != inner * state + inner
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "selective scan: [Δ | v] {inputs:?}, [B | C] {modes:?} and [A | D] {params:?} do not fit (expected [B, L, 2E], [B, L, 2N], [E·N + E])"
+            )));
+        }
+        Ok(Self {
+            batch,
+            steps,
+            inner,
+            state,
+        })
+    }
+}
+
+/// One row forward: writes `o` `[L, E]`; with `trace`, each step's decays and states
+/// (`[L, E, N]` each).
+fn forward_row<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    d: Dims,
+    o: &mut [T],
+    mut trace: Option<(&mut [T], &mut [T])>,
+) {
+    let (e_n, n) = (d.inner * d.state, d.state);
+    let (a, skip) = params.split_at(e_n);
+    let mut h = vec![T::zero(); e_n];
+    let mut decay = vec![T::zero(); e_n];
+    for t in 0..d.steps {
+        let (delta, v) = inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at(d.inner);
+        let (b, c) = modes[t * 2 * n..(t + 1) * 2 * n].split_at(n);
+        for (e, row) in decay.chunks_exact_mut(n.max(1)).enumerate() {
+            for (x, &ai) in row.iter_mut().zip(&a[e * n..(e + 1) * n]) {
+                *x = delta[e] * ai;
+            }
+        }
+        T::exp_in_place(&mut decay);
+        for e in 0..d.inner {
+            let dv = delta[e] * v[e];
+            let mut acc = skip[e] * v[e];
+            for k in 0..n {
+                let i = e * n + k;
+                h[i] = decay[i] * h[i] + dv * b[k];
+                acc = acc + c[k] * h[i];
+            }
+            o[t * d.inner + e] = acc;
+        }
+        if let Some((decays, states)) = trace.as_mut() {
+            decays[t * e_n..(t + 1) * e_n].copy_from_slice(&decay);
+            states[t * e_n..(t + 1) * e_n].copy_from_slice(&h);
+        }
+    }
+}
+
+/// One row backward from `g` (`dLoss/do`, `[L, E]`): writes the row's `[dΔ | dv]` and
+/// `[dB | dC]` and adds `[dA | dD]` to `d_params`.
+#[allow(clippy::too_many_arguments)]
+fn backward_row<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    g: &[T],
+    d: Dims,
+    d_inputs: &mut [T],
+    d_modes: &mut [T],
+    d_params: &mut [T],
+) {
+    let (e_n, n) = (d.inner * d.state, d.state);
+    let mut decays = vec![T::zero(); d.steps * e_n];
+    let mut states = vec![T::zero(); d.steps * e_n];
+    let mut o = vec![T::zero(); d.steps * d.inner];
+    forward_row(
+        inputs,
+        modes,
+        params,
+        d,
+        &mut o,
+        Some((&mut decays, &mut states)),
+    );
+    let (a, skip) = params.split_at(e_n);
+    let (d_a, d_skip) = d_params.split_at_mut(e_n);
+    let mut dh = vec![T::zero(); e_n];
+    for t in (0..d.steps).rev() {
+        let (delta, v) = inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at(d.inner);
+        let (b, c) = modes[t * 2 * n..(t + 1) * 2 * n].split_at(n);
+        let (d_delta, d_v) = d_inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at_mut(d.inner);
+        let (d_b, d_c) = d_modes[t * 2 * n..(t + 1) * 2 * n].split_at_mut(n);
+        for e in 0..d.inner {
+            let gy = g[t * d.inner + e];
+            let mut gv = gy * skip[e];
+            d_skip[e] = d_skip[e] + gy * v[e];
+            let mut gd = T::zero();
+            for k in 0..n {
+                let i = e * n + k;
+                let decay = decays[t * e_n + i];
+                let before = if t > 0 {
+                    states[(t - 1) * e_n + i]
+                } else {
+                    T::zero()
+                };
+                // The state's whole gradient: through the read-out now and the next step.
+                let gh = dh[i] + gy * c[k];
+                d_c[k] = d_c[k] + gy * states[t * e_n + i];
+                // h_t = decay · h_{t−1} + Δ B v, decay = exp(Δ A).
+                let g_decay = gh * before * decay;
+                gd = gd + g_decay * a[i] + gh * b[k] * v[e];
+                d_a[i] = d_a[i] + g_decay * delta[e];
+                d_b[k] = d_b[k] + gh * delta[e] * v[e];
+                gv = gv + gh * delta[e] * b[k];
+                dh[i] = gh * decay;
+            }
+            d_delta[e] = gd;
+            d_v[e] = gv;
+        }
+    }
+}
+
+fn forward<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims) -> Vec<T> {
+    let mut o = vec![T::zero(); d.batch * d.steps * d.inner];
+    let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
+    o.par_chunks_mut((d.steps * d.inner).max(1))
+        .enumerate()
+        .for_each(|(r, row)| {
+            forward_row(
+                &inputs[r * per_in..(r + 1) * per_in],
+                &modes[r * per_modes..(r + 1) * per_modes],
+                params,
+                d,
+                row,
+                None,
+            );
+        });
+    o
+}
+
+fn backward<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    g: &[T],
+    d: Dims,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (per_in, per_modes, per_out) = (
+        (d.steps * 2 * d.inner).max(1),
+        (d.steps * 2 * d.state).max(1),
+        d.steps * d.inner,
+    );
+    let mut d_inputs = vec![T::zero(); inputs.len()];
+    let mut d_modes = vec![T::zero(); modes.len()];
+    let partials: Vec<Vec<T>> = d_inputs
+        .par_chunks_mut(SHARD_ROWS * per_in)
+        .zip(d_modes.par_chunks_mut(SHARD_ROWS * per_modes))
+        .enumerate()
+        .map(|(shard, (di, dm))| {
+            let mut d_params = vec![T::zero(); params.len()];
+            for (j, (di, dm)) in di
+                .chunks_exact_mut(per_in)
+                .zip(dm.chunks_exact_mut(per_modes))
+                .enumerate()
+            {
+                let r = shard * SHARD_ROWS + j;
+                backward_row(
+                    &inputs[r * per_in..(r + 1) * per_in],
+                    &modes[r * per_modes..(r + 1) * per_modes],
+                    params,
+                    &g[r * per_out..(r + 1) * per_out],
+                    d,
+                    di,
+                    dm,
+                    &mut d_params,
+                );
+            }
+            d_params
+        })
+        .collect();
+    let mut d_params = vec![T::zero(); params.len()];
+    for partial in partials {
+        for (sum, p) in d_params.iter_mut().zip(partial) {
+            *sum = *sum + p;
+        }
+    }
+    (d_inputs, d_modes, d_params)
+}
+
+/// The op on `([Δ | v], [B | C], [A | D])`.
+struct SelectiveScan;
+
+impl CustomOp3 for SelectiveScan {
+    fn name(&self) -> &'static str {
+        "selective-scan"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
+        let shape = Shape::from((d.batch, d.steps, d.inner));
+        match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(m), CpuStorage::F32(p)) => {
+                let (x, m, p) = (contiguous(x, l1)?, contiguous(m, l2)?, contiguous(p, l3)?);
+                Ok((CpuStorage::F32(forward(x, m, p, d)), shape))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(m), CpuStorage::F64(p)) => {
+                let (x, m, p) = (contiguous(x, l1)?, contiguous(m, l2)?, contiguous(p, l3)?);
+                Ok((CpuStorage::F64(forward(x, m, p, d)), shape))
+            }
+            _ => Err(candle_core::Error::Msg(
+                "selective scan: inputs must all be f32 or all f64".into(),
+            )),
+        }
+    }
+
+    fn bwd(
+        &self,
+        inputs: &Tensor,
+        modes: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = Dims::of(inputs.shape(), modes.shape(), params.shape())?;
+        let device = inputs.device();
+        let flat = |t: &Tensor| t.flatten_all();
+        macro_rules! run {
+            ($t:ty) => {{
+                let (x, m, p, g) = (
+                    flat(inputs)?.to_vec1::<$t>()?,
+                    flat(modes)?.to_vec1::<$t>()?,
+                    flat(params)?.to_vec1::<$t>()?,
+                    flat(&grad_res.to_dtype(inputs.dtype())?)?.to_vec1::<$t>()?,
+                );
+                let (dx, dm, dp) = backward::<$t>(&x, &m, &p, &g, d);
+                (
+                    Tensor::from_vec(dx, inputs.shape(), device)?,
+                    Tensor::from_vec(dm, modes.shape(), device)?,
+                    Tensor::from_vec(dp, params.shape(), device)?,
+                )
+            }};
+        }
+        let (dx, dm, dp) = match inputs.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            other => {
+                return Err(candle_core::Error::Msg(format!(
+                    "selective scan: no backward for {other:?}"
+                )));
+            }
+        };
+        Ok((Some(dx), Some(dm), Some(dp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// A small case: `(delta, v, a, b, c, skip)` as f64 vectors and `(B, L, E, N)`.
+    fn case() -> ([Vec<f64>; 6], (usize, usize, usize, usize)) {
+        let (batch, steps, inner, state) = (3, 17, 4, 3);
+        let wave = |n: usize, k: usize, scale: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| ((i * k % 23) as f64 - 11.0) / 11.0 * scale)
+                .collect()
+        };
+        let delta = wave(batch * steps * inner, 7, 0.5)
+            .iter()
+            .map(|x| 0.05 + x.abs())
+            .collect();
+        let a = (0..inner * state)
+            .map(|i| -((i % state) as f64 + 1.0) * (1.0 + 0.1 * (i / state) as f64))
+            .collect();
+        (
+            [
+                delta,
+                wave(batch * steps * inner, 5, 1.5),
+                a,
+                wave(batch * steps * state, 3, 1.0),
+                wave(batch * steps * state, 13, 1.0),
+                wave(inner, 9, 1.0),
+            ],
+            (batch, steps, inner, state),
+        )
+    }
+
+    /// The scan as a plain loop over rows, steps, channels and modes, with `exp` from the
+    /// standard library.
+    fn plain(
+        x: &[Vec<f64>; 6],
+        (batch, steps, inner, state): (usize, usize, usize, usize),
+    ) -> Vec<f64> {
+        let [delta, v, a, b, c, skip] = x;
+        let mut o = vec![0.0; batch * steps * inner];
+        for r in 0..batch {
+            let mut h = vec![0.0; inner * state];
+            for t in 0..steps {
+                for e in 0..inner {
+                    let at = (r * steps + t) * inner + e;
+                    let mut acc = skip[e] * v[at];
+                    for n in 0..state {
+                        let i = e * state + n;
+                        let bt = (r * steps + t) * state + n;
+                        h[i] = (delta[at] * a[i]).exp() * h[i] + delta[at] * b[bt] * v[at];
+                        acc += c[bt] * h[i];
+                    }
+                    o[at] = acc;
+                }
+            }
+        }
+        o
+    }
+
+    fn vars(
+        x: &[Vec<f64>; 6],
+        (batch, steps, inner, state): (usize, usize, usize, usize),
+    ) -> Vec<Var> {
+        let cpu = &Device::Cpu;
+        vec![
+            Var::from_slice(&x[0], (batch, steps, inner), cpu).unwrap(),
+            Var::from_slice(&x[1], (batch, steps, inner), cpu).unwrap(),
+            Var::from_slice(&x[2], (inner, state), cpu).unwrap(),
+            Var::from_slice(&x[3], (batch, steps, state), cpu).unwrap(),
+            Var::from_slice(&x[4], (batch, steps, state), cpu).unwrap(),
+            Var::from_slice(&x[5], inner, cpu).unwrap(),
+        ]
+    }
+
+    fn scan(v: &[Var]) -> Tensor {
+        selective_scan(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]).unwrap()
+    }
+
+    #[test]
+    fn the_scan_matches_a_plain_loop() {
+        let (x, dims) = case();
+        let want = plain(&x, dims);
+        let got = scan(&vars(&x, dims))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{g} vs {w}");
+        }
+        // In f32 too, with the engine's fast exponential.
+        let narrow: Vec<Tensor> = vars(&x, dims)
+            .iter()
+            .map(|v| v.as_tensor().to_dtype(DType::F32).unwrap())
+            .collect();
+        let got = selective_scan(
+            &narrow[0], &narrow[1], &narrow[2], &narrow[3], &narrow[4], &narrow[5],
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scan_gradients_match_finite_differences() {
+        let (x, dims) = case();
+        let weights: Vec<f64> = (0..dims.0 * dims.1 * dims.2)
+            .map(|i| ((i * 5 % 7) as f64 - 3.0) / 7.0)
+            .collect();
+        let loss_of = |x: &[Vec<f64>; 6]| -> f64 {
+            plain(x, dims)
+                .iter()
+                .zip(&weights)
+                .map(|(o, w)| o * w)
+                .sum()
+        };
+        let v = vars(&x, dims);
+        let w = Tensor::from_slice(&weights, (dims.0, dims.1, dims.2), &Device::Cpu).unwrap();
+        let grads = (scan(&v) * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (p, var) in v.iter().enumerate() {
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for (i, &g) in grad.iter().enumerate() {
+                let h = 1e-6;
+                let (mut up, mut down) = (x.clone(), x.clone());
+                up[p][i] += h;
+                down[p][i] -= h;
+                let numeric = (loss_of(&up) - loss_of(&down)) / (2.0 * h);
+                assert!(
+                    (g - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
+                    "input {p} entry {i}: backward {g}, finite difference {numeric}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_does_not_depend_on_the_thread_count() {
+        // More rows than one shard, so that the parameter gradients are summed over shards.
+        let cpu = &Device::Cpu;
+        let (batch, steps, inner, state) = (40, 9, 3, 2);
+        let t = |n: usize, k: usize, dims: &[usize]| {
+            let data: Vec<f32> = (0..n).map(|i| ((i * k % 19) as f32 - 9.0) / 19.0).collect();
+            Var::from_slice(&data, dims, cpu).unwrap()
+        };
+        let v = vec![
+            t(batch * steps * inner, 3, &[batch, steps, inner]),
+            t(batch * steps * inner, 7, &[batch, steps, inner]),
+            t(inner * state, 5, &[inner, state]),
+            t(batch * steps * state, 11, &[batch, steps, state]),
+            t(batch * steps * state, 13, &[batch, steps, state]),
+            t(inner, 2, &[inner]),
+        ];
+        let run = |threads: usize| -> Vec<Vec<f32>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let grads = scan(&v)
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                v.iter()
+                    .map(|x| {
+                        grads
+                            .get(x.as_tensor())
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1()
+                            .unwrap()
+                    })
+                    .collect()
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
