@@ -353,9 +353,9 @@ mod tests {
         for r in 0..batch {
             let mut h = vec![0.0; inner * state];
             for t in 0..steps {
-                for e in 0..inner {
+                for (e, &skip) in skip.iter().enumerate() {
                     let at = (r * steps + t) * inner + e;
-                    let mut acc = skip[e] * v[at];
+                    let mut acc = skip * v[at];
                     for n in 0..state {
                         let i = e * state + n;
                         let bt = (r * steps + t) * state + n;
