@@ -33,7 +33,7 @@ use tns_format::{FormatError, Manifest, load_model, read_model};
 use tns_model::{ConfigError, Forecast, InputError, NamedTensor, Pipeline, PipelineError};
 
 pub use kernels::{Isa, LANES, exp_in_place, sigmoid_in_place, tanh_in_place};
-pub use network::{NetworkPlan, NetworkScratch};
+pub use network::{NetworkPlan, NetworkScratch, NetworkStream};
 pub use session::Session;
 
 /// Errors of the engine.

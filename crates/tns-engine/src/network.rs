@@ -851,7 +851,6 @@ impl TransformerBlock {
 /// channel, no kernel of the window's length.
 #[derive(Debug, Clone)]
 struct S4dBlock {
-    steps: usize,
     width: usize,
     state: usize,
     norm: Vec<f32>,
@@ -879,7 +878,6 @@ impl S4dBlock {
         let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
         let width = node.input.channels();
         Ok(Self {
-            steps: node.input.len() / width.max(1),
             width,
             state,
             norm: part("norm.weight")?.clone(),
@@ -896,52 +894,55 @@ impl S4dBlock {
         })
     }
 
-    /// Values of scratch per sequence: the normalized rows, the state-space outputs and the
-    /// state.
-    fn scratch_len(&self) -> usize {
-        2 * self.steps * self.width + self.width * self.state
+    /// Values of work space per sequence for one step: the normalized row and the
+    /// state-space output.
+    fn work_len(&self) -> usize {
+        2 * self.width
     }
 
+    /// Values of carried state per sequence: every mode of every channel.
+    fn state_len(&self) -> usize {
+        self.width * self.state
+    }
+
+    /// One row `x` → `y` (`[channel, lane]`), advancing `state` (`[channel, mode, lane]`):
+    /// what a window runs for each of its rows from a zero state, and a stream for each
+    /// new row.
     #[inline(always)]
-    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+    fn step<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        state: &mut [f32],
+        work: &mut [f32],
+        quant: &mut QuantScratch,
+    ) {
         let n = W::N;
         let (d, modes) = (self.width, self.state);
-        let mut buffer = std::mem::take(&mut s.ssm);
-        let (normed, rest) = buffer.split_at_mut(self.steps * d * n);
-        let (z, rest) = rest.split_at_mut(self.steps * d * n);
-        let state = &mut rest[..d * modes * n];
-        state.fill(0.0);
-        rms_norm(x, normed, d, n, &self.norm);
-        for (u, zt) in normed.chunks_exact(d * n).zip(z.chunks_exact_mut(d * n)) {
-            for ch in 0..d {
-                let (u, zc) = (&u[ch * n..(ch + 1) * n], &mut zt[ch * n..(ch + 1) * n]);
-                for (o, &v) in zc.iter_mut().zip(u) {
-                    *o = self.skip[ch] * v;
-                }
-                for i in ch * modes..(ch + 1) * modes {
-                    let (a, b, c) = (self.a_bar[i], self.b_bar[i], self.c[i]);
-                    let si = &mut state[i * n..(i + 1) * n];
-                    for ((sv, &v), o) in si.iter_mut().zip(u).zip(zc.iter_mut()) {
-                        *sv = K::mul_add(a, *sv, b * v);
-                        *o = K::mul_add(c, *sv, *o);
-                    }
+        let (u, rest) = work.split_at_mut(d * n);
+        let z = &mut rest[..d * n];
+        rms_norm(x, u, d, n, &self.norm);
+        for ch in 0..d {
+            let (u, zc) = (&u[ch * n..(ch + 1) * n], &mut z[ch * n..(ch + 1) * n]);
+            for (o, &v) in zc.iter_mut().zip(u) {
+                *o = self.skip[ch] * v;
+            }
+            for i in ch * modes..(ch + 1) * modes {
+                let (a, b, c) = (self.a_bar[i], self.b_bar[i], self.c[i]);
+                let si = &mut state[i * n..(i + 1) * n];
+                for ((sv, &v), o) in si.iter_mut().zip(u).zip(zc.iter_mut()) {
+                    *sv = K::mul_add(a, *sv, b * v);
+                    *o = K::mul_add(c, *sv, *o);
                 }
             }
-            for v in zt.iter_mut() {
-                *v *= sigmoid::<K>(*v);
-            }
         }
-        for ((zt, yt), xt) in z
-            .chunks_exact(d * n)
-            .zip(y.chunks_exact_mut(d * n))
-            .zip(x.chunks_exact(d * n))
-        {
-            W::dense::<K>(&self.out, zt, yt, &mut s.quant);
-            for (o, &v) in yt.iter_mut().zip(xt) {
-                *o += v;
-            }
+        for v in z.iter_mut() {
+            *v *= sigmoid::<K>(*v);
         }
-        s.ssm = buffer;
+        W::dense::<K>(&self.out, z, y, quant);
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o += v;
+        }
     }
 }
 
@@ -949,7 +950,6 @@ impl S4dBlock {
 /// the last `conv` rows of the input map, the scan carries `[E, N]` states.
 #[derive(Debug, Clone)]
 struct MambaBlock {
-    steps: usize,
     dims: tns_model::mamba::MambaDims,
     norm: Vec<f32>,
     input: Dense,
@@ -974,7 +974,6 @@ impl MambaBlock {
             Ok(tensor(tensors, &name(p))?.data.clone())
         };
         Ok(Self {
-            steps: node.input.len() / dims.d_model.max(1),
             dims,
             norm: part("norm.weight")?,
             input: Dense::unbiased(tensors, &name("in.weight"), int8)?,
@@ -991,107 +990,134 @@ impl MambaBlock {
         })
     }
 
-    /// Values of scratch per sequence: the normalized rows, the input map of every row, then
-    /// one step's convolution, `[δ, B, C]`, `Δ`, gated output, states and decays.
-    fn scratch_len(&self) -> usize {
+    /// Values of work space per sequence for one step: the normalized row, the input map,
+    /// the convolution, `[δ, B, C]`, `Δ`, the gated output and the decays.
+    fn work_len(&self) -> usize {
         let m = self.dims;
-        self.steps * (m.d_model + 2 * m.inner)
-            + (m.rank + 2 * m.state)
-            + 3 * m.inner
-            + 2 * m.inner * m.state
+        m.d_model + 5 * m.inner + (m.rank + 2 * m.state) + m.inner * m.state
     }
 
+    /// Values of carried state per sequence: the scan's `[E, N]` and the last `conv − 1` rows
+    /// the convolution reads (`[conv − 1, E]`, oldest first).
+    fn state_len(&self) -> usize {
+        let m = self.dims;
+        m.inner * m.state + (m.conv - 1) * m.inner
+    }
+
+    /// One row `x` → `y` (`[channel, lane]`), advancing `state` (see [`Self::state_len`]).
     #[inline(always)]
-    fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+    fn step<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        state: &mut [f32],
+        work: &mut [f32],
+        quant: &mut QuantScratch,
+    ) {
         let n = W::N;
         let m = self.dims;
         let (d, e, modes, k) = (m.d_model, m.inner, m.state, m.conv);
-        let mut buffer = std::mem::take(&mut s.ssm);
-        let (normed, rest) = buffer.split_at_mut(self.steps * d * n);
-        let (mapped, rest) = rest.split_at_mut(self.steps * 2 * e * n);
+        let (h, history) = state.split_at_mut(e * modes * n);
+        let history = &mut history[..(k - 1) * e * n];
+        let (normed, rest) = work.split_at_mut(d * n);
+        let (xz, rest) = rest.split_at_mut(2 * e * n);
         let (convolved, rest) = rest.split_at_mut(e * n);
         let (dbc, rest) = rest.split_at_mut((m.rank + 2 * modes) * n);
         let (delta, rest) = rest.split_at_mut(e * n);
         let (gated, rest) = rest.split_at_mut(e * n);
-        let (state, rest) = rest.split_at_mut(e * modes * n);
         let decay = &mut rest[..e * modes * n];
-        state.fill(0.0);
         rms_norm(x, normed, d, n, &self.norm);
-        for (u, xz) in normed
-            .chunks_exact(d * n)
-            .zip(mapped.chunks_exact_mut(2 * e * n))
-        {
-            W::dense::<K>(&self.input, u, xz, &mut s.quant);
-        }
-        for t in 0..self.steps {
-            // The causal depthwise convolution of the `v` half over the last `k` rows.
-            for ch in 0..e {
-                let out = &mut convolved[ch * n..(ch + 1) * n];
-                out.fill(self.conv_bias[ch]);
-                for tap in (k - 1).saturating_sub(t)..k {
-                    let row = t + tap + 1 - k;
-                    let w = self.conv[ch * k + tap];
-                    let v = &mapped[(row * 2 * e + ch) * n..(row * 2 * e + ch + 1) * n];
-                    for (o, &value) in out.iter_mut().zip(v) {
-                        *o = K::mul_add(w, value, *o);
-                    }
+        W::dense::<K>(&self.input, normed, xz, quant);
+        let (v, z) = xz.split_at(e * n);
+        // The causal depthwise convolution over the carried rows and this one, then the
+        // carried rows moved on by one.
+        for ch in 0..e {
+            let out = &mut convolved[ch * n..(ch + 1) * n];
+            out.fill(self.conv_bias[ch]);
+            for tap in 0..k {
+                let w = self.conv[ch * k + tap];
+                let row = if tap + 1 == k {
+                    &v[ch * n..(ch + 1) * n]
+                } else {
+                    &history[(tap * e + ch) * n..(tap * e + ch + 1) * n]
+                };
+                for (o, &value) in out.iter_mut().zip(row) {
+                    *o = K::mul_add(w, value, *o);
                 }
-            }
-            for v in convolved.iter_mut() {
-                *v *= sigmoid::<K>(*v);
-            }
-            W::dense::<K>(&self.x_proj, convolved, dbc, &mut s.quant);
-            W::dense::<K>(&self.dt, &dbc[..m.rank * n], delta, &mut s.quant);
-            for v in delta.iter_mut() {
-                // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
-                *v = v.max(0.0) + exp::<K>(-v.abs()).ln_1p();
-            }
-            let b = &dbc[m.rank * n..(m.rank + modes) * n];
-            let c = &dbc[(m.rank + modes) * n..];
-            let z = &mapped[(t * 2 * e + e) * n..(t + 1) * 2 * e * n];
-            for ch in 0..e {
-                let span = ch * modes * n..(ch + 1) * modes * n;
-                let (h, dec) = (&mut state[span.clone()], &mut decay[span]);
-                let (dl, vc) = (
-                    &delta[ch * n..(ch + 1) * n],
-                    &convolved[ch * n..(ch + 1) * n],
-                );
-                // The decays first (a loop of exponentials that vectorizes), then the update.
-                for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
-                    let a = self.a[ch * modes + mode];
-                    for (o, &step) in dr.iter_mut().zip(dl) {
-                        *o = exp::<K>(step * a);
-                    }
-                }
-                let out = &mut gated[ch * n..(ch + 1) * n];
-                let skip = self.skip[ch];
-                for (o, &v) in out.iter_mut().zip(vc) {
-                    *o = skip * v;
-                }
-                for mode in 0..modes {
-                    let (hs, ds) = (
-                        &mut h[mode * n..(mode + 1) * n],
-                        &dec[mode * n..(mode + 1) * n],
-                    );
-                    let (bs, cs) = (&b[mode * n..(mode + 1) * n], &c[mode * n..(mode + 1) * n]);
-                    for lane in 0..n {
-                        hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
-                        out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
-                    }
-                }
-                let zs = &z[ch * n..(ch + 1) * n];
-                for (o, &zv) in out.iter_mut().zip(zs) {
-                    *o *= zv * sigmoid::<K>(zv);
-                }
-            }
-            let span = t * d * n..(t + 1) * d * n;
-            W::dense::<K>(&self.out, gated, &mut y[span.clone()], &mut s.quant);
-            for (o, &v) in y[span.clone()].iter_mut().zip(&x[span]) {
-                *o += v;
             }
         }
-        s.ssm = buffer;
+        if k > 1 {
+            history.copy_within(e * n.., 0);
+            history[(k - 2) * e * n..].copy_from_slice(v);
+        }
+        for value in convolved.iter_mut() {
+            *value *= sigmoid::<K>(*value);
+        }
+        W::dense::<K>(&self.x_proj, convolved, dbc, quant);
+        W::dense::<K>(&self.dt, &dbc[..m.rank * n], delta, quant);
+        for value in delta.iter_mut() {
+            // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
+            *value = value.max(0.0) + exp::<K>(-value.abs()).ln_1p();
+        }
+        let b = &dbc[m.rank * n..(m.rank + modes) * n];
+        let c = &dbc[(m.rank + modes) * n..];
+        for ch in 0..e {
+            let span = ch * modes * n..(ch + 1) * modes * n;
+            let (h, dec) = (&mut h[span.clone()], &mut decay[span]);
+            let (dl, vc) = (
+                &delta[ch * n..(ch + 1) * n],
+                &convolved[ch * n..(ch + 1) * n],
+            );
+            // The decays first (a loop of exponentials that vectorizes), then the update.
+            for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
+                let a = self.a[ch * modes + mode];
+                for (o, &step) in dr.iter_mut().zip(dl) {
+                    *o = exp::<K>(step * a);
+                }
+            }
+            let out = &mut gated[ch * n..(ch + 1) * n];
+            let skip = self.skip[ch];
+            for (o, &value) in out.iter_mut().zip(vc) {
+                *o = skip * value;
+            }
+            for mode in 0..modes {
+                let lanes = mode * n..(mode + 1) * n;
+                let (hs, ds) = (&mut h[lanes.clone()], &dec[lanes.clone()]);
+                let (bs, cs) = (&b[lanes.clone()], &c[lanes]);
+                for lane in 0..n {
+                    hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
+                    out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
+                }
+            }
+            for (o, &zv) in out.iter_mut().zip(&z[ch * n..(ch + 1) * n]) {
+                *o *= zv * sigmoid::<K>(zv);
+            }
+        }
+        W::dense::<K>(&self.out, gated, y, quant);
+        for (o, &value) in y.iter_mut().zip(x) {
+            *o += value;
+        }
     }
+}
+
+/// A state-space block ([`S4dBlock`] or [`MambaBlock`]) over a whole window: every row in
+/// turn from a zero state, as a stream would see them.
+#[inline(always)]
+fn ssm_window<K: Kernels, W: Width>(
+    block: &LayerPlan,
+    x: &[f32],
+    y: &mut [f32],
+    s: &mut LayerScratch,
+) {
+    let mut state = std::mem::take(&mut s.ssm_state);
+    let mut work = std::mem::take(&mut s.ssm);
+    let width = block.ssm_width().unwrap_or(0) * W::N;
+    state.fill(0.0);
+    for (xt, yt) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+        block.ssm_step::<K, W>(xt, yt, &mut state, &mut work, &mut s.quant);
+    }
+    s.ssm_state = state;
+    s.ssm = work;
 }
 
 /// [`Layer::Decompose`] over `x` (`[step, value]` with `row` values per step: the channels
@@ -1339,8 +1365,42 @@ impl LayerPlan {
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
-            Self::S4dBlock(block) => block.forward::<K, W>(x, y, s),
-            Self::MambaBlock(block) => block.forward::<K, W>(x, y, s),
+            Self::S4dBlock(_) | Self::MambaBlock(_) => ssm_window::<K, W>(self, x, y, s),
+        }
+    }
+
+    /// A state-space block's channels (what one row holds), `None` for other layers.
+    fn ssm_width(&self) -> Option<usize> {
+        match self {
+            Self::S4dBlock(b) => Some(b.width),
+            Self::MambaBlock(b) => Some(b.dims.d_model),
+            _ => None,
+        }
+    }
+
+    /// A state-space block's `(work, state)` values per sequence (zeros for other layers).
+    fn ssm_lens(&self) -> (usize, usize) {
+        match self {
+            Self::S4dBlock(b) => (b.work_len(), b.state_len()),
+            Self::MambaBlock(b) => (b.work_len(), b.state_len()),
+            _ => (0, 0),
+        }
+    }
+
+    /// One row through a state-space block (nothing for other layers).
+    #[inline(always)]
+    fn ssm_step<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        state: &mut [f32],
+        work: &mut [f32],
+        quant: &mut QuantScratch,
+    ) {
+        match self {
+            Self::S4dBlock(b) => b.step::<K, W>(x, y, state, work, quant),
+            Self::MambaBlock(b) => b.step::<K, W>(x, y, state, work, quant),
+            _ => {}
         }
     }
 
@@ -1375,6 +1435,8 @@ pub struct NetworkPlan {
     inputs: usize,
     /// Values of the past window at the start of the input.
     past: usize,
+    /// Values per row of the window.
+    row: usize,
     outputs: usize,
     macs: usize,
     /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
@@ -1401,8 +1463,9 @@ struct LayerScratch {
     /// A transformer block's normalized tokens, queries, keys, values, attention output,
     /// residual stream, feed-forward values and attention accumulators.
     attention: Vec<f32>,
-    /// An S4D block's normalized rows, state-space outputs and state.
+    /// A state-space block's work space for one step, and its carried state.
     ssm: Vec<f32>,
+    ssm_state: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -1434,7 +1497,8 @@ impl NetworkScratch {
                 + l.conv_out.capacity()
                 + l.nhits.capacity()
                 + l.attention.capacity()
-                + l.ssm.capacity())
+                + l.ssm.capacity()
+                + l.ssm_state.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -1467,6 +1531,7 @@ impl NetworkPlan {
             widths,
             inputs: config.network_input_len(),
             past: config.network_rows() * config.features.len(),
+            row: config.features.len(),
             outputs: config.output_width(),
             macs: config.macs(),
             int8,
@@ -1564,11 +1629,13 @@ impl NetworkPlan {
         let ssm = self
             .layers
             .iter()
-            .map(|l| match l {
-                LayerPlan::S4dBlock(b) => b.scratch_len(),
-                LayerPlan::MambaBlock(b) => b.scratch_len(),
-                _ => 0,
-            })
+            .map(|l| l.ssm_lens().0)
+            .max()
+            .unwrap_or(0);
+        let ssm_state = self
+            .layers
+            .iter()
+            .map(|l| l.ssm_lens().1)
             .max()
             .unwrap_or(0);
         let dense = self.dense_layers();
@@ -1588,6 +1655,7 @@ impl NetworkPlan {
                 nhits: vec![0.0; nhits * LANES],
                 attention: vec![0.0; attention * LANES],
                 ssm: vec![0.0; ssm * LANES],
+                ssm_state: vec![0.0; ssm_state * LANES],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],
@@ -1648,6 +1716,162 @@ impl NetworkPlan {
         }
         scratch.lanes_in = lanes_in;
         scratch.lanes_out = lanes_out;
+    }
+}
+
+/// A network's carried state for streaming one row at a time ([`NetworkPlan::stream`]):
+/// each state-space block's state and the buffers of one step. Its size does not depend on
+/// how many rows have been pushed nor on the lookback.
+#[derive(Debug, Clone)]
+pub struct NetworkStream {
+    states: Vec<Vec<f32>>,
+    scratch: NetworkScratch,
+}
+
+impl NetworkStream {
+    /// Bytes its buffers hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.scratch.heap_bytes()
+            + self
+                .states
+                .iter()
+                .map(|s| s.capacity() * size_of::<f32>())
+                .sum::<usize>()
+    }
+
+    /// Back to the state before the first row.
+    pub fn reset(&mut self) {
+        self.states.iter_mut().for_each(|s| s.fill(0.0));
+    }
+}
+
+impl NetworkPlan {
+    /// Where the row-wise part of the network ends: the index of its `LastStep` when every
+    /// layer before it reads one row at a time (a one-row embedding, RMSNorm, S4D and Mamba
+    /// blocks), so that the network can stream; `None` otherwise (recurrent layers that are
+    /// not state-space blocks, convolutions, attention and window-wide maps).
+    fn streaming_end(&self) -> Option<usize> {
+        let end = self
+            .layers
+            .iter()
+            .position(|l| matches!(l, LayerPlan::LastStep))?;
+        self.layers[..end]
+            .iter()
+            .all(|l| match l {
+                LayerPlan::PatchEmbed(d) => d.inputs == self.row,
+                LayerPlan::RmsNorm { .. } | LayerPlan::Activation(_) => true,
+                LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => true,
+                _ => false,
+            })
+            .then_some(end)
+    }
+
+    /// Whether the network streams (see [`NetworkPlan::stream`]).
+    pub fn streams(&self) -> bool {
+        self.streaming_end().is_some() && !self.int8
+    }
+
+    /// A stream at its first row, for networks whose layers before the last row are
+    /// state-space blocks and row-wise maps (S4D, Mamba): each push then costs one step of
+    /// every block, O(1) in the rows seen and in the lookback.
+    pub fn stream(&self) -> Result<NetworkStream, EngineError> {
+        if !self.streams() {
+            return Err(EngineError::Model(
+                "only f32 S4D and Mamba networks stream (their layers read one row at a time); run this network on windows".into(),
+            ));
+        }
+        let states = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.ssm_lens().1])
+            .collect();
+        Ok(NetworkStream {
+            states,
+            scratch: self.scratch(),
+        })
+    }
+
+    /// Pushes one normalized row (`[features]`) into `stream` and writes the network output
+    /// `[H·T]` for the window that ends at this row with the future block `future` (its
+    /// normalized values, empty without future inputs). After exactly `lookback` rows from
+    /// the start (or a [`NetworkStream::reset`]) this equals [`NetworkPlan::forward`] on
+    /// those rows; later rows carry every earlier one in their state. No allocation.
+    pub fn stream_push(
+        &self,
+        stream: &mut NetworkStream,
+        row: &[f32],
+        future: &[f32],
+        out: &mut [f32],
+    ) {
+        assert_eq!(row.len(), self.row, "row shape");
+        assert_eq!(future.len(), self.inputs - self.past, "future shape");
+        assert_eq!(out.len(), self.outputs, "output shape");
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `forward`.
+            Isa::Avx2Fma => unsafe { stream_avx2(self, stream, row, future, out) },
+            _ => stream_stack::<Portable>(self, stream, row, future, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn stream_avx2(
+    plan: &NetworkPlan,
+    stream: &mut NetworkStream,
+    row: &[f32],
+    future: &[f32],
+    out: &mut [f32],
+) {
+    stream_stack::<crate::kernels::Avx2>(plan, stream, row, future, out);
+}
+
+/// One streamed row through the stack: the row-wise layers (state-space blocks stepping
+/// their carried state), then, from the last row on, the layers that read its vector.
+#[inline(always)]
+fn stream_stack<K: Kernels>(
+    plan: &NetworkPlan,
+    stream: &mut NetworkStream,
+    row: &[f32],
+    future: &[f32],
+    out: &mut [f32],
+) {
+    let Some(end) = plan.streaming_end() else {
+        return;
+    };
+    let s = &mut stream.scratch;
+    let (mut x, mut y) = (&mut s.a, &mut s.b);
+    x[..row.len()].copy_from_slice(row);
+    let mut len = row.len();
+    let last = plan.layers.len() - 1;
+    for (i, layer) in plan.layers.iter().enumerate() {
+        if i == end {
+            // The last row is the current one: already in `x`.
+            continue;
+        }
+        let width = if i < end {
+            plan.widths[i] / (plan.past / plan.row).max(1)
+        } else {
+            plan.widths[i]
+        };
+        if i == last {
+            layer.forward::<K, Single>(&x[..len], future, out, &mut s.layer);
+            return;
+        }
+        let target = &mut y[..width];
+        match layer {
+            LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => layer.ssm_step::<K, Single>(
+                &x[..len],
+                target,
+                &mut stream.states[i],
+                &mut s.layer.ssm,
+                &mut s.layer.quant,
+            ),
+            _ => layer.forward::<K, Single>(&x[..len], future, target, &mut s.layer),
+        }
+        std::mem::swap(&mut x, &mut y);
+        len = width;
     }
 }
 
@@ -1738,6 +1962,125 @@ fn forward_stack<K: Kernels, W: Width>(
 mod tests {
     use super::*;
     use tns_model::ModelKind;
+
+    /// Deterministic tensors for `config`'s network, each drawn within its initialization's
+    /// range (no training library here).
+    fn initialized(config: &ModelConfig) -> Vec<NamedTensor> {
+        config
+            .layers()
+            .unwrap()
+            .iter()
+            .flat_map(LayerNode::params)
+            .enumerate()
+            .map(|(k, p)| {
+                let n: usize = p.shape.iter().product();
+                let wave = |i: usize| (((i * 37 + k * 11) % 29) as f32 - 14.0) / 14.0;
+                let states = p.shape.last().copied().unwrap_or(1);
+                let data = (0..n)
+                    .map(|i| match p.init {
+                        tns_model::Init::Uniform(b) => b * wave(i),
+                        tns_model::Init::One => 1.0,
+                        tns_model::Init::LogUniform(lo, hi) => {
+                            lo.ln() + (hi.ln() - lo.ln()) * (0.5 + 0.5 * wave(i))
+                        }
+                        tns_model::Init::S4dReal => ((i % states) as f32 + 1.0).ln(),
+                        tns_model::Init::SoftplusInverseLogUniform(..) => {
+                            tns_model::mamba::softplus_inverse(
+                                0.01 + 0.05 * f64::from(wave(i).abs()),
+                            ) as f32
+                        }
+                    })
+                    .collect();
+                NamedTensor {
+                    name: p.name,
+                    shape: p.shape,
+                    data,
+                }
+            })
+            .collect()
+    }
+
+    fn streaming_config(network: &str, lookback: usize, future: bool) -> ModelConfig {
+        let columns = ["a", "b", "c"];
+        let mut config = ModelConfig::new(
+            "s",
+            ModelKind::SystemA,
+            &columns,
+            &columns[..2],
+            lookback,
+            2,
+            1,
+        );
+        config.network = Some(network.parse().unwrap());
+        if future {
+            config.future = Some(tns_model::FutureInputs {
+                columns: vec!["c".into()],
+                calendar: None,
+            });
+        }
+        config
+    }
+
+    #[test]
+    fn a_streamed_state_space_network_equals_the_window_it_has_seen() {
+        for network in ["s4d:6,4,2", "mamba:6,4,2,3,2", "mamba:5,2,1,1,1"] {
+            for future in [false, true] {
+                let config = streaming_config(network, 12, future);
+                let tensors = initialized(&config);
+                for isa in [Isa::Portable, Isa::detect()] {
+                    let plan = NetworkPlan::new(&config, &tensors, false, isa).unwrap();
+                    assert!(plan.streams());
+                    let rows: Vec<f32> = (0..plan.past)
+                        .map(|i| ((i * 13 % 17) as f32 - 8.0) / 6.0)
+                        .collect();
+                    let fut: Vec<f32> = (0..plan.inputs - plan.past)
+                        .map(|i| (i as f32 - 1.0) / 3.0)
+                        .collect();
+                    let mut window = rows.clone();
+                    window.extend_from_slice(&fut);
+                    let mut expected = vec![0.0; plan.outputs()];
+                    plan.forward(&window, &mut expected, &mut plan.scratch());
+                    let mut stream = plan.stream().unwrap();
+                    let mut got = vec![0.0; plan.outputs()];
+                    for row in rows.chunks_exact(3) {
+                        plan.stream_push(&mut stream, row, &fut, &mut got);
+                    }
+                    assert_eq!(got, expected, "{network} future {future} on {isa:?}");
+                    // A reset starts over: the same rows give the same output again.
+                    stream.reset();
+                    for row in rows.chunks_exact(3) {
+                        plan.stream_push(&mut stream, row, &fut, &mut got);
+                    }
+                    assert_eq!(got, expected, "{network} after a reset");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_holds_the_same_state_whatever_the_lookback() {
+        for network in ["s4d:6,4,2", "mamba:6,4,2,3,2"] {
+            let bytes = |lookback: usize| {
+                let config = streaming_config(network, lookback, false);
+                let plan =
+                    NetworkPlan::new(&config, &initialized(&config), false, Isa::Portable).unwrap();
+                plan.stream()
+                    .unwrap()
+                    .states
+                    .iter()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            };
+            assert_eq!(bytes(8), bytes(800), "{network}");
+        }
+        // Networks that read the whole window do not stream.
+        for network in ["gru:4", "transformer:8,2,1,1", "mlp:8", "tcn:4,2,3"] {
+            let config = streaming_config(network, 12, false);
+            let plan =
+                NetworkPlan::new(&config, &initialized(&config), false, Isa::Portable).unwrap();
+            assert!(plan.stream().is_err(), "{network}");
+        }
+    }
 
     /// The tensors of `nhits:2,1,6,1` over windows `[3, 1]`, horizon 2: block 0 passes the
     /// window through its MLP as `(x⁺, x⁻)` and backcasts `x⁺ − x⁻ = x` exactly, forecasting
