@@ -20,7 +20,7 @@
 # it with those inputs (`system-b-structural-fx`); the same prior regressed on the two
 # day-ahead forecasts (`kalman-structural-x`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
 # calibration split (--gate-mode auto, the default). The zoo over a week with every input:
-# DLinear, LSTM, TCN, N-HiTS (alone and under System B), a transformer and S4D; System B recalibrated
+# DLinear, LSTM, TCN, N-HiTS (alone and under System B), a transformer, S4D and Mamba; System B recalibrated
 # with normalized scores (`*-norm`) and by hour of day (`*-hour`, `*-norm-hour`).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
@@ -122,6 +122,11 @@ run_task() {
   train "${common[@]}" "${known[@]}" --model system-a --network s4d:32,16,2 \
          --lr 1e-3 --name s4d-168-fx --lookback 168 -o "$work/$name-s4d-168-fx.tns"
   models+=("$work/$name-s4d-168-fx.tns")
+  # Mamba over a week with every input: 32 channels, 64 inner, 16 modes, convolution 4, two
+  # blocks.
+  train "${common[@]}" "${known[@]}" --model system-a --network mamba:32,16,2,4,2 \
+         --lr 1e-3 --name mamba-168-fx --lookback 168 -o "$work/$name-mamba-168-fx.tns"
+  models+=("$work/$name-mamba-168-fx.tns")
   # The same two and the MLP with every input, recalibrated (no retraining) with scores
   # normalized by each window's volatility (`tns calibrate --interval normalized`), as `*-norm`.
   for m in kalman-structural-x system-b-structural-x mlp-168-fx; do

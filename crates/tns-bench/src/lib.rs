@@ -28,7 +28,9 @@ use tns_format::save_model;
 use tns_model::{ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
+mod stream;
 mod zoo;
+pub use stream::{StreamArgs, stream};
 pub use zoo::{ZooArgs, zoo};
 
 /// Options of the benchmark.

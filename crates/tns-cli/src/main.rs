@@ -85,6 +85,9 @@ enum Command {
     /// Single-sample engine latency of every network architecture at the compact and a
     /// real-data shape, with each model's ONNX graph for `bench/zoo/run.sh`.
     BenchZoo(tns_bench::ZooArgs),
+    /// Per-observation cost of a streamed S4D or Mamba network at growing lookbacks, beside
+    /// re-running the window.
+    BenchStream(tns_bench::StreamArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,6 +231,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => tns_bench::run(args),
         Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::BenchZoo(args) => tns_bench::zoo(args),
+        Command::BenchStream(args) => tns_bench::stream(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::LrFind(args) => lr_find::run(*args),

@@ -1,0 +1,147 @@
+//! `tns bench-stream`: what one new observation costs a streamed state-space network
+//! (S4D, Mamba) at growing lookbacks, beside re-running the whole window, on the engine. The
+//! weights are freshly initialized (the cost of a step does not depend on their values), so
+//! no training is needed at lookbacks no window of which could be trained on here.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tns_data::write_atomic;
+use tns_engine::{Isa, NetworkPlan};
+use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+
+use crate::{Percentiles, percentiles};
+
+/// Options of `tns bench-stream`.
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// Networks to time (`;`-separated; only networks that stream).
+    #[arg(long, value_delimiter = ';', default_value = "s4d:32,16,2;mamba:32,16,2,4,2")]
+    networks: Vec<NetworkConfig>,
+    /// Lookbacks (rows of the window the network is built for).
+    #[arg(long, value_delimiter = ',', default_value = "64,512,4096")]
+    lookbacks: Vec<usize>,
+    /// Timed pushes per network and lookback (after as many untimed ones).
+    #[arg(long, default_value_t = 100_000)]
+    pushes: usize,
+    /// Output directory (`streaming.json`, `streaming.md`).
+    #[arg(long, default_value = "results/zoo")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct StreamRun {
+    network: String,
+    lookback: usize,
+    features: usize,
+    /// Bytes of the carried state and the step's buffers.
+    stream_bytes: usize,
+    push_ns: Percentiles,
+    /// One forward pass over a whole window (what a session without a carried state pays
+    /// per observation).
+    window_ns: Percentiles,
+    window_calls: usize,
+}
+
+/// Runs `tns bench-stream`.
+pub fn stream(args: StreamArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let columns = ["x", "y", "vx", "vy"];
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut runs = Vec::new();
+    for network in &args.networks {
+        for &lookback in &args.lookbacks {
+            let mut config =
+                ModelConfig::new("stream", ModelKind::SystemA, &columns, &columns, lookback, 1, 1);
+            config.network = Some(network.clone());
+            config.validate()?;
+            let tensors = tns_models::Network::init(&config, &Device::Cpu)?.to_tensors()?;
+            let plan = NetworkPlan::new(&config, &tensors, false, Isa::detect())?;
+            let mut stream = plan.stream()?;
+            let rows: Vec<f32> = (0..4096 * columns.len())
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let mut out = vec![0.0; plan.outputs()];
+            let row = |i: usize| &rows[(i % 4096) * columns.len()..(i % 4096 + 1) * columns.len()];
+            for i in 0..args.pushes {
+                plan.stream_push(&mut stream, row(i), &[], &mut out);
+            }
+            let mut lat = Vec::with_capacity(args.pushes);
+            for i in 0..args.pushes {
+                let t0 = Instant::now();
+                plan.stream_push(&mut stream, black_box(row(i)), &[], &mut out);
+                lat.push(t0.elapsed().as_nanos() as f64);
+                black_box(&out);
+            }
+            let push_ns = percentiles(&lat);
+            // The window: as many calls as take about as long as 200k pushes would.
+            let window: Vec<f32> = (0..lookback * columns.len())
+                .map(|i| rows[i % rows.len()])
+                .collect();
+            let mut scratch = plan.scratch();
+            let window_calls = (200_000 / lookback).clamp(50, 20_000);
+            let mut lat = Vec::with_capacity(window_calls);
+            for i in 0..2 * window_calls {
+                let t0 = Instant::now();
+                plan.forward(black_box(&window), &mut out, &mut scratch);
+                if i >= window_calls {
+                    lat.push(t0.elapsed().as_nanos() as f64);
+                }
+            }
+            let window_ns = percentiles(&lat);
+            eprintln!(
+                "{network} lookback {lookback}: push P50 {:.2} µs, window P50 {:.1} µs",
+                push_ns.p50 / 1e3,
+                window_ns.p50 / 1e3
+            );
+            runs.push(StreamRun {
+                network: network.to_string(),
+                lookback,
+                features: columns.len(),
+                stream_bytes: stream.heap_bytes(),
+                push_ns,
+                window_ns,
+                window_calls,
+            });
+        }
+    }
+    write_atomic(
+        &args.out.join("streaming.json"),
+        serde_json::to_string_pretty(&runs)?.as_bytes(),
+    )?;
+    let mut md = vec![
+        format!(
+            "Produced by `tns bench-stream` (engine, {} ISA, one core; System A networks over [lookback, 4] → 1 with freshly initialized weights; {} timed pushes after as many untimed ones; the window column times `NetworkPlan::forward` over a whole window, what each observation costs without a carried state):",
+            format!("{:?}", Isa::detect()),
+            args.pushes
+        ),
+        String::new(),
+        "| network | lookback | stream state bytes | push P50 µs | push P99.9 µs | window P50 µs | window / push at P50 |".into(),
+        "|---|---:|---:|---:|---:|---:|---:|".into(),
+    ];
+    for r in &runs {
+        md.push(format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.0}× |",
+            r.network,
+            r.lookback,
+            r.stream_bytes,
+            r.push_ns.p50 / 1e3,
+            r.push_ns.p999 / 1e3,
+            r.window_ns.p50 / 1e3,
+            r.window_ns.p50 / r.push_ns.p50
+        ));
+    }
+    let path = args.out.join("streaming.md");
+    write_atomic(&path, (md.join("\n") + "\n").as_bytes())?;
+    println!("{}", md.join("\n"));
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
