@@ -23,7 +23,11 @@ use crate::{Percentiles, percentiles};
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     /// Networks to time (`;`-separated; only networks that stream).
-    #[arg(long, value_delimiter = ';', default_value = "s4d:32,16,2;mamba:32,16,2,4,2")]
+    #[arg(
+        long,
+        value_delimiter = ';',
+        default_value = "s4d:32,16,2;mamba:32,16,2,4,2"
+    )]
     networks: Vec<NetworkConfig>,
     /// Lookbacks (rows of the window the network is built for).
     #[arg(long, value_delimiter = ',', default_value = "64,512,4096")]
@@ -59,8 +63,15 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     let mut runs = Vec::new();
     for network in &args.networks {
         for &lookback in &args.lookbacks {
-            let mut config =
-                ModelConfig::new("stream", ModelKind::SystemA, &columns, &columns, lookback, 1, 1);
+            let mut config = ModelConfig::new(
+                "stream",
+                ModelKind::SystemA,
+                &columns,
+                &columns,
+                lookback,
+                1,
+                1,
+            );
             config.network = Some(network.clone());
             config.validate()?;
             let tensors = tns_models::Network::init(&config, &Device::Cpu)?.to_tensors()?;

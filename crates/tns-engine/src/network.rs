@@ -1068,25 +1068,38 @@ impl MambaBlock {
                 &delta[ch * n..(ch + 1) * n],
                 &convolved[ch * n..(ch + 1) * n],
             );
-            // The decays first (a loop of exponentials that vectorizes), then the update.
-            for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
-                let a = self.a[ch * modes + mode];
-                for (o, &step) in dr.iter_mut().zip(dl) {
-                    *o = exp::<K>(step * a);
-                }
-            }
+            let a = &self.a[ch * modes..(ch + 1) * modes];
             let out = &mut gated[ch * n..(ch + 1) * n];
             let skip = self.skip[ch];
             for (o, &value) in out.iter_mut().zip(vc) {
                 *o = skip * value;
             }
-            for mode in 0..modes {
-                let lanes = mode * n..(mode + 1) * n;
-                let (hs, ds) = (&mut h[lanes.clone()], &dec[lanes.clone()]);
-                let (bs, cs) = (&b[lanes.clone()], &c[lanes]);
-                for lane in 0..n {
-                    hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
-                    out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
+            if n == 1 {
+                // One sequence: loops along the modes, which vectorize (the exponentials
+                // included); the read-out is one dot product.
+                let (step, push) = (dl[0], dl[0] * vc[0]);
+                for (o, &am) in dec.iter_mut().zip(a) {
+                    *o = exp::<K>(step * am);
+                }
+                for ((hv, &dv), &bv) in h.iter_mut().zip(dec.iter()).zip(b) {
+                    *hv = K::mul_add(dv, *hv, push * bv);
+                }
+                out[0] += h.iter().zip(c).map(|(&hv, &cv)| hv * cv).sum::<f32>();
+            } else {
+                // A block of sequences: loops along the lanes.
+                for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
+                    for (o, &step) in dr.iter_mut().zip(dl) {
+                        *o = exp::<K>(step * a[mode]);
+                    }
+                }
+                for mode in 0..modes {
+                    let lanes = mode * n..(mode + 1) * n;
+                    let (hs, ds) = (&mut h[lanes.clone()], &dec[lanes.clone()]);
+                    let (bs, cs) = (&b[lanes.clone()], &c[lanes]);
+                    for lane in 0..n {
+                        hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
+                        out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
+                    }
                 }
             }
             for (o, &zv) in out.iter_mut().zip(&z[ch * n..(ch + 1) * n]) {
@@ -1437,6 +1450,8 @@ pub struct NetworkPlan {
     past: usize,
     /// Values per row of the window.
     row: usize,
+    /// Where the row-wise part of a network that streams ends ([`streaming_end`]).
+    stream_end: Option<usize>,
     outputs: usize,
     macs: usize,
     /// Every weight matrix is INT8 (decided once: the batch path asks on every block).
@@ -1526,12 +1541,14 @@ impl NetworkPlan {
         if !int8 {
             fold_decompositions(&nodes, tensors, &mut layers, &mut widths)?;
         }
+        let stream_end = streaming_end(&layers, config.features.len());
         Ok(Self {
             layers,
             widths,
             inputs: config.network_input_len(),
             past: config.network_rows() * config.features.len(),
             row: config.features.len(),
+            stream_end,
             outputs: config.output_width(),
             macs: config.macs(),
             int8,
@@ -1719,6 +1736,25 @@ impl NetworkPlan {
     }
 }
 
+/// Where the row-wise part of a network ends: the index of its `LastStep` when every layer
+/// before it reads one row at a time (a one-row embedding, RMSNorm, S4D and Mamba blocks), so
+/// that the network can stream; `None` otherwise (recurrent layers that are not state-space
+/// blocks, convolutions, attention and window-wide maps).
+fn streaming_end(layers: &[LayerPlan], row: usize) -> Option<usize> {
+    let end = layers
+        .iter()
+        .position(|l| matches!(l, LayerPlan::LastStep))?;
+    layers[..end]
+        .iter()
+        .all(|l| match l {
+            LayerPlan::PatchEmbed(d) => d.inputs == row,
+            LayerPlan::RmsNorm { .. } | LayerPlan::Activation(_) => true,
+            LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => true,
+            _ => false,
+        })
+        .then_some(end)
+}
+
 /// A network's carried state for streaming one row at a time ([`NetworkPlan::stream`]):
 /// each state-space block's state and the buffers of one step. Its size does not depend on
 /// how many rows have been pushed nor on the lookback.
@@ -1746,24 +1782,18 @@ impl NetworkStream {
 }
 
 impl NetworkPlan {
-    /// Where the row-wise part of the network ends: the index of its `LastStep` when every
-    /// layer before it reads one row at a time (a one-row embedding, RMSNorm, S4D and Mamba
-    /// blocks), so that the network can stream; `None` otherwise (recurrent layers that are
-    /// not state-space blocks, convolutions, attention and window-wide maps).
+    /// Where the row-wise part of the network ends, if it streams ([`streaming_end`]).
     fn streaming_end(&self) -> Option<usize> {
-        let end = self
-            .layers
-            .iter()
-            .position(|l| matches!(l, LayerPlan::LastStep))?;
-        self.layers[..end]
-            .iter()
-            .all(|l| match l {
-                LayerPlan::PatchEmbed(d) => d.inputs == self.row,
-                LayerPlan::RmsNorm { .. } | LayerPlan::Activation(_) => true,
-                LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => true,
-                _ => false,
-            })
-            .then_some(end)
+        self.stream_end
+    }
+
+    /// Values layer `i` writes per streamed row: one row of a row-wise layer, the whole
+    /// output of a layer after the last row.
+    fn stream_width(&self, i: usize) -> usize {
+        match self.streaming_end() {
+            Some(end) if i < end => self.widths[i] / (self.past / self.row.max(1)).max(1),
+            _ => self.widths[i],
+        }
     }
 
     /// Whether the network streams (see [`NetworkPlan::stream`]).
@@ -1785,10 +1815,26 @@ impl NetworkPlan {
             .iter()
             .map(|l| vec![0.0; l.ssm_lens().1])
             .collect();
-        Ok(NetworkStream {
-            states,
-            scratch: self.scratch(),
-        })
+        // One row of one sequence at a time: buffers of a row's width, not a window's, and
+        // one lane.
+        let widest = (0..self.layers.len())
+            .map(|i| self.stream_width(i))
+            .max()
+            .unwrap_or(0);
+        let mut scratch = self.scratch();
+        scratch.a = vec![0.0; widest];
+        scratch.b = vec![0.0; widest];
+        scratch.lanes_in = Vec::new();
+        scratch.lanes_out = Vec::new();
+        let work = self
+            .layers
+            .iter()
+            .map(|l| l.ssm_lens().0)
+            .max()
+            .unwrap_or(0);
+        scratch.layer.ssm = vec![0.0; work];
+        scratch.layer.ssm_state = Vec::new();
+        Ok(NetworkStream { states, scratch })
     }
 
     /// Pushes one normalized row (`[features]`) into `stream` and writes the network output
@@ -1850,11 +1896,7 @@ fn stream_stack<K: Kernels>(
             // The last row is the current one: already in `x`.
             continue;
         }
-        let width = if i < end {
-            plan.widths[i] / (plan.past / plan.row).max(1)
-        } else {
-            plan.widths[i]
-        };
+        let width = plan.stream_width(i);
         if i == last {
             layer.forward::<K, Single>(&x[..len], future, out, &mut s.layer);
             return;
