@@ -1071,10 +1071,11 @@ impl MambaBlock {
             let a = &self.a[ch * modes..(ch + 1) * modes];
             let out = &mut gated[ch * n..(ch + 1) * n];
             let skip = self.skip[ch];
-            for (o, &value) in out.iter_mut().zip(vc) {
-                *o = skip * value;
-            }
+            // Both paths compute the same expressions in the same order (`h ← fma(decay,
+            // h, (Δ v) B)`, then `D v + Σ_n C h` summed along the modes), so one sequence
+            // gives the same bits alone and in a block.
             if n == 1 {
+                out[0] = skip * vc[0];
                 // One sequence: loops along the modes, which vectorize (the exponentials
                 // included); the read-out is one dot product.
                 let (step, push) = (dl[0], dl[0] * vc[0]);
@@ -1092,14 +1093,19 @@ impl MambaBlock {
                         *o = exp::<K>(step * a[mode]);
                     }
                 }
+                out.fill(0.0);
                 for mode in 0..modes {
                     let lanes = mode * n..(mode + 1) * n;
                     let (hs, ds) = (&mut h[lanes.clone()], &dec[lanes.clone()]);
                     let (bs, cs) = (&b[lanes.clone()], &c[lanes]);
                     for lane in 0..n {
-                        hs[lane] = K::mul_add(ds[lane], hs[lane], dl[lane] * bs[lane] * vc[lane]);
-                        out[lane] = K::mul_add(cs[lane], hs[lane], out[lane]);
+                        let push = dl[lane] * vc[lane];
+                        hs[lane] = K::mul_add(ds[lane], hs[lane], push * bs[lane]);
+                        out[lane] += hs[lane] * cs[lane];
                     }
+                }
+                for (o, &value) in out.iter_mut().zip(vc) {
+                    *o += skip * value;
                 }
             }
             for (o, &zv) in out.iter_mut().zip(&z[ch * n..(ch + 1) * n]) {
