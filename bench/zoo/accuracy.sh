@@ -12,7 +12,7 @@ mkdir -p "$work" results/zoo
 for regime in turn mixed; do
   synth=(--synth trajectory --regime "$regime")
   models=()
-  for network in gru:32 mlp:64,64 lstm:32 tcn:16,3,2 dlinear:5 nhits:3,1,64,2 transformer:32,4,2,2; do
+  for network in gru:32 mlp:64,64 lstm:32 tcn:16,3,2 dlinear:5 nhits:3,1,64,2 transformer:32,4,2,2 s4d:32,16,2 mamba:32,16,2,4,2; do
     for kind in system-a system-b; do
       name="$kind-${network//[:,]/-}"
       "$tns" train "${synth[@]}" --model "$kind" --network "$network" --name "$name" \
