@@ -23,6 +23,7 @@ Blocks:
   zoo-latency                     results/zoo/latency.md            (bash bench/zoo/run.sh)
   zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
+  zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
 """
 
 import json
@@ -107,6 +108,11 @@ def zoo_latency():
 
 def zoo_nhits():
     report = read("results/zoo/nhits-fr.md")
+    return None if report is None else report.strip() + "\n"
+
+
+def zoo_stream():
+    report = read("results/zoo/streaming.md")
     return None if report is None else report.strip() + "\n"
 
 
@@ -296,6 +302,7 @@ BLOCKS = {
     "zoo-turn": lambda: zoo_accuracy("turn"),
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
     "zoo-nhits": zoo_nhits,
+    "zoo-stream": zoo_stream,
 }
 
 
