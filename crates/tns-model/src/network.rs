@@ -1489,20 +1489,31 @@ mod tests {
         assert!("tcn:8,0,2".parse::<NetworkConfig>().is_err());
     }
 
-    #[test]
-    fn an_s4d_network_counts_its_parameters() {
-        let net: NetworkConfig = "s4d:16,8,2".parse().unwrap();
-        assert_eq!(net.to_string(), "s4d:16,8,2");
+    /// The layer types of `network` over windows `[48, 5]` → `outputs` values at `horizon`
+    /// steps, and its parameter count.
+    fn types_and_count(
+        network: &str,
+        horizon: usize,
+        outputs: usize,
+    ) -> (Vec<&'static str>, usize) {
+        let net: NetworkConfig = network.parse().unwrap();
+        assert_eq!(net.to_string(), network);
         let input = Shape::Sequence {
             steps: 48,
             channels: 5,
         };
-        let layers = net.layers(input, 0, 24, 24).unwrap();
+        let layers = net.layers(input, 0, horizon, outputs).unwrap();
+        (
+            layers.iter().map(|l| l.layer.type_name()).collect(),
+            layers.iter().map(LayerNode::parameter_count).sum(),
+        )
+    }
+
+    #[test]
+    fn an_s4d_network_counts_its_parameters() {
+        let (types, count) = types_and_count("s4d:16,8,2", 24, 24);
         assert_eq!(
-            layers
-                .iter()
-                .map(|l| l.layer.type_name())
-                .collect::<Vec<_>>(),
+            types,
             [
                 "patch-embed",
                 "s4d-block",
@@ -1515,9 +1526,7 @@ mod tests {
         // Embedding 16·5 + 16; per block: norm 16, log_dt 16, log_a and C 2·16·8, skip 16,
         // output map 16·16 + 16; final norm 16; head 24·16 + 24.
         let block = 16 + 16 + 2 * 16 * 8 + 16 + 16 * 16 + 16;
-        let expected = (16 * 5 + 16) + 2 * block + 16 + (24 * 16 + 24);
-        let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
-        assert_eq!(count, expected);
+        assert_eq!(count, (16 * 5 + 16) + 2 * block + 16 + (24 * 16 + 24));
         for bad in ["s4d:16,0,2", "s4d:0,8,2", "s4d:16,8,0", "s4d:16,8"] {
             assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
         }
@@ -1525,18 +1534,9 @@ mod tests {
 
     #[test]
     fn a_mamba_network_counts_its_parameters() {
-        let net: NetworkConfig = "mamba:32,16,2,4,2".parse().unwrap();
-        assert_eq!(net.to_string(), "mamba:32,16,2,4,2");
-        let input = Shape::Sequence {
-            steps: 48,
-            channels: 5,
-        };
-        let layers = net.layers(input, 0, 1, 1).unwrap();
+        let (types, count) = types_and_count("mamba:32,16,2,4,2", 1, 1);
         assert_eq!(
-            layers
-                .iter()
-                .map(|l| l.layer.type_name())
-                .collect::<Vec<_>>(),
+            types,
             [
                 "patch-embed",
                 "mamba-block",
@@ -1550,9 +1550,7 @@ mod tests {
         // the input and output maps).
         let (d, e, n, r, k) = (32, 64, 16, 2, 4);
         let block = d + 2 * e * d + e * k + e + (r + 2 * n) * e + e * r + e + e * n + e + d * e;
-        let expected = (d * 5 + d) + 2 * block + d + (d + 1);
-        let count: usize = layers.iter().map(LayerNode::parameter_count).sum();
-        assert_eq!(count, expected);
+        assert_eq!(count, (d * 5 + d) + 2 * block + d + (d + 1));
         for bad in [
             "mamba:32,0,2,4,2",
             "mamba:32,16,0,4,2",

@@ -49,31 +49,30 @@ pub fn kernel(log_dt: &[f32], log_a: &[f32], c: &[f32], steps: usize) -> Vec<f64
     k
 }
 
+/// The recurrence written plainly in f64, the reference the backends are tested against:
+/// `u` is one sequence `[steps, d]`; `log_dt`, `log_a` `[d, state]`, `c` and `skip` as the
+/// layer stores them. Returns `z` `[steps, d]`.
+pub fn recurrence(log_dt: &[f64], log_a: &[f64], c: &[f64], skip: &[f64], u: &[f64]) -> Vec<f64> {
+    let d = log_dt.len();
+    let state = log_a.len() / d.max(1);
+    let mut s = vec![0.0; d * state];
+    let mut z = vec![0.0; u.len()];
+    for (ut, zt) in u.chunks_exact(d.max(1)).zip(z.chunks_exact_mut(d.max(1))) {
+        for ch in 0..d {
+            zt[ch] = skip[ch] * ut[ch];
+            for i in ch * state..(ch + 1) * state {
+                let (a_bar, b_bar) = discretize(log_dt[ch], log_a[i]);
+                s[i] = a_bar * s[i] + b_bar * ut[ch];
+                zt[ch] += c[i] * s[i];
+            }
+        }
+    }
+    z
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The recurrence, written plainly: `u` is `[steps, d]`.
-    fn recurrence(log_dt: &[f32], log_a: &[f32], c: &[f32], skip: &[f32], u: &[f64]) -> Vec<f64> {
-        let d = log_dt.len();
-        let state = log_a.len() / d;
-        let mut s = vec![0.0; d * state];
-        let mut z = vec![0.0; u.len()];
-        for t in 0..u.len() / d {
-            for ch in 0..d {
-                let x = u[t * d + ch];
-                let mut out = f64::from(skip[ch]) * x;
-                for n in 0..state {
-                    let i = ch * state + n;
-                    let (a_bar, b_bar) = discretize(f64::from(log_dt[ch]), f64::from(log_a[i]));
-                    s[i] = a_bar * s[i] + b_bar * x;
-                    out += f64::from(c[i]) * s[i];
-                }
-                z[t * d + ch] = out;
-            }
-        }
-        z
-    }
 
     #[test]
     fn the_convolution_kernel_matches_the_recurrence() {
@@ -91,7 +90,8 @@ mod tests {
         let u: Vec<f64> = (0..steps * d)
             .map(|i| ((i * 13 % 17) as f64 - 8.0) / 4.0)
             .collect();
-        let expected = recurrence(&log_dt, &log_a, &c, &skip, &u);
+        let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let expected = recurrence(&wide(&log_dt), &wide(&log_a), &wide(&c), &wide(&skip), &u);
         let k = kernel(&log_dt, &log_a, &c, steps);
         for t in 0..steps {
             for ch in 0..d {

@@ -18,6 +18,8 @@
 
 pub mod fused;
 mod gate_loss;
+#[cfg(test)]
+mod gradcheck;
 mod network;
 
 pub use gate_loss::{gate_penalty, gate_statistics};

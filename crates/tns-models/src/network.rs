@@ -872,24 +872,9 @@ mod tests {
         config.lookback = 16;
         assert!(Network::init(&config, &Device::Cpu).is_err());
     }
-    /// The S4D recurrence written plainly in f64 (`u` is `[steps, d]` of one sequence).
-    fn s4d_recurrence(modes: &[Vec<f64>; 4], d: usize, u: &[f64]) -> Vec<f64> {
-        let [log_dt, log_a, c, skip] = modes;
-        let state = log_a.len() / d;
-        let mut s = vec![0.0; d * state];
-        let mut z = vec![0.0; u.len()];
-        for t in 0..u.len() / d {
-            for ch in 0..d {
-                let x = u[t * d + ch];
-                z[t * d + ch] = skip[ch] * x;
-                for i in ch * state..(ch + 1) * state {
-                    let (a_bar, b_bar) = tns_model::s4d::discretize(log_dt[ch], log_a[i]);
-                    s[i] = a_bar * s[i] + b_bar * x;
-                    z[t * d + ch] += c[i] * s[i];
-                }
-            }
-        }
-        z
+    /// The S4D reference recurrence over one sequence `u` `[steps, d]`.
+    fn s4d_recurrence(modes: &[Vec<f64>], u: &[f64]) -> Vec<f64> {
+        tns_model::s4d::recurrence(&modes[0], &modes[1], &modes[2], &modes[3], u)
     }
 
     /// The modes (`log_dt`, `log_a`, `c`, `skip`), the sequences and the dimensions
@@ -944,7 +929,7 @@ mod tests {
             .unwrap();
         for seq in 0..b {
             let span = seq * steps * d..(seq + 1) * steps * d;
-            let want = s4d_recurrence(&modes, d, &u[span.clone()]);
+            let want = s4d_recurrence(&modes, &u[span.clone()]);
             for (g, w) in got[span].iter().zip(&want) {
                 assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{g} vs {w}");
             }
@@ -975,11 +960,11 @@ mod tests {
             .sum_all()
             .unwrap();
         let grads = loss.backward().unwrap();
-        let loss_of = |m: &[Vec<f64>; 4]| -> f64 {
+        let loss_of = |m: &[Vec<f64>]| -> f64 {
             (0..b)
                 .map(|seq| {
                     let span = seq * steps * d..(seq + 1) * steps * d;
-                    s4d_recurrence(m, d, &u[span.clone()])
+                    s4d_recurrence(m, &u[span.clone()])
                         .iter()
                         .zip(&weights[span])
                         .map(|(z, w)| z * w)
@@ -987,25 +972,6 @@ mod tests {
                 })
                 .sum()
         };
-        for (p, var) in vars.iter().enumerate() {
-            let grad = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            for (i, &g) in grad.iter().enumerate() {
-                let h = 1e-6;
-                let (mut up, mut down) = (modes.clone(), modes.clone());
-                up[p][i] += h;
-                down[p][i] -= h;
-                let numeric = (loss_of(&up) - loss_of(&down)) / (2.0 * h);
-                assert!(
-                    (g - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
-                    "tensor {p} entry {i}: autodiff {g}, finite difference {numeric}"
-                );
-            }
-        }
+        crate::gradcheck::assert_gradients_match(&grads, &vars, &modes, loss_of);
     }
 }

@@ -1,0 +1,35 @@
+//! Gradient checks shared by the tests of the hand-written and composite training ops.
+
+use candle_core::Var;
+use candle_core::backprop::GradStore;
+
+/// Asserts that the gradient `grads` holds for each of `vars` equals the central difference
+/// (step 1e-6) of `loss_of` at `values` (variable `p`'s values, flattened, in f64) to 1e-6
+/// relative (absolute below 1).
+pub(crate) fn assert_gradients_match(
+    grads: &GradStore,
+    vars: &[Var],
+    values: &[Vec<f64>],
+    loss_of: impl Fn(&[Vec<f64>]) -> f64,
+) {
+    for (p, var) in vars.iter().enumerate() {
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("variable {p} has no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for (i, &g) in grad.iter().enumerate() {
+            let h = 1e-6;
+            let (mut up, mut down) = (values.to_vec(), values.to_vec());
+            up[p][i] += h;
+            down[p][i] -= h;
+            let numeric = (loss_of(&up) - loss_of(&down)) / (2.0 * h);
+            assert!(
+                (g - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
+                "variable {p} entry {i}: gradient {g}, finite difference {numeric}"
+            );
+        }
+    }
+}
