@@ -847,6 +847,27 @@ impl TransformerBlock {
     }
 }
 
+/// A block that reads one row at a time and carries a state between rows (S4D, Mamba): what
+/// a window runs for each of its rows from a zero state ([`ssm_window`]), and a stream for
+/// each new row ([`NetworkPlan::stream_push`]).
+trait StateSpaceBlock {
+    /// Channels of a row.
+    fn width(&self) -> usize;
+    /// Values of work space per sequence for one step.
+    fn work_len(&self) -> usize;
+    /// Values of carried state per sequence.
+    fn state_len(&self) -> usize;
+    /// One row `x` → `y` (`[channel, lane]`), advancing `state`.
+    fn step<K: Kernels, W: Width>(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        state: &mut [f32],
+        work: &mut [f32],
+        quant: &mut QuantScratch,
+    );
+}
+
 /// A residual S4D block ([`Layer::S4dBlock`]), run as its recurrence: O(state) per step and
 /// channel, no kernel of the window's length.
 #[derive(Debug, Clone)]
@@ -893,21 +914,24 @@ impl S4dBlock {
             )?,
         })
     }
+}
 
-    /// Values of work space per sequence for one step: the normalized row and the
-    /// state-space output.
+impl StateSpaceBlock for S4dBlock {
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The normalized row and the state-space output.
     fn work_len(&self) -> usize {
         2 * self.width
     }
 
-    /// Values of carried state per sequence: every mode of every channel.
+    /// Every mode of every channel.
     fn state_len(&self) -> usize {
         self.width * self.state
     }
 
-    /// One row `x` → `y` (`[channel, lane]`), advancing `state` (`[channel, mode, lane]`):
-    /// what a window runs for each of its rows from a zero state, and a stream for each
-    /// new row.
+    /// `state` is `[channel, mode, lane]`.
     #[inline(always)]
     fn step<K: Kernels, W: Width>(
         &self,
@@ -989,22 +1013,28 @@ impl MambaBlock {
             out: Dense::unbiased(tensors, &name("out.weight"), int8)?,
         })
     }
+}
 
-    /// Values of work space per sequence for one step: the normalized row, the input map,
-    /// the convolution, `[δ, B, C]`, `Δ`, the gated output and the decays.
+impl StateSpaceBlock for MambaBlock {
+    fn width(&self) -> usize {
+        self.dims.d_model
+    }
+
+    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ`, the gated
+    /// output and the decays.
     fn work_len(&self) -> usize {
         let m = self.dims;
         m.d_model + 5 * m.inner + (m.rank + 2 * m.state) + m.inner * m.state
     }
 
-    /// Values of carried state per sequence: the scan's `[E, N]` and the last `conv − 1` rows
-    /// the convolution reads (`[conv − 1, E]`, oldest first).
+    /// The scan's `[E, N]` and the last `conv − 1` rows the convolution reads
+    /// (`[conv − 1, E]`, oldest first).
     fn state_len(&self) -> usize {
         let m = self.dims;
         m.inner * m.state + (m.conv - 1) * m.inner
     }
 
-    /// One row `x` → `y` (`[channel, lane]`), advancing `state` (see [`Self::state_len`]).
+    /// `state` is laid out as [`MambaBlock::state_len`] says.
     #[inline(always)]
     fn step<K: Kernels, W: Width>(
         &self,
@@ -1123,17 +1153,17 @@ impl MambaBlock {
 /// turn from a zero state, as a stream would see them.
 #[inline(always)]
 fn ssm_window<K: Kernels, W: Width>(
-    block: &LayerPlan,
+    block: &impl StateSpaceBlock,
     x: &[f32],
     y: &mut [f32],
     s: &mut LayerScratch,
 ) {
     let mut state = std::mem::take(&mut s.ssm_state);
     let mut work = std::mem::take(&mut s.ssm);
-    let width = block.ssm_width().unwrap_or(0) * W::N;
+    let width = block.width() * W::N;
     state.fill(0.0);
     for (xt, yt) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
-        block.ssm_step::<K, W>(xt, yt, &mut state, &mut work, &mut s.quant);
+        block.step::<K, W>(xt, yt, &mut state, &mut work, &mut s.quant);
     }
     s.ssm_state = state;
     s.ssm = work;
@@ -1384,16 +1414,8 @@ impl LayerPlan {
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
-            Self::S4dBlock(_) | Self::MambaBlock(_) => ssm_window::<K, W>(self, x, y, s),
-        }
-    }
-
-    /// A state-space block's channels (what one row holds), `None` for other layers.
-    fn ssm_width(&self) -> Option<usize> {
-        match self {
-            Self::S4dBlock(b) => Some(b.width),
-            Self::MambaBlock(b) => Some(b.dims.d_model),
-            _ => None,
+            Self::S4dBlock(b) => ssm_window::<K, W>(&**b, x, y, s),
+            Self::MambaBlock(b) => ssm_window::<K, W>(&**b, x, y, s),
         }
     }
 
@@ -1403,23 +1425,6 @@ impl LayerPlan {
             Self::S4dBlock(b) => (b.work_len(), b.state_len()),
             Self::MambaBlock(b) => (b.work_len(), b.state_len()),
             _ => (0, 0),
-        }
-    }
-
-    /// One row through a state-space block (nothing for other layers).
-    #[inline(always)]
-    fn ssm_step<K: Kernels, W: Width>(
-        &self,
-        x: &[f32],
-        y: &mut [f32],
-        state: &mut [f32],
-        work: &mut [f32],
-        quant: &mut QuantScratch,
-    ) {
-        match self {
-            Self::S4dBlock(b) => b.step::<K, W>(x, y, state, work, quant),
-            Self::MambaBlock(b) => b.step::<K, W>(x, y, state, work, quant),
-            _ => {}
         }
     }
 
@@ -1908,14 +1913,10 @@ fn stream_stack<K: Kernels>(
             return;
         }
         let target = &mut y[..width];
+        let (state, work, quant) = (&mut stream.states[i], &mut s.layer.ssm, &mut s.layer.quant);
         match layer {
-            LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => layer.ssm_step::<K, Single>(
-                &x[..len],
-                target,
-                &mut stream.states[i],
-                &mut s.layer.ssm,
-                &mut s.layer.quant,
-            ),
+            LayerPlan::S4dBlock(b) => b.step::<K, Single>(&x[..len], target, state, work, quant),
+            LayerPlan::MambaBlock(b) => b.step::<K, Single>(&x[..len], target, state, work, quant),
             _ => layer.forward::<K, Single>(&x[..len], future, target, &mut s.layer),
         }
         std::mem::swap(&mut x, &mut y);

@@ -403,15 +403,14 @@ fn window_volatility_graph(
     rows: usize,
     floor: &[f64],
 ) -> String {
-    let lookback = pipeline.lookback() as i64;
-    let rows = rows as i64;
-    let slice = |g: &mut GraphBuilder, input: &str, name: &str, start: i64, end: i64| {
-        let starts = g.constant_i64(&format!("{name}_start"), vec![start]);
-        let ends = g.constant_i64(&format!("{name}_end"), vec![end]);
-        let axes = g.constant_i64(&format!("{name}_axis"), vec![1]);
-        g.node("Slice", &[input, &starts, &ends, &axes], name, vec![])
-    };
-    let recent = slice(g, names::WINDOW, "scale_rows", lookback - rows, lookback);
+    let lookback = pipeline.lookback();
+    let recent = slice(
+        g,
+        names::WINDOW,
+        1,
+        (lookback - rows, lookback),
+        "scale_rows",
+    );
     let columns = g.constant_i64(
         "scale_target_columns",
         pipeline
@@ -426,8 +425,8 @@ fn window_volatility_graph(
         "scale_targets",
         vec![Attr::Int("axis", 2)],
     );
-    let later = slice(g, &targets, "scale_later", 1, rows);
-    let earlier = slice(g, &targets, "scale_earlier", 0, rows - 1);
+    let later = slice(g, &targets, 1, (1, rows), "scale_later");
+    let earlier = slice(g, &targets, 1, (0, rows - 1), "scale_earlier");
     let change = g.node("Sub", &[&later, &earlier], "scale_change", vec![]);
     let change = g.node("Abs", &[&change], "scale_abs_change", vec![]);
     // A mean over the rows as a product with a constant column: onnxruntime's ReduceMean
@@ -435,7 +434,7 @@ fn window_volatility_graph(
     // depend on its batch.
     let perm = || vec![Attr::Ints("perm", vec![0, 2, 1])];
     let change = g.node("Transpose", &[&change], "scale_change_by_target", perm());
-    let changes = (rows - 1) as usize;
+    let changes = rows - 1;
     let mean = g.constant(
         "scale_mean_weights",
         &[changes, 1],
@@ -731,16 +730,8 @@ fn lower_layer(
             g.node("Transpose", &[&sum], &format!("{name}.out"), perm())
         }
         Layer::LastStep => {
-            let steps = (node.input.len() / node.input.channels().max(1)) as i64;
-            let starts = g.constant_i64(&format!("{name}.start"), vec![steps - 1]);
-            let ends = g.constant_i64(&format!("{name}.end"), vec![steps]);
-            let axes = g.constant_i64(&format!("{name}.axis"), vec![1]);
-            let last = g.node(
-                "Slice",
-                &[input, &starts, &ends, &axes],
-                &format!("{name}.row"),
-                vec![],
-            );
+            let steps = node.input.len() / node.input.channels().max(1);
+            let last = slice(g, input, 1, (steps - 1, steps), &format!("{name}.row"));
             g.node(
                 "Flatten",
                 &[&last],
@@ -751,15 +742,11 @@ fn lower_layer(
         Layer::Nhits { .. } => nhits(g, node, input, future, tensors)?,
         Layer::PatchEmbed { patch, d_model } => {
             let tokens = node.output.len() / d_model.max(1);
-            let shape = g.constant_i64(
-                &format!("{name}.shape"),
+            let patches = reshape(
+                g,
+                input,
                 vec![0, tokens as i64, (patch * node.input.channels()) as i64],
-            );
-            let patches = g.node(
-                "Reshape",
-                &[input, &shape],
                 &format!("{name}.patches"),
-                vec![],
             );
             let embedded = times_transposed(g, tensors, &format!("{name}.weight"), &patches)?;
             let bias = weights(tensors, &format!("{name}.bias"))?;
@@ -1074,8 +1061,7 @@ fn s4d_block(
     let skip = g.constant(&format!("{name}.skip"), &[d], part("skip")?.data.clone());
     let skipped = g.node("Mul", &[&normed, &skip], &format!("{name}.skipped"), vec![]);
     let z = g.node("Add", &[&convolved, &skipped], &format!("{name}.z"), vec![]);
-    let gate = g.node("Sigmoid", &[&z], &format!("{name}.z_sigmoid"), vec![]);
-    let activated = g.node("Mul", &[&z, &gate], &format!("{name}.silu"), vec![]);
+    let activated = silu(g, &z, &format!("{name}.silu"));
     let projected = times_transposed(g, tensors, &format!("{name}.out.weight"), &activated)?;
     let bias = part("out.bias")?;
     let bias = g.constant(&format!("{name}.out.B"), &bias.shape, bias.data.clone());
@@ -1307,21 +1293,8 @@ fn transformer_block(
         if !rotate {
             return Ok::<_, ExportError>(x);
         }
-        let slice = |g: &mut GraphBuilder, what: &str, start: usize| {
-            let starts = g.constant_i64(&format!("{name}.{part}.{what}_start"), vec![start as i64]);
-            let ends = g.constant_i64(
-                &format!("{name}.{part}.{what}_end"),
-                vec![(start + half) as i64],
-            );
-            let axes = g.constant_i64(&format!("{name}.{part}.{what}_axis"), vec![3]);
-            g.node(
-                "Slice",
-                &[&x, &starts, &ends, &axes],
-                &format!("{name}.{part}.{what}"),
-                vec![],
-            )
-        };
-        let (x1, x2) = (slice(g, "first", 0), slice(g, "second", half));
+        let x1 = slice(g, &x, 3, (0, half), &format!("{name}.{part}.first"));
+        let x2 = slice(g, &x, 3, (half, 2 * half), &format!("{name}.{part}.second"));
         let mul = |g: &mut GraphBuilder, a: &str, b: &str, out: &str| {
             g.node("Mul", &[a, b], &format!("{name}.{part}.{out}"), vec![])
         };
@@ -1382,15 +1355,11 @@ fn transformer_block(
         &format!("{name}.mixed_t"),
         vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
     );
-    let shape = g.constant_i64(
-        &format!("{name}.merge_shape"),
+    let mixed = reshape(
+        g,
+        &mixed,
         vec![0, tokens as i64, d as i64],
-    );
-    let mixed = g.node(
-        "Reshape",
-        &[&mixed, &shape],
         &format!("{name}.merged"),
-        vec![],
     );
     let attended = times_transposed(g, tensors, &format!("{name}.o.weight"), &mixed)?;
     let hidden = g.node(
@@ -1401,10 +1370,9 @@ fn transformer_block(
     );
     let normed = rms_norm(g, tensors, &hidden, &format!("{name}.norm2"))?;
     let gate = times_transposed(g, tensors, &format!("{name}.gate.weight"), &normed)?;
-    let sigmoid = g.node("Sigmoid", &[&gate], &format!("{name}.gate_sigmoid"), vec![]);
-    let silu = g.node("Mul", &[&gate, &sigmoid], &format!("{name}.silu"), vec![]);
+    let activated = silu(g, &gate, &format!("{name}.silu"));
     let up = times_transposed(g, tensors, &format!("{name}.up.weight"), &normed)?;
-    let inner = g.node("Mul", &[&silu, &up], &format!("{name}.inner"), vec![]);
+    let inner = g.node("Mul", &[&activated, &up], &format!("{name}.inner"), vec![]);
     let down = times_transposed(g, tensors, &format!("{name}.down.weight"), &inner)?;
     Ok(g.node("Add", &[&hidden, &down], &format!("{name}.out"), vec![]))
 }
