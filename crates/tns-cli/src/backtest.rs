@@ -16,7 +16,7 @@ use tns_eval::{PREDICTION_COLUMNS, ScoreContext, write_csv};
 use tns_model::ModelKind;
 use tns_train::fit_model;
 
-use crate::data_args::{DataArgs, ModelArgs, TrainArgs};
+use tns_job::{DataArgs, ModelArgs, TrainArgs};
 
 /// How each fold's history grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]

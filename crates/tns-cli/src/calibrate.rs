@@ -8,7 +8,7 @@ use clap::Args;
 use tns_engine::Engine;
 use tns_format::{load_model, save_model};
 
-use crate::data_args::{self, DataArgs, IntervalGroups, IntervalScores};
+use tns_job::{DataArgs, IntervalGroups, IntervalScores, spec_for};
 
 /// Arguments of `tns calibrate`.
 #[derive(Args)]
@@ -56,7 +56,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     }
     let data = args.data.for_model(&manifest);
     let dataset = data.load()?;
-    let spec = data_args::spec_for(&manifest, &dataset)?;
+    let spec = spec_for(&manifest, &dataset)?;
     let splits = dataset.windows_split(&spec, &data.split_for(&manifest)?)?;
     let engine = Engine::new(manifest.clone(), &tensors)?;
     let by_hour = args.interval_by == Some(IntervalGroups::Hour);

@@ -8,7 +8,7 @@ use clap::Args;
 use tns_eval::SeriesToPlot;
 use tns_train::{LrSweep, lr_find, prepare};
 
-use crate::data_args::TrainSetup;
+use tns_job::TrainSetup;
 
 /// Arguments of `tns lr-find`.
 #[derive(Args)]

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use data_args::{DataArgs, TrainSetup};
 use std::sync::Arc;
+use tns_job::{EvalArgs, TrainSetup};
 
 use tns_engine::{Engine, Predictor};
 
@@ -97,7 +97,7 @@ enum DataCommand {
         /// `trajectory` or `ar-regime`.
         generator: String,
         #[command(flatten)]
-        synth: data_args::SynthArgs,
+        synth: tns_job::SynthArgs,
         /// Output CSV path.
         #[arg(short, long)]
         output: PathBuf,
@@ -129,23 +129,11 @@ struct TrainCommand {
 #[derive(Args)]
 struct EvalCommand {
     #[command(flatten)]
-    data: DataArgs,
+    args: EvalArgs,
     /// Model files; the reference is --reference, else the first System B model, else the
     /// first model.
     #[arg(required = true)]
     models: Vec<PathBuf>,
-    /// Name of the model every other is compared with (paired bootstrap of ΔMSE).
-    #[arg(long)]
-    reference: Option<String>,
-    /// Season of the MASE denominator, in rows (default: a day's rows when the time column
-    /// holds date-times with a step that divides a day, e.g. 24 for hourly data; else 1, the
-    /// naive forecast's error on the training rows).
-    #[arg(long)]
-    season: Option<usize>,
-    /// Step of the adaptive conformal interval replayed over the test windows next to the
-    /// split-conformal one (relative to the initial radius, in (0, 1)); 0 leaves it out.
-    #[arg(long, default_value_t = 0.05)]
-    adaptive_gamma: f64,
     /// Write plots into this folder: forecasts with the interval, MAE by step, coverage by
     /// hour of day.
     #[arg(long)]
@@ -255,7 +243,7 @@ pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
 }
 
 fn train(cmd: TrainCommand) -> Result<()> {
-    let TrainSetup { data, model, train } = &cmd.setup;
+    let data = &cmd.setup.data;
     if let Some(dir) = cmd.output.parent().filter(|p| !p.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -266,32 +254,11 @@ fn train(cmd: TrainCommand) -> Result<()> {
     }
     let data_file = data.data.as_deref().into_iter().collect::<Vec<_>>();
     outputs::check_output(&cmd.output, &data_file)?;
-    if let Some(dir) = &train.run_dir {
+    if let Some(dir) = &cmd.setup.train.run_dir {
         // Checked before any work: a missing folder would fail after the first epoch.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let dataset = data.load()?;
-    let config = model.config(&dataset)?;
-    let split = data.split()?.unwrap_or_default();
-    eprintln!("split: {}", split.describe());
-    let window = model.window_spec(&config, &dataset)?;
-    let splits = dataset.windows_split(&window, &split)?;
-    eprintln!(
-        "training {} over {} ({} parameters) on {} train / {} validation / {} calibration windows",
-        config.kind.name(),
-        config
-            .network
-            .as_ref()
-            .map_or("no network".to_string(), ToString::to_string),
-        config.parameter_count(),
-        splits.train.len(),
-        splits.val.len(),
-        splits.cal.len()
-    );
-    let mut options = train.options(true)?;
-    options.choose_gate = model.choose_gate();
-    let mut model = tns_train::fit_model(&config, dataset.dt(), &splits, &options)?;
-    model.manifest.data = Some(data.spec(split, &window, dataset.dt()));
+    let model = tns_job::train(&cmd.setup, true, None)?;
     let manifest = model.save(&cmd.output)?;
     if let Some(t) = &manifest.training {
         eprintln!(
@@ -309,7 +276,7 @@ fn train(cmd: TrainCommand) -> Result<()> {
 
 fn eval(cmd: EvalCommand) -> Result<()> {
     let mut inputs: Vec<&Path> = cmd.models.iter().map(PathBuf::as_path).collect();
-    inputs.extend(cmd.data.data.as_deref());
+    inputs.extend(cmd.args.data.data.as_deref());
     let reports = cmd
         .report
         .iter()
@@ -326,85 +293,23 @@ fn eval(cmd: EvalCommand) -> Result<()> {
         .map(|p| Engine::load(p).with_context(|| format!("loading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     unique_names(&mut models, &cmd.models);
-    // The data, columns, series and split come from the first model's file unless given.
-    let first_manifest = models[0].manifest();
-    let data = cmd.data.for_model(first_manifest);
-    let dataset = data.load()?;
-    let split = data.split_for(first_manifest)?;
-    let first = &first_manifest.config;
-    for m in &models[1..] {
-        let c = &m.manifest().config;
-        if (c.horizon, c.lead, &c.targets, &c.features)
-            != (first.horizon, first.lead, &first.targets, &first.features)
-        {
-            bail!(
-                "model {} forecasts another horizon, lead or targets, or reads other columns, than {}; compare models of one task",
-                c.name,
-                first.name
-            );
-        }
-    }
-    // One window set per model (lookbacks may differ), cut to the origins all share.
-    let mut tests = Vec::new();
-    let mut block = 1;
-    // The first model's training rows and targets give the MASE denominators.
-    let mut first_train = None;
-    for m in &models {
-        let spec = data_args::spec_for(m.manifest(), &dataset)?;
-        block = block.max(spec.span().div_ceil(spec.origin_every));
-        let splits = dataset.windows_split(&spec, &split)?;
-        first_train.get_or_insert((splits.train_rows, spec.targets));
-        tests.push(splits.test);
-    }
-    let (train_rows, target_columns) = first_train.unwrap_or_default();
-    let tests = tns_eval::common_origins(&tests);
-    let test_refs: Vec<&tns_data::WindowSet> = tests.iter().collect();
-    if tests[0].is_empty() {
-        bail!("the models share no test forecast origin");
-    }
-    let reference = cmd
-        .reference
-        .as_ref()
-        .map(|name| {
-            models
-                .iter()
-                .position(|m| &m.manifest().config.name == name)
-                .with_context(|| format!("--reference {name:?} is not among the models' names"))
-        })
-        .transpose()?;
-    let series: Vec<String> = dataset.series().iter().map(|s| s.id.clone()).collect();
-    let context = tns_eval::ScoreContext {
-        adaptive_gamma: (cmd.adaptive_gamma != 0.0).then_some(cmd.adaptive_gamma),
-        dt: dataset.dt(),
-        lead: first.lead,
-        series: series.clone(),
-        mase_scale: Some(tns_eval::mase_scale(
-            &train_rows,
-            dataset.columns().len(),
-            &target_columns,
-            cmd.season.unwrap_or_else(|| {
-                // Date-time data: a day's rows; else the naive forecast.
-                if tns_data::is_date_time(tests[0].origin(0).time) {
-                    tns_eval::daily_season(dataset.dt())
-                } else {
-                    1
-                }
-            }),
-        )),
-    };
-    let report = tns_eval::compare(&models, &test_refs, block, reference, Some(&context))?;
+    let tns_job::Evaluation {
+        report,
+        test,
+        series,
+    } = tns_job::evaluate(&models, &cmd.args)?;
     println!("{}", report.table);
     if let Some(stem) = cmd.report {
         report.write(&stem)?;
     }
     if let Some(dir) = cmd.plots {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for path in report.plot(&dir, &tests[0], cmd.plot_points)? {
+        for path in report.plot(&dir, &test, cmd.plot_points)? {
             eprintln!("wrote {}", path.display());
         }
     }
     if let Some(path) = cmd.predictions {
-        report.write_predictions(&path, &tests[0], &series)?;
+        report.write_predictions(&path, &test, &series)?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use tns_engine::Engine;
 use tns_eval::{quantize_with_report, summary};
 use tns_format::{load_model, save_model};
 
-use crate::data_args::{self, DataArgs};
+use tns_job::{DataArgs, spec_for};
 
 /// Arguments of `tns quantize`.
 #[derive(Args)]
@@ -42,7 +42,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let data = args.data.for_model(&manifest);
     let dataset = data.load()?;
-    let spec = data_args::spec_for(&manifest, &dataset)?;
+    let spec = spec_for(&manifest, &dataset)?;
     let splits = dataset.windows_split(&spec, &data.split_for(&manifest)?)?;
     let (int8_manifest, int8_tensors, report) = quantize_with_report(
         &manifest,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tns_eval::LossCurve;
 use tns_model::NetworkConfig;
 
-use crate::data_args::TrainSetup;
+use tns_job::TrainSetup;
 
 /// Arguments of `tns tune`.
 #[derive(Args)]

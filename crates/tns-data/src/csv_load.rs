@@ -85,17 +85,68 @@ const GAP_FACTOR: f64 = 1.5;
 /// assert!(err.contains("row 3") && err.contains("\"x\""), "{err}");
 /// ```
 pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
-    let p = || path.to_path_buf();
     // A device (`/dev/zero`) would never end and a FIFO could block: only regular files.
-    let meta = std::fs::metadata(path).map_err(|source| DataError::Io { path: p(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !meta.is_file() {
-        return Err(DataError::NotAFile { path: p() });
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| csv_error(p(), e))?;
+    load(CsvSource::File(path), options)
+}
+
+/// [`load_csv`] on CSV text held in memory (a data frame written as CSV by a caller in
+/// another language), read exactly as a file would be; errors name the data `name`.
+pub fn load_csv_bytes(name: &str, bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+    load(
+        CsvSource::Bytes {
+            name: Path::new(name),
+            bytes,
+        },
+        options,
+    )
+}
+
+/// Where the CSV text comes from; read once for the categories of unlisted one-hot columns
+/// and once for the data.
+#[derive(Clone, Copy)]
+enum CsvSource<'a> {
+    File(&'a Path),
+    Bytes { name: &'a Path, bytes: &'a [u8] },
+}
+
+impl CsvSource<'_> {
+    fn name(&self) -> &Path {
+        match self {
+            Self::File(path) => path,
+            Self::Bytes { name, .. } => name,
+        }
+    }
+
+    fn reader(&self) -> Result<csv::Reader<Box<dyn std::io::Read + '_>>, DataError> {
+        let input: Box<dyn std::io::Read + '_> = match self {
+            Self::File(path) => Box::new(std::fs::File::open(path).map_err(|source| {
+                DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?),
+            Self::Bytes { bytes, .. } => Box::new(*bytes),
+        };
+        Ok(csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_reader(input))
+    }
+}
+
+fn load(source: CsvSource<'_>, options: &CsvOptions) -> Result<Dataset, DataError> {
+    let path = source.name();
+    let p = || path.to_path_buf();
+    let mut reader = source.reader()?;
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| csv_error(p(), e))?
@@ -172,7 +223,7 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             cols
         }
         None => {
-            let categories = distinct_values(path, &categorical)?;
+            let categories = distinct_values(source, &categorical)?;
             let mut cols = Vec::new();
             for (c, name) in header.iter().enumerate() {
                 if let Some(k) = categorical.iter().position(|&x| x == c) {
@@ -365,15 +416,13 @@ enum Source {
 }
 
 /// The sorted distinct values of each of `columns`, read in a first pass over the file.
-fn distinct_values(path: &Path, columns: &[usize]) -> Result<Vec<Vec<String>>, DataError> {
+fn distinct_values(source: CsvSource<'_>, columns: &[usize]) -> Result<Vec<Vec<String>>, DataError> {
     let mut sets = vec![std::collections::BTreeSet::new(); columns.len()];
     if columns.is_empty() {
         return Ok(Vec::new());
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| csv_error(path.to_path_buf(), e))?;
+    let path = source.name();
+    let mut reader = source.reader()?;
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path.to_path_buf(), e))?;
         for (set, &c) in sets.iter_mut().zip(columns) {

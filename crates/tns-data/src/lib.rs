@@ -23,7 +23,7 @@ mod normalize;
 pub mod synth;
 mod window;
 
-pub use csv_load::{CsvOptions, Fill, load_csv, parse_cell};
+pub use csv_load::{CsvOptions, Fill, load_csv, load_csv_bytes, parse_cell};
 pub use dataset::{Dataset, PARTIAL_SUFFIX, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;

@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -9,7 +10,7 @@ use tns_format::{Manifest, TrainingSummary, save_model, tensor_checksum};
 use tns_model::{ModelConfig, NamedTensor};
 use tns_models::Network;
 
-use crate::{EpochMetrics, TrainConfig, TrainError, Trainer, prepare};
+use crate::{EpochMetrics, TrainConfig, TrainError, TrainMonitor, Trainer, prepare};
 
 /// How to fit a model.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct FitOptions {
     /// Choose a gated model's mode (reject, shrink, keep) by its error on the calibration
     /// split, and record the evidence; otherwise keep the configured mode.
     pub choose_gate: bool,
+    /// Told of every step and epoch; may stop the run.
+    pub monitor: Option<Arc<dyn TrainMonitor>>,
 }
 
 impl Default for FitOptions {
@@ -52,6 +55,7 @@ impl Default for FitOptions {
             progress: false,
             stop_after: None,
             choose_gate: true,
+            monitor: None,
         }
     }
 }
@@ -110,6 +114,7 @@ pub fn fit_model(
             stop_after: options.stop_after,
             progress: options.progress,
             label: config.name.clone(),
+            monitor: options.monitor.as_deref(),
         };
         let outcome = trainer.run(&network, &prepared.train, &prepared.val, options.resume)?;
         model.manifest.training = Some(TrainingSummary {

@@ -20,7 +20,9 @@ pub use fit::{FitOptions, TrainedModel, fit_model};
 pub use lr_find::{LrFinding, LrPoint, LrSweep, lr_find};
 pub use optim::AdamW;
 pub use prepare::{NetData, Prepared, prepare};
-pub use trainer::{EpochMetrics, Loss, Schedule, TrainConfig, Trainer, learning_rate};
+pub use trainer::{
+    EpochMetrics, Loss, Schedule, TrainConfig, TrainMonitor, Trainer, learning_rate,
+};
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,9 @@ pub enum TrainError {
     /// The training settings or data do not fit the model.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The caller's [`TrainMonitor`] stopped the run (a keyboard interrupt in Python).
+    #[error("training stopped: {0}")]
+    Stopped(String),
     /// The loss became NaN or infinite.
     #[error("training diverged at epoch {epoch}: the loss is not finite; lower the learning rate")]
     Diverged {

@@ -259,6 +259,25 @@ pub struct Trainer<'a> {
     pub progress: bool,
     /// Label shown on the progress bar.
     pub label: String,
+    /// Told of every optimizer step and epoch; may stop the run between steps.
+    pub monitor: Option<&'a dyn TrainMonitor>,
+}
+
+/// Watches a training run from the thread that runs it: told of every optimizer step and
+/// every epoch, and able to stop the run between two steps (Python's progress callback and
+/// its keyboard interrupt).
+pub trait TrainMonitor: Send + Sync {
+    /// After optimizer step `step` (from 1) of at most `total` (early stopping may end the run
+    /// sooner); an error stops the run with [`TrainError::Stopped`] carrying its message.
+    fn step(&self, step: u64, total: u64) -> Result<(), String>;
+    /// After each epoch, with its metrics, of at most `epochs`.
+    fn epoch(&self, metrics: &EpochMetrics, epochs: usize);
+}
+
+impl std::fmt::Debug for dyn TrainMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrainMonitor")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -412,6 +431,11 @@ impl Trainer<'_> {
                 state.step += 1;
                 norm_sum += norm;
                 bar.inc(1);
+                if let Some(monitor) = self.monitor {
+                    monitor
+                        .step(state.step, total_steps as u64)
+                        .map_err(TrainError::Stopped)?;
+                }
             }
             let val_loss = evaluate(network, val, self.device, cfg.loss)?;
             let metrics = EpochMetrics {
@@ -447,6 +471,9 @@ impl Trainer<'_> {
                 best = network.to_tensors()?;
             } else {
                 state.bad_epochs += 1;
+            }
+            if let Some(monitor) = self.monitor {
+                monitor.epoch(&metrics, cfg.epochs);
             }
             state.history.push(metrics);
             state.epochs_done = epoch;
