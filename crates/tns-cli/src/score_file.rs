@@ -9,20 +9,13 @@
 //! they are made and the file is renamed to `P` at the end; after an interruption the same
 //! command resumes from `P.partial`, skipping the origins it already holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use tns_engine::{Engine, Predictor};
-
-/// What one series keeps while streaming.
-struct SeriesState {
-    rows: VecDeque<(f64, Vec<f64>)>,
-    since_origin: usize,
-    last_written: Option<f64>,
-}
+use tns_engine::{Engine, RowScorer};
 
 /// Scores `data` with the model in `engine`, writing forecasts to `output`.
 pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize) -> Result<()> {
@@ -32,7 +25,6 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
     let time_column = spec.and_then(|d| d.time_column.clone());
     let series_column = spec.and_then(|d| d.series_column.clone());
     let series_filter = spec.and_then(|d| d.series.clone());
-    let dt = spec.and_then(|d| d.dt);
     // A device or a FIFO would stream forever: only regular files are scored.
     if !std::fs::metadata(data)
         .with_context(|| format!("reading {}", data.display()))?
@@ -70,7 +62,6 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
     let series_col = series_column.as_deref().map(find).transpose()?;
 
     let partial = PathBuf::from(format!("{}.partial", output.display()));
-    let mut states: HashMap<String, SeriesState> = HashMap::new();
     let resumed = resume(&partial)?;
     let fresh = resumed.is_empty();
     let file = std::fs::OpenOptions::new()
@@ -91,17 +82,7 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
             "upper",
         ])?;
     }
-    let mut predictor = Predictor::new(engine.clone());
-    let pipeline = engine.pipeline();
-    let (lookback, f) = (config.lookback, config.features.len());
-    let future_columns = config.future_column_indices()?;
-    let span = if config.future.is_some() {
-        config.lookback + config.lead + config.horizon - 1
-    } else {
-        lookback
-    };
-    let mut window = vec![0.0; engine.input_len()];
-    let mut covariates = vec![0.0; config.horizon * future_columns.len()];
+    let mut scorer = RowScorer::new(engine.clone(), origin_every)?;
     let (mut rows, mut written) = (0u64, 0u64);
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record)? {
@@ -140,56 +121,15 @@ pub fn run(engine: Arc<Engine>, data: &Path, output: &Path, origin_every: usize)
                     })
             })
             .collect::<Result<_>>()?;
-        let state = states.entry(id.clone()).or_insert_with(|| SeriesState {
-            rows: VecDeque::with_capacity(span + 1),
-            since_origin: 0,
-            last_written: resumed.get(&id).copied(),
-        });
-        if let Some(&(previous, _)) = state.rows.back() {
-            if t <= previous {
-                bail!(
-                    "{} row {line}: time {} does not increase within series {id:?}; sort the file",
-                    data.display(),
-                    tns_data::format_time(t)
-                );
-            }
-            // A gap starts a new window: no window spans it.
-            if dt.is_some_and(|dt| t - previous > 1.5 * dt) {
-                state.rows.clear();
-            }
-        }
-        state.rows.push_back((t, values));
-        if state.rows.len() > span {
-            state.rows.pop_front();
-        }
-        state.since_origin += 1;
-        if state.rows.len() < span || state.since_origin < origin_every {
+        let Some((t, p)) = scorer
+            .push(&id, t, &values)
+            .with_context(|| format!("{} row {line}", data.display()))?
+        else {
             continue;
-        }
-        state.since_origin = 0;
-        // The origin is the window's last row (rows after it hold the future covariates).
-        let t = state.rows[lookback - 1].0;
-        if state.last_written.is_some_and(|w| t <= w) {
+        };
+        if resumed.get(&id).is_some_and(|&w| t <= w) {
             continue; // written before the interruption
         }
-        for (r, (_, v)) in state.rows.iter().take(lookback).enumerate() {
-            window[r * f..(r + 1) * f].copy_from_slice(v);
-        }
-        if config.future.is_some() {
-            let per = future_columns.len();
-            for (step, known) in covariates.chunks_exact_mut(per.max(1)).enumerate() {
-                let row = &state.rows[lookback - 1 + config.lead + step].1;
-                for (k, &c) in known.iter_mut().zip(&future_columns) {
-                    *k = row[c];
-                }
-            }
-            pipeline
-                .future_into(&covariates, Some(t), &mut window[lookback * f..])
-                .with_context(|| format!("{} row {line}: future inputs", data.display()))?;
-        }
-        let p = predictor
-            .predict(&window)
-            .with_context(|| format!("{} row {line}: predicting", data.display()))?;
         let targets = config.targets.len();
         let origin = tns_data::format_time(t);
         for (k, value) in p.values().iter().enumerate() {

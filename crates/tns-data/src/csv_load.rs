@@ -100,7 +100,11 @@ pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
 
 /// [`load_csv`] on CSV text held in memory (a data frame written as CSV by a caller in
 /// another language), read exactly as a file would be; errors name the data `name`.
-pub fn load_csv_bytes(name: &str, bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+pub fn load_csv_bytes(
+    name: &str,
+    bytes: &[u8],
+    options: &CsvOptions,
+) -> Result<Dataset, DataError> {
     load(
         CsvSource::Bytes {
             name: Path::new(name),
@@ -128,12 +132,12 @@ impl CsvSource<'_> {
 
     fn reader(&self) -> Result<csv::Reader<Box<dyn std::io::Read + '_>>, DataError> {
         let input: Box<dyn std::io::Read + '_> = match self {
-            Self::File(path) => Box::new(std::fs::File::open(path).map_err(|source| {
-                DataError::Io {
+            Self::File(path) => {
+                Box::new(std::fs::File::open(path).map_err(|source| DataError::Io {
                     path: path.to_path_buf(),
                     source,
-                }
-            })?),
+                })?)
+            }
             Self::Bytes { bytes, .. } => Box::new(*bytes),
         };
         Ok(csv::ReaderBuilder::new()
@@ -416,7 +420,10 @@ enum Source {
 }
 
 /// The sorted distinct values of each of `columns`, read in a first pass over the file.
-fn distinct_values(source: CsvSource<'_>, columns: &[usize]) -> Result<Vec<Vec<String>>, DataError> {
+fn distinct_values(
+    source: CsvSource<'_>,
+    columns: &[usize],
+) -> Result<Vec<Vec<String>>, DataError> {
     let mut sets = vec![std::collections::BTreeSet::new(); columns.len()];
     if columns.is_empty() {
         return Ok(Vec::new());

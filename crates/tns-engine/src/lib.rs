@@ -22,6 +22,7 @@
 mod int8;
 mod kernels;
 mod network;
+mod scoring;
 mod session;
 
 use std::path::Path;
@@ -34,6 +35,7 @@ use tns_model::{ConfigError, Forecast, InputError, NamedTensor, Pipeline, Pipeli
 
 pub use kernels::{Isa, LANES, exp_in_place, sigmoid_in_place, tanh_in_place};
 pub use network::{NetworkPlan, NetworkScratch, NetworkStream};
+pub use scoring::{RowScorer, ScoreError};
 pub use session::Session;
 
 /// Errors of the engine.

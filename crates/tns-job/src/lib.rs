@@ -18,8 +18,8 @@ use tns_engine::Engine;
 use tns_train::{TrainMonitor, TrainedModel};
 
 pub use options::{
-    CsvText, DataArgs, GateChoice, IntervalGroups, IntervalScores, ModelArgs, SynthArgs,
-    TrainArgs, TrainSetup, spec_for,
+    CsvText, DataArgs, GateChoice, IntervalGroups, IntervalScores, ModelArgs, SynthArgs, TrainArgs,
+    TrainSetup, spec_for,
 };
 
 /// Loads the data, builds the model description, splits, trains (for learned kinds) and
@@ -93,7 +93,10 @@ pub struct Evaluation {
 /// `tns eval` prints. The data, columns, series and split come from the first model's file
 /// unless `args` gives them.
 pub fn evaluate(models: &[Engine], args: &EvalArgs) -> Result<Evaluation> {
-    let first_manifest = models.first().context("give at least one model")?.manifest();
+    let first_manifest = models
+        .first()
+        .context("give at least one model")?
+        .manifest();
     let data = args.data.for_model(first_manifest);
     let dataset = data.load()?;
     let split = data.split_for(first_manifest)?;

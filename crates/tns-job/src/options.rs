@@ -721,4 +721,3 @@ fn window_layout(
         calendar: future.and_then(|f| f.calendar.clone()),
     })
 }
-
