@@ -291,10 +291,21 @@ pub fn save_model(
     manifest: &Manifest,
     tensors: &[NamedTensor],
 ) -> Result<Manifest, FormatError> {
-    let io = |source| FormatError::Io {
+    let (manifest, bytes) = encode_model(path, manifest, tensors)?;
+    tns_data::write_atomic(path, &bytes).map_err(|source| FormatError::Io {
         path: path.to_path_buf(),
         source,
-    };
+    })?;
+    Ok(manifest)
+}
+
+/// The bytes of a model file, as [`save_model`] writes them, and the manifest they hold;
+/// `path` names the model in errors.
+pub fn encode_model(
+    path: &Path,
+    manifest: &Manifest,
+    tensors: &[NamedTensor],
+) -> Result<(Manifest, Vec<u8>), FormatError> {
     let mut manifest = manifest.clone();
     manifest.format = FORMAT_TAG.into();
     manifest.format_version = if manifest.quantization.is_some() {
@@ -334,8 +345,7 @@ pub fn save_model(
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-    tns_data::write_atomic(path, &bytes).map_err(io)?;
-    Ok(manifest)
+    Ok((manifest, bytes))
 }
 
 /// The on-disk dtype and bytes of one tensor: I8 codes for quantized weights, F16 for their

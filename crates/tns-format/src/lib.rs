@@ -16,8 +16,8 @@ mod quantize;
 
 pub use file::{
     FORMAT_TAG, FORMAT_VERSION, FileChecksum, FormatError, MAX_MODEL_BYTES, Manifest,
-    TrainingSummary, load_model, model_checksum, read_model, save_model, tensor_checksum,
-    with_manifest_json,
+    TrainingSummary, encode_model, load_model, model_checksum, read_model, save_model,
+    tensor_checksum, with_manifest_json,
 };
 pub use quantize::{
     INT8_MAX, QuantScheme, Quantization, SCALE_SUFFIX, quantize_int8, quantized_codes,
