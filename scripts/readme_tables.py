@@ -24,6 +24,7 @@ Blocks:
   zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
+  python                          results/python/latency.md         (bash bench/python/run.sh)
 """
 
 import json
@@ -114,6 +115,14 @@ def zoo_nhits():
 def zoo_stream():
     report = read("results/zoo/streaming.md")
     return None if report is None else report.strip() + "\n"
+
+
+def python_binding():
+    return produced(
+        "results/python/latency.md",
+        "bash bench/python/run.sh",
+        "files `results/python/latency.{json,md}`",
+    )
 
 
 def zoo_accuracy(regime):
@@ -303,6 +312,7 @@ BLOCKS = {
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
     "zoo-nhits": zoo_nhits,
     "zoo-stream": zoo_stream,
+    "python": python_binding,
 }
 
 
