@@ -398,9 +398,16 @@ impl Model {
                 "series, times and values differ in length",
             ));
         }
+        let width = self.config().features.len();
+        if values.ncols() != width {
+            return Err(PyValueError::new_err(format!(
+                "values have {} columns; the model reads {width} features {:?}",
+                values.ncols(),
+                self.config().features
+            )));
+        }
         let (series, times) = (series.to_vec(), times.to_vec());
         let values: Vec<f64> = values.iter().copied().collect();
-        let width = self.config().features.len();
         let calibrated = self.engine.pipeline().conformal().is_some();
         let mut scorer = RowScorer::new(self.engine.clone(), origin_every).map_err(engine_error)?;
         let scored = py.detach(|| -> Result<_, String> {
