@@ -28,8 +28,10 @@ use tns_format::save_model;
 use tns_model::{ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
+mod inputs;
 mod stream;
 mod zoo;
+pub use inputs::{InputsArgs, inputs};
 pub use stream::{StreamArgs, stream};
 pub use zoo::{ZooArgs, zoo};
 

@@ -88,6 +88,10 @@ enum Command {
     /// Per-observation cost of a streamed S4D or Mamba network at growing lookbacks, beside
     /// re-running the window.
     BenchStream(tns_bench::StreamArgs),
+    /// Single-window latency of the native engine on given model inputs (the WASM build's
+    /// benchmark, `web/test`, runs it beside its own).
+    #[command(hide = true)]
+    BenchInputs(tns_bench::InputsArgs),
 }
 
 #[derive(Subcommand)]
@@ -220,6 +224,7 @@ fn main() -> Result<()> {
         Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::BenchZoo(args) => tns_bench::zoo(args),
         Command::BenchStream(args) => tns_bench::stream(args),
+        Command::BenchInputs(args) => tns_bench::inputs(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::LrFind(args) => lr_find::run(*args),
