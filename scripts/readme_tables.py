@@ -25,6 +25,8 @@ Blocks:
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
   python                          results/python/latency.md         (bash bench/python/run.sh)
+  wasm                            results/wasm/wasm.md              (bash web/build.sh && node web/test/run.mjs)
+  wasm-no-simd                    results/wasm/no-simd/wasm.md      (TNS_WASM_SIMD=0 bash web/build.sh && node web/test/run.mjs --no-browser --out results/wasm/no-simd)
 """
 
 import json
@@ -122,6 +124,22 @@ def python_binding():
         "results/python/latency.md",
         "bash bench/python/run.sh",
         "files `results/python/latency.{json,md}`",
+    )
+
+
+def wasm():
+    return produced(
+        "results/wasm/wasm.md",
+        "bash web/build.sh && node web/test/run.mjs",
+        "files `results/wasm/wasm.{json,md}`, `page.png`, `page-hourly.png`",
+    )
+
+
+def wasm_no_simd():
+    return produced(
+        "results/wasm/no-simd/wasm.md",
+        "TNS_WASM_SIMD=0 bash web/build.sh && node web/test/run.mjs --no-browser --out results/wasm/no-simd",
+        "files `results/wasm/no-simd/wasm.{json,md}`",
     )
 
 
@@ -313,6 +331,8 @@ BLOCKS = {
     "zoo-nhits": zoo_nhits,
     "zoo-stream": zoo_stream,
     "python": python_binding,
+    "wasm": wasm,
+    "wasm-no-simd": wasm_no_simd,
 }
 
 

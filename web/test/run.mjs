@@ -207,6 +207,29 @@ const report = {
     glue_bytes: statSync(join(DIST, 'pkg/tns_wasm.js')).size },
   models: {}, node: { version: process.version }, browser: null,
 };
+// Bad input gets a clear error, never a panic (a panic would abort the module).
+{
+  const throws = (what, pattern, run) => {
+    try { run(); } catch (e) { if (!pattern.test(String(e.message || e))) fail(`${what}: unexpected error ${e.message || e}`); return; }
+    fail(`${what}: no error`);
+  };
+  const good = readFileSync(join(DIST, catalog[0].model));
+  const tampered = Uint8Array.from(good);
+  tampered[tampered.length >> 1] ^= 0xff;
+  throws('tampered model', /checksum|sha-?256|tamper|corrupt/i, () => new glue.Model(tampered));
+  throws('truncated model', /./, () => new glue.Model(good.subarray(0, 200)));
+  const model = new glue.Model(good);
+  throws('short window', /values|shape|expected/i, () => model.predict(new Float64Array(3)));
+  const nan = new Float64Array(model.lookback * model.features.length).fill(1);
+  nan[5] = NaN;
+  throws('NaN in a window', /finite|NaN/i, () => model.predict(nan));
+  const session = model.session();
+  throws('short row', /./, () => session.push(new Float64Array(1)));
+  if (session.observations !== 0) fail('a rejected row changed the session');
+  if (!glue.timeZones().includes('Europe/Paris')) fail('the build lacks Europe/Paris');
+  console.log('node: bad inputs give clear errors');
+}
+
 const fixtures = {};
 for (const entry of catalog) {
   const modelBytes = readFileSync(join(DIST, entry.model));

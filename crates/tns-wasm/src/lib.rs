@@ -76,7 +76,17 @@ impl Model {
     /// checked; a truncated or tampered file is an error that says which).
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> Result<Model, JsError> {
-        let engine = Arc::new(Engine::from_bytes(Path::new("model.tns"), bytes).map_err(js_error)?);
+        let engine = Arc::new(Engine::from_bytes(Path::new("model.tns"), bytes).map_err(|e| {
+            let message = e.to_string();
+            if message.contains("unknown time zone") {
+                // A valid IANA name this build does not carry (web/build.sh chooses them).
+                return JsError::new(&format!(
+                    "{message} (this WASM build carries only these zones: {})",
+                    time_zones().join(", ")
+                ));
+            }
+            JsError::new(&message)
+        })?);
         Ok(Self {
             predictor: Predictor::new(engine.clone()),
             engine,
@@ -294,6 +304,15 @@ impl Replay {
 #[wasm_bindgen(js_name = parseTime)]
 pub fn parse_time(text: &str) -> Option<f64> {
     tns_calendar::parse_timestamp(text)
+}
+
+/// The IANA time zones this build carries for calendar features.
+#[wasm_bindgen(js_name = timeZones)]
+pub fn time_zones() -> Vec<String> {
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| tz.name().to_string())
+        .collect()
 }
 
 /// The crate's version.
