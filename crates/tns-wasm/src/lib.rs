@@ -76,17 +76,19 @@ impl Model {
     /// checked; a truncated or tampered file is an error that says which).
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> Result<Model, JsError> {
-        let engine = Arc::new(Engine::from_bytes(Path::new("model.tns"), bytes).map_err(|e| {
-            let message = e.to_string();
-            if message.contains("unknown time zone") {
-                // A valid IANA name this build does not carry (web/build.sh chooses them).
-                return JsError::new(&format!(
-                    "{message} (this WASM build carries only these zones: {})",
-                    time_zones().join(", ")
-                ));
-            }
-            JsError::new(&message)
-        })?);
+        let engine = Arc::new(
+            Engine::from_bytes(Path::new("model.tns"), bytes).map_err(|e| {
+                let message = e.to_string();
+                if message.contains("unknown time zone") {
+                    // A valid IANA name this build does not carry (web/build.sh chooses them).
+                    return JsError::new(&format!(
+                        "{message} (this WASM build carries only these zones: {})",
+                        time_zones().join(", ")
+                    ));
+                }
+                JsError::new(&message)
+            })?,
+        );
         Ok(Self {
             predictor: Predictor::new(engine.clone()),
             engine,
