@@ -20,6 +20,7 @@ use numpy::{
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use rayon::prelude::*;
 use tns_engine::{Engine, EngineError, Predictor, RowScorer};
 
 use forecast::Forecast;
@@ -376,7 +377,8 @@ impl Model {
             .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))
     }
 
-    /// Scores rows of many series (what `predict_frame` calls): `series[i]` indexes
+    /// Scores rows of many series (what `predict_frame` calls; the series on every core, with
+    /// the GIL released): `series[i]` indexes
     /// `series_names`, `times` are seconds since 1970, `values` is `[rows, features]`. Returns
     /// the series index, the origin time and the `[horizon × targets]` prediction, lower and
     /// upper ends of every forecast (`None` ends without a calibration).
@@ -409,36 +411,72 @@ impl Model {
         let (series, times) = (series.to_vec(), times.to_vec());
         let values: Vec<f64> = values.iter().copied().collect();
         let calibrated = self.engine.pipeline().conformal().is_some();
-        let mut scorer = RowScorer::new(self.engine.clone(), origin_every).map_err(engine_error)?;
-        let scored = py.detach(|| -> Result<_, String> {
-            let (mut index, mut origin) = (Vec::new(), Vec::new());
-            let (mut prediction, mut lower, mut upper) = (Vec::new(), Vec::new(), Vec::new());
-            for (row, ((&s, &t), v)) in series
-                .iter()
-                .zip(&times)
-                .zip(values.chunks_exact(width.max(1)))
-                .enumerate()
-            {
+        // Rows in runs of one series each (predict_frame sorts them so): the runs are scored in
+        // parallel, each by its own scorer, and joined in order, so the result does not depend
+        // on the thread count.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for (row, s) in series.iter().enumerate() {
+            match runs.last_mut() {
+                Some(run) if series[run.start] == *s => run.end = row + 1,
+                _ => runs.push(row..row + 1),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(run) = runs.iter().find(|run| !seen.insert(series[run.start])) {
+            return Err(PyValueError::new_err(format!(
+                "row {}: the rows of a series must be contiguous",
+                run.start
+            )));
+        }
+        let engine = &self.engine;
+        let score_run = |run: &std::ops::Range<usize>| -> Result<Scored, String> {
+            let mut scorer =
+                RowScorer::new(engine.clone(), origin_every).map_err(|e| e.to_string())?;
+            let mut out = Scored::default();
+            for row in run.clone() {
+                let s = series[row];
                 let name = usize::try_from(s)
                     .ok()
                     .and_then(|s| series_names.get(s))
                     .ok_or_else(|| format!("row {row}: series index {s} out of range"))?;
+                let v = &values[row * width..(row + 1) * width];
                 if let Some((o, p)) = scorer
-                    .push(name, t, v)
+                    .push(name, times[row], v)
                     .map_err(|e| format!("row {row}: {e}"))?
                 {
-                    index.push(s);
-                    origin.push(o);
-                    prediction.extend_from_slice(p.values());
+                    out.index.push(s);
+                    out.origin.push(o);
+                    out.prediction.extend_from_slice(p.values());
                     if let Some((l, u)) = p.interval() {
-                        lower.extend_from_slice(l);
-                        upper.extend_from_slice(u);
+                        out.lower.extend_from_slice(l);
+                        out.upper.extend_from_slice(u);
                     }
                 }
             }
-            Ok((index, origin, prediction, lower, upper))
+            Ok(out)
+        };
+        let scored = py.detach(|| -> Result<Scored, String> {
+            let parts = runs
+                .par_iter()
+                .map(score_run)
+                .collect::<Result<Vec<Scored>, String>>()?;
+            let mut all = Scored::default();
+            for part in parts {
+                all.index.extend(part.index);
+                all.origin.extend(part.origin);
+                all.prediction.extend(part.prediction);
+                all.lower.extend(part.lower);
+                all.upper.extend(part.upper);
+            }
+            Ok(all)
         });
-        let (index, origin, prediction, lower, upper) = scored.map_err(PyValueError::new_err)?;
+        let Scored {
+            index,
+            origin,
+            prediction,
+            lower,
+            upper,
+        } = scored.map_err(PyValueError::new_err)?;
         let n = index.len();
         let out = self.engine.output_len();
         let matrix = |v: Vec<f64>| -> PyResult<Bound<'py, PyAny>> {
@@ -473,6 +511,16 @@ impl Model {
             c.targets
         )
     }
+}
+
+/// Forecasts of scored rows, as `_score_rows` returns them.
+#[derive(Default)]
+struct Scored {
+    index: Vec<i64>,
+    origin: Vec<f64>,
+    prediction: Vec<f64>,
+    lower: Vec<f64>,
+    upper: Vec<f64>,
 }
 
 /// A stream of observations with the state a forecast needs (Kalman and window), updated in

@@ -123,3 +123,12 @@ def test_an_exception_in_the_callback_stops_training():
     with pytest.raises(Stop):
         tns.train(callback=callback, **{**SMALL, "epochs": 30})
     assert len(calls) == 3
+
+
+def test_row_scoring_refuses_interleaved_series(pooled):
+    _, _, _, py = pooled
+    rows = 3 * py.lookback
+    values = np.ones((rows, len(py.features)))
+    codes = np.array([0, 1] * (rows // 2) + [0] * (rows % 2), dtype=np.int64)
+    with pytest.raises(ValueError, match="contiguous"):
+        py._score_rows(codes, ["A", "B"], np.arange(rows, dtype=np.float64), values, 1)
