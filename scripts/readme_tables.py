@@ -25,6 +25,7 @@ Blocks:
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
   python                          results/python/latency.md         (bash bench/python/run.sh)
+  int8-widths                     results/int8/widths.md            (bash bench/int8/run.sh)
   wasm                            results/wasm/wasm.md              (bash web/build.sh && node web/test/run.mjs)
   wasm-no-simd                    results/wasm/no-simd/wasm.md      (TNS_WASM_SIMD=0 bash web/build.sh && node web/test/run.mjs --no-browser --out results/wasm/no-simd)
 """
@@ -124,6 +125,14 @@ def python_binding():
         "results/python/latency.md",
         "bash bench/python/run.sh",
         "files `results/python/latency.{json,md}`",
+    )
+
+
+def int8_widths():
+    return produced(
+        "results/int8/widths.md",
+        "bash bench/int8/run.sh",
+        "files `results/int8/widths.{json,md}`",
     )
 
 
@@ -332,6 +341,7 @@ BLOCKS = {
     "zoo-stream": zoo_stream,
     "python": python_binding,
     "wasm": wasm,
+    "int8-widths": int8_widths,
     "wasm-no-simd": wasm_no_simd,
 }
 

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 pub use adaptive::{AdaptiveScores, IntervalRow, adaptive_radii, adaptive_scores, interval_table};
 pub use compare::{PREDICTION_COLUMNS, Report, common_origins, compare, write_csv};
 pub use gate::{GateEffect, gate_effect, gate_table};
-pub use quantize::{Int8Report, quantize_with_report, summary};
+pub use quantize::{Int8Report, SpeedComparison, quantize_with_report, summary};
 pub use scores::{
     Interval, Radii, Score, ScoreContext, Scores, Slice, daily_season, mase_scale, score,
     scores_table,

@@ -48,6 +48,79 @@ pub struct Int8Report {
     pub gate_pass_rate_f32: Option<f64>,
     /// Gate pass rate of the INT8 model.
     pub gate_pass_rate_int8: Option<f64>,
+    /// Single-window latency of both engines on this machine.
+    pub speed: SpeedComparison,
+}
+
+/// Single-window prediction time of the f32 and the INT8 engine, measured on the test windows
+/// in alternating blocks (so that drift hits both): whether INT8 pays in time on this CPU, or
+/// only in memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedComparison {
+    /// The instruction set both engines ran on.
+    pub isa: String,
+    /// Timed calls per engine.
+    pub calls: usize,
+    /// Median time per call of the f32 engine (µs).
+    pub f32_median_us: f64,
+    /// Median time per call of the INT8 engine (µs).
+    pub int8_median_us: f64,
+    /// `f32_median_us / int8_median_us`: above 1, INT8 is faster.
+    pub int8_speedup: f64,
+}
+
+/// Calls per engine in [`compare_speed`], in blocks of [`SPEED_BLOCK`].
+const SPEED_CALLS: usize = 20_000;
+const SPEED_BLOCK: usize = 1_000;
+
+/// Times single-window predictions of both engines on `inputs` (model inputs, flat).
+fn compare_speed(
+    f32_engine: Engine,
+    int8_engine: Engine,
+    inputs: &[f64],
+) -> Result<SpeedComparison, EvalError> {
+    use std::hint::black_box;
+    use std::time::Instant;
+    let per = f32_engine.input_len();
+    let windows: Vec<&[f64]> = inputs.chunks_exact(per.max(1)).collect();
+    let isa = f32_engine.isa().name().to_string();
+    let mut predictors = [
+        tns_engine::Predictor::new(std::sync::Arc::new(f32_engine)),
+        tns_engine::Predictor::new(std::sync::Arc::new(int8_engine)),
+    ];
+    let mut times: [Vec<f64>; 2] = [
+        Vec::with_capacity(SPEED_CALLS),
+        Vec::with_capacity(SPEED_CALLS),
+    ];
+    if windows.is_empty() {
+        return Err(EvalError::Quantize("no test windows to time".into()));
+    }
+    for round in 0..=SPEED_CALLS / SPEED_BLOCK {
+        for (predictor, out) in predictors.iter_mut().zip(times.iter_mut()) {
+            for k in 0..SPEED_BLOCK {
+                let window = black_box(windows[(round * SPEED_BLOCK + k) % windows.len()]);
+                let start = Instant::now();
+                black_box(predictor.predict(window)?);
+                // The first round warms caches and branch predictors; it is not kept.
+                if round > 0 {
+                    out.push(start.elapsed().as_nanos() as f64 / 1e3);
+                }
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [mut f32_times, mut int8_times] = times;
+    let (f32_median_us, int8_median_us) = (median(&mut f32_times), median(&mut int8_times));
+    Ok(SpeedComparison {
+        isa,
+        calls: f32_times.len(),
+        f32_median_us,
+        int8_median_us,
+        int8_speedup: f32_median_us / int8_median_us,
+    })
 }
 
 /// Quantizes a model's weights and recalibrates its conformal radii on `splits.cal` with
@@ -106,6 +179,7 @@ pub fn quantize_with_report(
     );
     let network = |e: &Engine| e.network().map_or(0, |n| n.weight_bytes());
     let (bytes_f32, bytes_int8) = (network(&f32_engine), network(&int8_engine));
+    let speed = compare_speed(f32_engine, int8_engine, &test.inputs())?;
     let report = Int8Report {
         kind: manifest.config.kind.name().to_string(),
         weight_bytes_f32: bytes_f32,
@@ -124,15 +198,32 @@ pub fn quantize_with_report(
         mean_width_int8: int8_eval.mean_width,
         gate_pass_rate_f32: f32_eval.gate_pass_rate,
         gate_pass_rate_int8: int8_eval.gate_pass_rate,
+        speed,
     };
     Ok((int8_manifest, int8_tensors, report))
 }
 
-/// A short human-readable account of a report.
+/// A short human-readable account of a report, saying plainly when INT8 is slower.
 pub fn summary(r: &Int8Report) -> String {
     let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
+    let s = &r.speed;
+    let speed = if s.int8_speedup >= 1.0 {
+        format!(
+            "INT8 is {:.2}× faster than f32 per window ({:.2} µs against {:.2} µs, median of {} calls on {})",
+            s.int8_speedup, s.int8_median_us, s.f32_median_us, s.calls, s.isa
+        )
+    } else {
+        format!(
+            "INT8 is {:.2}× SLOWER than f32 per window ({:.2} µs against {:.2} µs, median of {} calls on {}): for this model it saves memory, not time; keep the f32 file where latency matters",
+            1.0 / s.int8_speedup,
+            s.int8_median_us,
+            s.f32_median_us,
+            s.calls,
+            s.isa
+        )
+    };
     format!(
-        "{}: weights {} → {} bytes ({:.2}× smaller); test MSE {:.4e} → {:.4e} ({:+.2}%, 95% CI of the difference [{:.2e}, {:.2e}]); coverage {} (f32) → {} with the f32 radii → {} recalibrated (nominal {})",
+        "{}: weights {} → {} bytes ({:.2}× smaller); test MSE {:.4e} → {:.4e} ({:+.2}%, 95% CI of the difference [{:.2e}, {:.2e}]); coverage {} (f32) → {} with the f32 radii → {} recalibrated (nominal {}); {speed}",
         r.kind,
         r.weight_bytes_f32,
         r.weight_bytes_int8,
