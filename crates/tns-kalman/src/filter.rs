@@ -41,9 +41,9 @@ impl AxisFilter {
     /// their measurement variance; an unobserved velocity starts at 0 with
     /// `initial_velocity_var`.
     pub fn start(axis: Axis, params: AxisParams, dt: f64, first_row: &[f64]) -> Self {
-        let (v, var_v) = match (axis.velocity, params.r_velocity) {
-            (Some(c), Some(r)) => (first_row[c], r),
-            _ => (0.0, params.initial_velocity_var),
+        let var_v = match (axis.velocity, params.r_velocity) {
+            (Some(_), Some(r)) => r,
+            _ => params.initial_velocity_var,
         };
         let uq = unit_process_noise(dt);
         Self {
@@ -54,9 +54,31 @@ impl AxisFilter {
                 [params.q * uq[0][0], params.q * uq[0][1]],
                 [params.q * uq[1][0], params.q * uq[1][1]],
             ],
-            x: [first_row[axis.position], v],
+            x: initial_state(axis, params, first_row),
             p: [[params.r_position, 0.0], [0.0, var_v]],
         }
+    }
+
+    /// [`AxisFilter::step`] that also returns the gains of its position and velocity updates
+    /// (zero where the velocity is not observed). They depend on the covariance alone, never
+    /// on the data.
+    pub(crate) fn step_with_gains(&mut self, row: &[f64]) -> [[f64; 2]; 2] {
+        self.predict_one();
+        let (_, position) = self.update(0, row[self.axis.position], self.params.r_position);
+        let velocity = match (self.axis.velocity, self.params.r_velocity) {
+            (Some(c), Some(r)) => self.update(1, row[c], r).1,
+            _ => [0.0; 2],
+        };
+        [position, velocity]
+    }
+
+    fn predict_one(&mut self) {
+        self.x = predicted(self.x, self.dt);
+        let fp = propagate(&self.p, self.dt);
+        self.p = [
+            [fp[0][0] + self.q[0][0], fp[0][1] + self.q[0][1]],
+            [fp[1][0] + self.q[1][0], fp[1][1] + self.q[1][1]],
+        ];
     }
 
     /// State estimate `[p, v]`.
@@ -71,26 +93,22 @@ impl AxisFilter {
 
     /// Predicts one step and updates with the next row; returns the innovation statistics.
     pub fn step(&mut self, row: &[f64]) -> SequenceStats {
-        self.x = [self.x[0] + self.dt * self.x[1], self.x[1]];
-        let fp = propagate(&self.p, self.dt);
-        self.p = [
-            [fp[0][0] + self.q[0][0], fp[0][1] + self.q[0][1]],
-            [fp[1][0] + self.q[1][0], fp[1][1] + self.q[1][1]],
-        ];
-        let mut stats = self.update(0, row[self.axis.position], self.params.r_position);
+        self.predict_one();
+        let (mut stats, _) = self.update(0, row[self.axis.position], self.params.r_position);
         if let (Some(c), Some(r)) = (self.axis.velocity, self.params.r_velocity) {
-            stats.merge(&self.update(1, row[c], r));
+            stats.merge(&self.update(1, row[c], r).0);
         }
         stats
     }
 
-    /// Scalar Joseph-form update of component `c` with measurement `z` of variance `r`.
-    fn update(&mut self, c: usize, z: f64, r: f64) -> SequenceStats {
+    /// Scalar Joseph-form update of component `c` with measurement `z` of variance `r`;
+    /// returns the innovation statistics and the gain.
+    fn update(&mut self, c: usize, z: f64, r: f64) -> (SequenceStats, [f64; 2]) {
         let p = self.p;
         let s = p[c][c] + r;
         let k = [p[0][c] / s, p[1][c] / s];
         let e = z - self.x[c];
-        self.x = [self.x[0] + k[0] * e, self.x[1] + k[1] * e];
+        self.x = corrected(self.x, k, e);
         // A = I - K hᵀ, P' = A P Aᵀ + r K Kᵀ.
         let mut a = [[1.0, 0.0], [0.0, 1.0]];
         a[0][c] -= k[0];
@@ -114,16 +132,19 @@ impl AxisFilter {
         let off = 0.5 * (np[0][1] + np[1][0]);
         self.p = [[np[0][0], off], [off, np[1][1]]];
         let nis = e * e / s;
-        SequenceStats {
-            nis,
-            dof: 1,
-            log_likelihood: -0.5 * ((2.0 * std::f64::consts::PI * s).ln() + nis),
-        }
+        (
+            SequenceStats {
+                nis,
+                dof: 1,
+                log_likelihood: -0.5 * ((2.0 * std::f64::consts::PI * s).ln() + nis),
+            },
+            k,
+        )
     }
 
     /// State mean and covariance `k` steps ahead given `k·dt` and `Σ_{i<k} F^i Q₁ F^iᵀ`.
     pub(crate) fn forecast(&self, k_dt: f64, unit_q_sum: &Mat2) -> ([f64; 2], Mat2) {
-        let x = [self.x[0] + k_dt * self.x[1], self.x[1]];
+        let x = predicted(self.x, k_dt);
         let fp = propagate(&self.p, k_dt);
         let q = self.params.q;
         let p = [
@@ -159,4 +180,24 @@ impl AxisFilter {
         }
         total
     }
+}
+
+/// The state a filter starts from: the first row's position and (when observed) velocity.
+pub(crate) fn initial_state(axis: Axis, params: AxisParams, first_row: &[f64]) -> [f64; 2] {
+    let v = match (axis.velocity, params.r_velocity) {
+        (Some(c), Some(_)) => first_row[c],
+        _ => 0.0,
+    };
+    [first_row[axis.position], v]
+}
+
+/// One step's prediction of the state, `F x`.
+pub(crate) fn predicted(x: [f64; 2], dt: f64) -> [f64; 2] {
+    [x[0] + dt * x[1], x[1]]
+}
+
+/// The state corrected by gain `k` for innovation `e`: the filter's mean update, one
+/// expression for the filter and for the gain schedule so that both give the same bits.
+pub(crate) fn corrected(x: [f64; 2], k: [f64; 2], e: f64) -> [f64; 2] {
+    [x[0] + k[0] * e, x[1] + k[1] * e]
 }

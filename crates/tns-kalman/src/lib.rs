@@ -125,6 +125,22 @@ pub struct KalmanPrior {
     transitions: Vec<Transition>,
     /// For each axis, the targets (index into `targets`) it feeds.
     axis_targets: Vec<Vec<usize>>,
+    /// What filtering windows of one length always computes the same way.
+    schedule: Option<GainSchedule>,
+}
+
+/// The data-independent part of filtering windows of one length: the covariance recursion
+/// never reads an observation, so every update's gain and the predictive covariance the window
+/// ends with are the same for every window. With them a window costs only its mean updates,
+/// computed by the same expressions as the filter's (`filter::corrected`), so the results are
+/// the same to the last bit.
+#[derive(Debug, Clone, PartialEq)]
+struct GainSchedule {
+    rows: usize,
+    /// Per axis, per row after the first: the gains of its position and velocity updates.
+    gains: Vec<Vec<[[f64; 2]; 2]>>,
+    /// The predictive observation covariance `[H, T, T]`.
+    cov: Vec<f64>,
 }
 
 impl KalmanPrior {
@@ -213,7 +229,38 @@ impl KalmanPrior {
             targets,
             transitions,
             axis_targets,
+            schedule: None,
         })
+    }
+
+    /// This prior with the gains and covariance of windows of `rows` rows computed once:
+    /// `predict_into` on such windows then runs only the mean updates (the same bits as the
+    /// whole filter); windows of other lengths run the whole filter.
+    pub fn with_window_rows(mut self, rows: usize) -> Self {
+        self.schedule = None;
+        if rows == 0 {
+            return self;
+        }
+        let zeros = vec![0.0; rows * self.features];
+        let gains = self
+            .spec
+            .axes
+            .iter()
+            .zip(&self.params)
+            .map(|(axis, &p)| {
+                let mut f = AxisFilter::start(*axis, p, self.spec.dt, &zeros[..self.features]);
+                zeros
+                    .chunks_exact(self.features)
+                    .skip(1)
+                    .map(|row| f.step_with_gains(row))
+                    .collect()
+            })
+            .collect();
+        let (t, h) = (self.targets.len(), self.transitions.len());
+        let (mut mean, mut cov) = (vec![0.0; h * t], vec![0.0; h * t * t]);
+        self.filter_into(&zeros, &mut mean, &mut cov);
+        self.schedule = Some(GainSchedule { rows, gains, cov });
+        self
     }
 
     /// The layout.
@@ -249,6 +296,54 @@ impl KalmanPrior {
         assert!(!window.is_empty(), "empty window");
         assert_eq!(mean.len(), h * t, "mean buffer shape");
         assert_eq!(cov.len(), h * t * t, "covariance buffer shape");
+        match &self.schedule {
+            Some(s) if window.len() == s.rows * self.features => {
+                self.scheduled_into(s, window, mean, cov)
+            }
+            _ => self.filter_into(window, mean, cov),
+        }
+    }
+
+    /// The means by the gain schedule; the covariance is the schedule's.
+    fn scheduled_into(
+        &self,
+        schedule: &GainSchedule,
+        window: &[f64],
+        mean: &mut [f64],
+        cov: &mut [f64],
+    ) {
+        let t = self.targets.len();
+        cov.copy_from_slice(&schedule.cov);
+        for (a, axis) in self.spec.axes.iter().enumerate() {
+            if self.axis_targets[a].is_empty() {
+                continue;
+            }
+            let p = self.params[a];
+            let mut x = filter::initial_state(*axis, p, &window[..self.features]);
+            let velocity = axis.velocity.filter(|_| p.r_velocity.is_some());
+            for (row, [kp, kv]) in window
+                .chunks_exact(self.features)
+                .skip(1)
+                .zip(&schedule.gains[a])
+            {
+                x = filter::predicted(x, self.spec.dt);
+                x = filter::corrected(x, *kp, row[axis.position] - x[0]);
+                if let Some(c) = velocity {
+                    x = filter::corrected(x, *kv, row[c] - x[1]);
+                }
+            }
+            for (step, tr) in self.transitions.iter().enumerate() {
+                let forecast = filter::predicted(x, tr.k_dt);
+                for &i in &self.axis_targets[a] {
+                    mean[step * t + i] = forecast[self.targets[i].component];
+                }
+            }
+        }
+    }
+
+    /// The whole filter over `window`.
+    fn filter_into(&self, window: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+        let t = self.targets.len();
         cov.fill(0.0);
         for (a, axis) in self.spec.axes.iter().enumerate() {
             if self.axis_targets[a].is_empty() {

@@ -293,3 +293,42 @@ fn invalid_configurations_are_rejected_with_reasons() {
     assert!(KalmanPrior::new(spec.clone(), vec![good], 4, &[0], 1, 1).is_err());
     assert!(KalmanPrior::new(spec, vec![good; 2], 3, &[0], 1, 1).is_err());
 }
+
+#[test]
+fn the_gain_schedule_gives_the_filters_bits() {
+    let cfg = TrajectoryConfig::compact(Regime::Mixed, 4_000, 9);
+    let data = trajectory(&cfg);
+    let rows = &data.series()[0].segments[0].values;
+    let mut spec = trajectory_spec(cfg.dt);
+    // One axis with its velocity observed, one position only (a local linear trend).
+    spec.axes[1].velocity = None;
+    let mut params = vec![true_params(&cfg); 2];
+    params[1].r_velocity = None;
+    for (lookback, lead, horizon, targets) in [(10, 1, 1, vec![0, 1, 2]), (37, 3, 5, vec![1, 0])] {
+        let filter =
+            KalmanPrior::new(spec.clone(), params.clone(), 4, &targets, lead, horizon).unwrap();
+        let scheduled = filter.clone().with_window_rows(lookback);
+        let (t, h) = (targets.len(), horizon);
+        for start in (0..rows.len() / 4 - lookback).step_by(97) {
+            let window = &rows[start * 4..(start + lookback) * 4];
+            let (mut m1, mut c1) = (vec![0.0; h * t], vec![0.0; h * t * t]);
+            let (mut m2, mut c2) = (vec![0.0; h * t], vec![0.0; h * t * t]);
+            filter.predict_into(window, &mut m1, &mut c1);
+            scheduled.predict_into(window, &mut m2, &mut c2);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&m1),
+                bits(&m2),
+                "mean, lookback {lookback}, window at {start}"
+            );
+            assert_eq!(bits(&c1), bits(&c2), "covariance, lookback {lookback}");
+        }
+        // A window of another length runs the whole filter.
+        let longer = &rows[..(lookback + 3) * 4];
+        let (mut m1, mut c1) = (vec![0.0; h * t], vec![0.0; h * t * t]);
+        let (mut m2, mut c2) = (vec![0.0; h * t], vec![0.0; h * t * t]);
+        filter.predict_into(longer, &mut m1, &mut c1);
+        scheduled.predict_into(longer, &mut m2, &mut c2);
+        assert_eq!((m1, c1), (m2, c2));
+    }
+}

@@ -383,7 +383,9 @@ impl Pipeline {
                     c.lead,
                     c.horizon,
                 )
-                .map_err(PipelineError::Kalman)?,
+                .map_err(PipelineError::Kalman)?
+                // Every window the pipeline filters has the lookback's rows.
+                .with_window_rows(c.lookback),
             )),
             (None, Base::KalmanPrior, _) => return Err(PipelineError::MissingKalman),
             _ => None,
