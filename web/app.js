@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 const timings = { scriptStart: performance.now(), wasmReady: null, modelLoaded: null, firstForecast: null };
 const state = {
   model: null, rows: [], next: 0, replay: null, playing: false,
-  observed: [], forecasts: [], rowOfTime: new Map(), target: 0,
+  observed: [], forecasts: [], rowOfTime: new Map(), awaiting: new Map(), target: 0,
   latencyMs: 0, latencyCount: 0, covered: 0, scored: 0, passed: 0, gated: 0, latest: null,
 };
 let catalog = [];
@@ -57,7 +57,7 @@ function useTable(text) {
 function reset() {
   state.replay = state.model.replay(1);
   Object.assign(state, {
-    next: 0, observed: [], forecasts: [], rowOfTime: new Map(), latencyMs: 0, latencyCount: 0,
+    next: 0, observed: [], forecasts: [], rowOfTime: new Map(), awaiting: new Map(), latencyMs: 0, latencyCount: 0,
     covered: 0, scored: 0, passed: 0, gated: 0, latest: null,
   });
   state.series = state.rows.length ? state.rows[0].series : null;
@@ -78,13 +78,12 @@ function advance(n) {
     const index = state.observed.length;
     state.rowOfTime.set(row.time, index);
     state.observed.push(row.values[targetColumn]);
-    // Score step-1 intervals whose outcome just arrived.
-    for (const f of state.forecasts) {
-      if (f.x === index && f.lo !== undefined && !f.scored) {
-        f.scored = true; state.scored++;
-        if (row.values[targetColumn] >= f.lo && row.values[targetColumn] <= f.hi) state.covered++;
-      }
+    // Score the step-1 intervals that were waiting for this row's outcome.
+    for (const f of state.awaiting.get(index) ?? []) {
+      state.scored++;
+      if (row.values[targetColumn] >= f.lo && row.values[targetColumn] <= f.hi) state.covered++;
     }
+    state.awaiting.delete(index);
     if (!forecast) continue;
     made++;
     state.latencyMs += elapsed; state.latencyCount++;
@@ -102,11 +101,15 @@ function advance(n) {
     const passed = forecast.gatePassed ? forecast.gatePassed.every(Boolean) : null;
     if (passed !== null) { state.gated++; if (passed) state.passed++; }
     const record = { ...path[0], passed, path };
-    // With known-future inputs the forecast is issued after its first outcome has arrived.
+    // With known-future inputs the forecast is issued after its first outcome has arrived;
+    // otherwise it waits for that row.
     if (record.lo !== undefined && record.x < state.observed.length) {
-      record.scored = true; state.scored++;
+      state.scored++;
       const actual = state.observed[record.x];
       if (actual >= record.lo && actual <= record.hi) state.covered++;
+    } else if (record.lo !== undefined) {
+      if (!state.awaiting.has(record.x)) state.awaiting.set(record.x, []);
+      state.awaiting.get(record.x).push(record);
     }
     state.forecasts.push(record);
     state.latest = forecast;

@@ -76,9 +76,10 @@ pub fn inputs(args: InputsArgs) -> Result<()> {
         .map(|(i, input)| {
             let time = match &input.time {
                 None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::Number(n)) => n.as_f64(),
-                Some(serde_json::Value::String(s)) => tns_data::parse_timestamp(s),
-                Some(other) => bail!("input {i}: time {other} is not a time"),
+                Some(t) => Some(
+                    tns_data::json_time(t)
+                        .with_context(|| format!("input {i}: time {t} is not a time"))?,
+                ),
             };
             let future = input.future.as_ref().map(|rows| rows.concat());
             pipeline

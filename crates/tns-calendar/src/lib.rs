@@ -232,6 +232,22 @@ pub fn parse_timestamp(cell: &str) -> Option<f64> {
         })
 }
 
+/// A time given in JSON (a request, a `tns predict -i` file): seconds since 1970, or a string
+/// [`parse_timestamp`] reads; `None` for anything else.
+///
+/// ```
+/// assert_eq!(tns_calendar::json_time(&serde_json::json!(3600)), Some(3600.0));
+/// assert_eq!(tns_calendar::json_time(&serde_json::json!("1970-01-01 01:00")), Some(3600.0));
+/// assert_eq!(tns_calendar::json_time(&serde_json::json!(true)), None);
+/// ```
+pub fn json_time(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().filter(|s| s.is_finite()),
+        serde_json::Value::String(s) => parse_timestamp(s),
+        _ => None,
+    }
+}
+
 /// Whether a time read by [`parse_timestamp`] is a date-time (seconds since 1970, after 10⁸ s, March
 /// 1973) rather than a step count or seconds of a recording.
 pub fn is_date_time(t: f64) -> bool {

@@ -3,16 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use tns_data::{CsvOptions, load_csv, parse_timestamp};
-
-/// A time given in JSON: seconds since 1970 or an ISO-8601 string.
-fn json_time(value: &serde_json::Value) -> Option<f64> {
-    match value {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => parse_timestamp(s),
-        _ => None,
-    }
-}
+use tns_data::{CsvOptions, json_time, load_csv};
 
 /// Largest file `tns predict -i` reads (16 MiB).
 const MAX_INPUT_BYTES: u64 = 16 << 20;

@@ -28,7 +28,7 @@ pub use dataset::{Dataset, PARTIAL_SUFFIX, Segment, write_atomic};
 pub use error::DataError;
 pub use normalize::Normalization;
 /// Timestamps are read and written by `tns-calendar`, which the server shares.
-pub use tns_calendar::{format_time, is_date_time, parse_timestamp};
+pub use tns_calendar::{format_time, is_date_time, json_time, parse_timestamp};
 pub use window::{
     DataSpec, MAX_WINDOW_BYTES, Split, SplitFractions, Splits, WindowOrigin, WindowSet, WindowSpec,
 };

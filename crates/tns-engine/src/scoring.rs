@@ -55,6 +55,7 @@ struct SeriesRows {
 /// covariates of the predicted rows are read from the rows, so the forecast is issued once
 /// they have arrived), so memory is bounded by `series × span × features`.
 pub struct RowScorer {
+    engine: Arc<Engine>,
     predictor: Predictor,
     series: HashMap<String, SeriesRows>,
     span: usize,
@@ -84,13 +85,9 @@ impl RowScorer {
             covariates: vec![0.0; config.horizon * future_columns.len()],
             future_columns,
             series: HashMap::new(),
-            predictor: Predictor::new(engine),
+            predictor: Predictor::new(engine.clone()),
+            engine,
         })
-    }
-
-    /// The engine.
-    pub fn engine(&self) -> &Arc<Engine> {
-        self.predictor.engine()
     }
 
     /// Appends one row (the model's features, in order) of `series` at `time` and returns the
@@ -102,7 +99,7 @@ impl RowScorer {
         time: f64,
         values: &[f64],
     ) -> Result<Option<(f64, &Prediction)>, ScoreError> {
-        let engine = self.predictor.engine().clone();
+        let engine = &self.engine;
         let config = &engine.manifest().config;
         let (lookback, f) = (config.lookback, config.features.len());
         if values.len() != f {

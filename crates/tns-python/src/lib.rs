@@ -59,12 +59,19 @@ fn f64_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArr
     converted.extract::<PyReadonlyArrayDyn<'py, f64>>()
 }
 
-/// The values of an array in C order, borrowed when the array is C-contiguous.
+/// The values of an array in C order, borrowed when its memory is in that order.
 fn values<'a>(array: &'a PyReadonlyArrayDyn<'_, f64>) -> std::borrow::Cow<'a, [f64]> {
-    // `as_slice` also accepts Fortran order, whose memory is not in the C order read here.
-    match array.as_slice() {
-        Ok(slice) if array.is_c_contiguous() => std::borrow::Cow::Borrowed(slice),
-        _ => std::borrow::Cow::Owned(array.as_array().iter().copied().collect()),
+    in_c_order(array.as_array())
+}
+
+/// The values of a view in C order: borrowed when its memory is in that order (not, say,
+/// Fortran order or strided), copied otherwise.
+fn in_c_order<'a, T: Copy, D: numpy::ndarray::Dimension>(
+    view: numpy::ndarray::ArrayView<'a, T, D>,
+) -> std::borrow::Cow<'a, [T]> {
+    match view.clone().to_slice() {
+        Some(slice) => std::borrow::Cow::Borrowed(slice),
+        None => std::borrow::Cow::Owned(view.iter().copied().collect()),
     }
 }
 
@@ -408,8 +415,7 @@ impl Model {
                 self.config().features
             )));
         }
-        let (series, times) = (series.to_vec(), times.to_vec());
-        let values: Vec<f64> = values.iter().copied().collect();
+        let (series, times, values) = (in_c_order(series), in_c_order(times), in_c_order(values));
         let calibrated = self.engine.pipeline().conformal().is_some();
         // Rows in runs of one series each (predict_frame sorts them so): the runs are scored in
         // parallel, each by its own scorer, and joined in order, so the result does not depend

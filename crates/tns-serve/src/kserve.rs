@@ -233,11 +233,7 @@ fn time_values(input: &InferInput, batch: usize) -> Result<Vec<f64>, ApiError> {
     }
     items
         .iter()
-        .map(|v| match v {
-            serde_json::Value::Number(n) => n.as_f64().filter(|s| s.is_finite()),
-            serde_json::Value::String(s) => tns_calendar::parse_timestamp(s),
-            _ => None,
-        })
+        .map(tns_calendar::json_time)
         .map(|t| {
             t.ok_or_else(|| {
                 ApiError::BadInput(

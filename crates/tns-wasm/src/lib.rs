@@ -148,6 +148,7 @@ impl Model {
     /// A streaming session: `push(row)` per observation.
     pub fn session(&self) -> Session {
         Session {
+            engine: self.engine.clone(),
             inner: tns_engine::Session::new(self.engine.clone()),
         }
     }
@@ -157,6 +158,7 @@ impl Model {
     /// from the rows after the origin, as `tns predict --data` does.
     pub fn replay(&self, origin_every: usize) -> Result<Replay, JsError> {
         Ok(Replay {
+            engine: self.engine.clone(),
             scorer: RowScorer::new(self.engine.clone(), origin_every).map_err(js_error)?,
         })
     }
@@ -250,6 +252,7 @@ impl Model {
 /// A stream of observations with the state a forecast needs (O(1) per row).
 #[wasm_bindgen]
 pub struct Session {
+    engine: Arc<Engine>,
     inner: tns_engine::Session,
 }
 
@@ -264,13 +267,12 @@ impl Session {
         future: Option<Box<[f64]>>,
         time: Option<f64>,
     ) -> Result<JsValue, JsError> {
-        let engine = self.inner.engine().clone();
         match self
             .inner
             .push_with(row, future.as_deref(), time)
             .map_err(js_error)?
         {
-            Some(p) => forecast_js(&engine, p, None),
+            Some(p) => forecast_js(&self.engine, p, None),
             None => Ok(JsValue::NULL),
         }
     }
@@ -285,6 +287,7 @@ impl Session {
 /// Rows of a table replayed in order (see `Model.replay`).
 #[wasm_bindgen]
 pub struct Replay {
+    engine: Arc<Engine>,
     scorer: RowScorer,
 }
 
@@ -293,9 +296,8 @@ impl Replay {
     /// Appends one row of `series` at `time` (the model's features, in order) and returns the
     /// forecast whose rows it completes, with its `origin` time, else `null`.
     pub fn push(&mut self, series: &str, time: f64, row: &[f64]) -> Result<JsValue, JsError> {
-        let engine = self.scorer.engine().clone();
         match self.scorer.push(series, time, row).map_err(js_error)? {
-            Some((origin, p)) => forecast_js(&engine, p, Some(origin)),
+            Some((origin, p)) => forecast_js(&self.engine, p, Some(origin)),
             None => Ok(JsValue::NULL),
         }
     }
