@@ -35,8 +35,8 @@ pub struct GateReport {
 /// The conformal interval and its guarantee.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntervalReport {
-    /// `"split_conformal"`, `"normalized_split_conformal"`, or `"adaptive_conformal"` (a
-    /// streaming session's).
+    /// `"split_conformal"`, `"normalized_split_conformal"`, their `"mondrian_hour_"` forms, or
+    /// `"adaptive_conformal"` / `"mondrian_hour_adaptive_conformal"` (a streaming session's).
     pub method: String,
     /// Miscoverage level.
     pub alpha: f64,

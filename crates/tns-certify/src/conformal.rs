@@ -480,7 +480,7 @@ impl ConformalCalibration {
         upper: &mut [f64],
     ) {
         let radii = if radii.is_empty() { &self.radii } else { radii };
-        write_interval(radii, &self.scale, prediction, scale, lower, upper);
+        write_interval(|k| radii[k], &self.scale, prediction, scale, lower, upper);
     }
 
     /// Writes the score scale of a window (`[rows, features]` row-major, data units) per
@@ -545,47 +545,89 @@ impl ConformalCalibration {
 /// the distribution shift, after `T` resolved intervals the miss rate is within
 /// `(r₀ + B) / (η T)` of `α` (`B`: the largest score seen), so it tends to `α`; there is no
 /// per-forecast guarantee.
+///
+/// A calibration by hour of day ([`HourRadii`]) gets one tracker per (hour of the predicted
+/// step, output), started at that hour's radius and moved only by outcomes of that hour: the
+/// long-run bound then holds within every hour, as the Mondrian radii's guarantee does for
+/// exchangeable data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdaptiveConformal {
     target: f64,
     gamma: f64,
     scale: ScoreScale,
+    /// `[groups, width]`: one group, or [`HOURS`] when calibrated by hour.
     radii: Vec<f64>,
     steps: Vec<f64>,
+    width: usize,
+    by_hour: bool,
     resolved: u64,
     misses: u64,
 }
 
 impl AdaptiveConformal {
-    /// Starts every output at the calibration's radius, with relative step `gamma`.
+    /// Starts every output (every (hour, output) when calibrated by hour) at the
+    /// calibration's radius, with relative step `gamma`.
     pub fn new(calibration: &ConformalCalibration, gamma: f64) -> Result<Self, ConformalError> {
         if !(gamma > 0.0 && gamma < 1.0) {
             return Err(ConformalError::BadGamma(gamma));
         }
+        let radii = match &calibration.by_hour {
+            Some(by_hour) => by_hour.radii.clone(),
+            None => calibration.radii.clone(),
+        };
         Ok(Self {
             target: calibration.alpha,
             gamma,
             scale: calibration.scale.clone(),
-            radii: calibration.radii.clone(),
-            steps: calibration
-                .radii
+            steps: radii
                 .iter()
                 .map(|r| gamma * r.max(f64::MIN_POSITIVE))
                 .collect(),
+            radii,
+            width: calibration.radii.len(),
+            by_hour: calibration.by_hour.is_some(),
             resolved: 0,
             misses: 0,
         })
     }
 
-    /// Writes `ŷ ∓ s · r_t` per output (`scale` as in [`ConformalCalibration::interval`]).
+    /// The tracker of output `position` whose predicted step falls in `hour`.
+    fn slot(&self, position: usize, hour: u8) -> usize {
+        if self.by_hour {
+            usize::from(hour) % HOURS * self.width + position
+        } else {
+            position
+        }
+    }
+
+    /// The current radius of output `k` of a forecast whose predicted steps fall in
+    /// `step_hours`.
+    fn radius(&self, k: usize, step_hours: &[u8]) -> f64 {
+        let per_step = self.width / step_hours.len().max(1);
+        let hour = step_hours.get(k / per_step.max(1)).copied().unwrap_or(0);
+        self.radii[self.slot(k, hour)]
+    }
+
+    /// Writes the current radius of every output of a forecast whose predicted steps fall
+    /// in `step_hours` (one hour per step; ignored unless calibrated by hour) into `out`.
+    pub fn radii_into(&self, step_hours: &[u8], out: &mut [f64]) {
+        for (k, o) in out.iter_mut().enumerate().take(self.width) {
+            *o = self.radius(k, step_hours);
+        }
+    }
+
+    /// Writes `ŷ ∓ s · r_t` per output (`scale` as in [`ConformalCalibration::interval`];
+    /// `step_hours` as in [`AdaptiveConformal::radii_into`]).
     pub fn interval(
         &self,
         prediction: &[f64],
         scale: &[f64],
+        step_hours: &[u8],
         lower: &mut [f64],
         upper: &mut [f64],
     ) {
-        write_interval(&self.radii, &self.scale, prediction, scale, lower, upper);
+        let radius = |k| self.radius(k, step_hours);
+        write_interval(radius, &self.scale, prediction, scale, lower, upper);
     }
 
     /// The calibration's score scale, which the radii are in units of.
@@ -593,11 +635,13 @@ impl AdaptiveConformal {
         &self.scale
     }
 
-    /// Records whether output `position`'s interval covered its truth.
-    pub fn update(&mut self, position: usize, covered: bool) {
+    /// Records whether output `position`'s interval, whose predicted step fell in `hour`
+    /// (ignored unless calibrated by hour), covered its truth.
+    pub fn update(&mut self, position: usize, hour: u8, covered: bool) {
         let err = if covered { 0.0 } else { 1.0 };
-        let r = self.radii[position] + self.steps[position] * (err - self.target);
-        self.radii[position] = r.max(0.0);
+        let at = self.slot(position, hour);
+        let r = self.radii[at] + self.steps[at] * (err - self.target);
+        self.radii[at] = r.max(0.0);
         self.resolved += 1;
         self.misses += u64::from(!covered);
     }
@@ -613,15 +657,24 @@ impl AdaptiveConformal {
         size_of::<f64>() * (self.radii.capacity() + self.steps.capacity())
     }
 
-    /// The current radius of each output, in units of the score scale.
-    pub fn radii(&self) -> &[f64] {
-        &self.radii
+    /// The method's name, as certificates print it.
+    pub fn method(&self) -> &'static str {
+        if self.by_hour {
+            "mondrian_hour_adaptive_conformal"
+        } else {
+            "adaptive_conformal"
+        }
     }
 
     /// The guarantee in words, as stated in certificates.
     pub fn guarantee(&self) -> String {
+        let per = if self.by_hour {
+            "per output and hour of day of the predicted step (one tracker per hour, started at that hour's Mondrian radius)"
+        } else {
+            "per output"
+        };
         format!(
-            "long-run coverage -> {:.4} per output under any distribution shift (online quantile tracking of the split-conformal radius, step {} x the initial radius): the miss rate over T resolved intervals is within O(1/T) of {}; no per-forecast guarantee",
+            "long-run coverage -> {:.4} {per} under any distribution shift (online quantile tracking of the split-conformal radius, step {} x the initial radius): the miss rate over T resolved intervals is within O(1/T) of {}; no per-forecast guarantee",
             1.0 - self.target,
             self.gamma,
             self.target
@@ -669,7 +722,7 @@ impl ScoreScale {
 /// `ŷ ∓ s · r` per output; `s` = 1 for absolute scores, else the window's scale of the
 /// output's target.
 fn write_interval(
-    radii: &[f64],
+    radius: impl Fn(usize) -> f64,
     kind: &ScoreScale,
     prediction: &[f64],
     scale: &[f64],
@@ -677,10 +730,10 @@ fn write_interval(
     upper: &mut [f64],
 ) {
     let targets = scale.len().max(1);
-    for (k, (&p, &r)) in prediction.iter().zip(radii).enumerate() {
+    for (k, &p) in prediction.iter().enumerate() {
         let r = match kind {
-            ScoreScale::Absolute => r,
-            ScoreScale::WindowVolatility { .. } => r * scale[k % targets],
+            ScoreScale::Absolute => radius(k),
+            ScoreScale::WindowVolatility { .. } => radius(k) * scale[k % targets],
         };
         lower[k] = p - r;
         upper[k] = p + r;
@@ -745,10 +798,10 @@ mod tests {
             let scale = if t < n / 2 { 1.0 } else { 3.0 };
             let y = scale * unit.sample(&mut rng);
             static_hits += usize::from(y.abs() <= cal.radii[0]);
-            aci.interval(&[0.0], &[], &mut lower, &mut upper);
+            aci.interval(&[0.0], &[], &[], &mut lower, &mut upper);
             let covered = lower[0] <= y && y <= upper[0];
             adaptive_hits += usize::from(covered);
-            aci.update(0, covered);
+            aci.update(0, 0, covered);
         }
         let (static_cov, adaptive_cov) = (
             static_hits as f64 / n as f64,
@@ -759,11 +812,9 @@ mod tests {
         assert!((adaptive_cov - 0.9).abs() < 0.02, "adaptive {adaptive_cov}");
         assert_eq!(aci.coverage().0, n as u64);
         // The radius followed the noise up: about 3 × 1.645.
-        assert!(
-            (aci.radii()[0] - 3.0 * 1.645).abs() < 1.0,
-            "{:?}",
-            aci.radii()
-        );
+        let mut radius = [0.0];
+        aci.radii_into(&[], &mut radius);
+        assert!((radius[0] - 3.0 * 1.645).abs() < 1.0, "{radius:?}");
         assert!(AdaptiveConformal::new(&cal, 0.0).is_err());
     }
 
@@ -892,6 +943,57 @@ mod tests {
         let mut bad = hours.clone();
         bad[5] = 24;
         assert!(ConformalCalibration::fit_by_hour(0.1, &zeros, &truths, 1, None, &bad).is_err());
+    }
+
+    #[test]
+    fn adaptive_intervals_by_hour_track_a_shift_within_each_hour() {
+        // Calibrated by hour on unit noise; in the stream the evening (18:00–21:00) noise
+        // quadruples. One tracker per hour restores every hour's coverage; one pooled tracker
+        // restores the day's but leaves the evening short and over-covers the rest.
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let normal = Normal::new(0.0, 1.0).unwrap();
+        let hours: Vec<u8> = (0..24 * 300).map(|i| (i % 24) as u8).collect();
+        let truths: Vec<f64> = hours.iter().map(|_| normal.sample(&mut rng)).collect();
+        let zeros = vec![0.0; truths.len()];
+        let by_hour =
+            ConformalCalibration::fit_by_hour(0.1, &zeros, &truths, 1, None, &hours).unwrap();
+        let mut pooled_calibration = by_hour.clone();
+        pooled_calibration.by_hour = None;
+        let mut hourly = AdaptiveConformal::new(&by_hour, 0.05).unwrap();
+        let mut pooled = AdaptiveConformal::new(&pooled_calibration, 0.05).unwrap();
+        assert_eq!(hourly.method(), "mondrian_hour_adaptive_conformal");
+        assert!(hourly.guarantee().contains("hour of day"));
+        let (mut hits, mut seen) = ([[0usize; 24]; 2], [0usize; 24]);
+        let (mut lower, mut upper) = ([0.0], [0.0]);
+        for t in 0..24 * 4000 {
+            let hour = (t % 24) as u8;
+            let scale = if (18..22).contains(&hour) { 4.0 } else { 1.0 };
+            let y = scale * normal.sample(&mut rng);
+            for (i, aci) in [&mut hourly, &mut pooled].into_iter().enumerate() {
+                aci.interval(&[0.0], &[], &[hour], &mut lower, &mut upper);
+                let covered = lower[0] <= y && y <= upper[0];
+                hits[i][usize::from(hour)] += usize::from(covered);
+                aci.update(0, hour, covered);
+            }
+            seen[usize::from(hour)] += 1;
+        }
+        let coverage = |i: usize, hour: usize| hits[i][hour] as f64 / seen[hour] as f64;
+        for hour in 0..24 {
+            let c = coverage(0, hour);
+            assert!((c - 0.9).abs() < 0.02, "by hour, hour {hour}: {c}");
+        }
+        assert!(
+            coverage(1, 19) < 0.8,
+            "pooled, hour 19: {}",
+            coverage(1, 19)
+        );
+        assert!(coverage(1, 3) > 0.95, "pooled, hour 3: {}", coverage(1, 3));
+        // Radii moved only in the evening: about 4 × 1.645 there, 1.645 at 03:00.
+        let mut radius = [0.0];
+        hourly.radii_into(&[19], &mut radius);
+        assert!((radius[0] - 4.0 * 1.645).abs() < 1.2, "{radius:?}");
+        hourly.radii_into(&[3], &mut radius);
+        assert!((radius[0] - 1.645).abs() < 0.4, "{radius:?}");
     }
 
     #[test]

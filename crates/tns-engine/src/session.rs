@@ -48,12 +48,14 @@ struct Adaptive {
     targets: Vec<usize>,
 }
 
-/// One issued interval: the row of its origin and its bounds `[horizon, targets]`.
+/// One issued interval: the row of its origin, its bounds `[horizon, targets]` and the hour
+/// of day of each predicted step (models calibrated by hour; empty otherwise).
 #[derive(Debug, Clone)]
 struct Pending {
     origin: Option<u64>,
     lower: Vec<f64>,
     upper: Vec<f64>,
+    hours: Vec<u8>,
 }
 
 impl Session {
@@ -83,10 +85,16 @@ impl Session {
         let aci = AdaptiveConformal::new(calibration, gamma)
             .map_err(|e| EngineError::Model(e.to_string()))?;
         let width = engine.output_len();
+        let hours = if calibration.by_hour.is_some() {
+            config.horizon
+        } else {
+            0
+        };
         let slot = || Pending {
             origin: None,
             lower: vec![0.0; width],
             upper: vec![0.0; width],
+            hours: vec![0; hours],
         };
         self.adaptive = Some(Adaptive {
             aci,
@@ -105,7 +113,10 @@ impl Session {
                 + size_of::<usize>() * a.targets.capacity()
                 + a.pending
                     .iter()
-                    .map(|p| size_of::<f64>() * (p.lower.capacity() + p.upper.capacity()))
+                    .map(|p| {
+                        size_of::<f64>() * (p.lower.capacity() + p.upper.capacity())
+                            + p.hours.capacity()
+                    })
                     .sum::<usize>()
                 + size_of::<Pending>() * a.pending.capacity()
         });
@@ -130,7 +141,7 @@ impl Session {
             let t = engine.manifest().config.targets.len();
             let rows = |v: &[f64]| v.chunks(t).map(<[f64]>::to_vec).collect();
             certificate.interval = Some(IntervalReport {
-                method: "adaptive_conformal".into(),
+                method: a.aci.method().into(),
                 alpha: cal.alpha,
                 n_calibration: cal.n_calibration,
                 guarantee: a.aci.guarantee(),
@@ -242,6 +253,7 @@ impl Session {
             a.aci.interval(
                 &prediction.forecast.prediction,
                 &prediction.forecast.interval_scale,
+                &prediction.forecast.step_hours,
                 &mut prediction.lower,
                 &mut prediction.upper,
             );
@@ -266,7 +278,9 @@ impl Adaptive {
                 for (j, &column) in self.targets.iter().enumerate() {
                     let k = step * t + j;
                     let y = row[column];
-                    self.aci.update(k, slot.lower[k] <= y && y <= slot.upper[k]);
+                    let hour = slot.hours.get(step).copied().unwrap_or(0);
+                    self.aci
+                        .update(k, hour, slot.lower[k] <= y && y <= slot.upper[k]);
                 }
             }
             if ahead + 1 >= (lead + horizon) as u64 {
@@ -281,6 +295,10 @@ impl Adaptive {
             slot.origin = Some(origin);
             slot.lower.copy_from_slice(&prediction.lower);
             slot.upper.copy_from_slice(&prediction.upper);
+            let hours = &prediction.forecast.step_hours;
+            if slot.hours.len() == hours.len() {
+                slot.hours.copy_from_slice(hours);
+            }
         }
     }
 }

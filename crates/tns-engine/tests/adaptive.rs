@@ -93,3 +93,91 @@ fn adaptive_sessions_keep_long_run_coverage_through_a_shift() {
     let err = Session::new(bare).adaptive(0.01).unwrap_err().to_string();
     assert!(err.contains("calibrated"), "{err}");
 }
+
+/// A random walk of hourly rows whose steps are `evening` times larger from 18:00 to 21:00.
+fn hourly_walk(rows: usize, first_hour: usize, evening: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let step = Normal::new(0.0, 1.0).unwrap();
+    let mut y = 0.0;
+    (0..rows)
+        .map(|t| {
+            let hour = (first_hour + t) % 24;
+            y += step.sample(rng)
+                * if (18..22).contains(&hour) {
+                    evening
+                } else {
+                    1.0
+                };
+            y
+        })
+        .collect()
+}
+
+#[test]
+fn adaptive_sessions_calibrated_by_hour_track_each_hour() {
+    // Calibrated by hour of day on a walk with the same steps at every hour; in the stream the
+    // evening's steps quadruple. The session moves only the evening's radii, so every hour
+    // keeps its coverage, and its certificates name the hourly method.
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let calm = hourly_walk(24 * 300, 0, 1.0, &mut rng);
+    let times: Vec<f64> = (0..calm.len()).map(|t| t as f64 * 3600.0).collect();
+    let data = Dataset::single(
+        vec!["y".into()],
+        vec![Segment {
+            values: calm.clone(),
+            times: times.clone(),
+        }],
+        3600.0,
+    )
+    .unwrap();
+    let calendar = tns_calendar::Calendar {
+        features: vec![tns_calendar::CalendarFeature::Hour],
+        timezone: None,
+        step: 3600.0,
+    };
+    let mut spec = WindowSpec::next_step(4, vec![0]);
+    spec.calendar = Some(calendar.clone());
+    let splits = data.windows(&spec, &SplitFractions::default()).unwrap();
+    let mut config = ModelConfig::new("p", ModelKind::Persistence, &["y"], &["y"], 4, 1, 1);
+    config.future = Some(tns_model::FutureInputs {
+        columns: Vec::new(),
+        calendar: Some(calendar),
+    });
+    let options = FitOptions {
+        interval_by_hour: true,
+        ..FitOptions::default()
+    };
+    let model = fit_model(&config, 3600.0, &splits, &options).unwrap();
+    let engine = Arc::new(model.engine().unwrap());
+    let mut session = Session::new(engine).adaptive(0.05).unwrap();
+    let start = times[times.len() - 1] + 3600.0;
+    let stream = hourly_walk(24 * 3000, calm.len() % 24, 4.0, &mut rng);
+    let (mut hits, mut seen) = ([0usize; 24], [0usize; 24]);
+    let mut issued: Option<(f64, f64, usize)> = None;
+    for (t, &y) in stream.iter().enumerate() {
+        let hour = (calm.len() + t) % 24;
+        if let Some((lower, upper, h)) = issued.take() {
+            assert_eq!(h, hour);
+            hits[hour] += usize::from(lower <= y && y <= upper);
+            seen[hour] += 1;
+        }
+        let time = start + t as f64 * 3600.0;
+        if let Some(p) = session.push_with(&[y], None, Some(time)).unwrap() {
+            issued = Some((p.lower[0], p.upper[0], (hour + 1) % 24));
+            if t == stream.len() - 1 {
+                let p = p.clone();
+                let certificate = serde_json::to_value(session.certificate(&p)).unwrap();
+                assert_eq!(
+                    certificate["interval"]["method"],
+                    "mondrian_hour_adaptive_conformal"
+                );
+            }
+        }
+    }
+    for hour in 0..24 {
+        let coverage = hits[hour] as f64 / seen[hour] as f64;
+        assert!(
+            (coverage - 0.9).abs() < 0.025,
+            "hour {hour}: coverage {coverage}"
+        );
+    }
+}

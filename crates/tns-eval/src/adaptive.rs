@@ -23,6 +23,8 @@ struct Pending {
     /// Time of the predicted row.
     known_at: f64,
     position: usize,
+    /// Hour of day of the predicted step (read only when calibrated by hour).
+    hour: u8,
     covered: bool,
 }
 
@@ -46,7 +48,8 @@ impl Eq for Pending {}
 
 /// The radii adaptive conformal inference (step `gamma`, see [`AdaptiveConformal`]) issues
 /// for each test window, in window order, replaying the windows by origin time with delayed
-/// feedback. One adaptive state serves every series, as in a server that shares a model.
+/// feedback. One adaptive state serves every series, as in a server that shares a model; a
+/// model calibrated by hour gets one tracker per hour of the predicted step.
 pub fn adaptive_radii(
     forecasts: &[Forecast],
     test: &WindowSet,
@@ -67,10 +70,11 @@ pub fn adaptive_radii(
             .is_some_and(|p: &Pending| p.known_at <= origin.time)
         {
             if let Some(p) = pending.pop() {
-                aci.update(p.position, p.covered);
+                aci.update(p.position, p.hour, p.covered);
             }
         }
-        let issued = aci.radii().to_vec();
+        let mut issued = vec![0.0; forecasts[i].prediction.len()];
+        aci.radii_into(&forecasts[i].step_hours, &mut issued);
         for (k, ((&p, &y), &r)) in forecasts[i]
             .prediction
             .iter()
@@ -82,6 +86,7 @@ pub fn adaptive_radii(
             pending.push(Pending {
                 known_at: origin.time + (context.lead + step) as f64 * context.dt,
                 position: k,
+                hour: forecasts[i].step_hours.get(step).copied().unwrap_or(0),
                 covered: (y - p).abs() <= forecasts[i].scaled_radius(k, r),
             });
         }
