@@ -18,7 +18,7 @@
 # predicted hours (--future, --calendar; timestamps as written, no time zone conversion);
 # the structural Kalman prior alone (`kalman-structural`) and System B over the MLP correcting
 # it with those inputs (`system-b-structural-fx`); the same prior regressed on the two
-# day-ahead forecasts (`kalman-structural-x`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
+# day-ahead forecasts (`kalman-structural-x`, and with a damped slope `kalman-structural-x-damped`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
 # calibration split (--gate-mode auto, the default). The zoo over a week with every input:
 # DLinear, LSTM, TCN, N-HiTS (alone and under System B), a transformer, S4D and Mamba; System B recalibrated
 # with normalized scores (`*-norm`) and by hour of day (`*-hour`, `*-norm-hour`).
@@ -88,6 +88,12 @@ run_task() {
          --name system-b-structural-x --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x.tns"
   models+=("$work/$name-kalman-structural-x.tns" "$work/$name-system-b-structural-x.tns")
+  # The same regressed prior with a damped slope (φ fitted by maximum likelihood with the
+  # variances; `--trend damped`).
+  train "${common[@]}" "${known[@]}" --model kalman --name kalman-structural-x-damped \
+         --lookback 168 --seasons 24:4 --trend damped "${regressors[@]}" \
+         -o "$work/$name-kalman-structural-x-damped.tns"
+  models+=("$work/$name-kalman-structural-x-damped.tns")
   # DLinear (moving-average trend + remainder, one linear map; kernel 25) over a week with
   # every input, alone (correcting the last value) and as System B's correction of the
   # regressed structural prior.

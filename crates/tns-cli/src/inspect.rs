@@ -179,7 +179,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 p.level,
                 p.slope
                     .map(|v| format!(", slope {v:.4e}"))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    + &p.damping
+                        .map(|phi| format!(" (damping φ {phi:.4e})"))
+                        .unwrap_or_default(),
                 p.seasonal,
                 p.observation,
                 if p.regression.is_empty() {

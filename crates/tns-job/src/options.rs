@@ -364,7 +364,8 @@ pub struct ModelArgs {
     /// seasonal prior under a one-week network).
     #[arg(long)]
     pub prior_context: Option<usize>,
-    /// The structural prior's trend: `level` (random walk) or `local-linear` (with a slope).
+    /// The structural prior's trend: `level` (random walk), `local-linear` (with a slope) or
+    /// `damped` (a slope damped by a factor φ in (0, 1) fitted by maximum likelihood).
     #[arg(long, default_value = "level", requires = "seasons")]
     pub trend: String,
     /// Regression of the structural prior on known-future covariates (comma-separated; each
@@ -488,7 +489,8 @@ impl ModelArgs {
             let trend = match self.trend.as_str() {
                 "level" => tns_kalman::Trend::Level,
                 "local-linear" => tns_kalman::Trend::LocalLinear,
-                other => bail!("unknown --trend {other:?}; use level or local-linear"),
+                "damped" => tns_kalman::Trend::Damped,
+                other => bail!("unknown --trend {other:?}; use level, local-linear or damped"),
             };
             c.structural = Some(tns_kalman::StructuralSpec {
                 trend,

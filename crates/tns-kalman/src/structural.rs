@@ -25,6 +25,12 @@ pub enum Trend {
     Level,
     /// A level with a random-walk slope (local linear trend).
     LocalLinear,
+    /// A level with a damped slope: `μ_{t+1} = μ_t + φ ν_t + η_t`, `ν_{t+1} = φ ν_t + ζ_t`,
+    /// `0 < φ < 1` fitted by maximum likelihood with the variances. The slope's forecast
+    /// decays geometrically, so a day ahead it no longer extrapolates the last hours' slope
+    /// as the local linear trend does (Gardner & McKenzie's damped trend, in state-space
+    /// form).
+    Damped,
 }
 
 /// One seasonal component.
@@ -114,8 +120,12 @@ impl StructuralSpec {
     fn trend_states(&self) -> usize {
         match self.trend {
             Trend::Level => 1,
-            Trend::LocalLinear => 2,
+            Trend::LocalLinear | Trend::Damped => 2,
         }
+    }
+
+    fn has_slope(&self) -> bool {
+        self.trend != Trend::Level
     }
 
     /// Variances the model has: level, (slope), one per season, observation.
@@ -139,13 +149,16 @@ pub struct StructuralParams {
     /// Regression coefficients, one per [`StructuralSpec::regressors`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regression: Vec<f64>,
+    /// The slope's damping factor `φ` ([`Trend::Damped`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damping: Option<f64>,
     /// Log-likelihood at these parameters on the fitting rows (burn-in excluded).
     pub log_likelihood: f64,
 }
 
 impl StructuralParams {
     fn from_vector(spec: &StructuralSpec, v: &[f64]) -> Self {
-        let slope = (spec.trend == Trend::LocalLinear).then(|| v[1]);
+        let slope = spec.has_slope().then(|| v[1]);
         let first = spec.trend_states();
         Self {
             level: v[0],
@@ -153,6 +166,7 @@ impl StructuralParams {
             seasonal: v[first..first + spec.seasons.len()].to_vec(),
             observation: v[spec.parameter_count() - 1],
             regression: Vec::new(),
+            damping: None,
             log_likelihood: f64::NAN,
         }
     }
@@ -163,7 +177,8 @@ impl StructuralParams {
             .chain(self.seasonal.iter().copied())
             .chain(std::iter::once(self.observation));
         if self.seasonal.len() != spec.seasons.len()
-            || self.slope.is_some() != (spec.trend == Trend::LocalLinear)
+            || self.slope.is_some() != spec.has_slope()
+            || self.damping.is_some() != (spec.trend == Trend::Damped)
             || self.regression.len() != spec.regressors.len()
         {
             return Err(KalmanError::BadSpec(
@@ -189,6 +204,13 @@ impl StructuralParams {
                 axis: i,
                 what: "regression coefficient",
                 value: b,
+            });
+        }
+        if let Some(phi) = self.damping.filter(|phi| !(*phi > 0.0 && *phi < 1.0)) {
+            return Err(KalmanError::BadParameter {
+                axis: 0,
+                what: "damping factor (must lie in (0, 1))",
+                value: phi,
             });
         }
         if self.observation <= 0.0 {
@@ -239,8 +261,9 @@ impl StructuralModel {
                 blocks.push((0, [[1.0, 0.0], [0.0, 0.0]], 1));
                 q.push(params.level);
             }
-            Trend::LocalLinear => {
-                blocks.push((0, [[1.0, 1.0], [0.0, 1.0]], 2));
+            Trend::LocalLinear | Trend::Damped => {
+                let phi = params.damping.unwrap_or(1.0);
+                blocks.push((0, [[1.0, phi], [0.0, phi]], 2));
                 q.push(params.level);
                 q.push(params.slope.unwrap_or(0.0));
             }
@@ -653,14 +676,26 @@ pub fn fit_structural(
         .map(|_| (var / m as f64).ln())
         .chain(start_beta.iter().zip(&scales).map(|(b, s)| b / s))
         .collect();
-    let params_at = |x: &[f64]| {
+    let damped = spec.trend == Trend::Damped;
+    // The search vector: log-variances, then (a free damping factor's logit,) then the
+    // scaled coefficients. `phi` fixes the damping factor instead (the profile search).
+    let params_at = |x: &[f64], phi: Option<f64>| {
         let v: Vec<f64> = x[..m].iter().map(|l| l.clamp(-40.0, 40.0).exp()).collect();
         let mut p = StructuralParams::from_vector(spec, &v);
-        p.regression = x[m..].iter().zip(&scales).map(|(b, s)| b * s).collect();
+        let free = usize::from(damped && phi.is_none());
+        p.damping = damped.then(|| {
+            // Kept inside (0, 1) whatever the simplex tries.
+            phi.unwrap_or_else(|| (1.0 / (1.0 + (-x[m]).exp())).clamp(1e-6, 1.0 - 1e-9))
+        });
+        p.regression = x[m + free..]
+            .iter()
+            .zip(&scales)
+            .map(|(b, s)| b * s)
+            .collect();
         p
     };
-    let negative = |x: &[f64]| -> f64 {
-        let p = params_at(x);
+    let negative = |x: &[f64], phi: Option<f64>| -> f64 {
+        let p = params_at(x, phi);
         let model = StructuralModel::new(spec, &p);
         let ll: f64 = segments
             .iter()
@@ -677,10 +712,61 @@ pub fn fit_structural(
             .sum();
         if ll.is_finite() { -ll } else { f64::INFINITY }
     };
-    let best = nelder_mead(&negative, &start, 1.0, 400 + 200 * k);
-    let mut params = params_at(&best);
-    params.log_likelihood = -negative(&best);
+    let iterations = 400 + 200 * (k + usize::from(damped));
+    let (best, phi) = if damped {
+        // The likelihood in φ has poor optima (a variance that runs off to a bound, φ → 1)
+        // in which a joint search from one start gets stuck: profile it over a grid of φ
+        // first, each fit from the same start (a warm start inherits a collapsed variance),
+        // then search jointly from the best.
+        let mut profile = (Vec::new(), f64::INFINITY, 0.0);
+        for phi in [0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98] {
+            let (x, value) = minimize(&|x: &[f64]| negative(x, Some(phi)), &start, iterations);
+            if value < profile.1 {
+                profile = (x, value, phi);
+            }
+        }
+        let (x, value, phi) = profile;
+        let joint: Vec<f64> = x[..m]
+            .iter()
+            .copied()
+            .chain(std::iter::once((phi / (1.0 - phi)).ln()))
+            .chain(x[m..].iter().copied())
+            .collect();
+        let (polished, after) = minimize(&|x: &[f64]| negative(x, None), &joint, iterations);
+        if after <= value {
+            (polished, None)
+        } else {
+            (x, Some(phi))
+        }
+    } else {
+        (
+            minimize(&|x: &[f64]| negative(x, None), &start, iterations).0,
+            None,
+        )
+    };
+    let mut params = params_at(&best, phi);
+    params.log_likelihood = -negative(&best, phi);
     Ok(params)
+}
+
+/// Nelder–Mead from `start`, restarted from its best point with a fresh simplex (at most
+/// three times, until `f` stops improving: a collapsed simplex can stall short of the
+/// optimum). Returns the best point and its value.
+fn minimize(f: &dyn Fn(&[f64]) -> f64, start: &[f64], iterations: usize) -> (Vec<f64>, f64) {
+    let mut best = nelder_mead(f, start, 1.0, iterations);
+    let mut value = f(&best);
+    for _ in 0..3 {
+        let again = nelder_mead(f, &best, 0.5, iterations);
+        let after = f(&again);
+        let gain = value - after;
+        if after < value {
+            (best, value) = (again, after);
+        }
+        if !(gain > 1e-7 * value.abs().max(1.0)) {
+            break;
+        }
+    }
+    (best, value)
 }
 
 /// `y − X β` (`X`: `[rows, k]`).
@@ -860,47 +946,90 @@ mod tests {
 
     #[test]
     fn the_window_plan_equals_the_filter_run_on_the_window() {
-        let spec = daily(Trend::LocalLinear);
-        let params = StructuralParams {
-            level: 0.1,
-            slope: Some(0.001),
-            seasonal: vec![0.01],
-            observation: 0.3,
-            regression: Vec::new(),
-            log_likelihood: 0.0,
+        for (trend, damping) in [(Trend::LocalLinear, None), (Trend::Damped, Some(0.8))] {
+            let spec = daily(trend);
+            let params = StructuralParams {
+                level: 0.1,
+                slope: Some(0.001),
+                seasonal: vec![0.01],
+                observation: 0.3,
+                regression: Vec::new(),
+                damping,
+                log_likelihood: 0.0,
+            };
+            let y = series(72);
+            let prior = StructuralPrior::new(
+                &spec,
+                std::slice::from_ref(&params),
+                1,
+                &[0],
+                72,
+                1,
+                3,
+                &RegressorColumns::default(),
+            )
+            .unwrap();
+            let (mut mean, mut cov) = (vec![0.0; 3], vec![0.0; 3]);
+            prior.predict_into(&y, &[], &mut mean, &mut cov);
+            // Reference: the plain filter on the window relative to its last value, then T^k.
+            let model = StructuralModel::new(&spec, &params);
+            let last = y[71];
+            let centred: Vec<f64> = y.iter().map(|v| v - last).collect();
+            let out = model.filter(&centred);
+            let n = model.states();
+            let mut a = out.filtered[71 * n..].to_vec();
+            let slope = a[1];
+            for (k, m) in mean.iter().enumerate() {
+                model.transition(&mut a);
+                let want = last + model.z.iter().zip(&a).map(|(z, x)| z * x).sum::<f64>();
+                assert!((m - want).abs() < 1e-9, "{trend:?} step {k}: {m} vs {want}");
+                assert!(cov[k] > params.observation);
+                // The slope state decays by φ per step (or stays, undamped).
+                let phi = damping.unwrap_or(1.0);
+                assert!((a[1] - slope * phi.powi(k as i32 + 1)).abs() < 1e-12);
+            }
+            // A day-ahead forecast follows the cycle, unlike the last value.
+            let truth = series(75);
+            for (k, m) in mean.iter().enumerate() {
+                assert!((m - truth[72 + k]).abs() < 1.5, "{m} vs {}", truth[72 + k]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damped_trend_is_fitted_and_checked() {
+        // A slope that mean-reverts with φ = 0.7 on hourly rows with a daily cycle.
+        let (mut slope, mut level, mut state) = (0.0, 10.0, 7u64);
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 10_000) as f64 / 10_000.0 - 0.5
         };
-        let y = series(72);
-        let prior = StructuralPrior::new(
-            &spec,
-            std::slice::from_ref(&params),
-            1,
-            &[0],
-            72,
-            1,
-            3,
-            &RegressorColumns::default(),
-        )
-        .unwrap();
-        let (mut mean, mut cov) = (vec![0.0; 3], vec![0.0; 3]);
-        prior.predict_into(&y, &[], &mut mean, &mut cov);
-        // Reference: the plain filter on the window relative to its last value, then T^k.
-        let model = StructuralModel::new(&spec, &params);
-        let last = y[71];
-        let centred: Vec<f64> = y.iter().map(|v| v - last).collect();
-        let out = model.filter(&centred);
-        let n = model.states();
-        let mut a = out.filtered[71 * n..].to_vec();
-        for (k, m) in mean.iter().enumerate() {
-            model.transition(&mut a);
-            let want = last + model.z.iter().zip(&a).map(|(z, x)| z * x).sum::<f64>();
-            assert!((m - want).abs() < 1e-9, "step {k}: {m} vs {want}");
-            assert!(cov[k] > params.observation);
+        let y: Vec<f64> = (0..24 * 60)
+            .map(|t| {
+                slope = 0.7 * slope + 0.5 * noise();
+                level += slope;
+                level + 4.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + 0.2 * noise()
+            })
+            .collect();
+        let spec = daily(Trend::Damped);
+        let fitted = fit_structural(&spec, std::slice::from_ref(&y), &[]).unwrap();
+        let phi = fitted.damping.unwrap();
+        assert!((phi - 0.7).abs() < 0.1, "{fitted:?}");
+        // Fitting φ beats fixing it at 1 (the local linear trend) on this series.
+        let undamped = fit_structural(&daily(Trend::LocalLinear), &[y], &[]).unwrap();
+        assert!(fitted.log_likelihood > undamped.log_likelihood + 1.0);
+        // φ outside (0, 1), or a damping without a damped trend, is refused.
+        for bad in [0.0, 1.0, 1.5, f64::NAN] {
+            let mut p = fitted.clone();
+            p.damping = Some(bad);
+            assert!(p.check(&spec).is_err(), "{bad}");
         }
-        // A day-ahead forecast follows the cycle, unlike the last value.
-        let truth = series(75);
-        for (k, m) in mean.iter().enumerate() {
-            assert!((m - truth[72 + k]).abs() < 1.5, "{m} vs {}", truth[72 + k]);
-        }
+        assert!(undamped.check(&daily(Trend::LocalLinear)).is_ok());
+        let mut p = undamped;
+        p.damping = Some(0.9);
+        assert!(p.check(&daily(Trend::LocalLinear)).is_err());
     }
 
     #[test]
@@ -914,6 +1043,7 @@ mod tests {
             seasonal: vec![1.0],
             observation: 1.0,
             regression: Vec::new(),
+            damping: None,
             log_likelihood: 0.0,
         };
         let ll_start = StructuralModel::new(&spec, &start)
@@ -1054,3 +1184,4 @@ mod tests {
         );
     }
 }
+

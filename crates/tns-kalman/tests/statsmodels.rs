@@ -1,6 +1,7 @@
 //! The structural prior against statsmodels' `UnobservedComponents` (the reference
-//! implementation): the same log-likelihood and filtered state means to 1e-6 at the same
-//! variances, and a maximum-likelihood fit within 0.1% of statsmodels' log-likelihood.
+//! implementation; for the damped trend, which it lacks, the same model written as a
+//! statsmodels `MLEModel`): the same log-likelihood and filtered state means to 1e-6 at the
+//! same variances, and a maximum-likelihood fit within 0.1% of statsmodels' log-likelihood.
 //!
 //! Needs Python with statsmodels (`$TNS_PYTHON`, else `python3`). Without it the test says so
 //! and passes, unless `TNS_REQUIRE_STATSMODELS=1` (CI), where it fails instead.
@@ -88,7 +89,9 @@ fn structural_filter_and_fit_match_statsmodels() {
         (Trend::Level, "llevel", None, None),
         (Trend::LocalLinear, "lltrend", Some(0.002), None),
         (Trend::Level, "llevel", None, Some(0.75)),
+        (Trend::Damped, "damped", Some(0.002), None),
     ] {
+        let damping = (trend == Trend::Damped).then_some(0.8);
         let spec = StructuralSpec {
             trend,
             seasons: vec![Season {
@@ -106,6 +109,7 @@ fn structural_filter_and_fit_match_statsmodels() {
             seasonal: vec![0.01],
             observation: 0.2,
             regression: regression.into_iter().collect(),
+            damping,
             log_likelihood: 0.0,
         };
         let (y, exog) = match regression {
@@ -118,7 +122,7 @@ fn structural_filter_and_fit_match_statsmodels() {
             "trend": name,
             "seasons": [[24, 2]],
             "params": {"level": 0.05, "slope": slope, "seasonal": [0.01], "observation": 0.2,
-                       "regression": params.regression},
+                       "regression": params.regression, "damping": damping},
         }));
         let adjusted = tns_kalman::less_regression(y, &exog, &params.regression);
         let ours = StructuralModel::new(&spec, &params).filter(&adjusted);
