@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::registry::Loaded;
 use crate::sessions::Owner;
 
 /// Windows above which a request is computed on the blocking pool with the batch engine
@@ -518,14 +519,7 @@ pub async fn open_session(
 ) -> Result<(StatusCode, Json<SessionOpened>), ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let c = &loaded.engine.manifest().config;
-    let mut session = Session::new(loaded.engine.clone());
-    if let Some(gamma) = options.adaptive_gamma {
-        session = session
-            .adaptive(gamma)
-            .map_err(|e| ApiError::BadInput(format!("adaptive_gamma: {e}")))?;
-    }
-    let id = state.sessions.open(&name, loaded.version, session, owner)?;
-    state.metrics.sessions.set(state.sessions.len() as i64);
+    let id = open_stream(&state, &name, &loaded, owner, options.adaptive_gamma)?;
     Ok((
         StatusCode::CREATED,
         Json(SessionOpened {
@@ -539,6 +533,26 @@ pub async fn open_session(
             idle_timeout_seconds: state.sessions.idle_timeout().as_secs(),
         }),
     ))
+}
+
+/// Opens a session on `loaded` (the model's current version) for `owner`, adaptive with
+/// step `gamma` when given; returns its id.
+pub(crate) fn open_stream(
+    state: &AppState,
+    name: &str,
+    loaded: &Loaded,
+    owner: Owner,
+    gamma: Option<f64>,
+) -> Result<String, ApiError> {
+    let mut session = Session::new(loaded.engine.clone());
+    if let Some(gamma) = gamma {
+        session = session
+            .adaptive(gamma)
+            .map_err(|e| ApiError::BadInput(format!("adaptive_gamma: {e}")))?;
+    }
+    let id = state.sessions.open(name, loaded.version, session, owner)?;
+    state.metrics.sessions.set(state.sessions.len() as i64);
+    Ok(id)
 }
 
 /// Appends observations to a session and returns the prediction from its latest window.
@@ -585,65 +599,97 @@ pub async fn observe(
             request.observations.len()
         )));
     }
-    let (observations, prediction, adaptive_coverage) =
-        state.sessions.with(&name, &id, &owner, |stream| {
-            let engine = stream.session.engine().clone();
-            let pipeline = engine.pipeline();
-            let future = request
-                .future
-                .as_ref()
-                .map(|f| {
-                    let h = pipeline.horizon();
-                    flatten_blocks(
-                        "future",
-                        std::slice::from_ref(f),
-                        h,
-                        pipeline.future_columns(),
-                        1,
-                    )
-                })
-                .transpose()?;
-            let with_future = pipeline.future_width() > 0;
-            let last_row = request.observations.len() - 1;
-            let mut last = None;
-            for (i, row) in request.observations.iter().enumerate() {
-                // With known-future inputs only the last observation forecasts: the post's
-                // covariates belong to its horizon.
-                let pushed = if with_future && i < last_row {
-                    stream.session.observe(row).map(|()| None)
-                } else {
-                    let time = times.as_ref().map(|t| t[i]);
-                    stream.session.push_with(row, future.as_deref(), time)
-                };
-                match pushed {
-                    Ok(Some(p)) => {
-                        record(&state, &name, p);
-                        let p = p.clone();
-                        last = Some(stream.session.certificate(&p));
-                    }
-                    Ok(None) => last = None,
-                    Err(e) => {
-                        let kept = |m| {
-                            format!(
-                                "observation {i}: {m}; the {i} observations before it were kept"
-                            )
-                        };
-                        return Err(match engine_error(e) {
-                            ApiError::ModelError(m) => ApiError::ModelError(kept(m)),
-                            other => ApiError::BadInput(kept(other.to_string())),
-                        });
-                    }
-                }
-            }
-            let coverage = stream.session.adaptive_coverage().map(|(_, share)| share);
-            Ok((stream.session.observations(), last, coverage))
-        })??;
+    let future = request.future.as_ref().map(std::slice::from_ref);
+    let pushed = push_observations(
+        &state,
+        &name,
+        &id,
+        &owner,
+        &request.observations,
+        future,
+        times.as_deref(),
+    )?;
+    let (observations, prediction, adaptive_coverage) = (
+        pushed.observations,
+        pushed.prediction.map(|(_, c)| c),
+        pushed.adaptive_coverage,
+    );
     Ok(Json(ObserveResponse {
         session_id: id,
         observations,
         prediction,
         adaptive_coverage,
     }))
+}
+
+/// What [`push_observations`] leaves: the session's observation count, the prediction
+/// (and its certificate) from the latest window when the last row completed one, and the
+/// adaptive coverage so far (adaptive sessions).
+pub(crate) struct Pushed {
+    pub observations: u64,
+    pub prediction: Option<(Prediction, Certificate)>,
+    pub adaptive_coverage: Option<Option<f64>>,
+}
+
+/// Appends rows to session `id` of model `name` (the native observe route and KServe
+/// sequences): with known-future inputs only the last row forecasts, with `future`
+/// (`[horizon][covariates]`, one block). A bad row is rejected with everything before it
+/// kept.
+pub(crate) fn push_observations(
+    state: &AppState,
+    name: &str,
+    id: &str,
+    owner: &Owner,
+    observations: &[Vec<f64>],
+    future: Option<&[Vec<Vec<f64>>]>,
+    times: Option<&[f64]>,
+) -> Result<Pushed, ApiError> {
+    state.sessions.with(name, id, owner, |stream| {
+        let engine = stream.session.engine().clone();
+        let pipeline = engine.pipeline();
+        let future = future
+            .map(|f| {
+                let h = pipeline.horizon();
+                flatten_blocks("future", f, h, pipeline.future_columns(), 1)
+            })
+            .transpose()?;
+        let with_future = pipeline.future_width() > 0;
+        let last_row = observations.len().saturating_sub(1);
+        let mut last = None;
+        for (i, row) in observations.iter().enumerate() {
+            // With known-future inputs only the last observation forecasts: the post's
+            // covariates belong to its horizon.
+            let pushed = if with_future && i < last_row {
+                stream.session.observe(row).map(|()| None)
+            } else {
+                let time = times.map(|t| t[i]);
+                stream.session.push_with(row, future.as_deref(), time)
+            };
+            match pushed {
+                Ok(Some(p)) => {
+                    record(state, name, p);
+                    let p = p.clone();
+                    let certificate = stream.session.certificate(&p);
+                    last = Some((p, certificate));
+                }
+                Ok(None) => last = None,
+                Err(e) => {
+                    let kept = |m| {
+                        format!("observation {i}: {m}; the {i} observations before it were kept")
+                    };
+                    return Err(match engine_error(e) {
+                        ApiError::ModelError(m) => ApiError::ModelError(kept(m)),
+                        other => ApiError::BadInput(kept(other.to_string())),
+                    });
+                }
+            }
+        }
+        Ok(Pushed {
+            observations: stream.session.observations(),
+            prediction: last,
+            adaptive_coverage: stream.session.adaptive_coverage().map(|(_, share)| share),
+        })
+    })?
 }
 
 /// Closes a session.

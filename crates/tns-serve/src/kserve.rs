@@ -11,8 +11,10 @@ use tns_certify::Certificate;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::{assemble_inputs, predict_windows};
+use crate::api::{self, assemble_inputs, predict_windows};
 use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::registry::Loaded;
+use crate::sessions::Owner;
 
 /// `GET /v2/health/live` and `/v2/health/ready`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,9 +78,35 @@ pub struct InferInput {
 pub struct InferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
-    /// `window`, plus `future` and `time` for models with known-future inputs.
+    /// `window`, plus `future` and `time` for models with known-future inputs; in a
+    /// sequence, `observation` instead of `window`.
     #[schema(min_items = 1)]
     pub inputs: Vec<InferInput>,
+    /// Sequence routing (streaming sessions over this protocol).
+    #[serde(default)]
+    pub parameters: Option<SequenceParameters>,
+}
+
+/// Streaming over the KServe protocol, after Triton's sequence parameters: a request with
+/// `sequence_start: true` opens a session (adaptive with `adaptive_gamma`) and the response
+/// carries its `sequence_id`; requests with that `sequence_id` send `observation` rows
+/// (`[rows, features]`, plus `future` `[1, horizon, covariates]` and `time` `[rows]` for
+/// models with known-future inputs) and get the forecast of the latest window, its interval
+/// moved by the outcomes seen so far when the session is adaptive; `sequence_end: true`
+/// closes it after the request. Sessions are those of `/v1/models/{name}/sessions`, with
+/// the same quotas and idle timeout.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SequenceParameters {
+    /// The session to append to (from an earlier response's `parameters.sequence_id`).
+    pub sequence_id: Option<String>,
+    /// Open a new session with this request.
+    #[serde(default)]
+    pub sequence_start: bool,
+    /// Close the session after this request.
+    #[serde(default)]
+    pub sequence_end: bool,
+    /// With `sequence_start`: adaptive conformal intervals with this relative step.
+    pub adaptive_gamma: Option<f64>,
 }
 
 /// One output tensor.
@@ -117,6 +145,16 @@ pub struct InferParameters {
     /// One certificate per window, in batch order.
     #[schema(value_type = Vec<Object>)]
     pub certificates: Vec<Certificate>,
+    /// In a sequence: its session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_id: Option<String>,
+    /// In a sequence: observations received in its life.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observations: Option<u64>,
+    /// In an adaptive sequence: the share of resolved intervals that covered their truth
+    /// (null before the first is resolved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive_coverage: Option<Option<f64>>,
 }
 
 /// Server liveness.
@@ -261,9 +299,22 @@ fn time_values(input: &InferInput, batch: usize) -> Result<Vec<f64>, ApiError> {
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     ApiPath(name): ApiPath<String>,
+    owner: Owner,
     ApiJson(request): ApiJson<InferRequest>,
 ) -> Result<Json<InferResponse>, ApiError> {
     let loaded = state.registry.get(&name)?.current();
+    if let Some(sequence) = request
+        .parameters
+        .as_ref()
+        .filter(|p| p.sequence_start || p.sequence_id.is_some())
+    {
+        return infer_sequence(&state, name, &loaded, owner, &request, sequence).map(Json);
+    }
+    if request.parameters.as_ref().is_some_and(|p| p.sequence_end) {
+        return Err(ApiError::BadInput(
+            "sequence_end needs the sequence_id of the session to close".into(),
+        ));
+    }
     let engine = &loaded.engine;
     let c = &engine.manifest().config;
     let (lookback, features) = (c.lookback, c.features.len());
@@ -342,6 +393,148 @@ pub async fn infer(
     let times = named("time")?.map(|t| time_values(t, batch)).transpose()?;
     let inputs = assemble_inputs(engine, flat, futures, times)?;
     let predictions = predict_windows(&state, &name, engine, inputs).await?;
+    let outputs = tensors(engine, &predictions);
+    let certificates = predictions.iter().map(|p| engine.certificate(p)).collect();
+    Ok(Json(InferResponse {
+        model_name: name,
+        model_version: loaded.version.to_string(),
+        id: request.id,
+        outputs,
+        parameters: InferParameters {
+            certificates,
+            sequence_id: None,
+            observations: None,
+            adaptive_coverage: None,
+        },
+    }))
+}
+
+/// A request of a sequence (see [`SequenceParameters`]): opens the session on
+/// `sequence_start`, appends the `observation` rows, closes it on `sequence_end`.
+fn infer_sequence(
+    state: &AppState,
+    name: String,
+    loaded: &Loaded,
+    owner: Owner,
+    request: &InferRequest,
+    sequence: &SequenceParameters,
+) -> Result<InferResponse, ApiError> {
+    let engine = &loaded.engine;
+    let c = &engine.manifest().config;
+    if let Some(unknown) = request
+        .inputs
+        .iter()
+        .find(|i| !["observation", "future", "time"].contains(&i.name.as_str()))
+    {
+        return Err(ApiError::BadInput(format!(
+            "unknown input {:?} in a sequence; send \"observation\" rows [rows, {}] and, for models with known-future inputs, \"future\" and \"time\"",
+            unknown.name,
+            c.features.len()
+        )));
+    }
+    let named = |name: &str| request.inputs.iter().find(|i| i.name == name);
+    let observation = named("observation").ok_or_else(|| {
+        ApiError::BadInput("a sequence request needs an input named \"observation\"".into())
+    })?;
+    let features = c.features.len();
+    let mut values = Vec::new();
+    flatten_numbers(&observation.data, &mut values)?;
+    let rows = match observation.shape.as_slice() {
+        [r, f] if *f == features as i64 && *r >= 1 => *r as usize,
+        [f] if *f == features as i64 => 1,
+        other => {
+            return Err(ApiError::BadInput(format!(
+                "input \"observation\" has shape {other:?}; expected [rows, {features}]"
+            )));
+        }
+    };
+    if values.len() != rows * features {
+        return Err(ApiError::BadInput(format!(
+            "input \"observation\" of shape {:?} holds {} values",
+            observation.shape,
+            values.len()
+        )));
+    }
+    if rows > state.limits.batch {
+        return Err(ApiError::TooLarge(format!(
+            "{rows} observations in one request exceed the limit of {}",
+            state.limits.batch
+        )));
+    }
+    let observations: Vec<Vec<f64>> = values.chunks(features).map(<[f64]>::to_vec).collect();
+    let future = named("future")
+        .map(|f| {
+            let mut flat = Vec::new();
+            flatten_numbers(&f.data, &mut flat)?;
+            let width = engine.pipeline().future_columns().len();
+            let shape_ok = matches!(f.shape.as_slice(), [1, h, w] | [h, w]
+                if *h == c.horizon as i64 && *w == width as i64)
+                && flat.len() == c.horizon * width;
+            if !shape_ok {
+                return Err(ApiError::BadInput(format!(
+                    "input \"future\" has shape {:?}; expected [1, {}, {width}]",
+                    f.shape, c.horizon
+                )));
+            }
+            Ok(vec![
+                flat.chunks(width.max(1))
+                    .map(<[f64]>::to_vec)
+                    .collect::<Vec<_>>(),
+            ])
+        })
+        .transpose()?;
+    let times = named("time").map(|t| time_values(t, rows)).transpose()?;
+    let id = match (&sequence.sequence_id, sequence.sequence_start) {
+        (Some(_), true) => {
+            return Err(ApiError::BadInput(
+                "give either sequence_start (a new session) or sequence_id (an open one), not both"
+                    .into(),
+            ));
+        }
+        (Some(id), false) => id.clone(),
+        (None, _) => {
+            api::open_stream(state, &name, loaded, owner.clone(), sequence.adaptive_gamma)?
+        }
+    };
+    let pushed = api::push_observations(
+        state,
+        &name,
+        &id,
+        &owner,
+        &observations,
+        future.as_deref(),
+        times.as_deref(),
+    );
+    // A session this request opened is closed again when its first rows fail: the client
+    // never learns its id.
+    if sequence.sequence_end || (sequence.sequence_start && pushed.is_err()) {
+        state.sessions.close(&name, &id, &owner)?;
+        state.metrics.sessions.set(state.sessions.len() as i64);
+    }
+    let pushed = pushed?;
+    let (predictions, certificates): (Vec<_>, Vec<_>) = pushed.prediction.into_iter().unzip();
+    Ok(InferResponse {
+        model_name: name,
+        model_version: loaded.version.to_string(),
+        id: request.id.clone(),
+        outputs: tensors(engine, &predictions),
+        parameters: InferParameters {
+            certificates,
+            sequence_id: Some(id),
+            observations: Some(pushed.observations),
+            adaptive_coverage: pushed.adaptive_coverage,
+        },
+    })
+}
+
+/// The output tensors of `predictions` (a batch; 0 in a sequence that has no full window
+/// yet): forecast, and lower/upper and the gate's tensors where the model has them.
+fn tensors(
+    engine: &tns_engine::Engine,
+    predictions: &[tns_engine::Prediction],
+) -> Vec<InferOutput> {
+    let c = &engine.manifest().config;
+    let batch = predictions.len();
     let (h, t) = (c.horizon, c.targets.len());
     let mut outputs = vec![InferOutput {
         name: "forecast".into(),
@@ -392,12 +585,5 @@ pub async fn infer(
             data: steps.iter().map(|s| s.statistic).collect(),
         });
     }
-    let certificates = predictions.iter().map(|p| engine.certificate(p)).collect();
-    Ok(Json(InferResponse {
-        model_name: name,
-        model_version: loaded.version.to_string(),
-        id: request.id,
-        outputs,
-        parameters: InferParameters { certificates },
-    }))
+    outputs
 }

@@ -901,6 +901,122 @@ async fn adaptive_sessions_report_their_method_and_coverage() {
     f.server.shutdown().await.unwrap();
 }
 
+/// Streaming over KServe V2 with Triton's sequence parameters: `sequence_start` opens an
+/// adaptive session and returns its id, later requests send `observation` rows to it and get
+/// the adaptive interval and coverage, the same forecast as the native session route, and
+/// `sequence_end` closes it.
+#[tokio::test]
+async fn kserve_sequences_stream_with_adaptive_intervals() {
+    let f = serve().await;
+    let observe = |rows: Vec<Vec<f64>>, parameters: serde_json::Value| {
+        let flat: Vec<f64> = rows.concat();
+        json!({ "inputs": [{ "name": "observation", "shape": [rows.len(), 4], "datatype": "FP64", "data": flat }],
+                "parameters": parameters })
+    };
+    let rows = window(0.0);
+    let (status, out) = f
+        .post(
+            "/v2/models/b/infer",
+            &observe(
+                rows[..5].to_vec(),
+                json!({ "sequence_start": true, "adaptive_gamma": 0.05 }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let id = out["parameters"]["sequence_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(out["parameters"]["observations"], 5);
+    // No full window yet: empty tensors, no certificate.
+    assert_eq!(out["outputs"][0]["shape"], json!([0, 1, 4]));
+    assert_eq!(out["parameters"]["certificates"], json!([]));
+    let mut more = rows[5..].to_vec();
+    more.extend(window(0.5).into_iter().take(3));
+    let (status, out) = f
+        .post(
+            "/v2/models/b/infer",
+            &observe(more.clone(), json!({ "sequence_id": id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["parameters"]["observations"], 13);
+    assert_eq!(out["outputs"][0]["shape"], json!([1, 1, 4]));
+    let certificate = &out["parameters"]["certificates"][0];
+    assert_eq!(certificate["interval"]["method"], "adaptive_conformal");
+    assert!(
+        out["parameters"]["adaptive_coverage"].as_f64().is_some(),
+        "{out}"
+    );
+    // The same rows through the native session route give the same forecast and interval.
+    let (_, opened) = f
+        .post("/v1/models/b/sessions?adaptive_gamma=0.05", &json!({}))
+        .await;
+    let native_id = opened["session_id"].as_str().unwrap();
+    let mut all = rows[..5].to_vec();
+    all.extend(more);
+    let (_, native) = f
+        .post(
+            &format!("/v1/models/b/sessions/{native_id}"),
+            &json!({ "observations": all }),
+        )
+        .await;
+    assert_eq!(native["prediction"]["interval"], certificate["interval"]);
+    assert_eq!(
+        native["prediction"]["prediction"],
+        certificate["prediction"]
+    );
+    // sequence_end closes the session after its rows.
+    let (status, body) = f
+        .post(
+            "/v2/models/b/infer",
+            &observe(
+                vec![vec![0.0; 4]],
+                json!({ "sequence_id": id, "sequence_end": true }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["parameters"]["observations"], 14);
+    let (status, body) = f
+        .post(
+            "/v2/models/b/infer",
+            &observe(vec![vec![0.0; 4]], json!({ "sequence_id": id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // A window in a sequence, both start and id, or a bad shape are refused.
+    for (request, expect) in [
+        (
+            json!({ "inputs": [{ "name": "window", "shape": [10, 4], "datatype": "FP32", "data": window(0.0).concat() }],
+                    "parameters": { "sequence_start": true } }),
+            "unknown input",
+        ),
+        (
+            observe(
+                vec![vec![0.0; 4]],
+                json!({ "sequence_start": true, "sequence_id": "x" }),
+            ),
+            "not both",
+        ),
+        (
+            json!({ "inputs": [{ "name": "observation", "shape": [1, 3], "datatype": "FP32", "data": [0.0, 0.0, 0.0] }],
+                    "parameters": { "sequence_start": true } }),
+            "expected [rows, 4]",
+        ),
+        (
+            observe(vec![vec![0.0; 4]], json!({ "sequence_end": true })),
+            "sequence_id",
+        ),
+    ] {
+        let (status, body) = f.post("/v2/models/b/infer", &request).await;
+        assert!(status.is_client_error(), "{status} {body}");
+        assert!(body.to_string().contains(expect), "{body} lacks {expect:?}");
+    }
+    f.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_model_that_cannot_predict_is_refused_at_reload_and_its_faults_are_5xx() {
     let f = serve().await;
