@@ -149,9 +149,10 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     ok(log);
     ok(train("system-b", None, &b_gru));
     ok(train("mlp", None, &mlp));
-    // DLinear, a stacked LSTM, a TCN, N-HiTS, a transformer, S4D and Mamba as System B's
-    // correction: train, inspect, export, quantize.
-    for (network, layer) in [
+    // DLinear, a stacked LSTM, a TCN, N-HiTS, a transformer (also with overlapping patches,
+    // causal attention and a head on every token), S4D and Mamba as System B's correction:
+    // train, inspect, export, quantize.
+    for (i, (network, layer)) in [
         ("dlinear:5", "decompose"),
         ("lstm:8,2", "lstm"),
         ("tcn:4,2,3", "tcn-block"),
@@ -159,8 +160,15 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
         ("transformer:8,2,1,1,2", "transformer-block"),
         ("s4d:8,4,2", "s4d-block"),
         ("mamba:8,4,2,3,2", "mamba-block"),
-    ] {
-        let file = path(&format!("b-{layer}.tns"));
+        (
+            "transformer:8,2,1,1,4,2,causal,flatten",
+            "transformer-block",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = path(&format!("b-{i}-{layer}.tns"));
         ok(train("system-b", Some(network), &file));
         let inspect = ok(tns(&["inspect", &file]));
         assert!(
@@ -172,9 +180,9 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
             "onnx",
             &file,
             "-o",
-            &path(&format!("b-{layer}.onnx")),
+            &path(&format!("b-{i}-{layer}.onnx")),
         ]));
-        let quantized = path(&format!("b-{layer}-int8.tns"));
+        let quantized = path(&format!("b-{i}-{layer}-int8.tns"));
         let mut args = vec![
             "quantize",
             file.as_str(),

@@ -571,16 +571,16 @@ fn attention_scratch_len(tokens: usize, head: usize) -> usize {
 /// transposed (`[d_head, token]`, so that a block's scores are products along the keys)
 /// ([`attention_scratch_len`]). `q` is `[token, heads ·
 /// d_head]`, `k` and `v` `[token, kv_heads · d_head]`; writes `softmax(q kᵀ / √d_head) v` per
-/// head into `out` (laid out as `q`).
+/// head into `out` (laid out as `q`). `causal`: query `i` reads keys `j ≤ i` only (the keys
+/// after it are never scored, rather than masked).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attention_online<K: Kernels>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    heads: usize,
-    kv_heads: usize,
-    head: usize,
+    (heads, kv_heads, head): (usize, usize, usize),
+    causal: bool,
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
@@ -605,8 +605,9 @@ fn attention_online<K: Kernels>(
             let query = &q[i * d + qh..i * d + qh + head];
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
             acc.fill(0.0);
-            for first in (0..tokens).step_by(KEY_BLOCK) {
-                let block = &mut scores[..KEY_BLOCK.min(tokens - first)];
+            let visible = if causal { i + 1 } else { tokens };
+            for first in (0..visible).step_by(KEY_BLOCK) {
+                let block = &mut scores[..KEY_BLOCK.min(visible - first)];
                 block.fill(0.0);
                 // Along the keys, one dimension at a time: independent products that
                 // vectorize, rather than one dependent chain per key.
@@ -666,6 +667,7 @@ struct TransformerBlock {
     heads: usize,
     kv_heads: usize,
     ffn: usize,
+    causal: bool,
     norm1: Vec<f32>,
     q: Dense,
     k: Dense,
@@ -686,6 +688,7 @@ impl TransformerBlock {
             heads,
             kv_heads,
             ffn,
+            causal,
         } = node.layer
         else {
             return Err(EngineError::Model(format!(
@@ -710,6 +713,7 @@ impl TransformerBlock {
             heads,
             kv_heads,
             ffn,
+            causal,
             norm1: gain("norm1")?,
             q: dense("q")?,
             k: dense("k")?,
@@ -796,8 +800,9 @@ impl TransformerBlock {
         self.rotate(q, d, n);
         self.rotate(k, kv, n);
         let (acc, lanes) = acc.split_at_mut(attention_scratch_len(p, head));
+        let shape = (self.heads, self.kv_heads, head);
         if n == 1 {
-            attention_online::<K>(q, k, v, self.heads, self.kv_heads, head, mixed, acc);
+            attention_online::<K>(q, k, v, shape, self.causal, mixed, acc);
         } else {
             let (ql, rest) = lanes.split_at_mut(p * d);
             let (kl, rest) = rest.split_at_mut(p * kv);
@@ -807,7 +812,7 @@ impl TransformerBlock {
                 lane_copy(q, ql, n, lane, false);
                 lane_copy(k, kl, n, lane, false);
                 lane_copy(v, vl, n, lane, false);
-                attention_online::<K>(ql, kl, vl, self.heads, self.kv_heads, head, ol, acc);
+                attention_online::<K>(ql, kl, vl, shape, self.causal, ol, acc);
                 lane_copy(mixed, ol, n, lane, true);
             }
         }
@@ -1287,8 +1292,12 @@ enum LayerPlan {
     },
     /// N-HiTS blocks (see [`Layer::Nhits`]).
     Nhits(Box<Nhits>),
-    /// The patch embedding, one product per token.
-    PatchEmbed(Dense),
+    /// The patch embedding, one product per token; consecutive tokens start `stride` values
+    /// apart in a sequence (`[step, channel]`; times the lanes in the batch path).
+    PatchEmbed {
+        dense: Dense,
+        stride: usize,
+    },
     /// A transformer block (see [`Layer::TransformerBlock`]).
     TransformerBlock(Box<TransformerBlock>),
     /// RMSNorm of every row.
@@ -1351,7 +1360,10 @@ impl LayerPlan {
                 kernel,
             },
             Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, tensors, int8)?)),
-            Layer::PatchEmbed { .. } => Self::PatchEmbed(dense("weight", "bias")?),
+            Layer::PatchEmbed { stride, .. } => Self::PatchEmbed {
+                dense: dense("weight", "bias")?,
+                stride: stride * node.input.channels(),
+            },
             Layer::TransformerBlock { .. } => {
                 Self::TransformerBlock(Box::new(TransformerBlock::new(node, tensors, int8)?))
             }
@@ -1404,12 +1416,10 @@ impl LayerPlan {
             } => decompose(x, y, steps, channels * W::N, kernel),
             Self::Nhits(nhits) => nhits.forward::<K, W>(x, future, y, s),
             // Each token's rows are contiguous (`[step, channel, lane]`): one product each.
-            Self::PatchEmbed(d) => {
-                for (xt, yt) in x
-                    .chunks_exact(d.inputs * W::N)
-                    .zip(y.chunks_exact_mut(d.outputs * W::N))
-                {
-                    W::dense::<K>(d, xt, yt, &mut s.quant);
+            Self::PatchEmbed { dense: d, stride } => {
+                for (t, yt) in y.chunks_exact_mut(d.outputs * W::N).enumerate() {
+                    let first = t * stride * W::N;
+                    W::dense::<K>(d, &x[first..first + d.inputs * W::N], yt, &mut s.quant);
                 }
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
@@ -1440,7 +1450,7 @@ impl LayerPlan {
             Self::Gru(g) => vec![&g.input, &g.recurrent],
             Self::Lstm(l) => vec![&l.input, &l.recurrent],
             Self::Nhits(n) => n.dense_layers(),
-            Self::PatchEmbed(d) => vec![d],
+            Self::PatchEmbed { dense: d, .. } => vec![d],
             Self::TransformerBlock(b) => b.dense_layers(),
             Self::RmsNorm { .. } => Vec::new(),
             Self::S4dBlock(b) => vec![&b.out],
@@ -1758,7 +1768,7 @@ fn streaming_end(layers: &[LayerPlan], row: usize) -> Option<usize> {
     layers[..end]
         .iter()
         .all(|l| match l {
-            LayerPlan::PatchEmbed(d) => d.inputs == row,
+            LayerPlan::PatchEmbed { dense: d, .. } => d.inputs == row,
             LayerPlan::RmsNorm { .. } | LayerPlan::Activation(_) => true,
             LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => true,
             _ => false,
@@ -2179,12 +2189,15 @@ mod tests {
         // softmax and weighted sum) against the one-pass kernel in f32, for grouped heads,
         // several sequences and up to 512 tokens.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for (tokens, heads, kv_heads, head, lanes, spread) in [
+        for ((tokens, heads, kv_heads, head, lanes, spread), causal) in [
             (1, 1, 1, 2, 1, 1.0),
             (7, 4, 2, 4, 3, 1.0),
             (33, 2, 1, 8, 8, 2.0),
             (512, 2, 2, 4, 1, 3.0),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|case| [(case, false), (case, true)])
+        {
             let (d, kv) = (heads * head, kv_heads * head);
             let mut draw = |n: usize| -> Vec<f32> {
                 (0..n).map(|_| rng.random_range(-spread..spread)).collect()
@@ -2203,9 +2216,8 @@ mod tests {
                     &q[a..a + tokens * d],
                     &k[b..b + tokens * kv],
                     &v[b..b + tokens * kv],
-                    heads,
-                    kv_heads,
-                    head,
+                    (heads, kv_heads, head),
+                    causal,
                     &mut out[a..a + tokens * d],
                     &mut scratch,
                 );
@@ -2219,7 +2231,9 @@ mod tests {
                 for h in 0..heads {
                     let g = h / group;
                     for i in 0..tokens {
-                        let scores: Vec<f64> = (0..tokens)
+                        // Causal: the keys after the query take no part.
+                        let visible = if causal { i + 1 } else { tokens };
+                        let scores: Vec<f64> = (0..visible)
                             .map(|j| {
                                 let dot = (0..head)
                                     .map(|c| {
@@ -2234,7 +2248,7 @@ mod tests {
                         let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
                         let total: f64 = weights.iter().sum();
                         for c in 0..head {
-                            let naive: f64 = (0..tokens)
+                            let naive: f64 = (0..visible)
                                 .map(|j| weights[j] / total * get(&v, kv, j, g * head + c, lane))
                                 .sum();
                             let got = get(&out, d, i, h * head + c, lane);
@@ -2245,7 +2259,7 @@ mod tests {
             }
             assert!(
                 worst < 1e-6 * spread.max(1.0) as f64,
-                "{tokens} tokens: {worst}"
+                "{tokens} tokens, causal {causal}: {worst}"
             );
             assert!(out.iter().all(|x| x.is_finite()));
         }

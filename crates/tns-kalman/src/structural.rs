@@ -762,7 +762,9 @@ fn minimize(f: &dyn Fn(&[f64]) -> f64, start: &[f64], iterations: usize) -> (Vec
         if after < value {
             (best, value) = (again, after);
         }
-        if !(gain > 1e-7 * value.abs().max(1.0)) {
+        // A gain that is NaN (an infinite value) also stops.
+        let improving = gain > 1e-7 * value.abs().max(1.0);
+        if !improving {
             break;
         }
     }

@@ -59,6 +59,9 @@ pub fn networks() -> Vec<NetworkConfig> {
             kv_heads: 1,
             layers: 1,
             patch: 1,
+            stride: None,
+            causal: true,
+            flatten: false,
         },
         NetworkConfig::Transformer {
             d_model: 8,
@@ -66,6 +69,20 @@ pub fn networks() -> Vec<NetworkConfig> {
             kv_heads: 2,
             layers: 2,
             patch: 2,
+            stride: None,
+            causal: false,
+            flatten: false,
+        },
+        // Overlapping patches (PatchTST's stride) and a head on every token.
+        NetworkConfig::Transformer {
+            d_model: 8,
+            heads: 2,
+            kv_heads: 2,
+            layers: 1,
+            patch: 4,
+            stride: Some(2),
+            causal: false,
+            flatten: true,
         },
         NetworkConfig::S4d {
             d_model: 4,

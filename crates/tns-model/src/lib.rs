@@ -119,8 +119,11 @@ pub enum ConfigError {
         /// The network, in `--network` syntax.
         network: String,
     },
-    /// A patch length that does not divide the lookback.
-    #[error("network {network}: the patch length must divide the lookback ({lookback} rows)")]
+    /// Patches that do not tile the lookback: the stride must divide the lookback less the
+    /// patch length, and be at most the patch length.
+    #[error(
+        "network {network}: patches must tile the lookback ({lookback} rows): the stride must be at most the patch length and divide the lookback less the patch length"
+    )]
     Patch {
         /// The network, in `--network` syntax.
         network: String,

@@ -71,10 +71,11 @@ pub enum NetworkConfig {
         pool: usize,
     },
     /// A small pre-norm transformer encoder (PatchTST-style tokens, Llama-style blocks): the
-    /// window cut into patches of `patch` rows (1: one token per row), each embedded by a
-    /// linear map; `layers` blocks of bidirectional grouped-query attention with rotary
+    /// window cut into patches of `patch` rows every `stride` rows (1: one token per row),
+    /// each embedded by a linear map; `layers` blocks of grouped-query attention
+    /// (bidirectional, or causal: a token attends to itself and earlier ones) with rotary
     /// position embeddings and a SwiGLU feed-forward, each behind an RMSNorm; a final RMSNorm
-    /// and a linear head on the last token.
+    /// and a linear head on the last token, or on every token flattened (PatchTST's head).
     Transformer {
         /// Token width.
         d_model: usize,
@@ -84,8 +85,18 @@ pub enum NetworkConfig {
         kv_heads: usize,
         /// Blocks.
         layers: usize,
-        /// Rows per token (divides the lookback).
+        /// Rows per token.
         patch: usize,
+        /// Rows between the first rows of consecutive tokens (default: `patch`, tokens that
+        /// do not overlap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<usize>,
+        /// Causal attention.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        causal: bool,
+        /// The head reads every token (flattened) instead of the last.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        flatten: bool,
     },
     /// A diagonal state-space model (S4D-Real, Gu et al., 2022): each row embedded by a
     /// linear map to `d_model` channels; `layers` residual blocks, each an RMSNorm, one
@@ -118,7 +129,7 @@ pub enum NetworkConfig {
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks), mamba:D_MODEL,STATE,EXPAND,CONV,LAYERS (selective state-space blocks)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH[,STRIDE]][,causal][,flatten] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks), mamba:D_MODEL,STATE,EXPAND,CONV,LAYERS (selective state-space blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -214,10 +225,11 @@ impl NetworkConfig {
             heads,
             kv_heads,
             patch,
+            stride,
             ..
         } = self
         {
-            if *heads == 0 || *kv_heads == 0 || *patch == 0 {
+            if *heads == 0 || *kv_heads == 0 || *patch == 0 || stride == &Some(0) {
                 return Err(ConfigError::ZeroWidth {
                     network: self.to_string(),
                 });
@@ -382,25 +394,39 @@ impl NetworkConfig {
                 kv_heads,
                 layers,
                 patch,
+                stride,
+                causal,
+                flatten,
             } => {
                 let steps = input.len() / input.channels().max(1);
-                if !steps.is_multiple_of(patch) {
+                let stride = stride.unwrap_or(patch);
+                if !patches_tile(steps, patch, stride) {
                     return Err(ConfigError::Patch {
                         network: self.to_string(),
                         lookback: steps,
                     });
                 }
-                stack.push("embed", Layer::PatchEmbed { patch, d_model })?;
+                let embed = Layer::PatchEmbed {
+                    patch,
+                    stride,
+                    d_model,
+                };
+                stack.push("embed", embed)?;
                 for i in 0..layers {
                     let block = Layer::TransformerBlock {
                         heads,
                         kv_heads,
                         ffn: 2 * d_model,
+                        causal,
                     };
                     stack.push(&format!("block.{i}"), block)?;
                 }
                 stack.push("norm", Layer::RmsNorm)?;
-                stack.push("last", Layer::LastStep)?;
+                if flatten {
+                    stack.push("flatten", Layer::Flatten)?;
+                } else {
+                    stack.push("last", Layer::LastStep)?;
+                }
                 concat_future(&mut stack)?;
                 stack.push("head", Layer::Dense { outputs })?;
             }
@@ -409,7 +435,7 @@ impl NetworkConfig {
                 state,
                 layers,
             } => {
-                stack.push("embed", Layer::PatchEmbed { patch: 1, d_model })?;
+                stack.push("embed", Layer::row_embed(d_model))?;
                 for i in 0..layers {
                     stack.push(&format!("s4d.{i}"), Layer::S4dBlock { state })?;
                 }
@@ -425,7 +451,7 @@ impl NetworkConfig {
                 conv,
                 layers,
             } => {
-                stack.push("embed", Layer::PatchEmbed { patch: 1, d_model })?;
+                stack.push("embed", Layer::row_embed(d_model))?;
                 for i in 0..layers {
                     let block = Layer::MambaBlock {
                         state,
@@ -471,18 +497,25 @@ impl std::fmt::Display for NetworkConfig {
                 heads,
                 kv_heads,
                 layers,
-                patch: 1,
-            } => write!(f, "transformer:{d_model},{heads},{kv_heads},{layers}"),
-            Self::Transformer {
-                d_model,
-                heads,
-                kv_heads,
-                layers,
                 patch,
-            } => write!(
-                f,
-                "transformer:{d_model},{heads},{kv_heads},{layers},{patch}"
-            ),
+                stride,
+                causal,
+                flatten,
+            } => {
+                write!(f, "transformer:{d_model},{heads},{kv_heads},{layers}")?;
+                match stride.filter(|s| s != patch) {
+                    Some(stride) => write!(f, ",{patch},{stride}")?,
+                    None if *patch != 1 => write!(f, ",{patch}")?,
+                    None => {}
+                }
+                if *causal {
+                    write!(f, ",causal")?;
+                }
+                if *flatten {
+                    write!(f, ",flatten")?;
+                }
+                Ok(())
+            }
             Self::S4d {
                 d_model,
                 state,
@@ -506,13 +539,25 @@ impl std::str::FromStr for NetworkConfig {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::NetworkSpec(s.to_string());
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
-        let numbers: Vec<usize> = if args.is_empty() {
-            Vec::new()
-        } else {
-            args.split(',')
-                .map(|a| a.trim().parse().map_err(|_| bad()))
-                .collect::<Result<_, _>>()?
-        };
+        // Words (the transformer's `causal` and `flatten`) may follow the numbers.
+        let mut words = Vec::new();
+        let mut numbers: Vec<usize> = Vec::new();
+        for a in args
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !args.is_empty() || !a.is_empty())
+        {
+            match a.parse() {
+                Ok(n) if words.is_empty() => numbers.push(n),
+                Err(_) if ["causal", "flatten"].contains(&a) && !words.contains(&a) => {
+                    words.push(a)
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if !words.is_empty() && name.trim() != "transformer" {
+            return Err(bad());
+        }
         let network = match (name.trim(), numbers.as_slice()) {
             ("linear", []) => Self::Linear,
             ("mlp", [_, ..]) => Self::Mlp { hidden: numbers },
@@ -531,13 +576,16 @@ impl std::str::FromStr for NetworkConfig {
                 kernel: *kernel,
                 levels: *levels,
             },
-            ("transformer", [d_model, heads, kv_heads, layers, rest @ ..]) if rest.len() <= 1 => {
+            ("transformer", [d_model, heads, kv_heads, layers, rest @ ..]) if rest.len() <= 2 => {
                 Self::Transformer {
                     d_model: *d_model,
                     heads: *heads,
                     kv_heads: *kv_heads,
                     layers: *layers,
                     patch: rest.first().copied().unwrap_or(1),
+                    stride: rest.get(1).copied(),
+                    causal: words.contains(&"causal"),
+                    flatten: words.contains(&"flatten"),
                 }
             }
             ("s4d", [d_model, state, layers]) => Self::S4d {
@@ -707,19 +755,23 @@ pub enum Layer {
         /// Future values per predicted step `F`.
         future: usize,
     },
-    /// Cuts a sequence `[L, C]` into `L / patch` tokens of `patch` consecutive rows and embeds
-    /// each, flattened (`[patch · C]`), by `W x + b` → `[L / patch, d_model]`. Tensors
-    /// `{name}.weight` `[d_model, patch · C]`, `{name}.bias` `[d_model]`.
+    /// Cuts a sequence `[L, C]` into `P = (L − patch) / stride + 1` tokens of `patch`
+    /// consecutive rows, token `p` starting at row `p · stride`, and embeds each, flattened
+    /// (`[patch · C]`), by `W x + b` → `[P, d_model]`. Tensors `{name}.weight`
+    /// `[d_model, patch · C]`, `{name}.bias` `[d_model]`.
     PatchEmbed {
         /// Rows per token.
         patch: usize,
+        /// Rows between the first rows of consecutive tokens (`≤ patch`).
+        stride: usize,
         /// Token width.
         d_model: usize,
     },
     /// A pre-norm transformer block over tokens `[P, d]` → `[P, d]` (no biases):
     /// `h = x + W_o · attention(rope(W_q n₁), rope(W_k n₁), W_v n₁)` with `n₁ = rmsnorm₁(x)`,
     /// then `y = h + W_down · (silu(W_gate n₂) ⊙ W_up n₂)` with `n₂ = rmsnorm₂(h)`. Attention
-    /// is bidirectional, `softmax(q kᵀ / √d_head) v` per head, `heads / kv_heads` query
+    /// is `softmax(q kᵀ / √d_head) v` per head (bidirectional, or causal: token `i` attends
+    /// to tokens `j ≤ i` only), `heads / kv_heads` query
     /// heads sharing each key/value head (grouped-query attention); rotary embeddings turn
     /// each head's pairs `(i, i + d_head/2)` by `p · 10000^(−2i/d_head)` at token `p`.
     /// RMSNorm is `x / √(mean(x²) + 1e-5) ⊙ g`. Tensors `{name}.norm1.weight` `[d]`,
@@ -734,6 +786,8 @@ pub enum Layer {
         kv_heads: usize,
         /// Feed-forward width.
         ffn: usize,
+        /// Causal attention.
+        causal: bool,
     },
     /// RMSNorm of every row of a sequence (`x / √(mean(x²) + 1e-5) ⊙ g`); tensor
     /// `{name}.weight` `[C]`.
@@ -770,6 +824,27 @@ pub enum Layer {
         /// Width of the causal convolution.
         conv: usize,
     },
+}
+
+/// Whether tokens of `patch` rows every `stride` rows tile a sequence of `steps` rows: the
+/// last token ends on the last row and no row is skipped.
+pub fn patches_tile(steps: usize, patch: usize, stride: usize) -> bool {
+    patch > 0
+        && stride > 0
+        && stride <= patch
+        && steps >= patch
+        && (steps - patch).is_multiple_of(stride)
+}
+
+impl Layer {
+    /// The embedding of one row per token (S4D, Mamba).
+    pub fn row_embed(d_model: usize) -> Self {
+        Self::PatchEmbed {
+            patch: 1,
+            stride: 1,
+            d_model,
+        }
+    }
 }
 
 /// The ε of every RMSNorm.
@@ -858,12 +933,14 @@ impl Layer {
         },
         Self::PatchEmbed {
             patch: 1,
+            stride: 1,
             d_model: 1,
         },
         Self::TransformerBlock {
             heads: 1,
             kv_heads: 1,
             ffn: 1,
+            causal: false,
         },
         Self::RmsNorm,
         Self::S4dBlock { state: 1 },
@@ -895,14 +972,17 @@ impl Layer {
                 },
                 Shape::Sequence { .. },
             ) => Some(Shape::Vector(horizon * targets)),
-            (Self::PatchEmbed { patch, d_model }, Shape::Sequence { steps, .. })
-                if patch > 0 && steps.is_multiple_of(patch) =>
-            {
-                Some(Shape::Sequence {
-                    steps: steps / patch,
-                    channels: d_model,
-                })
-            }
+            (
+                Self::PatchEmbed {
+                    patch,
+                    stride,
+                    d_model,
+                },
+                Shape::Sequence { steps, .. },
+            ) if patches_tile(steps, patch, stride) => Some(Shape::Sequence {
+                steps: (steps - patch) / stride + 1,
+                channels: d_model,
+            }),
             (
                 Self::TransformerBlock { .. }
                 | Self::RmsNorm
@@ -1064,7 +1144,7 @@ impl LayerNode {
                     p
                 })
                 .collect(),
-            (Layer::PatchEmbed { patch, d_model }, input) => {
+            (Layer::PatchEmbed { patch, d_model, .. }, input) => {
                 let inputs = patch * input.channels();
                 vec![
                     param("weight", vec![d_model, inputs], inputs, true),
@@ -1082,6 +1162,7 @@ impl LayerNode {
                     heads,
                     kv_heads,
                     ffn,
+                    ..
                 },
                 input,
             ) => {
@@ -1239,13 +1320,16 @@ impl LayerNode {
                         + 2 * horizon * targets
                 })
                 .sum(),
-            (Layer::PatchEmbed { d_model, .. }, input) => d_model * input.len(),
+            (Layer::PatchEmbed { patch, d_model, .. }, input) => {
+                d_model * patch * input.channels() * self.output.len() / d_model.max(1)
+            }
             (Layer::RmsNorm, input) => input.len(),
             (
                 Layer::TransformerBlock {
                     heads,
                     kv_heads,
                     ffn,
+                    ..
                 },
                 Shape::Sequence { steps, channels: d },
             ) => {
@@ -1619,7 +1703,50 @@ mod tests {
             .layers(input, 0, 1, 2)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("patch length must divide"), "{err}");
+        assert!(err.contains("patches must tile"), "{err}");
+        // Overlapping patches (stride 2 over patches of 4 rows: (12 − 4) / 2 + 1 = 5 tokens),
+        // causal attention and a head on every token flattened.
+        let strided: NetworkConfig = "transformer:16,2,1,1,4,2,causal,flatten".parse().unwrap();
+        assert_eq!(
+            strided.to_string(),
+            "transformer:16,2,1,1,4,2,causal,flatten"
+        );
+        let layers = strided.layers(input, 0, 1, 2).unwrap();
+        assert_eq!(
+            layers[0].output,
+            Shape::Sequence {
+                steps: 5,
+                channels: 16
+            }
+        );
+        assert_eq!(layers[0].macs(), 5 * 16 * 4 * 3);
+        assert!(matches!(
+            layers[1].layer,
+            Layer::TransformerBlock { causal: true, .. }
+        ));
+        let head = layers.last().unwrap();
+        assert_eq!(head.parameter_count(), 5 * 16 * 2 + 2);
+        assert_eq!(
+            "transformer:8,2,1,1,3,3"
+                .parse::<NetworkConfig>()
+                .unwrap()
+                .to_string(),
+            "transformer:8,2,1,1,3"
+        );
+        for bad in [
+            "transformer:8,2,1,1,causal,4",
+            "transformer:8,2,1,1,causal,causal",
+            "transformer:8,2,1,1,sideways",
+            "mlp:8,causal",
+            "transformer:8,2,1,1,2,0",
+        ] {
+            assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
+        }
+        // A stride beyond the patch, or one that leaves rows over, does not tile.
+        for untiled in ["transformer:8,2,1,1,2,3", "transformer:8,2,1,1,5,2"] {
+            let network: NetworkConfig = untiled.parse().unwrap();
+            assert!(network.layers(input, 0, 1, 2).is_err(), "{untiled}");
+        }
     }
 
     #[test]

@@ -41,9 +41,10 @@ enum CandleLayer {
         sequence: bool,
     },
     Nhits(Box<Nhits>),
-    /// Tokens of `patch` rows, embedded.
+    /// Tokens of `patch` rows every `stride` rows, embedded.
     PatchEmbed {
         patch: usize,
+        stride: usize,
         linear: Linear,
     },
     TransformerBlock(Box<TransformerBlock>),
@@ -79,6 +80,9 @@ struct TransformerBlock {
     /// The rotary angles' cosines and sines, `[tokens, d_head / 2]` each.
     cos: Tensor,
     sin: Tensor,
+    /// Causal attention: `[tokens, tokens]`, 0 where a query may read a key (`j ≤ i`), a
+    /// large negative number where not, added to the scores before the softmax.
+    mask: Option<Tensor>,
 }
 
 impl TransformerBlock {
@@ -87,7 +91,7 @@ impl TransformerBlock {
         vb: &VarBuilder,
         heads: usize,
         kv_heads: usize,
-        ffn: usize,
+        (ffn, causal): (usize, bool),
     ) -> Result<Self, ModelError> {
         let (tokens, d) = (
             node.input.len() / node.input.channels(),
@@ -114,6 +118,16 @@ impl TransformerBlock {
             down: vb.get((d, ffn), "down.weight")?,
             cos: table(f64::cos)?,
             sin: table(f64::sin)?,
+            mask: causal
+                .then(|| {
+                    // e^(−1e9 − max) is exactly 0 in f32: the later keys get no weight, as in
+                    // the engine, which never scores them.
+                    let values: Vec<f32> = (0..tokens * tokens)
+                        .map(|at| if at % tokens > at / tokens { -1e9 } else { 0.0 })
+                        .collect();
+                    Tensor::from_vec(values, (tokens, tokens), vb.device())
+                })
+                .transpose()?,
         })
     }
 
@@ -154,6 +168,10 @@ impl TransformerBlock {
         let v = share(self.heads_of(&project(&n1, &self.v)?, self.kv_heads, false)?)?;
         let head = d / self.heads;
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (head as f64).sqrt())?;
+        let scores = match &self.mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
         let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
         let mixed = weights
             .matmul(&v)?
@@ -554,16 +572,26 @@ impl CandleLayer {
                 Self::Decompose(Tensor::from_vec(weights, (steps, steps), vb.device())?)
             }
             Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, &vb)?)),
-            Layer::PatchEmbed { patch, d_model } => Self::PatchEmbed {
+            Layer::PatchEmbed {
                 patch,
+                stride,
+                d_model,
+            } => Self::PatchEmbed {
+                patch,
+                stride,
                 linear: candle_nn::linear(patch * node.input.channels(), d_model, vb)?,
             },
             Layer::TransformerBlock {
                 heads,
                 kv_heads,
                 ffn,
+                causal,
             } => Self::TransformerBlock(Box::new(TransformerBlock::new(
-                node, &vb, heads, kv_heads, ffn,
+                node,
+                &vb,
+                heads,
+                kv_heads,
+                (ffn, causal),
             )?)),
             Layer::RmsNorm => Self::RmsNorm(vb.get(node.input.channels(), "weight")?),
             Layer::S4dBlock { state } => Self::S4dBlock(Box::new(S4dBlock::new(node, &vb, state)?)),
@@ -619,9 +647,22 @@ impl CandleLayer {
                 Tensor::cat(&[trend.flatten_from(1)?, remainder.flatten_from(1)?], 1)?
             }
             Self::Nhits(nhits) => nhits.forward(x, future)?,
-            Self::PatchEmbed { patch, linear } => {
+            Self::PatchEmbed {
+                patch,
+                stride,
+                linear,
+            } => {
                 let (b, steps, c) = x.dims3()?;
-                linear.forward(&x.reshape((b, steps / patch, patch * c))?)?
+                let tokens = if *stride == *patch {
+                    x.reshape((b, steps / patch, patch * c))?
+                } else {
+                    // Overlapping tokens: each a slice of `patch` rows, side by side.
+                    let parts = (0..(steps - patch) / stride + 1)
+                        .map(|t| x.narrow(1, t * stride, *patch)?.reshape((b, 1, patch * c)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Tensor::cat(&parts, 1)?
+                };
+                linear.forward(&tokens)?
             }
             Self::TransformerBlock(block) => block.forward(x)?,
             Self::RmsNorm(gain) => rms_norm(x, gain)?,

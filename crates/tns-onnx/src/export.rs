@@ -740,11 +740,33 @@ fn lower_layer(
             )
         }
         Layer::Nhits { .. } => nhits(g, node, input, future, tensors)?,
-        Layer::PatchEmbed { patch, d_model } => {
+        Layer::PatchEmbed {
+            patch,
+            stride,
+            d_model,
+        } => {
             let tokens = node.output.len() / d_model.max(1);
+            // Overlapping tokens gather their rows first: [B, L, C] → [B, P, patch, C].
+            let rows = if stride == patch {
+                input.to_string()
+            } else {
+                let index = g.constant_i64_shaped(
+                    &format!("{name}.rows"),
+                    &[tokens, patch],
+                    (0..tokens)
+                        .flat_map(|t| (0..patch).map(move |r| (t * stride + r) as i64))
+                        .collect(),
+                );
+                g.node(
+                    "Gather",
+                    &[input, &index],
+                    &format!("{name}.gathered"),
+                    vec![Attr::Int("axis", 1)],
+                )
+            };
             let patches = reshape(
                 g,
-                input,
+                &rows,
                 vec![0, tokens as i64, (patch * node.input.channels()) as i64],
                 &format!("{name}.patches"),
             );
@@ -757,8 +779,11 @@ fn lower_layer(
         Layer::S4dBlock { .. } => s4d_block(g, node, input, tensors)?,
         Layer::MambaBlock { .. } => mamba_block(g, node, input, tensors)?,
         Layer::TransformerBlock {
-            heads, kv_heads, ..
-        } => transformer_block(g, node, input, tensors, heads, kv_heads)?,
+            heads,
+            kv_heads,
+            causal,
+            ..
+        } => transformer_block(g, node, input, tensors, (heads, kv_heads), causal)?,
         // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
         Layer::Gru { hidden } => recurrent(
             g,
@@ -1250,8 +1275,8 @@ fn transformer_block(
     node: &LayerNode,
     input: &str,
     tensors: &[NamedTensor],
-    heads: usize,
-    kv_heads: usize,
+    (heads, kv_heads): (usize, usize),
+    causal: bool,
 ) -> Result<String, ExportError> {
     let name = &node.name;
     let d = node.input.channels();
@@ -1342,6 +1367,20 @@ fn transformer_block(
         vec![1.0 / (head as f32).sqrt()],
     );
     let scores = g.node("Mul", &[&scores, &scale], &format!("{name}.scaled"), vec![]);
+    // Causal: a large negative number added where a key follows its query, whose weight
+    // e^(−1e9 − max) is then exactly 0 in f32 (the engine never scores those keys).
+    let scores = if causal {
+        let mask = g.constant(
+            &format!("{name}.causal_mask"),
+            &[tokens, tokens],
+            (0..tokens * tokens)
+                .map(|at| if at % tokens > at / tokens { -1e9 } else { 0.0 })
+                .collect(),
+        );
+        g.node("Add", &[&scores, &mask], &format!("{name}.masked"), vec![])
+    } else {
+        scores
+    };
     let weights_ = g.node(
         "Softmax",
         &[&scores],

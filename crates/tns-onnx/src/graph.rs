@@ -56,9 +56,21 @@ impl GraphBuilder {
 
     /// An int64 constant (shapes, axes).
     pub(crate) fn constant_i64(&mut self, name: &str, data: Vec<i64>) -> String {
+        let shape = [data.len()];
+        self.constant_i64_shaped(name, &shape, data)
+    }
+
+    /// An int64 constant of the given shape (gather indices).
+    pub(crate) fn constant_i64_shaped(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<i64>,
+    ) -> String {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
         self.initializers.push(TensorProto {
             name: Some(name.to_string()),
-            dims: vec![data.len() as i64],
+            dims: dims(shape),
             data_type: Some(DataType::Int64 as i32),
             int64_data: data,
             ..Default::default()
