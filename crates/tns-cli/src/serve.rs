@@ -71,6 +71,14 @@ pub struct ServeArgs {
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     workers: Option<usize>,
+    /// Dynamic micro-batching: a predict request waits at most this many microseconds for
+    /// concurrent ones, and all of them run through the batch engine together (off by
+    /// default; every request still gets exactly its own predictions).
+    #[arg(long)]
+    micro_batch_us: Option<u64>,
+    /// With --micro-batch-us: windows at which a batch runs without waiting longer.
+    #[arg(long, default_value_t = 64, requires = "micro_batch_us", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    micro_batch_windows: usize,
 }
 
 fn parse_model(arg: &str) -> Result<(String, PathBuf)> {
@@ -141,6 +149,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         admin_token: admin_token(&args)?,
         watch: (args.watch_seconds > 0.0).then(|| Duration::from_secs_f64(args.watch_seconds)),
+        batching: args.micro_batch_us.map(|us| tns_serve::MicroBatching {
+            max_delay: Duration::from_micros(us),
+            max_windows: args.micro_batch_windows,
+            queue: args.max_concurrent,
+        }),
     };
     // One worker: a current-thread runtime, which polls sockets and runs handlers on one
     // thread with no cross-thread wake-ups (measurably cheaper per request on small VMs).

@@ -383,16 +383,26 @@ pub(crate) fn record(state: &AppState, model: &str, p: &Prediction) {
     }
 }
 
-/// Predicts `n` flat windows; small requests inline, large ones on the blocking pool with
-/// the batch engine. Returns the predictions in order.
+/// Predicts `n` flat windows; through the version's micro-batching queue when the server
+/// batches, else small requests inline and large ones on the blocking pool with the batch
+/// engine. Returns the predictions in order.
 pub(crate) async fn predict_windows(
     state: &Arc<AppState>,
     model: &str,
-    engine: &Arc<Engine>,
+    loaded: &Loaded,
     flat: Vec<f64>,
 ) -> Result<Vec<Prediction>, ApiError> {
+    let engine = &loaded.engine;
     let n = flat.len() / engine.input_len();
-    let predictions = if n <= INLINE_WINDOWS {
+    let predictions = if let Some(batcher) = &loaded.batcher {
+        let (predictions, batch) = batcher.predict(flat).await?.map_err(engine_error)?;
+        state
+            .metrics
+            .micro_batch
+            .with_label_values(&[model])
+            .observe(batch as f64);
+        predictions
+    } else if n <= INLINE_WINDOWS {
         let mut predictor = Predictor::new(engine.clone());
         let per = engine.input_len();
         let mut out = Vec::with_capacity(n);
@@ -482,7 +492,7 @@ pub async fn predict(
         }
     };
     let inputs = assemble_inputs(engine, flat, futures, times)?;
-    let predictions = predict_windows(&state, &name, engine, inputs).await?;
+    let predictions = predict_windows(&state, &name, &loaded, inputs).await?;
     Ok(Json(PredictResponse {
         model: name,
         version: loaded.version,

@@ -392,7 +392,7 @@ pub async fn infer(
         .transpose()?;
     let times = named("time")?.map(|t| time_values(t, batch)).transpose()?;
     let inputs = assemble_inputs(engine, flat, futures, times)?;
-    let predictions = predict_windows(&state, &name, engine, inputs).await?;
+    let predictions = predict_windows(&state, &name, &loaded, inputs).await?;
     let outputs = tensors(engine, &predictions);
     let certificates = predictions.iter().map(|p| engine.certificate(p)).collect();
     Ok(Json(InferResponse {

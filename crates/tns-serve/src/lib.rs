@@ -17,11 +17,14 @@
 //! ```
 
 pub mod api;
+pub mod batcher;
 pub mod error;
 pub mod kserve;
 pub mod metrics;
 pub mod registry;
 pub mod sessions;
+
+pub use batcher::MicroBatching;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -112,6 +115,8 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Poll the model files at this interval and reload changed ones (None: off).
     pub watch: Option<Duration>,
+    /// Dynamic micro-batching of concurrent predict requests (None: off).
+    pub batching: Option<MicroBatching>,
 }
 
 impl ServeOptions {
@@ -123,6 +128,7 @@ impl ServeOptions {
             limits: Limits::default(),
             admin_token: None,
             watch: Some(Duration::from_secs(2)),
+            batching: None,
         }
     }
 }
@@ -450,7 +456,8 @@ impl Running {
 /// and SIGHUP reloads run as tasks beside it.
 pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let models = options.models.clone();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&models))
+    let batching = options.batching;
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&models, batching))
         .await
         .map_err(|e| ServeError::Task(e.to_string()))?
         .map_err(ServeError::Models)?;

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Open streaming sessions.
     pub sessions: IntGauge,
+    /// Micro-batching: windows in the batch each predict request ran in, by model.
+    pub micro_batch: HistogramVec,
 }
 
 impl Metrics {
@@ -76,6 +78,16 @@ impl Metrics {
             &["model", "outcome"],
         )?;
         let sessions = IntGauge::new("sessions_open", "Open streaming sessions")?;
+        let micro_batch = HistogramVec::new(
+            HistogramOpts::new(
+                "micro_batch_windows",
+                "Windows in the micro-batch each predict request ran in",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+            ]),
+            &["model"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -85,6 +97,7 @@ impl Metrics {
         registry.register(Box::new(model_version.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(micro_batch.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -96,6 +109,7 @@ impl Metrics {
             model_version,
             reloads,
             sessions,
+            micro_batch,
         })
     }
 

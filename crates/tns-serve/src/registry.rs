@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tns_engine::Engine;
 
+use crate::batcher::{Batcher, MicroBatching};
 use crate::error::ApiError;
 
 /// One loaded version of a model.
@@ -25,6 +26,8 @@ pub struct Loaded {
     pub loaded_at: u64,
     /// Modification time and length of the file when it was read, for change detection.
     pub(crate) stamp: Option<(SystemTime, u64)>,
+    /// The micro-batching queue of this version (when the server batches).
+    pub(crate) batcher: Option<Batcher>,
 }
 
 /// A served model name and the file it comes from.
@@ -37,6 +40,8 @@ pub struct Slot {
     current: ArcSwap<Loaded>,
     /// Serializes reloads of this model (a reload reads the version it replaces).
     reload_lock: tokio::sync::Mutex<()>,
+    /// How every version of it batches predictions.
+    batching: Option<MicroBatching>,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -44,12 +49,17 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn load(path: &Path, version: u64) -> Result<Loaded, String> {
+fn load(path: &Path, version: u64, batching: Option<MicroBatching>) -> Result<Loaded, String> {
     let before = stamp(path);
-    let engine = Engine::load(path).map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::load(path).map_err(|e| e.to_string())?);
+    let batcher = batching
+        .map(|config| Batcher::start(engine.clone(), config))
+        .transpose()
+        .map_err(|e| format!("cannot start the batching thread: {e}"))?;
     Ok(Loaded {
         sha256: engine.manifest().sha256(),
-        engine: Arc::new(engine),
+        engine,
+        batcher,
         version,
         loaded_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -71,7 +81,8 @@ impl Slot {
         let previous = self.current();
         let path = self.path.clone();
         let version = previous.version + 1;
-        let loaded = tokio::task::spawn_blocking(move || load(&path, version))
+        let batching = self.batching;
+        let loaded = tokio::task::spawn_blocking(move || load(&path, version, batching))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|reason| ApiError::ReloadRejected {
@@ -98,8 +109,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `(name, path)`; any failure aborts start-up with the file's error.
-    pub fn load(models: &[(String, PathBuf)]) -> Result<Self, String> {
+    /// Loads every `(name, path)`, each version with its micro-batching queue when
+    /// `batching` is set; any failure aborts start-up with the file's error.
+    pub fn load(
+        models: &[(String, PathBuf)],
+        batching: Option<MicroBatching>,
+    ) -> Result<Self, String> {
         let mut slots = BTreeMap::new();
         for (name, path) in models {
             if slots.contains_key(name) {
@@ -107,7 +122,7 @@ impl Registry {
                     "model name {name:?} is given twice; name models with NAME=PATH"
                 ));
             }
-            let loaded = load(path, 1).map_err(|e| format!("{}: {e}", path.display()))?;
+            let loaded = load(path, 1, batching).map_err(|e| format!("{}: {e}", path.display()))?;
             slots.insert(
                 name.clone(),
                 Arc::new(Slot {
@@ -115,6 +130,7 @@ impl Registry {
                     path: path.clone(),
                     current: ArcSwap::from_pointee(loaded),
                     reload_lock: tokio::sync::Mutex::new(()),
+                    batching,
                 }),
             );
         }

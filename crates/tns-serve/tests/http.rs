@@ -26,6 +26,14 @@ struct Fixture {
 }
 
 async fn serve_with(limits: Limits, admin_token: Option<&str>) -> Fixture {
+    serve_options(limits, admin_token, None).await
+}
+
+async fn serve_options(
+    limits: Limits,
+    admin_token: Option<&str>,
+    batching: Option<tns_serve::MicroBatching>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("b.tns");
     std::fs::copy(golden(), &model_path).unwrap();
@@ -34,6 +42,7 @@ async fn serve_with(limits: Limits, admin_token: Option<&str>) -> Fixture {
     options.limits = limits;
     options.admin_token = admin_token.map(str::to_string);
     options.watch = None;
+    options.batching = batching;
     let server = start(options).await.unwrap();
     Fixture {
         base: format!("http://{}", server.local_addr()),
@@ -1015,6 +1024,89 @@ async fn kserve_sequences_stream_with_adaptive_intervals() {
         assert!(body.to_string().contains(expect), "{body} lacks {expect:?}");
     }
     f.server.shutdown().await.unwrap();
+}
+
+/// Micro-batching: concurrent predicts and KServe infers wait up to the delay, run as one
+/// batch (the metric shows batches of more than one window), and each answer equals the
+/// unbatched server's; a bad window fails only its own request, with the same error; a
+/// reload under batching serves the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_batched_requests_get_their_own_answers() {
+    let batching = tns_serve::MicroBatching {
+        max_delay: Duration::from_millis(20),
+        max_windows: 64,
+        queue: 256,
+    };
+    let batched = serve_options(Limits::default(), Some(TOKEN), Some(batching)).await;
+    let plain = serve().await;
+    let body = |i: usize| json!({ "windows": [window(i as f64 * 0.1), window(-(i as f64))] });
+    let bodies: Vec<Value> = (0..24).map(body).collect();
+    let answers = futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|b| batched.post("/v1/models/b/predict", b)),
+    )
+    .await;
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        assert_eq!(*status, StatusCode::OK, "{answer}");
+        let (_, alone) = plain.post("/v1/models/b/predict", &body(i)).await;
+        assert_eq!(answer["predictions"], alone["predictions"], "request {i}");
+    }
+    let metrics = batched.metrics_text().await;
+    let line = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let (sum, count) = (
+        line("tns_micro_batch_windows_sum{model=\"b\"}"),
+        line("tns_micro_batch_windows_count{model=\"b\"}"),
+    );
+    assert_eq!(count, 24.0, "{metrics}");
+    assert!(
+        sum / count > 2.0,
+        "requests ran in batches of {} windows",
+        sum / count
+    );
+    // A bad window among good ones: only its request fails, as it would alone.
+    let mut bad = window(0.0);
+    bad[3][1] = 1e31;
+    let bad_body = json!({ "window": bad });
+    let (mixed, (bad_status, bad_answer)) = tokio::join!(
+        futures_util::future::join_all(
+            bodies[..8]
+                .iter()
+                .map(|b| batched.post("/v1/models/b/predict", b))
+        ),
+        batched.post("/v1/models/b/predict", &bad_body),
+    );
+    assert!(mixed.iter().all(|(s, _)| *s == StatusCode::OK));
+    let (alone_status, alone_answer) = plain.post("/v1/models/b/predict", &bad_body).await;
+    assert_eq!(
+        (bad_status, error_code(&bad_answer)),
+        (alone_status, error_code(&alone_answer))
+    );
+    assert_eq!(
+        bad_answer["error"]["message"],
+        alone_answer["error"]["message"]
+    );
+    // KServe infer goes through the same queue.
+    let flat: Vec<f64> = window(0.0).concat();
+    let infer = json!({ "inputs": [{ "name": "window", "shape": [10, 4], "datatype": "FP64", "data": flat }] });
+    let (status, out) = batched.post("/v2/models/b/infer", &infer).await;
+    let (_, alone) = plain.post("/v2/models/b/infer", &infer).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["outputs"], alone["outputs"]);
+    // A reload starts the new version's queue.
+    let (status, reloaded) = batched.reload(Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{reloaded}");
+    let (status, _) = batched.post("/v1/models/b/predict", &body(0)).await;
+    assert_eq!(status, StatusCode::OK);
+    batched.server.shutdown().await.unwrap();
+    plain.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
