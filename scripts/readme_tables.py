@@ -13,6 +13,7 @@ Blocks:
   int8                            results/bench/bench.json          (tns bench; its `int8` sections)
   onnx                            results/onnx/parity.json          (TNS_ONNX_PARITY_OUT=... cargo test -p tns-onnx)
   serve                           results/serve/load.{json,md}      (bash bench/serve/run.sh)
+  serve-pinned                    results/serve/pinned-*.{json,md}  (bash bench/serve/pinned.sh)
   b-over-mlp                      results/demo-<regime>/system-b-mlp-vs-mlp.md (tns eval … --reference mlp)
   refactor-ab                     results/refactor-ab/summary.md    (bash bench/ab/run.sh OLD NEW)
   realdata                        results/realdata/epf.md           (TNS_NHITS=1 bash bench/realdata/run.sh)
@@ -318,10 +319,39 @@ def serve():
     return "\n".join(lines) + "\n"
 
 
+def serve_pinned():
+    runs = {name: read(f"results/serve/pinned-{name}.json") for name in ("off", "batched")}
+    tables = {name: read(f"results/serve/pinned-{name}.md") for name in ("off", "batched")}
+    if any(v is None for v in list(runs.values()) + list(tables.values())):
+        return None
+    off, batched = (json.loads(runs[n]) for n in ("off", "batched"))
+    lines = [
+        "Produced by `bash bench/serve/pinned.sh` (files `results/serve/pinned-{off,batched}.{json,md}`):",
+        f"{off['environment']['pinning']}.",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    at = [x for x in off["rates"] if x["target_rate"] == 10000]
+    if at:
+        x = at[0]
+        met = x["p99_ms"] <= 1.0 and x["failed"] == 0 and x["achieved_rate"] >= 0.95 * 10000
+        lines.append(f"| p99 at 10,000 req/s, batching off | ≤ 1 ms, 0 failed | p99 {x['p99_ms']:.3f} ms, {x['failed']} failed of {x['requests']} | {'yes' if met else 'no'} |")
+    best = batched.get("max_sustained_2ms")
+    rate = best["rate"] if best else None
+    met = rate is not None and rate >= 25000
+    lines.append(f"| highest rate at p99 ≤ 2 ms, 0 failed, with micro-batching ({batched['environment']['micro_batch_us']} µs) | ≥ 25,000 req/s | {rate if rate else 'none'} req/s | {'yes' if met else 'no'} |")
+    best_off = off.get("max_sustained_2ms")
+    lines.append(f"| the same without micro-batching | – | {best_off['rate'] if best_off else 'none'} req/s | – |")
+    lines += ["", "Batching off:", "", tables["off"].strip(), "", "Micro-batching on:", "", tables["batched"].strip()]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
     "int8": int8,
     "onnx": onnx,
     "serve": serve,
+    "serve-pinned": serve_pinned,
     "demo-mixed": lambda: demo("mixed"),
     "demo-turn": lambda: demo("turn"),
     "demo-cv": lambda: demo("cv"),
