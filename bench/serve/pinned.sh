@@ -5,17 +5,7 @@
 # minutes after the builds. Needs two logical CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-results/serve}
-TOOLS=bench/serve/.tools
-if ! [ -x "$TOOLS/bin/oha" ]; then
-    cargo install oha --locked --version 1.16.0 --root "$TOOLS"
-fi
-cargo build --release --bin tns
-mkdir -p "$OUT/models"
-MODEL="$OUT/models/system-b.tns"
-if ! [ -f "$MODEL" ]; then
-    ./target/release/tns train --synth trajectory --epochs 10 -o "$MODEL"
-fi
+source bench/serve/setup.sh
 RATES=${RATES:-2000,5000,10000,15000,20000,25000,30000}
 common=(--tns target/release/tns --oha "$TOOLS/bin/oha" --model "$MODEL" --out "$OUT"
         --server-cpus 1 --client-cpus 0 --workers 1 --connections 64 --rates "$RATES")

@@ -4,15 +4,5 @@
 # Writes results/serve/load.{json,md}. Takes about three minutes after the builds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-results/serve}
-TOOLS=bench/serve/.tools
-if ! [ -x "$TOOLS/bin/oha" ]; then
-    cargo install oha --locked --version 1.16.0 --root "$TOOLS"
-fi
-cargo build --release --bin tns
-mkdir -p "$OUT/models"
-MODEL="$OUT/models/system-b.tns"
-if ! [ -f "$MODEL" ]; then
-    ./target/release/tns train --synth trajectory --epochs 10 -o "$MODEL"
-fi
+source bench/serve/setup.sh
 python3 bench/serve/loadtest.py --tns target/release/tns --oha "$TOOLS/bin/oha" --model "$MODEL" --out "$OUT" "$@"
