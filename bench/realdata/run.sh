@@ -124,6 +124,11 @@ run_task() {
   train "${common[@]}" "${known[@]}" --model system-a --network transformer:32,4,2,2,24 \
          --lr 1e-3 --name transformer-168-fx --lookback 168 -o "$work/$name-transformer-168-fx.tns"
   models+=("$work/$name-transformer-168-fx.tns")
+  # The same transformer PatchTST's way: 13 overlapping tokens of a day every 12 hours and a
+  # head on every token flattened.
+  train "${common[@]}" "${known[@]}" --model system-a --network transformer:32,4,2,2,24,12,flatten \
+         --lr 1e-3 --name patchtst-168-fx --lookback 168 -o "$work/$name-patchtst-168-fx.tns"
+  models+=("$work/$name-patchtst-168-fx.tns")
   # S4D over a week with every input: 32 channels of 16 real diagonal modes, two blocks.
   train "${common[@]}" "${known[@]}" --model system-a --network s4d:32,16,2 \
          --lr 1e-3 --name s4d-168-fx --lookback 168 -o "$work/$name-s4d-168-fx.tns"
