@@ -1,7 +1,9 @@
 //! `tns bench-stream`: what one new observation costs a streamed state-space network
 //! (S4D, Mamba) at growing lookbacks, beside re-running the whole window, on the engine. The
 //! weights are freshly initialized (the cost of a step does not depend on their values), so
-//! no training is needed at lookbacks no window of which could be trained on here.
+//! no training is needed at lookbacks no window of which could be trained on here. Beside the
+//! network, a whole session push (`Session::push`: checks, the network, the base, the
+//! interval) is timed with the state carried (`Session::carried`) and with the window re-run.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -14,8 +16,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tns_data::write_atomic;
-use tns_engine::{Isa, NetworkPlan};
-use tns_model::{ModelConfig, ModelKind, NetworkConfig};
+use tns_engine::{Engine, Isa, NetworkPlan, Session};
+use tns_format::Manifest;
+use tns_model::{InputNormalization, ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 
 use crate::{Percentiles, percentiles};
 
@@ -52,6 +55,61 @@ struct StreamRun {
     /// per observation).
     window_ns: Percentiles,
     window_calls: usize,
+    /// A session push with the network's state carried.
+    session_carried_ns: Percentiles,
+    /// A session push that re-runs the window.
+    session_window_ns: Percentiles,
+}
+
+/// A System A model over `config` with absolute inputs (unit statistics) and a split-conformal
+/// interval, so that a session runs every stage.
+fn session_engine(config: &ModelConfig, tensors: &[NamedTensor]) -> Result<Engine> {
+    let mut config = config.clone();
+    config.absolute_inputs = true;
+    let features = config.features.len();
+    let width = config.output_width();
+    let manifest = Manifest {
+        format: tns_format::FORMAT_TAG.into(),
+        format_version: 1,
+        tns_version: env!("CARGO_PKG_VERSION").into(),
+        normalization: InputNormalization {
+            mean: vec![0.0; features],
+            std: vec![1.0; features],
+            relative: vec![false; features],
+            future_mean: Vec::new(),
+            future_std: Vec::new(),
+        },
+        residual_scale: vec![1.0; width],
+        kalman: None,
+        conformal: Some(tns_certify::ConformalCalibration {
+            alpha: 0.1,
+            n_calibration: 100,
+            radii: vec![1.0; width],
+            scale: tns_certify::ScoreScale::Absolute,
+            by_hour: None,
+        }),
+        training: None,
+        tensors_sha256: String::new(),
+        file_checksum: None,
+        quantization: None,
+        data: None,
+        config,
+    };
+    Ok(Engine::new(manifest, tensors)?)
+}
+
+/// Push latencies of `session` over `calls` rows after as many untimed ones.
+fn time_session(session: &mut Session, rows: &[Vec<f64>], calls: usize) -> Result<Percentiles> {
+    let mut lat = Vec::with_capacity(calls);
+    for i in 0..2 * calls {
+        let row = &rows[i % rows.len()];
+        let t0 = Instant::now();
+        black_box(session.push(black_box(row))?);
+        if i >= calls {
+            lat.push(t0.elapsed().as_nanos() as f64);
+        }
+    }
+    Ok(percentiles(&lat))
 }
 
 /// Runs `tns bench-stream`.
@@ -108,10 +166,26 @@ pub fn stream(args: StreamArgs) -> Result<()> {
                 }
             }
             let window_ns = percentiles(&lat);
+            // Whole sessions: warmed past the lookback, then timed.
+            let engine = std::sync::Arc::new(session_engine(&config, &tensors)?);
+            let session_rows: Vec<Vec<f64>> = rows
+                .chunks_exact(columns.len())
+                .map(|r| r.iter().map(|&v| f64::from(v)).collect())
+                .collect();
+            let mut carried = Session::new(engine.clone()).carried()?;
+            let mut windowed = Session::new(engine);
+            for row in session_rows.iter().cycle().take(lookback) {
+                carried.push(row)?;
+                windowed.push(row)?;
+            }
+            let session_carried_ns = time_session(&mut carried, &session_rows, args.pushes)?;
+            let session_window_ns = time_session(&mut windowed, &session_rows, window_calls)?;
             eprintln!(
-                "{network} lookback {lookback}: push P50 {:.2} µs, window P50 {:.1} µs",
+                "{network} lookback {lookback}: push P50 {:.2} µs, window P50 {:.1} µs, session push P50 {:.2} µs carried, {:.1} µs re-running the window",
                 push_ns.p50 / 1e3,
-                window_ns.p50 / 1e3
+                window_ns.p50 / 1e3,
+                session_carried_ns.p50 / 1e3,
+                session_window_ns.p50 / 1e3
             );
             runs.push(StreamRun {
                 network: network.to_string(),
@@ -121,6 +195,8 @@ pub fn stream(args: StreamArgs) -> Result<()> {
                 push_ns,
                 window_ns,
                 window_calls,
+                session_carried_ns,
+                session_window_ns,
             });
         }
     }
@@ -130,24 +206,27 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     )?;
     let mut md = vec![
         format!(
-            "Produced by `tns bench-stream` (engine, {} ISA, one core; System A networks over [lookback, 4] → 1 with freshly initialized weights; {} timed pushes after as many untimed ones; the window column times `NetworkPlan::forward` over a whole window, what each observation costs without a carried state):",
+            "Produced by `tns bench-stream` (engine, {} ISA, one core; System A networks over [lookback, 4] → 1 with freshly initialized weights; {} timed pushes after as many untimed ones; the window column times `NetworkPlan::forward` over a whole window, what each observation costs without a carried state; the session columns time a whole `Session::push` with absolute inputs and an interval, with the state carried (`carry_state`) and re-running the window):",
             format!("{:?}", Isa::detect()),
             args.pushes
         ),
         String::new(),
-        "| network | lookback | stream state bytes | push P50 µs | push P99.9 µs | window P50 µs | window / push at P50 |".into(),
-        "|---|---:|---:|---:|---:|---:|---:|".into(),
+        "| network | lookback | stream state bytes | push P50 µs | push P99.9 µs | window P50 µs | window / push at P50 | session carried P50 µs | session carried P99.9 µs | session window P50 µs |".into(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into(),
     ];
     for r in &runs {
         md.push(format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.0}× |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.0}× | {:.2} | {:.2} | {:.1} |",
             r.network,
             r.lookback,
             r.stream_bytes,
             r.push_ns.p50 / 1e3,
             r.push_ns.p999 / 1e3,
             r.window_ns.p50 / 1e3,
-            r.window_ns.p50 / r.push_ns.p50
+            r.window_ns.p50 / r.push_ns.p50,
+            r.session_carried_ns.p50 / 1e3,
+            r.session_carried_ns.p999 / 1e3,
+            r.session_window_ns.p50 / 1e3
         ));
     }
     let path = args.out.join("streaming.md");

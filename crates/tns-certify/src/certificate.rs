@@ -94,8 +94,43 @@ pub struct Certificate {
     pub solver: Option<SolverReport>,
     /// The model.
     pub model: ModelIdentity,
+    /// A streaming session whose network state is carried along the stream: how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamReport>,
     /// What the certificate does not say.
     pub disclaimer: String,
+}
+
+/// The network state of a streaming session carried from row to row (S4D, Mamba) instead
+/// of re-running each window: how many rows it holds against the window length the gate
+/// threshold and the interval were calibrated on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// Rows the network's state has read since the session opened.
+    pub rows: u64,
+    /// The window length of training and calibration.
+    pub calibrated_rows: usize,
+    /// What that means for this certificate.
+    pub note: String,
+}
+
+impl StreamReport {
+    /// The report of a state that has read `rows` rows, for a model calibrated on windows of
+    /// `calibrated_rows` rows.
+    pub fn carried(rows: u64, calibrated_rows: usize) -> Self {
+        let note = if rows <= calibrated_rows as u64 {
+            "the network's state holds exactly the rows of one calibrated window: the forecast is the window's".to_string()
+        } else {
+            format!(
+                "the network's state holds all {rows} rows since the session opened, more than the {calibrated_rows}-row windows the gate threshold and the interval were calibrated on: their guarantees are stated for those windows, not established for this longer context"
+            )
+        };
+        Self {
+            rows,
+            calibrated_rows,
+            note,
+        }
+    }
 }
 
 /// Everything a certificate is computed from, as flat `[horizon, targets]` slices.
@@ -176,6 +211,7 @@ impl Certificate {
             interval,
             solver,
             model,
+            stream: None,
             disclaimer: DISCLAIMER.into(),
         }
     }

@@ -33,7 +33,7 @@ pub mod linalg;
 
 pub use certificate::{
     Certificate, CertificateInputs, DISCLAIMER, GateReport, IntervalReport, ModelIdentity,
-    SolverReport,
+    SolverReport, StreamReport,
 };
 pub use conformal::{
     AdaptiveConformal, ConformalCalibration, ConformalError, HOURS, HourRadii, ScoreScale,

@@ -531,6 +531,24 @@ impl Predictor {
         Ok(&mut self.prediction)
     }
 
+    /// [`Predictor::predict_mut`] with the network's output given (a session whose network
+    /// state is carried along the stream computed it): the base forecast from `window`, then
+    /// the correction, gate and interval from `network_output`.
+    pub(crate) fn predict_carried(
+        &mut self,
+        window: &[f64],
+        network_output: &[f32],
+    ) -> Result<&mut Prediction, EngineError> {
+        // No check of the whole window: the session checked each row as it arrived and the
+        // future block as it was assembled, and a scan of the window would cost O(lookback).
+        self.engine
+            .pipeline
+            .base_into(window, &mut self.prediction.forecast);
+        self.network_output.copy_from_slice(network_output);
+        self.stage_gate()?;
+        Ok(&mut self.prediction)
+    }
+
     /// Bytes this predictor's buffers hold on the heap (the engine is shared, not counted).
     pub fn heap_bytes(&self) -> usize {
         let p = &self.prediction;

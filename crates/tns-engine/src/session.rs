@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use tns_certify::{AdaptiveConformal, Certificate, IntervalReport};
+use tns_certify::{AdaptiveConformal, Certificate, IntervalReport, StreamReport};
 
+use crate::network::NetworkStream;
 use crate::{Engine, EngineError, Prediction, Predictor};
 
 /// A stream of observations for one engine.
 ///
-/// Each push stores the row in a ring buffer (O(1), no allocation) and, once `lookback`
-/// rows have been seen, predicts from the latest window. The model was trained and
+/// Each push stores the row (O(1) on average, no allocation) and, once `lookback` rows have
+/// been seen, predicts from the latest window. The model was trained and
 /// calibrated on windows — a Kalman filter and a GRU started afresh on each window, inputs
 /// normalized relative to the window's last row — so the session recomputes the window
 /// (O(lookback) per prediction, a few microseconds) instead of carrying filter and
@@ -32,11 +33,32 @@ use crate::{Engine, EngineError, Prediction, Predictor};
 #[derive(Debug, Clone)]
 pub struct Session {
     predictor: Predictor,
-    ring: Vec<f64>,
-    window: Vec<f64>,
-    next: usize,
+    /// Room for `2 · lookback` rows and a future block: the current window is the
+    /// `lookback` rows from `start`, its future block right after them, so a model input is
+    /// one contiguous slice without copying the window. When a new row would not fit, the
+    /// last `lookback − 1` rows move to the front: one copy of a window every `lookback`
+    /// rows, O(1) per row on average.
+    rows: Vec<f64>,
+    /// The future block of the forecast being made, checked before the row is stored.
+    future: Vec<f64>,
+    start: usize,
+    /// Rows of the current window (fewer than `lookback` until that many arrived).
+    filled: usize,
     seen: u64,
     adaptive: Option<Adaptive>,
+    carried: Option<Carried>,
+}
+
+/// A state-space network's state carried along the stream ([`Session::carried`]), and the
+/// buffers of one pushed row.
+#[derive(Debug, Clone)]
+struct Carried {
+    stream: NetworkStream,
+    row: Vec<f32>,
+    /// The normalized future block of the forecast this row completes (the training means,
+    /// zeros, for rows that do not forecast: the head's output for them is discarded).
+    future: Vec<f32>,
+    output: Vec<f32>,
 }
 
 /// Adaptive intervals of a session: the levels, and the intervals still waiting for some
@@ -61,15 +83,58 @@ struct Pending {
 impl Session {
     /// An empty stream.
     pub fn new(engine: Arc<Engine>) -> Self {
-        let past = engine.pipeline().past_len();
+        let pipeline = engine.pipeline();
+        let (past, future) = (
+            pipeline.past_len(),
+            engine.input_len() - pipeline.past_len(),
+        );
         Self {
-            window: vec![0.0; engine.input_len()],
+            rows: vec![0.0; 2 * past + future],
+            future: vec![0.0; future],
             predictor: Predictor::new(engine),
-            ring: vec![0.0; past],
-            next: 0,
+            start: 0,
+            filled: 0,
             seen: 0,
             adaptive: None,
+            carried: None,
         }
+    }
+
+    /// The same stream with the network's state carried from row to row (S4D and Mamba
+    /// models trained with absolute inputs, `--absolute-inputs`): each observation advances
+    /// every state-space block by one step, O(1) whatever the lookback and the rows seen, and
+    /// the forecast reads the head off the carried state instead of re-running the window.
+    /// After exactly `lookback` rows this is the window's forecast bit for bit; later, the
+    /// state holds every row since the session opened, which no calibration window had, and
+    /// the certificate says so ([`StreamReport`]).
+    pub fn carried(mut self) -> Result<Self, EngineError> {
+        let engine = self.predictor.engine().clone();
+        let pipeline = engine.pipeline();
+        let network = engine
+            .network()
+            .filter(|n| n.streams())
+            .ok_or_else(|| {
+                EngineError::Model(
+                    "only f32 S4D and Mamba networks carry their state along a stream (their layers read one row at a time)".into(),
+                )
+            })?;
+        if !pipeline.inputs_absolute() {
+            return Err(EngineError::Model(
+                "this model takes targets relative to the window's last row, so every row's network input changes with each observation; train it with --absolute-inputs to carry its state".into(),
+            ));
+        }
+        if pipeline.network_rows() != engine.manifest().config.lookback {
+            return Err(EngineError::Model(
+                "the network reads fewer rows than the window (--prior-context); its state cannot be carried".into(),
+            ));
+        }
+        self.carried = Some(Carried {
+            stream: network.stream()?,
+            row: vec![0.0; engine.manifest().config.features.len()],
+            future: vec![0.0; pipeline.horizon() * pipeline.future_width()],
+            output: vec![0.0; engine.output_len()],
+        });
+        Ok(self)
     }
 
     /// The same stream with adaptive conformal intervals (relative step `gamma`, e.g. 0.01):
@@ -104,10 +169,14 @@ impl Session {
         Ok(self)
     }
 
-    /// Bytes this session holds on the heap: fixed when it opens (a ring buffer, not a
+    /// Bytes this session holds on the heap: fixed when it opens (room for two windows, not a
     /// growing history), whatever the length of the stream. The engine is shared, not
     /// counted.
     pub fn heap_bytes(&self) -> usize {
+        let carried = self.carried.as_ref().map_or(0, |c| {
+            c.stream.heap_bytes()
+                + size_of::<f32>() * (c.row.capacity() + c.future.capacity() + c.output.capacity())
+        });
         let adaptive = self.adaptive.as_ref().map_or(0, |a| {
             a.aci.heap_bytes()
                 + size_of::<usize>() * a.targets.capacity()
@@ -121,9 +190,10 @@ impl Session {
                 + size_of::<Pending>() * a.pending.capacity()
         });
         size_of::<Self>()
-            + size_of::<f64>() * (self.ring.capacity() + self.window.capacity())
+            + size_of::<f64>() * (self.rows.capacity() + self.future.capacity())
             + self.predictor.heap_bytes()
             + adaptive
+            + carried
     }
 
     /// Intervals resolved against their truths so far and the share that covered them
@@ -137,6 +207,12 @@ impl Session {
     pub fn certificate(&self, prediction: &Prediction) -> Certificate {
         let engine = self.predictor.engine();
         let mut certificate = engine.certificate(prediction);
+        if self.carried.is_some() {
+            certificate.stream = Some(StreamReport::carried(
+                self.seen,
+                engine.manifest().config.lookback,
+            ));
+        }
         if let (Some(a), Some(cal)) = (&self.adaptive, engine.pipeline().conformal()) {
             let t = engine.manifest().config.targets.len();
             let rows = |v: &[f64]| v.chunks(t).map(<[f64]>::to_vec).collect();
@@ -228,27 +304,52 @@ impl Session {
                     )));
                 }
             };
-            let past = pipeline.past_len();
-            pipeline.future_into(columns, time, &mut self.window[past..])?;
+            pipeline.future_into(columns, time, &mut self.future)?;
         }
         // The row is stored: it is the truth of earlier forecasts' steps.
         if let Some(a) = self.adaptive.as_mut() {
             a.resolve(self.seen, row, config.lead, config.horizon);
         }
-        self.ring[self.next * f..(self.next + 1) * f].copy_from_slice(row);
-        self.next = (self.next + 1) % lookback;
+        if self.start + self.filled == 2 * lookback {
+            // Full: the window's last rows, which the next window keeps, move to the front.
+            let keep = self.filled.min(lookback - 1);
+            let from = (self.start + self.filled - keep) * f;
+            self.rows.copy_within(from..from + keep * f, 0);
+            (self.start, self.filled) = (0, keep);
+        }
+        let at = (self.start + self.filled) * f;
+        self.rows[at..at + f].copy_from_slice(row);
+        if self.filled < lookback {
+            self.filled += 1;
+        } else {
+            self.start += 1;
+        }
         self.seen += 1;
-        if self.seen < lookback as u64 || !forecast {
+        let forecasts = self.seen >= lookback as u64 && forecast;
+        if let Some(c) = self.carried.as_mut() {
+            pipeline.normalize_row_into(row, &mut c.row);
+            if forecasts {
+                pipeline.normalize_future_into(&self.future, &mut c.future);
+            } else {
+                c.future.fill(0.0);
+            }
+            if let Some(network) = engine.network() {
+                network.stream_push(&mut c.stream, &c.row, &c.future, &mut c.output);
+            }
+        }
+        if !forecasts {
             return Ok(None);
         }
-        // Oldest row first: the ring's next slot holds the oldest row.
-        let split = self.next * f;
-        let tail = self.ring.len() - split;
-        let past = self.ring.len();
-        self.window[..tail].copy_from_slice(&self.ring[split..]);
-        self.window[tail..past].copy_from_slice(&self.ring[..split]);
+        // The model input: the window's rows, then its future block right after them.
+        let first = self.start * f;
+        let end = first + pipeline.past_len();
+        self.rows[end..end + self.future.len()].copy_from_slice(&self.future);
+        let input = &self.rows[first..end + self.future.len()];
         let origin = self.seen - 1;
-        let prediction = self.predictor.predict_mut(&self.window)?;
+        let prediction = match &self.carried {
+            Some(c) => self.predictor.predict_carried(input, &c.output)?,
+            None => self.predictor.predict_mut(input)?,
+        };
         if let Some(a) = self.adaptive.as_mut() {
             a.aci.interval(
                 &prediction.forecast.prediction,

@@ -364,6 +364,11 @@ pub struct ModelArgs {
     /// seasonal prior under a one-week network).
     #[arg(long)]
     pub prior_context: Option<usize>,
+    /// Normalize every input column by its training mean and deviation instead of taking
+    /// targets relative to the window's last row: what lets an S4D or Mamba session carry
+    /// its state along a stream (`carry_state`).
+    #[arg(long)]
+    pub absolute_inputs: bool,
     /// The structural prior's trend: `level` (random walk), `local-linear` (with a slope) or
     /// `damped` (a slope damped by a factor φ in (0, 1) fitted by maximum likelihood).
     #[arg(long, default_value = "level", requires = "seasons")]
@@ -478,6 +483,7 @@ impl ModelArgs {
         }
         c.kalman_axes = Some(parse_axes(self.axes.as_deref(), data, &targets)?);
         c.seed = self.seed;
+        c.absolute_inputs = self.absolute_inputs;
         c.future = self.future_inputs(data)?;
         if let Some(list) = &self.seasons {
             if c.kind.base() != tns_model::Base::KalmanPrior {

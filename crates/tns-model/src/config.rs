@@ -217,6 +217,12 @@ pub struct ModelConfig {
     /// base forecast (a Kalman prior's context) reads all `lookback` rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_lookback: Option<usize>,
+    /// Every input column normalized by fixed training statistics, none relative to the
+    /// window's last row: a row's network input then does not change when later rows arrive,
+    /// so a state-space network's state can be carried along a stream
+    /// (`Session::carried` in the engine).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absolute_inputs: bool,
 }
 
 impl ModelConfig {
@@ -258,6 +264,7 @@ impl ModelConfig {
             future: None,
             structural: None,
             network_lookback: None,
+            absolute_inputs: false,
         }
     }
 

@@ -499,7 +499,9 @@ impl Pipeline {
                 columns: cu,
             });
         }
-        if let Some(i) = columns.iter().position(|v| !v.is_finite()) {
+        // The bound a whole window is checked against (so that a session, which checks each
+        // part as it arrives, accepts exactly what `check_window` does).
+        if let Some(i) = columns.iter().position(|v| !accepts_input(*v)) {
             return Err(InputError::FutureNotFinite {
                 step: i / cu,
                 column: self.future_names[i % cu].clone(),
@@ -620,8 +622,35 @@ impl Pipeline {
             let centre = if n.relative[c] { last[c] } else { n.mean[c] };
             *o = ((x - centre) / n.std[c]) as f32;
         }
+        self.normalize_future_into(future, out_future);
+    }
+
+    /// Rows of the window the network reads (its last ones).
+    pub fn network_rows(&self) -> usize {
+        self.network_rows
+    }
+
+    /// Whether every input column is normalized by fixed training statistics (none relative
+    /// to the window's last row); see [`Pipeline::normalize_row_into`].
+    pub fn inputs_absolute(&self) -> bool {
+        !self.normalization.relative.iter().any(|&r| r)
+    }
+
+    /// Writes one raw row's network input (`features` values), for models whose inputs are
+    /// all absolute ([`Pipeline::inputs_absolute`]): the values [`Pipeline::normalize_into`]
+    /// writes for that row in any window.
+    pub fn normalize_row_into(&self, row: &[f64], out: &mut [f32]) {
+        let n = &self.normalization;
+        for (c, (&x, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+            *o = ((x - n.mean[c]) / n.std[c]) as f32;
+        }
+    }
+
+    /// Writes the network input of a raw future block (`[horizon, future width]`).
+    pub fn normalize_future_into(&self, future: &[f64], out: &mut [f32]) {
+        let n = &self.normalization;
         let width = self.future_width().max(1);
-        for (i, (&x, o)) in future.iter().zip(out_future.iter_mut()).enumerate() {
+        for (i, (&x, o)) in future.iter().zip(out.iter_mut()).enumerate() {
             let c = i % width;
             *o = ((x - n.future_mean[c]) / n.future_std[c]) as f32;
         }

@@ -510,6 +510,11 @@ pub struct SessionOptions {
     /// that is the truth of an earlier forecast moves that output's radius, so long-run
     /// coverage holds under distribution shift.
     pub adaptive_gamma: Option<f64>,
+    /// Carry an S4D or Mamba network's state along the stream (models trained with
+    /// `--absolute-inputs`): one step per observation instead of re-running the window;
+    /// certificates then report how many rows the state holds.
+    #[serde(default)]
+    pub carry_state: bool,
 }
 
 /// Opens a streaming session on the model's current version.
@@ -519,7 +524,7 @@ pub struct SessionOptions {
         (status = 201, body = SessionOpened),
         (status = 400, description = "A malformed query string", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "A bad adaptive_gamma", body = ErrorBody),
+        (status = 422, description = "A bad adaptive_gamma, or carry_state on a model that cannot", body = ErrorBody),
         (status = 429, description = "The client's session quota, or the table's count or byte budget, is used up", body = ErrorBody)))]
 pub async fn open_session(
     State(state): State<Arc<AppState>>,
@@ -529,7 +534,13 @@ pub async fn open_session(
 ) -> Result<(StatusCode, Json<SessionOpened>), ApiError> {
     let loaded = state.registry.get(&name)?.current();
     let c = &loaded.engine.manifest().config;
-    let id = open_stream(&state, &name, &loaded, owner, options.adaptive_gamma)?;
+    let id = open_stream(
+        &state,
+        &name,
+        &loaded,
+        owner,
+        (options.adaptive_gamma, options.carry_state),
+    )?;
     Ok((
         StatusCode::CREATED,
         Json(SessionOpened {
@@ -546,15 +557,20 @@ pub async fn open_session(
 }
 
 /// Opens a session on `loaded` (the model's current version) for `owner`, adaptive with
-/// step `gamma` when given; returns its id.
+/// step `gamma` when given and carrying its network's state when `carry`; returns its id.
 pub(crate) fn open_stream(
     state: &AppState,
     name: &str,
     loaded: &Loaded,
     owner: Owner,
-    gamma: Option<f64>,
+    (gamma, carry): (Option<f64>, bool),
 ) -> Result<String, ApiError> {
     let mut session = Session::new(loaded.engine.clone());
+    if carry {
+        session = session
+            .carried()
+            .map_err(|e| ApiError::BadInput(format!("carry_state: {e}")))?;
+    }
     if let Some(gamma) = gamma {
         session = session
             .adaptive(gamma)

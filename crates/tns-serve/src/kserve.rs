@@ -107,6 +107,10 @@ pub struct SequenceParameters {
     pub sequence_end: bool,
     /// With `sequence_start`: adaptive conformal intervals with this relative step.
     pub adaptive_gamma: Option<f64>,
+    /// With `sequence_start`: carry an S4D or Mamba network's state along the sequence (see
+    /// the native route's `carry_state`).
+    #[serde(default)]
+    pub carry_state: bool,
 }
 
 /// One output tensor.
@@ -493,7 +497,8 @@ fn infer_sequence(
         }
         (Some(id), false) => id.clone(),
         (None, _) => {
-            api::open_stream(state, &name, loaded, owner.clone(), sequence.adaptive_gamma)?
+            let options = (sequence.adaptive_gamma, sequence.carry_state);
+            api::open_stream(state, &name, loaded, owner.clone(), options)?
         }
     };
     let pushed = api::push_observations(

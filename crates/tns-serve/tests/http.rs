@@ -706,6 +706,84 @@ async fn the_openapi_document_is_served_and_matches_the_committed_one() {
     );
 }
 
+/// `carry_state`: an S4D model with absolute inputs streams with its state carried, over the
+/// native route and KServe sequences alike; after `lookback` rows its forecast is the
+/// window's (what `/predict` answers), and its certificates report the rows carried. A model
+/// that cannot carry its state refuses with a 422.
+#[tokio::test]
+async fn sessions_carry_a_state_space_networks_state() {
+    let network: tns_model::NetworkConfig = "s4d:4,3,1".parse().unwrap();
+    let mut example =
+        tns_conformance::example(tns_model::ModelKind::SystemA, &network, 6, 2, false, 5).unwrap();
+    example.manifest.config.absolute_inputs = true;
+    let relative = &mut example.manifest.normalization.relative;
+    relative.iter_mut().for_each(|r| *r = false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s4d.tns");
+    tns_format::save_model(&path, &example.manifest, &example.tensors).unwrap();
+    let mut options = ServeOptions::new(vec![("s4d".into(), path.clone()), ("b".into(), golden())]);
+    options.addr = "127.0.0.1:0".parse().unwrap();
+    options.watch = None;
+    let server = start(options).await.unwrap();
+    let f = Fixture {
+        base: format!("http://{}", server.local_addr()),
+        server,
+        client: Client::new(),
+        model_path: path,
+        _dir: dir,
+    };
+    let stream = tns_conformance::random_windows(9, 2, 1, 4);
+    let rows: Vec<Vec<f64>> = stream.chunks(2).map(<[f64]>::to_vec).collect();
+    let (status, opened) = f
+        .post("/v1/models/s4d/sessions?carry_state=true", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let id = opened["session_id"].as_str().unwrap();
+    let (status, first) = f
+        .post(
+            &format!("/v1/models/s4d/sessions/{id}"),
+            &json!({ "observations": rows[..6] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["prediction"]["stream"]["rows"], 6);
+    let (_, windowed) = f
+        .post("/v1/models/s4d/predict", &json!({ "window": rows[..6] }))
+        .await;
+    assert_eq!(
+        first["prediction"]["prediction"],
+        windowed["predictions"][0]["prediction"]
+    );
+    let (status, later) = f
+        .post(
+            &format!("/v1/models/s4d/sessions/{id}"),
+            &json!({ "observations": rows[6..] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{later}");
+    assert_eq!(later["prediction"]["stream"]["rows"], 9);
+    // The same over KServe.
+    let flat: Vec<f64> = rows[..6].concat();
+    let (status, out) = f
+        .post(
+            "/v2/models/s4d/infer",
+            &json!({ "inputs": [{ "name": "observation", "shape": [6, 2], "datatype": "FP64", "data": flat }],
+                     "parameters": { "sequence_start": true, "carry_state": true, "sequence_end": true } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let certificate = &out["parameters"]["certificates"][0];
+    assert_eq!(certificate["stream"]["rows"], 6);
+    assert_eq!(certificate["prediction"], first["prediction"]["prediction"]);
+    // The GRU System B cannot.
+    let (status, body) = f
+        .post("/v1/models/b/sessions?carry_state=true", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("S4D and Mamba"), "{body}");
+    f.server.shutdown().await.unwrap();
+}
+
 /// The server runs whatever network the description holds: System B over an MLP, written by
 /// `tns_format::save_model`, predicts with its gate and matches the engine.
 #[tokio::test]

@@ -112,6 +112,7 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
     };
     let relative: Vec<bool> = (0..f)
         .map(|c| match &config.kalman_axes {
+            _ if config.absolute_inputs => false,
             Some(axes) => axes.iter().any(|a| a.position == c),
             None => targets.contains(&c),
         })
