@@ -19,15 +19,30 @@ pub struct Forecast {
     engine: Arc<Engine>,
     predictions: Vec<Prediction>,
     batched: bool,
+    /// Certificates made where the predictions were (a session's: its adaptive interval and
+    /// carried state); `None`: the engine's, made on demand.
+    certificates: Option<Vec<tns_certify::Certificate>>,
 }
 
 impl Forecast {
+    /// One session prediction with the session's certificate.
+    pub fn of_session(
+        engine: Arc<Engine>,
+        prediction: Prediction,
+        certificate: tns_certify::Certificate,
+    ) -> Self {
+        let mut forecast = Self::new(engine, vec![prediction], false);
+        forecast.certificates = Some(vec![certificate]);
+        forecast
+    }
+
     /// Wraps predictions of `engine`; `batched` gives the arrays a leading batch axis.
     pub fn new(engine: Arc<Engine>, predictions: Vec<Prediction>, batched: bool) -> Self {
         Self {
             engine,
             predictions,
             batched,
+            certificates: None,
         }
     }
 
@@ -144,8 +159,17 @@ impl Forecast {
     /// One certificate per window, as dicts equal to the server's JSON.
     fn certificates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        for p in &self.predictions {
-            list.append(json_to_python(py, &json_of(&self.engine.certificate(p))?)?)?;
+        match &self.certificates {
+            Some(certificates) => {
+                for c in certificates {
+                    list.append(json_to_python(py, &json_of(c)?)?)?;
+                }
+            }
+            None => {
+                for p in &self.predictions {
+                    list.append(json_to_python(py, &json_of(&self.engine.certificate(p))?)?)?;
+                }
+            }
         }
         Ok(list)
     }

@@ -299,11 +299,22 @@ impl Model {
     }
 
     /// A streaming session: `push(row)` one observation at a time; once `lookback` rows have
-    /// been seen each push returns the forecast from the latest window (O(1) per row).
-    fn session(&self) -> Session {
-        Session {
-            inner: Mutex::new(tns_engine::Session::new(self.engine.clone())),
+    /// been seen each push returns the forecast from the latest window. `adaptive_gamma`:
+    /// adaptive conformal intervals with that step. `carry_state`: an S4D or Mamba model
+    /// trained with absolute inputs carries its network's state along the stream (one step
+    /// per row, whatever the lookback) instead of re-running the window.
+    #[pyo3(signature = (*, carry_state = false, adaptive_gamma = None))]
+    fn session(&self, carry_state: bool, adaptive_gamma: Option<f64>) -> PyResult<Session> {
+        let mut session = tns_engine::Session::new(self.engine.clone());
+        if carry_state {
+            session = session.carried().map_err(engine_error)?;
         }
+        if let Some(gamma) = adaptive_gamma {
+            session = session.adaptive(gamma).map_err(engine_error)?;
+        }
+        Ok(Session {
+            inner: Mutex::new(session),
+        })
     }
 
     /// The manifest (configuration, normalization, prior, calibration, training summary,
@@ -562,7 +573,12 @@ impl Session {
         let prediction = session
             .push_with(&row, future.as_deref(), time)
             .map_err(engine_error)?;
-        Ok(prediction.map(|p| Forecast::new(engine, vec![p.clone()], false)))
+        let Some(p) = prediction else {
+            return Ok(None);
+        };
+        let p = p.clone();
+        let certificate = session.certificate(&p);
+        Ok(Some(Forecast::of_session(engine, p, certificate)))
     }
 
     /// Rows pushed so far.

@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import certificate_of
+from conftest import SMALL, certificate_of, flags, run
 
 import tns
 
@@ -60,6 +60,27 @@ def test_session_forecasts_equal_window_predictions(cli_model, windows):
         window = rows[k + 1 - m.lookback : k + 1]
         assert np.array_equal(out.prediction, m.predict(window).prediction)
     assert s.observations == len(rows)
+
+
+def test_sessions_carry_a_state_space_state(tns_bin, workdir, windows, cli_model):
+    """An S4D trained with absolute inputs streams with its state carried: the window's forecast
+    after exactly `lookback` rows, a longer context after; other models refuse."""
+    path = workdir / "s4d.tns"
+    run(tns_bin, "train", *flags(dict(SMALL, model="system-a", network="s4d:4,3,1", epochs=1)),
+        "--absolute-inputs", "-o", path)
+    m = tns.load(path)
+    rows = np.concatenate([windows[0], windows[10:15, -1]])
+    carried, windowed = m.session(carry_state=True), m.session()
+    for k, row in enumerate(rows):
+        a, b = windowed.push(row), carried.push(row)
+        if k + 1 == m.lookback:
+            assert np.array_equal(a.prediction, b.prediction)
+            assert b.certificates()[0]["stream"]["rows"] == m.lookback
+    assert b.certificates()[0]["stream"]["rows"] == len(rows)
+    with pytest.raises(ValueError, match="S4D and Mamba"):
+        tns.load(cli_model).session(carry_state=True)
+    with pytest.raises(ValueError, match="gamma"):
+        m.session(adaptive_gamma=2.0)
 
 
 def test_metadata_and_properties(cli_model):
