@@ -27,7 +27,7 @@ def test_keyboard_interrupt_stops_training_between_steps():
     started = time.monotonic()
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=60)
-    assert "KeyboardInterrupt" in err, err
+    assert "KeyboardInterrupt" in err, (child.returncode, out, err)
     assert "finished" not in out
     assert child.returncode != 0
     assert time.monotonic() - started < 30
