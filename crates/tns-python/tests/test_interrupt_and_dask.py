@@ -12,9 +12,13 @@ import tns
 
 
 def test_keyboard_interrupt_stops_training_between_steps():
+    # The child installs Python's Ctrl-C handler itself: started from a background job of a
+    # non-interactive shell (as CI runners may start it), it would inherit SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored.
     script = textwrap.dedent(
         """
-        import sys, tns
+        import signal, sys, tns
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         def callback(event, info):
             if event == "step" and info["step"] == 1:
                 print("training", flush=True)
