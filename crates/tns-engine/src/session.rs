@@ -100,6 +100,7 @@ impl Session {
         }
     }
 
+    #[cfg(feature = "carried-sessions")]
     /// The same stream with the network's state carried from row to row (S4D and Mamba
     /// models trained with absolute inputs, `--absolute-inputs`): each observation advances
     /// every state-space block by one step, O(1) whatever the lookback and the rows seen, and
@@ -326,6 +327,7 @@ impl Session {
         }
         self.seen += 1;
         let forecasts = self.seen >= lookback as u64 && forecast;
+        #[cfg(feature = "carried-sessions")]
         if let Some(c) = self.carried.as_mut() {
             pipeline.normalize_row_into(row, &mut c.row);
             if forecasts {
