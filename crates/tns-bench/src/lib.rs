@@ -30,9 +30,11 @@ use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
 mod inputs;
 mod stream;
+mod tail;
 mod zoo;
 pub use inputs::{InputsArgs, inputs};
 pub use stream::{StreamArgs, stream};
+pub use tail::{TailArgs, tail};
 pub use zoo::{ZooArgs, zoo};
 
 /// Options of the benchmark.
@@ -182,6 +184,9 @@ struct BMinusA {
     p50: f64,
     p999: f64,
     mean: f64,
+    /// Per stage, the difference of the stage means: what System B adds to the same network
+    /// (prior, gate), apart from the network stage's run-to-run spread.
+    stages: [f64; 3],
 }
 
 #[derive(Serialize)]
@@ -423,13 +428,20 @@ fn bench_shape(shape: Shape, args: &BenchArgs, env: &Environment) -> Result<Shap
     )?;
     let at = |k: ModelKind| KINDS.iter().position(|x| *x == k).unwrap_or(0);
     let (a, b) = (
-        &models[at(ModelKind::SystemA)].latency_ns,
-        &models[at(ModelKind::SystemB)].latency_ns,
+        &models[at(ModelKind::SystemA)],
+        &models[at(ModelKind::SystemB)],
     );
+    let (sa, sb) = (&a.stages_ns, &b.stages_ns);
+    let (a, b) = (&a.latency_ns, &b.latency_ns);
     let b_minus_a_ns = BMinusA {
         p50: b.p50 - a.p50,
         p999: b.p999 - a.p999,
         mean: b.mean - a.mean,
+        stages: [
+            sb.prior - sa.prior,
+            sb.network - sa.network,
+            sb.gate_and_certificate - sa.gate_and_certificate,
+        ],
     };
     let mut throughput = Vec::new();
     for (kind, engine, _) in &engines {
@@ -789,13 +801,19 @@ pub fn rss_child(args: RssArgs) -> Result<()> {
     Ok(())
 }
 
-fn environment(peak_ghz: Option<f64>) -> Environment {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
+/// The CPU's model name (`/proc/cpuinfo`).
+fn environment_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn environment(peak_ghz: Option<f64>) -> Environment {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = environment_cpu();
     let mhz = cpuinfo
         .lines()
         .filter_map(|l| l.strip_prefix("cpu MHz"))
@@ -895,11 +913,16 @@ fn markdown(r: &BenchReport) -> String {
                 m.peak_rss_kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
             ));
         }
+        let d = &shape.b_minus_a_ns;
         s.push_str(&format!(
-            "\nSystem B − System A (same GRU architecture): P50 {:+.2} µs, P99.9 {:+.2} µs, mean {:+.2} µs\n\n",
-            shape.b_minus_a_ns.p50 / 1e3,
-            shape.b_minus_a_ns.p999 / 1e3,
-            shape.b_minus_a_ns.mean / 1e3
+            "\nSystem B − System A (same GRU architecture): P50 {:+.2} µs, P99.9 {:+.2} µs, mean {:+.2} µs; by stage means: prior {:+.2} µs, network {:+.2} µs, gate+cert {:+.2} µs (prior and gate+cert together {:+.2} µs)\n\n",
+            d.p50 / 1e3,
+            d.p999 / 1e3,
+            d.mean / 1e3,
+            d.stages[0] / 1e3,
+            d.stages[1] / 1e3,
+            d.stages[2] / 1e3,
+            (d.stages[0] + d.stages[2]) / 1e3,
         ));
         s.push_str("| model | batch | threads | windows/s | GFLOP/s | share of FMA peak |\n|---|---|---|---|---|---|\n");
         for t in &shape.throughput {

@@ -88,6 +88,10 @@ enum Command {
     /// Per-observation cost of a streamed S4D or Mamba network at growing lookbacks, beside
     /// re-running the window.
     BenchStream(tns_bench::StreamArgs),
+    /// Where the slowest single-sample calls come from: the compact models timed as they are,
+    /// pinned, with pages locked and under SCHED_FIFO, beside the OS's page faults, context
+    /// switches, interrupts and steal over each run (Linux).
+    BenchTail(tns_bench::TailArgs),
     /// Single-window latency of the native engine on given model inputs (the WASM build's
     /// benchmark, `web/test`, runs it beside its own).
     #[command(hide = true)]
@@ -224,6 +228,7 @@ fn main() -> Result<()> {
         Command::BenchRss(args) => tns_bench::rss_child(args),
         Command::BenchZoo(args) => tns_bench::zoo(args),
         Command::BenchStream(args) => tns_bench::stream(args),
+        Command::BenchTail(args) => tns_bench::tail(args),
         Command::BenchInputs(args) => tns_bench::inputs(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
