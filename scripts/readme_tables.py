@@ -25,6 +25,7 @@ Blocks:
   zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
+  tail                            results/tail/tail.md              (tns bench-tail, after tns bench)
   python                          results/python/latency.md         (bash bench/python/run.sh)
   int8-widths                     results/int8/widths.md            (bash bench/int8/run.sh)
   wasm                            results/wasm/wasm.md              (bash web/build.sh && node web/test/run.mjs)
@@ -114,6 +115,14 @@ def zoo_latency():
 def zoo_nhits():
     report = read("results/zoo/nhits-fr.md")
     return None if report is None else report.strip() + "\n"
+
+
+def tail():
+    return produced(
+        "results/tail/tail.md",
+        "tns bench-tail",
+        "files `results/tail/tail.{json,md}`, after `tns bench` wrote the models it times",
+    )
 
 
 def zoo_stream():
@@ -209,6 +218,34 @@ def bench():
         rss = models["system-b"]["peak_rss_kib"]
         if rss is not None:
             lines.append(f"| peak RSS, process serving one model | ≤ 12 MB | {rss / 1024:.1f} MiB | {'yes' if rss <= 12 * 1024 else 'no'} |")
+    lines.append("")
+    lines.append("Targets of issue 19 (engine speed) that this file measures:")
+    lines.append("")
+    lines.append("| target | goal | measured | met |")
+    lines.append("|---|---|---|---|")
+    for shape in b["shapes"]:
+        models = {m["kind"]: m for m in shape["models"]}
+        over = shape["b_minus_a_ns"]
+        goal = 200 if shape["shape"] == "compact" else 1000
+        stages = over.get("stages")
+        by_stage = ""
+        if stages is not None:
+            added = stages[0] + stages[2]
+            by_stage = (
+                f"; by stage means prior {stages[0] / 1e3:+.2f}, gate+cert {stages[2] / 1e3:+.2f}, "
+                f"network {stages[1] / 1e3:+.2f} (the same GRU: run-to-run spread)"
+            )
+        lines.append(
+            f"| System B − System A, {shape['shape']} (P50) | ≤ {goal / 1e3:g} µs | {over['p50'] / 1e3:+.2f} µs{by_stage} | "
+            f"{'yes' if over['p50'] <= goal else 'no'} |"
+        )
+        if shape["shape"] == "compact":
+            a = models["system-a"]["latency_ns"]
+            lines.append(f"| System A compact P50 | ≤ 1.2 µs | {a['p50'] / 1e3:.2f} µs | {'yes' if a['p50'] <= 1200 else 'no'} |")
+            lines.append(f"| System A compact P99.9 | ≤ 3 µs | {a['p999'] / 1e3:.2f} µs | {'yes' if a['p999'] <= 3000 else 'no'} |")
+        one = [t for t in shape["throughput"] if t["model"] == "system-a" and t["threads"] == 1]
+        best = max(one, key=lambda t: t["peak_share"])
+        lines.append(f"| System A batch, 1 core, {shape['shape']} | ≥ 60% of FMA peak | {100 * best['peak_share']:.1f}% at batch {best['batch']} | {'yes' if best['peak_share'] >= 0.6 else 'no'} |")
     lines.append("")
     lines.append(table.strip())
     return "\n".join(lines) + "\n"
@@ -369,6 +406,7 @@ BLOCKS = {
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
     "zoo-nhits": zoo_nhits,
     "zoo-stream": zoo_stream,
+    "tail": tail,
     "python": python_binding,
     "wasm": wasm,
     "int8-widths": int8_widths,

@@ -23,5 +23,11 @@ fn main() {
         output("git", &["rev-parse", "--short=12", "HEAD"])
     );
     println!("cargo:rerun-if-changed=../../.git/HEAD");
-    println!("cargo:rerun-if-changed=../../.git/refs");
+    // A commit rewrites the file of the branch HEAD names, not HEAD itself (nor the mtime of
+    // `refs`), so that file is watched too.
+    let head = std::fs::read_to_string("../../.git/HEAD").unwrap_or_default();
+    if let Some(branch) = head.trim().strip_prefix("ref: ") {
+        println!("cargo:rerun-if-changed=../../.git/{branch}");
+    }
+    println!("cargo:rerun-if-changed=../../.git/packed-refs");
 }
