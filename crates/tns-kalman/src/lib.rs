@@ -135,7 +135,7 @@ pub struct KalmanPrior {
 /// computed by the same expressions as the filter's (`filter::corrected`), so the results are
 /// the same to the last bit. Windows of [`MAP_MIN_ROWS`] rows or more go further: the mean
 /// updates are linear in the window, so each axis' final state is one precomputed
-/// [`StateMap`] of its observed columns.
+/// [`AxisMap`] of its observed columns.
 #[derive(Debug, Clone, PartialEq)]
 struct GainSchedule {
     rows: usize,
@@ -143,13 +143,13 @@ struct GainSchedule {
     gains: Vec<Vec<[[f64; 2]; 2]>>,
     /// Per axis with targets, for windows of at least [`MAP_MIN_ROWS`] rows: its final state
     /// as a linear map of the window.
-    maps: Vec<Option<StateMap>>,
+    maps: Vec<Option<AxisMap>>,
     /// The predictive observation covariance `[H, T, T]`.
     cov: Vec<f64>,
 }
 
 /// From this many window rows on, a window's mean updates are replaced by one linear map
-/// ([`StateMap`]). The updates are a chain of dependent operations, one row after another
+/// ([`AxisMap`]). The updates are a chain of dependent operations, one row after another
 /// (about 6 µs for 256 rows and two axes), while the map's products are independent and run
 /// at the core's throughput. Shorter windows keep the updates: they cost little there, and
 /// they give the whole filter's bits, which golden model files written before the map (10
@@ -161,15 +161,19 @@ pub const MAP_MIN_ROWS: usize = 32;
 /// columns that observe the axis: `x = Σ_c Σ_t w_c[t] · window[t, c]`. The mean updates of
 /// the filter (from `initial_state` on) are linear in the observations and never add a
 /// constant, so the map is exact up to rounding; its weights are the states of windows with
-/// a single 1.
+/// a single 1. An axis that feeds a single forecast (one target, one step) maps straight to
+/// that forecast, with half the weights.
 #[derive(Debug, Clone, PartialEq)]
-struct StateMap {
-    /// Per observed column (position, then velocity if observed): the column, and per window
-    /// row the weights of its value in `p` and `v`.
-    columns: Vec<(usize, Vec<[f64; 2]>)>,
+enum AxisMap {
+    /// Per observed column (position, then velocity if observed): the column, and per
+    /// window row the weights of its value in `p` and `v`.
+    State(Vec<(usize, Vec<[f64; 2]>)>),
+    /// The forecast's index in the mean, and per observed column the column and per window
+    /// row the weight of its value in the forecast.
+    Forecast(usize, Vec<(usize, Vec<[f64; 1]>)>),
 }
 
-impl StateMap {
+impl AxisMap {
     /// Probes the scheduled updates of `axis` with unit windows.
     fn probe(prior: &KalmanPrior, axis: usize, gains: &[[[f64; 2]; 2]], rows: usize) -> Self {
         let a = prior.spec.axes[axis];
@@ -178,7 +182,7 @@ impl StateMap {
             .filter(|_| prior.params[axis].r_velocity.is_some());
         let features = prior.features;
         let mut window = vec![0.0; rows * features];
-        let columns = std::iter::once(a.position)
+        let columns: Vec<(usize, Vec<[f64; 2]>)> = std::iter::once(a.position)
             .chain(observed)
             .map(|column| {
                 let weights = (0..rows)
@@ -192,37 +196,61 @@ impl StateMap {
                 (column, weights)
             })
             .collect();
-        Self { columns }
+        match (
+            prior.transitions.as_slice(),
+            prior.axis_targets[axis].as_slice(),
+        ) {
+            ([only_step], [only_target]) => {
+                let component = prior.targets[*only_target].component;
+                let forecast = columns
+                    .into_iter()
+                    .map(|(column, states)| {
+                        let weights = states
+                            .iter()
+                            .map(|&x| [filter::predicted(x, only_step.k_dt)[component]])
+                            .collect();
+                        (column, weights)
+                    })
+                    .collect();
+                Self::Forecast(*only_target, forecast)
+            }
+            _ => Self::State(columns),
+        }
     }
+}
 
-    /// The state after `window` (`[rows, features]`).
-    fn apply(&self, window: &[f64], features: usize) -> [f64; 2] {
-        let mut x = [0.0; 2];
-        for (column, weights) in &self.columns {
-            // Four rows at a time into independent sums: the products do not wait on each
-            // other, which is the point of the map.
-            let mut sums = [[0.0; 2]; 4];
-            let rows = window.chunks_exact(features);
-            let mut blocks = weights.chunks_exact(4);
-            let mut row_blocks = window.chunks_exact(4 * features);
-            for (w, block) in (&mut blocks).zip(&mut row_blocks) {
-                for (lane, (w, row)) in w.iter().zip(block.chunks_exact(features)).enumerate() {
-                    let y = row[*column];
-                    sums[lane][0] += w[0] * y;
-                    sums[lane][1] += w[1] * y;
+/// `Σ_c Σ_t w_c[t] · window[t, c]` for `LANES` weights per row (`[f64; LANES]`), four rows
+/// at a time into independent sums: the products do not wait on each other, which is the
+/// point of the map.
+fn map_sums<const LANES: usize>(
+    columns: &[(usize, Vec<[f64; LANES]>)],
+    window: &[f64],
+    features: usize,
+) -> [f64; LANES] {
+    let mut x = [0.0; LANES];
+    for (column, weights) in columns {
+        let mut sums = [[0.0; LANES]; 4];
+        let mut blocks = weights.chunks_exact(4);
+        for (w, block) in (&mut blocks).zip(window.chunks_exact(4 * features)) {
+            for (lane, (w, row)) in w.iter().zip(block.chunks_exact(features)).enumerate() {
+                let y = row[*column];
+                for (s, w) in sums[lane].iter_mut().zip(w) {
+                    *s += w * y;
                 }
             }
-            let done = weights.len() - blocks.remainder().len();
-            for (w, row) in blocks.remainder().iter().zip(rows.skip(done)) {
-                sums[0][0] += w[0] * row[*column];
-                sums[0][1] += w[1] * row[*column];
-            }
-            for (c, xc) in x.iter_mut().enumerate() {
-                *xc += (sums[0][c] + sums[1][c]) + (sums[2][c] + sums[3][c]);
+        }
+        let done = weights.len() - blocks.remainder().len();
+        let rows = window.chunks_exact(features).skip(done);
+        for (w, row) in blocks.remainder().iter().zip(rows) {
+            for (s, w) in sums[0].iter_mut().zip(w) {
+                *s += w * row[*column];
             }
         }
-        x
+        for (c, xc) in x.iter_mut().enumerate() {
+            *xc += (sums[0][c] + sums[1][c]) + (sums[2][c] + sums[3][c]);
+        }
     }
+    x
 }
 
 impl KalmanPrior {
@@ -342,7 +370,7 @@ impl KalmanPrior {
         let maps = (0..self.spec.axes.len())
             .map(|a| {
                 (rows >= MAP_MIN_ROWS && !self.axis_targets[a].is_empty())
-                    .then(|| StateMap::probe(&self, a, &gains[a], rows))
+                    .then(|| AxisMap::probe(&self, a, &gains[a], rows))
             })
             .collect();
         let (t, h) = (self.targets.len(), self.transitions.len());
@@ -413,7 +441,13 @@ impl KalmanPrior {
                 continue;
             }
             let x = match &schedule.maps[a] {
-                Some(map) => map.apply(window, self.features),
+                Some(AxisMap::Forecast(i, columns)) => {
+                    // One step, so the forecast's index is its target's.
+                    let [forecast] = map_sums(columns, window, self.features);
+                    mean[*i] = forecast;
+                    continue;
+                }
+                Some(AxisMap::State(columns)) => map_sums(columns, window, self.features),
                 None => self.scheduled_state(a, &schedule.gains[a], window),
             };
             for (step, tr) in self.transitions.iter().enumerate() {
