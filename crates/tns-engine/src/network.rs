@@ -880,8 +880,11 @@ struct S4dBlock {
     width: usize,
     state: usize,
     norm: Vec<f32>,
-    /// The discretized modes `Ā`, `B̄` and the read-out `C`, `[channel, mode]` (computed in
-    /// f64 from the stored parameters by [`tns_model::s4d::discretize_all`]).
+    /// The discretized modes `Ā`, `B̄` and the read-out `C`, `[mode, channel]` (computed in
+    /// f64 from the stored parameters by [`tns_model::s4d::discretize_all`], which, like
+    /// the file, lays them out `[channel, mode]`): mode-major, so that a step runs along the
+    /// channels, which are independent, rather than along one channel's modes, which a
+    /// single sequence would sum one after another.
     a_bar: Vec<f32>,
     b_bar: Vec<f32>,
     c: Vec<f32>,
@@ -901,15 +904,21 @@ impl S4dBlock {
             Ok(&tensor(tensors, &format!("{}.{p}", node.name))?.data)
         };
         let (a_bar, b_bar) = tns_model::s4d::discretize_all(part("log_dt")?, part("log_a")?);
-        let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
         let width = node.input.channels();
+        // [channel, mode] → [mode, channel].
+        let mode_major = |v: &[f32]| -> Vec<f32> {
+            (0..state)
+                .flat_map(|m| (0..width).map(move |ch| v[ch * state + m]))
+                .collect()
+        };
+        let narrow = |v: Vec<f64>| mode_major(&v.into_iter().map(|x| x as f32).collect::<Vec<_>>());
         Ok(Self {
             width,
             state,
             norm: part("norm.weight")?.clone(),
             a_bar: narrow(a_bar),
             b_bar: narrow(b_bar),
-            c: part("c")?.clone(),
+            c: mode_major(part("c")?),
             skip: part("skip")?.clone(),
             out: Dense::from_file(
                 tensors,
@@ -936,7 +945,11 @@ impl StateSpaceBlock for S4dBlock {
         self.width * self.state
     }
 
-    /// `state` is `[channel, mode, lane]`.
+    /// `state` is `[mode, channel, lane]`. Every channel's output is `D u` plus its modes'
+    /// read-outs added in mode order, alone or in a block of sequences, so both paths give
+    /// the same bits; the loops run along the channels (and lanes), which do not depend on
+    /// each other, so a single sequence's step vectorizes instead of waiting on a chain of
+    /// `state` multiply-adds per channel.
     #[inline(always)]
     fn step<K: Kernels, W: Width>(
         &self,
@@ -947,21 +960,44 @@ impl StateSpaceBlock for S4dBlock {
         quant: &mut QuantScratch,
     ) {
         let n = W::N;
-        let (d, modes) = (self.width, self.state);
+        let d = self.width;
         let (u, rest) = work.split_at_mut(d * n);
         let z = &mut rest[..d * n];
         rms_norm(x, u, d, n, &self.norm);
-        for ch in 0..d {
-            let (u, zc) = (&u[ch * n..(ch + 1) * n], &mut z[ch * n..(ch + 1) * n]);
-            for (o, &v) in zc.iter_mut().zip(u) {
-                *o = self.skip[ch] * v;
+        for ((zc, uc), &skip) in z.chunks_exact_mut(n).zip(u.chunks_exact(n)).zip(&self.skip) {
+            for (o, &v) in zc.iter_mut().zip(uc) {
+                *o = skip * v;
             }
-            for i in ch * modes..(ch + 1) * modes {
-                let (a, b, c) = (self.a_bar[i], self.b_bar[i], self.c[i]);
-                let si = &mut state[i * n..(i + 1) * n];
-                for ((sv, &v), o) in si.iter_mut().zip(u).zip(zc.iter_mut()) {
+        }
+        let modes = self
+            .a_bar
+            .chunks_exact(d)
+            .zip(self.b_bar.chunks_exact(d))
+            .zip(self.c.chunks_exact(d))
+            .zip(state.chunks_exact_mut(d * n));
+        for (((a, b), c), sm) in modes {
+            if n == 1 {
+                for ((((sv, &a), &b), &c), (&v, o)) in sm
+                    .iter_mut()
+                    .zip(a)
+                    .zip(b)
+                    .zip(c)
+                    .zip(u.iter().zip(z.iter_mut()))
+                {
                     *sv = K::mul_add(a, *sv, b * v);
                     *o = K::mul_add(c, *sv, *o);
+                }
+            } else {
+                let channels = sm
+                    .chunks_exact_mut(n)
+                    .zip(u.chunks_exact(n))
+                    .zip(z.chunks_exact_mut(n));
+                for (ch, ((sc, uc), zc)) in channels.enumerate() {
+                    let (a, b, c) = (a[ch], b[ch], c[ch]);
+                    for ((sv, &v), o) in sc.iter_mut().zip(uc).zip(zc.iter_mut()) {
+                        *sv = K::mul_add(a, *sv, b * v);
+                        *o = K::mul_add(c, *sv, *o);
+                    }
                 }
             }
         }
@@ -987,7 +1023,8 @@ struct MambaBlock {
     conv_bias: Vec<f32>,
     x_proj: Dense,
     dt: Dense,
-    /// `A = −exp(a_log)` `[E, N]` (computed once in f64).
+    /// `A = −exp(a_log)` (computed once in f64), `[N, E]`: mode-major, like the scan state,
+    /// so that a step runs along the independent channels (see [`MambaBlock::step`]).
     a: Vec<f32>,
     skip: Vec<f32>,
     out: Dense,
@@ -1010,10 +1047,14 @@ impl MambaBlock {
             conv_bias: part("conv.bias")?,
             x_proj: Dense::unbiased(tensors, &name("x.weight"), int8)?,
             dt: Dense::from_file(tensors, &name("dt.weight"), &name("dt.bias"), int8)?,
-            a: part("a_log")?
-                .iter()
-                .map(|&v| -f64::from(v).exp() as f32)
-                .collect(),
+            a: {
+                let a_log = part("a_log")?;
+                let (e, n) = (dims.inner, dims.state);
+                (0..n)
+                    .flat_map(|mode| (0..e).map(move |ch| (ch, mode)))
+                    .map(|(ch, mode)| -f64::from(a_log[ch * n + mode]).exp() as f32)
+                    .collect()
+            },
             skip: part("skip")?,
             out: Dense::unbiased(tensors, &name("out.weight"), int8)?,
         })
@@ -1025,21 +1066,25 @@ impl StateSpaceBlock for MambaBlock {
         self.dims.d_model
     }
 
-    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ`, the gated
-    /// output and the decays.
+    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ` and the gated
+    /// output.
     fn work_len(&self) -> usize {
         let m = self.dims;
-        m.d_model + 5 * m.inner + (m.rank + 2 * m.state) + m.inner * m.state
+        m.d_model + 5 * m.inner + (m.rank + 2 * m.state)
     }
 
-    /// The scan's `[E, N]` and the last `conv − 1` rows the convolution reads
+    /// The scan's `[N, E]` and the last `conv − 1` rows the convolution reads
     /// (`[conv − 1, E]`, oldest first).
     fn state_len(&self) -> usize {
         let m = self.dims;
         m.inner * m.state + (m.conv - 1) * m.inner
     }
 
-    /// `state` is laid out as [`MambaBlock::state_len`] says.
+    /// `state` is laid out as [`MambaBlock::state_len`] says (each part `[…, lane]`). The
+    /// scan runs mode by mode along the channels: `h ← fma(exp(Δ A), h, (Δ v) B)`, and each
+    /// channel's read-out `Σ_n C h` is summed in mode order before `D v` is added, alone or
+    /// in a block of sequences, so both give the same bits; along the channels the
+    /// exponentials and the sums of a single sequence vectorize.
     #[inline(always)]
     fn step<K: Kernels, W: Width>(
         &self,
@@ -1059,8 +1104,7 @@ impl StateSpaceBlock for MambaBlock {
         let (convolved, rest) = rest.split_at_mut(e * n);
         let (dbc, rest) = rest.split_at_mut((m.rank + 2 * modes) * n);
         let (delta, rest) = rest.split_at_mut(e * n);
-        let (gated, rest) = rest.split_at_mut(e * n);
-        let decay = &mut rest[..e * modes * n];
+        let gated = &mut rest[..e * n];
         rms_norm(x, normed, d, n, &self.norm);
         W::dense::<K>(&self.input, normed, xz, quant);
         let (v, z) = xz.split_at(e * n);
@@ -1096,54 +1140,41 @@ impl StateSpaceBlock for MambaBlock {
         }
         let b = &dbc[m.rank * n..(m.rank + modes) * n];
         let c = &dbc[(m.rank + modes) * n..];
-        for ch in 0..e {
-            let span = ch * modes * n..(ch + 1) * modes * n;
-            let (h, dec) = (&mut h[span.clone()], &mut decay[span]);
-            let (dl, vc) = (
-                &delta[ch * n..(ch + 1) * n],
-                &convolved[ch * n..(ch + 1) * n],
-            );
-            let a = &self.a[ch * modes..(ch + 1) * modes];
-            let out = &mut gated[ch * n..(ch + 1) * n];
-            let skip = self.skip[ch];
-            // Both paths compute the same expressions in the same order (`h ← fma(decay,
-            // h, (Δ v) B)`, then `D v + Σ_n C h` summed along the modes), so one sequence
-            // gives the same bits alone and in a block.
+        gated.fill(0.0);
+        let scan = h
+            .chunks_exact_mut(e * n)
+            .zip(self.a.chunks_exact(e))
+            .zip(b.chunks_exact(n).zip(c.chunks_exact(n)));
+        for ((hm, am), (bm, cm)) in scan {
             if n == 1 {
-                out[0] = skip * vc[0];
-                // One sequence: loops along the modes, which vectorize (the exponentials
-                // included); the read-out is one dot product.
-                let (step, push) = (dl[0], dl[0] * vc[0]);
-                for (o, &am) in dec.iter_mut().zip(a) {
-                    *o = exp::<K>(step * am);
+                let (bv, cv) = (bm[0], cm[0]);
+                for ((hv, &a), ((&step, &v), o)) in hm
+                    .iter_mut()
+                    .zip(am)
+                    .zip(delta.iter().zip(convolved.iter()).zip(gated.iter_mut()))
+                {
+                    *hv = K::mul_add(exp::<K>(step * a), *hv, step * v * bv);
+                    *o += *hv * cv;
                 }
-                for ((hv, &dv), &bv) in h.iter_mut().zip(dec.iter()).zip(b) {
-                    *hv = K::mul_add(dv, *hv, push * bv);
-                }
-                out[0] += h.iter().zip(c).map(|(&hv, &cv)| hv * cv).sum::<f32>();
             } else {
-                // A block of sequences: loops along the lanes.
-                for (mode, dr) in dec.chunks_exact_mut(n).enumerate() {
-                    for (o, &step) in dr.iter_mut().zip(dl) {
-                        *o = exp::<K>(step * a[mode]);
-                    }
-                }
-                out.fill(0.0);
-                for mode in 0..modes {
-                    let lanes = mode * n..(mode + 1) * n;
-                    let (hs, ds) = (&mut h[lanes.clone()], &dec[lanes.clone()]);
-                    let (bs, cs) = (&b[lanes.clone()], &c[lanes]);
+                let channels = hm
+                    .chunks_exact_mut(n)
+                    .zip(am)
+                    .zip(delta.chunks_exact(n))
+                    .zip(convolved.chunks_exact(n).zip(gated.chunks_exact_mut(n)));
+                for (((hc, &a), dl), (vc, out)) in channels {
                     for lane in 0..n {
                         let push = dl[lane] * vc[lane];
-                        hs[lane] = K::mul_add(ds[lane], hs[lane], push * bs[lane]);
-                        out[lane] += hs[lane] * cs[lane];
+                        hc[lane] = K::mul_add(exp::<K>(dl[lane] * a), hc[lane], push * bm[lane]);
+                        out[lane] += hc[lane] * cm[lane];
                     }
                 }
-                for (o, &value) in out.iter_mut().zip(vc) {
-                    *o += skip * value;
-                }
             }
-            for (o, &zv) in out.iter_mut().zip(&z[ch * n..(ch + 1) * n]) {
+        }
+        for (ch, out) in gated.chunks_exact_mut(n).enumerate() {
+            let (vc, zc) = (&convolved[ch * n..(ch + 1) * n], &z[ch * n..(ch + 1) * n]);
+            for ((o, &value), &zv) in out.iter_mut().zip(vc).zip(zc) {
+                *o += self.skip[ch] * value;
                 *o *= zv * sigmoid::<K>(zv);
             }
         }
