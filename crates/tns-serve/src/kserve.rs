@@ -332,24 +332,10 @@ pub async fn infer(
             unknown.name
         )));
     }
-    let named = |name: &str| -> Result<Option<&InferInput>, ApiError> {
-        let mut found = request.inputs.iter().filter(|i| i.name == name);
-        let first = found.next();
-        if found.next().is_some() {
-            return Err(ApiError::BadInput(format!("input {name:?} is given twice")));
-        }
-        Ok(first)
-    };
+    check_datatypes(&request.inputs)?;
+    let named = |name: &str| named_input(&request.inputs, name);
     let input = named("window")?
         .ok_or_else(|| ApiError::BadInput("send an input tensor named \"window\"".into()))?;
-    for i in request.inputs.iter().filter(|i| i.name != "time") {
-        if i.datatype != "FP32" && i.datatype != "FP64" {
-            return Err(ApiError::BadInput(format!(
-                "input {:?}: datatype {:?} is not supported; use FP32 or FP64",
-                i.name, i.datatype
-            )));
-        }
-    }
     let batch = match input.shape.as_slice() {
         [b, l, f] if *l == lookback as i64 && *f == features as i64 && *b >= 1 => *b as usize,
         [l, f] if *l == lookback as i64 && *f == features as i64 => 1,
@@ -413,6 +399,36 @@ pub async fn infer(
     }))
 }
 
+/// The input named `name`, if any; an input given twice is an error rather than one of
+/// them being read.
+fn named_input<'a>(
+    inputs: &'a [InferInput],
+    name: &str,
+) -> Result<Option<&'a InferInput>, ApiError> {
+    let mut found = inputs.iter().filter(|i| i.name == name);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::BadInput(format!("input {name:?} is given twice")));
+    }
+    Ok(first)
+}
+
+/// Every numeric input (all but `time`, which takes timestamps) must be FP32 or FP64: the
+/// values are read as numbers whatever the datatype says, so another datatype would be
+/// read as something it does not claim to be.
+fn check_datatypes(inputs: &[InferInput]) -> Result<(), ApiError> {
+    match inputs
+        .iter()
+        .find(|i| i.name != "time" && i.datatype != "FP32" && i.datatype != "FP64")
+    {
+        Some(i) => Err(ApiError::BadInput(format!(
+            "input {:?}: datatype {:?} is not supported; use FP32 or FP64",
+            i.name, i.datatype
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A request of a sequence (see [`SequenceParameters`]): opens the session on
 /// `sequence_start`, appends the `observation` rows, closes it on `sequence_end`.
 fn infer_sequence(
@@ -436,8 +452,9 @@ fn infer_sequence(
             c.features.len()
         )));
     }
-    let named = |name: &str| request.inputs.iter().find(|i| i.name == name);
-    let observation = named("observation").ok_or_else(|| {
+    check_datatypes(&request.inputs)?;
+    let named = |name: &str| named_input(&request.inputs, name);
+    let observation = named("observation")?.ok_or_else(|| {
         ApiError::BadInput("a sequence request needs an input named \"observation\"".into())
     })?;
     let features = c.features.len();
@@ -466,7 +483,7 @@ fn infer_sequence(
         )));
     }
     let observations: Vec<Vec<f64>> = values.chunks(features).map(<[f64]>::to_vec).collect();
-    let future = named("future")
+    let future = named("future")?
         .map(|f| {
             let mut flat = Vec::new();
             flatten_numbers(&f.data, &mut flat)?;
@@ -487,7 +504,7 @@ fn infer_sequence(
             ])
         })
         .transpose()?;
-    let times = named("time").map(|t| time_values(t, rows)).transpose()?;
+    let times = named("time")?.map(|t| time_values(t, rows)).transpose()?;
     let id = match (&sequence.sequence_id, sequence.sequence_start) {
         (Some(_), true) => {
             return Err(ApiError::BadInput(

@@ -1096,6 +1096,19 @@ async fn kserve_sequences_stream_with_adaptive_intervals() {
             observe(vec![vec![0.0; 4]], json!({ "sequence_end": true })),
             "sequence_id",
         ),
+        // The same input checks as a window request: no input twice, numbers as FP32/FP64.
+        (
+            json!({ "inputs": [
+                        { "name": "observation", "shape": [1, 4], "datatype": "FP32", "data": [0.0, 0.0, 0.0, 0.0] },
+                        { "name": "observation", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 1.0, 1.0, 1.0] }],
+                    "parameters": { "sequence_start": true } }),
+            "given twice",
+        ),
+        (
+            json!({ "inputs": [{ "name": "observation", "shape": [1, 4], "datatype": "BYTES", "data": [0.0, 0.0, 0.0, 0.0] }],
+                    "parameters": { "sequence_start": true } }),
+            "use FP32 or FP64",
+        ),
     ] {
         let (status, body) = f.post("/v2/models/b/infer", &request).await;
         assert!(status.is_client_error(), "{status} {body}");
