@@ -121,7 +121,7 @@ struct OsCounters {
 #[derive(Serialize)]
 struct TailRun {
     condition: Condition,
-    /// The model's file stem, or `timer only`.
+    /// The model's file stem, or the control's description.
     model: String,
     /// Whether the condition could be set up (`SCHED_FIFO` and `mlockall` need privileges);
     /// when not, the run is as the condition before it plus the error.
