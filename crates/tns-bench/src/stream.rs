@@ -68,32 +68,30 @@ fn session_engine(config: &ModelConfig, tensors: &[NamedTensor]) -> Result<Engin
     config.absolute_inputs = true;
     let features = config.features.len();
     let width = config.output_width();
+    let normalization = InputNormalization {
+        mean: vec![0.0; features],
+        std: vec![1.0; features],
+        relative: vec![false; features],
+        future_mean: Vec::new(),
+        future_std: Vec::new(),
+    };
+    let conformal = tns_certify::ConformalCalibration {
+        alpha: 0.1,
+        n_calibration: 100,
+        radii: vec![1.0; width],
+        scale: tns_certify::ScoreScale::Absolute,
+        by_hour: None,
+    };
     let manifest = Manifest {
         format: tns_format::FORMAT_TAG.into(),
         format_version: 1,
-        tns_version: env!("CARGO_PKG_VERSION").into(),
-        normalization: InputNormalization {
-            mean: vec![0.0; features],
-            std: vec![1.0; features],
-            relative: vec![false; features],
-            future_mean: Vec::new(),
-            future_std: Vec::new(),
-        },
-        residual_scale: vec![1.0; width],
-        kalman: None,
-        conformal: Some(tns_certify::ConformalCalibration {
-            alpha: 0.1,
-            n_calibration: 100,
-            radii: vec![1.0; width],
-            scale: tns_certify::ScoreScale::Absolute,
-            by_hour: None,
-        }),
-        training: None,
-        tensors_sha256: String::new(),
-        file_checksum: None,
-        quantization: None,
-        data: None,
-        config,
+        ..Manifest::unsaved(
+            config,
+            normalization,
+            vec![1.0; width],
+            None,
+            Some(conformal),
+        )
     };
     Ok(Engine::new(manifest, tensors)?)
 }

@@ -281,48 +281,47 @@ pub fn example(
             .collect(),
         structural: Vec::new(),
     });
+    let normalization = InputNormalization {
+        mean: (0..features).map(|c| 0.1 * c as f64).collect(),
+        std: (0..features).map(|c| 0.5 + 0.25 * c as f64).collect(),
+        relative: (0..features).map(|c| c < targets.len()).collect(),
+        future_mean: (0..future_width).map(|c| 0.2 * c as f64).collect(),
+        future_std: (0..future_width).map(|c| 0.7 + 0.1 * c as f64).collect(),
+    };
+    let residual_scale = (0..width).map(|k| 0.2 + 0.05 * k as f64).collect();
+    let conformal = ConformalCalibration {
+        alpha: 0.1,
+        n_calibration: 100,
+        radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
+        // Half the examples normalize their scores by the window's volatility over all
+        // but its first row, so that every backend's interval reads the right rows.
+        scale: if future {
+            ScoreScale::WindowVolatility {
+                rows: lookback - 1,
+                floor: vec![0.05; targets.len()],
+            }
+        } else {
+            ScoreScale::Absolute
+        },
+        // The same examples calibrate by the hour of the predicted step (their future
+        // block has the hour), one radius per hour, so that every backend reads the hour.
+        by_hour: future.then(|| HourRadii {
+            radii: (0..HOURS * width)
+                .map(|i| 0.3 + 0.05 * (i / width) as f64 + 0.1 * (i % width) as f64)
+                .collect(),
+            counts: vec![100; HOURS * width],
+        }),
+    };
     let manifest = Manifest {
         format: tns_format::FORMAT_TAG.into(),
         format_version: 1,
-        tns_version: env!("CARGO_PKG_VERSION").into(),
-        normalization: InputNormalization {
-            mean: (0..features).map(|c| 0.1 * c as f64).collect(),
-            std: (0..features).map(|c| 0.5 + 0.25 * c as f64).collect(),
-            relative: (0..features).map(|c| c < targets.len()).collect(),
-            future_mean: (0..future_width).map(|c| 0.2 * c as f64).collect(),
-            future_std: (0..future_width).map(|c| 0.7 + 0.1 * c as f64).collect(),
-        },
-        residual_scale: (0..width).map(|k| 0.2 + 0.05 * k as f64).collect(),
-        kalman,
-        conformal: Some(ConformalCalibration {
-            alpha: 0.1,
-            n_calibration: 100,
-            radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
-            // Half the examples normalize their scores by the window's volatility over all
-            // but its first row, so that every backend's interval reads the right rows.
-            scale: if future {
-                ScoreScale::WindowVolatility {
-                    rows: lookback - 1,
-                    floor: vec![0.05; targets.len()],
-                }
-            } else {
-                ScoreScale::Absolute
-            },
-            // The same examples calibrate by the hour of the predicted step (their future
-            // block has the hour), one radius per hour, so that every backend reads the hour.
-            by_hour: future.then(|| HourRadii {
-                radii: (0..HOURS * width)
-                    .map(|i| 0.3 + 0.05 * (i / width) as f64 + 0.1 * (i % width) as f64)
-                    .collect(),
-                counts: vec![100; HOURS * width],
-            }),
-        }),
-        training: None,
-        tensors_sha256: String::new(),
-        file_checksum: None,
-        quantization: None,
-        data: None,
-        config,
+        ..Manifest::unsaved(
+            config,
+            normalization,
+            residual_scale,
+            kalman,
+            Some(conformal),
+        )
     };
     let future_label = if future_width > 0 {
         format!(" + future [2, {future_width}]")

@@ -81,6 +81,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a model not written yet: its config and what its pipeline reads, this
+    /// build's version, and nothing else — no format fields (written by [`encode_model`]),
+    /// checksums, training record, quantization or data spec.
+    pub fn unsaved(
+        config: ModelConfig,
+        normalization: InputNormalization,
+        residual_scale: Vec<f64>,
+        kalman: Option<KalmanParameters>,
+        conformal: Option<ConformalCalibration>,
+    ) -> Self {
+        Self {
+            format: String::new(),
+            format_version: 0,
+            tns_version: env!("CARGO_PKG_VERSION").into(),
+            config,
+            normalization,
+            residual_scale,
+            kalman,
+            conformal,
+            training: None,
+            tensors_sha256: String::new(),
+            file_checksum: None,
+            quantization: None,
+            data: None,
+        }
+    }
+
     /// The runtime pipeline (normalization, base, gate, interval) of this model.
     pub fn pipeline(&self) -> Result<Pipeline, PipelineError> {
         Pipeline::new(PipelineParts {
@@ -599,31 +626,26 @@ mod tests {
         let f = ["x", "y"];
         let config = ModelConfig::new("t", ModelKind::Linear, &f, &f, 3, 1, 1);
         let manifest = Manifest {
-            format: String::new(),
-            format_version: 0,
             tns_version: "0.1.0".into(),
-            config,
-            normalization: InputNormalization {
-                mean: vec![0.0; 2],
-                std: vec![1.0; 2],
-                relative: vec![true; 2],
-                future_mean: Vec::new(),
-                future_std: Vec::new(),
-            },
-            residual_scale: vec![1.0, 2.0],
-            kalman: None,
-            conformal: Some(ConformalCalibration {
-                alpha: 0.1,
-                n_calibration: 100,
-                radii: vec![0.5, 0.7],
-                scale: tns_certify::ScoreScale::Absolute,
-                by_hour: None,
-            }),
-            training: None,
-            tensors_sha256: String::new(),
-            file_checksum: None,
-            quantization: None,
-            data: None,
+            ..Manifest::unsaved(
+                config,
+                InputNormalization {
+                    mean: vec![0.0; 2],
+                    std: vec![1.0; 2],
+                    relative: vec![true; 2],
+                    future_mean: Vec::new(),
+                    future_std: Vec::new(),
+                },
+                vec![1.0, 2.0],
+                None,
+                Some(ConformalCalibration {
+                    alpha: 0.1,
+                    n_calibration: 100,
+                    radii: vec![0.5, 0.7],
+                    scale: tns_certify::ScoreScale::Absolute,
+                    by_hour: None,
+                }),
+            )
         };
         let tensors = vec![
             NamedTensor {

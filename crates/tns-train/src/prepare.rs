@@ -124,27 +124,19 @@ pub fn prepare(config: &ModelConfig, dt: f64, splits: &Splits) -> Result<Prepare
         }
     }
     let (future_mean, future_std) = future_moments(tr);
-    let mut manifest = Manifest {
-        format: String::new(),
-        format_version: 0,
-        tns_version: env!("CARGO_PKG_VERSION").into(),
-        config: config.clone(),
-        normalization: InputNormalization {
+    let mut manifest = Manifest::unsaved(
+        config.clone(),
+        InputNormalization {
             mean: splits.normalization.mean.clone(),
             std,
             relative,
             future_mean,
             future_std,
         },
-        residual_scale: vec![1.0; config.output_width()],
+        vec![1.0; config.output_width()],
         kalman,
-        conformal: None,
-        training: None,
-        tensors_sha256: String::new(),
-        file_checksum: None,
-        quantization: None,
-        data: None,
-    };
+        None,
+    );
     // The base forecast does not depend on the residual scale, so the training bases are
     // computed once (the Kalman filter runs once per window) and reused below.
     let unit = manifest.pipeline()?;
