@@ -1066,11 +1066,11 @@ impl StateSpaceBlock for MambaBlock {
         self.dims.d_model
     }
 
-    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ` and the gated
-    /// output.
+    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ`, `Δ v` and the
+    /// gated output.
     fn work_len(&self) -> usize {
         let m = self.dims;
-        m.d_model + 5 * m.inner + (m.rank + 2 * m.state)
+        m.d_model + 6 * m.inner + (m.rank + 2 * m.state)
     }
 
     /// The scan's `[N, E]` and the last `conv − 1` rows the convolution reads
@@ -1104,6 +1104,7 @@ impl StateSpaceBlock for MambaBlock {
         let (convolved, rest) = rest.split_at_mut(e * n);
         let (dbc, rest) = rest.split_at_mut((m.rank + 2 * modes) * n);
         let (delta, rest) = rest.split_at_mut(e * n);
+        let (pushes, rest) = rest.split_at_mut(e * n);
         let gated = &mut rest[..e * n];
         rms_norm(x, normed, d, n, &self.norm);
         W::dense::<K>(&self.input, normed, xz, quant);
@@ -1138,6 +1139,10 @@ impl StateSpaceBlock for MambaBlock {
             // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
             *value = value.max(0.0) + exp::<K>(-value.abs()).ln_1p();
         }
+        // `Δ v`, which every mode's input `(Δ v) B` scales: once per channel, not per mode.
+        for ((p, &step), &value) in pushes.iter_mut().zip(delta.iter()).zip(convolved.iter()) {
+            *p = step * value;
+        }
         let b = &dbc[m.rank * n..(m.rank + modes) * n];
         let c = &dbc[(m.rank + modes) * n..];
         gated.fill(0.0);
@@ -1148,12 +1153,12 @@ impl StateSpaceBlock for MambaBlock {
         for ((hm, am), (bm, cm)) in scan {
             if n == 1 {
                 let (bv, cv) = (bm[0], cm[0]);
-                for ((hv, &a), ((&step, &v), o)) in hm
+                for ((hv, &a), ((&step, &push), o)) in hm
                     .iter_mut()
                     .zip(am)
-                    .zip(delta.iter().zip(convolved.iter()).zip(gated.iter_mut()))
+                    .zip(delta.iter().zip(pushes.iter()).zip(gated.iter_mut()))
                 {
-                    *hv = K::mul_add(exp::<K>(step * a), *hv, step * v * bv);
+                    *hv = K::mul_add(exp::<K>(step * a), *hv, push * bv);
                     *o += *hv * cv;
                 }
             } else {
@@ -1161,11 +1166,11 @@ impl StateSpaceBlock for MambaBlock {
                     .chunks_exact_mut(n)
                     .zip(am)
                     .zip(delta.chunks_exact(n))
-                    .zip(convolved.chunks_exact(n).zip(gated.chunks_exact_mut(n)));
-                for (((hc, &a), dl), (vc, out)) in channels {
+                    .zip(pushes.chunks_exact(n).zip(gated.chunks_exact_mut(n)));
+                for (((hc, &a), dl), (push, out)) in channels {
                     for lane in 0..n {
-                        let push = dl[lane] * vc[lane];
-                        hc[lane] = K::mul_add(exp::<K>(dl[lane] * a), hc[lane], push * bm[lane]);
+                        hc[lane] =
+                            K::mul_add(exp::<K>(dl[lane] * a), hc[lane], push[lane] * bm[lane]);
                         out[lane] += hc[lane] * cm[lane];
                     }
                 }
