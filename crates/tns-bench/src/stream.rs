@@ -81,6 +81,7 @@ fn session_engine(config: &ModelConfig, tensors: &[NamedTensor]) -> Result<Engin
         radii: vec![1.0; width],
         scale: tns_certify::ScoreScale::Absolute,
         by_hour: None,
+        quantile_regression: false,
     };
     let manifest = Manifest {
         format: tns_format::FORMAT_TAG.into(),

@@ -151,6 +151,8 @@ pub struct CertificateInputs<'a> {
     /// The forecast's radius per output when the calibration depends on the forecast (by
     /// hour of day; empty: the calibration's pooled radii).
     pub interval_radii: &'a [f64],
+    /// The lower and upper quantile forecasts, for models with quantile heads.
+    pub quantiles: crate::Quantiles<'a>,
 }
 
 fn rows(flat: &[f64], width: usize) -> Vec<Vec<f64>> {
@@ -187,6 +189,7 @@ impl Certificate {
             let mut upper = vec![0.0; inputs.prediction.len()];
             c.interval(
                 inputs.prediction,
+                inputs.quantiles,
                 inputs.interval_scale,
                 inputs.interval_radii,
                 &mut lower,
@@ -231,6 +234,7 @@ mod tests {
             radii: vec![0.5, 0.25],
             scale: crate::ScoreScale::Absolute,
             by_hour: None,
+            quantile_regression: false,
         };
         let make = |r: [f64; 2]| {
             let prior = [1.0, 2.0];
@@ -253,6 +257,7 @@ mod tests {
                     conformal: Some(&cal),
                     interval_scale: &[],
                     interval_radii: &[],
+                    quantiles: None,
                 },
                 ModelIdentity {
                     name: "m".into(),

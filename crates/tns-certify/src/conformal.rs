@@ -24,6 +24,67 @@ pub struct ConformalCalibration {
     /// calibrated by hour ([`ConformalCalibration::fit_by_hour`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_hour: Option<HourRadii>,
+    /// Conformalized quantile regression: scores and intervals measured from the network's
+    /// quantile forecasts ([`conformal_score`], [`conformal_bounds`]); radii may then be
+    /// negative (the quantile band was too wide).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quantile_regression: bool,
+}
+
+/// The conformal score of `truth` against a forecast: how far the interval grown from the
+/// band `[lower, upper]` around `point` (by [`conformal_bounds`]) must reach to cover it.
+/// With `lower = upper = point` (split conformal) it is `|truth − point|`; with quantile
+/// forecasts (CQR) it is `truth − upper` above the point and `lower − truth` below it, the
+/// smallest radius whose interval covers the truth (a truth equal to the point is covered
+/// at every radius; its score `point − upper` only errs on the wide side).
+///
+/// ```
+/// use tns_certify::{conformal_bounds, conformal_score};
+/// assert_eq!(conformal_score(3.0, 1.0, 1.0, 1.0), 2.0);
+/// assert_eq!(conformal_score(3.0, 1.0, 0.0, 2.5), 0.5);
+/// let (lo, hi) = conformal_bounds(1.0, 0.0, 2.5, 0.5);
+/// assert!(lo <= 3.0 && 3.0 <= hi);
+/// ```
+pub fn conformal_score(truth: f64, point: f64, lower: f64, upper: f64) -> f64 {
+    if truth >= point {
+        truth - upper
+    } else {
+        lower - truth
+    }
+}
+
+/// The interval of radius `radius` (data units) grown from the band `[lower, upper]` around
+/// `point`: `[min(lower − radius, point), max(upper + radius, point)]`. It always holds the
+/// point, and it grows with the radius (the sets are nested), so the `⌈(n+1)(1−α)⌉`-th
+/// smallest [`conformal_score`] of `n` exchangeable calibration windows is a radius with the
+/// split-conformal guarantee. With `lower = upper = point` and `radius ≥ 0` it is
+/// `point ∓ radius`, bit for bit.
+pub fn conformal_bounds(point: f64, lower: f64, upper: f64, radius: f64) -> (f64, f64) {
+    ((lower - radius).min(point), (upper + radius).max(point))
+}
+
+/// What the calibration scores measure each truth against (`[n, width]` each): the point
+/// forecasts, and for CQR the quantile forecasts.
+#[derive(Debug, Clone, Copy)]
+struct Band<'a> {
+    point: &'a [f64],
+    lower: &'a [f64],
+    upper: &'a [f64],
+}
+
+impl<'a> Band<'a> {
+    /// Split conformal: the band is the point.
+    fn point(point: &'a [f64]) -> Self {
+        Self {
+            point,
+            lower: point,
+            upper: point,
+        }
+    }
+
+    fn score(&self, at: usize, truth: f64) -> f64 {
+        conformal_score(truth, self.point[at], self.lower[at], self.upper[at])
+    }
 }
 
 /// Hours in a day: the groups of [`HourRadii`].
@@ -136,8 +197,10 @@ pub enum ConformalError {
         /// 0-based position in the window.
         position: usize,
     },
-    /// A radius that is negative or not finite.
-    #[error("conformal radius {position} is {value}, not a finite non-negative number")]
+    /// A radius that is not finite, or negative outside conformalized quantile regression.
+    #[error(
+        "conformal radius {position} is {value}, not a finite number (non-negative unless the interval is conformalized quantile regression)"
+    )]
     BadRadius {
         /// 0-based output position.
         position: usize,
@@ -216,7 +279,54 @@ impl ConformalCalibration {
         truths: &[f64],
         width: usize,
     ) -> Result<Self, ConformalError> {
-        Self::fit_scaled(alpha, predictions, truths, width, None)
+        Self::fit_scaled(alpha, Band::point(predictions), truths, width, None)
+    }
+
+    /// Conformalized quantile regression (Romano, Patterson & Candès 2019): calibrates the
+    /// interval grown from the quantile forecasts `lower` and `upper` around the point
+    /// `predictions` (all `[n, width]`; see [`conformal_bounds`]), with absolute scores, or
+    /// normalized ones when `volatility` gives the windows' volatilities and rows (as
+    /// [`ConformalCalibration::fit_normalized`]), and per hour of day when `hours` gives the
+    /// predicted steps' hours (as [`ConformalCalibration::fit_by_hour`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_quantile_regression(
+        alpha: f64,
+        predictions: &[f64],
+        lower: &[f64],
+        upper: &[f64],
+        truths: &[f64],
+        width: usize,
+        volatility: Option<(&[f64], usize)>,
+        hours: Option<&[u8]>,
+    ) -> Result<Self, ConformalError> {
+        if lower.len() != predictions.len() || upper.len() != predictions.len() {
+            return Err(ConformalError::Shape(lower.len(), predictions.len()));
+        }
+        let band = Band {
+            point: predictions,
+            lower,
+            upper,
+        };
+        let mut cal = match hours {
+            Some(hours) => Self::by_hour(alpha, band, truths, width, volatility, hours)?,
+            None => Self::pooled(alpha, band, truths, width, volatility)?,
+        };
+        cal.quantile_regression = true;
+        Ok(cal)
+    }
+
+    /// Absolute or (with `volatility`) normalized scores, one radius per output.
+    fn pooled(
+        alpha: f64,
+        band: Band<'_>,
+        truths: &[f64],
+        width: usize,
+        volatility: Option<(&[f64], usize)>,
+    ) -> Result<Self, ConformalError> {
+        match volatility {
+            None => Self::fit_scaled(alpha, band, truths, width, None),
+            Some((v, rows)) => Self::normalized(alpha, band, truths, width, v, rows),
+        }
     }
 
     /// Calibrates with normalized scores: `volatility` holds each calibration window's
@@ -231,7 +341,25 @@ impl ConformalCalibration {
         volatility: &[f64],
         rows: usize,
     ) -> Result<Self, ConformalError> {
-        let n = predictions.len() / width.max(1);
+        Self::normalized(
+            alpha,
+            Band::point(predictions),
+            truths,
+            width,
+            volatility,
+            rows,
+        )
+    }
+
+    fn normalized(
+        alpha: f64,
+        band: Band<'_>,
+        truths: &[f64],
+        width: usize,
+        volatility: &[f64],
+        rows: usize,
+    ) -> Result<Self, ConformalError> {
+        let n = band.point.len() / width.max(1);
         let targets = volatility.len().checked_div(n).unwrap_or(0);
         if targets == 0 || volatility.len() != n * targets || !width.is_multiple_of(targets) {
             return Err(ConformalError::VolatilityShape {
@@ -270,7 +398,7 @@ impl ConformalCalibration {
             .collect();
         let scale = ScoreScale::WindowVolatility { rows, floor };
         let scales = scale.floored(volatility);
-        let mut cal = Self::fit_scaled(alpha, predictions, truths, width, Some(&scales))?;
+        let mut cal = Self::fit_scaled(alpha, band, truths, width, Some(&scales))?;
         cal.scale = scale;
         Ok(cal)
     }
@@ -287,10 +415,25 @@ impl ConformalCalibration {
         volatility: Option<(&[f64], usize)>,
         hours: &[u8],
     ) -> Result<Self, ConformalError> {
-        let mut cal = match volatility {
-            None => Self::fit(alpha, predictions, truths, width)?,
-            Some((v, rows)) => Self::fit_normalized(alpha, predictions, truths, width, v, rows)?,
-        };
+        Self::by_hour(
+            alpha,
+            Band::point(predictions),
+            truths,
+            width,
+            volatility,
+            hours,
+        )
+    }
+
+    fn by_hour(
+        alpha: f64,
+        band: Band<'_>,
+        truths: &[f64],
+        width: usize,
+        volatility: Option<(&[f64], usize)>,
+        hours: &[u8],
+    ) -> Result<Self, ConformalError> {
+        let mut cal = Self::pooled(alpha, band, truths, width, volatility)?;
         let n = cal.n_calibration;
         let horizon = hours.len() / n.max(1);
         if horizon == 0 || hours.len() != n * horizon || !width.is_multiple_of(horizon) {
@@ -306,7 +449,7 @@ impl ConformalCalibration {
             });
         }
         let targets = width / horizon;
-        // The same scores as the pooled fit: |y − ŷ| divided by the window's floored scale.
+        // The same scores as the pooled fit, divided by the window's floored scale.
         let scales = volatility.map(|(v, _)| cal.scale.floored(v));
         let scale_targets = cal.scale.floor().len().max(1);
         let mut radii = vec![0.0; HOURS * width];
@@ -320,8 +463,9 @@ impl ConformalCalibration {
                 let scale = scales
                     .as_ref()
                     .map_or(1.0, |s| s[w * scale_targets + position % scale_targets]);
-                let error = truths[w * width + position] - predictions[w * width + position];
-                buckets[usize::from(hours[w * horizon + step])].push(error.abs() / scale);
+                let at = w * width + position;
+                buckets[usize::from(hours[w * horizon + step])]
+                    .push(band.score(at, truths[at]) / scale);
             }
             for (hour, scores) in buckets.iter_mut().enumerate() {
                 let at = hour * width + position;
@@ -355,15 +499,22 @@ impl ConformalCalibration {
 
     /// The method's name, as certificates and reports print it.
     pub fn method(&self) -> String {
+        let base = match (self.quantile_regression, &self.scale) {
+            (false, scale) => scale.method(),
+            (true, ScoreScale::Absolute) => "conformalized_quantile_regression",
+            (true, ScoreScale::WindowVolatility { .. }) => {
+                "normalized_conformalized_quantile_regression"
+            }
+        };
         match self.by_hour {
-            Some(_) => format!("mondrian_hour_{}", self.scale.method()),
-            None => self.scale.method().to_string(),
+            Some(_) => format!("mondrian_hour_{base}"),
+            None => base.to_string(),
         }
     }
 
     fn fit_scaled(
         alpha: f64,
-        predictions: &[f64],
+        band: Band<'_>,
         truths: &[f64],
         width: usize,
         scales: Option<&[f64]>,
@@ -371,13 +522,11 @@ impl ConformalCalibration {
         if !(alpha > 0.0 && alpha < 1.0) {
             return Err(ConformalError::BadAlpha(alpha));
         }
-        if predictions.len() != truths.len()
-            || width == 0
-            || !predictions.len().is_multiple_of(width)
-        {
-            return Err(ConformalError::Shape(predictions.len(), truths.len()));
+        let len = band.point.len();
+        if len != truths.len() || width == 0 || !len.is_multiple_of(width) {
+            return Err(ConformalError::Shape(len, truths.len()));
         }
-        let n = predictions.len() / width;
+        let n = len / width;
         let k = Self::rank(n, alpha).ok_or(ConformalError::TooFew {
             n,
             alpha,
@@ -390,10 +539,8 @@ impl ConformalCalibration {
             scores.clear();
             for window in 0..n {
                 let scale = scales.map_or(1.0, |s| s[window * targets + position % targets]);
-                let s = (truths[window * width + position]
-                    - predictions[window * width + position])
-                    .abs()
-                    / scale;
+                let at = window * width + position;
+                let s = band.score(at, truths[at]) / scale;
                 if !s.is_finite() {
                     return Err(ConformalError::NonFinite { window, position });
                 }
@@ -408,6 +555,7 @@ impl ConformalCalibration {
             radii,
             scale: ScoreScale::Absolute,
             by_hour: None,
+            quantile_regression: false,
         })
     }
 
@@ -424,11 +572,8 @@ impl ConformalCalibration {
                 needed: (1.0 / self.alpha).ceil() as usize - 1,
             });
         }
-        if let Some(position) = self
-            .radii
-            .iter()
-            .position(|r| !(r.is_finite() && *r >= 0.0))
-        {
+        let usable = |r: &f64| r.is_finite() && (self.quantile_regression || *r >= 0.0);
+        if let Some(position) = self.radii.iter().position(|r| !usable(r)) {
             return Err(ConformalError::BadRadius {
                 position,
                 value: self.radii[position],
@@ -453,11 +598,7 @@ impl ConformalCalibration {
                     windows: self.n_calibration,
                 });
             }
-            if let Some(position) = by_hour
-                .radii
-                .iter()
-                .position(|r| !(r.is_finite() && *r >= 0.0))
-            {
+            if let Some(position) = by_hour.radii.iter().position(|r| !usable(r)) {
                 return Err(ConformalError::BadRadius {
                     position,
                     value: by_hour.radii[position],
@@ -467,20 +608,25 @@ impl ConformalCalibration {
         Ok(())
     }
 
-    /// Writes `ŷ ∓ s · radius` into `lower` and `upper`; `scale` holds the window's score
-    /// scale per target (see [`ConformalCalibration::window_scale_into`]; ignored for
-    /// absolute scores) and `radii` the forecast's radii when they depend on it
-    /// ([`ConformalCalibration::radii_into`]; empty: the pooled radii).
+    /// Writes the interval of radius `s · radius` per output ([`conformal_bounds`]: `ŷ ∓ s ·
+    /// radius`, or grown from the quantile forecasts `quantiles` for CQR) into `lower` and
+    /// `upper`; `scale` holds the window's score scale per target (see
+    /// [`ConformalCalibration::window_scale_into`]; ignored for absolute scores) and `radii`
+    /// the forecast's radii when they depend on it ([`ConformalCalibration::radii_into`];
+    /// empty: the pooled radii).
     pub fn interval(
         &self,
         prediction: &[f64],
+        quantiles: Quantiles<'_>,
         scale: &[f64],
         radii: &[f64],
         lower: &mut [f64],
         upper: &mut [f64],
     ) {
         let radii = if radii.is_empty() { &self.radii } else { radii };
-        write_interval(|k| radii[k], &self.scale, prediction, scale, lower, upper);
+        let quantiles = quantiles.filter(|_| self.quantile_regression);
+        let forecast = (prediction, quantiles);
+        write_interval(|k| radii[k], &self.scale, forecast, scale, lower, upper);
     }
 
     /// Writes the score scale of a window (`[rows, features]` row-major, data units) per
@@ -530,8 +676,13 @@ impl ConformalCalibration {
                 )
             }
         };
+        let band = if self.quantile_regression {
+            "; conformalized quantile regression: the interval [min(q_lo - s r, y_hat), max(q_hi + s r, y_hat)] grows (or, for r < 0, shrinks) the network's quantile band and always holds the forecast; its sets are nested in r, so the guarantee is the split-conformal one"
+        } else {
+            ""
+        };
         format!(
-            "{condition} >= {:.4} per target and horizon step if calibration and test windows are exchangeable{scores}",
+            "{condition} >= {:.4} per target and horizon step if calibration and test windows are exchangeable{scores}{band}",
             1.0 - self.alpha
         )
     }
@@ -558,6 +709,9 @@ pub struct AdaptiveConformal {
     /// `[groups, width]`: one group, or [`HOURS`] when calibrated by hour.
     radii: Vec<f64>,
     steps: Vec<f64>,
+    /// The smallest radius: 0, or none for CQR (whose interval always holds the point).
+    floor: f64,
+    quantile_regression: bool,
     width: usize,
     by_hour: bool,
     resolved: u64,
@@ -579,10 +733,17 @@ impl AdaptiveConformal {
             target: calibration.alpha,
             gamma,
             scale: calibration.scale.clone(),
+            // CQR radii may be negative; the step follows the radius' size either way.
             steps: radii
                 .iter()
-                .map(|r| gamma * r.max(f64::MIN_POSITIVE))
+                .map(|r| gamma * r.abs().max(f64::MIN_POSITIVE))
                 .collect(),
+            floor: if calibration.quantile_regression {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            },
+            quantile_regression: calibration.quantile_regression,
             radii,
             width: calibration.radii.len(),
             by_hour: calibration.by_hour.is_some(),
@@ -616,18 +777,21 @@ impl AdaptiveConformal {
         }
     }
 
-    /// Writes `ŷ ∓ s · r_t` per output (`scale` as in [`ConformalCalibration::interval`];
-    /// `step_hours` as in [`AdaptiveConformal::radii_into`]).
+    /// Writes the interval of radius `s · r_t` per output (`quantiles` and `scale` as in
+    /// [`ConformalCalibration::interval`]; `step_hours` as in
+    /// [`AdaptiveConformal::radii_into`]).
     pub fn interval(
         &self,
         prediction: &[f64],
+        quantiles: Quantiles<'_>,
         scale: &[f64],
         step_hours: &[u8],
         lower: &mut [f64],
         upper: &mut [f64],
     ) {
         let radius = |k| self.radius(k, step_hours);
-        write_interval(radius, &self.scale, prediction, scale, lower, upper);
+        let forecast = (prediction, quantiles.filter(|_| self.quantile_regression));
+        write_interval(radius, &self.scale, forecast, scale, lower, upper);
     }
 
     /// The calibration's score scale, which the radii are in units of.
@@ -641,7 +805,7 @@ impl AdaptiveConformal {
         let err = if covered { 0.0 } else { 1.0 };
         let at = self.slot(position, hour);
         let r = self.radii[at] + self.steps[at] * (err - self.target);
-        self.radii[at] = r.max(0.0);
+        self.radii[at] = r.max(self.floor);
         self.resolved += 1;
         self.misses += u64::from(!covered);
     }
@@ -659,10 +823,11 @@ impl AdaptiveConformal {
 
     /// The method's name, as certificates print it.
     pub fn method(&self) -> &'static str {
-        if self.by_hour {
-            "mondrian_hour_adaptive_conformal"
-        } else {
-            "adaptive_conformal"
+        match (self.by_hour, self.quantile_regression) {
+            (true, false) => "mondrian_hour_adaptive_conformal",
+            (false, false) => "adaptive_conformal",
+            (true, true) => "mondrian_hour_adaptive_conformalized_quantile_regression",
+            (false, true) => "adaptive_conformalized_quantile_regression",
         }
     }
 
@@ -673,8 +838,13 @@ impl AdaptiveConformal {
         } else {
             "per output"
         };
+        let radius = if self.quantile_regression {
+            "conformalized-quantile-regression radius around the network's quantile band"
+        } else {
+            "split-conformal radius"
+        };
         format!(
-            "long-run coverage -> {:.4} {per} under any distribution shift (online quantile tracking of the split-conformal radius, step {} x the initial radius): the miss rate over T resolved intervals is within O(1/T) of {}; no per-forecast guarantee",
+            "long-run coverage -> {:.4} {per} under any distribution shift (online quantile tracking of the {radius}, step {} x the initial radius): the miss rate over T resolved intervals is within O(1/T) of {}; no per-forecast guarantee",
             1.0 - self.target,
             self.gamma,
             self.target
@@ -719,12 +889,16 @@ impl ScoreScale {
     }
 }
 
-/// `ŷ ∓ s · r` per output; `s` = 1 for absolute scores, else the window's scale of the
-/// output's target.
+/// A forecast's lower and upper quantile forecasts (`[horizon, targets]` each), for
+/// conformalized quantile regression; `None`: intervals grow from the point.
+pub type Quantiles<'a> = Option<(&'a [f64], &'a [f64])>;
+
+/// The interval of radius `s · r` per output ([`conformal_bounds`]); `s` = 1 for absolute
+/// scores, else the window's scale of the output's target.
 fn write_interval(
     radius: impl Fn(usize) -> f64,
     kind: &ScoreScale,
-    prediction: &[f64],
+    (prediction, quantiles): (&[f64], Quantiles<'_>),
     scale: &[f64],
     lower: &mut [f64],
     upper: &mut [f64],
@@ -735,8 +909,8 @@ fn write_interval(
             ScoreScale::Absolute => radius(k),
             ScoreScale::WindowVolatility { .. } => radius(k) * scale[k % targets],
         };
-        lower[k] = p - r;
-        upper[k] = p + r;
+        let (lo, hi) = quantiles.map_or((p, p), |(l, u)| (l[k], u[k]));
+        (lower[k], upper[k]) = conformal_bounds(p, lo, hi, r);
     }
 }
 
@@ -784,6 +958,60 @@ mod tests {
         }
     }
 
+    /// Heteroscedastic data (noise sd `0.2 + 2x`, `x ~ U(0, 1)`) with quantile forecasts
+    /// 0.3 too far out on each side: CQR covers at the nominal level with a negative radius (it narrows
+    /// the band), and its mean width is below split conformal's one width for all `x`.
+    #[test]
+    fn quantile_regression_covers_and_adapts_its_width() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let unit = Normal::new(0.0, 1.0).unwrap();
+        let z = 1.644_853_626_951_472_2; // the standard normal's 0.95 quantile
+        let mut draw = |n: usize| {
+            let (mut point, mut lower, mut upper, mut truth) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..n {
+                let sd = 0.2 + 2.0 * rand::Rng::random_range(&mut rng, 0.0..1.0);
+                point.push(0.0);
+                lower.push(-z * sd - 0.3);
+                upper.push(z * sd + 0.3);
+                truth.push(sd * unit.sample(&mut rng));
+            }
+            (point, lower, upper, truth)
+        };
+        let (p, l, u, t) = draw(20_000);
+        let cqr = ConformalCalibration::fit_quantile_regression(0.1, &p, &l, &u, &t, 1, None, None)
+            .unwrap();
+        let split = ConformalCalibration::fit(0.1, &p, &t, 1).unwrap();
+        assert!(cqr.quantile_regression && cqr.validate().is_ok());
+        assert!(cqr.radii[0] < 0.0, "radius {} should narrow", cqr.radii[0]);
+        assert_eq!(cqr.method(), "conformalized_quantile_regression");
+        let (tp, tl, tu, tt) = draw(100_000);
+        let (mut covered, mut width) = (0usize, 0.0);
+        let (mut lo, mut hi) = (vec![0.0; 1], vec![0.0; 1]);
+        for i in 0..tt.len() {
+            let q = Some((&tl[i..=i], &tu[i..=i]));
+            cqr.interval(&tp[i..=i], q, &[], &[], &mut lo, &mut hi);
+            assert!(
+                lo[0] <= tp[i] && tp[i] <= hi[0],
+                "the interval holds the point"
+            );
+            covered += usize::from(lo[0] <= tt[i] && tt[i] <= hi[0]);
+            width += hi[0] - lo[0];
+        }
+        let coverage = covered as f64 / tt.len() as f64;
+        assert!((coverage - 0.9).abs() < 0.01, "CQR coverage {coverage}");
+        let mean_width = width / tt.len() as f64;
+        assert!(
+            mean_width < 0.95 * 2.0 * split.radii[0],
+            "CQR width {mean_width} against split {}",
+            2.0 * split.radii[0]
+        );
+        // With the band at the point, CQR's scores are split conformal's.
+        let same =
+            ConformalCalibration::fit_quantile_regression(0.1, &p, &p, &p, &t, 1, None, None)
+                .unwrap();
+        assert_eq!(same.radii, split.radii);
+    }
+
     #[test]
     fn adaptive_levels_restore_long_run_coverage_after_a_shift() {
         // Calibrated on unit-scale noise; the stream's noise triples halfway.
@@ -798,7 +1026,7 @@ mod tests {
             let scale = if t < n / 2 { 1.0 } else { 3.0 };
             let y = scale * unit.sample(&mut rng);
             static_hits += usize::from(y.abs() <= cal.radii[0]);
-            aci.interval(&[0.0], &[], &[], &mut lower, &mut upper);
+            aci.interval(&[0.0], None, &[], &[], &mut lower, &mut upper);
             let covered = lower[0] <= y && y <= upper[0];
             adaptive_hits += usize::from(covered);
             aci.update(0, 0, covered);
@@ -846,7 +1074,7 @@ mod tests {
             let (mut lo, mut hi) = ([0.0], [0.0]);
             for (v, y) in tvol.iter().zip(&ttruth) {
                 if (*v > 1.0) == volatile {
-                    cal.interval(&[0.0], &[*v], &[], &mut lo, &mut hi);
+                    cal.interval(&[0.0], None, &[*v], &[], &mut lo, &mut hi);
                     hits += usize::from(lo[0] <= *y && *y <= hi[0]);
                     n += 1;
                 }
@@ -970,7 +1198,7 @@ mod tests {
             let scale = if (18..22).contains(&hour) { 4.0 } else { 1.0 };
             let y = scale * normal.sample(&mut rng);
             for (i, aci) in [&mut hourly, &mut pooled].into_iter().enumerate() {
-                aci.interval(&[0.0], &[], &[hour], &mut lower, &mut upper);
+                aci.interval(&[0.0], None, &[], &[hour], &mut lower, &mut upper);
                 let covered = lower[0] <= y && y <= upper[0];
                 hits[i][usize::from(hour)] += usize::from(covered);
                 aci.update(0, hour, covered);
@@ -1007,6 +1235,7 @@ mod tests {
                 floor: vec![0.5, 0.5],
             },
             by_hour: None,
+            quantile_regression: false,
         };
         // [4 rows, 3 features]; targets are columns 2 and 0. Column 2's last 3 rows change
         // by 1 and 3; column 0 is flat (floored).
@@ -1020,7 +1249,7 @@ mod tests {
         cal.window_scale_into(&window, 3, &[2, 0], &mut scale);
         assert_eq!(scale, [2.0, 0.5]);
         let (mut lo, mut hi) = ([0.0; 2], [0.0; 2]);
-        cal.interval(&[10.0, 20.0], &scale, &[], &mut lo, &mut hi);
+        cal.interval(&[10.0, 20.0], None, &scale, &[], &mut lo, &mut hi);
         assert_eq!((lo, hi), ([6.0, 18.5], [14.0, 21.5]));
         let mut bad = cal.clone();
         bad.scale = ScoreScale::WindowVolatility {

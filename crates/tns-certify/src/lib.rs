@@ -36,8 +36,9 @@ pub use certificate::{
     SolverReport, StreamReport,
 };
 pub use conformal::{
-    AdaptiveConformal, ConformalCalibration, ConformalError, HOURS, HourRadii, ScoreScale,
-    VOLATILITY_FLOOR, mean_abs_change, window_volatility,
+    AdaptiveConformal, ConformalCalibration, ConformalError, HOURS, HourRadii, Quantiles,
+    ScoreScale, VOLATILITY_FLOOR, conformal_bounds, conformal_score, mean_abs_change,
+    window_volatility,
 };
 pub use gate::{
     Gate, GateConfig, GateError, GateEvidence, GateMode, GateScratch, GateStep, MIN_GATE_ALPHA,

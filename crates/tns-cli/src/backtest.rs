@@ -165,6 +165,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
                 model_args.season = None;
             }
             let mut config = model_args.config(&dataset)?;
+            if kind.is_learned() {
+                args.train.apply_heads(&mut config)?;
+            }
             config.name = kind.name().to_string();
             let spec = model_args.window_spec(&config, &dataset)?;
             let splits = dataset

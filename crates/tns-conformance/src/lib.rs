@@ -29,7 +29,7 @@ use tns_format::Manifest;
 use tns_kalman::{AxisParams, KalmanSpec, Season, StructuralParams, StructuralSpec, Trend};
 use tns_model::{
     Forecast, FutureInputs, InputError, InputNormalization, KalmanParameters, ModelConfig,
-    ModelKind, NamedTensor, NetworkConfig, Pipeline, PipelineError,
+    ModelKind, NamedTensor, NetworkConfig, Pipeline, PipelineError, QuantileHeads,
 };
 use tns_models::{ModelError, Network};
 
@@ -101,7 +101,7 @@ impl CandleReference {
             self.pipeline.normalize_into(w, x);
         }
         let outputs = self.network_outputs(&normalized, n)?;
-        let width = self.pipeline.output_len();
+        let width = self.pipeline.network_output_len();
         let mut scratch = GateScratch::new(self.targets);
         windows
             .chunks_exact(per)
@@ -156,8 +156,34 @@ pub fn examples() -> Result<Vec<Example>, ReferenceError> {
             }
         }
         out.push(structural_example(&network, seed as u64)?);
+        out.push(quantile_example(&network, seed as u64)?);
     }
     Ok(out)
+}
+
+/// System B over `network` at the first window shape, with known-future inputs and quantile
+/// heads, its interval conformalized quantile regression (normalized and by hour), some of
+/// its radii negative (a band narrowed): every backend must grow the interval from the
+/// quantile forecasts and keep the forecast inside it.
+pub fn quantile_example(network: &NetworkConfig, seed: u64) -> Result<Example, ReferenceError> {
+    let (lookback, features) = tns_model::examples::WINDOWS[0];
+    let mut example = example(ModelKind::SystemB, network, lookback, features, true, seed)?;
+    let m = &mut example.manifest;
+    m.config.quantile_heads = Some(QuantileHeads::central(0.1));
+    example.tensors = Network::init(&m.config, &Device::Cpu)?.to_tensors()?;
+    if let Some(c) = m.conformal.as_mut() {
+        c.quantile_regression = true;
+        let by_hour = c.by_hour.as_mut().map(|h| &mut h.radii);
+        for radii in std::iter::once(&mut c.radii).chain(by_hour) {
+            radii.iter_mut().step_by(3).for_each(|r| *r = -0.5 * *r);
+        }
+    }
+    example.label = format!(
+        "{} with quantile heads (conformalized quantile regression)",
+        example.label
+    );
+    split_gate_decisions(&mut example, seed)?;
+    Ok(example)
 }
 
 /// System B over `network` at `[10, 4]` with known-future inputs and a structural prior
@@ -295,6 +321,7 @@ pub fn example(
         radii: (0..width).map(|k| 0.4 + 0.1 * k as f64).collect(),
         // Half the examples normalize their scores by the window's volatility over all
         // but its first row, so that every backend's interval reads the right rows.
+        quantile_regression: false,
         scale: if future {
             ScoreScale::WindowVolatility {
                 rows: lookback - 1,

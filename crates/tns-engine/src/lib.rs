@@ -242,6 +242,12 @@ impl Engine {
         self.pipeline.output_len()
     }
 
+    /// Values of the network's output per prediction (`horizon × targets`, times 3 with
+    /// quantile heads).
+    pub fn network_output_len(&self) -> usize {
+        self.manifest.config.network_output_width()
+    }
+
     /// A prediction with all buffers allocated, to be filled by the engine.
     pub fn empty_prediction(&self) -> Prediction {
         let calibrated = self.pipeline.conformal().is_some();
@@ -311,8 +317,9 @@ impl Engine {
     /// with `normalized_rows`, with scores normalized by each window's volatility over its
     /// last that many rows (at most the lookback; see [`tns_certify::ScoreScale`]); with
     /// `by_hour`, also per hour of day of the predicted step ([`tns_certify::HourRadii`];
-    /// the model needs the `hour` calendar feature). The engine's own calibration, if any,
-    /// is not used.
+    /// the model needs the `hour` calendar feature). A network with quantile heads is
+    /// calibrated by conformalized quantile regression, the same ways. The engine's own
+    /// calibration, if any, is not used.
     pub fn calibrate(
         &self,
         alpha: f64,
@@ -321,11 +328,19 @@ impl Engine {
         inputs: &[f64],
         truths: &[f64],
     ) -> Result<ConformalCalibration, EngineError> {
-        let predictions: Vec<f64> = self
-            .predict_all(inputs)?
+        let all = self.predict_all(inputs)?;
+        let predictions: Vec<f64> = all
             .iter()
             .flat_map(|p| p.values().iter().copied())
             .collect();
+        let quantiles: Option<(Vec<f64>, Vec<f64>)> =
+            self.manifest.config.quantile_heads.map(|_| {
+                let side = |f: fn(&Prediction) -> &[f64]| all.iter().flat_map(f).copied().collect();
+                (
+                    side(|p| &p.forecast.quantile_lower),
+                    side(|p| &p.forecast.quantile_upper),
+                )
+            });
         let width = self.output_len();
         let features = self.manifest.config.features.len();
         let rows = normalized_rows.map(|r| r.min(self.pipeline.lookback()));
@@ -343,11 +358,26 @@ impl Engine {
                 .collect()
         });
         let volatility = volatility.as_deref().zip(rows);
-        if by_hour {
-            let hours = self
-                .pipeline
-                .step_hours(inputs)
-                .ok_or_else(|| EngineError::Model(tns_model::PipelineError::NoHour.to_string()))?;
+        let hours =
+            match by_hour {
+                true => Some(self.pipeline.step_hours(inputs).ok_or_else(|| {
+                    EngineError::Model(tns_model::PipelineError::NoHour.to_string())
+                })?),
+                false => None,
+            };
+        if let Some((lower, upper)) = &quantiles {
+            return Ok(ConformalCalibration::fit_quantile_regression(
+                alpha,
+                &predictions,
+                lower,
+                upper,
+                truths,
+                width,
+                volatility,
+                hours.as_deref(),
+            )?);
+        }
+        if let Some(hours) = hours {
             return Ok(ConformalCalibration::fit_by_hour(
                 alpha,
                 &predictions,
@@ -371,7 +401,7 @@ impl Engine {
         preds: &mut [Prediction],
         s: &mut BatchScratch,
     ) -> Result<(), EngineError> {
-        let (per, width) = (self.input_len(), self.output_len());
+        let (per, width) = (self.input_len(), self.network_output_len());
         let net_per = self.pipeline.network_input_len();
         let n = preds.len();
         if let (Some(net), Some(scratch)) = (&self.network, s.network.as_mut()) {
@@ -417,6 +447,7 @@ impl Engine {
         if let Some(cal) = self.pipeline.conformal() {
             cal.interval(
                 &p.forecast.prediction,
+                p.forecast.quantiles(),
                 &p.forecast.interval_scale,
                 &p.forecast.interval_radii,
                 &mut p.lower,
@@ -445,7 +476,7 @@ impl BatchScratch {
     fn new(engine: &Engine) -> Self {
         Self {
             normalized: vec![0.0; LANES * engine.pipeline.network_input_len()],
-            outputs: vec![0.0; LANES * engine.output_len()],
+            outputs: vec![0.0; LANES * engine.network_output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),
         }
@@ -469,7 +500,7 @@ impl Predictor {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self {
             normalized: vec![0.0; engine.pipeline.network_input_len()],
-            network_output: vec![0.0; engine.output_len()],
+            network_output: vec![0.0; engine.network_output_len()],
             network: engine.network.as_ref().map(NetworkPlan::scratch),
             gate: GateScratch::new(engine.manifest.config.targets.len()),
             prediction: engine.empty_prediction(),

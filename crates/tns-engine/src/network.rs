@@ -1606,7 +1606,7 @@ impl NetworkPlan {
             past: config.network_rows() * config.features.len(),
             row: config.features.len(),
             stream_end,
-            outputs: config.output_width(),
+            outputs: config.network_output_width(),
             macs: config.macs(),
             int8,
             isa,

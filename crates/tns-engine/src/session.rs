@@ -133,7 +133,7 @@ impl Session {
             stream: network.stream()?,
             row: vec![0.0; engine.manifest().config.features.len()],
             future: vec![0.0; pipeline.horizon() * pipeline.future_width()],
-            output: vec![0.0; engine.output_len()],
+            output: vec![0.0; engine.network_output_len()],
         });
         Ok(self)
     }
@@ -355,6 +355,7 @@ impl Session {
         if let Some(a) = self.adaptive.as_mut() {
             a.aci.interval(
                 &prediction.forecast.prediction,
+                prediction.forecast.quantiles(),
                 &prediction.forecast.interval_scale,
                 &prediction.forecast.step_hours,
                 &mut prediction.lower,

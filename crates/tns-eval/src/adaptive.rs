@@ -75,19 +75,17 @@ pub fn adaptive_radii(
         }
         let mut issued = vec![0.0; forecasts[i].prediction.len()];
         aci.radii_into(&forecasts[i].step_hours, &mut issued);
-        for (k, ((&p, &y), &r)) in forecasts[i]
-            .prediction
-            .iter()
-            .zip(test.output(i))
-            .zip(&issued)
-            .enumerate()
-        {
+        for (k, (&y, &r)) in test.output(i).iter().zip(&issued).enumerate() {
             let step = k / targets;
             pending.push(Pending {
                 known_at: origin.time + (context.lead + step) as f64 * context.dt,
                 position: k,
                 hour: forecasts[i].step_hours.get(step).copied().unwrap_or(0),
-                covered: (y - p).abs() <= forecasts[i].scaled_radius(k, r),
+                covered: {
+                    let r = forecasts[i].scaled_radius(k, r);
+                    let (lower, upper) = forecasts[i].bounds(k, r, calibration.quantile_regression);
+                    lower <= y && y <= upper
+                },
             });
         }
         radii[i] = issued;
@@ -118,15 +116,22 @@ pub fn adaptive_scores(
     let (sum, n) = radii
         .iter()
         .zip(forecasts)
-        .flat_map(|(r, f)| r.iter().enumerate().map(|(k, &r)| f.scaled_radius(k, r)))
-        .fold((0.0, 0usize), |(s, n), r| (s + r, n + 1));
+        .flat_map(|(r, f)| {
+            r.iter().enumerate().map(|(k, &r)| {
+                let (lower, upper) =
+                    f.bounds(k, f.scaled_radius(k, r), calibration.quantile_regression);
+                upper - lower
+            })
+        })
+        .fold((0.0, 0usize), |(s, n), w| (s + w, n + 1));
     let interval = Interval {
         alpha: calibration.alpha,
         radii: Radii::PerWindow(&radii),
+        quantile_regression: calibration.quantile_regression,
     };
     Ok(AdaptiveScores {
         gamma,
-        mean_width: 2.0 * sum / n.max(1) as f64,
+        mean_width: sum / n.max(1) as f64,
         scores: crate::score(forecasts, test, Some(interval), context),
     })
 }
@@ -157,6 +162,12 @@ pub fn interval_table(rows: &[IntervalRow<'_>]) -> String {
             "normalized_split_conformal" => "normalized conformal",
             "mondrian_hour_split_conformal" => "split conformal by hour",
             "mondrian_hour_normalized_split_conformal" => "normalized conformal by hour",
+            "conformalized_quantile_regression" => "CQR",
+            "normalized_conformalized_quantile_regression" => "normalized CQR",
+            "mondrian_hour_conformalized_quantile_regression" => "CQR by hour",
+            "mondrian_hour_normalized_conformalized_quantile_regression" => {
+                "normalized CQR by hour"
+            }
             _ => "split conformal",
         };
         for (method, scores, width) in [
@@ -197,6 +208,8 @@ mod tests {
             interval_scale: Vec::new(),
             step_hours: Vec::new(),
             interval_radii: Vec::new(),
+            quantile_lower: Vec::new(),
+            quantile_upper: Vec::new(),
         }
     }
 
@@ -223,6 +236,7 @@ mod tests {
             radii: vec![1.0, 1.0],
             scale: tns_certify::ScoreScale::Absolute,
             by_hour: None,
+            quantile_regression: false,
         };
         let context = ScoreContext {
             dt: 1.0,
@@ -265,6 +279,7 @@ mod tests {
             radii: vec![1.0],
             scale: tns_certify::ScoreScale::Absolute,
             by_hour: None,
+            quantile_regression: false,
         };
         let context = ScoreContext {
             dt: 1.0,

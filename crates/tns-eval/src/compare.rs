@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::Serialize;
+use tns_certify::ConformalCalibration;
 use tns_data::WindowSet;
 use tns_engine::Engine;
 use tns_model::{Forecast, ModelKind};
@@ -27,9 +28,9 @@ pub struct Report {
     /// Forecasts per model, in model order.
     #[serde(skip)]
     pub forecasts: Vec<Vec<Forecast>>,
-    /// Conformal radii per model (`[horizon, targets]`), when calibrated.
+    /// Conformal calibration per model, when calibrated.
     #[serde(skip)]
-    pub radii: Vec<Option<Vec<f64>>>,
+    pub calibrations: Vec<Option<ConformalCalibration>>,
     /// Target names, in forecast order.
     #[serde(skip)]
     pub targets: Vec<String>,
@@ -101,7 +102,11 @@ impl Report {
     pub fn prediction_rows(&self, test: &WindowSet, series: &[String]) -> Vec<Vec<String>> {
         let t = self.targets.len().max(1);
         let mut rows = Vec::new();
-        for ((model, forecasts), radii) in self.models.iter().zip(&self.forecasts).zip(&self.radii)
+        for ((model, forecasts), calibration) in self
+            .models
+            .iter()
+            .zip(&self.forecasts)
+            .zip(&self.calibrations)
         {
             for (i, f) in forecasts.iter().enumerate() {
                 let origin = test.origin(i);
@@ -109,10 +114,11 @@ impl Report {
                 let series_id = series.get(origin.series).cloned().unwrap_or_default();
                 let time = tns_data::format_time(origin.time);
                 for (k, (&p, &y)) in f.prediction.iter().zip(actual).enumerate() {
-                    let (lower, upper) = match radii {
-                        Some(r) => {
-                            let r = f.radius(k, r[k]);
-                            ((p - r).to_string(), (p + r).to_string())
+                    let (lower, upper) = match calibration {
+                        Some(c) => {
+                            let r = f.radius(k, c.radii[k]);
+                            let (lower, upper) = f.bounds(k, r, c.quantile_regression);
+                            (lower.to_string(), upper.to_string())
                         }
                         None => (String::new(), String::new()),
                     };
@@ -181,21 +187,13 @@ impl Report {
                 values: picked.iter().map(|&(i, k)| f[i].prediction[k]).collect(),
             })
             .collect();
-        let band = self.radii[reference].as_ref().map(|r| {
-            let values = &series[reference].values;
+        let band = self.calibrations[reference].as_ref().map(|c| {
             let forecasts = &self.forecasts[reference];
-            let radius = |i: usize, k: usize| forecasts[i].radius(k, r[k]);
-            let lower = picked
-                .iter()
-                .zip(values)
-                .map(|(&(i, k), v)| v - radius(i, k))
-                .collect::<Vec<_>>();
-            let upper = picked
-                .iter()
-                .zip(values)
-                .map(|(&(i, k), v)| v + radius(i, k))
-                .collect::<Vec<_>>();
-            (lower, upper)
+            let bounds = |&(i, k): &(usize, usize)| {
+                let f = &forecasts[i];
+                f.bounds(k, f.radius(k, c.radii[k]), c.quantile_regression)
+            };
+            picked.iter().map(bounds).unzip::<_, _, Vec<_>, Vec<_>>()
         });
         let mut written = Vec::new();
         let forecast = dir.join("forecast.svg");
@@ -418,9 +416,9 @@ pub fn compare(
         table.push_str(&section);
     }
     Ok(Report {
-        radii: models
+        calibrations: models
             .iter()
-            .map(|m| m.manifest().conformal.as_ref().map(|c| c.radii.clone()))
+            .map(|m| m.manifest().conformal.clone())
             .collect(),
         targets: models[reference].manifest().config.targets.clone(),
         table,

@@ -127,6 +127,8 @@ mod tests {
                 interval_scale: Vec::new(),
                 step_hours: Vec::new(),
                 interval_radii: Vec::new(),
+                quantile_lower: Vec::new(),
+                quantile_upper: Vec::new(),
             },
             Forecast {
                 prediction: vec![0.0],
@@ -137,6 +139,8 @@ mod tests {
                 interval_scale: Vec::new(),
                 step_hours: Vec::new(),
                 interval_radii: Vec::new(),
+                quantile_lower: Vec::new(),
+                quantile_upper: Vec::new(),
             },
         ];
         let e = gate_effect(&forecasts, &[2.5, 1.0], 1, GateMode::Reject, 1).unwrap();

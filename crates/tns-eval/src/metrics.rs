@@ -136,15 +136,16 @@ pub fn evaluate(
         });
     let (coverage, mean_width) = match conformal {
         Some(c) => {
-            let (mut covered, mut radius_sum) = (0usize, 0.0);
+            let (mut covered, mut width_sum) = (0usize, 0.0);
             for (i, f) in forecasts.iter().enumerate() {
-                for (k, (&p, &r)) in f.prediction.iter().zip(&c.radii).enumerate() {
-                    let r = f.radius(k, r);
-                    covered += usize::from((truths[i * width + k] - p).abs() <= r);
-                    radius_sum += r;
+                for (k, &r) in c.radii.iter().enumerate() {
+                    let (lower, upper) = f.bounds(k, f.radius(k, r), c.quantile_regression);
+                    let y = truths[i * width + k];
+                    covered += usize::from(lower <= y && y <= upper);
+                    width_sum += upper - lower;
                 }
             }
-            (Some(covered as f64 / total), Some(2.0 * radius_sum / total))
+            (Some(covered as f64 / total), Some(width_sum / total))
         }
         None => (None, None),
     };
@@ -283,6 +284,8 @@ mod tests {
             interval_scale: Vec::new(),
             step_hours: Vec::new(),
             interval_radii: Vec::new(),
+            quantile_lower: Vec::new(),
+            quantile_upper: Vec::new(),
         };
         let forecasts = vec![f(vec![1.0, 2.0]), f(vec![0.0, 0.0])];
         let truths = [0.0, 0.0, 0.0, 4.0];

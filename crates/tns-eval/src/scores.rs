@@ -31,6 +31,9 @@ pub struct Interval<'a> {
     pub alpha: f64,
     /// The radii.
     pub radii: Radii<'a>,
+    /// Whether the intervals grow from the forecasts' quantiles (conformalized quantile
+    /// regression) rather than from the point.
+    pub quantile_regression: bool,
 }
 
 /// Radii of an [`Interval`].
@@ -59,6 +62,7 @@ impl<'a> From<&'a ConformalCalibration> for Interval<'a> {
         Self {
             alpha: c.alpha,
             radii: Radii::Fixed(&c.radii),
+            quantile_regression: c.quantile_regression,
         }
     }
 }
@@ -245,7 +249,8 @@ pub fn score(
                     // A fixed calibration's radius may depend on the forecast (by hour);
                     // adaptive radii are the stream's own.
                     let r = iv.radius(i, k, f);
-                    let (lower, upper, alpha) = (p - r, p + r, iv.alpha);
+                    let (lower, upper) = f.bounds(k, r, iv.quantile_regression);
+                    let alpha = iv.alpha;
                     let pinball = |q: f64, v: f64| (q * (y - v)).max((q - 1.0) * (y - v));
                     a.pinball +=
                         0.5 * (pinball(alpha / 2.0, lower) + pinball(1.0 - alpha / 2.0, upper));
@@ -368,6 +373,8 @@ mod tests {
             interval_scale: Vec::new(),
             step_hours: Vec::new(),
             interval_radii: Vec::new(),
+            quantile_lower: Vec::new(),
+            quantile_upper: Vec::new(),
         };
         let cal = ConformalCalibration {
             alpha: 0.1,
@@ -375,6 +382,7 @@ mod tests {
             radii: vec![1.0, 1.0],
             scale: tns_certify::ScoreScale::Absolute,
             by_hour: None,
+            quantile_regression: false,
         };
         let context = ScoreContext {
             dt: 3_600.0,

@@ -644,6 +644,7 @@ mod tests {
                     radii: vec![0.5, 0.7],
                     scale: tns_certify::ScoreScale::Absolute,
                     by_hour: None,
+                    quantile_regression: false,
                 }),
             )
         };

@@ -33,7 +33,8 @@ pub fn train(
 ) -> Result<TrainedModel> {
     let TrainSetup { data, model, train } = setup;
     let dataset = data.load()?;
-    let config = model.config(&dataset)?;
+    let mut config = model.config(&dataset)?;
+    train.apply_heads(&mut config)?;
     let split = data.split()?.unwrap_or_default();
     eprintln!("split: {}", split.describe());
     let window = model.window_spec(&config, &dataset)?;

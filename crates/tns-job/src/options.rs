@@ -593,6 +593,13 @@ pub struct TrainArgs {
     /// `--calendar hour`).
     #[arg(long, value_enum)]
     pub interval_by: Option<IntervalGroups>,
+    /// Train quantile heads beside the point forecast (the pinball loss at levels α/2 and
+    /// 1 − α/2 of --alpha) and calibrate the interval by conformalized quantile regression:
+    /// it grows from the predicted quantiles, so its width follows the network's own view
+    /// of each window's uncertainty (with --interval normalized and --interval-by hour as
+    /// well). Learned kinds only.
+    #[arg(long)]
+    pub quantile_heads: bool,
     /// Directory for checkpoints and the metrics log.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -650,6 +657,20 @@ impl IntervalScores {
 }
 
 impl TrainArgs {
+    /// Adds the quantile heads of `--quantile-heads` to a model description.
+    pub fn apply_heads(&self, config: &mut ModelConfig) -> Result<()> {
+        if self.quantile_heads {
+            if config.network.is_none() {
+                bail!(
+                    "--quantile-heads trains a network's quantile heads: a {} model has no network",
+                    config.kind.name()
+                );
+            }
+            config.quantile_heads = Some(tns_model::QuantileHeads::central(self.alpha));
+        }
+        Ok(())
+    }
+
     /// Fit options on the CPU, after checking the numbers clap cannot.
     pub fn options(&self, progress: bool) -> Result<FitOptions> {
         if !(self.lr.is_finite() && self.lr > 0.0) {

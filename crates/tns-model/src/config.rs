@@ -223,6 +223,32 @@ pub struct ModelConfig {
     /// (`Session::carried` in the engine).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub absolute_inputs: bool,
+    /// Quantile heads: the network also predicts a lower and an upper quantile of every
+    /// output (trained with the pinball loss), which conformalized quantile regression
+    /// widens or narrows into the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile_heads: Option<QuantileHeads>,
+}
+
+/// The quantile levels of a network's quantile heads (conformalized quantile regression,
+/// Romano, Patterson & Candès 2019): with them the network's output per predicted step is
+/// `[point, lower quantile, upper quantile] × targets`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QuantileHeads {
+    /// Level of the lower quantile, in (0, 0.5).
+    pub lower: f64,
+    /// Level of the upper quantile, in (0.5, 1).
+    pub upper: f64,
+}
+
+impl QuantileHeads {
+    /// The central `1 − alpha` band: levels `alpha / 2` and `1 − alpha / 2`.
+    pub fn central(alpha: f64) -> Self {
+        Self {
+            lower: alpha / 2.0,
+            upper: 1.0 - alpha / 2.0,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -265,6 +291,7 @@ impl ModelConfig {
             structural: None,
             network_lookback: None,
             absolute_inputs: false,
+            quantile_heads: None,
         }
     }
 
@@ -359,6 +386,18 @@ impl ModelConfig {
         self.horizon * self.targets.len()
     }
 
+    /// Network outputs per predicted step and target: 1, or 3 with quantile heads (the
+    /// point, then the lower and the upper quantile).
+    pub fn outputs_per_value(&self) -> usize {
+        if self.quantile_heads.is_some() { 3 } else { 1 }
+    }
+
+    /// The network's output width: `horizon × outputs per value × targets`, laid out
+    /// `[horizon, outputs per value, targets]`.
+    pub fn network_output_width(&self) -> usize {
+        self.output_width() * self.outputs_per_value()
+    }
+
     /// Rows of the window the network reads: the last [`ModelConfig::network_lookback`]
     /// rows, or all of them.
     pub fn network_rows(&self) -> usize {
@@ -388,7 +427,7 @@ impl ModelConfig {
                 self.network_input(),
                 self.future_len(),
                 self.horizon,
-                self.output_width(),
+                self.network_output_width(),
             ),
         }
     }
@@ -453,6 +492,11 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lookback == 0 || self.horizon == 0 || self.lead == 0 {
             return Err(ConfigError::ZeroSize);
+        }
+        if let Some(QuantileHeads { lower, upper }) = self.quantile_heads
+            && !(self.network.is_some() && lower > 0.0 && lower < 0.5 && upper > 0.5 && upper < 1.0)
+        {
+            return Err(ConfigError::QuantileHeads { lower, upper });
         }
         if let Some(rows) = self.network_lookback
             && (rows == 0 || rows > self.lookback)

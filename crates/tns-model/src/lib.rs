@@ -32,7 +32,7 @@ pub mod s4d;
 
 pub use config::{
     Base, FutureInputs, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS,
-    MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind,
+    MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind, QuantileHeads,
 };
 pub use network::{
     Activation, Init, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, RMS_NORM_EPS,
@@ -192,6 +192,16 @@ pub enum ConfigError {
         rows: usize,
         /// Rows of the window.
         lookback: usize,
+    },
+    /// Quantile heads that cannot be used.
+    #[error(
+        "quantile heads at levels {lower} and {upper}: they need a model with a network and levels 0 < lower < 0.5 < upper < 1"
+    )]
+    QuantileHeads {
+        /// The lower level.
+        lower: f64,
+        /// The upper level.
+        upper: f64,
     },
     /// A structural prior on a kind without a Kalman prior.
     #[error(

@@ -155,6 +155,12 @@ pub enum PipelineError {
         "the interval is calibrated by hour of day, but the model has no `hour` calendar feature to read the predicted steps' hour from; train with --calendar hour"
     )]
     NoHour,
+    /// An interval calibrated by conformalized quantile regression for a network without
+    /// quantile heads.
+    #[error(
+        "the interval is conformalized quantile regression, but the network has no quantile heads; train with --quantile-heads"
+    )]
+    NoQuantileHeads,
 }
 
 /// The fitted parts of a model that the pipeline runs with (a model file's manifest holds
@@ -198,6 +204,8 @@ pub struct Pipeline {
     base_rows: Vec<usize>,
     normalization: InputNormalization,
     residual_scale: Vec<f64>,
+    /// Network outputs per predicted value: 1, or 3 with quantile heads.
+    outputs_per_value: usize,
     prior: Option<Prior>,
     gate: Option<Gate>,
     conformal: Option<ConformalCalibration>,
@@ -248,6 +256,12 @@ pub struct Forecast {
     /// The conformal radius of each output for this forecast's hours, in score units
     /// (models calibrated by hour; empty otherwise: the pooled radii).
     pub interval_radii: Vec<f64>,
+    /// The lower quantile forecast of each output, base + scaled quantile head (models with
+    /// quantile heads; empty otherwise).
+    pub quantile_lower: Vec<f64>,
+    /// The upper quantile forecast of each output (models with quantile heads; empty
+    /// otherwise).
+    pub quantile_upper: Vec<f64>,
 }
 
 impl Forecast {
@@ -269,10 +283,32 @@ impl Forecast {
         self.scaled_radius(position, r)
     }
 
+    /// The quantile forecasts `(lower, upper)`, for models with quantile heads.
+    pub fn quantiles(&self) -> tns_certify::Quantiles<'_> {
+        (!self.quantile_lower.is_empty()).then_some((
+            self.quantile_lower.as_slice(),
+            self.quantile_upper.as_slice(),
+        ))
+    }
+
+    /// The interval of output `position` for a conformal radius `radius` in data units
+    /// ([`tns_certify::conformal_bounds`]): `ŷ ∓ radius`, or grown from the quantile
+    /// forecasts of a model with quantile heads when `quantile_regression`.
+    pub fn bounds(&self, position: usize, radius: f64, quantile_regression: bool) -> (f64, f64) {
+        let p = self.prediction[position];
+        let (lo, hi) = match self.quantiles() {
+            Some((l, u)) if quantile_regression => (l[position], u[position]),
+            _ => (p, p),
+        };
+        tns_certify::conformal_bounds(p, lo, hi, radius)
+    }
+
     /// Bytes its buffers hold on the heap.
     pub fn heap_bytes(&self) -> usize {
         let f64s = |v: &Vec<f64>| size_of::<f64>() * v.capacity();
         f64s(&self.prediction)
+            + f64s(&self.quantile_lower)
+            + f64s(&self.quantile_upper)
             + f64s(&self.base)
             + self.covariance.as_ref().map_or(0, f64s)
             + self.correction.as_ref().map_or(0, f64s)
@@ -349,6 +385,9 @@ impl Pipeline {
             if cal.by_hour.is_some() && hour_column.is_none() {
                 return Err(PipelineError::NoHour);
             }
+            if cal.quantile_regression && c.quantile_heads.is_none() {
+                return Err(PipelineError::NoQuantileHeads);
+            }
             if let tns_certify::ScoreScale::WindowVolatility { rows, floor } = &cal.scale
                 && (floor.len() != targets.len() || *rows > c.lookback)
             {
@@ -418,6 +457,7 @@ impl Pipeline {
                 .collect(),
             normalization: parts.normalization.clone(),
             residual_scale: parts.residual_scale.to_vec(),
+            outputs_per_value: c.outputs_per_value(),
             prior,
             gate,
             conformal: parts.conformal.cloned(),
@@ -684,6 +724,8 @@ impl Pipeline {
                 Some(c) if c.by_hour.is_some() => vec![0.0; width],
                 _ => Vec::new(),
             },
+            quantile_lower: vec![0.0; if self.outputs_per_value > 1 { width } else { 0 }],
+            quantile_upper: vec![0.0; if self.outputs_per_value > 1 { width } else { 0 }],
         }
     }
 
@@ -759,8 +801,9 @@ impl Pipeline {
     }
 
     /// Completes a forecast whose base (and covariance) [`Pipeline::base_into`] wrote: adds
-    /// the network output (normalized units; `None` for kinds without a network) scaled to
-    /// data units and applies the gate. No allocation.
+    /// the network output (normalized units, `[horizon, outputs per value, targets]`; `None`
+    /// for kinds without a network) scaled to data units and applies the gate; quantile
+    /// heads become quantile forecasts around the base. No allocation.
     pub fn finish_into(
         &self,
         network_output: Option<&[f32]>,
@@ -774,14 +817,26 @@ impl Pipeline {
             covariance,
             correction,
             gate_steps,
+            quantile_lower,
+            quantile_upper,
             ..
         } = forecast;
         prediction.copy_from_slice(base);
         let (Some(out), Some(r)) = (network_output, correction.as_mut()) else {
             return Ok(());
         };
-        for ((c, &v), s) in r.iter_mut().zip(out).zip(&self.residual_scale) {
-            *c = f64::from(v) * s;
+        if self.outputs_per_value == 1 {
+            for ((c, &v), s) in r.iter_mut().zip(out).zip(&self.residual_scale) {
+                *c = f64::from(v) * s;
+            }
+        } else {
+            // Per step: the point's `t` outputs, then the lower and the upper quantile's.
+            for (k, (c, s)) in r.iter_mut().zip(&self.residual_scale).enumerate() {
+                let at = (k / t) * 3 * t + k % t;
+                *c = f64::from(out[at]) * s;
+                quantile_lower[k] = base[k] + f64::from(out[at + t]) * s;
+                quantile_upper[k] = base[k] + f64::from(out[at + 2 * t]) * s;
+            }
         }
         match (&self.gate, covariance.as_ref(), gate_steps.as_mut()) {
             (Some(gate), Some(cov), Some(steps)) => {
@@ -805,6 +860,11 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Values of the network's output: [`Pipeline::output_len`], times 3 with quantile heads.
+    pub fn network_output_len(&self) -> usize {
+        self.output_len() * self.outputs_per_value
     }
 
     /// The gate, if this model has one.
@@ -832,6 +892,7 @@ impl Pipeline {
                 conformal: self.conformal.as_ref(),
                 interval_scale: &forecast.interval_scale,
                 interval_radii: &forecast.interval_radii,
+                quantiles: forecast.quantiles(),
             },
             self.identity.clone(),
         )
@@ -898,6 +959,7 @@ mod tests {
                 radii: vec![1.0; 24],
                 counts: vec![100; 24],
             }),
+            quantile_regression: false,
         };
         let normalization = InputNormalization {
             mean: vec![0.0],

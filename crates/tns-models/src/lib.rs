@@ -21,9 +21,11 @@ mod gate_loss;
 #[cfg(test)]
 mod gradcheck;
 mod network;
+mod quantile_loss;
 
 pub use gate_loss::{gate_penalty, gate_statistics};
-pub use network::Network;
+pub use network::{Heads, Network};
+pub use quantile_loss::{pinball, pinball_loss};
 
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]

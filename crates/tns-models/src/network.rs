@@ -2,7 +2,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tns_model::{Activation, Init, Layer, LayerNode, ModelConfig, NamedTensor};
+use tns_model::{Activation, Init, Layer, LayerNode, ModelConfig, NamedTensor, QuantileHeads};
 
 use crate::fused::{Gru, Lstm, States};
 
@@ -691,6 +691,18 @@ pub struct Network {
     features: usize,
     /// Values of the future block after the window in each input.
     future: usize,
+    /// With quantile heads: horizon steps, targets and the levels.
+    heads: Option<(usize, usize, QuantileHeads)>,
+}
+
+/// A forward pass's outputs taken apart: the point outputs `[B, H·T]` and, with quantile
+/// heads, the lower and the upper quantile outputs (same shape) with their levels.
+#[derive(Debug)]
+pub struct Heads {
+    /// The point outputs.
+    pub point: Tensor,
+    /// `[(lower, level), (upper, level)]`, for networks with quantile heads.
+    pub quantiles: Option<[(Tensor, f64); 2]>,
 }
 
 impl Network {
@@ -786,6 +798,35 @@ impl Network {
             lookback: config.network_rows(),
             features: config.input_width(),
             future: config.future_len(),
+            heads: config
+                .quantile_heads
+                .map(|q| (config.horizon, config.targets.len(), q)),
+        })
+    }
+
+    /// With quantile heads: the targets per step and the lower and upper levels.
+    pub fn quantile_levels(&self) -> Option<(usize, [f64; 2])> {
+        self.heads
+            .map(|(_, targets, q)| (targets, [q.lower, q.upper]))
+    }
+
+    /// Takes a forward pass's output `[B, H·(1 or 3)·T]` apart into its heads (laid out
+    /// `[B, H, (point, lower, upper), T]` with quantile heads).
+    pub fn heads(&self, out: &Tensor) -> Result<Heads, ModelError> {
+        let Some((horizon, targets, levels)) = self.heads else {
+            return Ok(Heads {
+                point: out.clone(),
+                quantiles: None,
+            });
+        };
+        let b = out.dim(0)?;
+        let by_head = out.reshape((b, horizon, 3, targets))?;
+        let head = |k: usize| -> Result<Tensor, ModelError> {
+            Ok(by_head.narrow(2, k, 1)?.reshape((b, horizon * targets))?)
+        };
+        Ok(Heads {
+            point: head(0)?,
+            quantiles: Some([(head(1)?, levels.lower), (head(2)?, levels.upper)]),
         })
     }
 

@@ -18,7 +18,8 @@
 //! - **The gate**: the prior's predictive covariance is constant too, so `d² = ‖L⁻¹ r‖²` is a
 //!   `MatMul` by the block-diagonal `L⁻ᵀ`, a square and a `ReduceSum`; the test is
 //!   `LessOrEqual`, the decision a `Where`.
-//! - **The conformal interval** is `forecast ∓ radius`.
+//! - **The conformal interval** is `forecast ∓ radius`; with quantile heads (CQR) it is
+//!   `[Min(lower quantile − radius, forecast), Max(upper quantile + radius, forecast)]`.
 
 use prost::Message;
 use tns_certify::{GateMode, ScoreScale, linalg};
@@ -78,6 +79,10 @@ pub mod names {
     pub const LOWER: &str = "lower";
     /// Output: upper end of the conformal interval (calibrated models).
     pub const UPPER: &str = "upper";
+    /// Output: the lower quantile forecast, base + scaled quantile head (quantile heads).
+    pub const QUANTILE_LOWER: &str = "quantile_lower";
+    /// Output: the upper quantile forecast (quantile heads).
+    pub const QUANTILE_UPPER: &str = "quantile_upper";
 }
 
 /// Translates a loaded model into an ONNX model.
@@ -183,9 +188,41 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
                 );
             }
             let future = (c.future_width() > 0).then(|| normalize_future(&mut g, manifest));
-            let net_out = network_graph(&mut g, &normalized, future.as_deref(), tensors, c)?;
+            let mut net_out = network_graph(&mut g, &normalized, future.as_deref(), tensors, c)?;
             let scale: Vec<f32> = manifest.residual_scale.iter().map(|&s| s as f32).collect();
             let scale = g.constant("residual_scale", &[width], scale);
+            if c.quantile_heads.is_some() {
+                // The network's output is [batch, horizon, (point, lower, upper), targets].
+                let heads =
+                    g.constant_i64("shape_heads", vec![-1, horizon as i64, 3, targets as i64]);
+                let by_head = g.node("Reshape", &[&net_out, &heads], "network_heads", vec![]);
+                let flat = g.constant_i64("shape_flat", vec![-1, width as i64]);
+                let axes = g.constant_i64("heads_axis", vec![2]);
+                let head = |g: &mut GraphBuilder, k: i64, name: &str| {
+                    let start = g.constant_i64(&format!("{name}_start"), vec![k]);
+                    let end = g.constant_i64(&format!("{name}_end"), vec![k + 1]);
+                    let one = g.node(
+                        "Slice",
+                        &[&by_head, &start, &end, &axes],
+                        &format!("{name}_head"),
+                        vec![],
+                    );
+                    g.node("Reshape", &[&one, &flat], &format!("{name}_flat"), vec![])
+                };
+                let point = head(&mut g, 0, "point");
+                for (k, name) in [(1, names::QUANTILE_LOWER), (2, names::QUANTILE_UPPER)] {
+                    let out = head(&mut g, k, name);
+                    let scaled = g.node("Mul", &[&out, &scale], &format!("{name}_scaled"), vec![]);
+                    let q = g.node(
+                        "Add",
+                        &[&base_flat, &scaled],
+                        &format!("{name}_quantile_flat"),
+                        vec![],
+                    );
+                    outputs.push((name, to_forecast_shape(&mut g, &q, name)));
+                }
+                net_out = point;
+            }
             let correction = g.node("Mul", &[&net_out, &scale], "correction_flat", vec![]);
             outputs.push((
                 names::CORRECTION,
@@ -217,8 +254,17 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
             let scale = window_volatility_graph(&mut g, &pipeline, *rows, floor);
             radii = g.node("Mul", &[&scale, &radii], "conformal_scaled_radii", vec![]);
         }
-        g.node("Sub", &[&forecast, &radii], names::LOWER, vec![]);
-        g.node("Add", &[&forecast, &radii], names::UPPER, vec![]);
+        if cal.quantile_regression {
+            let grown = |g: &mut GraphBuilder, op, quantile, end, name: &str| {
+                let moved = g.node(op, &[quantile, &radii], &format!("{name}_moved"), vec![]);
+                g.node(end, &[&moved, &forecast], name, vec![]);
+            };
+            grown(&mut g, "Sub", names::QUANTILE_LOWER, "Min", names::LOWER);
+            grown(&mut g, "Add", names::QUANTILE_UPPER, "Max", names::UPPER);
+        } else {
+            g.node("Sub", &[&forecast, &radii], names::LOWER, vec![]);
+            g.node("Add", &[&forecast, &radii], names::UPPER, vec![]);
+        }
         outputs.push((names::LOWER, names::LOWER.to_string()));
         outputs.push((names::UPPER, names::UPPER.to_string()));
     }
@@ -343,12 +389,13 @@ fn output_info(name: &str, horizon: usize, targets: usize) -> crate::proto::Valu
             &per_value,
             "the network's proposed correction, data units",
         ),
-        _ => value_info(
+        names::QUANTILE_LOWER | names::QUANTILE_UPPER => value_info(
             name,
             DataType::Float,
             &per_value,
-            "split-conformal interval end",
+            "quantile forecast: base + the quantile head's scaled output",
         ),
+        _ => value_info(name, DataType::Float, &per_value, "conformal interval end"),
     }
 }
 

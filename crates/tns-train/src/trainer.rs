@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use tns_model::NamedTensor;
-use tns_models::{Network, gate_penalty};
+use tns_models::{Network, gate_penalty, pinball, pinball_loss};
 
 use crate::prepare::NetData;
 use crate::{AdamW, TrainError};
@@ -382,12 +382,17 @@ impl Trainer<'_> {
                         wb.extend_from_slice(&g.whitening[i * m..(i + 1) * m]);
                     }
                 }
-                let out = network.forward(&x)?;
-                let error = (&out - y)?;
+                let heads = network.heads(&network.forward(&x)?)?;
+                let out = heads.point;
+                let error = (&out - &y)?;
                 let mut loss = match cfg.loss {
                     Loss::Mse => error.sqr()?.mean_all()?,
                     Loss::Mae => error.abs()?.mean_all()?,
                 };
+                // Quantile heads learn their levels by the pinball loss, beside the point.
+                for (q, tau) in heads.quantiles.iter().flatten() {
+                    loss = (loss + pinball_loss(q, &y, *tau)?)?;
+                }
                 if let Some(g) = penalized {
                     let w = Tensor::from_slice(
                         &wb,
@@ -546,12 +551,25 @@ fn evaluate(
     loss: Loss,
 ) -> Result<f64, TrainError> {
     let out = network.forward_flat(&data.inputs, data.n, device)?;
-    let sum: f64 = out
-        .iter()
-        .zip(&data.targets)
-        .map(|(p, y)| loss.of(f64::from(*p) - f64::from(*y)))
-        .sum();
-    Ok(sum / out.len() as f64)
+    let width = data.targets.len() / data.n.max(1);
+    let per = out.len() / data.targets.len().max(1);
+    let (targets, levels) = match network.quantile_levels() {
+        Some((targets, levels)) => (targets, Some(levels)),
+        None => (1, None),
+    };
+    // The training loss's terms, averaged the same way: the point's loss, then each
+    // quantile head's pinball loss, each a mean over every output.
+    let mut sums = [0.0; 3];
+    for (i, &y) in data.targets.iter().enumerate() {
+        let y = f64::from(y);
+        let (window, k) = (i / width, i % width);
+        let at = window * width * per + (k / targets) * per * targets + k % targets;
+        sums[0] += loss.of(f64::from(out[at]) - y);
+        for (head, tau) in levels.iter().flatten().enumerate() {
+            sums[head + 1] += pinball(y - f64::from(out[at + (head + 1) * targets]), *tau);
+        }
+    }
+    Ok(sums.iter().sum::<f64>() / data.targets.len() as f64)
 }
 
 fn write_metrics(stem: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {
