@@ -196,7 +196,7 @@ pub fn export(manifest: &Manifest, tensors: &[NamedTensor]) -> Result<ModelProto
                 let heads =
                     g.constant_i64("shape_heads", vec![-1, horizon as i64, 3, targets as i64]);
                 let by_head = g.node("Reshape", &[&net_out, &heads], "network_heads", vec![]);
-                let flat = g.constant_i64("shape_flat", vec![-1, width as i64]);
+                let flat = g.constant_i64("shape_head_flat", vec![-1, width as i64]);
                 let axes = g.constant_i64("heads_axis", vec![2]);
                 let head = |g: &mut GraphBuilder, k: i64, name: &str| {
                     let start = g.constant_i64(&format!("{name}_start"), vec![k]);
