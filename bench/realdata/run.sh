@@ -21,7 +21,8 @@
 # day-ahead forecasts (`kalman-structural-x`, and with a damped slope `kalman-structural-x-damped`) and System B correcting it (`system-b-structural-x`). System B's gate mode is chosen on the
 # calibration split (--gate-mode auto, the default). The zoo over a week with every input:
 # DLinear, LSTM, TCN, N-HiTS (alone and under System B), a transformer, S4D and Mamba; System B recalibrated
-# with normalized scores (`*-norm`) and by hour of day (`*-hour`, `*-norm-hour`).
+# with normalized scores (`*-norm`) and by hour of day (`*-hour`, `*-norm-hour`); System B with
+# quantile heads and conformalized quantile regression (`*-cqr`, `*-cqr-norm-hour`).
 # Baselines (bench/realdata/baselines.py, pinned in requirements.txt): seasonal naive, ridge on
 # lags, LightGBM with lags, calendar and the known-future covariates.
 set -euo pipefail
@@ -88,6 +89,17 @@ run_task() {
          --name system-b-structural-x --lookback 168 --seasons 24:4 "${regressors[@]}" \
          -o "$work/$name-system-b-structural-x.tns"
   models+=("$work/$name-kalman-structural-x.tns" "$work/$name-system-b-structural-x.tns")
+  # The same System B with quantile heads (pinball loss at 0.05 and 0.95 beside the point),
+  # its interval conformalized quantile regression (`*-cqr`), and recalibrated with
+  # normalized scores by hour of day (`*-cqr-norm-hour`).
+  train "${common[@]}" "${known[@]}" --model system-b --network mlp:64,64 --quantile-heads \
+         --name system-b-structural-x-cqr --lookback 168 --seasons 24:4 "${regressors[@]}" \
+         -o "$work/$name-system-b-structural-x-cqr.tns"
+  "$tns" calibrate "$work/$name-system-b-structural-x-cqr.tns" --interval normalized \
+      --interval-by hour --name system-b-structural-x-cqr-norm-hour --data "$data" \
+      --time-column ds --series-column unique_id "${filter[@]}" \
+      -o "$work/$name-system-b-structural-x-cqr-norm-hour.tns"
+  models+=("$work/$name-system-b-structural-x-cqr.tns" "$work/$name-system-b-structural-x-cqr-norm-hour.tns")
   # The same regressed prior with a damped slope (φ fitted by maximum likelihood with the
   # variances; `--trend damped`).
   train "${common[@]}" "${known[@]}" --model kalman --name kalman-structural-x-damped \

@@ -1453,6 +1453,112 @@ fn normalized_intervals_follow_the_window_volatility_through_every_path() {
 }
 
 #[test]
+fn quantile_heads_give_cqr_intervals_through_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let synth = [
+        "--synth",
+        "trajectory",
+        "--regime",
+        "turn",
+        "--rows",
+        "2000",
+    ];
+    let (model, int8, onnx) = (path("q.tns"), path("q-int8.tns"), path("q.onnx"));
+    let mut args = vec![
+        "train",
+        "--model",
+        "system-b",
+        "--network",
+        "mlp:8",
+        "--epochs",
+        "2",
+        "--quantile-heads",
+        "-o",
+        &model,
+    ];
+    args.extend(synth);
+    ok(tns(&args));
+    let input = path("w.json");
+    let window: Vec<Vec<f64>> = (0..10)
+        .map(|i| vec![i as f64 * 0.25, 1.0, 5.0, 0.0])
+        .collect();
+    std::fs::write(&input, serde_json::json!({ "window": window }).to_string()).unwrap();
+    let certificate = |model: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(tns(&["predict", model, "-i", &input]))).unwrap()
+    };
+    let cert = certificate(&model);
+    let iv = &cert["interval"];
+    assert_eq!(iv["method"], "conformalized_quantile_regression", "{iv}");
+    assert!(
+        iv["guarantee"].as_str().unwrap().contains("quantile band"),
+        "{iv}"
+    );
+    // The interval holds the forecast, and is not symmetric around it (it grows from the
+    // predicted quantiles, not from the point).
+    let (mut asymmetric, mut outputs) = (0, 0);
+    for (k, row) in cert["prediction"].as_array().unwrap().iter().enumerate() {
+        for (j, p) in row.as_array().unwrap().iter().enumerate() {
+            let p = p.as_f64().unwrap();
+            let (lo, hi) = (
+                iv["lower"][k][j].as_f64().unwrap(),
+                iv["upper"][k][j].as_f64().unwrap(),
+            );
+            assert!(lo <= p && p <= hi, "{lo} {p} {hi}");
+            asymmetric += usize::from(((p - lo) - (hi - p)).abs() > 1e-9 * (hi - lo));
+            outputs += 1;
+        }
+    }
+    assert!(asymmetric > 0, "{outputs} symmetric intervals: {iv}");
+    // Eval names the method and replays ACI over it; INT8 and a recalibration keep it;
+    // ONNX exports the quantiles.
+    let mut args = vec!["eval", model.as_str()];
+    args.extend(synth);
+    let table = ok(tns(&args));
+    assert!(table.contains("| CQR |"), "{table}");
+    let mut args = vec!["quantize", model.as_str(), "--int8", "-o", &int8];
+    args.extend(synth);
+    ok(tns(&args));
+    assert_eq!(
+        certificate(&int8)["interval"]["method"],
+        "conformalized_quantile_regression"
+    );
+    let recalibrated = path("qn.tns");
+    let mut args = vec![
+        "calibrate",
+        model.as_str(),
+        "--interval",
+        "normalized",
+        "-o",
+        &recalibrated,
+    ];
+    args.extend(synth);
+    ok(tns(&args));
+    assert_eq!(
+        certificate(&recalibrated)["interval"]["method"],
+        "normalized_conformalized_quantile_regression"
+    );
+    ok(tns(&["export", "onnx", &model, "-o", &onnx]));
+    let bytes = std::fs::read(&onnx).unwrap();
+    let has = |name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+    assert!(has("quantile_lower") && has("quantile_upper"));
+    // A kind without a network has no heads to train.
+    let kalman = path("k.tns");
+    let mut args = vec![
+        "train",
+        "--model",
+        "kalman",
+        "--quantile-heads",
+        "-o",
+        &kalman,
+    ];
+    args.extend(synth);
+    let out = tns(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no network"));
+}
+
+#[test]
 fn lr_find_writes_its_curve_and_suggests_a_rate() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, svg) = (dir.path().join("lr.csv"), dir.path().join("lr.svg"));
