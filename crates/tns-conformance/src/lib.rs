@@ -175,7 +175,7 @@ pub fn quantile_example(network: &NetworkConfig, seed: u64) -> Result<Example, R
         c.quantile_regression = true;
         let by_hour = c.by_hour.as_mut().map(|h| &mut h.radii);
         for radii in std::iter::once(&mut c.radii).chain(by_hour) {
-            radii.iter_mut().step_by(3).for_each(|r| *r = -0.5 * *r);
+            radii.iter_mut().step_by(3).for_each(|r| *r *= -0.5);
         }
     }
     example.label = format!(
