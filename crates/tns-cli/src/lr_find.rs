@@ -47,6 +47,11 @@ pub fn run(args: LrFindArgs) -> Result<()> {
             config.kind.name()
         );
     }
+    if args.setup.train.quantile_heads {
+        bail!(
+            "the range test measures the point forecast's loss: it does not train quantile heads; run it without --quantile-heads"
+        );
+    }
     let split = args.setup.data.split()?.unwrap_or_default();
     let window = args.setup.model.window_spec(&config, &dataset)?;
     let splits = dataset.windows_split(&window, &split)?;

@@ -286,7 +286,9 @@ fn model_config(
     model.lookback = trial.lookback;
     model.network = Some(trial.network.parse().map_err(anyhow::Error::msg)?);
     model.name = Some(format!("trial-{}", trial.id));
-    model.config(dataset)
+    let mut config = model.config(dataset)?;
+    args.setup.train.apply_heads(&mut config)?;
+    Ok(config)
 }
 
 /// Mean squared error of a model's forecasts on the validation windows, in data units: the
