@@ -115,14 +115,16 @@ pub struct StreamReport {
 }
 
 impl StreamReport {
-    /// The report of a state that has read `rows` rows, for a model calibrated on windows of
-    /// `calibrated_rows` rows.
-    pub fn carried(rows: u64, calibrated_rows: usize) -> Self {
+    /// The report of a state (`what`: "the network's state", "the Kalman prior's state", …)
+    /// that has read `rows` rows, for a model calibrated on windows of `calibrated_rows` rows.
+    pub fn carried(rows: u64, calibrated_rows: usize, what: &str) -> Self {
         let note = if rows <= calibrated_rows as u64 {
-            "the network's state holds exactly the rows of one calibrated window: the forecast is the window's".to_string()
+            format!(
+                "{what} holds exactly the rows of one calibrated window: the forecast is the window's"
+            )
         } else {
             format!(
-                "the network's state holds all {rows} rows since the session opened, more than the {calibrated_rows}-row windows the gate threshold and the interval were calibrated on: their guarantees are stated for those windows, not established for this longer context"
+                "{what} holds all {rows} rows since the session opened, more than the {calibrated_rows}-row windows the gate threshold and the interval were calibrated on: their guarantees are stated for those windows, not established for this longer context"
             )
         };
         Self {

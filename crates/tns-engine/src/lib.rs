@@ -562,20 +562,34 @@ impl Predictor {
         Ok(&mut self.prediction)
     }
 
-    /// [`Predictor::predict_mut`] with the network's output given (a session whose network
-    /// state is carried along the stream computed it): the base forecast from `window`, then
-    /// the correction, gate and interval from `network_output`.
-    pub(crate) fn predict_carried(
+    /// [`Predictor::predict_mut`] for a session that carries states along the stream: the
+    /// base forecast from the carried structural prior `prior` (else from `input`'s window),
+    /// the network's output given (else computed from `input`), then the correction, gate
+    /// and interval.
+    pub(crate) fn predict_streamed(
         &mut self,
-        window: &[f64],
-        network_output: &[f32],
+        input: &[f64],
+        prior: Option<&mut tns_kalman::StructuralStream>,
+        network_output: Option<&[f32]>,
     ) -> Result<&mut Prediction, EngineError> {
         // No check of the whole window: the session checked each row as it arrived and the
         // future block as it was assembled, and a scan of the window would cost O(lookback).
-        self.engine
-            .pipeline
-            .base_into(window, &mut self.prediction.forecast);
-        self.network_output.copy_from_slice(network_output);
+        let pipeline = &self.engine.pipeline;
+        let forecast = &mut self.prediction.forecast;
+        match prior {
+            Some(prior) if forecast.covariance.is_some() => {
+                pipeline.interval_inputs_into(input, forecast);
+                let future = &input[pipeline.past_len()..];
+                if let Some(cov) = forecast.covariance.as_mut() {
+                    prior.predict_into(future, &mut forecast.base, cov);
+                }
+            }
+            _ => pipeline.base_into(input, forecast),
+        }
+        match network_output {
+            Some(out) => self.network_output.copy_from_slice(out),
+            None => self.stage_network(input),
+        }
         self.stage_gate()?;
         Ok(&mut self.prediction)
     }

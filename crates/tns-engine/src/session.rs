@@ -13,10 +13,11 @@ use crate::{Engine, EngineError, Prediction, Predictor};
 /// Each push stores the row (O(1) on average, no allocation) and, once `lookback` rows have
 /// been seen, predicts from the latest window. The model was trained and
 /// calibrated on windows — a Kalman filter and a GRU started afresh on each window, inputs
-/// normalized relative to the window's last row — so the session recomputes the window
-/// (O(lookback) per prediction, a few microseconds) instead of carrying filter and
-/// recurrent states forward forever: a carried state would answer a different question
-/// than the one the gate threshold and the conformal radii were calibrated for.
+/// normalized relative to the window's last row — so by default the session recomputes the
+/// window (O(lookback) per prediction, a few microseconds) instead of carrying filter and
+/// recurrent states forward forever: a carried state answers a different question than the
+/// one the gate threshold and the conformal radii were calibrated for. [`Session::carried`]
+/// carries them anyway where the model allows it, and its certificates say so.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Session {
     seen: u64,
     adaptive: Option<Adaptive>,
     carried: Option<Carried>,
+    /// A structural Kalman prior filtered along the stream ([`Session::carried`]).
+    prior: Option<tns_kalman::StructuralStream>,
 }
 
 /// A state-space network's state carried along the stream ([`Session::carried`]), and the
@@ -97,19 +100,46 @@ impl Session {
             seen: 0,
             adaptive: None,
             carried: None,
+            prior: None,
         }
     }
 
     #[cfg(feature = "carried-sessions")]
-    /// The same stream with the network's state carried from row to row (S4D and Mamba
-    /// models trained with absolute inputs, `--absolute-inputs`): each observation advances
-    /// every state-space block by one step, O(1) whatever the lookback and the rows seen, and
-    /// the forecast reads the head off the carried state instead of re-running the window.
-    /// After exactly `lookback` rows this is the window's forecast bit for bit; later, the
-    /// state holds every row since the session opened, which no calibration window had, and
-    /// the certificate says so ([`StreamReport`]).
+    /// The same stream with states carried from row to row instead of recomputed from each
+    /// window, O(1) per observation whatever the lookback and the rows seen:
+    ///
+    /// * a **structural Kalman prior** (`--seasons`) is filtered along the stream (one time
+    ///   and one observation update per row, `tns_kalman::StructuralStream`) instead of
+    ///   afresh over each window; after exactly `lookback` rows its forecast is the
+    ///   window's up to the diffuse start (the window is filtered relative to its last
+    ///   value, the stream is not);
+    /// * an **S4D or Mamba network** trained with absolute inputs (`--absolute-inputs`)
+    ///   advances every state-space block by one step, and the forecast reads the head off
+    ///   the carried state; after exactly `lookback` rows this is the window's forecast bit
+    ///   for bit.
+    ///
+    /// Whatever can be carried is; a model with neither is refused with what to change.
+    /// Later in the stream the states hold every row since the session opened, which no
+    /// calibration window had, and the certificate says so ([`StreamReport`]).
     pub fn carried(mut self) -> Result<Self, EngineError> {
         let engine = self.predictor.engine().clone();
+        let pipeline = engine.pipeline();
+        self.prior = match pipeline.prior() {
+            Some(tns_model::Prior::Structural(prior)) => Some(prior.stream()),
+            _ => None,
+        };
+        match self.carry_network(&engine) {
+            Err(_) if self.prior.is_some() => Ok(self),
+            Err(e) => Err(EngineError::Model(format!(
+                "{e}; a structural Kalman prior (--seasons) would be carried too"
+            ))),
+            Ok(()) => Ok(self),
+        }
+    }
+
+    #[cfg(feature = "carried-sessions")]
+    /// Carries an S4D or Mamba network's state, or says why this network's cannot be.
+    fn carry_network(&mut self, engine: &Arc<Engine>) -> Result<(), EngineError> {
         let pipeline = engine.pipeline();
         let network = engine
             .network()
@@ -135,7 +165,7 @@ impl Session {
             future: vec![0.0; pipeline.horizon() * pipeline.future_width()],
             output: vec![0.0; engine.network_output_len()],
         });
-        Ok(self)
+        Ok(())
     }
 
     /// The same stream with adaptive conformal intervals (relative step `gamma`, e.g. 0.01):
@@ -190,7 +220,12 @@ impl Session {
                     .sum::<usize>()
                 + size_of::<Pending>() * a.pending.capacity()
         });
+        let prior = self
+            .prior
+            .as_ref()
+            .map_or(0, tns_kalman::StructuralStream::heap_bytes);
         size_of::<Self>()
+            + prior
             + size_of::<f64>() * (self.rows.capacity() + self.future.capacity())
             + self.predictor.heap_bytes()
             + adaptive
@@ -208,10 +243,17 @@ impl Session {
     pub fn certificate(&self, prediction: &Prediction) -> Certificate {
         let engine = self.predictor.engine();
         let mut certificate = engine.certificate(prediction);
-        if self.carried.is_some() {
+        let what = match (self.carried.is_some(), self.prior.is_some()) {
+            (true, true) => Some("the network's and the Kalman prior's state"),
+            (true, false) => Some("the network's state"),
+            (false, true) => Some("the Kalman prior's state"),
+            (false, false) => None,
+        };
+        if let Some(what) = what {
             certificate.stream = Some(StreamReport::carried(
                 self.seen,
                 engine.manifest().config.lookback,
+                what,
             ));
         }
         if let (Some(a), Some(cal)) = (&self.adaptive, engine.pipeline().conformal()) {
@@ -326,6 +368,10 @@ impl Session {
             self.start += 1;
         }
         self.seen += 1;
+        #[cfg(feature = "carried-sessions")]
+        if let Some(prior) = self.prior.as_mut() {
+            prior.push(row);
+        }
         let forecasts = self.seen >= lookback as u64 && forecast;
         #[cfg(feature = "carried-sessions")]
         if let Some(c) = self.carried.as_mut() {
@@ -348,9 +394,12 @@ impl Session {
         self.rows[end..end + self.future.len()].copy_from_slice(&self.future);
         let input = &self.rows[first..end + self.future.len()];
         let origin = self.seen - 1;
-        let prediction = match &self.carried {
-            Some(c) => self.predictor.predict_carried(input, &c.output)?,
-            None => self.predictor.predict_mut(input)?,
+        let output = self.carried.as_ref().map(|c| c.output.as_slice());
+        let prediction = if output.is_some() || self.prior.is_some() {
+            self.predictor
+                .predict_streamed(input, self.prior.as_mut(), output)?
+        } else {
+            self.predictor.predict_mut(input)?
         };
         if let Some(a) = self.adaptive.as_mut() {
             a.aci.interval(

@@ -116,3 +116,65 @@ fn only_absolute_state_space_models_carry_their_state() {
     let err = Session::new(engine).carried().unwrap_err().to_string();
     assert!(err.contains("--absolute-inputs"), "{err}");
 }
+
+/// A structural Kalman prior is filtered along the stream: after exactly `lookback` rows
+/// its base is the window's (up to the diffuse start: the window is filtered relative to its
+/// last value), later it holds more history than any window, its covariance stays the
+/// filter's, and the certificate says which state was carried. The network (here reading
+/// only the window's last rows, so not carried) re-runs on each window.
+#[test]
+fn a_structural_prior_is_carried_along_the_stream() {
+    let structural: Vec<Example> = examples()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.manifest.config.structural.is_some())
+        .collect();
+    assert!(structural.len() >= 8, "{} examples", structural.len());
+    for (index, example) in structural.iter().enumerate() {
+        let engine = Arc::new(Engine::new(example.manifest.clone(), &example.tensors).unwrap());
+        let config = &example.manifest.config;
+        let (lookback, features) = (config.lookback, config.features.len());
+        let columns = engine.pipeline().future_columns().len();
+        let future = vec![0.5; config.horizon * columns];
+        let future = (columns > 0).then_some(future.as_slice());
+        let stream = random_windows(4 * lookback, features, 1, index as u64);
+        let mut windowed = Session::new(engine.clone());
+        let mut carried = Session::new(engine.clone()).carried().unwrap();
+        let mut differed = false;
+        for (t, row) in stream.chunks_exact(features).enumerate() {
+            let time = Some(1_616_875_200.0 + 3600.0 * t as f64);
+            let a = windowed.push_with(row, future, time).unwrap().cloned();
+            let b = carried.push_with(row, future, time).unwrap().cloned();
+            let (Some(a), Some(b)) = (a, b) else {
+                continue;
+            };
+            assert!(b.values().iter().all(|v| v.is_finite()));
+            let certificate = serde_json::to_value(carried.certificate(&b)).unwrap();
+            let note = certificate["stream"]["note"].as_str().unwrap();
+            assert!(note.starts_with("the Kalman prior's state"), "{note}");
+            // The network re-runs on the window either way: the same correction.
+            assert_eq!(
+                a.forecast.correction, b.forecast.correction,
+                "{}",
+                example.label
+            );
+            if t + 1 == lookback {
+                for (x, y) in a.forecast.base.iter().zip(&b.forecast.base) {
+                    assert!((x - y).abs() < 1e-4, "{}: {x} vs {y}", example.label);
+                }
+            } else {
+                differed |= a.forecast.base != b.forecast.base;
+            }
+            let (ca, cb) = (
+                a.forecast.covariance.as_ref().unwrap(),
+                b.forecast.covariance.as_ref().unwrap(),
+            );
+            assert!(cb.iter().zip(ca).all(|(x, y)| (x == &0.0) == (y == &0.0)));
+        }
+        assert!(
+            differed,
+            "{}: the carried prior never mattered",
+            example.label
+        );
+    }
+}

@@ -31,7 +31,8 @@ pub use filter::{AxisFilter, SequenceStats};
 pub use fit::fit_params;
 pub use structural::{
     FilterOutput, MAX_STATES, RegressorColumns, SEASONS_SYNTAX, Season, StructuralModel,
-    StructuralParams, StructuralPrior, StructuralSpec, Trend, fit_structural, less_regression,
+    StructuralParams, StructuralPrior, StructuralSpec, StructuralStream, Trend, fit_structural,
+    less_regression,
 };
 
 use serde::{Deserialize, Serialize};

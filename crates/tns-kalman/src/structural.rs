@@ -505,6 +505,7 @@ impl WindowPlan {
 pub struct StructuralPrior {
     features: usize,
     targets: Vec<usize>,
+    lead: usize,
     horizon: usize,
     plans: Vec<WindowPlan>,
     /// `β` per target.
@@ -574,6 +575,7 @@ impl StructuralPrior {
         Ok(Self {
             features,
             targets: targets.to_vec(),
+            lead,
             horizon,
             plans,
             betas: params.iter().map(|p| p.regression.clone()).collect(),
@@ -622,6 +624,140 @@ impl StructuralPrior {
                         .map(|(r, x)| r * x)
                         .sum::<f64>();
                 cov[(k * t + j) * t + j] = plan.variance[k];
+            }
+        }
+    }
+}
+
+/// A structural prior's filter carried along a stream: one state mean and covariance per
+/// target, advanced by one time update and one observation update per row — `O(n²)` per
+/// target (the transition is block-diagonal), whatever the number of rows seen. Unlike the
+/// windowed prior ([`StructuralPrior::predict_into`], a fresh diffuse start on every window
+/// taken relative to its last value) it filters the values themselves from the stream's
+/// first row, as [`StructuralModel::filter`] does: after many rows its state holds more
+/// history than any calibration window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructuralStream {
+    prior: StructuralPrior,
+    /// Per target: the filtered mean `a_{t|t}` `[n]` and covariance `P_{t|t}` `[n, n]`.
+    means: Vec<Vec<f64>>,
+    covariances: Vec<Vec<f64>>,
+    /// Scratch: a mean, a covariance, the gain and a column.
+    mean: Vec<f64>,
+    covariance: Vec<f64>,
+    gain: Vec<f64>,
+    column: Vec<f64>,
+    rows: u64,
+}
+
+impl StructuralPrior {
+    /// A stream filter from the diffuse start, before any row.
+    pub fn stream(&self) -> StructuralStream {
+        let n = self.states();
+        let t = self.plans.len();
+        StructuralStream {
+            prior: self.clone(),
+            means: vec![vec![0.0; n]; t],
+            covariances: self
+                .plans
+                .iter()
+                .map(|p| p.model.initial_covariance())
+                .collect(),
+            mean: vec![0.0; n],
+            covariance: vec![0.0; n * n],
+            gain: vec![0.0; n],
+            column: vec![0.0; n],
+            rows: 0,
+        }
+    }
+}
+
+impl StructuralStream {
+    /// Bytes its buffers (and its copy of the prior's plans) hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        let f64s = |v: &Vec<f64>| size_of::<f64>() * v.capacity();
+        let plans: usize = self
+            .prior
+            .plans
+            .iter()
+            .map(|p| f64s(&p.gains) + f64s(&p.readout) + f64s(&p.variance))
+            .sum();
+        plans
+            + self
+                .means
+                .iter()
+                .chain(&self.covariances)
+                .map(f64s)
+                .sum::<usize>()
+            + f64s(&self.mean)
+            + f64s(&self.covariance)
+            + f64s(&self.gain)
+            + f64s(&self.column)
+    }
+
+    /// Rows filtered so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Filters one row (`features` values, finite): the time update from the previous row,
+    /// then each target's value less its regression. No allocation.
+    pub fn push(&mut self, row: &[f64]) {
+        let prior = &self.prior;
+        for (j, (plan, &column)) in prior.plans.iter().zip(&prior.targets).enumerate() {
+            let (a, p) = (&mut self.means[j], &mut self.covariances[j]);
+            if self.rows > 0 {
+                plan.model.transition(a);
+                plan.model.predict_covariance(p, &mut self.column);
+            }
+            let regression: f64 = prior.betas[j]
+                .iter()
+                .zip(&prior.regressors)
+                .map(|(b, &c)| b * row[c])
+                .sum();
+            plan.model
+                .update(a, p, row[column] - regression, &mut self.gain);
+        }
+        self.rows += 1;
+    }
+
+    /// Writes the predictive mean `[H, T]` and (diagonal) covariance `[H, T, T]` of the steps
+    /// `lead … lead + H − 1` rows after the last pushed one, as
+    /// [`StructuralPrior::predict_into`] lays them out; `future` is the known-future block.
+    /// No allocation.
+    pub fn predict_into(&mut self, future: &[f64], mean: &mut [f64], cov: &mut [f64]) {
+        let prior = &self.prior;
+        let t = prior.targets.len();
+        let lead = prior.lead;
+        cov.fill(0.0);
+        for (j, plan) in prior.plans.iter().enumerate() {
+            let model = &plan.model;
+            let n = model.n;
+            self.mean.copy_from_slice(&self.means[j]);
+            self.covariance.copy_from_slice(&self.covariances[j]);
+            for k in 1..lead + prior.horizon {
+                model.transition(&mut self.mean);
+                model.predict_covariance(&mut self.covariance, &mut self.column);
+                if k < lead {
+                    continue;
+                }
+                let step = k - lead;
+                let regression: f64 = prior.betas[j]
+                    .iter()
+                    .zip(&prior.future_regressors)
+                    .map(|(b, &c)| b * future[step * prior.future_width + c])
+                    .sum();
+                let level: f64 = model.z.iter().zip(&self.mean).map(|(z, x)| z * x).sum();
+                let zpz: f64 = (0..n)
+                    .map(|r| {
+                        model.z[r]
+                            * (0..n)
+                                .map(|c| self.covariance[r * n + c] * model.z[c])
+                                .sum::<f64>()
+                    })
+                    .sum();
+                mean[step * t + j] = level + regression;
+                cov[(step * t + j) * t + j] = zpz + model.h;
             }
         }
     }
@@ -994,6 +1130,77 @@ mod tests {
             let truth = series(75);
             for (k, m) in mean.iter().enumerate() {
                 assert!((m - truth[72 + k]).abs() < 1.5, "{m} vs {}", truth[72 + k]);
+            }
+        }
+    }
+
+    /// The carried stream filter is the plain filter run on the stream (means to 1e-9, the
+    /// predictive variance from `P` propagated), costs the same per row whatever the rows
+    /// seen, and after exactly one window of rows forecasts as the windowed prior does, up to
+    /// the diffuse start's finite κ (the window is taken relative to its last value, the
+    /// stream is not).
+    #[test]
+    fn the_stream_filter_equals_the_filter_and_the_window_after_one_window() {
+        let spec = daily(Trend::Damped);
+        let params = StructuralParams {
+            level: 0.1,
+            slope: Some(0.001),
+            seasonal: vec![0.01],
+            observation: 0.3,
+            regression: Vec::new(),
+            damping: Some(0.8),
+            log_likelihood: 0.0,
+        };
+        let (lookback, lead, horizon) = (72, 2, 3);
+        let prior = StructuralPrior::new(
+            &spec,
+            std::slice::from_ref(&params),
+            1,
+            &[0],
+            lookback,
+            lead,
+            horizon,
+            &RegressorColumns::default(),
+        )
+        .unwrap();
+        let y = series(200);
+        let model = StructuralModel::new(&spec, &params);
+        let n = model.states();
+        let reference = model.filter(&y);
+        let mut stream = prior.stream();
+        let (mut mean, mut cov) = (vec![0.0; horizon], vec![0.0; horizon]);
+        let (mut windowed, mut windowed_cov) = (vec![0.0; horizon], vec![0.0; horizon]);
+        for (t, &v) in y.iter().enumerate() {
+            stream.push(&[v]);
+            assert_eq!(stream.rows(), t as u64 + 1);
+            for (a, b) in stream.means[0].iter().zip(&reference.filtered[t * n..]) {
+                assert!(
+                    (a - b).abs() < 1e-9 * b.abs().max(1.0),
+                    "row {t}: {a} vs {b}"
+                );
+            }
+            stream.predict_into(&[], &mut mean, &mut cov);
+            // The mean is Z T^k of the filtered state.
+            let mut a = reference.filtered[t * n..(t + 1) * n].to_vec();
+            for k in 1..lead + horizon {
+                model.transition(&mut a);
+                if k >= lead {
+                    let want: f64 = model.z.iter().zip(&a).map(|(z, x)| z * x).sum();
+                    let got = mean[k - lead];
+                    assert!((got - want).abs() < 1e-9 * want.abs().max(1.0));
+                }
+            }
+            if t + 1 == lookback {
+                prior.predict_into(&y[..lookback], &[], &mut windowed, &mut windowed_cov);
+                for k in 0..horizon {
+                    assert!(
+                        (mean[k] - windowed[k]).abs() < 1e-3,
+                        "step {k}: stream {} vs window {}",
+                        mean[k],
+                        windowed[k]
+                    );
+                    assert!((cov[k] - windowed_cov[k]).abs() < 1e-6 * windowed_cov[k]);
+                }
             }
         }
     }

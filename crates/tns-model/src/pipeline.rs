@@ -734,6 +734,24 @@ impl Pipeline {
     /// (its past window; the future block is not read), and the window's conformal score
     /// scale for normalized calibrations. No allocation.
     pub fn base_into(&self, input: &[f64], forecast: &mut Forecast) {
+        self.interval_inputs_into(input, forecast);
+        let (window, future) = input.split_at(self.past_len().min(input.len()));
+        match (&self.prior, forecast.covariance.as_mut()) {
+            (Some(prior), Some(cov)) => prior.predict_into(window, future, &mut forecast.base, cov),
+            _ => {
+                let (t, f) = (self.targets.len(), self.features.len());
+                for (i, b) in forecast.base.iter_mut().enumerate() {
+                    *b = window[self.base_rows[i / t] * f + self.targets[i % t]];
+                }
+            }
+        }
+    }
+
+    /// What the interval reads off a model input: the window's conformal score scale
+    /// (normalized calibrations) and the predicted steps' hours with their radii (hourly
+    /// calibrations). The first half of [`Pipeline::base_into`], for a base computed
+    /// elsewhere (a session's carried prior). No allocation.
+    pub fn interval_inputs_into(&self, input: &[f64], forecast: &mut Forecast) {
         let (window, future) = input.split_at(self.past_len().min(input.len()));
         if let Some(c) = &self.conformal {
             c.window_scale_into(
@@ -745,15 +763,6 @@ impl Pipeline {
             if c.by_hour.is_some() {
                 self.step_hours_into(future, &mut forecast.step_hours);
                 c.radii_into(&forecast.step_hours, &mut forecast.interval_radii);
-            }
-        }
-        match (&self.prior, forecast.covariance.as_mut()) {
-            (Some(prior), Some(cov)) => prior.predict_into(window, future, &mut forecast.base, cov),
-            _ => {
-                let (t, f) = (self.targets.len(), self.features.len());
-                for (i, b) in forecast.base.iter_mut().enumerate() {
-                    *b = window[self.base_rows[i / t] * f + self.targets[i % t]];
-                }
             }
         }
     }

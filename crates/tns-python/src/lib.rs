@@ -301,8 +301,9 @@ impl Model {
     /// A streaming session: `push(row)` one observation at a time; once `lookback` rows have
     /// been seen each push returns the forecast from the latest window. `adaptive_gamma`:
     /// adaptive conformal intervals with that step. `carry_state`: an S4D or Mamba model
-    /// trained with absolute inputs carries its network's state along the stream (one step
-    /// per row, whatever the lookback) instead of re-running the window.
+    /// trained with absolute inputs carries its network's state along the stream, and a model
+    /// with a structural Kalman prior filters its prior along the stream (one step per row,
+    /// whatever the lookback) instead of re-running the window.
     #[pyo3(signature = (*, carry_state = false, adaptive_gamma = None))]
     fn session(&self, carry_state: bool, adaptive_gamma: Option<f64>) -> PyResult<Session> {
         let mut session = tns_engine::Session::new(self.engine.clone());

@@ -510,9 +510,10 @@ pub struct SessionOptions {
     /// that is the truth of an earlier forecast moves that output's radius, so long-run
     /// coverage holds under distribution shift.
     pub adaptive_gamma: Option<f64>,
-    /// Carry an S4D or Mamba network's state along the stream (models trained with
-    /// `--absolute-inputs`): one step per observation instead of re-running the window;
-    /// certificates then report how many rows the state holds.
+    /// Carry states along the stream: an S4D or Mamba network's (models trained with
+    /// `--absolute-inputs`) and a structural Kalman prior's (`--seasons`), one step per
+    /// observation instead of re-running the window; certificates then report how many rows
+    /// the state holds.
     #[serde(default)]
     pub carry_state: bool,
 }

@@ -107,8 +107,8 @@ pub struct SequenceParameters {
     pub sequence_end: bool,
     /// With `sequence_start`: adaptive conformal intervals with this relative step.
     pub adaptive_gamma: Option<f64>,
-    /// With `sequence_start`: carry an S4D or Mamba network's state along the sequence (see
-    /// the native route's `carry_state`).
+    /// With `sequence_start`: carry an S4D or Mamba network's state and a structural Kalman
+    /// prior's filter along the sequence (see the native route's `carry_state`).
     #[serde(default)]
     pub carry_state: bool,
 }
