@@ -35,8 +35,10 @@ pub struct GateReport {
 /// The conformal interval and its guarantee.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntervalReport {
-    /// `"split_conformal"`, `"normalized_split_conformal"`, their `"mondrian_hour_"` forms, or
-    /// `"adaptive_conformal"` / `"mondrian_hour_adaptive_conformal"` (a streaming session's).
+    /// `"split_conformal"`, `"normalized_split_conformal"`, their conformalized quantile
+    /// regression forms (`"conformalized_quantile_regression"`, …), their `"mondrian_hour_"`
+    /// forms, or `"adaptive_conformal"` / `"mondrian_hour_adaptive_conformal"` (a streaming
+    /// session's).
     pub method: String,
     /// Miscoverage level.
     pub alpha: f64,
@@ -52,6 +54,10 @@ pub struct IntervalReport {
     /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Vec<f64>>,
+    /// The network's quantile forecasts `[lower, upper]`, each `[horizon][targets]`, that a
+    /// conformalized-quantile-regression interval grows from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<[Vec<Vec<f64>>; 2]>,
 }
 
 /// How the Mahalanobis systems were solved and how well.
@@ -205,6 +211,10 @@ impl Certificate {
                 guarantee: c.guarantee(),
                 lower: rows(&lower, t),
                 upper: rows(&upper, t),
+                quantiles: inputs
+                    .quantiles
+                    .filter(|_| c.quantile_regression)
+                    .map(|(l, u)| [rows(l, t), rows(u, t)]),
             }
         });
         Self {

@@ -1490,6 +1490,8 @@ fn quantile_heads_give_cqr_intervals_through_every_path() {
     let cert = certificate(&model);
     let iv = &cert["interval"];
     assert_eq!(iv["method"], "conformalized_quantile_regression", "{iv}");
+    // The certificate carries the quantiles the interval grew from.
+    assert_eq!(iv["quantiles"].as_array().unwrap().len(), 2, "{iv}");
     assert!(
         iv["guarantee"].as_str().unwrap().contains("quantile band"),
         "{iv}"

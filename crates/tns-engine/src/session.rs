@@ -259,6 +259,10 @@ impl Session {
         if let (Some(a), Some(cal)) = (&self.adaptive, engine.pipeline().conformal()) {
             let t = engine.manifest().config.targets.len();
             let rows = |v: &[f64]| v.chunks(t).map(<[f64]>::to_vec).collect();
+            let quantiles = certificate
+                .interval
+                .take()
+                .and_then(|interval| interval.quantiles);
             certificate.interval = Some(IntervalReport {
                 method: a.aci.method().into(),
                 alpha: cal.alpha,
@@ -268,6 +272,7 @@ impl Session {
                 upper: rows(&prediction.upper),
                 scale: (!cal.scale.is_absolute())
                     .then(|| prediction.forecast.interval_scale.clone()),
+                quantiles,
             });
         }
         certificate
