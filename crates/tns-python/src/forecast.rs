@@ -126,6 +126,29 @@ impl Forecast {
         self.stack(py, self.output_shape(), |p| p.interval().map(|(_, u)| u))
     }
 
+    /// The network's lower quantile forecasts, which a conformalized-quantile-regression
+    /// interval grows from (`None` without quantile heads).
+    #[getter]
+    fn quantile_lower<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<Bound<'py, PyArrayDyn<f64>>>> {
+        self.stack(py, self.output_shape(), |p| {
+            p.forecast.quantiles().map(|(lower, _)| lower)
+        })
+    }
+
+    /// The network's upper quantile forecasts (`None` without quantile heads).
+    #[getter]
+    fn quantile_upper<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<Bound<'py, PyArrayDyn<f64>>>> {
+        self.stack(py, self.output_shape(), |p| {
+            p.forecast.quantiles().map(|(_, upper)| upper)
+        })
+    }
+
     /// The base forecast (the Kalman prior's mean, or the last value).
     #[getter]
     fn base<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArrayDyn<f64>>>> {

@@ -83,6 +83,19 @@ def test_sessions_carry_a_state_space_state(tns_bin, workdir, windows, cli_model
         m.session(adaptive_gamma=2.0)
 
 
+def test_quantile_heads_give_cqr_intervals(tns_bin, workdir, windows, cli_model):
+    """A model trained with quantile heads exposes its quantile forecasts; its interval grows
+    from them (CQR) and holds the forecast; a model without heads has none."""
+    path = workdir / "cqr.tns"
+    run(tns_bin, "train", *flags(dict(SMALL, epochs=2)), "--quantile-heads", "-o", path)
+    out = tns.load(path).predict(windows[:20])
+    assert out.quantile_lower.shape == out.prediction.shape == out.lower.shape
+    assert np.all(out.lower <= out.prediction) and np.all(out.prediction <= out.upper)
+    assert not np.allclose(out.prediction - out.lower, out.upper - out.prediction)
+    assert out.certificates()[0]["interval"]["method"] == "conformalized_quantile_regression"
+    assert tns.load(cli_model).predict(windows[0]).quantile_lower is None
+
+
 def test_metadata_and_properties(cli_model):
     m = tns.load(cli_model)
     meta = m.metadata
