@@ -106,6 +106,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
         c.macs(),
         c.seed
     )?;
+    if let Some(q) = c.quantile_heads {
+        writeln!(
+            s,
+            "  heads      point, quantile {} and quantile {} per step and target (output [{}, 3, {}]; pinball loss; conformalized quantile regression)",
+            q.lower,
+            q.upper,
+            c.horizon,
+            c.targets.len()
+        )?;
+    }
     for layer in c.layers()? {
         writeln!(
             s,

@@ -1487,6 +1487,11 @@ fn quantile_heads_give_cqr_intervals_through_every_path() {
     let certificate = |model: &str| -> serde_json::Value {
         serde_json::from_str(&ok(tns(&["predict", model, "-i", &input]))).unwrap()
     };
+    let inspect = ok(tns(&["inspect", &model]));
+    assert!(
+        inspect.contains("quantile 0.05 and quantile 0.95"),
+        "{inspect}"
+    );
     let cert = certificate(&model);
     let iv = &cert["interval"];
     assert_eq!(iv["method"], "conformalized_quantile_regression", "{iv}");
