@@ -111,7 +111,6 @@ fn structural_engine(context: usize) -> Result<Engine> {
     });
     config.validate()?;
     let tensors = tns_models::Network::init(&config, &Device::Cpu)?.to_tensors()?;
-    let width = config.output_width();
     let axes = config.kalman_axes.clone().unwrap_or_default();
     let kalman = tns_model::KalmanParameters {
         spec: tns_kalman::KalmanSpec {
@@ -137,33 +136,7 @@ fn structural_engine(context: usize) -> Result<Engine> {
             log_likelihood: 0.0,
         }],
     };
-    let normalization = InputNormalization {
-        mean: vec![0.0],
-        std: vec![1.0],
-        relative: vec![true],
-        future_mean: Vec::new(),
-        future_std: Vec::new(),
-    };
-    let conformal = tns_certify::ConformalCalibration {
-        alpha: 0.1,
-        n_calibration: 100,
-        radii: vec![1.0; width],
-        scale: tns_certify::ScoreScale::Absolute,
-        by_hour: None,
-        quantile_regression: false,
-    };
-    let manifest = Manifest {
-        format: tns_format::FORMAT_TAG.into(),
-        format_version: 1,
-        ..Manifest::unsaved(
-            config,
-            normalization,
-            vec![1.0; width],
-            Some(kalman),
-            Some(conformal),
-        )
-    };
-    Ok(Engine::new(manifest, &tensors)?)
+    unit_engine(config, &tensors, Some(kalman))
 }
 
 /// Session pushes of the structural System B at each prior context.
@@ -209,12 +182,25 @@ fn structural_runs(contexts: &[usize], pushes: usize) -> Result<Vec<PriorRun>> {
 fn session_engine(config: &ModelConfig, tensors: &[NamedTensor]) -> Result<Engine> {
     let mut config = config.clone();
     config.absolute_inputs = true;
+    unit_engine(config, tensors, None)
+}
+
+/// An engine over `config` with unit normalization statistics (every column absolute unless
+/// the description takes it relative), unit residual scales, `kalman` and a split-conformal
+/// interval of radius 1: every stage of a prediction runs, with numbers that do not matter
+/// for its cost.
+fn unit_engine(
+    config: ModelConfig,
+    tensors: &[NamedTensor],
+    kalman: Option<tns_model::KalmanParameters>,
+) -> Result<Engine> {
     let features = config.features.len();
     let width = config.output_width();
+    let relative = !config.absolute_inputs && config.kind.base() == tns_model::Base::KalmanPrior;
     let normalization = InputNormalization {
         mean: vec![0.0; features],
         std: vec![1.0; features],
-        relative: vec![false; features],
+        relative: vec![relative; features],
         future_mean: Vec::new(),
         future_std: Vec::new(),
     };
@@ -233,7 +219,7 @@ fn session_engine(config: &ModelConfig, tensors: &[NamedTensor]) -> Result<Engin
             config,
             normalization,
             vec![1.0; width],
-            None,
+            kalman,
             Some(conformal),
         )
     };
