@@ -709,8 +709,7 @@ pub struct AdaptiveConformal {
     /// `[groups, width]`: one group, or [`HOURS`] when calibrated by hour.
     radii: Vec<f64>,
     steps: Vec<f64>,
-    /// The smallest radius: 0, or none for CQR (whose interval always holds the point).
-    floor: f64,
+    /// CQR: radii may go below 0 (the interval always holds the point).
     quantile_regression: bool,
     width: usize,
     by_hour: bool,
@@ -738,11 +737,6 @@ impl AdaptiveConformal {
                 .iter()
                 .map(|r| gamma * r.abs().max(f64::MIN_POSITIVE))
                 .collect(),
-            floor: if calibration.quantile_regression {
-                f64::NEG_INFINITY
-            } else {
-                0.0
-            },
             quantile_regression: calibration.quantile_regression,
             radii,
             width: calibration.radii.len(),
@@ -805,7 +799,11 @@ impl AdaptiveConformal {
         let err = if covered { 0.0 } else { 1.0 };
         let at = self.slot(position, hour);
         let r = self.radii[at] + self.steps[at] * (err - self.target);
-        self.radii[at] = r.max(self.floor);
+        self.radii[at] = if self.quantile_regression {
+            r
+        } else {
+            r.max(0.0)
+        };
         self.resolved += 1;
         self.misses += u64::from(!covered);
     }

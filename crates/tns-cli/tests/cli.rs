@@ -121,14 +121,7 @@ fn ok(out: std::process::Output) -> String {
 fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let synth = [
-        "--synth",
-        "trajectory",
-        "--regime",
-        "turn",
-        "--rows",
-        "2000",
-    ];
+    let synth = TURN_2000;
     let train = |model: &str, network: Option<&str>, out: &str| {
         let mut args = vec!["train", "--model", model, "--epochs", "2", "-o", out];
         args.extend(synth);
@@ -1351,18 +1344,21 @@ fn eval_mae(table: &str, name: &str) -> f64 {
     line.split('|').nth(5).unwrap().trim().parse().unwrap()
 }
 
+/// The generated data of the interval tests: 2,000 rows of the `turn` trajectory.
+const TURN_2000: [&str; 6] = [
+    "--synth",
+    "trajectory",
+    "--regime",
+    "turn",
+    "--rows",
+    "2000",
+];
+
 #[test]
 fn normalized_intervals_follow_the_window_volatility_through_every_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let synth = [
-        "--synth",
-        "trajectory",
-        "--regime",
-        "turn",
-        "--rows",
-        "2000",
-    ];
+    let synth = TURN_2000;
     let (model, split, int8) = (path("n.tns"), path("s.tns"), path("n-int8.tns"));
     let mut args = vec![
         "train",
@@ -1456,14 +1452,7 @@ fn normalized_intervals_follow_the_window_volatility_through_every_path() {
 fn quantile_heads_give_cqr_intervals_through_every_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let synth = [
-        "--synth",
-        "trajectory",
-        "--regime",
-        "turn",
-        "--rows",
-        "2000",
-    ];
+    let synth = TURN_2000;
     let (model, int8, onnx) = (path("q.tns"), path("q-int8.tns"), path("q.onnx"));
     let mut args = vec![
         "train",

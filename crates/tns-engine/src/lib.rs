@@ -245,7 +245,7 @@ impl Engine {
     /// Values of the network's output per prediction (`horizon × targets`, times 3 with
     /// quantile heads).
     pub fn network_output_len(&self) -> usize {
-        self.manifest.config.network_output_width()
+        self.pipeline.network_output_len()
     }
 
     /// A prediction with all buffers allocated, to be filled by the engine.

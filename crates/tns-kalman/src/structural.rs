@@ -295,6 +295,20 @@ impl StructuralModel {
         self.n
     }
 
+    /// The observed value of state `a`, `Z a`.
+    fn observe(&self, a: &[f64]) -> f64 {
+        self.z.iter().zip(a).map(|(z, x)| z * x).sum()
+    }
+
+    /// The variance of an observation under state covariance `p`, `Z P Zᵀ + h`.
+    fn observed_variance(&self, p: &[f64]) -> f64 {
+        let n = self.n;
+        let zpz: f64 = (0..n)
+            .map(|r| self.z[r] * (0..n).map(|c| p[r * n + c] * self.z[c]).sum::<f64>())
+            .sum();
+        zpz + self.h
+    }
+
     /// `x ← T x`.
     fn transition(&self, x: &mut [f64]) {
         self.apply_blocks(x, false);
@@ -355,7 +369,7 @@ impl StructuralModel {
             .map(|(z, g)| z * g)
             .sum::<f64>()
             + self.h;
-        let v = y - self.z.iter().zip(a.iter()).map(|(z, x)| z * x).sum::<f64>();
+        let v = y - self.observe(a);
         for (x, g) in a.iter_mut().zip(gain.iter()) {
             *x += g / f * v;
         }
@@ -442,10 +456,7 @@ impl WindowPlan {
                     model.apply_blocks(&mut row, true);
                 }
                 readout.extend_from_slice(&row);
-                let zpz: f64 = (0..n)
-                    .map(|r| model.z[r] * (0..n).map(|c| p[r * n + c] * model.z[c]).sum::<f64>())
-                    .sum();
-                variance.push(zpz + model.h);
+                variance.push(model.observed_variance(&p));
             }
         }
         Self {
@@ -464,31 +475,17 @@ impl WindowPlan {
         window: &[f64],
         stride: usize,
         column: usize,
-        regression: (&[f64], &[usize]),
+        (beta, regressors): (&[f64], &[usize]),
         state: &mut [f64],
     ) -> f64 {
         let n = self.model.n;
-        let (beta, regressors) = regression;
-        let adjusted = |row: &[f64]| {
-            row[column]
-                - beta
-                    .iter()
-                    .zip(regressors)
-                    .map(|(b, &c)| b * row[c])
-                    .sum::<f64>()
-        };
+        let adjusted = |row: &[f64]| row[column] - regression(beta, regressors, row);
         let last = adjusted(&window[window.len() - stride..]);
         state.fill(0.0);
         let rows = window.len() / stride;
         for (t, gain) in self.gains.chunks_exact(n).enumerate().take(rows) {
             let y = adjusted(&window[t * stride..(t + 1) * stride]) - last;
-            let v = y - self
-                .model
-                .z
-                .iter()
-                .zip(state.iter())
-                .map(|(z, x)| z * x)
-                .sum::<f64>();
+            let v = y - self.model.observe(state);
             for (x, g) in state.iter_mut().zip(gain) {
                 *x += g * v;
             }
@@ -611,13 +608,9 @@ impl StructuralPrior {
             );
             for k in 0..self.horizon {
                 let row = &plan.readout[k * n..(k + 1) * n];
-                let regression: f64 = beta
-                    .iter()
-                    .zip(&self.future_regressors)
-                    .map(|(b, &c)| b * future[k * self.future_width + c])
-                    .sum();
+                let future_row = &future[k * self.future_width..];
                 mean[k * t + j] = last
-                    + regression
+                    + regression(beta, &self.future_regressors, future_row)
                     + row
                         .iter()
                         .zip(state.iter())
@@ -638,7 +631,16 @@ impl StructuralPrior {
 /// history than any calibration window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StructuralStream {
-    prior: StructuralPrior,
+    /// Per target: its model, its column and its regression coefficients.
+    models: Vec<StructuralModel>,
+    targets: Vec<usize>,
+    betas: Vec<Vec<f64>>,
+    /// Regressors' window columns and their columns in a future-block row.
+    regressors: Vec<usize>,
+    future_regressors: Vec<usize>,
+    future_width: usize,
+    lead: usize,
+    horizon: usize,
     /// Per target: the filtered mean `a_{t|t}` `[n]` and covariance `P_{t|t}` `[n, n]`.
     means: Vec<Vec<f64>>,
     covariances: Vec<Vec<f64>>,
@@ -656,7 +658,14 @@ impl StructuralPrior {
         let n = self.states();
         let t = self.plans.len();
         StructuralStream {
-            prior: self.clone(),
+            models: self.plans.iter().map(|p| p.model.clone()).collect(),
+            targets: self.targets.clone(),
+            betas: self.betas.clone(),
+            regressors: self.regressors.clone(),
+            future_regressors: self.future_regressors.clone(),
+            future_width: self.future_width,
+            lead: self.lead,
+            horizon: self.horizon,
             means: vec![vec![0.0; n]; t],
             covariances: self
                 .plans
@@ -673,16 +682,20 @@ impl StructuralPrior {
 }
 
 impl StructuralStream {
-    /// Bytes its buffers (and its copy of the prior's plans) hold on the heap.
+    /// Bytes its buffers (and its copy of the models) hold on the heap.
     pub fn heap_bytes(&self) -> usize {
         let f64s = |v: &Vec<f64>| size_of::<f64>() * v.capacity();
-        let plans: usize = self
-            .prior
-            .plans
+        let models: usize = self
+            .models
             .iter()
-            .map(|p| f64s(&p.gains) + f64s(&p.readout) + f64s(&p.variance))
+            .map(|m| {
+                f64s(&m.z)
+                    + f64s(&m.q)
+                    + size_of::<(usize, [[f64; 2]; 2], usize)>() * m.blocks.capacity()
+            })
             .sum();
-        plans
+        models
+            + self.betas.iter().map(f64s).sum::<usize>()
             + self
                 .means
                 .iter()
@@ -703,20 +716,14 @@ impl StructuralStream {
     /// Filters one row (`features` values, finite): the time update from the previous row,
     /// then each target's value less its regression. No allocation.
     pub fn push(&mut self, row: &[f64]) {
-        let prior = &self.prior;
-        for (j, (plan, &column)) in prior.plans.iter().zip(&prior.targets).enumerate() {
+        for (j, (model, &column)) in self.models.iter().zip(&self.targets).enumerate() {
             let (a, p) = (&mut self.means[j], &mut self.covariances[j]);
             if self.rows > 0 {
-                plan.model.transition(a);
-                plan.model.predict_covariance(p, &mut self.column);
+                model.transition(a);
+                model.predict_covariance(p, &mut self.column);
             }
-            let regression: f64 = prior.betas[j]
-                .iter()
-                .zip(&prior.regressors)
-                .map(|(b, &c)| b * row[c])
-                .sum();
-            plan.model
-                .update(a, p, row[column] - regression, &mut self.gain);
+            let y = row[column] - regression(&self.betas[j], &self.regressors, row);
+            model.update(a, p, y, &mut self.gain);
         }
         self.rows += 1;
     }
@@ -726,41 +733,30 @@ impl StructuralStream {
     /// [`StructuralPrior::predict_into`] lays them out; `future` is the known-future block.
     /// No allocation.
     pub fn predict_into(&mut self, future: &[f64], mean: &mut [f64], cov: &mut [f64]) {
-        let prior = &self.prior;
-        let t = prior.targets.len();
-        let lead = prior.lead;
+        let (t, lead) = (self.targets.len(), self.lead);
         cov.fill(0.0);
-        for (j, plan) in prior.plans.iter().enumerate() {
-            let model = &plan.model;
-            let n = model.n;
+        for (j, model) in self.models.iter().enumerate() {
             self.mean.copy_from_slice(&self.means[j]);
             self.covariance.copy_from_slice(&self.covariances[j]);
-            for k in 1..lead + prior.horizon {
+            for k in 1..lead + self.horizon {
                 model.transition(&mut self.mean);
                 model.predict_covariance(&mut self.covariance, &mut self.column);
                 if k < lead {
                     continue;
                 }
                 let step = k - lead;
-                let regression: f64 = prior.betas[j]
-                    .iter()
-                    .zip(&prior.future_regressors)
-                    .map(|(b, &c)| b * future[step * prior.future_width + c])
-                    .sum();
-                let level: f64 = model.z.iter().zip(&self.mean).map(|(z, x)| z * x).sum();
-                let zpz: f64 = (0..n)
-                    .map(|r| {
-                        model.z[r]
-                            * (0..n)
-                                .map(|c| self.covariance[r * n + c] * model.z[c])
-                                .sum::<f64>()
-                    })
-                    .sum();
-                mean[step * t + j] = level + regression;
-                cov[(step * t + j) * t + j] = zpz + model.h;
+                let future_row = &future[step * self.future_width..];
+                mean[step * t + j] = model.observe(&self.mean)
+                    + regression(&self.betas[j], &self.future_regressors, future_row);
+                cov[(step * t + j) * t + j] = model.observed_variance(&self.covariance);
             }
         }
     }
+}
+
+/// `β · x` of one row: `x` the values at `columns` of `row`.
+fn regression(beta: &[f64], columns: &[usize], row: &[f64]) -> f64 {
+    beta.iter().zip(columns).map(|(b, &c)| b * row[c]).sum()
 }
 
 /// Fits the variances (and regression coefficients) of one target's model by maximum

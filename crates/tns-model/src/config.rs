@@ -241,6 +241,21 @@ pub struct QuantileHeads {
     pub upper: f64,
 }
 
+/// Where output `position` (of `[horizon, targets]`, flat) of head `head` (0: the point,
+/// 1: the lower quantile, 2: the upper) sits in a network output with `per` outputs per
+/// value, laid out `[horizon, per, targets]`: the one definition of that layout for code
+/// that reads a network's output value by value.
+///
+/// ```
+/// // Horizon 2, 3 targets, quantile heads: step 1's target 2, upper quantile.
+/// assert_eq!(tns_model::head_index(5, 3, 3, 2), 9 + 6 + 2);
+/// // Without heads the output is `[horizon, targets]` itself.
+/// assert_eq!(tns_model::head_index(5, 3, 1, 0), 5);
+/// ```
+pub fn head_index(position: usize, targets: usize, per: usize, head: usize) -> usize {
+    (position / targets) * per * targets + head * targets + position % targets
+}
+
 impl QuantileHeads {
     /// The central `1 − alpha` band: levels `alpha / 2` and `1 − alpha / 2`.
     pub fn central(alpha: f64) -> Self {

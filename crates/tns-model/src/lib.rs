@@ -32,7 +32,7 @@ pub mod s4d;
 
 pub use config::{
     Base, FutureInputs, InputNormalization, MAX_COLUMNS, MAX_LAYERS, MAX_LEAD, MAX_PARAMETERS,
-    MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind, QuantileHeads,
+    MAX_ROWS, MAX_WIDTH, ModelConfig, ModelKind, QuantileHeads, head_index,
 };
 pub use network::{
     Activation, Init, Layer, LayerNode, NETWORK_SYNTAX, NetworkConfig, ParamSpec, RMS_NORM_EPS,

@@ -839,12 +839,12 @@ impl Pipeline {
                 *c = f64::from(v) * s;
             }
         } else {
-            // Per step: the point's `t` outputs, then the lower and the upper quantile's.
+            let per = self.outputs_per_value;
             for (k, (c, s)) in r.iter_mut().zip(&self.residual_scale).enumerate() {
-                let at = (k / t) * 3 * t + k % t;
-                *c = f64::from(out[at]) * s;
-                quantile_lower[k] = base[k] + f64::from(out[at + t]) * s;
-                quantile_upper[k] = base[k] + f64::from(out[at + 2 * t]) * s;
+                let head = |h| f64::from(out[crate::head_index(k, t, per, h)]) * s;
+                *c = head(0);
+                quantile_lower[k] = base[k] + head(1);
+                quantile_upper[k] = base[k] + head(2);
             }
         }
         match (&self.gate, covariance.as_ref(), gate_steps.as_mut()) {

@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
-use tns_model::NamedTensor;
+use tns_model::{NamedTensor, head_index};
 use tns_models::{Network, gate_penalty, pinball, pinball_loss};
 
 use crate::prepare::NetData;
@@ -563,10 +563,10 @@ fn evaluate(
     for (i, &y) in data.targets.iter().enumerate() {
         let y = f64::from(y);
         let (window, k) = (i / width, i % width);
-        let at = window * width * per + (k / targets) * per * targets + k % targets;
-        sums[0] += loss.of(f64::from(out[at]) - y);
-        for (head, tau) in levels.iter().flatten().enumerate() {
-            sums[head + 1] += pinball(y - f64::from(out[at + (head + 1) * targets]), *tau);
+        let head = |h| f64::from(out[window * width * per + head_index(k, targets, per, h)]);
+        sums[0] += loss.of(head(0) - y);
+        for (h, tau) in levels.iter().flatten().enumerate() {
+            sums[h + 1] += pinball(y - head(h + 1), *tau);
         }
     }
     Ok(sums.iter().sum::<f64>() / data.targets.len() as f64)
