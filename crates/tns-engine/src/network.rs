@@ -662,6 +662,7 @@ fn lane_copy(x: &mut [f32], y: &mut [f32], n: usize, lane: usize, back: bool) {
 /// A pre-norm transformer block ([`Layer::TransformerBlock`]).
 #[derive(Debug, Clone)]
 struct TransformerBlock {
+    /// Tokens per sequence (the input holds one or more sequences, one after the other).
     tokens: usize,
     width: usize,
     heads: usize,
@@ -689,6 +690,7 @@ impl TransformerBlock {
             kv_heads,
             ffn,
             causal,
+            sequences,
         } = node.layer
         else {
             return Err(EngineError::Model(format!(
@@ -697,7 +699,7 @@ impl TransformerBlock {
             )));
         };
         let width = node.input.channels();
-        let tokens = node.input.len() / width.max(1);
+        let tokens = node.input.len() / width.max(1) / sequences.max(1);
         let head = width / heads.max(1);
         let dense =
             |part: &str| Dense::unbiased(tensors, &format!("{}.{part}.weight", node.name), int8);
@@ -759,8 +761,18 @@ impl TransformerBlock {
         }
     }
 
+    /// Every sequence through the block on its own (`[sequence, token, value, lane]`).
     #[inline(always)]
     fn forward<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let span = self.tokens * self.width * W::N;
+        for (xs, ys) in x.chunks_exact(span).zip(y.chunks_exact_mut(span)) {
+            self.forward_one::<K, W>(xs, ys, s);
+        }
+    }
+
+    /// One sequence of `tokens` tokens.
+    #[inline(always)]
+    fn forward_one<K: Kernels, W: Width>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
         let n = W::N;
         let (p, d) = (self.tokens, self.width);
         let head = d / self.heads;
@@ -1328,11 +1340,15 @@ enum LayerPlan {
     },
     /// N-HiTS blocks (see [`Layer::Nhits`]).
     Nhits(Box<Nhits>),
-    /// The patch embedding, one product per token; consecutive tokens start `stride` values
-    /// apart in a sequence (`[step, channel]`; times the lanes in the batch path).
+    /// The patch embedding, one product per token; consecutive tokens start `stride` rows
+    /// apart in a sequence of `channels` (`[step, channel]`; times the lanes in the batch
+    /// path). When `independent`, each channel's tokens (its values `channels` apart) are
+    /// gathered and embedded in turn.
     PatchEmbed {
         dense: Dense,
         stride: usize,
+        channels: usize,
+        independent: bool,
     },
     /// A transformer block (see [`Layer::TransformerBlock`]).
     TransformerBlock(Box<TransformerBlock>),
@@ -1396,9 +1412,15 @@ impl LayerPlan {
                 kernel,
             },
             Layer::Nhits { .. } => Self::Nhits(Box::new(Nhits::new(node, tensors, int8)?)),
-            Layer::PatchEmbed { stride, .. } => Self::PatchEmbed {
+            Layer::PatchEmbed {
+                stride,
+                independent,
+                ..
+            } => Self::PatchEmbed {
                 dense: dense("weight", "bias")?,
-                stride: stride * node.input.channels(),
+                stride,
+                channels: node.input.channels(),
+                independent,
             },
             Layer::TransformerBlock { .. } => {
                 Self::TransformerBlock(Box::new(TransformerBlock::new(node, tensors, int8)?))
@@ -1452,10 +1474,34 @@ impl LayerPlan {
             } => decompose(x, y, steps, channels * W::N, kernel),
             Self::Nhits(nhits) => nhits.forward::<K, W>(x, future, y, s),
             // Each token's rows are contiguous (`[step, channel, lane]`): one product each.
-            Self::PatchEmbed { dense: d, stride } => {
+            &Self::PatchEmbed {
+                dense: ref d,
+                stride,
+                channels,
+                independent: false,
+            } => {
                 for (t, yt) in y.chunks_exact_mut(d.outputs * W::N).enumerate() {
-                    let first = t * stride * W::N;
+                    let first = t * stride * channels * W::N;
                     W::dense::<K>(d, &x[first..first + d.inputs * W::N], yt, &mut s.quant);
+                }
+            }
+            // A channel's values are `channels` apart: gather each token's `patch` of them.
+            &Self::PatchEmbed {
+                dense: ref d,
+                stride,
+                channels,
+                independent: true,
+            } => {
+                let n = W::N;
+                let token = &mut s.attention[..d.inputs * n];
+                let per_channel = y.len() / (d.outputs * n * channels.max(1));
+                for (t, yt) in y.chunks_exact_mut(d.outputs * n).enumerate() {
+                    let (channel, first) = (t / per_channel, (t % per_channel) * stride);
+                    for (r, value) in token.chunks_exact_mut(n).enumerate() {
+                        let at = ((first + r) * channels + channel) * n;
+                        value.copy_from_slice(&x[at..at + n]);
+                    }
+                    W::dense::<K>(d, token, yt, &mut s.quant);
                 }
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
@@ -1533,7 +1579,8 @@ struct LayerScratch {
     /// An N-HiTS layer's residual, backcast, block input, hidden layers and knots.
     nhits: Vec<f32>,
     /// A transformer block's normalized tokens, queries, keys, values, attention output,
-    /// residual stream, feed-forward values and attention accumulators.
+    /// residual stream, feed-forward values and attention accumulators; an independent
+    /// patch embedding's gathered token.
     attention: Vec<f32>,
     /// A state-space block's work space for one step, and its carried state.
     ssm: Vec<f32>,
@@ -1696,6 +1743,11 @@ impl NetworkPlan {
             .iter()
             .map(|l| match l {
                 LayerPlan::TransformerBlock(b) => b.scratch_len(),
+                LayerPlan::PatchEmbed {
+                    dense: d,
+                    independent: true,
+                    ..
+                } => d.inputs,
                 _ => 0,
             })
             .max()
@@ -1804,7 +1856,11 @@ fn streaming_end(layers: &[LayerPlan], row: usize) -> Option<usize> {
     layers[..end]
         .iter()
         .all(|l| match l {
-            LayerPlan::PatchEmbed { dense: d, .. } => d.inputs == row,
+            LayerPlan::PatchEmbed {
+                dense: d,
+                independent: false,
+                ..
+            } => d.inputs == row,
             LayerPlan::RmsNorm { .. } | LayerPlan::Activation(_) => true,
             LayerPlan::S4dBlock(_) | LayerPlan::MambaBlock(_) => true,
             _ => false,

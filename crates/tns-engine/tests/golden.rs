@@ -6,7 +6,7 @@
 //! file and its expected certificates were written by that release's `tns quantize
 //! golden-system-b-v1.tns --int8 --synth trajectory --regime mixed --rows 3000 --data-seed 3`
 //! and `tns predict` on an AVX2+FMA machine; they are not regenerated. The zoo's files
-//! (`golden-system-b-{dlinear-5,lstm-8-2,tcn-4-2-3,nhits-2-1-16-2,transformer-8-2-1-1-2}`) were written by the
+//! (`golden-system-b-{dlinear-5,lstm-8-2,tcn-4-2-3,nhits-2-1-16-2,transformer-8-2-1-1-2,transformer-8-2-1-1-2-flatten-independent,s4d-8-4-2,mamba-8-4-2-3-2}`) were written by the
 //! release that added those networks, one at a time, with
 //! `TNS_WRITE_ZOO_GOLDEN=<network> cargo test --release -p tns-engine --test golden`.
 
@@ -83,6 +83,7 @@ fn the_zoo_golden_models_still_load_and_predict_identically() {
         "tcn:4,2,3",
         "nhits:2,1,16,2",
         "transformer:8,2,1,1,2",
+        "transformer:8,2,1,1,2,flatten,independent",
         "s4d:8,4,2",
         "mamba:8,4,2,3,2",
     ] {

@@ -62,6 +62,7 @@ pub fn networks() -> Vec<NetworkConfig> {
             stride: None,
             causal: true,
             flatten: false,
+            independent: false,
         },
         NetworkConfig::Transformer {
             d_model: 8,
@@ -72,6 +73,7 @@ pub fn networks() -> Vec<NetworkConfig> {
             stride: None,
             causal: false,
             flatten: false,
+            independent: false,
         },
         // Overlapping patches (PatchTST's stride) and a head on every token.
         NetworkConfig::Transformer {
@@ -83,6 +85,19 @@ pub fn networks() -> Vec<NetworkConfig> {
             stride: Some(2),
             causal: false,
             flatten: true,
+            independent: false,
+        },
+        // Channel independence (PatchTST): each channel its own causal token sequence.
+        NetworkConfig::Transformer {
+            d_model: 8,
+            heads: 2,
+            kv_heads: 1,
+            layers: 2,
+            patch: 2,
+            stride: Some(1),
+            causal: true,
+            flatten: true,
+            independent: true,
         },
         NetworkConfig::S4d {
             d_model: 4,

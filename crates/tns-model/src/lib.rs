@@ -119,6 +119,14 @@ pub enum ConfigError {
         /// The network, in `--network` syntax.
         network: String,
     },
+    /// Channel independence with a head on the last token only.
+    #[error(
+        "network {network}: channel independence needs the flattened head (add `,flatten`): the last token alone would be the last channel's"
+    )]
+    IndependentHead {
+        /// The network, in `--network` syntax.
+        network: String,
+    },
     /// Patches that do not tile the lookback: the stride must divide the lookback less the
     /// patch length, and be at most the patch length.
     #[error(

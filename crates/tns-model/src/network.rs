@@ -76,6 +76,9 @@ pub enum NetworkConfig {
     /// (bidirectional, or causal: a token attends to itself and earlier ones) with rotary
     /// position embeddings and a SwiGLU feed-forward, each behind an RMSNorm; a final RMSNorm
     /// and a linear head on the last token, or on every token flattened (PatchTST's head).
+    /// With channel independence (PatchTST's default) each input channel is patched on its
+    /// own and its tokens attend only to each other, through the same weights for every
+    /// channel; the flattened head then reads every channel's tokens.
     Transformer {
         /// Token width.
         d_model: usize,
@@ -97,6 +100,9 @@ pub enum NetworkConfig {
         /// The head reads every token (flattened) instead of the last.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         flatten: bool,
+        /// Channel independence: one token sequence per input channel (needs `flatten`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        independent: bool,
     },
     /// A diagonal state-space model (S4D-Real, Gu et al., 2022): each row embedded by a
     /// linear map to `d_model` channels; `layers` residual blocks, each an RMSNorm, one
@@ -129,7 +135,7 @@ pub enum NetworkConfig {
 }
 
 /// The forms `--network` accepts, for error messages and help texts.
-pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH[,STRIDE]][,causal][,flatten] (attention blocks), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks), mamba:D_MODEL,STATE,EXPAND,CONV,LAYERS (selective state-space blocks)";
+pub const NETWORK_SYNTAX: &str = "linear, mlp:W1[,W2,…] (hidden widths), gru:H (hidden size), lstm:H[,LAYERS] (hidden size, stacked layers), tcn:CHANNELS,KERNEL,LEVELS (causal convolutions), dlinear:K (odd moving-average window), nhits:STACKS,BLOCKS,HIDDEN,POOL (pooled MLP blocks), transformer:D_MODEL,HEADS,KV_HEADS,LAYERS[,PATCH[,STRIDE]][,causal][,flatten][,independent] (attention blocks; independent: one token sequence per channel, with flatten), s4d:D_MODEL,STATE,LAYERS (diagonal state-space blocks), mamba:D_MODEL,STATE,EXPAND,CONV,LAYERS (selective state-space blocks)";
 
 impl NetworkConfig {
     /// The widths a user chose (for limits and zero checks).
@@ -226,11 +232,19 @@ impl NetworkConfig {
             kv_heads,
             patch,
             stride,
+            flatten,
+            independent,
             ..
         } = self
         {
             if *heads == 0 || *kv_heads == 0 || *patch == 0 || stride == &Some(0) {
                 return Err(ConfigError::ZeroWidth {
+                    network: self.to_string(),
+                });
+            }
+            // The last token of the last channel would hide every other channel.
+            if *independent && !*flatten {
+                return Err(ConfigError::IndependentHead {
                     network: self.to_string(),
                 });
             }
@@ -397,6 +411,7 @@ impl NetworkConfig {
                 stride,
                 causal,
                 flatten,
+                independent,
             } => {
                 let steps = input.len() / input.channels().max(1);
                 let stride = stride.unwrap_or(patch);
@@ -410,14 +425,17 @@ impl NetworkConfig {
                     patch,
                     stride,
                     d_model,
+                    independent,
                 };
                 stack.push("embed", embed)?;
+                let sequences = if independent { input.channels() } else { 1 };
                 for i in 0..layers {
                     let block = Layer::TransformerBlock {
                         heads,
                         kv_heads,
                         ffn: 2 * d_model,
                         causal,
+                        sequences,
                     };
                     stack.push(&format!("block.{i}"), block)?;
                 }
@@ -501,6 +519,7 @@ impl std::fmt::Display for NetworkConfig {
                 stride,
                 causal,
                 flatten,
+                independent,
             } => {
                 write!(f, "transformer:{d_model},{heads},{kv_heads},{layers}")?;
                 match stride.filter(|s| s != patch) {
@@ -513,6 +532,9 @@ impl std::fmt::Display for NetworkConfig {
                 }
                 if *flatten {
                     write!(f, ",flatten")?;
+                }
+                if *independent {
+                    write!(f, ",independent")?;
                 }
                 Ok(())
             }
@@ -539,7 +561,7 @@ impl std::str::FromStr for NetworkConfig {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::NetworkSpec(s.to_string());
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
-        // Words (the transformer's `causal` and `flatten`) may follow the numbers.
+        // Words (the transformer's `causal`, `flatten` and `independent`) may follow the numbers.
         let mut words = Vec::new();
         let mut numbers: Vec<usize> = Vec::new();
         for a in args
@@ -549,7 +571,9 @@ impl std::str::FromStr for NetworkConfig {
         {
             match a.parse() {
                 Ok(n) if words.is_empty() => numbers.push(n),
-                Err(_) if ["causal", "flatten"].contains(&a) && !words.contains(&a) => {
+                Err(_)
+                    if ["causal", "flatten", "independent"].contains(&a) && !words.contains(&a) =>
+                {
                     words.push(a)
                 }
                 _ => return Err(bad()),
@@ -586,6 +610,7 @@ impl std::str::FromStr for NetworkConfig {
                     stride: rest.get(1).copied(),
                     causal: words.contains(&"causal"),
                     flatten: words.contains(&"flatten"),
+                    independent: words.contains(&"independent"),
                 }
             }
             ("s4d", [d_model, state, layers]) => Self::S4d {
@@ -758,7 +783,9 @@ pub enum Layer {
     /// Cuts a sequence `[L, C]` into `P = (L − patch) / stride + 1` tokens of `patch`
     /// consecutive rows, token `p` starting at row `p · stride`, and embeds each, flattened
     /// (`[patch · C]`), by `W x + b` → `[P, d_model]`. Tensors `{name}.weight`
-    /// `[d_model, patch · C]`, `{name}.bias` `[d_model]`.
+    /// `[d_model, patch · C]`, `{name}.bias` `[d_model]`. When `independent`, each channel
+    /// is cut on its own and every token holds `patch` values of one channel, embedded by
+    /// the same `W` `[d_model, patch]`: `[C · P, d_model]`, channel by channel.
     PatchEmbed {
         /// Rows per token.
         patch: usize,
@@ -766,6 +793,8 @@ pub enum Layer {
         stride: usize,
         /// Token width.
         d_model: usize,
+        /// One token sequence per channel.
+        independent: bool,
     },
     /// A pre-norm transformer block over tokens `[P, d]` → `[P, d]` (no biases):
     /// `h = x + W_o · attention(rope(W_q n₁), rope(W_k n₁), W_v n₁)` with `n₁ = rmsnorm₁(x)`,
@@ -778,7 +807,9 @@ pub enum Layer {
     /// `{name}.q.weight` `[d, d]`, `{name}.k.weight` and `{name}.v.weight`
     /// `[kv_heads · d_head, d]`, `{name}.o.weight` `[d, d]`, `{name}.norm2.weight` `[d]`,
     /// `{name}.gate.weight` and `{name}.up.weight` `[ffn, d]`, `{name}.down.weight`
-    /// `[d, ffn]`.
+    /// `[d, ffn]`. With `sequences` > 1 the tokens are that many independent sequences of
+    /// equal length, one after the other: a token attends only within its own, and its
+    /// rotary position counts from that sequence's start — the block applied to each alone.
     TransformerBlock {
         /// Query heads.
         heads: usize,
@@ -788,6 +819,8 @@ pub enum Layer {
         ffn: usize,
         /// Causal attention.
         causal: bool,
+        /// Independent token sequences (1, or the channels under channel independence).
+        sequences: usize,
     },
     /// RMSNorm of every row of a sequence (`x / √(mean(x²) + 1e-5) ⊙ g`); tensor
     /// `{name}.weight` `[C]`.
@@ -843,7 +876,13 @@ impl Layer {
             patch: 1,
             stride: 1,
             d_model,
+            independent: false,
         }
+    }
+
+    /// Values one token of a [`Layer::PatchEmbed`] reads from a sequence of `channels`.
+    pub fn patch_inputs(patch: usize, independent: bool, channels: usize) -> usize {
+        if independent { patch } else { patch * channels }
     }
 }
 
@@ -935,12 +974,14 @@ impl Layer {
             patch: 1,
             stride: 1,
             d_model: 1,
+            independent: false,
         },
         Self::TransformerBlock {
             heads: 1,
             kv_heads: 1,
             ffn: 1,
             causal: false,
+            sequences: 1,
         },
         Self::RmsNorm,
         Self::S4dBlock { state: 1 },
@@ -977,17 +1018,20 @@ impl Layer {
                     patch,
                     stride,
                     d_model,
+                    independent,
                 },
-                Shape::Sequence { steps, .. },
+                Shape::Sequence { steps, channels },
             ) if patches_tile(steps, patch, stride) => Some(Shape::Sequence {
-                steps: (steps - patch) / stride + 1,
+                steps: ((steps - patch) / stride + 1) * if independent { channels } else { 1 },
                 channels: d_model,
             }),
+            (Self::TransformerBlock { sequences, .. }, Shape::Sequence { steps, .. })
+                if sequences > 0 && steps.is_multiple_of(sequences) =>
+            {
+                Some(input)
+            }
             (
-                Self::TransformerBlock { .. }
-                | Self::RmsNorm
-                | Self::S4dBlock { .. }
-                | Self::MambaBlock { .. },
+                Self::RmsNorm | Self::S4dBlock { .. } | Self::MambaBlock { .. },
                 Shape::Sequence { .. },
             ) => Some(input),
             (Self::Lstm { hidden, sequence }, Shape::Sequence { steps, .. }) => Some(if sequence {
@@ -1144,8 +1188,16 @@ impl LayerNode {
                     p
                 })
                 .collect(),
-            (Layer::PatchEmbed { patch, d_model, .. }, input) => {
-                let inputs = patch * input.channels();
+            (
+                Layer::PatchEmbed {
+                    patch,
+                    d_model,
+                    independent,
+                    ..
+                },
+                input,
+            ) => {
+                let inputs = Layer::patch_inputs(patch, independent, input.channels());
                 vec![
                     param("weight", vec![d_model, inputs], inputs, true),
                     param("bias", vec![d_model], inputs, false),
@@ -1320,8 +1372,18 @@ impl LayerNode {
                         + 2 * horizon * targets
                 })
                 .sum(),
-            (Layer::PatchEmbed { patch, d_model, .. }, input) => {
-                d_model * patch * input.channels() * self.output.len() / d_model.max(1)
+            (
+                Layer::PatchEmbed {
+                    patch,
+                    d_model,
+                    independent,
+                    ..
+                },
+                input,
+            ) => {
+                d_model
+                    * Layer::patch_inputs(patch, independent, input.channels())
+                    * (self.output.len() / d_model.max(1))
             }
             (Layer::RmsNorm, input) => input.len(),
             (
@@ -1329,13 +1391,16 @@ impl LayerNode {
                     heads,
                     kv_heads,
                     ffn,
+                    sequences,
                     ..
                 },
                 Shape::Sequence { steps, channels: d },
             ) => {
                 let kv = kv_heads * (d / heads.max(1));
-                // Projections and feed-forward per token, then scores and mixing per pair.
-                steps * (2 * d * d + 2 * kv * d + 3 * ffn * d) + 2 * steps * steps * d
+                // Projections and feed-forward per token, then scores and mixing per pair
+                // of tokens in one sequence.
+                steps * (2 * d * d + 2 * kv * d + 3 * ffn * d)
+                    + 2 * steps * (steps / sequences.max(1)) * d
             }
             (Layer::TransformerBlock { .. }, Shape::Vector(_)) => 0,
             // Per step and channel: the norm, each mode's update and read-out, the skip;
@@ -1644,6 +1709,48 @@ mod tests {
         ] {
             assert!(bad.parse::<NetworkConfig>().is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn channel_independence_shares_one_embedding_across_channels() {
+        let input = Shape::Sequence {
+            steps: 12,
+            channels: 3,
+        };
+        let net: NetworkConfig = "transformer:16,4,2,2,4,2,flatten,independent"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            net.to_string(),
+            "transformer:16,4,2,2,4,2,flatten,independent"
+        );
+        let layers = net.layers(input, 0, 1, 2).unwrap();
+        // Per channel (12 − 4) / 2 + 1 = 5 tokens of 4 values, three channels one after
+        // the other; the embedding reads 4 values, not 4 × 3.
+        assert_eq!(
+            layers[0].output,
+            Shape::Sequence {
+                steps: 15,
+                channels: 16
+            }
+        );
+        assert_eq!(layers[0].parameter_count(), 16 * 4 + 16);
+        assert_eq!(layers[0].macs(), 15 * 16 * 4);
+        assert!(matches!(
+            layers[1].layer,
+            Layer::TransformerBlock { sequences: 3, .. }
+        ));
+        // Attention pairs only tokens of one channel: 5 × 5 per channel, not 15 × 15.
+        let block = 2 * 16 * 16 + 2 * 8 * 16 + 3 * 32 * 16;
+        assert_eq!(layers[1].macs(), 15 * block + 2 * 15 * 5 * 16);
+        // The head reads every channel's tokens.
+        assert_eq!(layers.last().unwrap().parameter_count(), 15 * 16 * 2 + 2);
+        // The last token alone would be the last channel's: refused, with the fix.
+        let err = "transformer:16,4,2,2,4,independent"
+            .parse::<NetworkConfig>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add `,flatten`"), "{err}");
     }
 
     #[test]

@@ -41,10 +41,12 @@ enum CandleLayer {
         sequence: bool,
     },
     Nhits(Box<Nhits>),
-    /// Tokens of `patch` rows every `stride` rows, embedded.
+    /// Tokens of `patch` rows every `stride` rows, embedded (of each channel alone when
+    /// `independent`).
     PatchEmbed {
         patch: usize,
         stride: usize,
+        independent: bool,
         linear: Linear,
     },
     TransformerBlock(Box<TransformerBlock>),
@@ -68,6 +70,8 @@ fn rms_norm(x: &Tensor, gain: &Tensor) -> Result<Tensor, ModelError> {
 struct TransformerBlock {
     heads: usize,
     kv_heads: usize,
+    /// Independent token sequences, each `[tokens, d]`, one after the other.
+    sequences: usize,
     norm1: Tensor,
     q: Tensor,
     k: Tensor,
@@ -91,10 +95,10 @@ impl TransformerBlock {
         vb: &VarBuilder,
         heads: usize,
         kv_heads: usize,
-        (ffn, causal): (usize, bool),
+        (ffn, causal, sequences): (usize, bool, usize),
     ) -> Result<Self, ModelError> {
         let (tokens, d) = (
-            node.input.len() / node.input.channels(),
+            node.input.len() / node.input.channels() / sequences.max(1),
             node.input.channels(),
         );
         let head = d / heads;
@@ -107,6 +111,7 @@ impl TransformerBlock {
         Ok(Self {
             heads,
             kv_heads,
+            sequences,
             norm1: vb.get(d, "norm1.weight")?,
             q: vb.get((d, d), "q.weight")?,
             k: vb.get((kv, d), "k.weight")?,
@@ -151,6 +156,18 @@ impl TransformerBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        if self.sequences > 1 {
+            // Each sequence on its own: [B, S · P, d] → [B · S, P, d] and back.
+            let (b, tokens, d) = x.dims3()?;
+            let s = self.sequences;
+            let apart = x.reshape((b * s, tokens / s, d))?;
+            return Ok(self.forward_one(&apart)?.reshape((b, tokens, d))?);
+        }
+        self.forward_one(x)
+    }
+
+    /// The block over `[B, P, d]`, every token one sequence.
+    fn forward_one(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let (b, p, d) = x.dims3()?;
         let project = |x: &Tensor, w: &Tensor| x.broadcast_matmul(&w.t()?);
         let n1 = rms_norm(x, &self.norm1)?;
@@ -576,22 +593,29 @@ impl CandleLayer {
                 patch,
                 stride,
                 d_model,
+                independent,
             } => Self::PatchEmbed {
                 patch,
                 stride,
-                linear: candle_nn::linear(patch * node.input.channels(), d_model, vb)?,
+                independent,
+                linear: candle_nn::linear(
+                    Layer::patch_inputs(patch, independent, node.input.channels()),
+                    d_model,
+                    vb,
+                )?,
             },
             Layer::TransformerBlock {
                 heads,
                 kv_heads,
                 ffn,
                 causal,
+                sequences,
             } => Self::TransformerBlock(Box::new(TransformerBlock::new(
                 node,
                 &vb,
                 heads,
                 kv_heads,
-                (ffn, causal),
+                (ffn, causal, sequences),
             )?)),
             Layer::RmsNorm => Self::RmsNorm(vb.get(node.input.channels(), "weight")?),
             Layer::S4dBlock { state } => Self::S4dBlock(Box::new(S4dBlock::new(node, &vb, state)?)),
@@ -650,8 +674,19 @@ impl CandleLayer {
             Self::PatchEmbed {
                 patch,
                 stride,
+                independent,
                 linear,
             } => {
+                // Channel independence: every channel a sequence of its own, [B · C, L, 1].
+                let (b, c0) = (x.dim(0)?, x.dim(2)?);
+                let x = &if *independent {
+                    let steps = x.dim(1)?;
+                    x.transpose(1, 2)?
+                        .contiguous()?
+                        .reshape((b * c0, steps, 1))?
+                } else {
+                    x.clone()
+                };
                 let (b, steps, c) = x.dims3()?;
                 let tokens = if *stride == *patch {
                     x.reshape((b, steps / patch, patch * c))?
@@ -662,7 +697,14 @@ impl CandleLayer {
                         .collect::<Result<Vec<_>, _>>()?;
                     Tensor::cat(&parts, 1)?
                 };
-                linear.forward(&tokens)?
+                let embedded = linear.forward(&tokens)?;
+                if *independent {
+                    // [B · C, P, d] → [B, C · P, d]: channel by channel.
+                    let (_, p, d) = embedded.dims3()?;
+                    embedded.reshape((b / c0, c0 * p, d))?
+                } else {
+                    embedded
+                }
             }
             Self::TransformerBlock(block) => block.forward(x)?,
             Self::RmsNorm(gain) => rms_norm(x, gain)?,
@@ -954,6 +996,47 @@ mod tests {
         config.lookback = 16;
         assert!(Network::init(&config, &Device::Cpu).is_err());
     }
+
+    #[test]
+    fn a_channel_independent_transformer_keeps_its_channels_apart() {
+        // transformer:8,2,1,1,2,flatten,independent over [8, 3]: 4 tokens per channel, 12
+        // tokens of width 8 in all. With the head's columns of channels 1 and 2 zeroed, the
+        // forecast reads channel 0 only, and no other channel's values may reach it.
+        let columns = ["a", "b", "c"];
+        let mut config = ModelConfig::new("t", ModelKind::SystemA, &columns, &["a"], 8, 1, 1);
+        config.network = Some("transformer:8,2,1,1,2,flatten,independent".parse().unwrap());
+        let mut tensors = Network::init(&config, &Device::Cpu)
+            .unwrap()
+            .to_tensors()
+            .unwrap();
+        let head = tensors
+            .iter_mut()
+            .find(|t| t.name.ends_with("head.weight"))
+            .unwrap();
+        let (tokens_per_channel, width) = (4, 8);
+        let inputs = head.shape[1];
+        assert_eq!(inputs, 3 * tokens_per_channel * width);
+        for (i, w) in head.data.iter_mut().enumerate() {
+            if i % inputs >= tokens_per_channel * width {
+                *w = 0.0;
+            }
+        }
+        let net = Network::from_tensors(&config, &tensors, &Device::Cpu).unwrap();
+        let rows: Vec<f32> = (0..24).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.3).collect();
+        let run = |x: &[f32]| net.forward_flat(x, 1, &Device::Cpu).unwrap();
+        let base = run(&rows);
+        let shifted = |channel: usize| {
+            let mut x = rows.clone();
+            for row in x.chunks_exact_mut(3) {
+                row[channel] += 1.5;
+            }
+            run(&x)
+        };
+        assert_eq!(shifted(1), base, "channel 1 reached channel 0's tokens");
+        assert_eq!(shifted(2), base, "channel 2 reached channel 0's tokens");
+        assert_ne!(shifted(0), base, "channel 0 does not reach the forecast");
+    }
+
     /// The S4D reference recurrence over one sequence `u` `[steps, d]`.
     fn s4d_recurrence(modes: &[Vec<f64>], u: &[f64]) -> Vec<f64> {
         tns_model::s4d::recurrence(&modes[0], &modes[1], &modes[2], &modes[3], u)

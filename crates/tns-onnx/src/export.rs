@@ -791,8 +791,25 @@ fn lower_layer(
             patch,
             stride,
             d_model,
+            independent,
         } => {
-            let tokens = node.output.len() / d_model.max(1);
+            let channels = node.input.channels();
+            let sequences = if independent { channels } else { 1 };
+            let tokens = node.output.len() / d_model.max(1) / sequences;
+            // Channel independence cuts each channel alone: [B, L, C] → [B, C, L] first, the
+            // tokens then [B, C, P, patch] and the rows below read along axis 2.
+            let (input, axis) = if independent {
+                let by_channel = g.node(
+                    "Transpose",
+                    &[input],
+                    &format!("{name}.by_channel"),
+                    vec![Attr::Ints("perm", vec![0, 2, 1])],
+                );
+                (by_channel, 2)
+            } else {
+                (input.to_string(), 1)
+            };
+            let input = input.as_str();
             // Overlapping tokens gather their rows first: [B, L, C] → [B, P, patch, C].
             let rows = if stride == patch {
                 input.to_string()
@@ -808,13 +825,17 @@ fn lower_layer(
                     "Gather",
                     &[input, &index],
                     &format!("{name}.gathered"),
-                    vec![Attr::Int("axis", 1)],
+                    vec![Attr::Int("axis", axis)],
                 )
             };
             let patches = reshape(
                 g,
                 &rows,
-                vec![0, tokens as i64, (patch * node.input.channels()) as i64],
+                vec![
+                    0,
+                    (sequences * tokens) as i64,
+                    Layer::patch_inputs(patch, independent, channels) as i64,
+                ],
                 &format!("{name}.patches"),
             );
             let embedded = times_transposed(g, tensors, &format!("{name}.weight"), &patches)?;
@@ -829,8 +850,43 @@ fn lower_layer(
             heads,
             kv_heads,
             causal,
+            sequences: 1,
             ..
         } => transformer_block(g, node, input, tensors, (heads, kv_heads), causal)?,
+        // Independent sequences side by side in the batch axis: [B, S · P, d] → [B · S, P, d]
+        // through the block, then back.
+        Layer::TransformerBlock {
+            heads,
+            kv_heads,
+            causal,
+            sequences,
+            ..
+        } => {
+            let (d, tokens) = (
+                node.input.channels(),
+                node.input.len() / node.input.channels(),
+            );
+            let apart = reshape(
+                g,
+                input,
+                vec![-1, (tokens / sequences) as i64, d as i64],
+                &format!("{name}.apart"),
+            );
+            let one = LayerNode {
+                input: Shape::Sequence {
+                    steps: tokens / sequences,
+                    channels: d,
+                },
+                ..node.clone()
+            };
+            let out = transformer_block(g, &one, &apart, tensors, (heads, kv_heads), causal)?;
+            reshape(
+                g,
+                &out,
+                vec![-1, tokens as i64, d as i64],
+                &format!("{name}.together"),
+            )
+        }
         // PyTorch stacks the GRU's gates r, z, n; ONNX wants z, r, h.
         Layer::Gru { hidden } => recurrent(
             g,
