@@ -1149,7 +1149,7 @@ impl StateSpaceBlock for MambaBlock {
         W::dense::<K>(&self.dt, &dbc[..m.rank * n], delta, quant);
         for value in delta.iter_mut() {
             // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
-            *value = value.max(0.0) + exp::<K>(-value.abs()).ln_1p();
+            *value = value.max(0.0) + K::ln_1p_unit(exp::<K>(-value.abs()));
         }
         // `Δ v`, which every mode's input `(Δ v) B` scales: once per channel, not per mode.
         for ((p, &step), &value) in pushes.iter_mut().zip(delta.iter()).zip(convolved.iter()) {
@@ -1165,13 +1165,28 @@ impl StateSpaceBlock for MambaBlock {
         for ((hm, am), (bm, cm)) in scan {
             if n == 1 {
                 let (bv, cv) = (bm[0], cm[0]);
-                for ((hv, &a), ((&step, &push), o)) in hm
-                    .iter_mut()
-                    .zip(am)
-                    .zip(delta.iter().zip(pushes.iter()).zip(gated.iter_mut()))
-                {
-                    *hv = K::mul_add(exp::<K>(step * a), *hv, push * bv);
-                    *o += *hv * cv;
+                // Eight channels at a time through a local array, which the compiler keeps
+                // in one vector register (over the slices it would not vectorize the loop:
+                // it cannot tell `h` and the output apart). The same operations per value.
+                let mut channels = hm
+                    .chunks_exact_mut(8)
+                    .zip(am.chunks_exact(8))
+                    .zip(delta.chunks_exact(8).zip(pushes.chunks_exact(8)))
+                    .zip(gated.chunks_exact_mut(8));
+                for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
+                    let mut next = [0f32; 8];
+                    for i in 0..8 {
+                        next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * bv);
+                    }
+                    hc.copy_from_slice(&next);
+                    for (o, &hv) in oc.iter_mut().zip(&next) {
+                        *o += hv * cv;
+                    }
+                }
+                let done = e - e % 8;
+                for ch in done..e {
+                    hm[ch] = K::mul_add(exp::<K>(delta[ch] * am[ch]), hm[ch], pushes[ch] * bv);
+                    gated[ch] += hm[ch] * cv;
                 }
             } else {
                 let channels = hm
@@ -1179,20 +1194,44 @@ impl StateSpaceBlock for MambaBlock {
                     .zip(am)
                     .zip(delta.chunks_exact(n))
                     .zip(pushes.chunks_exact(n).zip(gated.chunks_exact_mut(n)));
+                // The lanes through local arrays, as above (`B` and `C` too: the output might
+                // be them, as far as the compiler can tell).
+                let (mut next, mut b_lanes, mut c_lanes) =
+                    ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+                let (next, b_lanes, c_lanes) =
+                    (&mut next[..n], &mut b_lanes[..n], &mut c_lanes[..n]);
+                b_lanes.copy_from_slice(bm);
+                c_lanes.copy_from_slice(cm);
                 for (((hc, &a), dl), (push, out)) in channels {
                     for lane in 0..n {
-                        hc[lane] =
-                            K::mul_add(exp::<K>(dl[lane] * a), hc[lane], push[lane] * bm[lane]);
-                        out[lane] += hc[lane] * cm[lane];
+                        next[lane] = K::mul_add(
+                            exp::<K>(dl[lane] * a),
+                            hc[lane],
+                            push[lane] * b_lanes[lane],
+                        );
+                    }
+                    hc.copy_from_slice(next);
+                    for lane in 0..n {
+                        out[lane] += next[lane] * c_lanes[lane];
                     }
                 }
             }
         }
-        for (ch, out) in gated.chunks_exact_mut(n).enumerate() {
-            let (vc, zc) = (&convolved[ch * n..(ch + 1) * n], &z[ch * n..(ch + 1) * n]);
-            for ((o, &value), &zv) in out.iter_mut().zip(vc).zip(zc) {
-                *o += self.skip[ch] * value;
+        if n == 1 {
+            // One flat loop, which vectorizes (per channel it would be one value at a time).
+            for (((o, &value), &zv), &skip) in
+                gated.iter_mut().zip(&*convolved).zip(z).zip(&self.skip)
+            {
+                *o += skip * value;
                 *o *= zv * sigmoid::<K>(zv);
+            }
+        } else {
+            for (ch, out) in gated.chunks_exact_mut(n).enumerate() {
+                let (vc, zc) = (&convolved[ch * n..(ch + 1) * n], &z[ch * n..(ch + 1) * n]);
+                for ((o, &value), &zv) in out.iter_mut().zip(vc).zip(zc) {
+                    *o += self.skip[ch] * value;
+                    *o *= zv * sigmoid::<K>(zv);
+                }
             }
         }
         W::dense::<K>(&self.out, gated, y, quant);
