@@ -28,6 +28,9 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--warmup", type=int, default=10_000)
+    ap.add_argument("--name", default="latency", help="stem of the written files")
+    ap.add_argument("--command", default="bash bench/zoo/run.sh",
+                    help="the command the table says produced it")
     args = ap.parse_args()
     runs = json.loads(pathlib.Path(args.zoo).read_text())
     rows = []
@@ -63,11 +66,11 @@ def main():
               f"ORT {ort_ns['p50'] / 1e3:.2f} µs (×{row['ratio_p50']:.1f})", flush=True)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(
+    (out / f"{args.name}.json").write_text(json.dumps(
         {"onnxruntime": ort.__version__, "calls": args.calls, "warmup": args.warmup,
          "runs": rows}, indent=2) + "\n")
     md = [
-        f"Produced by `bash bench/zoo/run.sh` (System A over each network, single-sample calls, "
+        f"Produced by `{args.command}` (System A over each network, single-sample calls, "
         f"{args.calls} timed after {args.warmup} warm-up, the same windows for both; ONNX Runtime "
         f"{ort.__version__} on 1 thread running the graph `tns export onnx` writes). Training: "
         f"windows per second of one epoch on Candle, every core, validation included.",
@@ -83,7 +86,7 @@ def main():
             f"{o['p50'] / 1e3:.2f} | {r['ratio_p50']:.1f}× | {e['p999'] / 1e3:.2f} | "
             f"{o['p999'] / 1e3:.2f} | {r['ratio_p999']:.1f}× | "
             f"{r['train_windows_per_second'] or 0:.0f} |")
-    (out / "latency.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

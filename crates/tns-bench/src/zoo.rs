@@ -28,6 +28,9 @@ pub struct ZooArgs {
         default_value = "linear;mlp:64,64;gru:32;lstm:32;tcn:16,3,6;dlinear:25;nhits:3,1,64,2;nhits:3,1,512,2;transformer:32,4,2,2,2;s4d:32,16,2;mamba:32,16,2,4,2"
     )]
     networks: Vec<NetworkConfig>,
+    /// Shapes to time them at (`,`-separated: compact, real-data, long).
+    #[arg(long, value_delimiter = ',', default_value = "compact,real-data,long")]
+    shapes: Vec<ZooShape>,
     /// Timed single-sample calls per model.
     #[arg(long, default_value_t = 100_000)]
     calls: usize,
@@ -37,6 +40,17 @@ pub struct ZooArgs {
     /// Output directory (`zoo.json`, the ONNX graphs, the windows).
     #[arg(long, default_value = "target/zoo")]
     out: PathBuf,
+}
+
+/// A window shape of the zoo's table.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZooShape {
+    /// `[10, 4]` → the next row.
+    Compact,
+    /// `[168, 4]` → 24 steps.
+    RealData,
+    /// `[512, 4]` → 24 steps.
+    Long,
 }
 
 /// One timed model.
@@ -64,11 +78,14 @@ pub fn zoo(args: ZooArgs) -> Result<()> {
     let columns = ["x", "y", "vx", "vy"];
     let data = trajectory(&TrajectoryConfig::compact(Regime::Turn, 4000, 7));
     let mut runs = Vec::new();
-    for (shape, lookback, horizon) in [
-        ("compact", 10, 1),
-        ("real-data", 168, 24),
-        ("long", 512, 24),
-    ] {
+    let shapes = [
+        (ZooShape::Compact, "compact", 10, 1),
+        (ZooShape::RealData, "real-data", 168, 24),
+        (ZooShape::Long, "long", 512, 24),
+    ];
+    for (_, shape, lookback, horizon) in
+        shapes.into_iter().filter(|(s, ..)| args.shapes.contains(s))
+    {
         for network in &args.networks {
             let mut config = ModelConfig::new(
                 "zoo",
