@@ -24,6 +24,8 @@ Blocks:
   zoo-latency                     results/zoo/latency.md            (bash bench/zoo/run.sh)
   zoo-turn, zoo-mixed             results/zoo/accuracy-<regime>.md  (bash bench/zoo/accuracy.sh)
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
+  zoo-independence                results/zoo/independence-*.md     (bash bench/zoo/independence.sh)
+  zoo-latency-independence-mamba  results/zoo/latency-independence-mamba.md (bash bench/zoo/run.sh … --name latency-independence-mamba)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
   tail                            results/tail/tail.md              (tns bench-tail, after tns bench)
   python                          results/python/latency.md         (bash bench/python/run.sh)
@@ -109,6 +111,19 @@ def train_memory():
 
 def zoo_latency():
     report = read("results/zoo/latency.md")
+    return None if report is None else report.strip() + "\n"
+
+
+def zoo_independence():
+    reports = [read(f"results/zoo/independence-{task}.md")
+               for task in ["turn", "mixed", "both-h1", "fr-h24", "be-h24"]]
+    if any(r is None for r in reports):
+        return None
+    return "\n".join(r.strip() + "\n" for r in reports)
+
+
+def zoo_latency_independence_mamba():
+    report = read("results/zoo/latency-independence-mamba.md")
     return None if report is None else report.strip() + "\n"
 
 
@@ -405,6 +420,8 @@ BLOCKS = {
     "zoo-turn": lambda: zoo_accuracy("turn"),
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
     "zoo-nhits": zoo_nhits,
+    "zoo-independence": zoo_independence,
+    "zoo-latency-independence-mamba": zoo_latency_independence_mamba,
     "zoo-stream": zoo_stream,
     "tail": tail,
     "python": python_binding,

@@ -143,7 +143,8 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
     ok(train("system-b", None, &b_gru));
     ok(train("mlp", None, &mlp));
     // DLinear, a stacked LSTM, a TCN, N-HiTS, a transformer (also with overlapping patches,
-    // causal attention and a head on every token), S4D and Mamba as System B's correction:
+    // causal attention and a head on every token, and channel-independent), S4D and Mamba as
+    // System B's correction:
     // train, inspect, export, quantize.
     for (i, (network, layer)) in [
         ("dlinear:5", "decompose"),
@@ -155,6 +156,10 @@ fn system_b_over_any_network_trains_evaluates_exports_and_quantizes() {
         ("mamba:8,4,2,3,2", "mamba-block"),
         (
             "transformer:8,2,1,1,4,2,causal,flatten",
+            "transformer-block",
+        ),
+        (
+            "transformer:8,2,1,1,2,flatten,independent",
             "transformer-block",
         ),
     ]
