@@ -1165,17 +1165,17 @@ impl StateSpaceBlock for MambaBlock {
         for ((hm, am), (bm, cm)) in scan {
             if n == 1 {
                 let (bv, cv) = (bm[0], cm[0]);
-                // Eight channels at a time through a local array, which the compiler keeps
+                // `LANES` channels at a time through a local array, which the compiler keeps
                 // in one vector register (over the slices it would not vectorize the loop:
                 // it cannot tell `h` and the output apart). The same operations per value.
                 let mut channels = hm
-                    .chunks_exact_mut(8)
-                    .zip(am.chunks_exact(8))
-                    .zip(delta.chunks_exact(8).zip(pushes.chunks_exact(8)))
-                    .zip(gated.chunks_exact_mut(8));
+                    .chunks_exact_mut(LANES)
+                    .zip(am.chunks_exact(LANES))
+                    .zip(delta.chunks_exact(LANES).zip(pushes.chunks_exact(LANES)))
+                    .zip(gated.chunks_exact_mut(LANES));
                 for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
-                    let mut next = [0f32; 8];
-                    for i in 0..8 {
+                    let mut next = [0f32; LANES];
+                    for i in 0..LANES {
                         next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * bv);
                     }
                     hc.copy_from_slice(&next);
@@ -1183,7 +1183,7 @@ impl StateSpaceBlock for MambaBlock {
                         *o += hv * cv;
                     }
                 }
-                let done = e - e % 8;
+                let done = e - e % LANES;
                 for ch in done..e {
                     hm[ch] = K::mul_add(exp::<K>(delta[ch] * am[ch]), hm[ch], pushes[ch] * bv);
                     gated[ch] += hm[ch] * cv;
