@@ -7,7 +7,8 @@
 #   (→ results/zoo/STEM.{json,md}).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-command="bash bench/zoo/run.sh $*"
+# The command as a shell would take it back (the network lists hold semicolons).
+command="bash bench/zoo/run.sh$(printf " '%s'" "$@")"
 calls=100000 name=latency zoo=()
 while [ $# -gt 0 ]; do
   case $1 in
