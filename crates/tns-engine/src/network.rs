@@ -628,10 +628,21 @@ fn attention_online<K: Kernels>(
                 for s in block.iter_mut() {
                     *s = exp::<K>(*s - new_max);
                 }
-                for (&weight, j) in block.iter().zip(first..) {
+                for &weight in block.iter() {
                     sum += weight;
-                    for (a, &x) in acc.iter_mut().zip(value(j)) {
-                        *a = K::mul_add(weight, x, *a);
+                }
+                let values = &v[first * kv + kvh..];
+                match head {
+                    4 => accumulate::<K, 4>(acc, block, values, kv),
+                    8 => accumulate::<K, 8>(acc, block, values, kv),
+                    16 => accumulate::<K, 16>(acc, block, values, kv),
+                    32 => accumulate::<K, 32>(acc, block, values, kv),
+                    _ => {
+                        for (&weight, j) in block.iter().zip(first..) {
+                            for (a, &x) in acc.iter_mut().zip(value(j)) {
+                                *a = K::mul_add(weight, x, *a);
+                            }
+                        }
                     }
                 }
                 max = new_max;
@@ -644,6 +655,27 @@ fn attention_online<K: Kernels>(
             }
         }
     }
+}
+
+/// `acc ← acc + Σ_j weights[j] · values[j · stride ..][..H]`, key after key in order (the same
+/// operations as the general loop), with the `H` accumulators held in registers: through the
+/// slice they went to memory and back for every key.
+#[inline(always)]
+fn accumulate<K: Kernels, const H: usize>(
+    acc: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+) {
+    let mut sums = [0f32; H];
+    sums.copy_from_slice(&acc[..H]);
+    for (j, &weight) in weights.iter().enumerate() {
+        let row = &values[j * stride..j * stride + H];
+        for c in 0..H {
+            sums[c] = K::mul_add(weight, row[c], sums[c]);
+        }
+    }
+    acc[..H].copy_from_slice(&sums);
 }
 
 /// Copies lane `lane` of `x` (`[row, value, lane]` over `n` lanes) into `y` (`[row, value]`),
@@ -2325,6 +2357,10 @@ mod tests {
             (7, 4, 2, 4, 3, 1.0),
             (33, 2, 1, 8, 8, 2.0),
             (512, 2, 2, 4, 1, 3.0),
+            // Heads of 16 (held in registers) and of 6 (the general loop), over several
+            // blocks of keys.
+            (70, 2, 1, 16, 2, 1.0),
+            (70, 3, 3, 6, 1, 1.0),
         ]
         .into_iter()
         .flat_map(|case| [(case, false), (case, true)])
