@@ -879,11 +879,6 @@ impl Layer {
             independent: false,
         }
     }
-
-    /// Values one token of a [`Layer::PatchEmbed`] reads from a sequence of `channels`.
-    pub fn patch_inputs(patch: usize, independent: bool, channels: usize) -> usize {
-        if independent { patch } else { patch * channels }
-    }
 }
 
 /// The ε of every RMSNorm.
@@ -1093,6 +1088,20 @@ pub struct LayerNode {
 }
 
 impl LayerNode {
+    /// Values one token of a [`Layer::PatchEmbed`] reads: `patch` rows of every channel, or
+    /// of one channel under channel independence (0 for other layers).
+    pub fn token_inputs(&self) -> usize {
+        match self.layer {
+            Layer::PatchEmbed {
+                patch,
+                independent: true,
+                ..
+            } => patch,
+            Layer::PatchEmbed { patch, .. } => patch * self.input.channels(),
+            _ => 0,
+        }
+    }
+
     /// A Mamba block's dimensions (`None` for other layers).
     pub fn mamba_dims(&self) -> Option<crate::mamba::MambaDims> {
         match self.layer {
@@ -1188,16 +1197,8 @@ impl LayerNode {
                     p
                 })
                 .collect(),
-            (
-                Layer::PatchEmbed {
-                    patch,
-                    d_model,
-                    independent,
-                    ..
-                },
-                input,
-            ) => {
-                let inputs = Layer::patch_inputs(patch, independent, input.channels());
+            (Layer::PatchEmbed { d_model, .. }, _) => {
+                let inputs = self.token_inputs();
                 vec![
                     param("weight", vec![d_model, inputs], inputs, true),
                     param("bias", vec![d_model], inputs, false),
@@ -1372,18 +1373,8 @@ impl LayerNode {
                         + 2 * horizon * targets
                 })
                 .sum(),
-            (
-                Layer::PatchEmbed {
-                    patch,
-                    d_model,
-                    independent,
-                    ..
-                },
-                input,
-            ) => {
-                d_model
-                    * Layer::patch_inputs(patch, independent, input.channels())
-                    * (self.output.len() / d_model.max(1))
+            (Layer::PatchEmbed { d_model, .. }, _) => {
+                d_model * self.token_inputs() * (self.output.len() / d_model.max(1))
             }
             (Layer::RmsNorm, input) => input.len(),
             (

@@ -598,11 +598,7 @@ impl CandleLayer {
                 patch,
                 stride,
                 independent,
-                linear: candle_nn::linear(
-                    Layer::patch_inputs(patch, independent, node.input.channels()),
-                    d_model,
-                    vb,
-                )?,
+                linear: candle_nn::linear(node.token_inputs(), d_model, vb)?,
             },
             Layer::TransformerBlock {
                 heads,
@@ -678,12 +674,12 @@ impl CandleLayer {
                 linear,
             } => {
                 // Channel independence: every channel a sequence of its own, [B · C, L, 1].
-                let (b, c0) = (x.dim(0)?, x.dim(2)?);
+                let (batch, columns) = (x.dim(0)?, x.dim(2)?);
                 let x = &if *independent {
                     let steps = x.dim(1)?;
                     x.transpose(1, 2)?
                         .contiguous()?
-                        .reshape((b * c0, steps, 1))?
+                        .reshape((batch * columns, steps, 1))?
                 } else {
                     x.clone()
                 };
@@ -701,7 +697,7 @@ impl CandleLayer {
                 if *independent {
                     // [B · C, P, d] → [B, C · P, d]: channel by channel.
                     let (_, p, d) = embedded.dims3()?;
-                    embedded.reshape((b / c0, c0 * p, d))?
+                    embedded.reshape((batch, columns * p, d))?
                 } else {
                     embedded
                 }

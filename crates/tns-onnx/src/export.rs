@@ -831,11 +831,7 @@ fn lower_layer(
             let patches = reshape(
                 g,
                 &rows,
-                vec![
-                    0,
-                    (sequences * tokens) as i64,
-                    Layer::patch_inputs(patch, independent, channels) as i64,
-                ],
+                vec![0, (sequences * tokens) as i64, node.token_inputs() as i64],
                 &format!("{name}.patches"),
             );
             let embedded = times_transposed(g, tensors, &format!("{name}.weight"), &patches)?;
@@ -872,11 +868,13 @@ fn lower_layer(
                 vec![-1, (tokens / sequences) as i64, d as i64],
                 &format!("{name}.apart"),
             );
+            let sequence = Shape::Sequence {
+                steps: tokens / sequences,
+                channels: d,
+            };
             let one = LayerNode {
-                input: Shape::Sequence {
-                    steps: tokens / sequences,
-                    channels: d,
-                },
+                input: sequence,
+                output: sequence,
                 ..node.clone()
             };
             let out = transformer_block(g, &one, &apart, tensors, (heads, kv_heads), causal)?;
