@@ -5,7 +5,9 @@
 //! the engine), so batching only trades a bounded wait for throughput.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tns_engine::{Engine, EngineError, Prediction};
@@ -37,6 +39,14 @@ struct Job {
 pub(crate) struct Batcher {
     queue: SyncSender<Job>,
     capacity: usize,
+    /// Windows sent and not yet taken into a batch, which tells a request whether the
+    /// waiting batch is full.
+    queued: Arc<AtomicUsize>,
+    max_windows: usize,
+    /// The batching thread, woken when its batch fills before the delay is up.
+    thread: Thread,
+    /// Values of a window.
+    per: usize,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -49,12 +59,21 @@ impl Batcher {
     /// Starts the batching thread of `engine`.
     pub(crate) fn start(engine: Arc<Engine>, config: MicroBatching) -> std::io::Result<Self> {
         let (queue, jobs) = std::sync::mpsc::sync_channel(config.queue.max(1));
-        std::thread::Builder::new()
+        let queued = Arc::new(AtomicUsize::new(0));
+        let per = engine.input_len().max(1);
+        let taken = queued.clone();
+        let thread = std::thread::Builder::new()
             .name("tns-batcher".into())
-            .spawn(move || run(&engine, &jobs, config))?;
+            .spawn(move || run(&engine, &jobs, &taken, config))?
+            .thread()
+            .clone();
         Ok(Self {
             queue,
             capacity: config.queue.max(1),
+            queued,
+            max_windows: config.max_windows,
+            thread,
+            per,
         })
     }
 
@@ -62,14 +81,21 @@ impl Batcher {
     /// of the batch they ran in.
     pub(crate) async fn predict(&self, windows: Vec<f64>) -> Result<Reply, ApiError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .try_send(Job { windows, reply })
-            .map_err(|e| match e {
+        let count = windows.len() / self.per;
+        // Counted before it is sent, so that the thread never takes more than was counted.
+        let queued = self.queued.fetch_add(count, Ordering::AcqRel) + count;
+        if let Err(e) = self.queue.try_send(Job { windows, reply }) {
+            self.queued.fetch_sub(count, Ordering::AcqRel);
+            return Err(match e {
                 TrySendError::Full(_) => ApiError::Overloaded(self.capacity),
                 TrySendError::Disconnected(_) => {
                     ApiError::Internal("the batching thread stopped".into())
                 }
-            })?;
+            });
+        }
+        if queued >= self.max_windows {
+            self.thread.unpark();
+        }
         answer
             .await
             .map_err(|_| ApiError::Internal("the batching thread dropped a request".into()))
@@ -78,23 +104,38 @@ impl Batcher {
 
 /// Takes the first request, gathers more until `max_delay` has passed since it arrived or
 /// `max_windows` are queued, predicts them as one batch and answers each.
-fn run(engine: &Engine, jobs: &Receiver<Job>, config: MicroBatching) {
+///
+/// While it gathers, the thread sleeps (parked) until the delay is up and is woken early
+/// only by the request that fills the batch: waking it for every request, as a blocking
+/// receive would, costs two context switches per request, which on a server with one core
+/// is more than the batching saves.
+fn run(engine: &Engine, jobs: &Receiver<Job>, queued: &AtomicUsize, config: MicroBatching) {
     let per = engine.input_len().max(1);
     let mut batch: Vec<Job> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let deadline = Instant::now() + config.max_delay;
         let mut windows = first.windows.len() / per;
         batch.push(first);
-        while windows < config.max_windows {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match jobs.recv_timeout(left) {
-                Ok(job) => {
-                    windows += job.windows.len() / per;
-                    batch.push(job);
+        'gather: loop {
+            while windows < config.max_windows {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        windows += job.windows.len() / per;
+                        batch.push(job);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'gather,
                 }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
+            let now = Instant::now();
+            if windows >= config.max_windows || now >= deadline {
+                break;
+            }
+            // Wakes early (at worst spuriously) when a request fills the batch; the loop
+            // looks again either way.
+            std::thread::park_timeout(deadline - now);
         }
+        queued.fetch_sub(windows, Ordering::AcqRel);
         answer(engine, &mut batch);
     }
 }

@@ -1200,6 +1200,31 @@ async fn micro_batched_requests_get_their_own_answers() {
     plain.server.shutdown().await.unwrap();
 }
 
+/// A batch that fills runs at once: with a delay of a minute and room for four windows, two
+/// requests of two windows each, the second sent when the first already waits in the
+/// batch, are answered long before the delay is up (the batching thread sleeps while it
+/// gathers and the request that fills the batch wakes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_micro_batch_does_not_wait_for_its_delay() {
+    let batching = tns_serve::MicroBatching {
+        max_delay: Duration::from_secs(60),
+        max_windows: 4,
+        queue: 16,
+    };
+    let batched = serve_options(Limits::default(), Some(TOKEN), Some(batching)).await;
+    let body = |i: f64| json!({ "windows": [window(i), window(-i)] });
+    let (first, second) = (body(0.1), body(0.2));
+    let both = futures_util::future::join(batched.post("/v1/models/b/predict", &first), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        batched.post("/v1/models/b/predict", &second).await
+    });
+    let ((s1, a1), (s2, a2)) = tokio::time::timeout(Duration::from_secs(20), both)
+        .await
+        .expect("a full batch waited for its delay");
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{a1} {a2}");
+    batched.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_model_that_cannot_predict_is_refused_at_reload_and_its_faults_are_5xx() {
     let f = serve().await;
