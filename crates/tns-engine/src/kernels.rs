@@ -47,6 +47,10 @@ pub(crate) trait Kernels {
     fn ln_1p_unit(t: f32) -> f32;
     /// `y[r] = bias[r] + Σ_j cols[j·rows + r] · x[j]` (weights packed column by column).
     fn gemv(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]);
+    /// [`Kernels::gemv`] for each of `T` rows of inputs at once: `xs` is `[T, inputs]`,
+    /// `ys` is `[T, bias.len()]`. Each output has the bits `gemv` gives it (the same
+    /// multiply-adds in the same order); a kernel may share a weight load among tokens.
+    fn gemv_rows(cols: &[f32], xs: &[f32], bias: &[f32], ys: &mut [f32]);
     /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
     /// `n = xs.len() / LANES` columns).
     fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
@@ -80,6 +84,15 @@ impl Kernels for Portable {
             for (yr, &w) in y.iter_mut().zip(col) {
                 *yr += w * xj;
             }
+        }
+    }
+
+    #[inline(always)]
+    fn gemv_rows(cols: &[f32], xs: &[f32], bias: &[f32], ys: &mut [f32]) {
+        let tokens = ys.len() / bias.len().max(1);
+        let inputs = xs.len() / tokens.max(1);
+        for (x, y) in xs.chunks_exact(inputs).zip(ys.chunks_exact_mut(bias.len())) {
+            Self::gemv(cols, x, bias, y);
         }
     }
 
@@ -168,6 +181,108 @@ mod avx2 {
                 acc = _mm256_fmadd_ps(w, _mm256_set1_ps(xj), acc);
             }
             _mm256_maskstore_ps(y.as_mut_ptr().add(r), mask, acc);
+        }
+    }
+
+    /// Tokens `t..t + T` of `ys = b + W xs` (`[token, row]`), rows `r..r + 8·N`: `T·N`
+    /// accumulators, and each column's `N` weight loads serve all `T` tokens (a
+    /// single-token product loads a weight per multiply-add). The same multiply-adds per
+    /// output, in the same order, as [`gemv_block`].
+    #[inline(always)]
+    unsafe fn gemv_rows_block<const T: usize, const N: usize>(
+        cols: &[f32],
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+        (t, r): (usize, usize),
+    ) {
+        let rows = bias.len();
+        let inputs = xs.len() / (ys.len() / rows);
+        // SAFETY (whole body): the caller guarantees t + T ≤ tokens, r + 8·N ≤ rows, and
+        // cols.len() ≥ rows · inputs, so every load and store below is in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); N]; T];
+            for token in acc.iter_mut() {
+                for (k, a) in token.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(bias.as_ptr().add(r + 8 * k));
+                }
+            }
+            for j in 0..inputs {
+                let col = cols.as_ptr().add(j * rows + r);
+                let mut w = [_mm256_setzero_ps(); N];
+                for (k, wk) in w.iter_mut().enumerate() {
+                    *wk = _mm256_loadu_ps(col.add(8 * k));
+                }
+                for (i, token) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_set1_ps(*xs.get_unchecked((t + i) * inputs + j));
+                    for (a, &wk) in token.iter_mut().zip(&w) {
+                        *a = _mm256_fmadd_ps(wk, xv, *a);
+                    }
+                }
+            }
+            for (i, token) in acc.iter().enumerate() {
+                for (k, a) in token.iter().enumerate() {
+                    _mm256_storeu_ps(ys.as_mut_ptr().add((t + i) * rows + r + 8 * k), *a);
+                }
+            }
+        }
+    }
+
+    /// Tokens `t..t + T`, the last `rows − r < 8` rows, masked as in [`gemv_tail`].
+    #[inline(always)]
+    unsafe fn gemv_rows_tail<const T: usize>(
+        cols: &[f32],
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+        (t, r): (usize, usize),
+    ) {
+        let rows = bias.len();
+        let inputs = xs.len() / (ys.len() / rows);
+        // SAFETY: masked-off lanes are neither read nor written; the active lanes lie within
+        // rows r..rows, and the caller guarantees t + T ≤ tokens.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((rows - r) as i32), lane);
+            let mut acc = [_mm256_maskload_ps(bias.as_ptr().add(r), mask); T];
+            for j in 0..inputs {
+                let w = _mm256_maskload_ps(cols.as_ptr().add(j * rows + r), mask);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_set1_ps(*xs.get_unchecked((t + i) * inputs + j));
+                    *a = _mm256_fmadd_ps(w, xv, *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_maskstore_ps(ys.as_mut_ptr().add((t + i) * rows + r), mask, *a);
+            }
+        }
+    }
+
+    /// Tokens `t..t + T` of every row: blocks of 24 rows, then 8, then the masked tail.
+    #[inline(always)]
+    unsafe fn gemv_rows_tokens<const T: usize>(
+        cols: &[f32],
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+        t: usize,
+    ) {
+        let rows = bias.len();
+        let mut r = 0;
+        // SAFETY: the loop conditions keep each block within the rows; the caller
+        // guarantees the tokens and the columns.
+        unsafe {
+            while r + 24 <= rows {
+                gemv_rows_block::<T, 3>(cols, xs, bias, ys, (t, r));
+                r += 24;
+            }
+            while r + 8 <= rows {
+                gemv_rows_block::<T, 1>(cols, xs, bias, ys, (t, r));
+                r += 8;
+            }
+            if r < rows {
+                gemv_rows_tail::<T>(cols, xs, bias, ys, (t, r));
+            }
         }
     }
 
@@ -294,6 +409,36 @@ mod avx2 {
                 if r < rows {
                     gemv_tail(cols, x, bias, y, r);
                 }
+            }
+        }
+
+        #[inline(always)]
+        fn gemv_rows(cols: &[f32], xs: &[f32], bias: &[f32], ys: &mut [f32]) {
+            let rows = bias.len();
+            let tokens = ys.len() / rows.max(1);
+            let inputs = xs.len() / tokens.max(1);
+            assert!(
+                rows > 0
+                    && ys.len() == tokens * rows
+                    && xs.len() == tokens * inputs
+                    && cols.len() >= rows * inputs,
+                "gemv_rows shapes"
+            );
+            let mut t = 0;
+            // SAFETY: the loop conditions keep each block of tokens below `tokens`, and the
+            // assert bounds the rows and columns; AVX2/FMA are present (as in `gemv`).
+            unsafe {
+                while t + 4 <= tokens {
+                    gemv_rows_tokens::<4>(cols, xs, bias, ys, t);
+                    t += 4;
+                }
+                while t + 2 <= tokens {
+                    gemv_rows_tokens::<2>(cols, xs, bias, ys, t);
+                    t += 2;
+                }
+            }
+            if t < tokens {
+                Self::gemv(cols, &xs[t * inputs..], bias, &mut ys[t * rows..]);
             }
         }
 
@@ -538,6 +683,25 @@ mod tests {
                     (f64::from(*a) - b - f64::from(*c)).abs() < 1e-5,
                     "gemv {rows}×{cols}"
                 );
+            }
+            // Rows of tokens: each token's outputs carry `gemv`'s bits, for every count of
+            // tokens the blocks of 4 and 2 and the single last one cover.
+            for tokens in 1..=7 {
+                let xs: Vec<f32> = (0..tokens * cols)
+                    .map(|i| (i as f32 * 0.23).sin())
+                    .collect();
+                let mut ys = vec![f32::NAN; tokens * rows];
+                K::gemv_rows(&packed, &xs, &bias, &mut ys);
+                for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact(rows)) {
+                    let mut alone = vec![f32::NAN; rows];
+                    K::gemv(&packed, x, &bias, &mut alone);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(y),
+                        bits(&alone),
+                        "gemv_rows {rows}×{cols}, {tokens} tokens"
+                    );
+                }
             }
             let xs: Vec<f32> = (0..cols * LANES).map(|i| (i as f32 * 0.17).cos()).collect();
             let mut ys = vec![1f32; rows * LANES];

@@ -100,6 +100,18 @@ trait Width {
     const N: usize;
     /// `y = W x + b` for every sequence.
     fn dense<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], q: &mut QuantScratch);
+
+    /// [`Width::dense`] for each row of `x` (`[row, inputs, lane]` → `[row, outputs, lane]`),
+    /// with the bits it gives each row alone.
+    #[inline(always)]
+    fn dense_rows<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], q: &mut QuantScratch) {
+        let rows = x
+            .chunks_exact(d.inputs * Self::N)
+            .zip(y.chunks_exact_mut(d.outputs * Self::N));
+        for (xr, yr) in rows {
+            Self::dense::<K>(d, xr, yr, q);
+        }
+    }
 }
 
 /// One sequence.
@@ -113,6 +125,21 @@ impl Width for Single {
         match &d.int8 {
             Some(int8) => int8.forward::<K>(x, y, q),
             None => K::gemv(&d.columns, x, &d.bias, y),
+        }
+    }
+
+    /// f32 rows through [`Kernels::gemv_rows`], which loads each weight once for several
+    /// rows.
+    #[inline(always)]
+    fn dense_rows<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], q: &mut QuantScratch) {
+        match &d.int8 {
+            Some(int8) => {
+                let rows = x.chunks_exact(d.inputs).zip(y.chunks_exact_mut(d.outputs));
+                for (xr, yr) in rows {
+                    int8.forward::<K>(xr, yr, q);
+                }
+            }
+            None => K::gemv_rows(&d.columns, x, &d.bias, y),
         }
     }
 }
@@ -715,6 +742,10 @@ struct TransformerBlock {
     sin: Vec<f32>,
 }
 
+/// Tokens a transformer block's feed-forward map takes at a time (as many as
+/// [`Kernels::gemv_rows`] shares a weight load among).
+const FFN_TOKENS: usize = 4;
+
 impl TransformerBlock {
     fn new(node: &LayerNode, tensors: &[NamedTensor], int8: bool) -> Result<Self, EngineError> {
         let Layer::TransformerBlock {
@@ -771,7 +802,10 @@ impl TransformerBlock {
         );
         // The batch path copies each lane's queries, keys, values and output out of the
         // lane layout: 2·P·d + 2·P·kv more.
-        6 * p * d + 4 * p * kv + 3 * self.ffn + attention_scratch_len(p, d / self.heads)
+        6 * p * d
+            + 4 * p * kv
+            + 3 * FFN_TOKENS * self.ffn
+            + attention_scratch_len(p, d / self.heads)
     }
 
     /// Turns each head's pairs `(i, i + d_head/2)` of every token by its rotary angle.
@@ -816,31 +850,13 @@ impl TransformerBlock {
         let (v, rest) = rest.split_at_mut(p * kv * n);
         let (mixed, rest) = rest.split_at_mut(p * d * n);
         let (hidden, rest) = rest.split_at_mut(p * d * n);
-        let (gate, rest) = rest.split_at_mut(self.ffn * n);
-        let (up, rest) = rest.split_at_mut(self.ffn * n);
-        let (inner, acc) = rest.split_at_mut(self.ffn * n);
+        let (gate, rest) = rest.split_at_mut(FFN_TOKENS * self.ffn * n);
+        let (up, rest) = rest.split_at_mut(FFN_TOKENS * self.ffn * n);
+        let (inner, acc) = rest.split_at_mut(FFN_TOKENS * self.ffn * n);
         rms_norm(x, normed, d, n, &self.norm1);
-        for t in 0..p {
-            let nt = &normed[t * d * n..(t + 1) * d * n];
-            W::dense::<K>(
-                &self.q,
-                nt,
-                &mut q[t * d * n..(t + 1) * d * n],
-                &mut s.quant,
-            );
-            W::dense::<K>(
-                &self.k,
-                nt,
-                &mut k[t * kv * n..(t + 1) * kv * n],
-                &mut s.quant,
-            );
-            W::dense::<K>(
-                &self.v,
-                nt,
-                &mut v[t * kv * n..(t + 1) * kv * n],
-                &mut s.quant,
-            );
-        }
+        W::dense_rows::<K>(&self.q, normed, q, &mut s.quant);
+        W::dense_rows::<K>(&self.k, normed, k, &mut s.quant);
+        W::dense_rows::<K>(&self.v, normed, v, &mut s.quant);
         self.rotate(q, d, n);
         self.rotate(k, kv, n);
         let (acc, lanes) = acc.split_at_mut(attention_scratch_len(p, head));
@@ -860,29 +876,31 @@ impl TransformerBlock {
                 lane_copy(mixed, ol, n, lane, true);
             }
         }
-        for t in 0..p {
-            let span = t * d * n..(t + 1) * d * n;
-            W::dense::<K>(
-                &self.o,
-                &mixed[span.clone()],
-                &mut hidden[span.clone()],
-                &mut s.quant,
-            );
-            for (h, &xv) in hidden[span.clone()].iter_mut().zip(&x[span]) {
-                *h += xv;
-            }
+        W::dense_rows::<K>(&self.o, mixed, hidden, &mut s.quant);
+        for (h, &xv) in hidden.iter_mut().zip(&x[..p * d * n]) {
+            *h += xv;
         }
         rms_norm(hidden, normed, d, n, &self.norm2);
-        for t in 0..p {
-            let span = t * d * n..(t + 1) * d * n;
-            W::dense::<K>(&self.gate, &normed[span.clone()], gate, &mut s.quant);
-            W::dense::<K>(&self.up, &normed[span.clone()], up, &mut s.quant);
+        // The feed-forward map `FFN_TOKENS` tokens at a time, so that its buffers stay small.
+        let token = d * n;
+        let blocks = normed
+            .chunks(FFN_TOKENS * token)
+            .zip(y.chunks_mut(FFN_TOKENS * token))
+            .zip(hidden.chunks(FFN_TOKENS * token));
+        for ((nb, yb), hb) in blocks {
+            let count = nb.len() / token;
+            let (gate, up, inner) = (
+                &mut gate[..count * self.ffn * n],
+                &mut up[..count * self.ffn * n],
+                &mut inner[..count * self.ffn * n],
+            );
+            W::dense_rows::<K>(&self.gate, nb, gate, &mut s.quant);
+            W::dense_rows::<K>(&self.up, nb, up, &mut s.quant);
             for ((i, &g), &u) in inner.iter_mut().zip(gate.iter()).zip(up.iter()) {
                 *i = g * sigmoid::<K>(g) * u;
             }
-            let out = &mut y[span.clone()];
-            W::dense::<K>(&self.down, inner, out, &mut s.quant);
-            for (o, &h) in out.iter_mut().zip(&hidden[span]) {
+            W::dense_rows::<K>(&self.down, inner, yb, &mut s.quant);
+            for (o, &h) in yb.iter_mut().zip(hb) {
                 *o += h;
             }
         }
@@ -1060,9 +1078,12 @@ impl StateSpaceBlock for S4dBlock {
 #[derive(Debug, Clone)]
 struct MambaBlock {
     dims: tns_model::mamba::MambaDims,
+    /// Rows of the window the block reads.
+    steps: usize,
     norm: Vec<f32>,
     input: Dense,
-    /// The convolution's taps `[E, conv]` and bias `[E]`.
+    /// The convolution's taps `[conv, E]` (the file's `[E, conv]` transposed, so that a tap
+    /// runs along the independent channels) and bias `[E]`.
     conv: Vec<f32>,
     conv_bias: Vec<f32>,
     x_proj: Dense,
@@ -1083,11 +1104,17 @@ impl MambaBlock {
         let part = |p: &str| -> Result<Vec<f32>, EngineError> {
             Ok(tensor(tensors, &name(p))?.data.clone())
         };
+        let steps = node.input.len() / node.input.channels().max(1);
+        let taps = part("conv.weight")?;
         Ok(Self {
             dims,
+            steps,
             norm: part("norm.weight")?,
             input: Dense::unbiased(tensors, &name("in.weight"), int8)?,
-            conv: part("conv.weight")?,
+            conv: (0..dims.conv)
+                .flat_map(|tap| (0..dims.inner).map(move |ch| (ch, tap)))
+                .map(|(ch, tap)| taps[ch * dims.conv + tap])
+                .collect(),
             conv_bias: part("conv.bias")?,
             x_proj: Dense::unbiased(tensors, &name("x.weight"), int8)?,
             dt: Dense::from_file(tensors, &name("dt.weight"), &name("dt.bias"), int8)?,
@@ -1102,6 +1129,155 @@ impl MambaBlock {
             skip: part("skip")?,
             out: Dense::unbiased(tensors, &name("out.weight"), int8)?,
         })
+    }
+
+    /// Values of [`MambaBlock::window`]'s work space: every row's normalized input, input
+    /// map, convolution, `[δ, B, C]`, `δ` alone, `Δ` and gated output, and one row's `Δ v`.
+    fn window_len(&self) -> usize {
+        let m = self.dims;
+        self.steps * (m.d_model + 5 * m.inner + 2 * m.rank + 2 * m.state) + m.inner
+    }
+
+    /// One sequence's window from a zero state, with the operations of
+    /// [`StateSpaceBlock::step`] row after row (so the same bits), but every map that carries
+    /// no state (the normalization, the projections, the convolution, the gates) runs over
+    /// all rows at once, the projections through [`Width::dense_rows`], which loads each f32
+    /// weight once for several rows; only the scan goes row by row. `x` and `y` are
+    /// `[steps, d_model]`.
+    #[inline(always)]
+    fn window<K: Kernels>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let m = self.dims;
+        let (d, e, modes, k, rank) = (m.d_model, m.inner, m.state, m.conv, m.rank);
+        let rows = self.steps;
+        let proj = rank + 2 * modes;
+        let (normed, rest) = s.ssm_rows.split_at_mut(rows * d);
+        let (xz, rest) = rest.split_at_mut(rows * 2 * e);
+        let (convolved, rest) = rest.split_at_mut(rows * e);
+        let (dbc, rest) = rest.split_at_mut(rows * proj);
+        let (dt_in, rest) = rest.split_at_mut(rows * rank);
+        let (delta, rest) = rest.split_at_mut(rows * e);
+        let (gated, rest) = rest.split_at_mut(rows * e);
+        let pushes = &mut rest[..e];
+        for (xt, nt) in x.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            rms_norm(xt, nt, d, 1, &self.norm);
+        }
+        let quant = &mut s.quant;
+        Single::dense_rows::<K>(&self.input, normed, xz, quant);
+        // The causal convolution; rows before the first read as the zeros a fresh state
+        // holds, multiplied in as the step does.
+        for (t, out) in convolved.chunks_exact_mut(e).enumerate() {
+            out.copy_from_slice(&self.conv_bias);
+            for (tap, taps) in self.conv.chunks_exact(e).enumerate() {
+                match (t + tap).checked_sub(k - 1) {
+                    Some(row) => {
+                        let v = &xz[row * 2 * e..row * 2 * e + e];
+                        for ((o, &w), &value) in out.iter_mut().zip(taps).zip(v) {
+                            *o = K::mul_add(w, value, *o);
+                        }
+                    }
+                    None => {
+                        for (o, &w) in out.iter_mut().zip(taps) {
+                            *o = K::mul_add(w, 0.0, *o);
+                        }
+                    }
+                }
+            }
+        }
+        for value in convolved.iter_mut() {
+            *value *= sigmoid::<K>(*value);
+        }
+        Single::dense_rows::<K>(&self.x_proj, convolved, dbc, quant);
+        for (dt, row) in dt_in.chunks_exact_mut(rank).zip(dbc.chunks_exact(proj)) {
+            dt.copy_from_slice(&row[..rank]);
+        }
+        Single::dense_rows::<K>(&self.dt, dt_in, delta, quant);
+        for value in delta.iter_mut() {
+            *value = softplus::<K>(*value);
+        }
+        let h = &mut s.ssm_state[..modes * e];
+        h.fill(0.0);
+        let steps = delta
+            .chunks_exact(e)
+            .zip(convolved.chunks_exact(e))
+            .zip(dbc.chunks_exact(proj))
+            .zip(gated.chunks_exact_mut(e));
+        for (((dl, v), row), g) in steps {
+            for ((p, &step), &value) in pushes.iter_mut().zip(dl).zip(v) {
+                *p = step * value;
+            }
+            let (b, c) = row[rank..].split_at(modes);
+            g.fill(0.0);
+            for ((hm, am), (&bv, &cv)) in h
+                .chunks_exact_mut(e)
+                .zip(self.a.chunks_exact(e))
+                .zip(b.iter().zip(c))
+            {
+                scan_mode::<K>(hm, am, dl, pushes, g, (bv, cv));
+            }
+        }
+        for ((g, v), xzt) in gated
+            .chunks_exact_mut(e)
+            .zip(convolved.chunks_exact(e))
+            .zip(xz.chunks_exact(2 * e))
+        {
+            gate::<K>(g, v, &xzt[e..], &self.skip);
+        }
+        Single::dense_rows::<K>(&self.out, gated, y, quant);
+        for (o, &value) in y.iter_mut().zip(x) {
+            *o += value;
+        }
+    }
+}
+
+/// softplus without overflow: `max(x, 0) + ln(1 + e^{−|x|})`.
+#[inline(always)]
+fn softplus<K: Kernels>(x: f32) -> f32 {
+    x.max(0.0) + K::ln_1p_unit(exp::<K>(-x.abs()))
+}
+
+/// One mode of a single sequence's scan step (`[E]` each): `h ← fma(exp(Δ A), h, (Δ v) B)`
+/// and `out += h C`, `LANES` channels at a time through a local array, which the compiler
+/// keeps in one vector register (over the slices it would not vectorize the loop: it
+/// cannot tell `h` and the output apart). The same operations per value as the lane path.
+#[inline(always)]
+fn scan_mode<K: Kernels>(
+    h: &mut [f32],
+    a: &[f32],
+    delta: &[f32],
+    pushes: &[f32],
+    out: &mut [f32],
+    (b, c): (f32, f32),
+) {
+    let e = h.len();
+    let mut channels = h
+        .chunks_exact_mut(LANES)
+        .zip(a.chunks_exact(LANES))
+        .zip(delta.chunks_exact(LANES).zip(pushes.chunks_exact(LANES)))
+        .zip(out.chunks_exact_mut(LANES));
+    for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
+        let mut next = [0f32; LANES];
+        for i in 0..LANES {
+            next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * b);
+        }
+        hc.copy_from_slice(&next);
+        for (o, &hv) in oc.iter_mut().zip(&next) {
+            *o += hv * c;
+        }
+    }
+    let done = e - e % LANES;
+    for ch in done..e {
+        h[ch] = K::mul_add(exp::<K>(delta[ch] * a[ch]), h[ch], pushes[ch] * b);
+        out[ch] += h[ch] * c;
+    }
+}
+
+/// A single sequence's gate (`[E]` each): `out ← (out + D v) · silu(z)`, one flat loop,
+/// which vectorizes.
+#[inline(always)]
+fn gate<K: Kernels>(out: &mut [f32], v: &[f32], z: &[f32], skip: &[f32]) {
+    for (((o, &value), &zv), &skip) in out.iter_mut().zip(v).zip(z).zip(skip) {
+        *o += skip * value;
+        *o *= zv * sigmoid::<K>(zv);
     }
 }
 
@@ -1155,16 +1331,17 @@ impl StateSpaceBlock for MambaBlock {
         let (v, z) = xz.split_at(e * n);
         // The causal depthwise convolution over the carried rows and this one, then the
         // carried rows moved on by one.
-        for ch in 0..e {
-            let out = &mut convolved[ch * n..(ch + 1) * n];
-            out.fill(self.conv_bias[ch]);
-            for tap in 0..k {
-                let w = self.conv[ch * k + tap];
-                let row = if tap + 1 == k {
-                    &v[ch * n..(ch + 1) * n]
-                } else {
-                    &history[(tap * e + ch) * n..(tap * e + ch + 1) * n]
-                };
+        for (out, &bias) in convolved.chunks_exact_mut(n).zip(&self.conv_bias) {
+            out.fill(bias);
+        }
+        for (tap, taps) in self.conv.chunks_exact(e).enumerate() {
+            let rows = if tap + 1 == k {
+                &v[..e * n]
+            } else {
+                &history[tap * e * n..(tap + 1) * e * n]
+            };
+            let channels = convolved.chunks_exact_mut(n).zip(taps);
+            for ((out, &w), row) in channels.zip(rows.chunks_exact(n)) {
                 for (o, &value) in out.iter_mut().zip(row) {
                     *o = K::mul_add(w, value, *o);
                 }
@@ -1180,8 +1357,7 @@ impl StateSpaceBlock for MambaBlock {
         W::dense::<K>(&self.x_proj, convolved, dbc, quant);
         W::dense::<K>(&self.dt, &dbc[..m.rank * n], delta, quant);
         for value in delta.iter_mut() {
-            // softplus, without overflow: max(x, 0) + ln(1 + e^{−|x|}).
-            *value = value.max(0.0) + K::ln_1p_unit(exp::<K>(-value.abs()));
+            *value = softplus::<K>(*value);
         }
         // `Δ v`, which every mode's input `(Δ v) B` scales: once per channel, not per mode.
         for ((p, &step), &value) in pushes.iter_mut().zip(delta.iter()).zip(convolved.iter()) {
@@ -1196,30 +1372,7 @@ impl StateSpaceBlock for MambaBlock {
             .zip(b.chunks_exact(n).zip(c.chunks_exact(n)));
         for ((hm, am), (bm, cm)) in scan {
             if n == 1 {
-                let (bv, cv) = (bm[0], cm[0]);
-                // `LANES` channels at a time through a local array, which the compiler keeps
-                // in one vector register (over the slices it would not vectorize the loop:
-                // it cannot tell `h` and the output apart). The same operations per value.
-                let mut channels = hm
-                    .chunks_exact_mut(LANES)
-                    .zip(am.chunks_exact(LANES))
-                    .zip(delta.chunks_exact(LANES).zip(pushes.chunks_exact(LANES)))
-                    .zip(gated.chunks_exact_mut(LANES));
-                for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
-                    let mut next = [0f32; LANES];
-                    for i in 0..LANES {
-                        next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * bv);
-                    }
-                    hc.copy_from_slice(&next);
-                    for (o, &hv) in oc.iter_mut().zip(&next) {
-                        *o += hv * cv;
-                    }
-                }
-                let done = e - e % LANES;
-                for ch in done..e {
-                    hm[ch] = K::mul_add(exp::<K>(delta[ch] * am[ch]), hm[ch], pushes[ch] * bv);
-                    gated[ch] += hm[ch] * cv;
-                }
+                scan_mode::<K>(hm, am, delta, pushes, gated, (bm[0], cm[0]));
             } else {
                 let channels = hm
                     .chunks_exact_mut(n)
@@ -1250,13 +1403,7 @@ impl StateSpaceBlock for MambaBlock {
             }
         }
         if n == 1 {
-            // One flat loop, which vectorizes (per channel it would be one value at a time).
-            for (((o, &value), &zv), &skip) in
-                gated.iter_mut().zip(&*convolved).zip(z).zip(&self.skip)
-            {
-                *o += skip * value;
-                *o *= zv * sigmoid::<K>(zv);
-            }
+            gate::<K>(gated, convolved, z, &self.skip);
         } else {
             for (ch, out) in gated.chunks_exact_mut(n).enumerate() {
                 let (vc, zc) = (&convolved[ch * n..(ch + 1) * n], &z[ch * n..(ch + 1) * n]);
@@ -1578,6 +1725,8 @@ impl LayerPlan {
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
             Self::S4dBlock(b) => ssm_window::<K, W>(&**b, x, y, s),
+            // One sequence at a time, its maps over every row at once.
+            Self::MambaBlock(b) if W::N == 1 => b.window::<K>(x, y, s),
             Self::MambaBlock(b) => ssm_window::<K, W>(&**b, x, y, s),
         }
     }
@@ -1656,6 +1805,8 @@ struct LayerScratch {
     /// A state-space block's work space for one step, and its carried state.
     ssm: Vec<f32>,
     ssm_state: Vec<f32>,
+    /// A Mamba block's work space for a whole window of one sequence.
+    ssm_rows: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -1688,7 +1839,8 @@ impl NetworkScratch {
                 + l.nhits.capacity()
                 + l.attention.capacity()
                 + l.ssm.capacity()
-                + l.ssm_state.capacity())
+                + l.ssm_state.capacity()
+                + l.ssm_rows.capacity())
             + l.quant.heap_bytes()
     }
 }
@@ -1835,6 +1987,15 @@ impl NetworkPlan {
             .map(|l| l.ssm_lens().1)
             .max()
             .unwrap_or(0);
+        let ssm_rows = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::MambaBlock(b) => b.window_len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let dense = self.dense_layers();
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
@@ -1853,6 +2014,7 @@ impl NetworkPlan {
                 attention: vec![0.0; attention * LANES],
                 ssm: vec![0.0; ssm * LANES],
                 ssm_state: vec![0.0; ssm_state * LANES],
+                ssm_rows: vec![0.0; ssm_rows],
                 quant: QuantScratch::new(widest_input, tallest),
             },
             lanes_in: vec![0.0; self.inputs * LANES],
@@ -2018,6 +2180,7 @@ impl NetworkPlan {
             .unwrap_or(0);
         scratch.layer.ssm = vec![0.0; work];
         scratch.layer.ssm_state = Vec::new();
+        scratch.layer.ssm_rows = Vec::new();
         Ok(NetworkStream { states, scratch })
     }
 
