@@ -586,9 +586,15 @@ fn rms_norm(x: &[f32], y: &mut [f32], width: usize, n: usize, gain: &[f32]) {
 /// that grows with nothing but this constant.
 const KEY_BLOCK: usize = 32;
 
+/// Queries [`attention_online`] takes through the keys together (bidirectional attention,
+/// where they read the same keys): each value row loaded serves all of them, and their sums
+/// are independent chains of multiply-adds, where one query's sum (one register at a head of
+/// 8) waits on the latency of each multiply-add before the next.
+const QUERY_GROUP: usize = 4;
+
 /// Scratch values [`attention_online`] needs for `tokens` tokens and heads of width `head`.
 fn attention_scratch_len(tokens: usize, head: usize) -> usize {
-    head + KEY_BLOCK + tokens * head
+    QUERY_GROUP * (head + KEY_BLOCK) + tokens * head
 }
 
 /// Attention of one sequence, every query head against its key/value head (`heads /
@@ -615,8 +621,8 @@ fn attention_online<K: Kernels>(
     let tokens = q.len() / d.max(1);
     let group = heads / kv_heads.max(1);
     let scale = 1.0 / (head as f32).sqrt();
-    let (acc, rest) = scratch.split_at_mut(head);
-    let (scores, rest) = rest.split_at_mut(KEY_BLOCK);
+    let (acc, rest) = scratch.split_at_mut(QUERY_GROUP * head);
+    let (scores, rest) = rest.split_at_mut(QUERY_GROUP * KEY_BLOCK);
     let keys = &mut rest[..tokens * head];
     for h in 0..heads {
         let (qh, kvh) = (h * head, (h / group) * head);
@@ -627,37 +633,51 @@ fn attention_online<K: Kernels>(
                 }
             }
         }
-        let value = |j: usize| &v[j * kv + kvh..j * kv + kvh + head];
-        for i in 0..tokens {
-            let query = &q[i * d + qh..i * d + qh + head];
+        let query = |i: usize| &q[i * d + qh..i * d + qh + head];
+        // Bidirectional: `QUERY_GROUP` queries at a time, each with the operations it has
+        // alone (so the same bits), their value sums taken key by key together.
+        let grouped = if causal || !matches!(head, 4 | 8 | 16 | 32) {
+            0
+        } else {
+            tokens - tokens % QUERY_GROUP
+        };
+        for i in (0..grouped).step_by(QUERY_GROUP) {
+            let (mut max, mut sum) = ([f32::NEG_INFINITY; QUERY_GROUP], [0f32; QUERY_GROUP]);
+            acc.fill(0.0);
+            for first in (0..tokens).step_by(KEY_BLOCK) {
+                let len = KEY_BLOCK.min(tokens - first);
+                for (g, (block, acc)) in scores
+                    .chunks_exact_mut(KEY_BLOCK)
+                    .zip(acc.chunks_exact_mut(head))
+                    .enumerate()
+                {
+                    let (keys, running) = ((&*keys, tokens, first), (&mut max[g], &mut sum[g]));
+                    softmax_block::<K>(query(i + g), keys, &mut block[..len], scale, running, acc);
+                }
+                let values = &v[first * kv + kvh..];
+                match head {
+                    4 => accumulate_group::<K, 4>(acc, scores, len, values, kv),
+                    8 => accumulate_group::<K, 8>(acc, scores, len, values, kv),
+                    16 => accumulate_group::<K, 16>(acc, scores, len, values, kv),
+                    _ => accumulate_group::<K, 32>(acc, scores, len, values, kv),
+                }
+            }
+            for (g, a) in acc.chunks_exact(head).enumerate() {
+                let out = &mut out[(i + g) * d + qh..(i + g) * d + qh + head];
+                for (o, a) in out.iter_mut().zip(a) {
+                    *o = a / sum[g];
+                }
+            }
+        }
+        let (acc, block) = (&mut acc[..head], &mut scores[..KEY_BLOCK]);
+        for i in grouped..tokens {
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
             acc.fill(0.0);
             let visible = if causal { i + 1 } else { tokens };
             for first in (0..visible).step_by(KEY_BLOCK) {
-                let block = &mut scores[..KEY_BLOCK.min(visible - first)];
-                block.fill(0.0);
-                // Along the keys, one dimension at a time: independent products that
-                // vectorize, rather than one dependent chain per key.
-                for (c, &x) in query.iter().enumerate() {
-                    let row = &keys[c * tokens + first..c * tokens + first + block.len()];
-                    for (s, &y) in block.iter_mut().zip(row) {
-                        *s = K::mul_add(x, y, *s);
-                    }
-                }
-                block.iter_mut().for_each(|s| *s *= scale);
-                // The terms so far shrink by e^(old max − new max); each new one enters at
-                // e^(score − new max) ≤ 1, so nothing overflows.
-                let new_max = block.iter().fold(max, |m, &s| m.max(s));
-                let shrink = exp::<K>(max - new_max);
-                sum *= shrink;
-                acc.iter_mut().for_each(|a| *a *= shrink);
-                // The block's weights in one loop (the exponentials vectorize), then summed in.
-                for s in block.iter_mut() {
-                    *s = exp::<K>(*s - new_max);
-                }
-                for &weight in block.iter() {
-                    sum += weight;
-                }
+                let block = &mut block[..KEY_BLOCK.min(visible - first)];
+                let keys = (&*keys, tokens, first);
+                softmax_block::<K>(query(i), keys, block, scale, (&mut max, &mut sum), acc);
                 let values = &v[first * kv + kvh..];
                 match head {
                     4 => accumulate::<K, 4>(acc, block, values, kv),
@@ -666,13 +686,13 @@ fn attention_online<K: Kernels>(
                     32 => accumulate::<K, 32>(acc, block, values, kv),
                     _ => {
                         for (&weight, j) in block.iter().zip(first..) {
-                            for (a, &x) in acc.iter_mut().zip(value(j)) {
+                            let value = &v[j * kv + kvh..j * kv + kvh + head];
+                            for (a, &x) in acc.iter_mut().zip(value) {
                                 *a = K::mul_add(weight, x, *a);
                             }
                         }
                     }
                 }
-                max = new_max;
             }
             for (o, a) in out[i * d + qh..i * d + qh + head]
                 .iter_mut()
@@ -681,6 +701,74 @@ fn attention_online<K: Kernels>(
                 *o = a / sum;
             }
         }
+    }
+}
+
+/// One query against the keys `first..first + block.len()` (`keys` is one key head
+/// transposed, `[d_head, tokens]`): the block's scores, then its softmax weights in `block`,
+/// with the query's running maximum and sum and its value sums `acc` moved onto the new
+/// maximum.
+#[inline(always)]
+fn softmax_block<K: Kernels>(
+    query: &[f32],
+    (keys, tokens, first): (&[f32], usize, usize),
+    block: &mut [f32],
+    scale: f32,
+    (max, sum): (&mut f32, &mut f32),
+    acc: &mut [f32],
+) {
+    block.fill(0.0);
+    // Along the keys, one dimension at a time: independent products that vectorize, rather
+    // than one dependent chain per key.
+    for (c, &x) in query.iter().enumerate() {
+        let row = &keys[c * tokens + first..c * tokens + first + block.len()];
+        for (s, &y) in block.iter_mut().zip(row) {
+            *s = K::mul_add(x, y, *s);
+        }
+    }
+    block.iter_mut().for_each(|s| *s *= scale);
+    // The terms so far shrink by e^(old max − new max); each new one enters at
+    // e^(score − new max) ≤ 1, so nothing overflows.
+    let new_max = block.iter().fold(*max, |m, &s| m.max(s));
+    let shrink = exp::<K>(*max - new_max);
+    *sum *= shrink;
+    acc.iter_mut().for_each(|a| *a *= shrink);
+    // The block's weights in one loop (the exponentials vectorize), then summed in.
+    for s in block.iter_mut() {
+        *s = exp::<K>(*s - new_max);
+    }
+    for &weight in block.iter() {
+        *sum += weight;
+    }
+    *max = new_max;
+}
+
+/// [`accumulate`] for `QUERY_GROUP` queries at once: `acc` is their `[query, H]` sums,
+/// `weights` their `[query, KEY_BLOCK]` weights of the same `len` keys. Key after key, each
+/// value row loaded once for all of them; per query the same operations in the same order.
+#[inline(always)]
+fn accumulate_group<K: Kernels, const H: usize>(
+    acc: &mut [f32],
+    weights: &[f32],
+    len: usize,
+    values: &[f32],
+    stride: usize,
+) {
+    let mut sums = [[0f32; H]; QUERY_GROUP];
+    for (s, a) in sums.iter_mut().zip(acc.chunks_exact(H)) {
+        s.copy_from_slice(a);
+    }
+    for j in 0..len {
+        let row = &values[j * stride..j * stride + H];
+        for (g, s) in sums.iter_mut().enumerate() {
+            let weight = weights[g * KEY_BLOCK + j];
+            for c in 0..H {
+                s[c] = K::mul_add(weight, row[c], s[c]);
+            }
+        }
+    }
+    for (s, a) in sums.iter().zip(acc.chunks_exact_mut(H)) {
+        a.copy_from_slice(s);
     }
 }
 
