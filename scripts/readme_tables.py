@@ -26,6 +26,7 @@ Blocks:
   zoo-nhits                       results/zoo/nhits-fr.md           (bash bench/zoo/nhits.sh)
   zoo-independence                results/zoo/independence-*.md     (bash bench/zoo/independence.sh)
   zoo-latency-independence-mamba  results/zoo/latency-independence-mamba.md (bash bench/zoo/run.sh … --name latency-independence-mamba)
+  zoo-latency-ii                  results/zoo/latency-zoo2.md       (bash bench/zoo/run.sh … --name latency-zoo2)
   zoo-stream                      results/zoo/streaming.md          (tns bench-stream)
   tail                            results/tail/tail.md              (tns bench-tail, after tns bench)
   python                          results/python/latency.md         (bash bench/python/run.sh)
@@ -45,6 +46,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def read(path):
     full = os.path.join(ROOT, path)
     return open(full).read() if os.path.exists(full) else None
+
+
+def whole(path):
+    """A results file as it is, or None when it is missing."""
+    report = read(path)
+    return None if report is None else report.strip() + "\n"
 
 
 def demo(regime):
@@ -104,16 +111,6 @@ def train():
     )
 
 
-def train_memory():
-    report = read("results/train/memory.md")
-    return None if report is None else report.strip() + "\n"
-
-
-def zoo_latency():
-    report = read("results/zoo/latency.md")
-    return None if report is None else report.strip() + "\n"
-
-
 def zoo_independence():
     reports = [read(f"results/zoo/independence-{task}.md")
                for task in ["turn", "mixed", "both-h1", "fr-h24", "be-h24"]]
@@ -122,27 +119,12 @@ def zoo_independence():
     return "\n".join(r.strip() + "\n" for r in reports)
 
 
-def zoo_latency_independence_mamba():
-    report = read("results/zoo/latency-independence-mamba.md")
-    return None if report is None else report.strip() + "\n"
-
-
-def zoo_nhits():
-    report = read("results/zoo/nhits-fr.md")
-    return None if report is None else report.strip() + "\n"
-
-
 def tail():
     return produced(
         "results/tail/tail.md",
         "tns bench-tail",
         "files `results/tail/tail.{json,md}`, after `tns bench` wrote the models it times",
     )
-
-
-def zoo_stream():
-    report = read("results/zoo/streaming.md")
-    return None if report is None else report.strip() + "\n"
 
 
 def python_binding():
@@ -415,14 +397,15 @@ BLOCKS = {
     "pedestrian": pedestrian,
     "train": train,
     "tune-turn": tune_turn,
-    "train-memory": train_memory,
-    "zoo-latency": zoo_latency,
+    "train-memory": lambda: whole("results/train/memory.md"),
+    "zoo-latency": lambda: whole("results/zoo/latency.md"),
     "zoo-turn": lambda: zoo_accuracy("turn"),
     "zoo-mixed": lambda: zoo_accuracy("mixed"),
-    "zoo-nhits": zoo_nhits,
+    "zoo-nhits": lambda: whole("results/zoo/nhits-fr.md"),
     "zoo-independence": zoo_independence,
-    "zoo-latency-independence-mamba": zoo_latency_independence_mamba,
-    "zoo-stream": zoo_stream,
+    "zoo-latency-independence-mamba": lambda: whole("results/zoo/latency-independence-mamba.md"),
+    "zoo-latency-ii": lambda: whole("results/zoo/latency-zoo2.md"),
+    "zoo-stream": lambda: whole("results/zoo/streaming.md"),
     "tail": tail,
     "python": python_binding,
     "wasm": wasm,
