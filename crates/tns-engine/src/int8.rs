@@ -13,6 +13,7 @@ use tns_format::quantized_codes;
 use tns_model::NamedTensor;
 
 use crate::EngineError;
+use crate::aligned::Aligned;
 use crate::kernels::Kernels;
 
 /// Output channels per packed block (one 256-bit register of i32 accumulators).
@@ -27,9 +28,9 @@ pub(crate) struct QDense {
     pub(crate) outputs: usize,
     pairs: usize,
     blocks: usize,
-    packed: Vec<i16>,
-    scales: Vec<f32>,
-    bias: Vec<f32>,
+    packed: Aligned<i16>,
+    scales: Aligned<f32>,
+    bias: Aligned<f32>,
     /// Largest activation code `A`.
     limit: f32,
 }
@@ -38,21 +39,21 @@ pub(crate) struct QDense {
 /// accumulators.
 #[derive(Debug, Clone)]
 pub(crate) struct QuantScratch {
-    codes: Vec<i16>,
-    acc: Vec<i32>,
+    codes: Aligned<i16>,
+    acc: Aligned<i32>,
 }
 
 impl QuantScratch {
     /// Bytes its buffers hold on the heap.
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of::<i16>() * self.codes.capacity() + size_of::<i32>() * self.acc.capacity()
+        self.codes.heap_bytes() + self.acc.heap_bytes()
     }
 
     /// Buffers for layers up to `inputs` wide and `outputs` tall.
     pub(crate) fn new(inputs: usize, outputs: usize) -> Self {
         Self {
-            codes: vec![0; 2 * inputs.div_ceil(2)],
-            acc: vec![0; outputs.div_ceil(BLOCK) * BLOCK],
+            codes: Aligned::zeros(2 * inputs.div_ceil(2)),
+            acc: Aligned::zeros(outputs.div_ceil(BLOCK) * BLOCK),
         }
     }
 }
@@ -73,7 +74,7 @@ impl QDense {
             ))
         })?;
         let (pairs, blocks) = (inputs.div_ceil(2), outputs.div_ceil(BLOCK));
-        let mut packed = vec![0i16; blocks * pairs * 2 * BLOCK];
+        let mut packed = Aligned::zeros(blocks * pairs * 2 * BLOCK);
         for (o, row) in codes.chunks_exact(inputs.max(1)).enumerate() {
             let (b, lane) = (o / BLOCK, o % BLOCK);
             for (j, &q) in row.iter().enumerate() {
@@ -88,8 +89,8 @@ impl QDense {
             pairs,
             blocks,
             packed,
-            scales: scales.data.clone(),
-            bias: bias.data.clone(),
+            scales: Aligned::from_slice(&scales.data),
+            bias: Aligned::from_slice(&bias.data),
             limit: limit as f32,
         })
     }
@@ -206,7 +207,7 @@ mod tests {
         let q = layer(9, 5);
         let mut y = vec![f32::NAN; 9];
         q.forward::<K>(&[0.0; 5], &mut y, &mut QuantScratch::new(5, 9));
-        assert_eq!(y, q.bias);
+        assert_eq!(y, &q.bias[..]);
     }
 
     #[test]

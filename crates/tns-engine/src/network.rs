@@ -12,6 +12,7 @@ use tns_model::nhits::NhitsDims;
 use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 
 use crate::EngineError;
+use crate::aligned::Aligned;
 use crate::int8::{QDense, QuantScratch};
 use crate::kernels::{Isa, Kernels, LANES, Portable, exp, sigmoid, tanh};
 
@@ -22,9 +23,9 @@ use crate::kernels::{Isa, Kernels, LANES, Portable, exp, sigmoid, tanh};
 struct Dense {
     inputs: usize,
     outputs: usize,
-    columns: Vec<f32>,
-    rows: Vec<f32>,
-    bias: Vec<f32>,
+    columns: Aligned<f32>,
+    rows: Aligned<f32>,
+    bias: Aligned<f32>,
     int8: Option<Box<QDense>>,
 }
 
@@ -41,9 +42,9 @@ impl Dense {
             return Ok(Self {
                 inputs,
                 outputs,
-                columns: Vec::new(),
-                rows: Vec::new(),
-                bias: bias.data.clone(),
+                columns: Aligned::default(),
+                rows: Aligned::default(),
+                bias: Aligned::from_slice(&bias.data),
                 int8: Some(Box::new(q)),
             });
         }
@@ -55,8 +56,8 @@ impl Dense {
             inputs,
             outputs,
             columns,
-            rows: weight.data.clone(),
-            bias: bias.data.clone(),
+            rows: Aligned::from_slice(&weight.data),
+            bias: Aligned::from_slice(&bias.data),
             int8: None,
         })
     }
@@ -165,6 +166,7 @@ impl Width for Lanes {
 struct Gru {
     hidden: usize,
     channels: usize,
+    steps: usize,
     input: Dense,
     recurrent: Dense,
 }
@@ -175,13 +177,50 @@ impl Gru {
     #[inline(always)]
     fn forward<K: Kernels, W: Width>(&self, x: &[f32], h: &mut [f32], s: &mut LayerScratch) {
         h.fill(0.0);
-        let g = 3 * self.hidden * W::N;
-        let (gi, gh) = (&mut s.gates_in[..g], &mut s.gates_state[..g]);
-        for xt in x.chunks_exact(self.channels * W::N) {
-            W::dense::<K>(&self.input, xt, gi, &mut s.quant);
+        let gh = &mut s.gates_state[..3 * self.hidden * W::N];
+        hoist_inputs::<K, W>(&self.input, x, &mut s.gates_in, &mut s.quant);
+        for (t, xt) in x.chunks_exact(self.channels * W::N).enumerate() {
+            let gi = input_gates::<K, W>(&self.input, xt, t, &mut s.gates_in, &mut s.quant);
             W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
             gru_cell::<K>(gi, gh, h);
         }
+    }
+}
+
+/// A recurrent layer's input products for one sequence (`W::N == 1`): every step's before the
+/// loop, as rows that share each weight load ([`Width::dense_rows`], the bits of one product
+/// per step). Lanes compute theirs step by step in [`input_gates`]: a window of lane products
+/// would not stay in cache.
+#[inline(always)]
+fn hoist_inputs<K: Kernels, W: Width>(
+    input: &Dense,
+    x: &[f32],
+    gates: &mut [f32],
+    q: &mut QuantScratch,
+) {
+    if W::N == 1 {
+        let steps = x.len() / input.inputs;
+        W::dense_rows::<K>(input, x, &mut gates[..steps * input.outputs], q);
+    }
+}
+
+/// Step `t`'s input products (`xt` is its input): [`hoist_inputs`]'s row for one sequence,
+/// else computed now into the start of `gates`.
+#[inline(always)]
+fn input_gates<'a, K: Kernels, W: Width>(
+    input: &Dense,
+    xt: &[f32],
+    t: usize,
+    gates: &'a mut [f32],
+    q: &mut QuantScratch,
+) -> &'a mut [f32] {
+    let g = input.outputs * W::N;
+    if W::N == 1 {
+        &mut gates[t * g..(t + 1) * g]
+    } else {
+        let gi = &mut gates[..g];
+        W::dense::<K>(input, xt, gi, q);
+        gi
     }
 }
 
@@ -327,6 +366,7 @@ impl TcnBlock {
 struct Lstm {
     hidden: usize,
     channels: usize,
+    steps: usize,
     /// Whether every step's state is written (a layer below another), else only the last.
     sequence: bool,
     input: Dense,
@@ -342,9 +382,10 @@ impl Lstm {
         let (h, c) = s.state[..2 * m].split_at_mut(m);
         h.fill(0.0);
         c.fill(0.0);
-        let (gi, gh) = (&mut s.gates_in[..4 * m], &mut s.gates_state[..4 * m]);
+        let gh = &mut s.gates_state[..4 * m];
+        hoist_inputs::<K, W>(&self.input, x, &mut s.gates_in, &mut s.quant);
         for (t, xt) in x.chunks_exact(self.channels * W::N).enumerate() {
-            W::dense::<K>(&self.input, xt, gi, &mut s.quant);
+            let gi = input_gates::<K, W>(&self.input, xt, t, &mut s.gates_in, &mut s.quant);
             W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
             lstm_cell::<K>(gi, gh, h, c);
             if self.sequence {
@@ -816,18 +857,18 @@ struct TransformerBlock {
     kv_heads: usize,
     ffn: usize,
     causal: bool,
-    norm1: Vec<f32>,
+    norm1: Aligned<f32>,
     q: Dense,
     k: Dense,
     v: Dense,
     o: Dense,
-    norm2: Vec<f32>,
+    norm2: Aligned<f32>,
     gate: Dense,
     up: Dense,
     down: Dense,
     /// The rotary angles' cosines and sines, `[token, d_head / 2]`.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    cos: Aligned<f32>,
+    sin: Aligned<f32>,
 }
 
 /// Tokens a transformer block's feed-forward map takes at a time (as many as
@@ -867,12 +908,12 @@ impl TransformerBlock {
             kv_heads,
             ffn,
             causal,
-            norm1: gain("norm1")?,
+            norm1: gain("norm1")?.into(),
             q: dense("q")?,
             k: dense("k")?,
             v: dense("v")?,
             o: dense("o")?,
-            norm2: gain("norm2")?,
+            norm2: gain("norm2")?.into(),
             gate: dense("gate")?,
             up: dense("up")?,
             down: dense("down")?,
@@ -1029,16 +1070,16 @@ trait StateSpaceBlock {
 struct S4dBlock {
     width: usize,
     state: usize,
-    norm: Vec<f32>,
+    norm: Aligned<f32>,
     /// The discretized modes `Ā`, `B̄` and the read-out `C`, `[mode, channel]` (computed in
     /// f64 from the stored parameters by [`tns_model::s4d::discretize_all`], which, like
     /// the file, lays them out `[channel, mode]`): mode-major, so that a step runs along the
     /// channels, which are independent, rather than along one channel's modes, which a
     /// single sequence would sum one after another.
-    a_bar: Vec<f32>,
-    b_bar: Vec<f32>,
-    c: Vec<f32>,
-    skip: Vec<f32>,
+    a_bar: Aligned<f32>,
+    b_bar: Aligned<f32>,
+    c: Aligned<f32>,
+    skip: Aligned<f32>,
     out: Dense,
 }
 
@@ -1065,11 +1106,11 @@ impl S4dBlock {
         Ok(Self {
             width,
             state,
-            norm: part("norm.weight")?.clone(),
-            a_bar: narrow(a_bar),
-            b_bar: narrow(b_bar),
-            c: mode_major(part("c")?),
-            skip: part("skip")?.clone(),
+            norm: Aligned::from_slice(part("norm.weight")?),
+            a_bar: narrow(a_bar).into(),
+            b_bar: narrow(b_bar).into(),
+            c: mode_major(part("c")?).into(),
+            skip: Aligned::from_slice(part("skip")?),
             out: Dense::from_file(
                 tensors,
                 &format!("{}.out.weight", node.name),
@@ -1168,18 +1209,18 @@ struct MambaBlock {
     dims: tns_model::mamba::MambaDims,
     /// Rows of the window the block reads.
     steps: usize,
-    norm: Vec<f32>,
+    norm: Aligned<f32>,
     input: Dense,
     /// The convolution's taps `[conv, E]` (the file's `[E, conv]` transposed, so that a tap
     /// runs along the independent channels) and bias `[E]`.
-    conv: Vec<f32>,
-    conv_bias: Vec<f32>,
+    conv: Aligned<f32>,
+    conv_bias: Aligned<f32>,
     x_proj: Dense,
     dt: Dense,
     /// `A = −exp(a_log)` (computed once in f64), `[N, E]`: mode-major, like the scan state,
     /// so that a step runs along the independent channels (see [`MambaBlock::step`]).
-    a: Vec<f32>,
-    skip: Vec<f32>,
+    a: Aligned<f32>,
+    skip: Aligned<f32>,
     out: Dense,
 }
 
@@ -1197,13 +1238,13 @@ impl MambaBlock {
         Ok(Self {
             dims,
             steps,
-            norm: part("norm.weight")?,
+            norm: part("norm.weight")?.into(),
             input: Dense::unbiased(tensors, &name("in.weight"), int8)?,
             conv: (0..dims.conv)
                 .flat_map(|tap| (0..dims.inner).map(move |ch| (ch, tap)))
                 .map(|(ch, tap)| taps[ch * dims.conv + tap])
                 .collect(),
-            conv_bias: part("conv.bias")?,
+            conv_bias: part("conv.bias")?.into(),
             x_proj: Dense::unbiased(tensors, &name("x.weight"), int8)?,
             dt: Dense::from_file(tensors, &name("dt.weight"), &name("dt.bias"), int8)?,
             a: {
@@ -1214,7 +1255,7 @@ impl MambaBlock {
                     .map(|(ch, mode)| -f64::from(a_log[ch * n + mode]).exp() as f32)
                     .collect()
             },
-            skip: part("skip")?,
+            skip: part("skip")?.into(),
             out: Dense::unbiased(tensors, &name("out.weight"), int8)?,
         })
     }
@@ -1661,7 +1702,7 @@ enum LayerPlan {
     /// RMSNorm of every row.
     RmsNorm {
         width: usize,
-        gain: Vec<f32>,
+        gain: Aligned<f32>,
     },
     /// An S4D block (see [`Layer::S4dBlock`]).
     S4dBlock(Box<S4dBlock>),
@@ -1686,6 +1727,7 @@ impl LayerPlan {
             Layer::Gru { hidden } => Self::Gru(Gru {
                 hidden,
                 channels: node.input.channels(),
+                steps: node.input.len() / node.input.channels().max(1),
                 input: dense("weight_ih_l0", "bias_ih_l0")?,
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
             }),
@@ -1693,6 +1735,7 @@ impl LayerPlan {
             Layer::Lstm { hidden, sequence } => Self::Lstm(Lstm {
                 hidden,
                 channels: node.input.channels(),
+                steps: node.input.len() / node.input.channels().max(1),
                 sequence,
                 input: dense("weight_ih_l0", "bias_ih_l0")?,
                 recurrent: dense("weight_hh_l0", "bias_hh_l0")?,
@@ -1733,9 +1776,7 @@ impl LayerPlan {
             }
             Layer::RmsNorm => Self::RmsNorm {
                 width: node.input.channels(),
-                gain: tensor(tensors, &format!("{}.weight", node.name))?
-                    .data
-                    .clone(),
+                gain: Aligned::from_slice(&tensor(tensors, &format!("{}.weight", node.name))?.data),
             },
             Layer::S4dBlock { .. } => Self::S4dBlock(Box::new(S4dBlock::new(node, tensors, int8)?)),
             Layer::MambaBlock { .. } => {
@@ -1873,62 +1914,66 @@ pub struct NetworkPlan {
 /// Buffers a layer needs beyond its input and output.
 #[derive(Debug, Clone)]
 struct LayerScratch {
-    gates_in: Vec<f32>,
-    gates_state: Vec<f32>,
+    gates_in: Aligned<f32>,
+    gates_state: Aligned<f32>,
     /// An LSTM's hidden and cell state, `[2, unit, lane]`.
-    state: Vec<f32>,
+    state: Aligned<f32>,
     /// A TCN block's inner activations and residual, `[2, step, channel, lane]`.
-    conv: Vec<f32>,
+    conv: Aligned<f32>,
     /// A convolution's gathered input rows `[K·C_in, lane]`, its single-sequence gather
     /// `[K·C_in]` and its eight output rows `[C_out, 8]`.
-    conv_col: Vec<f32>,
-    conv_row: Vec<f32>,
-    conv_out: Vec<f32>,
+    conv_col: Aligned<f32>,
+    conv_row: Aligned<f32>,
+    conv_out: Aligned<f32>,
     /// An N-HiTS layer's residual, backcast, block input, hidden layers and knots.
-    nhits: Vec<f32>,
+    nhits: Aligned<f32>,
     /// A transformer block's normalized tokens, queries, keys, values, attention output,
     /// residual stream, feed-forward values and attention accumulators; an independent
     /// patch embedding's gathered token.
-    attention: Vec<f32>,
+    attention: Aligned<f32>,
     /// A state-space block's work space for one step, and its carried state.
-    ssm: Vec<f32>,
-    ssm_state: Vec<f32>,
+    ssm: Aligned<f32>,
+    ssm_state: Aligned<f32>,
     /// A Mamba block's work space for a whole window of one sequence.
-    ssm_rows: Vec<f32>,
+    ssm_rows: Aligned<f32>,
     quant: QuantScratch,
 }
 
 /// Buffers of one forward pass (single sample or one lane block), sized by the plan.
 #[derive(Debug, Clone)]
 pub struct NetworkScratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
+    a: Aligned<f32>,
+    b: Aligned<f32>,
     layer: LayerScratch,
-    lanes_in: Vec<f32>,
-    lanes_out: Vec<f32>,
+    lanes_in: Aligned<f32>,
+    lanes_out: Aligned<f32>,
 }
 
 impl NetworkScratch {
     /// Bytes its buffers hold on the heap.
     pub fn heap_bytes(&self) -> usize {
         let l = &self.layer;
-        size_of::<f32>()
-            * (self.a.capacity()
-                + self.b.capacity()
-                + self.lanes_in.capacity()
-                + self.lanes_out.capacity()
-                + l.gates_in.capacity()
-                + l.gates_state.capacity()
-                + l.state.capacity()
-                + l.conv.capacity()
-                + l.conv_col.capacity()
-                + l.conv_row.capacity()
-                + l.conv_out.capacity()
-                + l.nhits.capacity()
-                + l.attention.capacity()
-                + l.ssm.capacity()
-                + l.ssm_state.capacity()
-                + l.ssm_rows.capacity())
+        [
+            &self.a,
+            &self.b,
+            &self.lanes_in,
+            &self.lanes_out,
+            &l.gates_in,
+            &l.gates_state,
+            &l.state,
+            &l.conv,
+            &l.conv_col,
+            &l.conv_row,
+            &l.conv_out,
+            &l.nhits,
+            &l.attention,
+            &l.ssm,
+            &l.ssm_state,
+            &l.ssm_rows,
+        ]
+        .iter()
+        .map(|buffer| buffer.heap_bytes())
+        .sum::<usize>()
             + l.quant.heap_bytes()
     }
 }
@@ -2012,6 +2057,17 @@ impl NetworkPlan {
             })
             .max()
             .unwrap_or(0);
+        // One sequence holds every step's input products at once (`hoist_inputs`).
+        let hoisted_gates = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerPlan::Gru(g) => g.steps * 3 * g.hidden,
+                LayerPlan::Lstm(l) => l.steps * 4 * l.hidden,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let states = self
             .layers
             .iter()
@@ -2088,25 +2144,25 @@ impl NetworkPlan {
         let widest_input = dense.iter().map(|d| d.inputs).max().unwrap_or(0);
         let tallest = dense.iter().map(|d| d.outputs).max().unwrap_or(0);
         NetworkScratch {
-            a: vec![0.0; widest * LANES],
-            b: vec![0.0; widest * LANES],
+            a: Aligned::zeros(widest * LANES),
+            b: Aligned::zeros(widest * LANES),
             layer: LayerScratch {
-                gates_in: vec![0.0; gates * LANES],
-                gates_state: vec![0.0; gates * LANES],
-                state: vec![0.0; states * LANES],
-                conv: vec![0.0; convs * LANES],
-                conv_col: vec![0.0; conv_cols * LANES],
-                conv_row: vec![0.0; conv_cols],
-                conv_out: vec![0.0; conv_outs * LANES],
-                nhits: vec![0.0; nhits * LANES],
-                attention: vec![0.0; attention * LANES],
-                ssm: vec![0.0; ssm * LANES],
-                ssm_state: vec![0.0; ssm_state * LANES],
-                ssm_rows: vec![0.0; ssm_rows],
+                gates_in: Aligned::zeros((gates * LANES).max(hoisted_gates)),
+                gates_state: Aligned::zeros(gates * LANES),
+                state: Aligned::zeros(states * LANES),
+                conv: Aligned::zeros(convs * LANES),
+                conv_col: Aligned::zeros(conv_cols * LANES),
+                conv_row: Aligned::zeros(conv_cols),
+                conv_out: Aligned::zeros(conv_outs * LANES),
+                nhits: Aligned::zeros(nhits * LANES),
+                attention: Aligned::zeros(attention * LANES),
+                ssm: Aligned::zeros(ssm * LANES),
+                ssm_state: Aligned::zeros(ssm_state * LANES),
+                ssm_rows: Aligned::zeros(ssm_rows),
                 quant: QuantScratch::new(widest_input, tallest),
             },
-            lanes_in: vec![0.0; self.inputs * LANES],
-            lanes_out: vec![0.0; self.outputs * LANES],
+            lanes_in: Aligned::zeros(self.inputs * LANES),
+            lanes_out: Aligned::zeros(self.outputs * LANES),
         }
     }
 
@@ -2194,19 +2250,14 @@ fn streaming_end(layers: &[LayerPlan], row: usize) -> Option<usize> {
 /// how many rows have been pushed nor on the lookback.
 #[derive(Debug, Clone)]
 pub struct NetworkStream {
-    states: Vec<Vec<f32>>,
+    states: Vec<Aligned<f32>>,
     scratch: NetworkScratch,
 }
 
 impl NetworkStream {
     /// Bytes its buffers hold on the heap.
     pub fn heap_bytes(&self) -> usize {
-        self.scratch.heap_bytes()
-            + self
-                .states
-                .iter()
-                .map(|s| s.capacity() * size_of::<f32>())
-                .sum::<usize>()
+        self.scratch.heap_bytes() + self.states.iter().map(|s| s.heap_bytes()).sum::<usize>()
     }
 
     /// Back to the state before the first row.
@@ -2247,7 +2298,7 @@ impl NetworkPlan {
         let states = self
             .layers
             .iter()
-            .map(|l| vec![0.0; l.ssm_lens().1])
+            .map(|l| Aligned::zeros(l.ssm_lens().1))
             .collect();
         // One row of one sequence at a time: buffers of a row's width, not a window's, and
         // one lane.
@@ -2256,19 +2307,19 @@ impl NetworkPlan {
             .max()
             .unwrap_or(0);
         let mut scratch = self.scratch();
-        scratch.a = vec![0.0; widest];
-        scratch.b = vec![0.0; widest];
-        scratch.lanes_in = Vec::new();
-        scratch.lanes_out = Vec::new();
+        scratch.a = Aligned::zeros(widest);
+        scratch.b = Aligned::zeros(widest);
+        scratch.lanes_in = Aligned::default();
+        scratch.lanes_out = Aligned::default();
         let work = self
             .layers
             .iter()
             .map(|l| l.ssm_lens().0)
             .max()
             .unwrap_or(0);
-        scratch.layer.ssm = vec![0.0; work];
-        scratch.layer.ssm_state = Vec::new();
-        scratch.layer.ssm_rows = Vec::new();
+        scratch.layer.ssm = Aligned::zeros(work);
+        scratch.layer.ssm_state = Aligned::default();
+        scratch.layer.ssm_rows = Aligned::default();
         Ok(NetworkStream { states, scratch })
     }
 
@@ -2541,7 +2592,7 @@ mod tests {
                     .unwrap()
                     .states
                     .iter()
-                    .map(Vec::len)
+                    .map(|state| state.len())
                     .sum::<usize>()
             };
             assert_eq!(bytes(8), bytes(800), "{network}");
