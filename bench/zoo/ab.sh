@@ -17,9 +17,10 @@ for i in $(seq 1 "$runs"); do
         --out "$work/$side-$i" 2> /dev/null
   done
 done
-python3 - "$work" "$runs" "$network" "$name" "$*" <<'PY'
-import json, pathlib, sys
-work, runs, network, name, args = pathlib.Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:]
+python3 - "$work" "$runs" "$network" "$name" "$@" <<'PY'
+import json, pathlib, shlex, sys
+work, runs, network, name = pathlib.Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
+args = shlex.join(sys.argv[5:])
 rows = ["| run | binary | network | shape | engine P50 µs | engine P99.9 µs |", "|---:|---|---|---|---:|---:|"]
 for i in range(1, runs + 1):
     for side, label in (("a", "A (old)"), ("b", "B (new)")):

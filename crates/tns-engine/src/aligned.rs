@@ -4,7 +4,7 @@
 //! vector load from it crosses a 64-byte cache line every other time whenever the buffer
 //! starts 16 or 48 bytes into a line; those loads cost about twice as much. Which case a
 //! process got depended on the allocation order, and the compact GRU ran at 1.2 or 1.45 µs
-//! from one run to the next (`results/bench/alignment.md`). Weights and scratch live in
+//! from one run to the next (`results/zoo/ab-aligned.md`). Weights and scratch live in
 //! [`Aligned`] buffers instead, so every run gets the fast case.
 
 use std::fmt;
