@@ -1070,6 +1070,7 @@ trait StateSpaceBlock {
 struct S4dBlock {
     width: usize,
     state: usize,
+    steps: usize,
     norm: Aligned<f32>,
     /// The discretized modes `Ā`, `B̄` and the read-out `C`, `[mode, channel]` (computed in
     /// f64 from the stored parameters by [`tns_model::s4d::discretize_all`], which, like
@@ -1106,6 +1107,7 @@ impl S4dBlock {
         Ok(Self {
             width,
             state,
+            steps: node.input.len() / width.max(1),
             norm: Aligned::from_slice(part("norm.weight")?),
             a_bar: narrow(a_bar).into(),
             b_bar: narrow(b_bar).into(),
@@ -1150,10 +1152,30 @@ impl StateSpaceBlock for S4dBlock {
         work: &mut [f32],
         quant: &mut QuantScratch,
     ) {
-        let n = W::N;
+        let d = self.width * W::N;
+        let (u, rest) = work.split_at_mut(d);
+        let z = &mut rest[..d];
+        self.mix::<K>(x, z, state, u, W::N);
+        W::dense::<K>(&self.out, z, y, quant);
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o += v;
+        }
+    }
+}
+
+impl S4dBlock {
+    /// A step up to the output map: `x` normalized into `u`, the state advanced, and the
+    /// gated state-space output in `z` (`n` sequences side by side).
+    #[inline(always)]
+    fn mix<K: Kernels>(
+        &self,
+        x: &[f32],
+        z: &mut [f32],
+        state: &mut [f32],
+        u: &mut [f32],
+        n: usize,
+    ) {
         let d = self.width;
-        let (u, rest) = work.split_at_mut(d * n);
-        let z = &mut rest[..d * n];
         rms_norm(x, u, d, n, &self.norm);
         for ((zc, uc), &skip) in z.chunks_exact_mut(n).zip(u.chunks_exact(n)).zip(&self.skip) {
             for (o, &v) in zc.iter_mut().zip(uc) {
@@ -1195,7 +1217,28 @@ impl StateSpaceBlock for S4dBlock {
         for v in z.iter_mut() {
             *v *= sigmoid::<K>(*v);
         }
-        W::dense::<K>(&self.out, z, y, quant);
+    }
+
+    /// Values of one sequence's window work space ([`S4dBlock::window`]).
+    fn window_len(&self) -> usize {
+        (self.steps + 1) * self.width
+    }
+
+    /// One sequence's window from a zero state: [`S4dBlock::mix`] row after row, then the
+    /// output map over every row at once through [`Width::dense_rows`] (each weight loaded
+    /// once for several rows, the bits of one product per row), then the residual. The same
+    /// operations per value as [`StateSpaceBlock::step`], so the same bits.
+    #[inline(always)]
+    fn window<K: Kernels>(&self, x: &[f32], y: &mut [f32], s: &mut LayerScratch) {
+        let d = self.width;
+        let (u, mixed) = s.ssm_rows.split_at_mut(d);
+        let mixed = &mut mixed[..x.len()];
+        let state = &mut s.ssm_state[..self.state_len()];
+        state.fill(0.0);
+        for (xt, zt) in x.chunks_exact(d).zip(mixed.chunks_exact_mut(d)) {
+            self.mix::<K>(xt, zt, state, u, 1);
+        }
+        Single::dense_rows::<K>(&self.out, mixed, y, &mut s.quant);
         for (o, &v) in y.iter_mut().zip(x) {
             *o += v;
         }
@@ -1853,6 +1896,8 @@ impl LayerPlan {
             }
             Self::TransformerBlock(block) => block.forward::<K, W>(x, y, s),
             Self::RmsNorm { width, gain } => rms_norm(x, y, *width, W::N, gain),
+            // One sequence at a time, its output map over every row at once.
+            Self::S4dBlock(b) if W::N == 1 => b.window::<K>(x, y, s),
             Self::S4dBlock(b) => ssm_window::<K, W>(&**b, x, y, s),
             // One sequence at a time, its maps over every row at once.
             Self::MambaBlock(b) if W::N == 1 => b.window::<K>(x, y, s),
@@ -2136,6 +2181,7 @@ impl NetworkPlan {
             .iter()
             .map(|l| match l {
                 LayerPlan::MambaBlock(b) => b.window_len(),
+                LayerPlan::S4dBlock(b) => b.window_len(),
                 _ => 0,
             })
             .max()
