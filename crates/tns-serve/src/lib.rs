@@ -199,7 +199,7 @@ pub struct AppState {
         kserve::model_ready,
         kserve::infer,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &UriLimit)
 )]
 struct ApiDoc;
 
@@ -213,6 +213,42 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents the 414 that the request-target limit ([`MAX_URI_BYTES`]) gives on every route,
+/// before any handler runs.
+struct UriLimit;
+
+impl utoipa::Modify for UriLimit {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let too_long = ResponseBuilder::new()
+            .description(format!(
+                "The request target (path and query) is over {MAX_URI_BYTES} bytes (uri_too_long)"
+            ))
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .insert("414".into(), too_long.clone().into());
+            }
+        }
     }
 }
 

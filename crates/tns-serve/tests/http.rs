@@ -1328,6 +1328,16 @@ async fn every_refusal_carries_the_json_error_body_and_paths_stay_private() {
     .await;
     assert_eq!(status, StatusCode::URI_TOO_LONG);
     assert_eq!(error_code(&body), "uri_too_long");
+    // Any route can answer 414, so the document lists it on every operation.
+    let document = serde_json::to_value(tns_serve::openapi_document()).unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(
+                operation["responses"].get("414").is_some(),
+                "{method} {path} does not document 414"
+            );
+        }
+    }
     let (status, body) = answer(
         f.client
             .get(format!("{}/v2/health/live", f.base))
