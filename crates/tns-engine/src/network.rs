@@ -1979,7 +1979,7 @@ struct LayerScratch {
     /// A state-space block's work space for one step, and its carried state.
     ssm: Aligned<f32>,
     ssm_state: Aligned<f32>,
-    /// A Mamba block's work space for a whole window of one sequence.
+    /// A Mamba or S4D block's work space for a whole window of one sequence.
     ssm_rows: Aligned<f32>,
     quant: QuantScratch,
 }
@@ -2092,27 +2092,17 @@ impl NetworkPlan {
     /// Buffers for [`NetworkPlan::forward`] and [`NetworkPlan::forward_lanes`].
     pub fn scratch(&self) -> NetworkScratch {
         let widest = self.widths.iter().copied().max().unwrap_or(0);
-        let gates = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                LayerPlan::Gru(g) => 3 * g.hidden,
-                LayerPlan::Lstm(l) => 4 * l.hidden,
-                _ => 0,
+        // Each recurrent layer's gate values per step, and its steps.
+        let recurrent = || {
+            self.layers.iter().filter_map(|l| match l {
+                LayerPlan::Gru(g) => Some((3 * g.hidden, g.steps)),
+                LayerPlan::Lstm(l) => Some((4 * l.hidden, l.steps)),
+                _ => None,
             })
-            .max()
-            .unwrap_or(0);
+        };
+        let gates = recurrent().map(|(g, _)| g).max().unwrap_or(0);
         // One sequence holds every step's input products at once (`hoist_inputs`).
-        let hoisted_gates = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                LayerPlan::Gru(g) => g.steps * 3 * g.hidden,
-                LayerPlan::Lstm(l) => l.steps * 4 * l.hidden,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
+        let hoisted_gates = recurrent().map(|(g, steps)| g * steps).max().unwrap_or(0);
         let states = self
             .layers
             .iter()
