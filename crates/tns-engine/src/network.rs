@@ -14,7 +14,7 @@ use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 use crate::EngineError;
 use crate::aligned::Aligned;
 use crate::int8::{QDense, QuantScratch};
-use crate::kernels::{Isa, Kernels, LANES, Portable, exp, sigmoid, tanh};
+use crate::kernels::{Isa, Kernels, LANES, Portable, exp, exp_shifted, max_of, sigmoid, tanh};
 
 /// A dense layer `y = W x + b`, packed both ways: column by column for the single-sample
 /// product and row-major for the lane-blocked batch product; or, for INT8 models, packed
@@ -685,16 +685,19 @@ fn attention_online<K: Kernels>(
         for i in (0..grouped).step_by(QUERY_GROUP) {
             let (mut max, mut sum) = ([f32::NEG_INFINITY; QUERY_GROUP], [0f32; QUERY_GROUP]);
             acc.fill(0.0);
+            let queries: [&[f32]; QUERY_GROUP] = std::array::from_fn(|g| query(i + g));
             for first in (0..tokens).step_by(KEY_BLOCK) {
                 let len = KEY_BLOCK.min(tokens - first);
-                for (g, (block, acc)) in scores
-                    .chunks_exact_mut(KEY_BLOCK)
-                    .zip(acc.chunks_exact_mut(head))
-                    .enumerate()
-                {
-                    let (keys, running) = ((&*keys, tokens, first), (&mut max[g], &mut sum[g]));
-                    softmax_block::<K>(query(i + g), keys, &mut block[..len], scale, running, acc);
-                }
+                let keys = (&*keys, tokens, first);
+                softmax_blocks::<K, QUERY_GROUP>(
+                    queries,
+                    keys,
+                    scores,
+                    len,
+                    scale,
+                    (&mut max, &mut sum),
+                    acc,
+                );
                 let values = &v[first * kv + kvh..];
                 match head {
                     4 => accumulate_group::<K, 4>(acc, scores, len, values, kv),
@@ -712,13 +715,22 @@ fn attention_online<K: Kernels>(
         }
         let (acc, block) = (&mut acc[..head], &mut scores[..KEY_BLOCK]);
         for i in grouped..tokens {
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+            let (mut max, mut sum) = ([f32::NEG_INFINITY], [0.0f32]);
             acc.fill(0.0);
             let visible = if causal { i + 1 } else { tokens };
             for first in (0..visible).step_by(KEY_BLOCK) {
-                let block = &mut block[..KEY_BLOCK.min(visible - first)];
+                let len = KEY_BLOCK.min(visible - first);
                 let keys = (&*keys, tokens, first);
-                softmax_block::<K>(query(i), keys, block, scale, (&mut max, &mut sum), acc);
+                softmax_blocks::<K, 1>(
+                    [query(i)],
+                    keys,
+                    block,
+                    len,
+                    scale,
+                    (&mut max, &mut sum),
+                    acc,
+                );
+                let block = &block[..len];
                 let values = &v[first * kv + kvh..];
                 match head {
                     4 => accumulate::<K, 4>(acc, block, values, kv),
@@ -739,49 +751,92 @@ fn attention_online<K: Kernels>(
                 .iter_mut()
                 .zip(acc.iter())
             {
-                *o = a / sum;
+                *o = a / sum[0];
             }
         }
     }
 }
 
-/// One query against the keys `first..first + block.len()` (`keys` is one key head
-/// transposed, `[d_head, tokens]`): the block's scores, then its softmax weights in `block`,
-/// with the query's running maximum and sum and its value sums `acc` moved onto the new
-/// maximum.
+/// `G` queries against the keys `first..first + len` (`keys` is one key head transposed,
+/// `[d_head, tokens]`): each query's scores, then its softmax weights, in its row of
+/// `scores` (`[query, KEY_BLOCK]`), with its running maximum and sum and its value sums (its
+/// `d_head` values of `acc`) moved onto the new maximum. Per query the same operations in the
+/// same order whatever `G`; the queries' sums are independent chains, taken key by key
+/// together so that one's additions do not wait on another's.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn softmax_block<K: Kernels>(
+fn softmax_blocks<K: Kernels, const G: usize>(
+    queries: [&[f32]; G],
+    (keys, tokens, first): (&[f32], usize, usize),
+    scores: &mut [f32],
+    len: usize,
+    scale: f32,
+    (max, sum): (&mut [f32; G], &mut [f32; G]),
+    acc: &mut [f32],
+) {
+    let head = acc.len() / G;
+    // In phases over the queries, so that each phase's `G` dependent chains (a maximum, an
+    // exponential) sit side by side rather than one query's after another's.
+    let mut new_max = *max;
+    for (g, block) in scores.chunks_exact_mut(KEY_BLOCK).take(G).enumerate() {
+        let block = &mut block[..len];
+        let key_rows = (keys, tokens, first);
+        if len == KEY_BLOCK {
+            block_scores::<K, KEY_BLOCK>(queries[g], key_rows, block);
+        } else {
+            block_scores::<K, 0>(queries[g], key_rows, block);
+        }
+        block.iter_mut().for_each(|s| *s *= scale);
+        new_max[g] = max_of(block, max[g]);
+    }
+    // The terms so far shrink by e^(old max − new max); each new one enters at
+    // e^(score − new max) ≤ 1, so nothing overflows.
+    let shrink: [f32; G] = std::array::from_fn(|g| exp::<K>(max[g] - new_max[g]));
+    let rows = scores
+        .chunks_exact_mut(KEY_BLOCK)
+        .zip(acc.chunks_exact_mut(head));
+    for (g, (block, acc)) in rows.enumerate() {
+        sum[g] *= shrink[g];
+        acc.iter_mut().for_each(|a| *a *= shrink[g]);
+        exp_shifted::<K>(&mut block[..len], new_max[g]);
+    }
+    *max = new_max;
+    for j in 0..len {
+        for (g, sum) in sum.iter_mut().enumerate() {
+            *sum += scores[g * KEY_BLOCK + j];
+        }
+    }
+}
+
+/// One query's scores against the keys `first..first + block.len()` (`keys` one key head
+/// transposed, `[d_head, tokens]`) into `block`: along the keys, one dimension at a time,
+/// independent products that vectorize rather than one dependent chain per key. `N`: the
+/// block's length when known (then the scores stay in registers), 0 when not.
+#[inline(always)]
+fn block_scores<K: Kernels, const N: usize>(
     query: &[f32],
     (keys, tokens, first): (&[f32], usize, usize),
     block: &mut [f32],
-    scale: f32,
-    (max, sum): (&mut f32, &mut f32),
-    acc: &mut [f32],
 ) {
-    block.fill(0.0);
-    // Along the keys, one dimension at a time: independent products that vectorize, rather
-    // than one dependent chain per key.
-    for (c, &x) in query.iter().enumerate() {
-        let row = &keys[c * tokens + first..c * tokens + first + block.len()];
-        for (s, &y) in block.iter_mut().zip(row) {
-            *s = K::mul_add(x, y, *s);
+    let len = block.len();
+    if N > 0 {
+        let mut scores = [0f32; N];
+        for (c, &x) in query.iter().enumerate() {
+            let row = &keys[c * tokens + first..][..N];
+            for (s, &y) in scores.iter_mut().zip(row) {
+                *s = K::mul_add(x, y, *s);
+            }
+        }
+        block.copy_from_slice(&scores);
+    } else {
+        block.fill(0.0);
+        for (c, &x) in query.iter().enumerate() {
+            let row = &keys[c * tokens + first..][..len];
+            for (s, &y) in block.iter_mut().zip(row) {
+                *s = K::mul_add(x, y, *s);
+            }
         }
     }
-    block.iter_mut().for_each(|s| *s *= scale);
-    // The terms so far shrink by e^(old max − new max); each new one enters at
-    // e^(score − new max) ≤ 1, so nothing overflows.
-    let new_max = block.iter().fold(*max, |m, &s| m.max(s));
-    let shrink = exp::<K>(*max - new_max);
-    *sum *= shrink;
-    acc.iter_mut().for_each(|a| *a *= shrink);
-    // The block's weights in one loop (the exponentials vectorize), then summed in.
-    for s in block.iter_mut() {
-        *s = exp::<K>(*s - new_max);
-    }
-    for &weight in block.iter() {
-        *sum += weight;
-    }
-    *max = new_max;
 }
 
 /// [`accumulate`] for `QUERY_GROUP` queries at once: `acc` is their `[query, H]` sums,
