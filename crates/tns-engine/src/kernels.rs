@@ -258,7 +258,9 @@ mod avx2 {
         }
     }
 
-    /// Tokens `t..t + T` of every row: blocks of 24 rows, then 8, then the masked tail.
+    /// Tokens `t..t + T` of every row: blocks of 24 rows, then 16, then 8, then the masked
+    /// tail. Thirty-two rows go as 16 + 16, not 24 + 8: a block of 8 rows has `T` chains of
+    /// multiply-adds, too few at `T` ≤ 4 to cover their latency, where 16 rows have `2T`.
     #[inline(always)]
     unsafe fn gemv_rows_tokens<const T: usize>(
         cols: &[f32],
@@ -272,9 +274,13 @@ mod avx2 {
         // SAFETY: the loop conditions keep each block within the rows; the caller
         // guarantees the tokens and the columns.
         unsafe {
-            while r + 24 <= rows {
+            while r + 24 <= rows && rows - r != 32 {
                 gemv_rows_block::<T, 3>(cols, xs, bias, ys, (t, r));
                 r += 24;
+            }
+            while r + 16 <= rows {
+                gemv_rows_block::<T, 2>(cols, xs, bias, ys, (t, r));
+                r += 16;
             }
             while r + 8 <= rows {
                 gemv_rows_block::<T, 1>(cols, xs, bias, ys, (t, r));
