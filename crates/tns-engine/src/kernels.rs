@@ -763,6 +763,42 @@ mod tests {
         }
     }
 
+    /// `max_of` and `exp_shifted` give the bits of the plain fold and loop they replace
+    /// (the attention's golden files hold only 5 keys, below a chunk of 8).
+    fn check_block_helpers<K: Kernels>() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for len in 0..=40 {
+            let values: Vec<f32> = (0..len).map(|_| rng.random_range(-30.0..30.0)).collect();
+            for init in [f32::NEG_INFINITY, -5.0, 50.0] {
+                let folded = values.iter().fold(init, |m, &v| m.max(v));
+                assert_eq!(
+                    max_of(&values, init).to_bits(),
+                    folded.to_bits(),
+                    "{len} values"
+                );
+            }
+            let mut shifted = values.clone();
+            exp_shifted::<K>(&mut shifted, 3.5);
+            for (got, &v) in shifted.iter().zip(&values) {
+                assert_eq!(got.to_bits(), exp::<K>(v - 3.5).to_bits(), "{len} values");
+            }
+        }
+    }
+
+    #[test]
+    fn block_helpers_keep_the_bits_of_the_plain_loops_portable() {
+        check_block_helpers::<Portable>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn block_helpers_keep_the_bits_of_the_plain_loops_avx2() {
+        if Isa::detect() == Isa::Avx2Fma {
+            check_block_helpers::<Avx2>();
+        }
+    }
+
     #[test]
     fn products_match_a_reference_portable() {
         check_products::<Portable>();

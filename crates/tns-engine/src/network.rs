@@ -2739,6 +2739,65 @@ mod tests {
     }
 
     #[test]
+    fn a_query_group_softmax_gives_each_query_the_bits_it_has_alone() {
+        use rand::{Rng, SeedableRng};
+        // Four queries' blocks in phases against each query through the same steps alone,
+        // over 70 keys (blocks of 32, 32 and 6) and a head of 8.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (tokens, head) = (70, 8);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-3.0..3.0)).collect() };
+        let (queries, keys) = (draw(QUERY_GROUP * head), draw(head * tokens));
+        // A block's step: (first key, scores, maxima, sums, value sums).
+        type Step<'a> = dyn FnMut(usize, &mut [f32], &mut [f32], &mut [f32], &mut [f32]) + 'a;
+        let run = |group: &mut Step| {
+            let mut scores = vec![0f32; QUERY_GROUP * KEY_BLOCK];
+            let (mut max, mut sum) = ([f32::NEG_INFINITY; QUERY_GROUP], [0f32; QUERY_GROUP]);
+            let mut acc = vec![1f32; QUERY_GROUP * head];
+            let mut weights = Vec::new();
+            for first in (0..tokens).step_by(KEY_BLOCK) {
+                group(first, &mut scores, &mut max, &mut sum, &mut acc);
+                weights.extend_from_slice(&scores);
+            }
+            (weights, max, sum, acc)
+        };
+        let together = run(&mut |first, scores, max, sum, acc| {
+            let len = KEY_BLOCK.min(tokens - first);
+            let queries: [&[f32]; QUERY_GROUP] =
+                std::array::from_fn(|g| &queries[g * head..(g + 1) * head]);
+            let (max, sum): (&mut [f32; QUERY_GROUP], &mut [f32; QUERY_GROUP]) =
+                (max.try_into().unwrap(), sum.try_into().unwrap());
+            let keys = (&keys[..], tokens, first);
+            softmax_blocks::<Portable, QUERY_GROUP>(
+                queries,
+                keys,
+                scores,
+                len,
+                0.3,
+                (max, sum),
+                acc,
+            );
+        });
+        let alone = run(&mut |first, scores, max, sum, acc| {
+            let len = KEY_BLOCK.min(tokens - first);
+            for g in 0..QUERY_GROUP {
+                let (mut m, mut s) = ([max[g]], [sum[g]]);
+                let query = [&queries[g * head..(g + 1) * head]];
+                let block = &mut scores[g * KEY_BLOCK..(g + 1) * KEY_BLOCK];
+                let acc = &mut acc[g * head..(g + 1) * head];
+                let keys = (&keys[..], tokens, first);
+                softmax_blocks::<Portable, 1>(query, keys, block, len, 0.3, (&mut m, &mut s), acc);
+                (max[g], sum[g]) = (m[0], s[0]);
+            }
+        });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&together.0), bits(&alone.0), "weights");
+        assert_eq!(bits(&together.1), bits(&alone.1), "maxima");
+        assert_eq!(bits(&together.2), bits(&alone.2), "sums");
+        assert_eq!(bits(&together.3), bits(&alone.3), "value sums");
+    }
+
+    #[test]
     fn online_softmax_attention_matches_the_naive_formula() {
         use rand::{Rng, SeedableRng};
         // softmax(q kᵀ / √d) v the naive way in f64 (the whole score matrix, then each row's
