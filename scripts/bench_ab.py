@@ -1,6 +1,6 @@
 """Summarizes an A/B run of bench/ab/run.sh: per model, the single-sample P50 and P99.9 of
-every run of each binary, their medians, and the median difference B − A. Writes
-DIR/summary.md and prints it."""
+every run of each binary, their medians, and the median difference B − A; then the batch
+throughput of each binary (medians). Writes DIR/summary.md and prints it."""
 
 import json
 import pathlib
@@ -27,6 +27,11 @@ def rss(run: dict, model: str) -> float:
     return entry["peak_rss_kib"] / 1024
 
 
+def throughput(run: dict, key: tuple) -> dict:
+    rows = run["shapes"][0]["throughput"]
+    return next(r for r in rows if (r["model"], r["batch"], r["threads"]) == key)
+
+
 def main() -> None:
     folder = pathlib.Path(sys.argv[1])
     a, b = runs(folder, "a"), runs(folder, "b")
@@ -51,6 +56,22 @@ def main() -> None:
             f"{statistics.median(pb):.2f} | {statistics.median(pb) - statistics.median(pa):+.2f} | "
             f"{statistics.median(ta):.2f} | {statistics.median(tb):.2f} | "
             f"{statistics.median(ra):.1f} → {statistics.median(rb):.1f} |"
+        )
+    lines += [
+        "",
+        "Batch throughput (`predict_batch`, windows/s and share of the FMA peak each run "
+        "measured, medians over the runs):",
+        "",
+        "| model | batch | threads | A windows/s | B windows/s | B / A | A peak share | B peak share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in a[0]["shapes"][0]["throughput"] if a else []:
+        key = (row["model"], row["batch"], row["threads"])
+        pick = lambda rs, field: statistics.median(throughput(r, key)[field] for r in rs)
+        wa, wb = pick(a, "windows_per_second"), pick(b, "windows_per_second")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {wa:,.0f} | {wb:,.0f} | {wb / wa:.2f} | "
+            f"{100 * pick(a, 'peak_share'):.1f}% | {100 * pick(b, 'peak_share'):.1f}% |"
         )
     text = "\n".join(lines) + "\n"
     (folder / "summary.md").write_text(text)

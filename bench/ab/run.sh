@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # A/B latency check of two `tns` binaries: runs `tns bench --shape compact` alternately
 # (A, B, A, B, …) so that slow drifts of the machine hit both, keeps each run's bench.json
-# under results/refactor-ab/, and writes the summary with scripts/bench_ab.py.
+# under results/NAME/ (default refactor-ab), and writes the summary with scripts/bench_ab.py.
 #
-#   bash bench/ab/run.sh OLD_TNS NEW_TNS [RUNS]
+#   bash bench/ab/run.sh OLD_TNS NEW_TNS [RUNS] [NAME]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-a=${1:?usage: bench/ab/run.sh OLD_TNS NEW_TNS [RUNS]}
-b=${2:?usage: bench/ab/run.sh OLD_TNS NEW_TNS [RUNS]}
+usage="usage: bench/ab/run.sh OLD_TNS NEW_TNS [RUNS] [NAME]"
+a=${1:?$usage}
+b=${2:?$usage}
 runs=${3:-5}
-out=results/refactor-ab
+out=results/${4:-refactor-ab}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"

@@ -74,7 +74,7 @@ fn kernels(c: &mut Criterion) {
         });
         let xs: Vec<f32> = x.iter().copied().cycle().take(per * LANES).collect();
         let mut ys = vec![0f32; net.outputs() * LANES];
-        c.bench_function(&format!("forward_lanes8/{name}"), |b| {
+        c.bench_function(&format!("forward_lanes/{name}"), |b| {
             b.iter(|| net.forward_lanes(black_box(&xs), &mut ys, &mut scratch))
         });
         let mut predictor = Predictor::new(engine.clone());

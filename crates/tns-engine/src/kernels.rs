@@ -1,5 +1,5 @@
-//! The numeric kernels of the plan: matrix–vector products, the 8-lane blocked product of
-//! the batch path, and fast `exp`/`sigmoid`/`tanh`, each in an AVX2+FMA build and a
+//! The numeric kernels of the plan: matrix–vector products, the lane-blocked product of
+//! the batch path (8 or 16 sequences), and fast `exp`/`sigmoid`/`tanh`, each in an AVX2+FMA build and a
 //! portable one. The instruction set is chosen once, when the plan is built.
 //!
 //! Both builds run the same generic code ([`Kernels`] picks the primitives); the AVX2 entry
@@ -8,8 +8,13 @@
 
 use crate::int8::BLOCK;
 
-/// Sequences that advance together in the batch path (one 256-bit register of f32).
-pub const LANES: usize = 8;
+/// The most sequences that advance together in the batch path: two 256-bit registers of
+/// f32, so that each weight broadcast in the lane-blocked product feeds two multiply-adds.
+/// Blocks of at most [`VECTOR`] sequences run on one register instead.
+pub const LANES: usize = 16;
+
+/// f32 values in one 256-bit register.
+pub(crate) const VECTOR: usize = 8;
 
 /// The instruction set the plan's kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +56,10 @@ pub(crate) trait Kernels {
     /// `ys` is `[T, bias.len()]`. Each output has the bits `gemv` gives it (the same
     /// multiply-adds in the same order); a kernel may share a weight load among tokens.
     fn gemv_rows(cols: &[f32], xs: &[f32], bias: &[f32], ys: &mut [f32]);
-    /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `LANES` sequences side by side (weights row-major,
-    /// `n = xs.len() / LANES` columns).
-    fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]);
+    /// `ys[r][l] += Σ_j w[r·n + j] · xs[j][l]` for `L` sequences side by side (`L` is
+    /// [`VECTOR`] or [`LANES`]; weights row-major, `n = xs.len() / L` columns). Each output
+    /// adds its products in the order of `j`, whatever `L`.
+    fn gemm_lanes_acc<const L: usize>(w: &[f32], xs: &[f32], ys: &mut [f32]);
     /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · codes[2p + k]`
     /// with `P = codes.len() / 2` input pairs (see [`crate::int8::QDense`] for the
     /// packing). Exact.
@@ -112,10 +118,10 @@ impl Kernels for Portable {
     }
 
     #[inline(always)]
-    fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]) {
-        let n = xs.len() / LANES;
-        for (row, y) in w.chunks_exact(n).zip(ys.chunks_exact_mut(LANES)) {
-            for (&wj, x) in row.iter().zip(xs.chunks_exact(LANES)) {
+    fn gemm_lanes_acc<const L: usize>(w: &[f32], xs: &[f32], ys: &mut [f32]) {
+        let n = xs.len() / L;
+        for (row, y) in w.chunks_exact(n).zip(ys.chunks_exact_mut(L)) {
+            for (&wj, x) in row.iter().zip(xs.chunks_exact(L)) {
                 for (yl, &xl) in y.iter_mut().zip(x) {
                     *yl += wj * xl;
                 }
@@ -131,7 +137,7 @@ pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Avx2, BLOCK, Kernels, LANES};
+    use super::{Avx2, BLOCK, Kernels, LANES, VECTOR};
     use std::arch::x86_64::*;
 
     /// `N` registers (8·N rows) of `y = b + W x`, kept in registers across all columns.
@@ -292,25 +298,71 @@ mod avx2 {
         }
     }
 
-    /// `N` rows of the lane-blocked product, one register per row.
+    /// `R` rows of the lane-blocked product over `L` lanes, in `V = L / 8` registers per
+    /// row: each weight is broadcast once for the row's `V` multiply-adds.
     #[inline(always)]
-    unsafe fn gemm_block<const N: usize>(w: &[f32], xs: &[f32], ys: &mut [f32], r: usize) {
-        let n = xs.len() / LANES;
-        // SAFETY: the caller guarantees r + N rows exist in `w` (n columns each) and `ys`.
+    unsafe fn gemm_block<const R: usize, const V: usize, const L: usize>(
+        w: &[f32],
+        xs: &[f32],
+        ys: &mut [f32],
+        r: usize,
+    ) {
+        const { assert!(V * VECTOR == L) };
+        let n = xs.len() / L;
+        // SAFETY: the caller guarantees r + R rows exist in `w` (n columns each) and `ys`
+        // (L lanes each), and n rows of L lanes in `xs`.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); N];
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_loadu_ps(ys.as_ptr().add((r + k) * LANES));
-            }
-            for j in 0..n {
-                let xv = _mm256_loadu_ps(xs.as_ptr().add(j * LANES));
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let wv = _mm256_set1_ps(*w.get_unchecked((r + k) * n + j));
-                    *a = _mm256_fmadd_ps(wv, xv, *a);
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for (k, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(ys.as_ptr().add((r + k) * L + v * VECTOR));
                 }
             }
-            for (k, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(ys.as_mut_ptr().add((r + k) * LANES), *a);
+            for j in 0..n {
+                let mut xv = [_mm256_setzero_ps(); V];
+                for (v, x) in xv.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(xs.as_ptr().add(j * L + v * VECTOR));
+                }
+                for (k, row) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_set1_ps(*w.get_unchecked((r + k) * n + j));
+                    for (a, x) in row.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(wv, *x, *a);
+                    }
+                }
+            }
+            for (k, row) in acc.iter().enumerate() {
+                for (v, a) in row.iter().enumerate() {
+                    _mm256_storeu_ps(ys.as_mut_ptr().add((r + k) * L + v * VECTOR), *a);
+                }
+            }
+        }
+    }
+
+    /// Every row of the lane-blocked product in blocks of `R` rows (as many accumulators
+    /// as the registers hold beside the inputs), then the rest in one block.
+    #[inline(always)]
+    unsafe fn gemm_rows<const R: usize, const V: usize, const L: usize>(
+        w: &[f32],
+        xs: &[f32],
+        ys: &mut [f32],
+        rows: usize,
+    ) {
+        let mut r = 0;
+        // SAFETY: as in `gemm_block`: every block lies within the `rows` rows.
+        unsafe {
+            while r + R <= rows {
+                gemm_block::<R, V, L>(w, xs, ys, r);
+                r += R;
+            }
+            match rows - r {
+                1 => gemm_block::<1, V, L>(w, xs, ys, r),
+                2 => gemm_block::<2, V, L>(w, xs, ys, r),
+                3 => gemm_block::<3, V, L>(w, xs, ys, r),
+                4 => gemm_block::<4, V, L>(w, xs, ys, r),
+                5 => gemm_block::<5, V, L>(w, xs, ys, r),
+                6 => gemm_block::<6, V, L>(w, xs, ys, r),
+                7 => gemm_block::<7, V, L>(w, xs, ys, r),
+                _ => {}
             }
         }
     }
@@ -449,23 +501,22 @@ mod avx2 {
         }
 
         #[inline(always)]
-        fn gemm_lanes_acc(w: &[f32], xs: &[f32], ys: &mut [f32]) {
-            let n = xs.len() / LANES;
-            let rows = ys.len() / LANES;
+        fn gemm_lanes_acc<const L: usize>(w: &[f32], xs: &[f32], ys: &mut [f32]) {
+            const { assert!(L == VECTOR || L == LANES) };
+            let n = xs.len() / L;
+            let rows = ys.len() / L;
             assert!(
-                xs.len() == n * LANES && ys.len() == rows * LANES && w.len() == rows * n,
+                xs.len() == n * L && ys.len() == rows * L && w.len() == rows * n,
                 "gemm shapes"
             );
-            let mut r = 0;
             // SAFETY: as in `gemv_acc`; the assert bounds all rows and columns.
             unsafe {
-                while r + 8 <= rows {
-                    gemm_block::<8>(w, xs, ys, r);
-                    r += 8;
-                }
-                while r < rows {
-                    gemm_block::<1>(w, xs, ys, r);
-                    r += 1;
+                // 8 rows × 1 register or 6 rows × 2: the accumulators, the inputs and the
+                // broadcast weight fill at most 15 of the 16 registers.
+                if L == LANES {
+                    gemm_rows::<6, 2, LANES>(w, xs, ys, rows);
+                } else {
+                    gemm_rows::<8, 1, VECTOR>(w, xs, ys, rows);
                 }
             }
         }
@@ -703,7 +754,12 @@ mod tests {
         // Odd sizes exercise every block and the scalar tails.
         for (rows, cols) in [
             (1, 1),
+            (4, 3),
+            (5, 2),
             (7, 3),
+            (9, 2),
+            (10, 6),
+            (14, 3),
             (96, 4),
             (96, 32),
             (131, 17),
@@ -747,17 +803,32 @@ mod tests {
                     );
                 }
             }
+            // Both lane widths against the reference; the 16-lane product gives each lane
+            // the bits of the 8-lane one (the same multiply-adds in the same order).
             let xs: Vec<f32> = (0..cols * LANES).map(|i| (i as f32 * 0.17).cos()).collect();
             let mut ys = vec![1f32; rows * LANES];
-            K::gemm_lanes_acc(&w, &xs, &mut ys);
-            for l in 0..LANES {
-                let xl: Vec<f32> = (0..cols).map(|j| xs[j * LANES + l]).collect();
-                for (r, want) in reference_gemv(&w, rows, &xl).iter().enumerate() {
-                    let got = f64::from(ys[r * LANES + l]);
-                    assert!(
-                        (got - 1.0 - want).abs() < 1e-5,
-                        "gemm {rows}×{cols} lane {l}"
-                    );
+            K::gemm_lanes_acc::<LANES>(&w, &xs, &mut ys);
+            for half in 0..LANES / VECTOR {
+                let lane_of = |l: usize| half * VECTOR + l;
+                let xh: Vec<f32> = (0..cols * VECTOR)
+                    .map(|i| xs[i / VECTOR * LANES + lane_of(i % VECTOR)])
+                    .collect();
+                let mut yh = vec![1f32; rows * VECTOR];
+                K::gemm_lanes_acc::<VECTOR>(&w, &xh, &mut yh);
+                for l in 0..VECTOR {
+                    let xl: Vec<f32> = (0..cols).map(|j| xh[j * VECTOR + l]).collect();
+                    for (r, want) in reference_gemv(&w, rows, &xl).iter().enumerate() {
+                        let got = yh[r * VECTOR + l];
+                        assert!(
+                            (f64::from(got) - 1.0 - want).abs() < 1e-5,
+                            "gemm {rows}×{cols} lane {l}"
+                        );
+                        assert_eq!(
+                            ys[r * LANES + lane_of(l)].to_bits(),
+                            got.to_bits(),
+                            "gemm {rows}×{cols}: 16 lanes against 8, lane {l}"
+                        );
+                    }
                 }
             }
         }

@@ -283,11 +283,15 @@ impl Engine {
                 per
             )));
         }
-        for (index, w) in windows.chunks_exact(per).enumerate() {
-            self.pipeline
-                .check_window(w)
-                .map_err(|source| EngineError::BatchInput { index, source })?;
-        }
+        // Checked on every thread too: a serial pass would bound the speed-up of the rest.
+        windows
+            .par_chunks_exact(per)
+            .enumerate()
+            .try_for_each(|(index, w)| {
+                self.pipeline
+                    .check_window(w)
+                    .map_err(|source| EngineError::BatchInput { index, source })
+            })?;
         let failure = out
             .par_chunks_mut(LANES)
             .zip(windows.par_chunks(LANES * per))

@@ -1,9 +1,10 @@
 //! The frozen networks: each layer of the model description lowered once to a packed,
 //! allocation-free form, and one forward loop over the stack that serves both the
-//! single-sample path and the lane-blocked batch path (`LANES` sequences per step).
+//! single-sample path and the lane-blocked batch path (8 or `LANES` = 16 sequences per
+//! step).
 //!
 //! The two paths differ only in how a dense product is computed ([`Width::dense`]): a
-//! matrix–vector product on column-packed weights, or a matrix product over `LANES`
+//! matrix–vector product on column-packed weights, or a matrix product over 8 or 16
 //! sequences laid side by side (`[value, lane]`) on row-major weights. Every other piece
 //! of a layer — the GRU's sequence loop and cell, activations — is element-wise or a loop
 //! over steps, written once for both.
@@ -14,7 +15,9 @@ use tns_model::{Activation, Layer, LayerNode, ModelConfig, NamedTensor};
 use crate::EngineError;
 use crate::aligned::Aligned;
 use crate::int8::{QDense, QuantScratch};
-use crate::kernels::{Isa, Kernels, LANES, Portable, exp, exp_shifted, max_of, sigmoid, tanh};
+use crate::kernels::{
+    Isa, Kernels, LANES, Portable, VECTOR, exp, exp_shifted, max_of, sigmoid, tanh,
+};
 
 /// A dense layer `y = W x + b`, packed both ways: column by column for the single-sample
 /// product and row-major for the lane-blocked batch product; or, for INT8 models, packed
@@ -145,19 +148,19 @@ impl Width for Single {
     }
 }
 
-/// `LANES` sequences. INT8 plans never take this path: [`NetworkPlan::forward_lanes`] runs
-/// them one window at a time on the integer kernels.
-struct Lanes;
+/// `L` sequences ([`VECTOR`] or [`LANES`]). INT8 plans never take this path:
+/// [`NetworkPlan::forward_lanes`] runs them one window at a time on the integer kernels.
+struct Lanes<const L: usize>;
 
-impl Width for Lanes {
-    const N: usize = LANES;
+impl<const L: usize> Width for Lanes<L> {
+    const N: usize = L;
 
     #[inline(always)]
     fn dense<K: Kernels>(d: &Dense, x: &[f32], y: &mut [f32], _: &mut QuantScratch) {
-        for (yl, &b) in y.chunks_exact_mut(LANES).zip(&d.bias) {
+        for (yl, &b) in y.chunks_exact_mut(L).zip(&d.bias) {
             yl.fill(b);
         }
-        K::gemm_lanes_acc(&d.rows, x, y);
+        K::gemm_lanes_acc::<L>(&d.rows, x, y);
     }
 }
 
@@ -304,7 +307,7 @@ impl CausalConv {
                 for (ol, &b) in out.chunks_exact_mut(LANES).zip(&self.dense.bias) {
                     ol.fill(b);
                 }
-                K::gemm_lanes_acc(&self.dense.rows, col, out);
+                K::gemm_lanes_acc::<LANES>(&self.dense.rows, col, out);
                 for t in t0..(t0 + LANES).min(steps) {
                     for o in 0..co {
                         let v = out[o * LANES + t - t0];
@@ -1463,7 +1466,7 @@ fn softplus<K: Kernels>(x: f32) -> f32 {
 }
 
 /// One mode of a single sequence's scan step (`[E]` each): `h ← fma(exp(Δ A), h, (Δ v) B)`
-/// and `out += h C`, `LANES` channels at a time through a local array, which the compiler
+/// and `out += h C`, `VECTOR` channels at a time through a local array, which the compiler
 /// keeps in one vector register (over the slices it would not vectorize the loop: it
 /// cannot tell `h` and the output apart). The same operations per value as the lane path.
 #[inline(always)]
@@ -1477,13 +1480,13 @@ fn scan_mode<K: Kernels>(
 ) {
     let e = h.len();
     let mut channels = h
-        .chunks_exact_mut(LANES)
-        .zip(a.chunks_exact(LANES))
-        .zip(delta.chunks_exact(LANES).zip(pushes.chunks_exact(LANES)))
-        .zip(out.chunks_exact_mut(LANES));
+        .chunks_exact_mut(VECTOR)
+        .zip(a.chunks_exact(VECTOR))
+        .zip(delta.chunks_exact(VECTOR).zip(pushes.chunks_exact(VECTOR)))
+        .zip(out.chunks_exact_mut(VECTOR));
     for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
-        let mut next = [0f32; LANES];
-        for i in 0..LANES {
+        let mut next = [0f32; VECTOR];
+        for i in 0..VECTOR {
             next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * b);
         }
         hc.copy_from_slice(&next);
@@ -1491,7 +1494,7 @@ fn scan_mode<K: Kernels>(
             *o += hv * c;
         }
     }
-    let done = e - e % LANES;
+    let done = e - e % VECTOR;
     for ch in done..e {
         h[ch] = K::mul_add(exp::<K>(delta[ch] * a[ch]), h[ch], pushes[ch] * b);
         out[ch] += h[ch] * c;
@@ -2270,7 +2273,9 @@ impl NetworkPlan {
     }
 
     /// Up to `LANES` normalized model inputs (`[n, input]`, n ≤ LANES) → `out`
-    /// `[n, H·T]`, advancing all sequences together so each weight is loaded once per step.
+    /// `[n, H·T]`, advancing all sequences together so each weight is loaded once per step:
+    /// in one register's lanes up to [`VECTOR`] windows, in two beyond. Each window gets
+    /// the same bits either way.
     pub fn forward_lanes(&self, windows: &[f32], out: &mut [f32], scratch: &mut NetworkScratch) {
         let per = self.inputs;
         let n = windows.len() / per;
@@ -2284,28 +2289,43 @@ impl NetworkPlan {
             {
                 self.forward(w, o, scratch);
             }
-            return;
+        } else if n <= VECTOR {
+            self.forward_width::<Lanes<VECTOR>>(windows, out, scratch);
+        } else {
+            self.forward_width::<Lanes<LANES>>(windows, out, scratch);
         }
+    }
+
+    /// [`NetworkPlan::forward_lanes`] on `W::N` lanes.
+    fn forward_width<W: Width>(
+        &self,
+        windows: &[f32],
+        out: &mut [f32],
+        scratch: &mut NetworkScratch,
+    ) {
+        let (per, lanes) = (self.inputs, W::N);
         // Transpose to [value, lane]; unused lanes are zero windows.
         let mut lanes_in = std::mem::take(&mut scratch.lanes_in);
         let mut lanes_out = std::mem::take(&mut scratch.lanes_out);
-        lanes_in.fill(0.0);
+        let (input, output) = (
+            &mut lanes_in[..per * lanes],
+            &mut lanes_out[..self.outputs * lanes],
+        );
+        input.fill(0.0);
         for (l, w) in windows.chunks_exact(per).enumerate() {
             for (i, &v) in w.iter().enumerate() {
-                lanes_in[i * LANES + l] = v;
+                input[i * lanes + l] = v;
             }
         }
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `forward`.
-            Isa::Avx2Fma => unsafe {
-                forward_avx2::<Lanes>(self, &lanes_in, &mut lanes_out, scratch)
-            },
-            _ => forward_stack::<Portable, Lanes>(self, &lanes_in, &mut lanes_out, scratch),
+            Isa::Avx2Fma => unsafe { forward_avx2::<W>(self, input, output, scratch) },
+            _ => forward_stack::<Portable, W>(self, input, output, scratch),
         }
         for (l, o) in out.chunks_exact_mut(self.outputs).enumerate() {
             for (k, v) in o.iter_mut().enumerate() {
-                *v = lanes_out[k * LANES + l];
+                *v = output[k * lanes + l];
             }
         }
         scratch.lanes_in = lanes_in;
@@ -2667,6 +2687,50 @@ mod tests {
                         plan.stream_push(&mut stream, row, &fut, &mut got);
                     }
                     assert_eq!(got, expected, "{network} after a reset");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_lanes_give_each_window_the_bits_of_eight() {
+        let networks = [
+            "gru:6",
+            "lstm:5",
+            "mlp:7,5",
+            "tcn:4,2,3",
+            "transformer:8,2,1,1",
+            "transformer:8,2,2,1,4",
+            "s4d:6,4,2",
+            "mamba:6,4,2,3,2",
+            "nhits:2,1,6,1",
+        ];
+        for network in networks {
+            for future in [false, true] {
+                let config = streaming_config(network, 12, future);
+                let tensors = initialized(&config);
+                for isa in [Isa::Portable, Isa::detect()] {
+                    let plan = NetworkPlan::new(&config, &tensors, false, isa).unwrap();
+                    let mut scratch = plan.scratch();
+                    let windows: Vec<f32> = (0..LANES * plan.inputs)
+                        .map(|i| ((i * 13 % 31) as f32 - 15.0) / 9.0)
+                        .collect();
+                    let mut sixteen = vec![f32::NAN; LANES * plan.outputs()];
+                    plan.forward_lanes(&windows, &mut sixteen, &mut scratch);
+                    let mut eights = vec![f32::NAN; LANES * plan.outputs()];
+                    for (w, o) in windows
+                        .chunks_exact(VECTOR * plan.inputs)
+                        .zip(eights.chunks_exact_mut(VECTOR * plan.outputs()))
+                    {
+                        plan.forward_lanes(w, o, &mut scratch);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&sixteen),
+                        bits(&eights),
+                        "{network} future {future} on {isa:?}"
+                    );
+                    assert!(sixteen.iter().all(|v| v.is_finite()), "{network}");
                 }
             }
         }
