@@ -39,6 +39,9 @@ pub use network::{NetworkPlan, NetworkScratch, NetworkStream};
 pub use scoring::{RowScorer, ScoreError};
 pub use session::Session;
 
+/// Batches of at least this many windows are checked in parallel ([`Engine::predict_batch`]).
+const PARALLEL_CHECK_WINDOWS: usize = 1024;
+
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -283,15 +286,21 @@ impl Engine {
                 per
             )));
         }
-        // Checked on every thread too: a serial pass would bound the speed-up of the rest.
-        windows
-            .par_chunks_exact(per)
-            .enumerate()
-            .try_for_each(|(index, w)| {
-                self.pipeline
-                    .check_window(w)
-                    .map_err(|source| EngineError::BatchInput { index, source })
-            })?;
+        let check = |(index, w): (usize, &[f64])| {
+            self.pipeline
+                .check_window(w)
+                .map_err(|source| EngineError::BatchInput { index, source })
+        };
+        // Large batches are checked on every thread (a serial pass would bound the speed-up
+        // of the rest); small ones here, where handing the pass to the pool costs more.
+        if out.len() < PARALLEL_CHECK_WINDOWS {
+            windows.chunks_exact(per).enumerate().try_for_each(check)?;
+        } else {
+            windows
+                .par_chunks_exact(per)
+                .enumerate()
+                .try_for_each(check)?;
+        }
         let failure = out
             .par_chunks_mut(LANES)
             .zip(windows.par_chunks(LANES * per))
