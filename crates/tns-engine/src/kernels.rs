@@ -560,7 +560,7 @@ pub(crate) fn exp<K: Kernels>(x: f32) -> f32 {
 /// unknown length stayed scalar).
 #[inline(always)]
 pub(crate) fn exp_shifted<K: Kernels>(values: &mut [f32], shift: f32) {
-    let mut chunks = values.chunks_exact_mut(8);
+    let mut chunks = values.chunks_exact_mut(VECTOR);
     for chunk in &mut chunks {
         for v in chunk.iter_mut() {
             *v = exp::<K>(*v - shift);
