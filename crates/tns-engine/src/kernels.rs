@@ -685,6 +685,25 @@ fn tanh_avx2(xs: &mut [f32]) {
 mod tests {
     use super::*;
 
+    /// A test of `$check` on the portable kernels, and one on the AVX2 kernels where the
+    /// CPU has them.
+    macro_rules! on_both_isas {
+        ($check:ident, $portable:ident, $avx2:ident) => {
+            #[test]
+            fn $portable() {
+                $check::<Portable>();
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[test]
+            fn $avx2() {
+                if Isa::detect() == Isa::Avx2Fma {
+                    $check::<Avx2>();
+                }
+            }
+        };
+    }
+
     fn check_functions<K: Kernels>() {
         let mut worst = [0f64; 3];
         for i in -200_000..=200_000 {
@@ -727,18 +746,11 @@ mod tests {
         assert_eq!(ln_1p_unit::<K>(0.0), 0.0);
     }
 
-    #[test]
-    fn transcendental_functions_are_accurate_portable() {
-        check_functions::<Portable>();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn transcendental_functions_are_accurate_avx2() {
-        if Isa::detect() == Isa::Avx2Fma {
-            check_functions::<Avx2>();
-        }
-    }
+    on_both_isas!(
+        check_functions,
+        transcendental_functions_are_accurate_portable,
+        transcendental_functions_are_accurate_avx2
+    );
 
     fn reference_gemv(w_rows: &[f32], rows: usize, x: &[f32]) -> Vec<f64> {
         (0..rows)
@@ -857,29 +869,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn block_helpers_keep_the_bits_of_the_plain_loops_portable() {
-        check_block_helpers::<Portable>();
-    }
+    on_both_isas!(
+        check_block_helpers,
+        block_helpers_keep_the_bits_of_the_plain_loops_portable,
+        block_helpers_keep_the_bits_of_the_plain_loops_avx2
+    );
 
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn block_helpers_keep_the_bits_of_the_plain_loops_avx2() {
-        if Isa::detect() == Isa::Avx2Fma {
-            check_block_helpers::<Avx2>();
-        }
-    }
-
-    #[test]
-    fn products_match_a_reference_portable() {
-        check_products::<Portable>();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn products_match_a_reference_avx2() {
-        if Isa::detect() == Isa::Avx2Fma {
-            check_products::<Avx2>();
-        }
-    }
+    on_both_isas!(
+        check_products,
+        products_match_a_reference_portable,
+        products_match_a_reference_avx2
+    );
 }
