@@ -16,7 +16,7 @@ use crate::EngineError;
 use crate::aligned::Aligned;
 use crate::int8::{QDense, QuantScratch};
 use crate::kernels::{
-    Isa, Kernels, LANES, Portable, VECTOR, exp, exp_shifted, max_of, sigmoid, tanh,
+    EXP_BLOCK, Isa, Kernels, LANES, Portable, VECTOR, exp, exp_shifted, max_of, sigmoid, tanh,
 };
 
 /// A dense layer `y = W x + b`, packed both ways: column by column for the single-sample
@@ -1362,10 +1362,13 @@ impl MambaBlock {
     }
 
     /// Values of [`MambaBlock::window`]'s work space: every row's normalized input, input
-    /// map, convolution, `[δ, B, C]`, `δ` alone, `Δ` and gated output, and one row's `Δ v`.
+    /// map, convolution, `[δ, B, C]`, `δ` alone, `Δ` and gated output, and one row's `Δ v`
+    /// and decays.
     fn window_len(&self) -> usize {
         let m = self.dims;
-        self.steps * (m.d_model + 5 * m.inner + 2 * m.rank + 2 * m.state) + m.inner
+        self.steps * (m.d_model + 5 * m.inner + 2 * m.rank + 2 * m.state)
+            + m.inner
+            + m.inner * m.state
     }
 
     /// One sequence's window from a zero state, with the operations of
@@ -1387,7 +1390,8 @@ impl MambaBlock {
         let (dt_in, rest) = rest.split_at_mut(rows * rank);
         let (delta, rest) = rest.split_at_mut(rows * e);
         let (gated, rest) = rest.split_at_mut(rows * e);
-        let pushes = &mut rest[..e];
+        let (pushes, rest) = rest.split_at_mut(e);
+        let decays = &mut rest[..modes * e];
         for (xt, nt) in x.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
             rms_norm(xt, nt, d, 1, &self.norm);
         }
@@ -1436,14 +1440,7 @@ impl MambaBlock {
                 *p = step * value;
             }
             let (b, c) = row[rank..].split_at(modes);
-            g.fill(0.0);
-            for ((hm, am), (&bv, &cv)) in h
-                .chunks_exact_mut(e)
-                .zip(self.a.chunks_exact(e))
-                .zip(b.iter().zip(c))
-            {
-                scan_mode::<K>(hm, am, dl, pushes, g, (bv, cv));
-            }
+            scan_row::<K>(h, (&self.a, dl), pushes, (b, c), decays, g);
         }
         for ((g, v), xzt) in gated
             .chunks_exact_mut(e)
@@ -1465,40 +1462,67 @@ fn softplus<K: Kernels>(x: f32) -> f32 {
     x.max(0.0) + K::ln_1p_unit(exp::<K>(-x.abs()))
 }
 
-/// One mode of a single sequence's scan step (`[E]` each): `h ← fma(exp(Δ A), h, (Δ v) B)`
-/// and `out += h C`, `VECTOR` channels at a time through a local array, which the compiler
-/// keeps in one vector register (over the slices it would not vectorize the loop: it
-/// cannot tell `h` and the output apart). The same operations per value as the lane path.
+/// One row of a single sequence's scan over every mode (`h`, `a` and `decays` `[N, E]`, the
+/// rest `[E]`): the decays `exp(Δ A)` of every mode in one [`Kernels::exp_slice`] (they do not
+/// depend on the state), then for each channel `h_n ← fma(decay_n, h_n, (Δ v) B_n)` and
+/// `out = Σ_n h_n C_n`, summed in mode order from zero — the same operations per value as the
+/// lane path. The recurrence takes the channels in blocks of [`EXP_BLOCK`], then
+/// [`VECTOR`], then one at a time, each block through every mode before the next, so that
+/// its sums stay in registers (see [`scan_channels`]).
 #[inline(always)]
-fn scan_mode<K: Kernels>(
+fn scan_row<K: Kernels>(
     h: &mut [f32],
-    a: &[f32],
-    delta: &[f32],
+    (a, delta): (&[f32], &[f32]),
     pushes: &[f32],
+    bc: (&[f32], &[f32]),
+    decays: &mut [f32],
     out: &mut [f32],
-    (b, c): (f32, f32),
 ) {
-    let e = h.len();
-    let mut channels = h
-        .chunks_exact_mut(VECTOR)
-        .zip(a.chunks_exact(VECTOR))
-        .zip(delta.chunks_exact(VECTOR).zip(pushes.chunks_exact(VECTOR)))
-        .zip(out.chunks_exact_mut(VECTOR));
-    for (((hc, ac), (dc, pc)), oc) in channels.by_ref() {
-        let mut next = [0f32; VECTOR];
-        for i in 0..VECTOR {
-            next[i] = K::mul_add(exp::<K>(dc[i] * ac[i]), hc[i], pc[i] * b);
-        }
-        hc.copy_from_slice(&next);
-        for (o, &hv) in oc.iter_mut().zip(&next) {
-            *o += hv * c;
+    let e = out.len();
+    for (dm, am) in decays.chunks_exact_mut(e).zip(a.chunks_exact(e)) {
+        for ((d, &a), &step) in dm.iter_mut().zip(am).zip(delta) {
+            *d = step * a;
         }
     }
-    let done = e - e % VECTOR;
-    for ch in done..e {
-        h[ch] = K::mul_add(exp::<K>(delta[ch] * a[ch]), h[ch], pushes[ch] * b);
-        out[ch] += h[ch] * c;
+    K::exp_slice(decays);
+    let mut first = 0;
+    while first + EXP_BLOCK <= e {
+        scan_channels::<K, EXP_BLOCK>(h, decays, pushes, bc, out, first);
+        first += EXP_BLOCK;
     }
+    while first + VECTOR <= e {
+        scan_channels::<K, VECTOR>(h, decays, pushes, bc, out, first);
+        first += VECTOR;
+    }
+    for channel in first..e {
+        scan_channels::<K, 1>(h, decays, pushes, bc, out, channel);
+    }
+}
+
+/// [`scan_row`]'s recurrence for the `W` channels from `first`, through local arrays that
+/// the compiler keeps in registers: the read-out sums stay in registers across the modes
+/// instead of going through memory once per mode.
+#[inline(always)]
+fn scan_channels<K: Kernels, const W: usize>(
+    h: &mut [f32],
+    decays: &[f32],
+    pushes: &[f32],
+    (b, c): (&[f32], &[f32]),
+    out: &mut [f32],
+    first: usize,
+) {
+    let e = out.len();
+    let pushes = &pushes[first..first + W];
+    let mut sum = [0f32; W];
+    for (mode, (&bv, &cv)) in b.iter().zip(c).enumerate() {
+        let at = mode * e + first;
+        let (hm, decay) = (&mut h[at..at + W], &decays[at..at + W]);
+        for i in 0..W {
+            hm[i] = K::mul_add(decay[i], hm[i], pushes[i] * bv);
+            sum[i] += hm[i] * cv;
+        }
+    }
+    out[first..first + W].copy_from_slice(&sum);
 }
 
 /// A single sequence's gate (`[E]` each): `out ← (out + D v) · silu(z)`, one flat loop,
@@ -1516,11 +1540,11 @@ impl StateSpaceBlock for MambaBlock {
         self.dims.d_model
     }
 
-    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ`, `Δ v` and the
-    /// gated output.
+    /// The normalized row, the input map, the convolution, `[δ, B, C]`, `Δ`, `Δ v`, the
+    /// gated output and the decays (which only a single sequence's scan keeps).
     fn work_len(&self) -> usize {
         let m = self.dims;
-        m.d_model + 6 * m.inner + (m.rank + 2 * m.state)
+        m.d_model + 6 * m.inner + (m.rank + 2 * m.state) + m.inner * m.state
     }
 
     /// The scan's `[N, E]` and the last `conv − 1` rows the convolution reads
@@ -1555,7 +1579,7 @@ impl StateSpaceBlock for MambaBlock {
         let (dbc, rest) = rest.split_at_mut((m.rank + 2 * modes) * n);
         let (delta, rest) = rest.split_at_mut(e * n);
         let (pushes, rest) = rest.split_at_mut(e * n);
-        let gated = &mut rest[..e * n];
+        let (gated, rest) = rest.split_at_mut(e * n);
         rms_norm(x, normed, d, n, &self.norm);
         W::dense::<K>(&self.input, normed, xz, quant);
         let (v, z) = xz.split_at(e * n);
@@ -1595,22 +1619,23 @@ impl StateSpaceBlock for MambaBlock {
         }
         let b = &dbc[m.rank * n..(m.rank + modes) * n];
         let c = &dbc[(m.rank + modes) * n..];
-        gated.fill(0.0);
-        let scan = h
-            .chunks_exact_mut(e * n)
-            .zip(self.a.chunks_exact(e))
-            .zip(b.chunks_exact(n).zip(c.chunks_exact(n)));
-        for ((hm, am), (bm, cm)) in scan {
-            if n == 1 {
-                scan_mode::<K>(hm, am, delta, pushes, gated, (bm[0], cm[0]));
-            } else {
+        if n == 1 {
+            let decays = &mut rest[..modes * e];
+            scan_row::<K>(h, (&self.a, delta), pushes, (b, c), decays, gated);
+        } else {
+            gated.fill(0.0);
+            let scan = h
+                .chunks_exact_mut(e * n)
+                .zip(self.a.chunks_exact(e))
+                .zip(b.chunks_exact(n).zip(c.chunks_exact(n)));
+            for ((hm, am), (bm, cm)) in scan {
                 let channels = hm
                     .chunks_exact_mut(n)
                     .zip(am)
                     .zip(delta.chunks_exact(n))
                     .zip(pushes.chunks_exact(n).zip(gated.chunks_exact_mut(n)));
-                // The lanes through local arrays, as above (`B` and `C` too: the output might
-                // be them, as far as the compiler can tell).
+                // The lanes through local arrays, as in `scan_channels` (`B` and `C` too: the
+                // output might be them, as far as the compiler can tell).
                 let (mut next, mut b_lanes, mut c_lanes) =
                     ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
                 let (next, b_lanes, c_lanes) =
