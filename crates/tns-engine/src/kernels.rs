@@ -53,6 +53,13 @@ pub(crate) trait Kernels {
     /// `values[i] ← e^{values[i]}` with [`exp`]'s operations (so its bits), for a slice long
     /// enough that a kernel may pick wider registers than the rest of the plan uses.
     fn exp_slice(values: &mut [f32]);
+    /// Slices from this length are worth a call to the `*_slice` kernels' wider registers;
+    /// shorter ones are better left to inline loops.
+    const SLICE_FROM: usize;
+    /// `values[i] ← σ(values[i])` with [`sigmoid`]'s operations (as [`Kernels::exp_slice`]).
+    fn sigmoid_slice(values: &mut [f32]);
+    /// `values[i] ← tanh(values[i])` with [`tanh`]'s operations (as [`Kernels::exp_slice`]).
+    fn tanh_slice(values: &mut [f32]);
     /// `y[r] = bias[r] + Σ_j cols[j·rows + r] · x[j]` (weights packed column by column).
     fn gemv(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]);
     /// [`Kernels::gemv`] for each of `T` rows of inputs at once: `xs` is `[T, inputs]`,
@@ -85,9 +92,22 @@ impl Kernels for Portable {
         t.ln_1p()
     }
 
+    /// No wider registers to call out to.
+    const SLICE_FROM: usize = usize::MAX;
+
     #[inline(always)]
     fn exp_slice(values: &mut [f32]) {
         exp_blocks::<Self>(values);
+    }
+
+    #[inline(always)]
+    fn sigmoid_slice(values: &mut [f32]) {
+        sigmoids::<Self>(values);
+    }
+
+    #[inline(always)]
+    fn tanh_slice(values: &mut [f32]) {
+        tanhs::<Self>(values);
     }
 
     #[inline(always)]
@@ -405,11 +425,32 @@ mod avx2 {
         }
     }
 
-    /// [`Kernels::exp_slice`] compiled for AVX-512: [`super::exp_blocks`] with the AVX2
-    /// kernels' fused multiply-add, so the same operations per value.
+    /// Values from which [`widest`] calls out to AVX-512: below, the call costs more than
+    /// the wider registers save (a single-sample GRU step's 64 sigmoids went from 1.14 to
+    /// 1.21 µs a window through the call).
+    const WIDE_FROM: usize = 256;
+
+    /// `map(values)` on 512-bit registers where the CPU has AVX-512F and the slice is long
+    /// enough, else inline as the plan's 256-bit code: twice the values per multiply-add for
+    /// the same operations per value (so the same bits), in a separate function because
+    /// compiling the whole plan for AVX-512 slowed the layers written in 8-wide chunks.
+    /// `map` is one of the element-wise loops over the AVX2 kernels
+    /// ([`super::exp_blocks`], …).
+    #[inline(always)]
+    fn widest(values: &mut [f32], map: impl Fn(&mut [f32])) {
+        if values.len() >= WIDE_FROM && std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU reports AVX-512F, and AVX2 and FMA (only the AVX2 plan, chosen
+            // by `Isa::detect`, reaches these kernels).
+            unsafe { on_avx512(values, map) }
+        } else {
+            map(values);
+        }
+    }
+
+    /// `map(values)` compiled for AVX-512 (see [`widest`]).
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn exp_avx512(values: &mut [f32]) {
-        super::exp_blocks::<Avx2>(values);
+    fn on_avx512(values: &mut [f32], map: impl Fn(&mut [f32])) {
+        map(values);
     }
 
     impl Kernels for Avx2 {
@@ -444,19 +485,21 @@ mod avx2 {
             super::ln_1p_unit::<Self>(t)
         }
 
-        /// 512-bit registers where the CPU has AVX-512F (twice the values per multiply-add
-        /// as the rest of the plan's 256-bit code, for the same operations per value), in a
-        /// separate function: compiling the whole plan for AVX-512 slowed the layers written
-        /// in 8-wide chunks.
+        const SLICE_FROM: usize = WIDE_FROM;
+
         #[inline(always)]
         fn exp_slice(values: &mut [f32]) {
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU reports AVX-512F, and AVX2 and FMA (only the AVX2 plan,
-                // chosen by `Isa::detect`, reaches these kernels).
-                unsafe { exp_avx512(values) }
-            } else {
-                super::exp_blocks::<Self>(values);
-            }
+            widest(values, super::exp_blocks::<Self>);
+        }
+
+        #[inline(always)]
+        fn sigmoid_slice(values: &mut [f32]) {
+            widest(values, super::sigmoids::<Self>);
+        }
+
+        #[inline(always)]
+        fn tanh_slice(values: &mut [f32]) {
+            widest(values, super::tanhs::<Self>);
         }
 
         #[inline(always)]
@@ -642,6 +685,22 @@ pub(crate) fn exp_blocks<K: Kernels>(values: &mut [f32]) {
     }
 }
 
+/// `values[i] ← σ(values[i])` ([`sigmoid`]), one plain loop (which vectorizes).
+#[inline(always)]
+pub(crate) fn sigmoids<K: Kernels>(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = sigmoid::<K>(*v);
+    }
+}
+
+/// `values[i] ← tanh(values[i])` ([`tanh`]), one plain loop (which vectorizes).
+#[inline(always)]
+pub(crate) fn tanhs<K: Kernels>(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = tanh::<K>(*v);
+    }
+}
+
 /// `p · 2^n` for [`exp_reduced`]'s pairs, by adding `n` to `p`'s exponent field: one
 /// integer add where multiplying by `2^n` takes a slot on the multiply pipes, which the
 /// polynomial already fills. The same bits as the product, because every `p · 2^n` here is
@@ -764,19 +823,19 @@ pub fn exp_in_place(xs: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn exp_avx2(xs: &mut [f32]) {
-    xs.iter_mut().for_each(|x| *x = exp::<Avx2>(*x));
+    Avx2::exp_slice(xs);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn sigmoid_avx2(xs: &mut [f32]) {
-    xs.iter_mut().for_each(|x| *x = sigmoid::<Avx2>(*x));
+    Avx2::sigmoid_slice(xs);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn tanh_avx2(xs: &mut [f32]) {
-    xs.iter_mut().for_each(|x| *x = tanh::<Avx2>(*x));
+    Avx2::tanh_slice(xs);
 }
 
 #[cfg(test)]
@@ -989,23 +1048,39 @@ mod tests {
         }
     }
 
-    /// `max_of`, `exp_shifted` and `Kernels::exp_slice` (on AVX-512 where the CPU has it)
+    /// `max_of`, `exp_shifted` and the kernels' slices of `exp`, `sigmoid` and `tanh` (on
+    /// AVX-512 where the CPU has it)
     /// give the bits of the plain fold and loops they replace (the attention's golden files
     /// hold only 5 keys, below a chunk of 8), over every length around a block and beyond
     /// the clamps.
     fn check_block_helpers<K: Kernels>() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -100.0, 100.0, -0.0];
-        for len in (0..=3 * EXP_BLOCK).chain([1029]) {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -100.0,
+            100.0,
+            -0.0,
+        ];
+        for len in (0..=3 * EXP_BLOCK).chain([255, 256, 1029]) {
             let mut values: Vec<f32> = (0..len).map(|_| rng.random_range(-30.0..30.0)).collect();
             for (v, &special) in values.iter_mut().step_by(5).zip(&specials) {
                 *v = special;
             }
-            let mut exps = values.clone();
-            K::exp_slice(&mut exps);
-            for (got, &v) in exps.iter().zip(&values) {
-                assert_eq!(got.to_bits(), exp::<K>(v).to_bits(), "e^{v}, {len} values");
+            let slices: [(fn(&mut [f32]), fn(f32) -> f32, &str); 3] = [
+                (K::exp_slice, exp::<K>, "exp"),
+                (K::sigmoid_slice, sigmoid::<K>, "sigmoid"),
+                (K::tanh_slice, tanh::<K>, "tanh"),
+            ];
+            for (slice_op, value_op, name) in slices {
+                let mut got = values.clone();
+                slice_op(&mut got);
+                for (got, &v) in got.iter().zip(&values) {
+                    let want = value_op(v);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{name}({v}), {len} values");
+                }
             }
             let values: Vec<f32> = values.into_iter().filter(|v| v.is_finite()).collect();
             for init in [f32::NEG_INFINITY, -5.0, 50.0] {

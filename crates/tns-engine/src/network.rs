@@ -438,11 +438,25 @@ fn lstm_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32], c: &mut [f32
 fn gru_cell<K: Kernels>(gi: &mut [f32], gh: &[f32], h: &mut [f32]) {
     let m = h.len();
     let (rz, n) = gi.split_at_mut(2 * m);
-    for (g, &r) in rz.iter_mut().zip(&gh[..2 * m]) {
-        *g = sigmoid::<K>(*g + r);
-    }
-    for ((g, &r), &hn) in n.iter_mut().zip(&rz[..m]).zip(&gh[2 * m..]) {
-        *g = tanh::<K>(K::mul_add(r, hn, *g));
+    if 2 * m < K::SLICE_FROM {
+        // A single sequence's step: fused loops, inline.
+        for (g, &r) in rz.iter_mut().zip(&gh[..2 * m]) {
+            *g = sigmoid::<K>(*g + r);
+        }
+        for ((g, &r), &hn) in n.iter_mut().zip(&rz[..m]).zip(&gh[2 * m..]) {
+            *g = tanh::<K>(K::mul_add(r, hn, *g));
+        }
+    } else {
+        // A block of sequences: the sums first, then the activations through the kernels'
+        // slices (the same values, so the same bits).
+        for (g, &r) in rz.iter_mut().zip(&gh[..2 * m]) {
+            *g += r;
+        }
+        K::sigmoid_slice(rz);
+        for ((g, &r), &hn) in n.iter_mut().zip(&rz[..m]).zip(&gh[2 * m..]) {
+            *g = K::mul_add(r, hn, *g);
+        }
+        K::tanh_slice(n);
     }
     for ((hv, &z), &nv) in h.iter_mut().zip(&rz[m..]).zip(n.iter()) {
         *hv = K::mul_add(z, *hv - nv, nv);
