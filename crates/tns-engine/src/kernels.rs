@@ -425,32 +425,39 @@ mod avx2 {
         }
     }
 
-    /// Values from which [`widest`] calls out to AVX-512: below, the call costs more than
+    /// Values from which [`wide`] calls out to AVX-512: below, the call costs more than
     /// the wider registers save (a single-sample GRU step's 64 sigmoids went from 1.14 to
     /// 1.21 µs a window through the call).
     const WIDE_FROM: usize = 256;
 
-    /// `map(values)` on 512-bit registers where the CPU has AVX-512F and the slice is long
-    /// enough, else inline as the plan's 256-bit code: twice the values per multiply-add for
-    /// the same operations per value (so the same bits), in a separate function because
-    /// compiling the whole plan for AVX-512 slowed the layers written in 8-wide chunks.
-    /// `map` is one of the element-wise loops over the AVX2 kernels
-    /// ([`super::exp_blocks`], …).
+    /// Whether a slice goes to the AVX-512 functions below: where the CPU has AVX-512F and
+    /// the slice is long enough. They run the element-wise loops of the AVX2 kernels
+    /// compiled for 512-bit registers: twice the values per multiply-add for the same
+    /// operations per value (so the same bits), in functions of their own because compiling
+    /// the whole plan for AVX-512 slowed the layers written in 8-wide chunks. Each calls its
+    /// loop directly, so that the loop is inlined and compiled with these features (passed
+    /// as a function value, it was not, and ran the fused multiply-add as a library call).
     #[inline(always)]
-    fn widest(values: &mut [f32], map: impl Fn(&mut [f32])) {
-        if values.len() >= WIDE_FROM && std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU reports AVX-512F, and AVX2 and FMA (only the AVX2 plan, chosen
-            // by `Isa::detect`, reaches these kernels).
-            unsafe { on_avx512(values, map) }
-        } else {
-            map(values);
-        }
+    fn wide(values: &[f32]) -> bool {
+        values.len() >= WIDE_FROM && std::is_x86_feature_detected!("avx512f")
     }
 
-    /// `map(values)` compiled for AVX-512 (see [`widest`]).
+    /// [`super::exp_blocks`] on AVX-512 (see [`wide`]).
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn on_avx512(values: &mut [f32], map: impl Fn(&mut [f32])) {
-        map(values);
+    fn exp_avx512(values: &mut [f32]) {
+        super::exp_blocks::<Avx2>(values);
+    }
+
+    /// [`super::sigmoids`] on AVX-512 (see [`wide`]).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn sigmoid_avx512(values: &mut [f32]) {
+        super::sigmoids::<Avx2>(values);
+    }
+
+    /// [`super::tanhs`] on AVX-512 (see [`wide`]).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn tanh_avx512(values: &mut [f32]) {
+        super::tanhs::<Avx2>(values);
     }
 
     impl Kernels for Avx2 {
@@ -489,17 +496,35 @@ mod avx2 {
 
         #[inline(always)]
         fn exp_slice(values: &mut [f32]) {
-            widest(values, super::exp_blocks::<Self>);
+            if wide(values) {
+                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
+                // plan, chosen by `Isa::detect`, reaches these kernels).
+                unsafe { exp_avx512(values) }
+            } else {
+                super::exp_blocks::<Self>(values);
+            }
         }
 
         #[inline(always)]
         fn sigmoid_slice(values: &mut [f32]) {
-            widest(values, super::sigmoids::<Self>);
+            if wide(values) {
+                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
+                // plan, chosen by `Isa::detect`, reaches these kernels).
+                unsafe { sigmoid_avx512(values) }
+            } else {
+                super::sigmoids::<Self>(values);
+            }
         }
 
         #[inline(always)]
         fn tanh_slice(values: &mut [f32]) {
-            widest(values, super::tanhs::<Self>);
+            if wide(values) {
+                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
+                // plan, chosen by `Isa::detect`, reaches these kernels).
+                unsafe { tanh_avx512(values) }
+            } else {
+                super::tanhs::<Self>(values);
+            }
         }
 
         #[inline(always)]
