@@ -442,22 +442,42 @@ mod avx2 {
         values.len() >= WIDE_FROM && std::is_x86_feature_detected!("avx512f")
     }
 
-    /// [`super::exp_blocks`] on AVX-512 (see [`wide`]).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn exp_avx512(values: &mut [f32]) {
-        super::exp_blocks::<Avx2>(values);
+    /// `fn $wide`: the loop `super::$each` over the AVX2 kernels, compiled for AVX-512 (see
+    /// [`wide`]); and, inside the `Kernels` impl, the method `$method` that calls it where
+    /// [`wide`] says so and runs the loop inline otherwise.
+    macro_rules! wide_slices {
+        ($($method:ident => $wide:ident, $each:ident;)*) => {
+            $(
+                #[doc = concat!("[`super::", stringify!($each), "`] on AVX-512 (see [`wide`]).")]
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn $wide(values: &mut [f32]) {
+                    super::$each::<Avx2>(values);
+                }
+            )*
+
+            macro_rules! slice_methods {
+                () => {
+                    $(
+                        #[inline(always)]
+                        fn $method(values: &mut [f32]) {
+                            if wide(values) {
+                                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only
+                                // the AVX2 plan, chosen by `Isa::detect`, reaches these kernels).
+                                unsafe { $wide(values) }
+                            } else {
+                                super::$each::<Self>(values);
+                            }
+                        }
+                    )*
+                };
+            }
+        };
     }
 
-    /// [`super::sigmoids`] on AVX-512 (see [`wide`]).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn sigmoid_avx512(values: &mut [f32]) {
-        super::sigmoids::<Avx2>(values);
-    }
-
-    /// [`super::tanhs`] on AVX-512 (see [`wide`]).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn tanh_avx512(values: &mut [f32]) {
-        super::tanhs::<Avx2>(values);
+    wide_slices! {
+        exp_slice => exp_avx512, exp_blocks;
+        sigmoid_slice => sigmoid_avx512, sigmoids;
+        tanh_slice => tanh_avx512, tanhs;
     }
 
     impl Kernels for Avx2 {
@@ -494,38 +514,7 @@ mod avx2 {
 
         const SLICE_FROM: usize = WIDE_FROM;
 
-        #[inline(always)]
-        fn exp_slice(values: &mut [f32]) {
-            if wide(values) {
-                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
-                // plan, chosen by `Isa::detect`, reaches these kernels).
-                unsafe { exp_avx512(values) }
-            } else {
-                super::exp_blocks::<Self>(values);
-            }
-        }
-
-        #[inline(always)]
-        fn sigmoid_slice(values: &mut [f32]) {
-            if wide(values) {
-                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
-                // plan, chosen by `Isa::detect`, reaches these kernels).
-                unsafe { sigmoid_avx512(values) }
-            } else {
-                super::sigmoids::<Self>(values);
-            }
-        }
-
-        #[inline(always)]
-        fn tanh_slice(values: &mut [f32]) {
-            if wide(values) {
-                // SAFETY: `wide` saw AVX-512F; AVX2 and FMA are present (only the AVX2
-                // plan, chosen by `Isa::detect`, reaches these kernels).
-                unsafe { tanh_avx512(values) }
-            } else {
-                super::tanhs::<Self>(values);
-            }
-        }
+        slice_methods!();
 
         #[inline(always)]
         fn mul_add(a: f32, b: f32, c: f32) -> f32 {
@@ -1073,6 +1062,9 @@ mod tests {
         }
     }
 
+    /// A slice kernel, the function it maps over the values, and its name.
+    type SliceCheck = (fn(&mut [f32]), fn(f32) -> f32, &'static str);
+
     /// `max_of`, `exp_shifted` and the kernels' slices of `exp`, `sigmoid` and `tanh` (on
     /// AVX-512 where the CPU has it)
     /// give the bits of the plain fold and loops they replace (the attention's golden files
@@ -1094,7 +1086,7 @@ mod tests {
             for (v, &special) in values.iter_mut().step_by(5).zip(&specials) {
                 *v = special;
             }
-            let slices: [(fn(&mut [f32]), fn(f32) -> f32, &str); 3] = [
+            let slices: [SliceCheck; 3] = [
                 (K::exp_slice, exp::<K>, "exp"),
                 (K::sigmoid_slice, sigmoid::<K>, "sigmoid"),
                 (K::tanh_slice, tanh::<K>, "tanh"),
