@@ -425,9 +425,10 @@ mod avx2 {
         }
     }
 
-    /// Values from which [`wide`] calls out to AVX-512: below, the call costs more than
-    /// the wider registers save (a single-sample GRU step's 64 sigmoids went from 1.14 to
-    /// 1.21 µs a window through the call).
+    /// Values from which [`wide`] calls out to AVX-512: a call that cannot be inlined, worth
+    /// it for the hundreds of values of a batch block's activations or a Mamba row's decays,
+    /// not for a single sequence's few dozen (the GRU's single-sample step, split into
+    /// slices and calls, went from 1.14 to 1.21 µs a window; it keeps its inline loops).
     const WIDE_FROM: usize = 256;
 
     /// Whether a slice goes to the AVX-512 functions below: where the CPU has AVX-512F and
@@ -625,10 +626,10 @@ pub(crate) const EXP_BLOCK: usize = 4 * VECTOR;
 
 /// `values[i] ← e^{values[i]}` ([`exp`]) for a block of `W` values, each step for every
 /// value before the next step. With `W` = [`EXP_BLOCK`] the dependency chains of four
-/// vectors (twelve operations each) interleave in program order, so the multiply pipes stay
-/// busy without the scheduler having to look past one block: about 10% more exponentials
-/// per second than one vector at a time, by a microbenchmark on the development machine.
-/// The same operations per value in any block, so the same bits.
+/// vectors (twelve operations each) come in program order one step apart, so the multiply
+/// pipes can stay busy without the scheduler looking past one block (the compiler may still
+/// reorder them: in the 256-bit plan's Mamba scan it serialized the chains). The same
+/// operations per value in any block, so the same bits.
 #[inline(always)]
 pub(crate) fn exp_block<K: Kernels, const W: usize>(values: &mut [f32; W]) {
     let mut n = [0u32; W];
