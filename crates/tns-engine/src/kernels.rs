@@ -688,14 +688,11 @@ fn exp_reduced<K: Kernels, const W: usize>(values: &mut [f32; W], n: &mut [u32; 
 /// the rest one by one.
 #[inline(always)]
 pub(crate) fn exp_blocks<K: Kernels>(values: &mut [f32]) {
-    let mut blocks = values.chunks_exact_mut(EXP_BLOCK);
-    for block in &mut blocks {
-        let mut block_values = [0f32; EXP_BLOCK];
-        block_values.copy_from_slice(block);
-        exp_block::<K, EXP_BLOCK>(&mut block_values);
-        block.copy_from_slice(&block_values);
+    let (blocks, rest) = values.as_chunks_mut::<EXP_BLOCK>();
+    for block in blocks {
+        exp_block::<K, EXP_BLOCK>(block);
     }
-    for v in blocks.into_remainder() {
+    for v in rest {
         *v = exp::<K>(*v);
     }
 }
