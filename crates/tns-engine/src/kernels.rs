@@ -35,9 +35,12 @@ impl Isa {
         Self::Portable
     }
 
-    /// A short name for reports.
+    /// A short name for reports. The AVX2 kernels run their long products and element-wise
+    /// passes on 512-bit registers where the CPU has AVX-512F, so the name says so.
     pub fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma if std::is_x86_feature_detected!("avx512f") => "avx2+fma+avx512f",
             Self::Avx2Fma => "avx2+fma",
             Self::Portable => "portable",
         }
@@ -194,6 +197,180 @@ mod avx2 {
             }
             for (k, a) in acc.iter().enumerate() {
                 _mm256_storeu_ps(y.as_mut_ptr().add(r + 8 * k), *a);
+            }
+        }
+    }
+
+    /// `N` 512-bit registers (16·N rows) of `y = b + W x`: [`gemv_block`]'s multiply-adds per
+    /// output, in its order (so its bits), sixteen outputs an instruction. Rows `r..r + 16·N`
+    /// whose active lanes `mask` leaves (all but the last register's are full).
+    #[inline(always)]
+    unsafe fn gemv_block512<const N: usize>(
+        cols: &[f32],
+        x: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+        (r, mask): (usize, __mmask16),
+    ) {
+        let rows = y.len();
+        let lanes = |k: usize| if k + 1 == N { mask } else { u16::MAX };
+        // SAFETY (whole body): the caller guarantees that the rows `mask` keeps lie below
+        // rows = y.len() = bias.len() and cols.len() ≥ rows · x.len(); masked-off lanes are
+        // neither read nor written (AVX-512 masked loads do not fault on them).
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); N];
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_maskz_loadu_ps(lanes(k), bias.as_ptr().add(r + 16 * k));
+            }
+            for (j, &xj) in x.iter().enumerate() {
+                let xv = _mm512_set1_ps(xj);
+                let col = cols.as_ptr().add(j * rows + r);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_maskz_loadu_ps(lanes(k), col.add(16 * k));
+                    *a = _mm512_fmadd_ps(w, xv, *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(r + 16 * k), lanes(k), *a);
+            }
+        }
+    }
+
+    /// Rows from which [`Kernels::gemv`] calls out to [`gemv_avx512`]: the 96 of a GRU(·→32)'s
+    /// gates take 6 registers there, 12 here, whose 384 multiply-adds a step two pipes
+    /// take 192 cycles for, against the 128 of a 32-deep chain of 4-cycle multiply-adds.
+    const GEMV_WIDE_FROM: usize = 64;
+
+    /// [`Kernels::gemv`] on 512-bit registers (see [`GEMV_WIDE_FROM`]): blocks of 6, 4, 2 and
+    /// 1 registers, the last rows masked.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn gemv_avx512(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+        let rows = y.len();
+        let mut r = 0;
+        let full = u16::MAX;
+        // SAFETY: each block's rows stay below `rows` (loop conditions, and the tail's mask
+        // keeps `rows − r` lanes); the caller checked the columns' length.
+        unsafe {
+            while r + 96 <= rows {
+                gemv_block512::<6>(cols, x, bias, y, (r, full));
+                r += 96;
+            }
+            match (rows - r).div_ceil(16) {
+                0 => {}
+                count => {
+                    let left = rows - r - 16 * (count - 1);
+                    let mask = if left == 16 { full } else { (1u16 << left) - 1 };
+                    match count {
+                        1 => gemv_block512::<1>(cols, x, bias, y, (r, mask)),
+                        2 => gemv_block512::<2>(cols, x, bias, y, (r, mask)),
+                        3 => gemv_block512::<3>(cols, x, bias, y, (r, mask)),
+                        4 => gemv_block512::<4>(cols, x, bias, y, (r, mask)),
+                        5 => gemv_block512::<5>(cols, x, bias, y, (r, mask)),
+                        _ => gemv_block512::<6>(cols, x, bias, y, (r, mask)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tokens `t..t + T` of `ys = b + W xs` (`[token, row]`) on 512-bit registers, rows
+    /// `r..r + 16·N` whose last register keeps the lanes of `mask`: [`gemv_rows_block`] with
+    /// sixteen outputs an instruction, the same multiply-adds per output in the same order.
+    #[inline(always)]
+    unsafe fn gemv_rows_block512<const T: usize, const N: usize>(
+        cols: &[f32],
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+        (t, r, mask): (usize, usize, __mmask16),
+    ) {
+        let rows = bias.len();
+        let inputs = xs.len() / (ys.len() / rows);
+        let lanes = |k: usize| if k + 1 == N { mask } else { u16::MAX };
+        // SAFETY (whole body): the caller guarantees t + T ≤ tokens, that the rows the masks
+        // keep lie below `rows`, and cols.len() ≥ rows · inputs; masked-off lanes are neither
+        // read nor written.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); N]; T];
+            for token in acc.iter_mut() {
+                for (k, a) in token.iter_mut().enumerate() {
+                    *a = _mm512_maskz_loadu_ps(lanes(k), bias.as_ptr().add(r + 16 * k));
+                }
+            }
+            for j in 0..inputs {
+                let col = cols.as_ptr().add(j * rows + r);
+                let mut w = [_mm512_setzero_ps(); N];
+                for (k, wk) in w.iter_mut().enumerate() {
+                    *wk = _mm512_maskz_loadu_ps(lanes(k), col.add(16 * k));
+                }
+                for (i, token) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*xs.get_unchecked((t + i) * inputs + j));
+                    for (a, &wk) in token.iter_mut().zip(&w) {
+                        *a = _mm512_fmadd_ps(wk, xv, *a);
+                    }
+                }
+            }
+            for (i, token) in acc.iter().enumerate() {
+                for (k, a) in token.iter().enumerate() {
+                    let at = ys.as_mut_ptr().add((t + i) * rows + r + 16 * k);
+                    _mm512_mask_storeu_ps(at, lanes(k), *a);
+                }
+            }
+        }
+    }
+
+    /// Tokens `t..t + T` of every row on 512-bit registers: blocks of 32 rows (two
+    /// registers, `2T` chains of multiply-adds), the last one masked.
+    #[inline(always)]
+    unsafe fn gemv_rows_tokens512<const T: usize>(
+        cols: &[f32],
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+        t: usize,
+    ) {
+        let rows = bias.len();
+        let mut r = 0;
+        // SAFETY: the loop condition and the tail's mask keep each block within the rows;
+        // the caller guarantees the tokens and the columns.
+        unsafe {
+            while r + 32 <= rows {
+                gemv_rows_block512::<T, 2>(cols, xs, bias, ys, (t, r, u16::MAX));
+                r += 32;
+            }
+            let left = rows - r;
+            let mask = |m: usize| if m == 16 { u16::MAX } else { (1u16 << m) - 1 };
+            if left > 16 {
+                gemv_rows_block512::<T, 2>(cols, xs, bias, ys, (t, r, mask(left - 16)));
+            } else if left > 0 {
+                gemv_rows_block512::<T, 1>(cols, xs, bias, ys, (t, r, mask(left)));
+            }
+        }
+    }
+
+    /// [`Kernels::gemv_rows`] on 512-bit registers (AVX-512 has 32 of them: eight tokens of
+    /// two registers each stay in registers): blocks of 8, 4, 2 and 1 tokens.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn gemv_rows_avx512(cols: &[f32], xs: &[f32], bias: &[f32], ys: &mut [f32]) {
+        let tokens = ys.len() / bias.len();
+        let mut t = 0;
+        // SAFETY: the loop conditions keep each block of tokens below `tokens`; the caller
+        // checked the rows and columns.
+        unsafe {
+            while t + 8 <= tokens {
+                gemv_rows_tokens512::<8>(cols, xs, bias, ys, t);
+                t += 8;
+            }
+            if t + 4 <= tokens {
+                gemv_rows_tokens512::<4>(cols, xs, bias, ys, t);
+                t += 4;
+            }
+            if t + 2 <= tokens {
+                gemv_rows_tokens512::<2>(cols, xs, bias, ys, t);
+                t += 2;
+            }
+            if t < tokens {
+                gemv_rows_tokens512::<1>(cols, xs, bias, ys, t);
             }
         }
     }
@@ -529,6 +706,12 @@ mod avx2 {
                 bias.len() == rows && cols.len() >= rows * x.len(),
                 "gemv shapes"
             );
+            if rows >= GEMV_WIDE_FROM && std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was detected, AVX2 and FMA are present (only the AVX2
+                // plan reaches these kernels), and the assert above bounds the columns.
+                unsafe { gemv_avx512(cols, x, bias, y) };
+                return;
+            }
             let mut r = 0;
             // SAFETY: each block stays below `rows` (loop conditions) and the assert above
             // bounds the columns; AVX2/FMA are present because only `#[target_feature]`
@@ -570,6 +753,12 @@ mod avx2 {
                     && cols.len() >= rows * inputs,
                 "gemv_rows shapes"
             );
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was detected, AVX2 and FMA are present (as in `gemv`), and
+                // the assert above bounds the rows and columns.
+                unsafe { gemv_rows_avx512(cols, xs, bias, ys) };
+                return;
+            }
             let mut t = 0;
             // SAFETY: the loop conditions keep each block of tokens below `tokens`, and the
             // assert bounds the rows and columns; AVX2/FMA are present (as in `gemv`).
@@ -986,8 +1175,12 @@ mod tests {
             (9, 2),
             (10, 6),
             (14, 3),
+            (64, 5),
+            (80, 3),
+            (95, 7),
             (96, 4),
             (96, 32),
+            (112, 2),
             (131, 17),
             (200, 9),
             (300, 5),
@@ -1004,15 +1197,19 @@ mod tests {
             let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.01).collect();
             let mut y = vec![f32::NAN; rows];
             K::gemv(&packed, &x, &bias, &mut y);
-            for ((a, b), c) in y.iter().zip(&want).zip(&bias) {
+            for (r, ((a, b), c)) in y.iter().zip(&want).zip(&bias).enumerate() {
                 assert!(
                     (f64::from(*a) - b - f64::from(*c)).abs() < 1e-5,
                     "gemv {rows}×{cols}"
                 );
+                // Whatever the register width (AVX-512 from 64 rows where the CPU has it),
+                // each output is the bias then one multiply-add per input, in input order.
+                let chain = (0..cols).fold(*c, |acc, j| K::mul_add(w[r * cols + j], x[j], acc));
+                assert_eq!(a.to_bits(), chain.to_bits(), "gemv {rows}×{cols} row {r}");
             }
             // Rows of tokens: each token's outputs carry `gemv`'s bits, for every count of
-            // tokens the blocks of 4 and 2 and the single last one cover.
-            for tokens in 1..=7 {
+            // tokens the blocks of 8 (AVX-512), 4 and 2 and the single last one cover.
+            for tokens in 1..=17 {
                 let xs: Vec<f32> = (0..tokens * cols)
                     .map(|i| (i as f32 * 0.23).sin())
                     .collect();
