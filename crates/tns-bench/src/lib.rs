@@ -822,7 +822,9 @@ fn environment(peak_ghz: Option<f64>) -> Environment {
     let isa = tns_engine::Isa::detect();
     let (peak, derivation) = match (peak_ghz, measured_fma_peak()) {
         (Some(ghz), _) => {
-            let lanes = if isa == tns_engine::Isa::Avx2Fma {
+            let lanes = if isa.uses_avx512() {
+                16.0
+            } else if isa == tns_engine::Isa::Avx2Fma {
                 8.0
             } else {
                 4.0
@@ -832,11 +834,17 @@ fn environment(peak_ghz: Option<f64>) -> Environment {
                 format!("--peak-ghz {ghz} × 2 FMA pipes × {lanes} f32 lanes × 2 flops per FMA"),
             )
         }
-        (None, Some(gflops)) => (
-            gflops,
+        (None, Some(peak)) => (
+            peak.giga_fmas * f64::from(peak.lanes) * 2.0,
             format!(
-                "measured: 10 independent 256-bit FMA chains in registers for 0.2 s ({:.2} G FMA instructions/s × 8 lanes × 2 flops; `cpu MHz` says {:.2} GHz nominal)",
-                gflops / 16.0,
+                "measured: 10 independent {}-bit FMA chains in registers ({:.2} G FMA instructions/s × {} lanes × 2 flops{}; `cpu MHz` says {:.2} GHz nominal)",
+                peak.lanes * 32,
+                peak.giga_fmas,
+                peak.lanes,
+                peak.narrower.map_or(String::new(), |g| format!(
+                    ": the widest registers the kernels use here; 256-bit chains give {g:.2} G/s, {:.1} GFLOP/s",
+                    g * 16.0
+                )),
                 mhz / 1000.0
             ),
         ),
@@ -972,12 +980,15 @@ fn markdown(r: &BenchReport) -> String {
 
 /// The core's f32 FMA peak in GFLOP/s, measured: ten independent chains of 256-bit FMAs in
 /// registers (enough to cover the FMA latency on two pipes) for about 0.2 s.
-fn measured_fma_peak() -> Option<f64> {
+/// The measured FMA peak of one core: FMA instructions per second of the widest registers
+/// the engine's kernels use here (256-bit, or 512-bit where the CPU has AVX-512F, which the
+/// AVX2 kernels call on for long products), with the lanes per instruction.
+fn measured_fma_peak() -> Option<FmaPeak> {
     #[cfg(target_arch = "x86_64")]
     if tns_engine::Isa::detect() == tns_engine::Isa::Avx2Fma {
+        use std::arch::x86_64::*;
         #[target_feature(enable = "avx2,fma")]
-        fn chains(iterations: usize) -> f32 {
-            use std::arch::x86_64::*;
+        fn chains256(iterations: usize) -> f32 {
             let mut acc = [_mm256_set1_ps(1.0); 10];
             let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
             for _ in 0..iterations {
@@ -987,12 +998,47 @@ fn measured_fma_peak() -> Option<f64> {
             }
             acc.iter().map(|a| _mm256_cvtss_f32(*a)).sum()
         }
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn chains512(iterations: usize) -> f32 {
+            let mut acc = [_mm512_set1_ps(1.0); 10];
+            let (b, c) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            for _ in 0..iterations {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, b, c);
+                }
+            }
+            acc.iter().map(|a| _mm512_reduce_add_ps(*a)).sum()
+        }
         let iterations = 50_000_000;
-        let t0 = Instant::now();
+        let rate = |run: &dyn Fn(usize) -> f32| {
+            let t0 = Instant::now();
+            black_box(run(black_box(iterations)));
+            (iterations * 10) as f64 / t0.elapsed().as_secs_f64() / 1e9
+        };
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        black_box(unsafe { chains(black_box(iterations)) });
-        let fmas = (iterations * 10) as f64;
-        return Some(fmas * 16.0 / t0.elapsed().as_secs_f64() / 1e9);
+        let narrow = rate(&|n| unsafe { chains256(n) });
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected; AVX2 and FMA checked above.
+            let wide = rate(&|n| unsafe { chains512(n) });
+            return Some(FmaPeak {
+                giga_fmas: wide,
+                lanes: 16,
+                narrower: Some(narrow),
+            });
+        }
+        return Some(FmaPeak {
+            giga_fmas: narrow,
+            lanes: 8,
+            narrower: None,
+        });
     }
     None
+}
+
+/// FMA instructions per second (billions) of `lanes` f32 lanes each, and those of 256-bit
+/// registers where the peak is the 512-bit one.
+struct FmaPeak {
+    giga_fmas: f64,
+    lanes: u32,
+    narrower: Option<f64>,
 }

@@ -35,12 +35,20 @@ impl Isa {
         Self::Portable
     }
 
-    /// A short name for reports. The AVX2 kernels run their long products and element-wise
-    /// passes on 512-bit registers where the CPU has AVX-512F, so the name says so.
+    /// Whether the kernels run their long products and element-wise passes on 512-bit
+    /// registers: the AVX2 kernels do where the CPU has AVX-512F.
+    pub fn uses_avx512(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Self::Avx2Fma {
+            return std::is_x86_feature_detected!("avx512f");
+        }
+        false
+    }
+
+    /// A short name for reports (it names AVX-512F where [`Isa::uses_avx512`]).
     pub fn name(self) -> &'static str {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2Fma if std::is_x86_feature_detected!("avx512f") => "avx2+fma+avx512f",
+            Self::Avx2Fma if self.uses_avx512() => "avx2+fma+avx512f",
             Self::Avx2Fma => "avx2+fma",
             Self::Portable => "portable",
         }
@@ -572,6 +580,61 @@ mod avx2 {
         }
     }
 
+    /// `R` rows of the lane-blocked product over [`LANES`] lanes in one 512-bit register per
+    /// row: [`gemm_block`]'s multiply-adds per lane in its order (so its bits), one
+    /// broadcast weight per multiply-add (AVX-512 folds it into the instruction).
+    #[inline(always)]
+    unsafe fn gemm_block512<const R: usize>(w: &[f32], xs: &[f32], ys: &mut [f32], r: usize) {
+        let n = xs.len() / LANES;
+        // SAFETY: the caller guarantees r + R rows exist in `w` (n columns each) and `ys`
+        // (LANES lanes each), and n rows of LANES lanes in `xs`.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); R];
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(ys.as_ptr().add((r + k) * LANES));
+            }
+            for j in 0..n {
+                let x = _mm512_loadu_ps(xs.as_ptr().add(j * LANES));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*w.get_unchecked((r + k) * n + j));
+                    *a = _mm512_fmadd_ps(wv, x, *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(ys.as_mut_ptr().add((r + k) * LANES), *a);
+            }
+        }
+    }
+
+    /// [`Kernels::gemm_lanes_acc`] over [`LANES`] lanes on 512-bit registers: blocks of 16
+    /// rows (16 of the 32 registers accumulate), then 8, then the rest in one block.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn gemm_lanes_avx512(w: &[f32], xs: &[f32], ys: &mut [f32]) {
+        let rows = ys.len() / LANES;
+        let mut r = 0;
+        // SAFETY: every block lies within the `rows` rows; the caller checked the shapes.
+        unsafe {
+            while r + 16 <= rows {
+                gemm_block512::<16>(w, xs, ys, r);
+                r += 16;
+            }
+            if r + 8 <= rows {
+                gemm_block512::<8>(w, xs, ys, r);
+                r += 8;
+            }
+            match rows - r {
+                1 => gemm_block512::<1>(w, xs, ys, r),
+                2 => gemm_block512::<2>(w, xs, ys, r),
+                3 => gemm_block512::<3>(w, xs, ys, r),
+                4 => gemm_block512::<4>(w, xs, ys, r),
+                5 => gemm_block512::<5>(w, xs, ys, r),
+                6 => gemm_block512::<6>(w, xs, ys, r),
+                7 => gemm_block512::<7>(w, xs, ys, r),
+                _ => {}
+            }
+        }
+    }
+
     /// `N` blocks (8·N outputs) of the INT8 product, accumulated in registers.
     #[inline(always)]
     unsafe fn qgemv_blocks<const N: usize>(
@@ -786,6 +849,12 @@ mod avx2 {
                 xs.len() == n * L && ys.len() == rows * L && w.len() == rows * n,
                 "gemm shapes"
             );
+            if L == LANES && std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was detected, AVX2 and FMA are present (as in `gemv`), and
+                // the assert above bounds all rows and columns.
+                unsafe { gemm_lanes_avx512(w, xs, ys) };
+                return;
+            }
             // SAFETY: as in `gemv_acc`; the assert bounds all rows and columns.
             unsafe {
                 // 8 rows × 1 register or 6 rows × 2: the accumulators, the inputs and the
