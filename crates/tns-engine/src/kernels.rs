@@ -665,6 +665,74 @@ mod avx2 {
         }
     }
 
+    /// `N` blocks (8·N outputs) of the INT8 product on 512-bit registers: each register
+    /// holds a block's weights for two consecutive input pairs (they are adjacent in the
+    /// packing), the low half against the first pair's codes, the high half against the
+    /// second's, and the halves are added at the end. Integer sums, so exact: the same
+    /// accumulators as [`qgemv_blocks`].
+    #[inline(always)]
+    unsafe fn qgemv_blocks512<const N: usize>(
+        packed: &[i16],
+        codes: &[i16],
+        acc: &mut [i32],
+        b: usize,
+    ) {
+        let pairs = codes.len() / 2;
+        // SAFETY: as in `qgemv_blocks`; the odd last pair's load keeps only the low half
+        // (masked-off lanes are not read).
+        unsafe {
+            let mut sums = [_mm512_setzero_si512(); N];
+            let code_pair = |p: usize| codes.as_ptr().add(2 * p).cast::<i32>().read_unaligned();
+            let mut p = 0;
+            while p + 2 <= pairs {
+                let x = _mm512_inserti64x4::<1>(
+                    _mm512_set1_epi32(code_pair(p)),
+                    _mm256_set1_epi32(code_pair(p + 1)),
+                );
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let w = packed.as_ptr().add(((b + k) * pairs + p) * 2 * BLOCK);
+                    *s = _mm512_dpwssd_epi32(*s, _mm512_loadu_si512(w.cast()), x);
+                }
+                p += 2;
+            }
+            if p < pairs {
+                let x = _mm512_set1_epi32(code_pair(p));
+                for (k, s) in sums.iter_mut().enumerate() {
+                    let w = packed.as_ptr().add(((b + k) * pairs + p) * 2 * BLOCK);
+                    let w = _mm512_maskz_loadu_epi32(0x00ff, w.cast());
+                    *s = _mm512_dpwssd_epi32(*s, w, x);
+                }
+            }
+            for (k, s) in sums.iter().enumerate() {
+                let halves = _mm256_add_epi32(
+                    _mm512_castsi512_si256(*s),
+                    _mm512_extracti64x4_epi64::<1>(*s),
+                );
+                _mm256_storeu_si256(acc.as_mut_ptr().add((b + k) * BLOCK).cast(), halves);
+            }
+        }
+    }
+
+    /// [`Kernels::qgemv`] on 512-bit registers with VNNI (`vpdpwssd`: the pairs' products
+    /// and their sum in one instruction, 32 multiply-adds): blocks of 4, then 1.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    fn qgemv_avx512(packed: &[i16], codes: &[i16], acc: &mut [i32]) {
+        let blocks = acc.len() / BLOCK;
+        let mut b = 0;
+        // SAFETY: the loop conditions keep every block below `blocks`; the caller checked
+        // `packed`'s length.
+        unsafe {
+            while b + 4 <= blocks {
+                qgemv_blocks512::<4>(packed, codes, acc, b);
+                b += 4;
+            }
+            while b < blocks {
+                qgemv_blocks512::<1>(packed, codes, acc, b);
+                b += 1;
+            }
+        }
+    }
+
     /// Values from which [`wide`] calls out to AVX-512: a call that cannot be inlined, worth
     /// it for the hundreds of values of a batch block's activations or a Mamba row's decays,
     /// not for a single sequence's few dozen (the GRU's single-sample step, split into
@@ -731,6 +799,14 @@ mod avx2 {
                     && packed.len() >= blocks * codes.len() * BLOCK,
                 "qgemv shapes"
             );
+            if std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                // SAFETY: AVX-512F/BW and VNNI were detected (BW implies F), AVX2 is present,
+                // and the assert above bounds `packed`.
+                unsafe { qgemv_avx512(packed, codes, acc) };
+                return;
+            }
             let mut b = 0;
             // SAFETY: the loop conditions keep every block below `blocks`, and the assert
             // bounds `packed`; AVX2 is present (only `#[target_feature]` code reaches here).
