@@ -1254,25 +1254,29 @@ impl S4dBlock {
                 *o = skip * v;
             }
         }
-        let modes = self
-            .a_bar
-            .chunks_exact(d)
-            .zip(self.b_bar.chunks_exact(d))
-            .zip(self.c.chunks_exact(d))
-            .zip(state.chunks_exact_mut(d * n));
-        for (((a, b), c), sm) in modes {
-            if n == 1 {
-                for ((((sv, &a), &b), &c), (&v, o)) in sm
-                    .iter_mut()
-                    .zip(a)
-                    .zip(b)
-                    .zip(c)
-                    .zip(u.iter().zip(z.iter_mut()))
-                {
-                    *sv = K::mul_add(a, *sv, b * v);
-                    *o = K::mul_add(c, *sv, *o);
-                }
-            } else {
+        if n == 1 {
+            // Channel blocks of 32, 8 and 1, each with its sums in registers across the modes.
+            let mut first = 0;
+            while first + EXP_BLOCK <= d {
+                self.mix_channels::<K, EXP_BLOCK>(z, state, u, first);
+                first += EXP_BLOCK;
+            }
+            while first + VECTOR <= d {
+                self.mix_channels::<K, VECTOR>(z, state, u, first);
+                first += VECTOR;
+            }
+            while first < d {
+                self.mix_channels::<K, 1>(z, state, u, first);
+                first += 1;
+            }
+        } else {
+            let modes = self
+                .a_bar
+                .chunks_exact(d)
+                .zip(self.b_bar.chunks_exact(d))
+                .zip(self.c.chunks_exact(d))
+                .zip(state.chunks_exact_mut(d * n));
+            for (((a, b), c), sm) in modes {
                 let channels = sm
                     .chunks_exact_mut(n)
                     .zip(u.chunks_exact(n))
@@ -1289,6 +1293,39 @@ impl S4dBlock {
         for v in z.iter_mut() {
             *v *= sigmoid::<K>(*v);
         }
+    }
+
+    /// [`S4dBlock::mix`]'s state update and read-out for one sequence's `W` channels from
+    /// `first`, mode after mode: the same multiply-adds per channel in the same order as the
+    /// lane path, with the `W` read-out sums in local arrays the compiler keeps in registers
+    /// (looping mode by mode over every channel instead, they went through memory once per
+    /// mode).
+    #[inline(always)]
+    fn mix_channels<K: Kernels, const W: usize>(
+        &self,
+        z: &mut [f32],
+        state: &mut [f32],
+        u: &[f32],
+        first: usize,
+    ) {
+        let d = self.width;
+        let inputs = &u[first..first + W];
+        let mut sums = [0f32; W];
+        sums.copy_from_slice(&z[first..first + W]);
+        for mode in 0..self.state {
+            let at = mode * d + first;
+            let (a, b, c) = (
+                &self.a_bar[at..at + W],
+                &self.b_bar[at..at + W],
+                &self.c[at..at + W],
+            );
+            let sm = &mut state[at..at + W];
+            for i in 0..W {
+                sm[i] = K::mul_add(a[i], sm[i], b[i] * inputs[i]);
+                sums[i] = K::mul_add(c[i], sm[i], sums[i]);
+            }
+        }
+        z[first..first + W].copy_from_slice(&sums);
     }
 
     /// Values of one sequence's window work space ([`S4dBlock::window`]).
@@ -2770,6 +2807,43 @@ mod tests {
                         "{network} future {future} on {isa:?}"
                     );
                     assert!(sixteen.iter().all(|v| v.is_finite()), "{network}");
+                }
+            }
+        }
+    }
+
+    /// The single-sequence path has code of its own (channel blocks of 32, 8 and 1 in the
+    /// state-space blocks, 512-bit products from 64 rows, grouped queries): each window must
+    /// get the bits its lane of the batch path gives it.
+    #[test]
+    fn a_single_window_gets_the_bits_of_its_lane() {
+        let networks = [
+            "gru:40",
+            "s4d:40,4,1",
+            "s4d:35,3,1",
+            "mamba:33,4,2,3,1",
+            "transformer:32,4,2,1",
+            "transformer:16,2,1,1,2,flatten,independent",
+        ];
+        for network in networks {
+            let config = streaming_config(network, 12, false);
+            let tensors = initialized(&config);
+            for isa in [Isa::Portable, Isa::detect()] {
+                let plan = NetworkPlan::new(&config, &tensors, false, isa).unwrap();
+                let mut scratch = plan.scratch();
+                let windows: Vec<f32> = (0..VECTOR * plan.inputs)
+                    .map(|i| ((i * 13 % 31) as f32 - 15.0) / 9.0)
+                    .collect();
+                let mut lanes = vec![f32::NAN; VECTOR * plan.outputs()];
+                plan.forward_lanes(&windows, &mut lanes, &mut scratch);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                for (window, want) in windows
+                    .chunks_exact(plan.inputs)
+                    .zip(lanes.chunks_exact(plan.outputs()))
+                {
+                    let mut got = vec![f32::NAN; plan.outputs()];
+                    plan.forward(window, &mut got, &mut scratch);
+                    assert_eq!(bits(&got), bits(want), "{network} on {isa:?}");
                 }
             }
         }
