@@ -978,11 +978,10 @@ fn markdown(r: &BenchReport) -> String {
     s
 }
 
-/// The core's f32 FMA peak in GFLOP/s, measured: ten independent chains of 256-bit FMAs in
-/// registers (enough to cover the FMA latency on two pipes) for about 0.2 s.
-/// The measured FMA peak of one core: FMA instructions per second of the widest registers
-/// the engine's kernels use here (256-bit, or 512-bit where the CPU has AVX-512F, which the
-/// AVX2 kernels call on for long products), with the lanes per instruction.
+/// The measured FMA peak of one core: ten independent chains of FMAs in registers (enough to
+/// cover the FMA latency on two pipes), in the widest registers the engine's kernels use here
+/// (256-bit, or 512-bit where the CPU has AVX-512F, which the AVX2 kernels call on for long
+/// products): FMA instructions per second, with the lanes per instruction.
 fn measured_fma_peak() -> Option<FmaPeak> {
     #[cfg(target_arch = "x86_64")]
     if tns_engine::Isa::detect() == tns_engine::Isa::Avx2Fma {

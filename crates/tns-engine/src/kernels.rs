@@ -209,39 +209,10 @@ mod avx2 {
         }
     }
 
-    /// `N` 512-bit registers (16·N rows) of `y = b + W x`: [`gemv_block`]'s multiply-adds per
-    /// output, in its order (so its bits), sixteen outputs an instruction. Rows `r..r + 16·N`
-    /// whose active lanes `mask` leaves (all but the last register's are full).
+    /// The first `m` of a 512-bit register's 16 lanes (`m` from 1 to 16).
     #[inline(always)]
-    unsafe fn gemv_block512<const N: usize>(
-        cols: &[f32],
-        x: &[f32],
-        bias: &[f32],
-        y: &mut [f32],
-        (r, mask): (usize, __mmask16),
-    ) {
-        let rows = y.len();
-        let lanes = |k: usize| if k + 1 == N { mask } else { u16::MAX };
-        // SAFETY (whole body): the caller guarantees that the rows `mask` keeps lie below
-        // rows = y.len() = bias.len() and cols.len() ≥ rows · x.len(); masked-off lanes are
-        // neither read nor written (AVX-512 masked loads do not fault on them).
-        unsafe {
-            let mut acc = [_mm512_setzero_ps(); N];
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_maskz_loadu_ps(lanes(k), bias.as_ptr().add(r + 16 * k));
-            }
-            for (j, &xj) in x.iter().enumerate() {
-                let xv = _mm512_set1_ps(xj);
-                let col = cols.as_ptr().add(j * rows + r);
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let w = _mm512_maskz_loadu_ps(lanes(k), col.add(16 * k));
-                    *a = _mm512_fmadd_ps(w, xv, *a);
-                }
-            }
-            for (k, a) in acc.iter().enumerate() {
-                _mm512_mask_storeu_ps(y.as_mut_ptr().add(r + 16 * k), lanes(k), *a);
-            }
-        }
+    fn low_lanes(m: usize) -> __mmask16 {
+        if m >= 16 { u16::MAX } else { (1u16 << m) - 1 }
     }
 
     /// Rows from which [`Kernels::gemv`] calls out to [`gemv_avx512`]: the 96 of a GRU(·→32)'s
@@ -249,41 +220,38 @@ mod avx2 {
     /// take 192 cycles for, against the 128 of a 32-deep chain of 4-cycle multiply-adds.
     const GEMV_WIDE_FROM: usize = 64;
 
-    /// [`Kernels::gemv`] on 512-bit registers (see [`GEMV_WIDE_FROM`]): blocks of 6, 4, 2 and
-    /// 1 registers, the last rows masked.
+    /// [`Kernels::gemv`] on 512-bit registers (see [`GEMV_WIDE_FROM`]): one token of
+    /// [`gemv_rows_block512`], in blocks of 6 registers, then one block of the rest, its last
+    /// rows masked.
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn gemv_avx512(cols: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
         let rows = y.len();
         let mut r = 0;
-        let full = u16::MAX;
         // SAFETY: each block's rows stay below `rows` (loop conditions, and the tail's mask
         // keeps `rows − r` lanes); the caller checked the columns' length.
         unsafe {
             while r + 96 <= rows {
-                gemv_block512::<6>(cols, x, bias, y, (r, full));
+                gemv_rows_block512::<1, 6>(cols, x, bias, y, (0, r, u16::MAX));
                 r += 96;
             }
-            match (rows - r).div_ceil(16) {
+            let count = (rows - r).div_ceil(16);
+            let at = (0, r, low_lanes(rows - r - 16 * count.saturating_sub(1)));
+            match count {
                 0 => {}
-                count => {
-                    let left = rows - r - 16 * (count - 1);
-                    let mask = if left == 16 { full } else { (1u16 << left) - 1 };
-                    match count {
-                        1 => gemv_block512::<1>(cols, x, bias, y, (r, mask)),
-                        2 => gemv_block512::<2>(cols, x, bias, y, (r, mask)),
-                        3 => gemv_block512::<3>(cols, x, bias, y, (r, mask)),
-                        4 => gemv_block512::<4>(cols, x, bias, y, (r, mask)),
-                        5 => gemv_block512::<5>(cols, x, bias, y, (r, mask)),
-                        _ => gemv_block512::<6>(cols, x, bias, y, (r, mask)),
-                    }
-                }
+                1 => gemv_rows_block512::<1, 1>(cols, x, bias, y, at),
+                2 => gemv_rows_block512::<1, 2>(cols, x, bias, y, at),
+                3 => gemv_rows_block512::<1, 3>(cols, x, bias, y, at),
+                4 => gemv_rows_block512::<1, 4>(cols, x, bias, y, at),
+                5 => gemv_rows_block512::<1, 5>(cols, x, bias, y, at),
+                _ => gemv_rows_block512::<1, 6>(cols, x, bias, y, at),
             }
         }
     }
 
     /// Tokens `t..t + T` of `ys = b + W xs` (`[token, row]`) on 512-bit registers, rows
     /// `r..r + 16·N` whose last register keeps the lanes of `mask`: [`gemv_rows_block`] with
-    /// sixteen outputs an instruction, the same multiply-adds per output in the same order.
+    /// sixteen outputs an instruction, the same multiply-adds per output in the same order
+    /// (so, with one token, [`gemv_block`]'s).
     #[inline(always)]
     unsafe fn gemv_rows_block512<const T: usize, const N: usize>(
         cols: &[f32],
@@ -347,11 +315,10 @@ mod avx2 {
                 r += 32;
             }
             let left = rows - r;
-            let mask = |m: usize| if m == 16 { u16::MAX } else { (1u16 << m) - 1 };
             if left > 16 {
-                gemv_rows_block512::<T, 2>(cols, xs, bias, ys, (t, r, mask(left - 16)));
+                gemv_rows_block512::<T, 2>(cols, xs, bias, ys, (t, r, low_lanes(left - 16)));
             } else if left > 0 {
-                gemv_rows_block512::<T, 1>(cols, xs, bias, ys, (t, r, mask(left)));
+                gemv_rows_block512::<T, 1>(cols, xs, bias, ys, (t, r, low_lanes(left)));
             }
         }
     }
