@@ -5,12 +5,13 @@
 # GNU time's "Maximum resident set size".
 #
 #   bash bench/train/memory.sh      # → results/train/memory.md
+#   TNS=/path/to/tns OUT=/tmp/memory.md bash bench/train/memory.sh   # another binary, elsewhere
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p tns-cli
+tns=${TNS:-target/release/tns}
+[ -n "${TNS:-}" ] || cargo build --release -q -p tns-cli
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-tns=target/release/tns
 "$tns" data synth trajectory --regime turn --rows 52000 -o "$work/turn.csv" 2>/dev/null
 run() {
   local label=$1; shift
@@ -30,5 +31,5 @@ run() {
   run "generated turn, 52,000 rows × 4 columns" --data "$work/turn.csv" --time-column t
   run "EPF FR + BE prices, 5 columns" --data ../shared/data/epf_fr_be.csv --time-column ds \
       --series-column unique_id --targets y
-} > results/train/memory.md
-cat results/train/memory.md
+} > "${OUT:-results/train/memory.md}"
+cat "${OUT:-results/train/memory.md}"
