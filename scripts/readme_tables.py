@@ -106,7 +106,7 @@ def realdata():
 def train():
     return produced(
         "results/train/speed.md",
-        "target/nhits-venv/bin/python bench/train/run.py",
+        "bench/peers/.venv/bin/python bench/train/run.py",
         "files `results/train/speed.{json,md}`",
     )
 
