@@ -193,7 +193,7 @@ const TRIM_THRESHOLD: libc::c_int = 1 << 30;
 /// kernel (`munmap`, or trimming the threads' heaps), so the next allocation faults its pages
 /// in again and every return interrupts the other cores to flush their TLBs. Kept, the GRU,
 /// Mamba and transformer trained 1.12–1.23× faster at lookback 168 and System A 1.19–1.25×
-/// at lookback 336, for 5–11% more peak memory (results/train/allocator.md); memory freed
+/// at lookback 336, for 5–11% more peak memory (results/train/ab-allocator.md); memory freed
 /// after the peak stays with the process until it ends. The server, long-running and with
 /// small allocations, keeps glibc's defaults, and so does any run whose environment sets
 /// glibc's own malloc settings.

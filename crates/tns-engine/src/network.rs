@@ -808,7 +808,13 @@ fn softmax_blocks<K: Kernels, const G: usize>(
     }
     // The terms so far shrink by e^(old max − new max); each new one enters at
     // e^(score − new max) ≤ 1, so nothing overflows.
-    let shrink: [f32; G] = std::array::from_fn(|g| exp::<K>(max[g] - new_max[g]));
+    // A plain loop, not `array::from_fn`: a closure passed to a generic function may be
+    // compiled outside this function's target features, where `exp`'s multiply-adds are
+    // library calls.
+    let mut shrink = [0f32; G];
+    for ((s, &old), &new) in shrink.iter_mut().zip(max.iter()).zip(new_max.iter()) {
+        *s = exp::<K>(old - new);
+    }
     let rows = scores
         .chunks_exact_mut(KEY_BLOCK)
         .zip(acc.chunks_exact_mut(head));

@@ -3,15 +3,14 @@
 # that slow drifts of the machine hit both: `tns bench-zoo`'s one-epoch training rate
 # (windows per second, every core, validation included) at the real-data shape [168, 4] → 24,
 # and the process's peak RSS (GNU time); then `bench/train/memory.sh` under each (System A at
-# lookback 336: epoch seconds and peak RSS of `tns train`). Written for the allocator change (glibc keeping freed
-# memory, `keep_freed_memory` in crates/tns-cli/src/main.rs), usable for any two binaries.
+# lookback 336: epoch seconds and peak RSS of `tns train`).
 #
-#   bash bench/train/allocator.sh OLD_TNS NEW_TNS [RUNS] [NETWORKS]   # → results/train/allocator.md
+#   bash bench/train/ab.sh OLD_TNS NEW_TNS NAME [RUNS] [NETWORKS]   # → results/train/ab-NAME.md
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-usage="usage: bench/train/allocator.sh OLD_TNS NEW_TNS [RUNS] [NETWORKS]"
-a=${1:?$usage} b=${2:?$usage} runs=${3:-3}
-networks=${4:-gru:32;mamba:32,16,2,4,2;transformer:32,4,2,2,2;s4d:32,16,2}
+usage="usage: bench/train/ab.sh OLD_TNS NEW_TNS NAME [RUNS] [NETWORKS]"
+a=${1:?$usage} b=${2:?$usage} name=${3:?$usage} runs=${4:-3}
+networks=${5:-gru:32;mamba:32,16,2,4,2;transformer:32,4,2,2,2;s4d:32,16,2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for i in $(seq 1 "$runs"); do
@@ -27,10 +26,10 @@ for i in $(seq 1 "$runs"); do
     TNS=$bin OUT="$work/memory-$side-$i.md" bash bench/train/memory.sh > /dev/null
   done
 done
-python3 - "$work" "$runs" "$networks" "$@" <<'PY'
+python3 - "$work" "$runs" "$networks" "$name" "$@" <<'PY'
 import json, pathlib, shlex, statistics, sys
-work, runs, networks = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-args = shlex.join(sys.argv[4:])
+work, runs, networks, name = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+args = shlex.join(sys.argv[5:])
 rates, rss = {}, {}
 for side in "ab":
     for i in range(1, runs + 1):
@@ -39,7 +38,7 @@ for side in "ab":
             rates.setdefault((r["network"], side), []).append(r["train_windows_per_second"])
 names = list(dict.fromkeys(n for n, _ in rates))
 lines = [
-    f"Produced by `bash bench/train/allocator.sh {args}` (`tns bench-zoo --shapes real-data`: "
+    f"Produced by `bash bench/train/ab.sh {args}` (`tns bench-zoo --shapes real-data`: "
     f"one epoch of training on every core, [168, 4] → 24, System A over each network; "
     f"{runs} runs per binary, alternately; medians, every run in brackets).",
     "",
@@ -61,7 +60,7 @@ for i in range(1, runs + 1):
         for row in (work / f"memory-{side}-{i}.md").read_text().splitlines():
             if row.startswith("| ") and not row.startswith("| data"):
                 lines.append(f"| {i} | {label} {row}")
-out = pathlib.Path("results/train/allocator.md")
+out = pathlib.Path("results/train") / f"ab-{name}.md"
 out.write_text("\n".join(lines) + "\n")
 print(out.read_text())
 PY
