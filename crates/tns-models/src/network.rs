@@ -342,27 +342,12 @@ impl MambaBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let (e, n, r, k) = (
-            self.dims.inner,
-            self.dims.state,
-            self.dims.rank,
-            self.dims.conv,
-        );
-        let steps = x.dim(1)?;
+        let (e, n, r) = (self.dims.inner, self.dims.state, self.dims.rank);
         let project = |x: &Tensor, w: &Tensor| x.broadcast_matmul(&w.t()?);
         let xz = project(&rms_norm(x, &self.norm)?, &self.input)?;
         let (v, z) = (xz.narrow(2, 0, e)?, xz.narrow(2, e, e)?);
         // The causal depthwise convolution: tap j reads row t − (k − 1 − j).
-        let padded = v.pad_with_zeros(1, k - 1, 0)?;
-        let mut convolved = self.conv_bias.clone();
-        for tap in 0..k {
-            let w = self.conv.narrow(1, tap, 1)?.squeeze(1)?;
-            convolved = padded
-                .narrow(1, tap, steps)?
-                .broadcast_mul(&w)?
-                .broadcast_add(&convolved)?;
-        }
-        let v = convolved.silu()?;
+        let v = crate::fused::causal_depthwise_conv(&v, &self.conv, &self.conv_bias)?.silu()?;
         let dbc = project(&v, &self.x_proj)?;
         let delta = softplus(&self.dt.forward(&dbc.narrow(2, 0, r)?.contiguous()?)?)?;
         let (b, c) = (dbc.narrow(2, r, n)?, dbc.narrow(2, r + n, n)?);

@@ -17,7 +17,11 @@
 //! [`SHARD_ROWS`] in parallel; the shards' weight gradients are summed in shard order, so a
 //! result does not depend on the number of threads. Multiply-adds are fused only in the
 //! AVX2 + FMA build: elsewhere `mul_add` is a slow library call.
+//!
+//! Mamba's selective scan ([`selective_scan`]) and its short causal depthwise convolution
+//! ([`causal_depthwise_conv`]) are fused ops of the same kind.
 
+mod conv;
 mod gru;
 mod lstm;
 mod scan;
@@ -28,6 +32,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
 
+pub use conv::causal_depthwise_conv;
 pub use gru::Gru;
 pub use lstm::Lstm;
 pub use scan::selective_scan;
