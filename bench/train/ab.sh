@@ -6,6 +6,7 @@
 # lookback 336: epoch seconds and peak RSS of `tns train`).
 #
 #   bash bench/train/ab.sh OLD_TNS NEW_TNS NAME [RUNS] [NETWORKS]   # → results/train/ab-NAME.md
+#   MEMORY=0 bash bench/train/ab.sh …   # the training rates only, without memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 usage="usage: bench/train/ab.sh OLD_TNS NEW_TNS NAME [RUNS] [NETWORKS]"
@@ -20,7 +21,9 @@ for i in $(seq 1 "$runs"); do
         --shapes real-data --calls 100 --warmup 10 --out "$work/$side-$i" > /dev/null 2>&1
   done
 done
-for i in $(seq 1 "$runs"); do
+memory_runs=$runs
+[ "${MEMORY:-1}" = 0 ] && memory_runs=0
+for i in $(seq 1 "$memory_runs"); do
   for side in a b; do
     bin=$a; [ "$side" = b ] && bin=$b
     TNS=$bin OUT="$work/memory-$side-$i.md" bash bench/train/memory.sh > /dev/null
@@ -37,8 +40,10 @@ for side in "ab":
         for r in json.loads((work / f"{side}-{i}" / "zoo.json").read_text()):
             rates.setdefault((r["network"], side), []).append(r["train_windows_per_second"])
 names = list(dict.fromkeys(n for n, _ in rates))
+memory_runs = sorted(work.glob("memory-*.md"))
+env = "" if memory_runs else "MEMORY=0 "
 lines = [
-    f"Produced by `bash bench/train/ab.sh {args}` (`tns bench-zoo --shapes real-data`: "
+    f"Produced by `{env}bash bench/train/ab.sh {args}` (`tns bench-zoo --shapes real-data`: "
     f"one epoch of training on every core, [168, 4] → 24, System A over each network; "
     f"{runs} runs per binary, alternately; medians, every run in brackets).",
     "",
@@ -53,9 +58,9 @@ for n in names:
 lines += ["", "| binary | peak RSS of the whole run, MiB (every run) |", "|---|---|"]
 for side, label in (("a", "A"), ("b", "B")):
     lines.append(f"| {label} | {', '.join(f'{x:.0f}' for x in rss[side])} |")
-lines += ["", "`bash bench/train/memory.sh` under each binary (System A, lookback 336, one epoch of `tns train`):", "",
+lines += [] if not memory_runs else ["", "`bash bench/train/memory.sh` under each binary (System A, lookback 336, one epoch of `tns train`):", "",
           "| run | binary | data | training windows | peak RSS MiB | epoch seconds |", "|---:|---|---|---:|---:|---:|"]
-for i in range(1, runs + 1):
+for i in range(1, runs + 1 if memory_runs else 1):
     for side, label in (("a", "A"), ("b", "B")):
         for row in (work / f"memory-{side}-{i}.md").read_text().splitlines():
             if row.startswith("| ") and not row.startswith("| data"):

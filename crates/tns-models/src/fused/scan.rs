@@ -65,7 +65,9 @@ impl Dims {
 }
 
 /// One row forward: writes `o` `[L, E]`; with `trace`, each step's decays and states
-/// (`[L, E, N]` each).
+/// (`[L, N, E]` each: mode by mode, so that a step's loops run along the independent
+/// channels and each channel's read-out sum, taken over the modes in order, is a lane of a
+/// register rather than a chain of dependent additions).
 fn forward_row<T: Real>(
     inputs: &[T],
     modes: &[T],
@@ -74,28 +76,45 @@ fn forward_row<T: Real>(
     o: &mut [T],
     mut trace: Option<(&mut [T], &mut [T])>,
 ) {
-    let (e_n, n) = (d.inner * d.state, d.state);
+    let (e, n) = (d.inner, d.state);
+    let e_n = e * n;
     let (a, skip) = params.split_at(e_n);
+    let a_by_mode: Vec<T> = (0..n)
+        .flat_map(|k| (0..e).map(move |c| a[c * n + k]))
+        .collect();
     let mut h = vec![T::zero(); e_n];
     let mut decay = vec![T::zero(); e_n];
+    let mut dv = vec![T::zero(); e];
     for t in 0..d.steps {
-        let (delta, v) = inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at(d.inner);
+        let (delta, v) = inputs[t * 2 * e..(t + 1) * 2 * e].split_at(e);
         let (b, c) = modes[t * 2 * n..(t + 1) * 2 * n].split_at(n);
-        for (e, row) in decay.chunks_exact_mut(n.max(1)).enumerate() {
-            for (x, &ai) in row.iter_mut().zip(&a[e * n..(e + 1) * n]) {
-                *x = delta[e] * ai;
+        for (row, a_k) in decay
+            .chunks_exact_mut(e.max(1))
+            .zip(a_by_mode.chunks_exact(e.max(1)))
+        {
+            for ((x, &ai), &dl) in row.iter_mut().zip(a_k).zip(delta) {
+                *x = dl * ai;
             }
         }
         T::exp_in_place(&mut decay);
-        for e in 0..d.inner {
-            let dv = delta[e] * v[e];
-            let mut acc = skip[e] * v[e];
-            for k in 0..n {
-                let i = e * n + k;
-                h[i] = decay[i] * h[i] + dv * b[k];
-                acc = acc + c[k] * h[i];
+        let acc = &mut o[t * e..(t + 1) * e];
+        for (((dv, acc), &dl), (&vv, &sk)) in dv
+            .iter_mut()
+            .zip(acc.iter_mut())
+            .zip(delta)
+            .zip(v.iter().zip(skip))
+        {
+            *dv = dl * vv;
+            *acc = sk * vv;
+        }
+        let mode_rows = h
+            .chunks_exact_mut(e.max(1))
+            .zip(decay.chunks_exact(e.max(1)));
+        for ((hk, dk), (&bk, &ck)) in mode_rows.zip(b.iter().zip(c)) {
+            for (((h, &decay), &dv), acc) in hk.iter_mut().zip(dk).zip(&dv).zip(acc.iter_mut()) {
+                *h = decay * *h + dv * bk;
+                *acc = *acc + ck * *h;
             }
-            o[t * d.inner + e] = acc;
         }
         if let Some((decays, states)) = trace.as_mut() {
             decays[t * e_n..(t + 1) * e_n].copy_from_slice(&decay);
@@ -143,16 +162,17 @@ fn backward_row<T: Real>(
             d_skip[e] = d_skip[e] + gy * v[e];
             let mut gd = T::zero();
             for k in 0..n {
-                let i = e * n + k;
-                let decay = decays[t * e_n + i];
+                // `i` in `A`'s `[E, N]`, `j` in the trace's `[N, E]`.
+                let (i, j) = (e * n + k, k * d.inner + e);
+                let decay = decays[t * e_n + j];
                 let before = if t > 0 {
-                    states[(t - 1) * e_n + i]
+                    states[(t - 1) * e_n + j]
                 } else {
                     T::zero()
                 };
                 // The state's whole gradient: through the read-out now and the next step.
                 let gh = dh[i] + gy * c[k];
-                d_c[k] = d_c[k] + gy * states[t * e_n + i];
+                d_c[k] = d_c[k] + gy * states[t * e_n + j];
                 // h_t = decay · h_{t−1} + Δ B v, decay = exp(Δ A).
                 let g_decay = gh * before * decay;
                 gd = gd + g_decay * a[i] + gh * b[k] * v[e];
