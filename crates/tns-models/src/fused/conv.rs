@@ -10,16 +10,19 @@
 //! same values); the weight gradients are summed in shard order, so a result does not depend
 //! on the number of threads.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Real, SHARD_ROWS, contiguous};
+use super::{Fused3, Kernels3, Real, SHARD_ROWS};
 
 /// The convolution of `v` `[B, L, E]` with taps `w` `[E, k]` and `bias` `[E]` → `[B, L, E]`.
 /// All f32 or all f64.
 pub fn causal_depthwise_conv(v: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    v.contiguous()?
-        .apply_op3(&w.contiguous()?, &bias.contiguous()?, CausalDepthwiseConv)
+    v.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &bias.contiguous()?,
+        Fused3(CausalDepthwiseConv),
+    )
 }
 
 /// Sizes of one call.
@@ -110,123 +113,76 @@ fn backward_row<T: Real>(
     }
 }
 
-fn forward<T: Real>(v: &[T], w: &[T], bias: &[T], d: Dims) -> Vec<T> {
-    let taps = by_tap(w, d);
-    let per_row = (d.steps * d.channels).max(1);
-    let mut y = vec![T::zero(); d.batch * d.steps * d.channels];
-    y.par_chunks_mut(per_row)
-        .zip(v.par_chunks(per_row))
-        .for_each(|(y, v)| forward_row(v, &taps, bias, d, y));
-    y
-}
-
-fn backward<T: Real>(v: &[T], w: &[T], g: &[T], d: Dims) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let taps = by_tap(w, d);
-    let (per_row, e) = ((d.steps * d.channels).max(1), d.channels);
-    let mut dv = vec![T::zero(); v.len()];
-    let partials: Vec<(Vec<T>, Vec<T>)> = dv
-        .par_chunks_mut(SHARD_ROWS * per_row)
-        .zip(v.par_chunks(SHARD_ROWS * per_row))
-        .zip(g.par_chunks(SHARD_ROWS * per_row))
-        .map(|((dv, v), g)| {
-            let (mut d_taps, mut d_bias) = (vec![T::zero(); taps.len()], vec![T::zero(); e]);
-            let rows = dv
-                .chunks_exact_mut(per_row)
-                .zip(v.chunks_exact(per_row))
-                .zip(g.chunks_exact(per_row));
-            for ((dv, v), g) in rows {
-                backward_row(v, &taps, g, d, dv, &mut d_taps, &mut d_bias);
-            }
-            (d_taps, d_bias)
-        })
-        .collect();
-    let (mut d_taps, mut d_bias) = (vec![T::zero(); taps.len()], vec![T::zero(); e]);
-    for (dt, db) in partials {
-        for (sum, x) in d_taps.iter_mut().zip(dt) {
-            *sum = *sum + x;
-        }
-        for (sum, x) in d_bias.iter_mut().zip(db) {
-            *sum = *sum + x;
-        }
-    }
-    // Back from `[k, E]` to the weight's `[E, k]`.
-    let dw = (0..e)
-        .flat_map(|c| (0..d.taps).map(move |j| (c, j)))
-        .map(|(c, j)| d_taps[j * e + c])
-        .collect();
-    (dv, dw, d_bias)
-}
-
-/// The op on `(v, w, bias)`.
+/// The kernels of the op on `(v, w, bias)`.
 struct CausalDepthwiseConv;
 
-impl CustomOp3 for CausalDepthwiseConv {
+impl Kernels3 for CausalDepthwiseConv {
+    type Dims = Dims;
+
     fn name(&self) -> &'static str {
-        "causal-depthwise-conv"
+        "causal depthwise convolution"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
-        let shape = l1.shape().clone();
-        match (s1, s2, s3) {
-            (CpuStorage::F32(v), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (v, w, b) = (contiguous(v, l1)?, contiguous(w, l2)?, contiguous(b, l3)?);
-                Ok((CpuStorage::F32(forward(v, w, b, d)), shape))
-            }
-            (CpuStorage::F64(v), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (v, w, b) = (contiguous(v, l1)?, contiguous(w, l2)?, contiguous(b, l3)?);
-                Ok((CpuStorage::F64(forward(v, w, b, d)), shape))
-            }
-            _ => Err(candle_core::Error::Msg(
-                "causal depthwise convolution: inputs must all be f32 or all f64".into(),
-            )),
-        }
+    fn dims(&self, v: &Shape, w: &Shape, bias: &Shape) -> candle_core::Result<Dims> {
+        Dims::of(v, w, bias)
     }
 
-    fn bwd(
+    fn output_shape(&self, d: Dims) -> Shape {
+        Shape::from((d.batch, d.steps, d.channels))
+    }
+
+    fn forward<T: Real>(&self, v: &[T], w: &[T], bias: &[T], d: Dims) -> Vec<T> {
+        let taps = by_tap(w, d);
+        let per_row = (d.steps * d.channels).max(1);
+        let mut y = vec![T::zero(); d.batch * d.steps * d.channels];
+        y.par_chunks_mut(per_row)
+            .zip(v.par_chunks(per_row))
+            .for_each(|(y, v)| forward_row(v, &taps, bias, d, y));
+        y
+    }
+
+    fn backward<T: Real>(
         &self,
-        v: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = Dims::of(v.shape(), w.shape(), bias.shape())?;
-        let device = v.device();
-        let flat = |t: &Tensor| t.flatten_all();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (x, k, g) = (
-                    flat(v)?.to_vec1::<$t>()?,
-                    flat(w)?.to_vec1::<$t>()?,
-                    flat(&grad_res.to_dtype(v.dtype())?)?.to_vec1::<$t>()?,
-                );
-                let (dv, dw, db) = backward::<$t>(&x, &k, &g, d);
-                (
-                    Tensor::from_vec(dv, v.shape(), device)?,
-                    Tensor::from_vec(dw, w.shape(), device)?,
-                    Tensor::from_vec(db, bias.shape(), device)?,
-                )
-            }};
-        }
-        let (dv, dw, db) = match v.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            other => {
-                return Err(candle_core::Error::Msg(format!(
-                    "causal depthwise convolution: no backward for {other:?}"
-                )));
+        v: &[T],
+        w: &[T],
+        _: &[T],
+        g: &[T],
+        d: Dims,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let taps = by_tap(w, d);
+        let (per_row, e) = ((d.steps * d.channels).max(1), d.channels);
+        let mut dv = vec![T::zero(); v.len()];
+        let partials: Vec<(Vec<T>, Vec<T>)> = dv
+            .par_chunks_mut(SHARD_ROWS * per_row)
+            .zip(v.par_chunks(SHARD_ROWS * per_row))
+            .zip(g.par_chunks(SHARD_ROWS * per_row))
+            .map(|((dv, v), g)| {
+                let (mut d_taps, mut d_bias) = (vec![T::zero(); taps.len()], vec![T::zero(); e]);
+                let rows = dv
+                    .chunks_exact_mut(per_row)
+                    .zip(v.chunks_exact(per_row))
+                    .zip(g.chunks_exact(per_row));
+                for ((dv, v), g) in rows {
+                    backward_row(v, &taps, g, d, dv, &mut d_taps, &mut d_bias);
+                }
+                (d_taps, d_bias)
+            })
+            .collect();
+        let (mut d_taps, mut d_bias) = (vec![T::zero(); taps.len()], vec![T::zero(); e]);
+        for (dt, db) in partials {
+            for (sum, x) in d_taps.iter_mut().zip(dt) {
+                *sum = *sum + x;
             }
-        };
-        Ok((Some(dv), Some(dw), Some(db)))
+            for (sum, x) in d_bias.iter_mut().zip(db) {
+                *sum = *sum + x;
+            }
+        }
+        // Back from `[k, E]` to the weight's `[E, k]`.
+        let dw = (0..e)
+            .flat_map(|c| (0..d.taps).map(move |j| (c, j)))
+            .map(|(c, j)| d_taps[j * e + c])
+            .collect();
+        (dv, dw, d_bias)
     }
 }
 

@@ -70,10 +70,10 @@ pub fn sequence<C: Cell>(
     x.contiguous()?.apply_op3(
         &weights.contiguous()?,
         &biases.contiguous()?,
-        Sequence::<C> {
+        Fused3(Sequence::<C> {
             states,
             cell: PhantomData,
-        },
+        }),
     )
 }
 
@@ -698,6 +698,107 @@ fn backward<C: Cell, T: Real>(
     (dx, dw, db)
 }
 
+/// The kernels of a fused op on three tensors, generic over the float type; [`Fused3`] runs
+/// them as a Candle op in f32 or f64 (the recurrent sequences, the selective scan, the causal
+/// convolution).
+trait Kernels3: Send + Sync + 'static {
+    /// The sizes of one call.
+    type Dims: Copy;
+    /// The op's name, in Candle's graph and in errors.
+    fn name(&self) -> &'static str;
+    /// The sizes, or an error if the three shapes do not fit together.
+    fn dims(&self, a: &Shape, b: &Shape, c: &Shape) -> candle_core::Result<Self::Dims>;
+    /// The output's shape.
+    fn output_shape(&self, d: Self::Dims) -> Shape;
+    /// The output from the three inputs (contiguous).
+    fn forward<T: Real>(&self, a: &[T], b: &[T], c: &[T], d: Self::Dims) -> Vec<T>;
+    /// The three inputs' gradients from the output's `g`.
+    fn backward<T: Real>(
+        &self,
+        a: &[T],
+        b: &[T],
+        c: &[T],
+        g: &[T],
+        d: Self::Dims,
+    ) -> (Vec<T>, Vec<T>, Vec<T>);
+}
+
+/// The Candle op of the kernels `K`.
+struct Fused3<K>(K);
+
+impl<K: Kernels3> CustomOp3 for Fused3<K> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.0.dims(l1.shape(), l2.shape(), l3.shape())?;
+        let shape = self.0.output_shape(d);
+        match (s1, s2, s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                let (a, b, c) = (contiguous(a, l1)?, contiguous(b, l2)?, contiguous(c, l3)?);
+                Ok((CpuStorage::F32(self.0.forward(a, b, c, d)), shape))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                let (a, b, c) = (contiguous(a, l1)?, contiguous(b, l2)?, contiguous(c, l3)?);
+                Ok((CpuStorage::F64(self.0.forward(a, b, c, d)), shape))
+            }
+            _ => Err(candle_core::Error::Msg(format!(
+                "{}: inputs must all be f32 or all f64",
+                self.0.name()
+            ))),
+        }
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.0.dims(a.shape(), b.shape(), c.shape())?;
+        let device = a.device();
+        let flat = |t: &Tensor| t.flatten_all();
+        macro_rules! run {
+            ($t:ty) => {{
+                let (xa, xb, xc, g) = (
+                    flat(a)?.to_vec1::<$t>()?,
+                    flat(b)?.to_vec1::<$t>()?,
+                    flat(c)?.to_vec1::<$t>()?,
+                    flat(&grad_res.to_dtype(a.dtype())?)?.to_vec1::<$t>()?,
+                );
+                let (da, db, dc) = self.0.backward::<$t>(&xa, &xb, &xc, &g, d);
+                (
+                    Tensor::from_vec(da, a.shape(), device)?,
+                    Tensor::from_vec(db, b.shape(), device)?,
+                    Tensor::from_vec(dc, c.shape(), device)?,
+                )
+            }};
+        }
+        let (da, db, dc) = match a.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            other => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: no backward for {other:?}",
+                    self.0.name()
+                )));
+            }
+        };
+        Ok((Some(da), Some(db), Some(dc)))
+    }
+}
+
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -713,79 +814,37 @@ struct Sequence<C> {
     cell: PhantomData<C>,
 }
 
-impl<C: Cell> CustomOp3 for Sequence<C> {
+impl<C: Cell> Kernels3 for Sequence<C> {
+    type Dims = Dims;
+
     fn name(&self) -> &'static str {
         C::NAME
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = Dims::of::<C>(l1.shape(), l2.shape(), l3.shape(), self.states)?;
-        let shape = match self.states {
+    fn dims(&self, x: &Shape, weights: &Shape, biases: &Shape) -> candle_core::Result<Dims> {
+        Dims::of::<C>(x, weights, biases, self.states)
+    }
+
+    fn output_shape(&self, d: Dims) -> Shape {
+        match self.states {
             States::All => Shape::from((d.batch, d.steps, d.hidden)),
             States::Last => Shape::from((d.batch, d.hidden)),
-        };
-        match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (contiguous(x, l1)?, contiguous(w, l2)?, contiguous(b, l3)?);
-                Ok((CpuStorage::F32(forward::<C, f32>(x, w, b, d)), shape))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (x, w, b) = (contiguous(x, l1)?, contiguous(w, l2)?, contiguous(b, l3)?);
-                Ok((CpuStorage::F64(forward::<C, f64>(x, w, b, d)), shape))
-            }
-            _ => Err(candle_core::Error::Msg(format!(
-                "{}: inputs must all be f32 or all f64",
-                C::NAME
-            ))),
         }
     }
 
-    fn bwd(
+    fn forward<T: Real>(&self, x: &[T], weights: &[T], biases: &[T], d: Dims) -> Vec<T> {
+        forward::<C, T>(x, weights, biases, d)
+    }
+
+    fn backward<T: Real>(
         &self,
-        x: &Tensor,
-        weights: &Tensor,
-        biases: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = Dims::of::<C>(x.shape(), weights.shape(), biases.shape(), self.states)?;
-        let device = x.device();
-        let flat = |t: &Tensor| t.flatten_all();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (xs, w, b, g) = (
-                    flat(x)?.to_vec1::<$t>()?,
-                    flat(weights)?.to_vec1::<$t>()?,
-                    flat(biases)?.to_vec1::<$t>()?,
-                    flat(&grad_res.to_dtype(x.dtype())?)?.to_vec1::<$t>()?,
-                );
-                let (dx, dw, db) = backward::<C, $t>(&xs, &w, &b, &g, d);
-                (
-                    Tensor::from_vec(dx, x.shape(), device)?,
-                    Tensor::from_vec(dw, weights.shape(), device)?,
-                    Tensor::from_vec(db, biases.shape(), device)?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            other => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{}: no backward for {other:?}",
-                    C::NAME
-                )));
-            }
-        };
-        Ok((Some(dx), Some(dw), Some(db)))
+        x: &[T],
+        weights: &[T],
+        biases: &[T],
+        g: &[T],
+        d: Dims,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        backward::<C, T>(x, weights, biases, g, d)
     }
 }
 

@@ -10,10 +10,10 @@
 //! The weight gradients (`A`, `D`) are summed in shard order, so a result does not depend on
 //! the number of threads.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Real, SHARD_ROWS, contiguous};
+use super::{Fused3, Kernels3, Real, SHARD_ROWS};
 
 /// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
 /// `[B, L, N]` and `skip` (`D`) `[E]` → `o` `[B, L, E]`. All f32 or all f64.
@@ -28,7 +28,7 @@ pub fn selective_scan(
     let inputs = Tensor::cat(&[delta, v], 2)?.contiguous()?;
     let modes = Tensor::cat(&[b, c], 2)?.contiguous()?;
     let params = Tensor::cat(&[&a.flatten_all()?, skip], 0)?.contiguous()?;
-    inputs.apply_op3(&modes, &params, SelectiveScan)
+    inputs.apply_op3(&modes, &params, Fused3(SelectiveScan))
 }
 
 /// Sizes of one call.
@@ -187,150 +187,96 @@ fn backward_row<T: Real>(
     }
 }
 
-fn forward<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims) -> Vec<T> {
-    let mut o = vec![T::zero(); d.batch * d.steps * d.inner];
-    let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
-    o.par_chunks_mut((d.steps * d.inner).max(1))
-        .enumerate()
-        .for_each(|(r, row)| {
-            forward_row(
-                &inputs[r * per_in..(r + 1) * per_in],
-                &modes[r * per_modes..(r + 1) * per_modes],
-                params,
-                d,
-                row,
-                None,
-            );
-        });
-    o
-}
+/// The kernels of the op on `([Δ | v], [B | C], [A | D])`.
+struct SelectiveScan;
 
-fn backward<T: Real>(
-    inputs: &[T],
-    modes: &[T],
-    params: &[T],
-    g: &[T],
-    d: Dims,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let (per_in, per_modes, per_out) = (
-        (d.steps * 2 * d.inner).max(1),
-        (d.steps * 2 * d.state).max(1),
-        d.steps * d.inner,
-    );
-    let mut d_inputs = vec![T::zero(); inputs.len()];
-    let mut d_modes = vec![T::zero(); modes.len()];
-    let partials: Vec<Vec<T>> = d_inputs
-        .par_chunks_mut(SHARD_ROWS * per_in)
-        .zip(d_modes.par_chunks_mut(SHARD_ROWS * per_modes))
-        .enumerate()
-        .map(|(shard, (di, dm))| {
-            let mut d_params = vec![T::zero(); params.len()];
-            for (j, (di, dm)) in di
-                .chunks_exact_mut(per_in)
-                .zip(dm.chunks_exact_mut(per_modes))
-                .enumerate()
-            {
-                let r = shard * SHARD_ROWS + j;
-                backward_row(
+impl Kernels3 for SelectiveScan {
+    type Dims = Dims;
+
+    fn name(&self) -> &'static str {
+        "selective scan"
+    }
+
+    fn dims(&self, inputs: &Shape, modes: &Shape, params: &Shape) -> candle_core::Result<Dims> {
+        Dims::of(inputs, modes, params)
+    }
+
+    fn output_shape(&self, d: Dims) -> Shape {
+        Shape::from((d.batch, d.steps, d.inner))
+    }
+
+    fn forward<T: Real>(&self, inputs: &[T], modes: &[T], params: &[T], d: Dims) -> Vec<T> {
+        let mut o = vec![T::zero(); d.batch * d.steps * d.inner];
+        let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
+        o.par_chunks_mut((d.steps * d.inner).max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                forward_row(
                     &inputs[r * per_in..(r + 1) * per_in],
                     &modes[r * per_modes..(r + 1) * per_modes],
                     params,
-                    &g[r * per_out..(r + 1) * per_out],
                     d,
-                    di,
-                    dm,
-                    &mut d_params,
+                    row,
+                    None,
                 );
-            }
-            d_params
-        })
-        .collect();
-    let mut d_params = vec![T::zero(); params.len()];
-    for partial in partials {
-        for (sum, p) in d_params.iter_mut().zip(partial) {
-            *sum = *sum + p;
-        }
-    }
-    (d_inputs, d_modes, d_params)
-}
-
-/// The op on `([Δ | v], [B | C], [A | D])`.
-struct SelectiveScan;
-
-impl CustomOp3 for SelectiveScan {
-    fn name(&self) -> &'static str {
-        "selective-scan"
+            });
+        o
     }
 
-    fn cpu_fwd(
+    fn backward<T: Real>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
-        let shape = Shape::from((d.batch, d.steps, d.inner));
-        match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(m), CpuStorage::F32(p)) => {
-                let (x, m, p) = (contiguous(x, l1)?, contiguous(m, l2)?, contiguous(p, l3)?);
-                Ok((CpuStorage::F32(forward(x, m, p, d)), shape))
+        inputs: &[T],
+        modes: &[T],
+        params: &[T],
+        g: &[T],
+        d: Dims,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (per_in, per_modes, per_out) = (
+            (d.steps * 2 * d.inner).max(1),
+            (d.steps * 2 * d.state).max(1),
+            d.steps * d.inner,
+        );
+        let mut d_inputs = vec![T::zero(); inputs.len()];
+        let mut d_modes = vec![T::zero(); modes.len()];
+        let partials: Vec<Vec<T>> = d_inputs
+            .par_chunks_mut(SHARD_ROWS * per_in)
+            .zip(d_modes.par_chunks_mut(SHARD_ROWS * per_modes))
+            .enumerate()
+            .map(|(shard, (di, dm))| {
+                let mut d_params = vec![T::zero(); params.len()];
+                for (j, (di, dm)) in di
+                    .chunks_exact_mut(per_in)
+                    .zip(dm.chunks_exact_mut(per_modes))
+                    .enumerate()
+                {
+                    let r = shard * SHARD_ROWS + j;
+                    backward_row(
+                        &inputs[r * per_in..(r + 1) * per_in],
+                        &modes[r * per_modes..(r + 1) * per_modes],
+                        params,
+                        &g[r * per_out..(r + 1) * per_out],
+                        d,
+                        di,
+                        dm,
+                        &mut d_params,
+                    );
+                }
+                d_params
+            })
+            .collect();
+        let mut d_params = vec![T::zero(); params.len()];
+        for partial in partials {
+            for (sum, p) in d_params.iter_mut().zip(partial) {
+                *sum = *sum + p;
             }
-            (CpuStorage::F64(x), CpuStorage::F64(m), CpuStorage::F64(p)) => {
-                let (x, m, p) = (contiguous(x, l1)?, contiguous(m, l2)?, contiguous(p, l3)?);
-                Ok((CpuStorage::F64(forward(x, m, p, d)), shape))
-            }
-            _ => Err(candle_core::Error::Msg(
-                "selective scan: inputs must all be f32 or all f64".into(),
-            )),
         }
-    }
-
-    fn bwd(
-        &self,
-        inputs: &Tensor,
-        modes: &Tensor,
-        params: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = Dims::of(inputs.shape(), modes.shape(), params.shape())?;
-        let device = inputs.device();
-        let flat = |t: &Tensor| t.flatten_all();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (x, m, p, g) = (
-                    flat(inputs)?.to_vec1::<$t>()?,
-                    flat(modes)?.to_vec1::<$t>()?,
-                    flat(params)?.to_vec1::<$t>()?,
-                    flat(&grad_res.to_dtype(inputs.dtype())?)?.to_vec1::<$t>()?,
-                );
-                let (dx, dm, dp) = backward::<$t>(&x, &m, &p, &g, d);
-                (
-                    Tensor::from_vec(dx, inputs.shape(), device)?,
-                    Tensor::from_vec(dm, modes.shape(), device)?,
-                    Tensor::from_vec(dp, params.shape(), device)?,
-                )
-            }};
-        }
-        let (dx, dm, dp) = match inputs.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            other => {
-                return Err(candle_core::Error::Msg(format!(
-                    "selective scan: no backward for {other:?}"
-                )));
-            }
-        };
-        Ok((Some(dx), Some(dm), Some(dp)))
+        (d_inputs, d_modes, d_params)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     use super::*;
 
