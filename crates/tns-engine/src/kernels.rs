@@ -1065,7 +1065,9 @@ pub(crate) fn max_of(values: &[f32], init: f32) -> f32 {
 
 /// `ln(1 + t)` for `t ∈ [0, 1]` to about 1e-7 relative, branch-free: `2 atanh s` with
 /// `s = t / (2 + t) ∈ [0, 1/3]`, its odd series to `s¹⁵` (the first term left out,
-/// `s¹⁷/17 · 2`, is below 2e-9 · 2s). No cancellation for small `t`: `2s ≈ t`.
+/// `s¹⁷/17 · 2`, is below 2e-9 · 2s). No cancellation for small `t`: `2s ≈ t`. Only the
+/// x86-64 kernels use it (the portable ones call the C library), and the tests.
+#[cfg(any(target_arch = "x86_64", test))]
 #[inline(always)]
 pub(crate) fn ln_1p_unit<K: Kernels>(t: f32) -> f32 {
     let s = t / (2.0 + t);
