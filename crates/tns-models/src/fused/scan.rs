@@ -64,10 +64,22 @@ impl Dims {
     }
 }
 
+/// `[A | D]` with `A` `[E, N]` laid out by mode, `[N, E]`, as the rows take it (done once a
+/// call, not once a row).
+fn by_mode<T: Real>(params: &[T], d: Dims) -> Vec<T> {
+    let (e, n) = (d.inner, d.state);
+    let (a, skip) = params.split_at(e * n);
+    (0..n)
+        .flat_map(|k| (0..e).map(move |c| a[c * n + k]))
+        .chain(skip.iter().copied())
+        .collect()
+}
+
 /// One row forward: writes `o` `[L, E]`; with `trace`, each step's decays and states
 /// (`[L, N, E]` each: mode by mode, so that a step's loops run along the independent
 /// channels and each channel's read-out sum, taken over the modes in order, is a lane of a
-/// register rather than a chain of dependent additions).
+/// register rather than a chain of dependent additions). `params` as [`by_mode`] lays them
+/// out.
 fn forward_row<T: Real>(
     inputs: &[T],
     modes: &[T],
@@ -78,10 +90,7 @@ fn forward_row<T: Real>(
 ) {
     let (e, n) = (d.inner, d.state);
     let e_n = e * n;
-    let (a, skip) = params.split_at(e_n);
-    let a_by_mode: Vec<T> = (0..n)
-        .flat_map(|k| (0..e).map(move |c| a[c * n + k]))
-        .collect();
+    let (a_by_mode, skip) = params.split_at(e_n);
     let mut h = vec![T::zero(); e_n];
     let mut decay = vec![T::zero(); e_n];
     let mut dv = vec![T::zero(); e];
@@ -124,7 +133,8 @@ fn forward_row<T: Real>(
 }
 
 /// One row backward from `g` (`dLoss/do`, `[L, E]`): writes the row's `[dΔ | dv]` and
-/// `[dB | dC]` and adds `[dA | dD]` to `d_params`.
+/// `[dB | dC]` and adds `[dA | dD]` to `d_params` (`dA` `[E, N]`). `params` as [`by_mode`]
+/// lays them out.
 #[allow(clippy::too_many_arguments)]
 fn backward_row<T: Real>(
     inputs: &[T],
@@ -148,7 +158,7 @@ fn backward_row<T: Real>(
         &mut o,
         Some((&mut decays, &mut states)),
     );
-    let (a, skip) = params.split_at(e_n);
+    let (a_by_mode, skip) = params.split_at(e_n);
     let (d_a, d_skip) = d_params.split_at_mut(e_n);
     let mut dh = vec![T::zero(); e_n];
     for t in (0..d.steps).rev() {
@@ -162,7 +172,7 @@ fn backward_row<T: Real>(
             d_skip[e] = d_skip[e] + gy * v[e];
             let mut gd = T::zero();
             for k in 0..n {
-                // `i` in `A`'s `[E, N]`, `j` in the trace's `[N, E]`.
+                // `i` in `dA`'s `[E, N]`, `j` in the trace's and `A`'s `[N, E]`.
                 let (i, j) = (e * n + k, k * d.inner + e);
                 let decay = decays[t * e_n + j];
                 let before = if t > 0 {
@@ -175,7 +185,7 @@ fn backward_row<T: Real>(
                 d_c[k] = d_c[k] + gy * states[t * e_n + j];
                 // h_t = decay · h_{t−1} + Δ B v, decay = exp(Δ A).
                 let g_decay = gh * before * decay;
-                gd = gd + g_decay * a[i] + gh * b[k] * v[e];
+                gd = gd + g_decay * a_by_mode[j] + gh * b[k] * v[e];
                 d_a[i] = d_a[i] + g_decay * delta[e];
                 d_b[k] = d_b[k] + gh * delta[e] * v[e];
                 gv = gv + gh * delta[e] * b[k];
@@ -206,6 +216,7 @@ impl Kernels3 for SelectiveScan {
     }
 
     fn forward<T: Real>(&self, inputs: &[T], modes: &[T], params: &[T], d: Dims) -> Vec<T> {
+        let params = &by_mode(params, d);
         let mut o = vec![T::zero(); d.batch * d.steps * d.inner];
         let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
         o.par_chunks_mut((d.steps * d.inner).max(1))
@@ -236,6 +247,7 @@ impl Kernels3 for SelectiveScan {
             (d.steps * 2 * d.state).max(1),
             d.steps * d.inner,
         );
+        let by_mode = by_mode(params, d);
         let mut d_inputs = vec![T::zero(); inputs.len()];
         let mut d_modes = vec![T::zero(); modes.len()];
         let partials: Vec<Vec<T>> = d_inputs
@@ -253,7 +265,7 @@ impl Kernels3 for SelectiveScan {
                     backward_row(
                         &inputs[r * per_in..(r + 1) * per_in],
                         &modes[r * per_modes..(r + 1) * per_modes],
-                        params,
+                        &by_mode,
                         &g[r * per_out..(r + 1) * per_out],
                         d,
                         di,
