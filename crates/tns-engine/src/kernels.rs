@@ -81,6 +81,13 @@ pub(crate) trait Kernels {
     /// [`VECTOR`] or [`LANES`]; weights row-major, `n = xs.len() / L` columns). Each output
     /// adds its products in the order of `j`, whatever `L`.
     fn gemm_lanes_acc<const L: usize>(w: &[f32], xs: &[f32], ys: &mut [f32]);
+    /// One sequence's GRU recurrence, where the kernels have a fused form for its size:
+    /// from the state `h` (`[H]`), for each step's input gates in `gates_in` (`[steps, 3H]`,
+    /// `W_ih x + b_ih`, laid out `[r | z | n]`), `gh = b_hh + W_hh h` with [`Kernels::gemv`]'s
+    /// bits (`cols` and `bias` packed as for it), then [`gru_unit`] for every unit. Returns
+    /// `false` and leaves `h` alone where there is no fused form: the caller runs its own
+    /// loop, with the same bits.
+    fn gru_sequence(cols: &[f32], bias: &[f32], gates_in: &[f32], h: &mut [f32]) -> bool;
     /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · codes[2p + k]`
     /// with `P = codes.len() / 2` input pairs (see [`crate::int8::QDense`] for the
     /// packing). Exact.
@@ -141,6 +148,12 @@ impl Kernels for Portable {
         }
     }
 
+    /// No fused form: the generic loop is the portable one.
+    #[inline(always)]
+    fn gru_sequence(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32]) -> bool {
+        false
+    }
+
     #[inline(always)]
     fn qgemv(packed: &[i16], codes: &[i16], acc: &mut [i32]) {
         let pairs = codes.len() / 2;
@@ -176,7 +189,7 @@ pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Avx2, BLOCK, Kernels, LANES, VECTOR};
+    use super::{Avx2, BLOCK, Kernels, LANES, VECTOR, gru_unit};
     use std::arch::x86_64::*;
 
     /// `N` registers (8·N rows) of `y = b + W x`, kept in registers across all columns.
@@ -750,6 +763,56 @@ mod avx2 {
         };
     }
 
+    /// [`Kernels::gru_sequence`] for `H` units (16, 32, 48 or 64, so that the `3H` gate rows
+    /// fill whole registers, at most 12 of the 32) on AVX-512. A step's gate sums stay in
+    /// registers from the product to the cell, and the whole recurrence is one function,
+    /// where the layer's loop made a call and a round trip through memory per step. The product is
+    /// [`gemv_rows_block512`]'s for one token (each row from its bias, then its multiply-adds
+    /// in column order, so [`Kernels::gemv`]'s bits); the cell is [`gru_unit`] over the
+    /// units, which the compiler vectorizes 16 at a time with the same operations per value.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn gru_sequence_avx512<const H: usize>(
+        cols: &[f32],
+        bias: &[f32],
+        gates_in: &[f32],
+        h: &mut [f32],
+    ) {
+        const { assert!(H.is_multiple_of(16) && H <= 64) };
+        let rows = 3 * H;
+        let registers = rows / 16;
+        assert!(
+            h.len() == H && bias.len() == rows && cols.len() >= rows * H,
+            "gru_sequence shapes"
+        );
+        let mut state = [0f32; H];
+        state.copy_from_slice(h);
+        for gi in gates_in.chunks_exact(rows) {
+            let mut acc = [_mm512_setzero_ps(); 12];
+            // SAFETY: the assert above bounds the `registers · 16 = rows` bias values and
+            // every column's `rows` weights.
+            unsafe {
+                for (k, a) in acc.iter_mut().take(registers).enumerate() {
+                    *a = _mm512_loadu_ps(bias.as_ptr().add(16 * k));
+                }
+                for (j, &hj) in state.iter().enumerate() {
+                    let xv = _mm512_set1_ps(hj);
+                    let col = cols.as_ptr().add(j * rows);
+                    for (k, a) in acc.iter_mut().take(registers).enumerate() {
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(col.add(16 * k)), xv, *a);
+                    }
+                }
+            }
+            // SAFETY: six 512-bit registers are 96 f32 values, the same size and no invalid
+            // bit patterns either way.
+            let gh = unsafe { std::mem::transmute::<[__m512; 12], [f32; 192]>(acc) };
+            for (u, hu) in state.iter_mut().enumerate() {
+                let gates_in = [gi[u], gi[H + u], gi[2 * H + u]];
+                *hu = gru_unit::<Avx2>(gates_in, [gh[u], gh[H + u], gh[2 * H + u]], *hu);
+            }
+        }
+        h.copy_from_slice(&state);
+    }
+
     wide_slices! {
         exp_slice => exp_avx512, exp_blocks;
         sigmoid_slice => sigmoid_avx512, sigmoids;
@@ -797,6 +860,26 @@ mod avx2 {
         }
 
         const SLICE_FROM: usize = WIDE_FROM;
+
+        #[inline(always)]
+        fn gru_sequence(cols: &[f32], bias: &[f32], gates_in: &[f32], h: &mut [f32]) -> bool {
+            if !std::is_x86_feature_detected!("avx512f") {
+                return false;
+            }
+            match h.len() {
+                // SAFETY: AVX-512F was detected; AVX2 and FMA are present (only the AVX2
+                // plan, chosen by `Isa::detect`, reaches these kernels).
+                16 => unsafe { gru_sequence_avx512::<16>(cols, bias, gates_in, h) },
+                // SAFETY: as above.
+                32 => unsafe { gru_sequence_avx512::<32>(cols, bias, gates_in, h) },
+                // SAFETY: as above.
+                48 => unsafe { gru_sequence_avx512::<48>(cols, bias, gates_in, h) },
+                // SAFETY: as above.
+                64 => unsafe { gru_sequence_avx512::<64>(cols, bias, gates_in, h) },
+                _ => return false,
+            }
+            true
+        }
 
         slice_methods!();
 
@@ -1081,6 +1164,17 @@ pub(crate) fn ln_1p_unit<K: Kernels>(t: f32) -> f32 {
     p = K::mul_add(p, s2, 1.0 / 3.0);
     p = K::mul_add(p, s2, 1.0);
     2.0 * s * p
+}
+
+/// One GRU unit's update (PyTorch convention) from its input gates `gi = W_ih x + b_ih`
+/// and state gates `gh = W_hh h + b_hh`, each `[r, z, n]`: `r = σ(gi_r + gh_r)`,
+/// `z = σ(gi_z + gh_z)`, `n = tanh(gi_n + r · gh_n)`, `h ← n + z · (h − n)`.
+#[inline(always)]
+pub(crate) fn gru_unit<K: Kernels>(gi: [f32; 3], gh: [f32; 3], h: f32) -> f32 {
+    let r = sigmoid::<K>(gi[0] + gh[0]);
+    let z = sigmoid::<K>(gi[1] + gh[1]);
+    let n = tanh::<K>(K::mul_add(r, gh[2], gi[2]));
+    K::mul_add(z, h - n, n)
 }
 
 /// `1 / (1 + e^{−x})`.

@@ -180,8 +180,15 @@ impl Gru {
     #[inline(always)]
     fn forward<K: Kernels, W: Width>(&self, x: &[f32], h: &mut [f32], s: &mut LayerScratch) {
         h.fill(0.0);
-        let gh = &mut s.gates_state[..3 * self.hidden * W::N];
         hoist_inputs::<K, W>(&self.input, x, &mut s.gates_in, &mut s.quant);
+        if W::N == 1 && self.recurrent.int8.is_none() {
+            let gates = &s.gates_in[..x.len() / self.channels * 3 * self.hidden];
+            let (cols, bias) = (&self.recurrent.columns, &self.recurrent.bias);
+            if K::gru_sequence(cols, bias, gates, h) {
+                return;
+            }
+        }
+        let gh = &mut s.gates_state[..3 * self.hidden * W::N];
         for (t, xt) in x.chunks_exact(self.channels * W::N).enumerate() {
             let gi = input_gates::<K, W>(&self.input, xt, t, &mut s.gates_in, &mut s.quant);
             W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
@@ -2818,13 +2825,18 @@ mod tests {
         }
     }
 
-    /// The single-sequence path has code of its own (channel blocks of 32, 8 and 1 in the
-    /// state-space blocks, 512-bit products from 64 rows, grouped queries): each window must
-    /// get the bits its lane of the batch path gives it.
+    /// The single-sequence path has code of its own (the fused GRU recurrence of 16 to 64
+    /// units, channel blocks of 32, 8 and 1 in the state-space blocks, 512-bit products from
+    /// 64 rows, grouped queries): each window must get the bits its lane of the batch path
+    /// gives it.
     #[test]
     fn a_single_window_gets_the_bits_of_its_lane() {
         let networks = [
             "gru:40",
+            "gru:64",
+            "gru:48",
+            "gru:32",
+            "gru:16",
             "s4d:40,4,1",
             "s4d:35,3,1",
             "mamba:33,4,2,3,1",
