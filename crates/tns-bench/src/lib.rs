@@ -28,10 +28,12 @@ use tns_format::save_model;
 use tns_model::{ModelConfig, ModelKind, NamedTensor, NetworkConfig};
 use tns_train::{FitOptions, TrainConfig, fit_model, parse_axes};
 
+mod core_timing;
 mod inputs;
 mod stream;
 mod tail;
 mod zoo;
+pub use core_timing::core_timing;
 pub use inputs::{InputsArgs, inputs};
 pub use stream::{StreamArgs, stream};
 pub use tail::{TailArgs, tail};

@@ -96,6 +96,9 @@ enum Command {
     /// benchmark, `web/test`, runs it beside its own).
     #[command(hide = true)]
     BenchInputs(tns_bench::InputsArgs),
+    /// The core's clock, FMA latency and FMA rate, measured (JSON; `bench/long/steps.sh`).
+    #[command(hide = true)]
+    BenchCore,
 }
 
 #[derive(Subcommand)]
@@ -272,6 +275,7 @@ fn main() -> Result<()> {
         Command::BenchStream(args) => tns_bench::stream(args),
         Command::BenchTail(args) => tns_bench::tail(args),
         Command::BenchInputs(args) => tns_bench::inputs(args),
+        Command::BenchCore => tns_bench::core_timing(),
         Command::Inspect(args) => inspect::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::LrFind(args) => lr_find::run(*args),
