@@ -88,6 +88,16 @@ pub(crate) trait Kernels {
     /// `false` and leaves `h` alone where there is no fused form: the caller runs its own
     /// loop, with the same bits.
     fn gru_sequence(cols: &[f32], bias: &[f32], gates_in: &[f32], h: &mut [f32]) -> bool;
+    /// [`Kernels::gru_sequence`] for an LSTM: gates `[i | f | g | o]` (`[steps, 4H]`), the
+    /// state `(h, c)`, [`lstm_unit`] for every unit, and every step's `h` written to
+    /// `states` (`[steps, H]`) unless it is empty.
+    fn lstm_sequence(
+        cols: &[f32],
+        bias: &[f32],
+        gates_in: &[f32],
+        state: (&mut [f32], &mut [f32]),
+        states: &mut [f32],
+    ) -> bool;
     /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · codes[2p + k]`
     /// with `P = codes.len() / 2` input pairs (see [`crate::int8::QDense`] for the
     /// packing). Exact.
@@ -154,6 +164,18 @@ impl Kernels for Portable {
         false
     }
 
+    /// No fused form, as [`Kernels::gru_sequence`].
+    #[inline(always)]
+    fn lstm_sequence(
+        _: &[f32],
+        _: &[f32],
+        _: &[f32],
+        _: (&mut [f32], &mut [f32]),
+        _: &mut [f32],
+    ) -> bool {
+        false
+    }
+
     #[inline(always)]
     fn qgemv(packed: &[i16], codes: &[i16], acc: &mut [i32]) {
         let pairs = codes.len() / 2;
@@ -189,7 +211,7 @@ pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Avx2, BLOCK, Kernels, LANES, VECTOR, gru_unit};
+    use super::{Avx2, BLOCK, Kernels, LANES, VECTOR, gru_unit, lstm_unit};
     use std::arch::x86_64::*;
 
     /// `N` registers (8·N rows) of `y = b + W x`, kept in registers across all columns.
@@ -763,13 +785,50 @@ mod avx2 {
         };
     }
 
+    /// Gate rows a fused recurrence keeps in registers: 12 of the 32 512-bit ones.
+    const FUSED_ROWS: usize = 192;
+
+    /// `b + W h` for the `rows` gate rows of a fused recurrence (a multiple of 16, at most
+    /// [`FUSED_ROWS`]) in registers: each row from its bias, then its multiply-adds in
+    /// column order, as [`gemv_rows_block512`] computes one token (so [`Kernels::gemv`]'s
+    /// bits). The rows past `rows` are zero.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `bias` holds at least `rows` values and `cols` at least
+    /// `rows · state.len()`.
+    #[inline(always)]
+    unsafe fn state_product(
+        cols: &[f32],
+        bias: &[f32],
+        state: &[f32],
+        rows: usize,
+    ) -> [f32; FUSED_ROWS] {
+        let registers = rows / 16;
+        // SAFETY (whole body): the caller has AVX-512F and bounds the `registers · 16 = rows`
+        // bias values and every column's `rows` weights; twelve 512-bit registers are 192
+        // f32 values, the same size and no invalid bit patterns either way.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); FUSED_ROWS / 16];
+            for (k, a) in acc.iter_mut().take(registers).enumerate() {
+                *a = _mm512_loadu_ps(bias.as_ptr().add(16 * k));
+            }
+            for (j, &hj) in state.iter().enumerate() {
+                let xv = _mm512_set1_ps(hj);
+                let col = cols.as_ptr().add(j * rows);
+                for (k, a) in acc.iter_mut().take(registers).enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(col.add(16 * k)), xv, *a);
+                }
+            }
+            std::mem::transmute::<[__m512; FUSED_ROWS / 16], [f32; FUSED_ROWS]>(acc)
+        }
+    }
+
     /// [`Kernels::gru_sequence`] for `H` units (16, 32, 48 or 64, so that the `3H` gate rows
-    /// fill whole registers, at most 12 of the 32) on AVX-512. A step's gate sums stay in
-    /// registers from the product to the cell, and the whole recurrence is one function,
-    /// where the layer's loop made a call and a round trip through memory per step. The product is
-    /// [`gemv_rows_block512`]'s for one token (each row from its bias, then its multiply-adds
-    /// in column order, so [`Kernels::gemv`]'s bits); the cell is [`gru_unit`] over the
-    /// units, which the compiler vectorizes 16 at a time with the same operations per value.
+    /// fill whole registers) on AVX-512. A step's gate sums stay in registers from the
+    /// product ([`state_product`]) to the cell, and the whole recurrence is one function,
+    /// where the layer's loop made a call and a round trip through memory per step. The
+    /// cell is [`gru_unit`] over the units, which the compiler vectorizes 16 at a time with
+    /// the same operations per value.
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn gru_sequence_avx512<const H: usize>(
         cols: &[f32],
@@ -777,9 +836,8 @@ mod avx2 {
         gates_in: &[f32],
         h: &mut [f32],
     ) {
-        const { assert!(H.is_multiple_of(16) && H <= 64) };
+        const { assert!(H.is_multiple_of(16) && 3 * H <= FUSED_ROWS) };
         let rows = 3 * H;
-        let registers = rows / 16;
         assert!(
             h.len() == H && bias.len() == rows && cols.len() >= rows * H,
             "gru_sequence shapes"
@@ -787,30 +845,54 @@ mod avx2 {
         let mut state = [0f32; H];
         state.copy_from_slice(h);
         for gi in gates_in.chunks_exact(rows) {
-            let mut acc = [_mm512_setzero_ps(); 12];
-            // SAFETY: the assert above bounds the `registers · 16 = rows` bias values and
-            // every column's `rows` weights.
-            unsafe {
-                for (k, a) in acc.iter_mut().take(registers).enumerate() {
-                    *a = _mm512_loadu_ps(bias.as_ptr().add(16 * k));
-                }
-                for (j, &hj) in state.iter().enumerate() {
-                    let xv = _mm512_set1_ps(hj);
-                    let col = cols.as_ptr().add(j * rows);
-                    for (k, a) in acc.iter_mut().take(registers).enumerate() {
-                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(col.add(16 * k)), xv, *a);
-                    }
-                }
-            }
-            // SAFETY: six 512-bit registers are 96 f32 values, the same size and no invalid
-            // bit patterns either way.
-            let gh = unsafe { std::mem::transmute::<[__m512; 12], [f32; 192]>(acc) };
+            // SAFETY: AVX-512F is enabled here; the assert above bounds `bias` and `cols`.
+            let gh = unsafe { state_product(cols, bias, &state, rows) };
             for (u, hu) in state.iter_mut().enumerate() {
                 let gates_in = [gi[u], gi[H + u], gi[2 * H + u]];
                 *hu = gru_unit::<Avx2>(gates_in, [gh[u], gh[H + u], gh[2 * H + u]], *hu);
             }
         }
         h.copy_from_slice(&state);
+    }
+
+    /// [`Kernels::lstm_sequence`] for `H` units (16, 32 or 48: `4H` gate rows in whole
+    /// registers) on AVX-512, as [`gru_sequence_avx512`] with [`lstm_unit`] for the cell.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn lstm_sequence_avx512<const H: usize>(
+        cols: &[f32],
+        bias: &[f32],
+        gates_in: &[f32],
+        (h, c): (&mut [f32], &mut [f32]),
+        states: &mut [f32],
+    ) {
+        const { assert!(H.is_multiple_of(16) && 4 * H <= FUSED_ROWS) };
+        let rows = 4 * H;
+        let steps = gates_in.len() / rows;
+        assert!(
+            h.len() == H
+                && c.len() == H
+                && bias.len() == rows
+                && cols.len() >= rows * H
+                && (states.is_empty() || states.len() == steps * H),
+            "lstm_sequence shapes"
+        );
+        let (mut state, mut cell) = ([0f32; H], [0f32; H]);
+        state.copy_from_slice(h);
+        cell.copy_from_slice(c);
+        for (t, gi) in gates_in.chunks_exact(rows).enumerate() {
+            // SAFETY: AVX-512F is enabled here; the assert above bounds `bias` and `cols`.
+            let gh = unsafe { state_product(cols, bias, &state, rows) };
+            for (u, (hu, cu)) in state.iter_mut().zip(cell.iter_mut()).enumerate() {
+                let gates_in = [gi[u], gi[H + u], gi[2 * H + u], gi[3 * H + u]];
+                let gates_state = [gh[u], gh[H + u], gh[2 * H + u], gh[3 * H + u]];
+                *hu = lstm_unit::<Avx2>(gates_in, gates_state, cu);
+            }
+            if !states.is_empty() {
+                states[t * H..(t + 1) * H].copy_from_slice(&state);
+            }
+        }
+        h.copy_from_slice(&state);
+        c.copy_from_slice(&cell);
     }
 
     wide_slices! {
@@ -876,6 +958,30 @@ mod avx2 {
                 48 => unsafe { gru_sequence_avx512::<48>(cols, bias, gates_in, h) },
                 // SAFETY: as above.
                 64 => unsafe { gru_sequence_avx512::<64>(cols, bias, gates_in, h) },
+                _ => return false,
+            }
+            true
+        }
+
+        #[inline(always)]
+        fn lstm_sequence(
+            cols: &[f32],
+            bias: &[f32],
+            gates_in: &[f32],
+            state: (&mut [f32], &mut [f32]),
+            states: &mut [f32],
+        ) -> bool {
+            if !std::is_x86_feature_detected!("avx512f") {
+                return false;
+            }
+            match state.0.len() {
+                // SAFETY: AVX-512F was detected; AVX2 and FMA are present (only the AVX2
+                // plan, chosen by `Isa::detect`, reaches these kernels).
+                16 => unsafe { lstm_sequence_avx512::<16>(cols, bias, gates_in, state, states) },
+                // SAFETY: as above.
+                32 => unsafe { lstm_sequence_avx512::<32>(cols, bias, gates_in, state, states) },
+                // SAFETY: as above.
+                48 => unsafe { lstm_sequence_avx512::<48>(cols, bias, gates_in, state, states) },
                 _ => return false,
             }
             true
@@ -1175,6 +1281,19 @@ pub(crate) fn gru_unit<K: Kernels>(gi: [f32; 3], gh: [f32; 3], h: f32) -> f32 {
     let z = sigmoid::<K>(gi[1] + gh[1]);
     let n = tanh::<K>(K::mul_add(r, gh[2], gi[2]));
     K::mul_add(z, h - n, n)
+}
+
+/// One LSTM unit's update (PyTorch convention) from its input and state gates, each
+/// `[i, f, g, o]`: with the sums `a = gi + gh`, `c ← σ(a_f) · c + σ(a_i) · tanh(a_g)`, and
+/// the new `h = σ(a_o) · tanh(c)`, returned.
+#[inline(always)]
+pub(crate) fn lstm_unit<K: Kernels>(gi: [f32; 4], gh: [f32; 4], c: &mut f32) -> f32 {
+    let i = sigmoid::<K>(gi[0] + gh[0]);
+    let f = sigmoid::<K>(gi[1] + gh[1]);
+    let g = tanh::<K>(gi[2] + gh[2]);
+    let o = sigmoid::<K>(gi[3] + gh[3]);
+    *c = K::mul_add(f, *c, i * g);
+    o * tanh::<K>(*c)
 }
 
 /// `1 / (1 + e^{−x})`.

@@ -392,8 +392,24 @@ impl Lstm {
         let (h, c) = s.state[..2 * m].split_at_mut(m);
         h.fill(0.0);
         c.fill(0.0);
-        let gh = &mut s.gates_state[..4 * m];
         hoist_inputs::<K, W>(&self.input, x, &mut s.gates_in, &mut s.quant);
+        if W::N == 1 && self.recurrent.int8.is_none() {
+            let steps = x.len() / self.channels;
+            let gates = &s.gates_in[..steps * 4 * self.hidden];
+            let (cols, bias) = (&self.recurrent.columns, &self.recurrent.bias);
+            let states = if self.sequence {
+                &mut y[..steps * m]
+            } else {
+                &mut []
+            };
+            if K::lstm_sequence(cols, bias, gates, (&mut *h, &mut *c), states) {
+                if !self.sequence {
+                    y.copy_from_slice(h);
+                }
+                return;
+            }
+        }
+        let gh = &mut s.gates_state[..4 * m];
         for (t, xt) in x.chunks_exact(self.channels * W::N).enumerate() {
             let gi = input_gates::<K, W>(&self.input, xt, t, &mut s.gates_in, &mut s.quant);
             W::dense::<K>(&self.recurrent, h, gh, &mut s.quant);
@@ -2825,8 +2841,8 @@ mod tests {
         }
     }
 
-    /// The single-sequence path has code of its own (the fused GRU recurrence of 16 to 64
-    /// units, channel blocks of 32, 8 and 1 in the state-space blocks, 512-bit products from
+    /// The single-sequence path has code of its own (the fused GRU and LSTM recurrences of
+    /// 16 to 64 units, channel blocks of 32, 8 and 1 in the state-space blocks, 512-bit products from
     /// 64 rows, grouped queries): each window must get the bits its lane of the batch path
     /// gives it.
     #[test]
@@ -2837,6 +2853,9 @@ mod tests {
             "gru:48",
             "gru:32",
             "gru:16",
+            "lstm:32",
+            "lstm:16,2",
+            "lstm:48",
             "s4d:40,4,1",
             "s4d:35,3,1",
             "mamba:33,4,2,3,1",
