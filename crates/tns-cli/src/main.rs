@@ -198,8 +198,9 @@ const TRIM_THRESHOLD: libc::c_int = 1 << 30;
 /// Mamba and transformer trained 1.12–1.23× faster at lookback 168 and System A 1.19–1.25×
 /// at lookback 336, for 5–11% more peak memory (results/train/ab-allocator.md); memory freed
 /// after the peak stays with the process until it ends. The server, long-running and with
-/// small allocations, keeps glibc's defaults, and so does any run whose environment sets
-/// glibc's own malloc settings.
+/// small allocations, keeps glibc's defaults, and so does `tns bench-rss`, whose peak RSS
+/// stands for a serving process's, and any run whose environment sets glibc's own malloc
+/// settings.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     let tuned = [
@@ -236,7 +237,7 @@ fn main() -> Result<()> {
     default_sigpipe();
     let cli = Cli::parse();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::BenchRss(_)) {
         keep_freed_memory();
     }
     if let Some(threads) = cli.threads {
