@@ -1275,6 +1275,9 @@ pub(crate) fn ln_1p_unit<K: Kernels>(t: f32) -> f32 {
 /// One GRU unit's update (PyTorch convention) from its input gates `gi = W_ih x + b_ih`
 /// and state gates `gh = W_hh h + b_hh`, each `[r, z, n]`: `r = σ(gi_r + gh_r)`,
 /// `z = σ(gi_z + gh_z)`, `n = tanh(gi_n + r · gh_n)`, `h ← n + z · (h − n)`.
+/// The layer's own cell computes the same expressions over the gates' slices; only the
+/// x86-64 fused recurrences take them a unit at a time.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn gru_unit<K: Kernels>(gi: [f32; 3], gh: [f32; 3], h: f32) -> f32 {
     let r = sigmoid::<K>(gi[0] + gh[0]);
@@ -1286,6 +1289,9 @@ pub(crate) fn gru_unit<K: Kernels>(gi: [f32; 3], gh: [f32; 3], h: f32) -> f32 {
 /// One LSTM unit's update (PyTorch convention) from its input and state gates, each
 /// `[i, f, g, o]`: with the sums `a = gi + gh`, `c ← σ(a_f) · c + σ(a_i) · tanh(a_g)`, and
 /// the new `h = σ(a_o) · tanh(c)`, returned.
+/// The layer's own cell computes the same expressions over the gates' slices; only the
+/// x86-64 fused recurrences take them a unit at a time.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn lstm_unit<K: Kernels>(gi: [f32; 4], gh: [f32; 4], c: &mut f32) -> f32 {
     let i = sigmoid::<K>(gi[0] + gh[0]);
