@@ -85,19 +85,25 @@ pub(crate) trait Kernels {
     /// from the state `h` (`[H]`), for each step's input gates in `gates_in` (`[steps, 3H]`,
     /// `W_ih x + b_ih`, laid out `[r | z | n]`), `gh = b_hh + W_hh h` with [`Kernels::gemv`]'s
     /// bits (`cols` and `bias` packed as for it), then [`gru_unit`] for every unit. Returns
-    /// `false` and leaves `h` alone where there is no fused form: the caller runs its own
-    /// loop, with the same bits.
-    fn gru_sequence(cols: &[f32], bias: &[f32], gates_in: &[f32], h: &mut [f32]) -> bool;
+    /// `false` and leaves `h` alone where there is no fused form (by default: the portable
+    /// kernels have none): the caller runs its own loop, with the same bits.
+    #[inline(always)]
+    fn gru_sequence(_cols: &[f32], _bias: &[f32], _gates_in: &[f32], _h: &mut [f32]) -> bool {
+        false
+    }
     /// [`Kernels::gru_sequence`] for an LSTM: gates `[i | f | g | o]` (`[steps, 4H]`), the
     /// state `(h, c)`, [`lstm_unit`] for every unit, and every step's `h` written to
     /// `states` (`[steps, H]`) unless it is empty.
+    #[inline(always)]
     fn lstm_sequence(
-        cols: &[f32],
-        bias: &[f32],
-        gates_in: &[f32],
-        state: (&mut [f32], &mut [f32]),
-        states: &mut [f32],
-    ) -> bool;
+        _cols: &[f32],
+        _bias: &[f32],
+        _gates_in: &[f32],
+        _state: (&mut [f32], &mut [f32]),
+        _states: &mut [f32],
+    ) -> bool {
+        false
+    }
     /// INT8 product: `acc[b·8 + o] = Σ_p Σ_k packed[((b·P + p)·8 + o)·2 + k] · codes[2p + k]`
     /// with `P = codes.len() / 2` input pairs (see [`crate::int8::QDense`] for the
     /// packing). Exact.
@@ -156,24 +162,6 @@ impl Kernels for Portable {
         for (x, y) in xs.chunks_exact(inputs).zip(ys.chunks_exact_mut(bias.len())) {
             Self::gemv(cols, x, bias, y);
         }
-    }
-
-    /// No fused form: the generic loop is the portable one.
-    #[inline(always)]
-    fn gru_sequence(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32]) -> bool {
-        false
-    }
-
-    /// No fused form, as [`Kernels::gru_sequence`].
-    #[inline(always)]
-    fn lstm_sequence(
-        _: &[f32],
-        _: &[f32],
-        _: &[f32],
-        _: (&mut [f32], &mut [f32]),
-        _: &mut [f32],
-    ) -> bool {
-        false
     }
 
     #[inline(always)]
