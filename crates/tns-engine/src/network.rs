@@ -2841,10 +2841,10 @@ mod tests {
         }
     }
 
-    /// The single-sequence path has code of its own (the fused GRU and LSTM recurrences of
-    /// 16 to 64 units, channel blocks of 32, 8 and 1 in the state-space blocks, 512-bit products from
-    /// 64 rows, grouped queries): each window must get the bits its lane of the batch path
-    /// gives it.
+    /// The single-sequence path has code of its own (the fused GRU recurrence of 16 to 64
+    /// units and the LSTM's of 16 to 48, channel blocks of 32, 8 and 1 in the state-space
+    /// blocks, 512-bit products from 64 rows, grouped queries): each window must get the bits
+    /// its lane of the batch path gives it.
     #[test]
     fn a_single_window_gets_the_bits_of_its_lane() {
         let networks = [
