@@ -214,7 +214,8 @@ def bench():
             lines.append(f"| scaling to 2 cores (batch {best['batch']}) | near-linear | {two[best['batch']]['windows_per_second'] / best['windows_per_second']:.2f}× | {'yes' if two[best['batch']]['windows_per_second'] / best['windows_per_second'] >= 1.8 else 'no'} |")
         rss = models["system-b"]["peak_rss_kib"]
         if rss is not None:
-            lines.append(f"| peak RSS, process serving one model | ≤ 12 MB | {rss / 1024:.1f} MiB | {'yes' if rss <= 12 * 1024 else 'no'} |")
+            # The goal is in MB (10^6 bytes); VmHWM is in KiB.
+            lines.append(f"| peak RSS, process serving one model | ≤ 12 MB | {rss / 1024:.1f} MiB ({rss * 1024 / 1e6:.1f} MB) | {'yes' if rss * 1024 <= 12e6 else 'no'} |")
     lines.append("")
     lines.append("Targets of issue 19 (engine speed) that this file measures:")
     lines.append("")

@@ -76,7 +76,8 @@ enum ShapeChoice {
     Both,
 }
 
-/// The hidden `tns bench-rss` child: loads one model, predicts, reports its peak RSS.
+/// The hidden `tns bench-rss` child: loads one model, predicts, reports its peak RSS and
+/// its resident memory by kind at the end (`VmHWM RssAnon RssFile`, KiB, on one line).
 #[derive(Args, Debug)]
 pub struct RssArgs {
     /// Model file.
@@ -138,7 +139,18 @@ struct ModelResult {
     fallback_rate: f64,
     stages_ns: Stages,
     peak_rss_kib: Option<u64>,
+    /// What the process held resident at the end, by kind: anonymous memory (heap, stacks,
+    /// relocated tables; the process's own) and file-backed pages (the mapped binary and
+    /// libraries, shared with every process that maps them, in the page cache's granules).
+    rss_at_end_kib: Option<RssSplit>,
     raw_latencies: String,
+}
+
+/// Resident memory by kind, KiB (`RssAnon` and `RssFile` of `/proc/self/status`).
+#[derive(Serialize, Clone, Copy)]
+struct RssSplit {
+    anon: u64,
+    file: u64,
 }
 
 #[derive(Serialize)]
@@ -502,7 +514,7 @@ fn measure_model(
         .out
         .join(format!("latencies-{}-{label}.bin", shape.name()));
     write_raw(&raw, &lat)?;
-    let rss = peak_rss_of_child(file);
+    let rss = rss_of_child(file);
     let result = ModelResult {
         kind: label.to_string(),
         file: file.display().to_string(),
@@ -511,7 +523,8 @@ fn measure_model(
         latency_ns: percentiles(&lat),
         fallback_rate: fallbacks as f64 / args.calls as f64,
         stages_ns: stages,
-        peak_rss_kib: rss,
+        peak_rss_kib: rss.map(|r| r.peak),
+        rss_at_end_kib: rss.map(|r| r.split),
         raw_latencies: raw.display().to_string(),
     };
     println!(
@@ -768,18 +781,46 @@ fn bytemuck_f32(v: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
-/// Runs `tns bench-rss MODEL` in a fresh process and reads the peak RSS it reports.
-fn peak_rss_of_child(model: &Path) -> Option<u64> {
+/// The table's RSS cell: `peak (anon + file)` in MiB.
+fn rss_cell(peak: Option<u64>, split: Option<RssSplit>) -> String {
+    let mib = |k: u64| k as f64 / 1024.0;
+    match (peak, split) {
+        (Some(p), Some(s)) => format!("{:.1} ({:.1} + {:.1})", mib(p), mib(s.anon), mib(s.file)),
+        (Some(p), None) => format!("{:.1}", mib(p)),
+        _ => "n/a".into(),
+    }
+}
+
+/// What `tns bench-rss` reports: the peak and, at the end, the split by kind (KiB).
+#[derive(Clone, Copy)]
+struct ChildRss {
+    peak: u64,
+    split: RssSplit,
+}
+
+/// Runs `tns bench-rss MODEL` in a fresh process and reads the `VmHWM RssAnon RssFile` line
+/// it prints.
+fn rss_of_child(model: &Path) -> Option<ChildRss> {
     let exe = std::env::current_exe().ok()?;
     let out = Command::new(exe)
         .arg("bench-rss")
         .arg(model)
         .output()
         .ok()?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    let line = String::from_utf8(out.stdout).ok()?;
+    let mut fields = line.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(peak)), Some(Ok(anon)), Some(Ok(file)), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    Some(ChildRss {
+        peak,
+        split: RssSplit { anon, file },
+    })
 }
 
-/// The child side: load, predict, print `VmHWM` in KiB.
+/// The child side: load, predict, print `VmHWM RssAnon RssFile` in KiB.
 pub fn rss_child(args: RssArgs) -> Result<()> {
     let engine = Arc::new(Engine::load(&args.model)?);
     let mut predictor = Predictor::new(engine.clone());
@@ -793,13 +834,16 @@ pub fn rss_child(args: RssArgs) -> Result<()> {
     }
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("no VmHWM line")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .with_context(|| format!("no {name} line in /proc/self/status"))
+    };
+    let (hwm, anon, file) = (field("VmHWM:")?, field("RssAnon:")?, field("RssFile:")?);
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "{hwm}")?;
+    writeln!(stdout, "{hwm} {anon} {file}")?;
     Ok(())
 }
 
@@ -903,7 +947,7 @@ fn markdown(r: &BenchReport) -> String {
             shape.output[1],
             shape.lead
         ));
-        s.push_str("| model | P50 µs | P90 µs | P99 µs | P99.9 µs [95% CI] | max µs | prior µs | network µs | gate+cert µs | fallbacks | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| model | P50 µs | P90 µs | P99 µs | P99.9 µs [95% CI] | max µs | prior µs | network µs | gate+cert µs | fallbacks | peak RSS MiB (anon + file at end) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         for m in &shape.models {
             let l = &m.latency_ns;
             s.push_str(&format!(
@@ -920,7 +964,7 @@ fn markdown(r: &BenchReport) -> String {
                 m.stages_ns.network / 1e3,
                 m.stages_ns.gate_and_certificate / 1e3,
                 100.0 * m.fallback_rate,
-                m.peak_rss_kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+                rss_cell(m.peak_rss_kib, m.rss_at_end_kib)
             ));
         }
         let d = &shape.b_minus_a_ns;
