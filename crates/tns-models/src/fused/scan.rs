@@ -13,7 +13,7 @@
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused3, Kernels3, Real, SHARD_ROWS};
+use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, SHARD_ROWS};
 
 /// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
 /// `[B, L, N]` and `skip` (`D`) `[E]` → `o` `[B, L, E]`. All f32 or all f64.
@@ -80,7 +80,8 @@ fn by_mode<T: Real>(params: &[T], d: Dims) -> Vec<T> {
 /// channels and each channel's read-out sum, taken over the modes in order, is a lane of a
 /// register rather than a chain of dependent additions). `params` as [`by_mode`] lays them
 /// out.
-fn forward_row<T: Real>(
+#[inline(always)]
+fn forward_row<T: Real, M: MulAdd>(
     inputs: &[T],
     modes: &[T],
     params: &[T],
@@ -121,8 +122,8 @@ fn forward_row<T: Real>(
             .zip(decay.chunks_exact(e.max(1)));
         for ((hk, dk), (&bk, &ck)) in mode_rows.zip(b.iter().zip(c)) {
             for (((h, &decay), &dv), acc) in hk.iter_mut().zip(dk).zip(&dv).zip(acc.iter_mut()) {
-                *h = decay * *h + dv * bk;
-                *acc = *acc + ck * *h;
+                *h = M::mul_add(decay, *h, dv * bk);
+                *acc = M::mul_add(ck, *h, *acc);
             }
         }
         if let Some((decays, states)) = trace.as_mut() {
@@ -132,11 +133,31 @@ fn forward_row<T: Real>(
     }
 }
 
+/// `Σ xs` over 8 interleaved partial sums, so that the additions vectorize (a sum in one
+/// chain would be a dependent addition per element).
+#[inline(always)]
+fn sum_in_lanes<T: Real>(xs: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = *lane + x;
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(rest) {
+        *lane = *lane + x;
+    }
+    lanes.iter().fold(T::zero(), |sum, &lane| sum + lane)
+}
+
 /// One row backward from `g` (`dLoss/do`, `[L, E]`): writes the row's `[dΔ | dv]` and
-/// `[dB | dC]` and adds `[dA | dD]` to `d_params` (`dA` `[E, N]`). `params` as [`by_mode`]
-/// lays them out.
+/// `[dB | dC]` and adds `[dA | dD]` to `d_params` (`dA` by mode, `[N, E]`, as [`by_mode`]
+/// lays `A` out; [`SelectiveScan::backward`] puts it back in `[E, N]`). Its loops run mode by
+/// mode along the channels, like the forward pass's, so that they vectorize.
 #[allow(clippy::too_many_arguments)]
-fn backward_row<T: Real>(
+#[inline(always)]
+fn backward_row<T: Real, M: MulAdd>(
     inputs: &[T],
     modes: &[T],
     params: &[T],
@@ -146,11 +167,12 @@ fn backward_row<T: Real>(
     d_modes: &mut [T],
     d_params: &mut [T],
 ) {
-    let (e_n, n) = (d.inner * d.state, d.state);
+    let (e, n) = (d.inner, d.state);
+    let e_n = e * n;
     let mut decays = vec![T::zero(); d.steps * e_n];
     let mut states = vec![T::zero(); d.steps * e_n];
-    let mut o = vec![T::zero(); d.steps * d.inner];
-    forward_row(
+    let mut o = vec![T::zero(); d.steps * e];
+    forward_row::<T, M>(
         inputs,
         modes,
         params,
@@ -160,41 +182,147 @@ fn backward_row<T: Real>(
     );
     let (a_by_mode, skip) = params.split_at(e_n);
     let (d_a, d_skip) = d_params.split_at_mut(e_n);
+    // The state's gradient carried back from the next step, by mode `[N, E]`.
     let mut dh = vec![T::zero(); e_n];
+    let zeros = vec![T::zero(); e_n];
+    let (mut terms_c, mut terms_b) = (vec![T::zero(); e], vec![T::zero(); e]);
+    let (mut delta_v, mut gy_now) = (vec![T::zero(); e], vec![T::zero(); e]);
     for t in (0..d.steps).rev() {
-        let (delta, v) = inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at(d.inner);
+        let (delta, v) = inputs[t * 2 * e..(t + 1) * 2 * e].split_at(e);
         let (b, c) = modes[t * 2 * n..(t + 1) * 2 * n].split_at(n);
-        let (d_delta, d_v) = d_inputs[t * 2 * d.inner..(t + 1) * 2 * d.inner].split_at_mut(d.inner);
+        let (d_delta, d_v) = d_inputs[t * 2 * e..(t + 1) * 2 * e].split_at_mut(e);
         let (d_b, d_c) = d_modes[t * 2 * n..(t + 1) * 2 * n].split_at_mut(n);
-        for e in 0..d.inner {
-            let gy = g[t * d.inner + e];
-            let mut gv = gy * skip[e];
-            d_skip[e] = d_skip[e] + gy * v[e];
-            let mut gd = T::zero();
-            for k in 0..n {
-                // `i` in `dA`'s `[E, N]`, `j` in the trace's and `A`'s `[N, E]`.
-                let (i, j) = (e * n + k, k * d.inner + e);
-                let decay = decays[t * e_n + j];
-                let before = if t > 0 {
-                    states[(t - 1) * e_n + j]
-                } else {
-                    T::zero()
-                };
+        let gy = &g[t * e..(t + 1) * e];
+        let now = &states[t * e_n..(t + 1) * e_n];
+        let before = if t > 0 {
+            &states[(t - 1) * e_n..t * e_n]
+        } else {
+            &zeros[..]
+        };
+        let decay = &decays[t * e_n..(t + 1) * e_n];
+        for i in 0..e {
+            d_v[i] = gy[i] * skip[i];
+            d_skip[i] = M::mul_add(gy[i], v[i], d_skip[i]);
+            d_delta[i] = T::zero();
+            delta_v[i] = delta[i] * v[i];
+            gy_now[i] = gy[i];
+        }
+        for k in 0..n {
+            let row = k * e..(k + 1) * e;
+            let (bk, ck) = (b[k], c[k]);
+            let (dh_k, d_a_k) = (&mut dh[row.clone()], &mut d_a[row.clone()]);
+            let (a_k, now_k) = (&a_by_mode[row.clone()], &now[row.clone()]);
+            let (before_k, decay_k) = (&before[row.clone()], &decay[row]);
+            for i in 0..e {
                 // The state's whole gradient: through the read-out now and the next step.
-                let gh = dh[i] + gy * c[k];
-                d_c[k] = d_c[k] + gy * states[t * e_n + j];
+                let gh = M::mul_add(gy_now[i], ck, dh_k[i]);
+                terms_c[i] = gy_now[i] * now_k[i];
                 // h_t = decay · h_{t−1} + Δ B v, decay = exp(Δ A).
-                let g_decay = gh * before * decay;
-                gd = gd + g_decay * a_by_mode[j] + gh * b[k] * v[e];
-                d_a[i] = d_a[i] + g_decay * delta[e];
-                d_b[k] = d_b[k] + gh * delta[e] * v[e];
-                gv = gv + gh * delta[e] * b[k];
-                dh[i] = gh * decay;
+                let g_decay = gh * before_k[i] * decay_k[i];
+                d_delta[i] = M::mul_add(g_decay, a_k[i], M::mul_add(gh * bk, v[i], d_delta[i]));
+                d_a_k[i] = M::mul_add(g_decay, delta[i], d_a_k[i]);
+                terms_b[i] = gh * delta_v[i];
+                d_v[i] = M::mul_add(gh * delta[i], bk, d_v[i]);
+                dh_k[i] = gh * decay_k[i];
             }
-            d_delta[e] = gd;
-            d_v[e] = gv;
+            d_c[k] = d_c[k] + sum_in_lanes(&terms_c);
+            d_b[k] = d_b[k] + sum_in_lanes(&terms_b);
         }
     }
+}
+
+/// The rows of one shard backward (`[dA | dD]` summed over them, `dA` by mode), compiled for
+/// AVX2 + FMA where the CPU has them (the multiply-adds fused).
+#[allow(clippy::too_many_arguments)]
+fn backward_shard<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    g: &[T],
+    d: Dims,
+    first_row: usize,
+    d_inputs: &mut [T],
+    d_modes: &mut [T],
+) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2() {
+        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
+        return unsafe {
+            backward_shard_avx2(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
+        };
+    }
+    backward_shard_with::<T, Plain>(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn backward_shard_avx2<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    g: &[T],
+    d: Dims,
+    first_row: usize,
+    d_inputs: &mut [T],
+    d_modes: &mut [T],
+) -> Vec<T> {
+    backward_shard_with::<T, Fused>(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_shard_with<T: Real, M: MulAdd>(
+    inputs: &[T],
+    modes: &[T],
+    params: &[T],
+    g: &[T],
+    d: Dims,
+    first_row: usize,
+    d_inputs: &mut [T],
+    d_modes: &mut [T],
+) -> Vec<T> {
+    let (per_in, per_modes, per_out) = (
+        (d.steps * 2 * d.inner).max(1),
+        (d.steps * 2 * d.state).max(1),
+        d.steps * d.inner,
+    );
+    let mut d_params = vec![T::zero(); params.len()];
+    for (j, (di, dm)) in d_inputs
+        .chunks_exact_mut(per_in)
+        .zip(d_modes.chunks_exact_mut(per_modes))
+        .enumerate()
+    {
+        let r = first_row + j;
+        backward_row::<T, M>(
+            &inputs[r * per_in..(r + 1) * per_in],
+            &modes[r * per_modes..(r + 1) * per_modes],
+            params,
+            &g[r * per_out..(r + 1) * per_out],
+            d,
+            di,
+            dm,
+            &mut d_params,
+        );
+    }
+    d_params
+}
+
+/// One row forward ([`forward_row`] without a trace), compiled for AVX2 + FMA where the CPU
+/// has them.
+fn forward_row_best<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims, o: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2() {
+        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
+        return unsafe { forward_row_avx2(inputs, modes, params, d, o) };
+    }
+    forward_row::<T, Plain>(inputs, modes, params, d, o, None);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_row_avx2<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims, o: &mut [T]) {
+    forward_row::<T, Fused>(inputs, modes, params, d, o, None);
 }
 
 /// The kernels of the op on `([Δ | v], [B | C], [A | D])`.
@@ -222,13 +350,12 @@ impl Kernels3 for SelectiveScan {
         o.par_chunks_mut((d.steps * d.inner).max(1))
             .enumerate()
             .for_each(|(r, row)| {
-                forward_row(
+                forward_row_best(
                     &inputs[r * per_in..(r + 1) * per_in],
                     &modes[r * per_modes..(r + 1) * per_modes],
                     params,
                     d,
                     row,
-                    None,
                 );
             });
         o
@@ -242,10 +369,9 @@ impl Kernels3 for SelectiveScan {
         g: &[T],
         d: Dims,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let (per_in, per_modes, per_out) = (
+        let (per_in, per_modes) = (
             (d.steps * 2 * d.inner).max(1),
             (d.steps * 2 * d.state).max(1),
-            d.steps * d.inner,
         );
         let by_mode = by_mode(params, d);
         let mut d_inputs = vec![T::zero(); inputs.len()];
@@ -255,33 +381,22 @@ impl Kernels3 for SelectiveScan {
             .zip(d_modes.par_chunks_mut(SHARD_ROWS * per_modes))
             .enumerate()
             .map(|(shard, (di, dm))| {
-                let mut d_params = vec![T::zero(); params.len()];
-                for (j, (di, dm)) in di
-                    .chunks_exact_mut(per_in)
-                    .zip(dm.chunks_exact_mut(per_modes))
-                    .enumerate()
-                {
-                    let r = shard * SHARD_ROWS + j;
-                    backward_row(
-                        &inputs[r * per_in..(r + 1) * per_in],
-                        &modes[r * per_modes..(r + 1) * per_modes],
-                        &by_mode,
-                        &g[r * per_out..(r + 1) * per_out],
-                        d,
-                        di,
-                        dm,
-                        &mut d_params,
-                    );
-                }
-                d_params
+                backward_shard(inputs, modes, &by_mode, g, d, shard * SHARD_ROWS, di, dm)
             })
             .collect();
-        let mut d_params = vec![T::zero(); params.len()];
+        // The shards' sums in shard order; `dA` back from by-mode `[N, E]` to `[E, N]`.
+        let mut sum_by_mode = vec![T::zero(); params.len()];
         for partial in partials {
-            for (sum, p) in d_params.iter_mut().zip(partial) {
+            for (sum, p) in sum_by_mode.iter_mut().zip(partial) {
                 *sum = *sum + p;
             }
         }
+        let (e, n) = (d.inner, d.state);
+        let (d_a_by_mode, d_skip) = sum_by_mode.split_at(e * n);
+        let d_params = (0..e)
+            .flat_map(|c| (0..n).map(move |k| d_a_by_mode[k * e + c]))
+            .chain(d_skip.iter().copied())
+            .collect();
         (d_inputs, d_modes, d_params)
     }
 }
@@ -294,7 +409,8 @@ mod tests {
 
     /// A small case: `(delta, v, a, b, c, skip)` as f64 vectors and `(B, L, E, N)`.
     fn case() -> ([Vec<f64>; 6], (usize, usize, usize, usize)) {
-        let (batch, steps, inner, state) = (3, 17, 4, 3);
+        // Nine channels: the backward pass's sums over channels take a block of 8 and a rest.
+        let (batch, steps, inner, state) = (3, 17, 9, 3);
         let wave = |n: usize, k: usize, scale: f64| -> Vec<f64> {
             (0..n)
                 .map(|i| ((i * k % 23) as f64 - 11.0) / 11.0 * scale)
