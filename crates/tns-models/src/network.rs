@@ -197,7 +197,7 @@ impl TransformerBlock {
             .reshape((b, p, d))?;
         let h = (x + project(&mixed, &self.o)?)?;
         let n2 = rms_norm(&h, &self.norm2)?;
-        let inner = (project(&n2, &self.gate)?.silu()? * project(&n2, &self.up)?)?;
+        let inner = crate::fused::silu_gate(&project(&n2, &self.up)?, &project(&n2, &self.gate)?)?;
         Ok((h + project(&inner, &self.down)?)?)
     }
 }
@@ -295,7 +295,7 @@ impl S4dBlock {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let z = s4d_convolve(&rms_norm(x, &self.norm)?, &self.modes, &self.lags)?;
-        Ok((x + self.out.forward(&z.silu()?)?)?)
+        Ok((x + self.out.forward(&crate::fused::silu(&z)?)?)?)
     }
 }
 
@@ -314,11 +314,6 @@ struct MambaBlock {
     a_log: Tensor,
     skip: Tensor,
     out: Tensor,
-}
-
-/// `ln(1 + eˣ)` as `max(x, 0) + ln(1 + e^{−|x|})` (no overflow for large `x`).
-fn softplus(x: &Tensor) -> Result<Tensor, ModelError> {
-    Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
 }
 
 impl MambaBlock {
@@ -347,13 +342,17 @@ impl MambaBlock {
         let xz = project(&rms_norm(x, &self.norm)?, &self.input)?;
         let (v, z) = (xz.narrow(2, 0, e)?, xz.narrow(2, e, e)?);
         // The causal depthwise convolution: tap j reads row t − (k − 1 − j).
-        let v = crate::fused::causal_depthwise_conv(&v, &self.conv, &self.conv_bias)?.silu()?;
+        let v = crate::fused::silu(&crate::fused::causal_depthwise_conv(
+            &v,
+            &self.conv,
+            &self.conv_bias,
+        )?)?;
         let dbc = project(&v, &self.x_proj)?;
-        let delta = softplus(&self.dt.forward(&dbc.narrow(2, 0, r)?.contiguous()?)?)?;
+        let delta = crate::fused::softplus(&self.dt.forward(&dbc.narrow(2, 0, r)?.contiguous()?)?)?;
         let (b, c) = (dbc.narrow(2, r, n)?, dbc.narrow(2, r + n, n)?);
         let a = self.a_log.exp()?.neg()?;
         let o = crate::fused::selective_scan(&delta, &v, &a, &b, &c, &self.skip)?;
-        Ok((x + project(&(o * z.silu()?)?, &self.out)?)?)
+        Ok((x + project(&crate::fused::silu_gate(&o, &z)?, &self.out)?)?)
     }
 }
 

@@ -19,9 +19,11 @@
 //! AVX2 + FMA build: elsewhere `mul_add` is a slow library call.
 //!
 //! Mamba's selective scan ([`selective_scan`]) and its short causal depthwise convolution
-//! ([`causal_depthwise_conv`]) are fused ops of the same kind.
+//! ([`causal_depthwise_conv`]) are fused ops of the same kind, and so are the elementwise
+//! activations of Mamba, S4D and SwiGLU ([`softplus`], [`silu`], [`silu_gate`]).
 
 mod conv;
+mod gates;
 mod gru;
 mod lstm;
 mod scan;
@@ -33,6 +35,7 @@ use num_traits::Float;
 use rayon::prelude::*;
 
 pub use conv::causal_depthwise_conv;
+pub use gates::{silu, silu_gate, softplus};
 pub use gru::Gru;
 pub use lstm::Lstm;
 pub use scan::selective_scan;
