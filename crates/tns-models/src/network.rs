@@ -58,11 +58,7 @@ enum CandleLayer {
 
 /// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (Candle's composite, differentiable).
 fn rms_norm(x: &Tensor, gain: &Tensor) -> Result<Tensor, ModelError> {
-    Ok(candle_nn::ops::rms_norm_slow(
-        x,
-        gain,
-        tns_model::RMS_NORM_EPS as f32,
-    )?)
+    Ok(crate::fused::rms_norm(x, gain, tns_model::RMS_NORM_EPS)?)
 }
 
 /// A pre-norm transformer block ([`Layer::TransformerBlock`]).
@@ -84,9 +80,8 @@ struct TransformerBlock {
     /// The rotary angles' cosines and sines, `[tokens, d_head / 2]` each.
     cos: Tensor,
     sin: Tensor,
-    /// Causal attention: `[tokens, tokens]`, 0 where a query may read a key (`j ≤ i`), a
-    /// large negative number where not, added to the scores before the softmax.
-    mask: Option<Tensor>,
+    /// Causal attention: a query reads only the keys up to its own token (`j ≤ i`).
+    causal: bool,
 }
 
 impl TransformerBlock {
@@ -123,16 +118,7 @@ impl TransformerBlock {
             down: vb.get((d, ffn), "down.weight")?,
             cos: table(f64::cos)?,
             sin: table(f64::sin)?,
-            mask: causal
-                .then(|| {
-                    // e^(−1e9 − max) is exactly 0 in f32: the later keys get no weight, as in
-                    // the engine, which never scores them.
-                    let values: Vec<f32> = (0..tokens * tokens)
-                        .map(|at| if at % tokens > at / tokens { -1e9 } else { 0.0 })
-                        .collect();
-                    Tensor::from_vec(values, (tokens, tokens), vb.device())
-                })
-                .transpose()?,
+            causal,
         })
     }
 
@@ -184,12 +170,11 @@ impl TransformerBlock {
         let k = share(self.heads_of(&project(&n1, &self.k)?, self.kv_heads, true)?)?;
         let v = share(self.heads_of(&project(&n1, &self.v)?, self.kv_heads, false)?)?;
         let head = d / self.heads;
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (head as f64).sqrt())?;
-        let scores = match &self.mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
-        };
-        let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
+        let scores = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
+        // The later keys of a causal query get weight 0, as in the engine, which never scores
+        // them.
+        let weights =
+            crate::fused::attention_softmax(&scores, 1.0 / (head as f64).sqrt(), self.causal)?;
         let mixed = weights
             .matmul(&v)?
             .transpose(1, 2)?

@@ -20,12 +20,14 @@
 //!
 //! Mamba's selective scan ([`selective_scan`]) and its short causal depthwise convolution
 //! ([`causal_depthwise_conv`]) are fused ops of the same kind, and so are the elementwise
-//! activations of Mamba, S4D and SwiGLU ([`softplus`], [`silu`], [`silu_gate`]).
+//! activations of Mamba, S4D and SwiGLU ([`softplus`], [`silu`], [`silu_gate`]), the
+//! attention's softmax ([`attention_softmax`]) and RMSNorm ([`rms_norm`]).
 
 mod conv;
 mod gates;
 mod gru;
 mod lstm;
+mod rows;
 mod scan;
 
 use std::marker::PhantomData;
@@ -38,6 +40,7 @@ pub use conv::causal_depthwise_conv;
 pub use gates::{silu, silu_gate, softplus};
 pub use gru::Gru;
 pub use lstm::Lstm;
+pub use rows::{attention_softmax, rms_norm};
 pub use scan::selective_scan;
 
 /// Rows of the batch per parallel shard. Fixed (not derived from the thread count) so that the

@@ -1,0 +1,499 @@
+//! Row-wise steps of the transformer, Mamba and S4D as one Candle op each, with hand-written
+//! gradients: the attention's scaled (and optionally causal) softmax, and RMSNorm.
+//!
+//! Why: Candle's training graph builds the softmax from five ops (plus the scaling and the
+//! mask: seven passes over the `[B, H, P, P]` scores, more backward) and RMSNorm from six.
+//! Fused, each is one pass forward and one back over rows, run in parallel; every row is
+//! computed on its own and the gain's gradient is summed over fixed shards of [`SHARD`] rows in
+//! shard order, so a result does not depend on the number of threads.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{Real, contiguous};
+
+/// Rows per parallel shard of RMSNorm's backward pass (fixed: see the module's doc).
+const SHARD: usize = 64;
+
+/// `softmax(scale · x)` over the last axis of `x [.., P, P]` (attention scores, a query per
+/// row). With `causal`, query `i` (the row's index in its `[P, P]` block) weighs only keys
+/// `j ≤ i`; the later ones get weight 0 and no gradient.
+pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax { scale, causal })
+}
+
+/// RMSNorm over the last axis of `x [.., d]` with `gain [d]`: `x_i / √(mean(x²) + eps) · gain_i`,
+/// computed as the engine does (`x_i · (1 / √(mean + eps)) · gain_i`).
+pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&gain.contiguous()?, RmsNorm { eps })
+}
+
+/// Applies `kernel` to the contiguous f32 or f64 data of one tensor, returning the result with
+/// `shape`.
+fn map<F32, F64>(
+    name: &'static str,
+    storage: &CpuStorage,
+    layout: &Layout,
+    shape: Shape,
+    f32_kernel: F32,
+    f64_kernel: F64,
+) -> candle_core::Result<(CpuStorage, Shape)>
+where
+    F32: Fn(&[f32]) -> Vec<f32>,
+    F64: Fn(&[f64]) -> Vec<f64>,
+{
+    let storage = match storage {
+        CpuStorage::F32(x) => CpuStorage::F32(f32_kernel(contiguous(x, layout)?)),
+        CpuStorage::F64(x) => CpuStorage::F64(f64_kernel(contiguous(x, layout)?)),
+        _ => {
+            return Err(candle_core::Error::Msg(format!(
+                "{name}: input must be f32 or f64"
+            )));
+        }
+    };
+    Ok((storage, shape))
+}
+
+/// The softmax's last axis, or an error if `x` is not `[.., P, P]`.
+fn square_rows(shape: &Shape) -> candle_core::Result<usize> {
+    let dims = shape.dims();
+    match dims {
+        [.., p, q] if p == q && *p > 0 => Ok(*q),
+        _ => Err(candle_core::Error::Msg(format!(
+            "attention softmax: scores {shape:?} are not [.., P, P]"
+        ))),
+    }
+}
+
+/// [`attention_softmax`]'s op.
+struct Softmax {
+    scale: f64,
+    causal: bool,
+}
+
+impl Softmax {
+    /// Keys that query row `row` weighs.
+    fn keys(&self, row: usize, width: usize) -> usize {
+        if self.causal { row % width + 1 } else { width }
+    }
+
+    fn forward<T: Real>(&self, x: &[T], width: usize) -> Vec<T> {
+        let scale = T::from(self.scale).unwrap_or_else(T::one);
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(width)
+            .zip(x.par_chunks(width))
+            .enumerate()
+            .for_each(|(row, (y, x))| {
+                let y = &mut y[..self.keys(row, width)];
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * scale;
+                }
+                let max = y.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+                y.iter_mut().for_each(|v| *v = *v - max);
+                T::exp_in_place(y);
+                let sum = y.iter().fold(T::zero(), |s, &v| s + v);
+                y.iter_mut().for_each(|v| *v = *v / sum);
+            });
+        y
+    }
+
+    /// `dx = scale · y ⊙ (g − Σ g ⊙ y)` row by row, from the output `y` and its gradient `g`.
+    fn backward<T: Real>(&self, y: &[T], g: &[T], width: usize) -> Vec<T> {
+        let scale = T::from(self.scale).unwrap_or_else(T::one);
+        let mut dx = vec![T::zero(); y.len()];
+        dx.par_chunks_mut(width)
+            .zip(y.par_chunks(width).zip(g.par_chunks(width)))
+            .enumerate()
+            .for_each(|(row, (dx, (y, g)))| {
+                let keys = self.keys(row, width);
+                let (y, g) = (&y[..keys], &g[..keys]);
+                let dot = y.iter().zip(g).fold(T::zero(), |s, (&y, &g)| s + y * g);
+                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                    *dx = scale * y * (g - dot);
+                }
+            });
+        dx
+    }
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fused attention softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = square_rows(l.shape())?;
+        map(
+            self.name(),
+            s,
+            l,
+            l.shape().clone(),
+            |x| self.forward(x, width),
+            |x| self.forward(x, width),
+        )
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxGradient(Softmax {
+                scale: self.scale,
+                causal: self.causal,
+            }),
+        )?))
+    }
+}
+
+/// The softmax's gradient on `(y, g)`.
+struct SoftmaxGradient(Softmax);
+
+impl CustomOp2 for SoftmaxGradient {
+    fn name(&self) -> &'static str {
+        "fused attention softmax gradient"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = square_rows(l1.shape())?;
+        if l1.shape() != l2.shape() {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                l1.shape(),
+                l2.shape()
+            )));
+        }
+        let storage = match (s1, s2) {
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(self.0.backward(
+                contiguous(y, l1)?,
+                contiguous(g, l2)?,
+                width,
+            )),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(self.0.backward(
+                contiguous(y, l1)?,
+                contiguous(g, l2)?,
+                width,
+            )),
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: inputs must both be f32 or both f64",
+                    self.name()
+                )));
+            }
+        };
+        Ok((storage, l1.shape().clone()))
+    }
+}
+
+/// [`rms_norm`]'s op on `(x, gain)`.
+struct RmsNorm {
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// `1 / √(mean(x²) + eps)` of one row.
+    fn inverse<T: Real>(&self, x: &[T]) -> T {
+        let width = T::from(x.len()).unwrap_or_else(T::one);
+        let eps = T::from(self.eps).unwrap_or_else(T::zero);
+        let mean = x.iter().fold(T::zero(), |s, &v| s + v * v) / width;
+        T::one() / (mean + eps).sqrt()
+    }
+
+    fn forward<T: Real>(&self, x: &[T], gain: &[T]) -> Vec<T> {
+        let width = gain.len();
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(width)
+            .zip(x.par_chunks(width))
+            .for_each(|(y, x)| {
+                let inverse = self.inverse(x);
+                for ((y, &x), &g) in y.iter_mut().zip(x).zip(gain) {
+                    *y = x * inverse * g;
+                }
+            });
+        y
+    }
+
+    /// `(dx, dgain)` from the output's gradient `g`: with `r = 1 / √(mean(x²) + eps)` and
+    /// `u = g ⊙ gain`, `dx = r u − x r³ (u · x) / d`, and `dgain = Σ_rows g ⊙ x r`.
+    fn backward<T: Real>(&self, x: &[T], gain: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
+        let width = gain.len();
+        let d = T::from(width).unwrap_or_else(T::one);
+        let mut dx = vec![T::zero(); x.len()];
+        let partials: Vec<Vec<T>> = dx
+            .par_chunks_mut(SHARD * width)
+            .zip(x.par_chunks(SHARD * width).zip(g.par_chunks(SHARD * width)))
+            .map(|(dx, (x, g))| {
+                let mut d_gain = vec![T::zero(); width];
+                for ((dx, x), g) in dx
+                    .chunks_exact_mut(width)
+                    .zip(x.chunks_exact(width))
+                    .zip(g.chunks_exact(width))
+                {
+                    let r = self.inverse(x);
+                    let dot = x
+                        .iter()
+                        .zip(g)
+                        .zip(gain)
+                        .fold(T::zero(), |s, ((&x, &g), &w)| s + g * w * x);
+                    let shrink = r * r * r * dot / d;
+                    for (i, dx) in dx.iter_mut().enumerate() {
+                        *dx = r * g[i] * gain[i] - x[i] * shrink;
+                        d_gain[i] = d_gain[i] + g[i] * x[i] * r;
+                    }
+                }
+                d_gain
+            })
+            .collect();
+        let mut d_gain = vec![T::zero(); width];
+        for partial in partials {
+            for (sum, p) in d_gain.iter_mut().zip(partial) {
+                *sum = *sum + p;
+            }
+        }
+        (dx, d_gain)
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused rms norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let width = l2.shape().elem_count();
+        if l1.shape().dims().last() != Some(&width) || l2.shape().rank() != 1 || width == 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: input {:?} and gain {:?} do not fit (expected [.., d] and [d])",
+                self.name(),
+                l1.shape(),
+                l2.shape()
+            )));
+        }
+        let storage = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                CpuStorage::F32(self.forward(contiguous(x, l1)?, contiguous(w, l2)?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                CpuStorage::F64(self.forward(contiguous(x, l1)?, contiguous(w, l2)?))
+            }
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: inputs must both be f32 or both f64",
+                    self.name()
+                )));
+            }
+        };
+        Ok((storage, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gain: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let device = x.device();
+        macro_rules! run {
+            ($t:ty) => {{
+                let (xs, w, g) = (
+                    x.flatten_all()?.to_vec1::<$t>()?,
+                    gain.flatten_all()?.to_vec1::<$t>()?,
+                    grad.flatten_all()?.to_vec1::<$t>()?,
+                );
+                let (dx, dw) = self.backward(&xs, &w, &g);
+                (
+                    Tensor::from_vec(dx, x.shape(), device)?,
+                    Tensor::from_vec(dw, gain.shape(), device)?,
+                )
+            }};
+        }
+        let (dx, d_gain) = match x.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            other => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: no backward for {other:?}",
+                    self.name()
+                )));
+            }
+        };
+        Ok((Some(dx), Some(d_gain)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn values(n: usize, k: usize, scale: f64) -> Vec<f64> {
+        (0..n)
+            .map(|i| ((i * k % 31) as f64 - 15.0) / 15.0 * scale)
+            .collect()
+    }
+
+    /// Candle's composite softmax, scaled and masked as the transformer did before.
+    fn softmax_reference(x: &Tensor, scale: f64, causal: bool) -> Tensor {
+        let p = x.dim(candle_core::D::Minus1).unwrap();
+        let scores = (x * scale).unwrap();
+        let scores = if causal {
+            let mask: Vec<f64> = (0..p * p)
+                .map(|at| if at % p > at / p { -1e9 } else { 0.0 })
+                .collect();
+            let mask = Tensor::from_vec(mask, (p, p), x.device())
+                .and_then(|m| m.to_dtype(x.dtype()))
+                .unwrap();
+            scores.broadcast_add(&mask).unwrap()
+        } else {
+            scores
+        };
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1).unwrap()
+    }
+
+    /// Asserts `got` equals `want` to `tolerance` relative (absolute below 1).
+    fn assert_close(got: &Tensor, want: &Tensor, tolerance: f64) {
+        let as_f64 = |t: &Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(DType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
+                .unwrap()
+        };
+        assert_eq!(got.shape(), want.shape());
+        for (g, w) in as_f64(got).iter().zip(as_f64(want)) {
+            assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn the_fused_rows_match_candles_ops_and_their_gradients() {
+        let (b, h, p, d) = (3, 2, 7, 12);
+        for dtype in [DType::F64, DType::F32] {
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let var = |n: usize, k: usize, scale: f64, shape: &[usize]| {
+                let t = Tensor::from_vec(values(n, k, scale), shape, &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap();
+                Var::from_tensor(&t).unwrap()
+            };
+            let weight = |n: usize, shape: &[usize]| {
+                Tensor::from_vec(values(n, 7, 1.0), shape, &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap()
+            };
+            // The softmax, causal and not.
+            let scores = var(b * h * p * p, 11, 4.0, &[b, h, p, p]);
+            let w = weight(b * h * p * p, &[b, h, p, p]);
+            for causal in [false, true] {
+                let scale = 0.35;
+                let want = softmax_reference(&scores, scale, causal);
+                let got = attention_softmax(&scores, scale, causal).unwrap();
+                assert_close(&got, &want, tolerance);
+                let grad = |t: &Tensor| {
+                    let grads = (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                    grads.get(&scores).unwrap().clone()
+                };
+                assert_close(&grad(&got), &grad(&want), tolerance);
+            }
+            // RMSNorm against Candle's.
+            let x = var(b * p * d, 5, 3.0, &[b, p, d]);
+            let gain = var(d, 3, 2.0, &[d]);
+            let w = weight(b * p * d, &[b, p, d]);
+            let want = candle_nn::ops::rms_norm_slow(&x, &gain, 1e-5).unwrap();
+            let got = rms_norm(&x, &gain, 1e-5).unwrap();
+            assert_close(&got, &want, tolerance);
+            let grads = |t: &Tensor| (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (want_grads, got_grads) = (grads(&want), grads(&got));
+            for v in [&x, &gain] {
+                assert_close(
+                    got_grads.get(v).unwrap(),
+                    want_grads.get(v).unwrap(),
+                    tolerance,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_row_gradients_match_finite_differences() {
+        let (p, d, rows) = (5, 6, 3);
+        let x = [
+            values(2 * p * p, 11, 3.0),
+            values(rows * d, 5, 2.0),
+            values(d, 3, 1.5),
+        ];
+        let vars = [
+            Var::from_slice(&x[0], (2, p, p), &Device::Cpu).unwrap(),
+            Var::from_slice(&x[1], (rows, d), &Device::Cpu).unwrap(),
+            Var::from_slice(&x[2], d, &Device::Cpu).unwrap(),
+        ];
+        let (w_soft, w_norm) = (values(2 * p * p, 7, 1.0), values(rows * d, 13, 1.0));
+        let scale = 0.6;
+        let loss = (attention_softmax(&vars[0], scale, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            * Tensor::new(w_soft.as_slice(), &Device::Cpu).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+            + (rms_norm(&vars[1], &vars[2], 1e-5)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                * Tensor::new(w_norm.as_slice(), &Device::Cpu).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.unwrap().backward().unwrap();
+        crate::gradcheck::assert_gradients_match(&grads, &vars, &x, |x| {
+            let mut total = 0.0;
+            for (row, scores) in x[0].chunks_exact(p).enumerate() {
+                let keys = row % p + 1;
+                let max = scores[..keys]
+                    .iter()
+                    .fold(f64::MIN, |m, &v| m.max(v * scale));
+                let e: Vec<f64> = scores[..keys]
+                    .iter()
+                    .map(|v| (v * scale - max).exp())
+                    .collect();
+                let sum: f64 = e.iter().sum();
+                total += e
+                    .iter()
+                    .enumerate()
+                    .map(|(j, e)| e / sum * w_soft[row * p + j])
+                    .sum::<f64>();
+            }
+            for (row, v) in x[1].chunks_exact(d).enumerate() {
+                let r = 1.0 / (v.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-5).sqrt();
+                total += (0..d)
+                    .map(|i| v[i] * r * x[2][i] * w_norm[row * d + i])
+                    .sum::<f64>();
+            }
+            total
+        });
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_are_an_error() {
+        let cpu = &Device::Cpu;
+        let not_square = Tensor::zeros((2, 3, 4), DType::F32, cpu).unwrap();
+        assert!(attention_softmax(&not_square, 1.0, false).is_err());
+        let x = Tensor::zeros((2, 4), DType::F32, cpu).unwrap();
+        let gain = Tensor::zeros(5, DType::F32, cpu).unwrap();
+        assert!(rms_norm(&x, &gain, 1e-5).is_err());
+    }
+}
