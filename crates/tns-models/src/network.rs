@@ -134,11 +134,7 @@ impl TransformerBlock {
             return Ok(x);
         }
         // (x₁, x₂) ↦ (x₁ cos − x₂ sin, x₂ cos + x₁ sin) on the two halves of each head.
-        let half = head / 2;
-        let (x1, x2) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
-        let first = (x1.broadcast_mul(&self.cos)? - x2.broadcast_mul(&self.sin)?)?;
-        let second = (x2.broadcast_mul(&self.cos)? + x1.broadcast_mul(&self.sin)?)?;
-        Ok(Tensor::cat(&[first, second], 3)?)
+        Ok(crate::fused::rope(&x, &self.cos, &self.sin)?)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {

@@ -1,13 +1,15 @@
 //! Row-wise steps of the transformer, Mamba and S4D as one Candle op each, with hand-written
-//! gradients: the attention's scaled (and optionally causal) softmax, and RMSNorm.
+//! gradients: the attention's scaled (and optionally causal) softmax, the rotary position
+//! embedding, and RMSNorm.
 //!
 //! Why: Candle's training graph builds the softmax from five ops (plus the scaling and the
-//! mask: seven passes over the `[B, H, P, P]` scores, more backward) and RMSNorm from six.
+//! mask: seven passes over the `[B, H, P, P]` scores, more backward), the rotation from eight
+//! (two halves, four products, a difference, a sum, a concatenation) and RMSNorm from six.
 //! Fused, each is one pass forward and one back over rows, run in parallel; every row is
 //! computed on its own and the gain's gradient is summed over fixed shards of [`SHARD`] rows in
 //! shard order, so a result does not depend on the number of threads.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{Real, contiguous};
@@ -20,6 +22,18 @@ const SHARD: usize = 64;
 /// `j ≤ i`; the later ones get weight 0 and no gradient.
 pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax { scale, causal })
+}
+
+/// The rotary position embedding of `x [.., P, head]` with the angles' `cos`, `sin`
+/// `[P, head / 2]`: `(x₁, x₂) ↦ (x₁ cos − x₂ sin, x₂ cos + x₁ sin)` on the two halves of each
+/// row. The angles are constants: only `x` gets a gradient (the inverse rotation of the
+/// output's).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rope { inverse: false },
+    )
 }
 
 /// RMSNorm over the last axis of `x [.., d]` with `gain [d]`: `x_i / √(mean(x²) + eps) · gain_i`,
@@ -188,6 +202,114 @@ impl CustomOp2 for SoftmaxGradient {
             }
         };
         Ok((storage, l1.shape().clone()))
+    }
+}
+
+/// [`rope`]'s op on `(x, cos, sin)`; `inverse` rotates by the opposite angles (its gradient).
+struct Rope {
+    inverse: bool,
+}
+
+impl Rope {
+    fn rotate<T: Real>(&self, x: &[T], cos: &[T], sin: &[T], half: usize) -> Vec<T> {
+        let (width, positions) = (2 * half, cos.len() / half);
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(width * positions)
+            .zip(x.par_chunks(width * positions))
+            .for_each(|(y, x)| {
+                for (at, (y, x)) in y
+                    .chunks_exact_mut(width)
+                    .zip(x.chunks_exact(width))
+                    .enumerate()
+                {
+                    let (cos, sin) = (&cos[at * half..][..half], &sin[at * half..][..half]);
+                    let (x1, x2) = x.split_at(half);
+                    let (y1, y2) = y.split_at_mut(half);
+                    for i in 0..half {
+                        let s = if self.inverse { -sin[i] } else { sin[i] };
+                        y1[i] = x1[i] * cos[i] - x2[i] * s;
+                        y2[i] = x2[i] * cos[i] + x1[i] * s;
+                    }
+                }
+            });
+        y
+    }
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "fused rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let fits = match (l1.shape().dims(), l2.shape().dims()) {
+            ([.., p, head], [q, half]) => {
+                p == q && *head == 2 * half && *half > 0 && l2.shape() == l3.shape()
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: input {:?}, cos {:?} and sin {:?} do not fit (expected [.., P, 2h], [P, h], [P, h])",
+                self.name(),
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            )));
+        }
+        let half = l2.shape().dims()[1];
+        let storage = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(c), CpuStorage::F32(s)) => {
+                CpuStorage::F32(self.rotate(
+                    contiguous(x, l1)?,
+                    contiguous(c, l2)?,
+                    contiguous(s, l3)?,
+                    half,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(c), CpuStorage::F64(s)) => {
+                CpuStorage::F64(self.rotate(
+                    contiguous(x, l1)?,
+                    contiguous(c, l2)?,
+                    contiguous(s, l3)?,
+                    half,
+                ))
+            }
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: inputs must all be f32 or all f64",
+                    self.name()
+                )));
+            }
+        };
+        Ok((storage, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // A rotation's transpose is its inverse.
+        let dx = grad.contiguous()?.apply_op3_no_bwd(
+            cos,
+            sin,
+            &Rope {
+                inverse: !self.inverse,
+            },
+        )?;
+        Ok((Some(dx), None, None))
     }
 }
 
@@ -408,6 +530,37 @@ mod tests {
                 };
                 assert_close(&grad(&got), &grad(&want), tolerance);
             }
+            // The rotation against Candle's ops, as the transformer built it before.
+            let (half, heads) = (3, 2);
+            let x = var(b * heads * p * 2 * half, 13, 2.0, &[b, heads, p, 2 * half]);
+            let angles = |f: fn(f64) -> f64| {
+                let v: Vec<f64> = (0..p * half).map(|i| f(0.3 * i as f64)).collect();
+                Tensor::from_vec(v, (p, half), &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap()
+            };
+            let (cos, sin) = (angles(f64::cos), angles(f64::sin));
+            let (x1, x2) = (
+                x.narrow(3, 0, half).unwrap(),
+                x.narrow(3, half, half).unwrap(),
+            );
+            let mul = |a: &Tensor, b: &Tensor| a.broadcast_mul(b).unwrap();
+            let want = Tensor::cat(
+                &[
+                    (mul(&x1, &cos) - mul(&x2, &sin)).unwrap(),
+                    (mul(&x2, &cos) + mul(&x1, &sin)).unwrap(),
+                ],
+                3,
+            )
+            .unwrap();
+            let got = rope(&x, &cos, &sin).unwrap();
+            assert_close(&got, &want, tolerance);
+            let w = weight(b * heads * p * 2 * half, &[b, heads, p, 2 * half]);
+            let grad = |t: &Tensor| {
+                let grads = (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                grads.get(&x).unwrap().clone()
+            };
+            assert_close(&grad(&got), &grad(&want), tolerance);
             // RMSNorm against Candle's.
             let x = var(b * p * d, 5, 3.0, &[b, p, d]);
             let gain = var(d, 3, 2.0, &[d]);
@@ -492,6 +645,8 @@ mod tests {
         let cpu = &Device::Cpu;
         let not_square = Tensor::zeros((2, 3, 4), DType::F32, cpu).unwrap();
         assert!(attention_softmax(&not_square, 1.0, false).is_err());
+        let angles = Tensor::zeros((3, 3), DType::F32, cpu).unwrap();
+        assert!(rope(&not_square, &angles, &angles).is_err());
         let x = Tensor::zeros((2, 4), DType::F32, cpu).unwrap();
         let gain = Tensor::zeros(5, DType::F32, cpu).unwrap();
         assert!(rms_norm(&x, &gain, 1e-5).is_err());
