@@ -154,25 +154,13 @@ impl TransformerBlock {
         let project = |x: &Tensor, w: &Tensor| x.broadcast_matmul(&w.t()?);
         let n1 = rms_norm(x, &self.norm1)?;
         let q = self.heads_of(&project(&n1, &self.q)?, self.heads, true)?;
-        let group = self.heads / self.kv_heads;
-        // Each key/value head serves `group` query heads: repeat it along the head axis.
-        let share = |t: Tensor| -> Result<Tensor, ModelError> {
-            let (b, kv, p, head) = t.dims4()?;
-            Ok(t.unsqueeze(2)?
-                .broadcast_as((b, kv, group, p, head))?
-                .contiguous()?
-                .reshape((b, kv * group, p, head))?)
-        };
-        let k = share(self.heads_of(&project(&n1, &self.k)?, self.kv_heads, true)?)?;
-        let v = share(self.heads_of(&project(&n1, &self.v)?, self.kv_heads, false)?)?;
+        // Each key/value head serves `heads / kv_heads` query heads (inside the op, no copies).
+        let k = self.heads_of(&project(&n1, &self.k)?, self.kv_heads, true)?;
+        let v = self.heads_of(&project(&n1, &self.v)?, self.kv_heads, false)?;
         let head = d / self.heads;
-        let scores = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
         // The later keys of a causal query get weight 0, as in the engine, which never scores
         // them.
-        let weights =
-            crate::fused::attention_softmax(&scores, 1.0 / (head as f64).sqrt(), self.causal)?;
-        let mixed = weights
-            .matmul(&v)?
+        let mixed = crate::fused::attention(&q, &k, &v, 1.0 / (head as f64).sqrt(), self.causal)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, p, d))?;

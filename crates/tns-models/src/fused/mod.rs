@@ -21,9 +21,10 @@
 //! Mamba's selective scan ([`selective_scan`]) and its short causal depthwise convolution
 //! ([`causal_depthwise_conv`]) are fused ops of the same kind, and so are the elementwise
 //! activations of Mamba, S4D and SwiGLU ([`softplus`], [`silu`], [`silu_gate`]), the
-//! attention's softmax ([`attention_softmax`]), the rotary embedding ([`rope`]) and RMSNorm
+//! transformer's attention ([`attention`]), rotary embedding ([`rope`]) and RMSNorm
 //! ([`rms_norm`]).
 
+mod attention;
 mod conv;
 mod gates;
 mod gru;
@@ -37,11 +38,12 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
 
+pub use attention::attention;
 pub use conv::causal_depthwise_conv;
 pub use gates::{silu, silu_gate, softplus};
 pub use gru::Gru;
 pub use lstm::Lstm;
-pub use rows::{attention_softmax, rms_norm, rope};
+pub use rows::{rms_norm, rope};
 pub use scan::selective_scan;
 
 /// Rows of the batch per parallel shard. Fixed (not derived from the thread count) so that the

@@ -1,28 +1,19 @@
 //! Row-wise steps of the transformer, Mamba and S4D as one Candle op each, with hand-written
-//! gradients: the attention's scaled (and optionally causal) softmax, the rotary position
-//! embedding, and RMSNorm.
+//! gradients: the rotary position embedding and RMSNorm.
 //!
-//! Why: Candle's training graph builds the softmax from five ops (plus the scaling and the
-//! mask: seven passes over the `[B, H, P, P]` scores, more backward), the rotation from eight
-//! (two halves, four products, a difference, a sum, a concatenation) and RMSNorm from six.
+//! Why: Candle's training graph builds the rotation from eight ops (two halves, four
+//! products, a difference, a sum, a concatenation) and RMSNorm from six.
 //! Fused, each is one pass forward and one back over rows, run in parallel; every row is
 //! computed on its own and the gain's gradient is summed over fixed shards of [`SHARD`] rows in
 //! shard order, so a result does not depend on the number of threads.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{Real, contiguous};
 
 /// Rows per parallel shard of RMSNorm's backward pass (fixed: see the module's doc).
 const SHARD: usize = 64;
-
-/// `softmax(scale · x)` over the last axis of `x [.., P, P]` (attention scores, a query per
-/// row). With `causal`, query `i` (the row's index in its `[P, P]` block) weighs only keys
-/// `j ≤ i`; the later ones get weight 0 and no gradient.
-pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(Softmax { scale, causal })
-}
 
 /// The rotary position embedding of `x [.., P, head]` with the angles' `cos`, `sin`
 /// `[P, head / 2]`: `(x₁, x₂) ↦ (x₁ cos − x₂ sin, x₂ cos + x₁ sin)` on the two halves of each
@@ -41,168 +32,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
 pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     x.contiguous()?
         .apply_op2(&gain.contiguous()?, RmsNorm { eps })
-}
-
-/// Applies `kernel` to the contiguous f32 or f64 data of one tensor, returning the result with
-/// `shape`.
-fn map<F32, F64>(
-    name: &'static str,
-    storage: &CpuStorage,
-    layout: &Layout,
-    shape: Shape,
-    f32_kernel: F32,
-    f64_kernel: F64,
-) -> candle_core::Result<(CpuStorage, Shape)>
-where
-    F32: Fn(&[f32]) -> Vec<f32>,
-    F64: Fn(&[f64]) -> Vec<f64>,
-{
-    let storage = match storage {
-        CpuStorage::F32(x) => CpuStorage::F32(f32_kernel(contiguous(x, layout)?)),
-        CpuStorage::F64(x) => CpuStorage::F64(f64_kernel(contiguous(x, layout)?)),
-        _ => {
-            return Err(candle_core::Error::Msg(format!(
-                "{name}: input must be f32 or f64"
-            )));
-        }
-    };
-    Ok((storage, shape))
-}
-
-/// The softmax's last axis, or an error if `x` is not `[.., P, P]`.
-fn square_rows(shape: &Shape) -> candle_core::Result<usize> {
-    let dims = shape.dims();
-    match dims {
-        [.., p, q] if p == q && *p > 0 => Ok(*q),
-        _ => Err(candle_core::Error::Msg(format!(
-            "attention softmax: scores {shape:?} are not [.., P, P]"
-        ))),
-    }
-}
-
-/// [`attention_softmax`]'s op.
-struct Softmax {
-    scale: f64,
-    causal: bool,
-}
-
-impl Softmax {
-    /// Keys that query row `row` weighs.
-    fn keys(&self, row: usize, width: usize) -> usize {
-        if self.causal { row % width + 1 } else { width }
-    }
-
-    fn forward<T: Real>(&self, x: &[T], width: usize) -> Vec<T> {
-        let scale = T::from(self.scale).unwrap_or_else(T::one);
-        let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(width)
-            .zip(x.par_chunks(width))
-            .enumerate()
-            .for_each(|(row, (y, x))| {
-                let y = &mut y[..self.keys(row, width)];
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * scale;
-                }
-                let max = y.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-                y.iter_mut().for_each(|v| *v = *v - max);
-                T::exp_in_place(y);
-                let sum = y.iter().fold(T::zero(), |s, &v| s + v);
-                y.iter_mut().for_each(|v| *v = *v / sum);
-            });
-        y
-    }
-
-    /// `dx = scale · y ⊙ (g − Σ g ⊙ y)` row by row, from the output `y` and its gradient `g`.
-    fn backward<T: Real>(&self, y: &[T], g: &[T], width: usize) -> Vec<T> {
-        let scale = T::from(self.scale).unwrap_or_else(T::one);
-        let mut dx = vec![T::zero(); y.len()];
-        dx.par_chunks_mut(width)
-            .zip(y.par_chunks(width).zip(g.par_chunks(width)))
-            .enumerate()
-            .for_each(|(row, (dx, (y, g)))| {
-                let keys = self.keys(row, width);
-                let (y, g) = (&y[..keys], &g[..keys]);
-                let dot = y.iter().zip(g).fold(T::zero(), |s, (&y, &g)| s + y * g);
-                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                    *dx = scale * y * (g - dot);
-                }
-            });
-        dx
-    }
-}
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "fused attention softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = square_rows(l.shape())?;
-        map(
-            self.name(),
-            s,
-            l,
-            l.shape().clone(),
-            |x| self.forward(x, width),
-            |x| self.forward(x, width),
-        )
-    }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &SoftmaxGradient(Softmax {
-                scale: self.scale,
-                causal: self.causal,
-            }),
-        )?))
-    }
-}
-
-/// The softmax's gradient on `(y, g)`.
-struct SoftmaxGradient(Softmax);
-
-impl CustomOp2 for SoftmaxGradient {
-    fn name(&self) -> &'static str {
-        "fused attention softmax gradient"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = square_rows(l1.shape())?;
-        if l1.shape() != l2.shape() {
-            return Err(candle_core::Error::Msg(format!(
-                "{}: shapes {:?} and {:?} differ",
-                self.name(),
-                l1.shape(),
-                l2.shape()
-            )));
-        }
-        let storage = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(self.0.backward(
-                contiguous(y, l1)?,
-                contiguous(g, l2)?,
-                width,
-            )),
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(self.0.backward(
-                contiguous(y, l1)?,
-                contiguous(g, l2)?,
-                width,
-            )),
-            _ => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{}: inputs must both be f32 or both f64",
-                    self.name()
-                )));
-            }
-        };
-        Ok((storage, l1.shape().clone()))
-    }
 }
 
 /// [`rope`]'s op on `(x, cos, sin)`; `inverse` rotates by the opposite angles (its gradient).
@@ -468,24 +297,6 @@ mod tests {
             .collect()
     }
 
-    /// Candle's composite softmax, scaled and masked as the transformer did before.
-    fn softmax_reference(x: &Tensor, scale: f64, causal: bool) -> Tensor {
-        let p = x.dim(candle_core::D::Minus1).unwrap();
-        let scores = (x * scale).unwrap();
-        let scores = if causal {
-            let mask: Vec<f64> = (0..p * p)
-                .map(|at| if at % p > at / p { -1e9 } else { 0.0 })
-                .collect();
-            let mask = Tensor::from_vec(mask, (p, p), x.device())
-                .and_then(|m| m.to_dtype(x.dtype()))
-                .unwrap();
-            scores.broadcast_add(&mask).unwrap()
-        } else {
-            scores
-        };
-        candle_nn::ops::softmax(&scores, candle_core::D::Minus1).unwrap()
-    }
-
     /// Asserts `got` equals `want` to `tolerance` relative (absolute below 1).
     fn assert_close(got: &Tensor, want: &Tensor, tolerance: f64) {
         let as_f64 = |t: &Tensor| {
@@ -502,7 +313,7 @@ mod tests {
 
     #[test]
     fn the_fused_rows_match_candles_ops_and_their_gradients() {
-        let (b, h, p, d) = (3, 2, 7, 12);
+        let (b, p, d) = (3, 7, 12);
         for dtype in [DType::F64, DType::F32] {
             let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             let var = |n: usize, k: usize, scale: f64, shape: &[usize]| {
@@ -516,20 +327,6 @@ mod tests {
                     .and_then(|t| t.to_dtype(dtype))
                     .unwrap()
             };
-            // The softmax, causal and not.
-            let scores = var(b * h * p * p, 11, 4.0, &[b, h, p, p]);
-            let w = weight(b * h * p * p, &[b, h, p, p]);
-            for causal in [false, true] {
-                let scale = 0.35;
-                let want = softmax_reference(&scores, scale, causal);
-                let got = attention_softmax(&scores, scale, causal).unwrap();
-                assert_close(&got, &want, tolerance);
-                let grad = |t: &Tensor| {
-                    let grads = (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
-                    grads.get(&scores).unwrap().clone()
-                };
-                assert_close(&grad(&got), &grad(&want), tolerance);
-            }
             // The rotation against Candle's ops, as the transformer built it before.
             let (half, heads) = (3, 2);
             let x = var(b * heads * p * 2 * half, 13, 2.0, &[b, heads, p, 2 * half]);
@@ -581,59 +378,29 @@ mod tests {
     }
 
     #[test]
-    fn the_fused_row_gradients_match_finite_differences() {
-        let (p, d, rows) = (5, 6, 3);
-        let x = [
-            values(2 * p * p, 11, 3.0),
-            values(rows * d, 5, 2.0),
-            values(d, 3, 1.5),
-        ];
+    fn the_rms_norm_gradients_match_finite_differences() {
+        let (d, rows) = (6, 3);
+        let x = [values(rows * d, 5, 2.0), values(d, 3, 1.5)];
         let vars = [
-            Var::from_slice(&x[0], (2, p, p), &Device::Cpu).unwrap(),
-            Var::from_slice(&x[1], (rows, d), &Device::Cpu).unwrap(),
-            Var::from_slice(&x[2], d, &Device::Cpu).unwrap(),
+            Var::from_slice(&x[0], (rows, d), &Device::Cpu).unwrap(),
+            Var::from_slice(&x[1], d, &Device::Cpu).unwrap(),
         ];
-        let (w_soft, w_norm) = (values(2 * p * p, 7, 1.0), values(rows * d, 13, 1.0));
-        let scale = 0.6;
-        let loss = (attention_softmax(&vars[0], scale, true)
+        let w_norm = values(rows * d, 13, 1.0);
+        let loss = (rms_norm(&vars[0], &vars[1], 1e-5)
             .unwrap()
             .flatten_all()
             .unwrap()
-            * Tensor::new(w_soft.as_slice(), &Device::Cpu).unwrap())
+            * Tensor::new(w_norm.as_slice(), &Device::Cpu).unwrap())
         .unwrap()
         .sum_all()
-        .unwrap()
-            + (rms_norm(&vars[1], &vars[2], 1e-5)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                * Tensor::new(w_norm.as_slice(), &Device::Cpu).unwrap())
-            .unwrap()
-            .sum_all()
-            .unwrap();
-        let grads = loss.unwrap().backward().unwrap();
+        .unwrap();
+        let grads = loss.backward().unwrap();
         crate::gradcheck::assert_gradients_match(&grads, &vars, &x, |x| {
             let mut total = 0.0;
-            for (row, scores) in x[0].chunks_exact(p).enumerate() {
-                let keys = row % p + 1;
-                let max = scores[..keys]
-                    .iter()
-                    .fold(f64::MIN, |m, &v| m.max(v * scale));
-                let e: Vec<f64> = scores[..keys]
-                    .iter()
-                    .map(|v| (v * scale - max).exp())
-                    .collect();
-                let sum: f64 = e.iter().sum();
-                total += e
-                    .iter()
-                    .enumerate()
-                    .map(|(j, e)| e / sum * w_soft[row * p + j])
-                    .sum::<f64>();
-            }
-            for (row, v) in x[1].chunks_exact(d).enumerate() {
+            for (row, v) in x[0].chunks_exact(d).enumerate() {
                 let r = 1.0 / (v.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-5).sqrt();
                 total += (0..d)
-                    .map(|i| v[i] * r * x[2][i] * w_norm[row * d + i])
+                    .map(|i| v[i] * r * x[1][i] * w_norm[row * d + i])
                     .sum::<f64>();
             }
             total
@@ -644,7 +411,6 @@ mod tests {
     fn shapes_that_do_not_fit_are_an_error() {
         let cpu = &Device::Cpu;
         let not_square = Tensor::zeros((2, 3, 4), DType::F32, cpu).unwrap();
-        assert!(attention_softmax(&not_square, 1.0, false).is_err());
         let angles = Tensor::zeros((3, 3), DType::F32, cpu).unwrap();
         assert!(rope(&not_square, &angles, &angles).is_err());
         let x = Tensor::zeros((2, 4), DType::F32, cpu).unwrap();
