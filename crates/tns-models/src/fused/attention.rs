@@ -324,12 +324,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     use super::*;
-
-    fn values(n: usize, k: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|i| ((i * k % 31) as f64 - 15.0) / 15.0 * scale)
-            .collect()
-    }
+    use crate::gradcheck::spread as values;
 
     /// The graph the transformer used before: the group's copies, the product, the masked
     /// softmax, the product.
@@ -366,13 +361,6 @@ mod tests {
             .unwrap()
     }
 
-    fn as_f64(t: &Tensor) -> Vec<f64> {
-        t.flatten_all()
-            .and_then(|t| t.to_dtype(DType::F64))
-            .and_then(|t| t.to_vec1::<f64>())
-            .unwrap()
-    }
-
     #[test]
     fn the_fused_attention_matches_the_graph_and_its_gradients() {
         // Four query heads over two key/value heads, and one head per group.
@@ -401,9 +389,7 @@ mod tests {
                     let want = reference(&q, &k, &v, scale, causal);
                     let got = attention(&q, &k, &v, scale, causal).unwrap();
                     let close = |got: &Tensor, want: &Tensor| {
-                        for (g, w) in as_f64(got).iter().zip(as_f64(want)) {
-                            assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{g} vs {w}");
-                        }
+                        crate::gradcheck::assert_close(got, want, tolerance);
                     };
                     close(&got, &want);
                     let grads =

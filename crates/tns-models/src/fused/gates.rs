@@ -285,17 +285,8 @@ mod tests {
                 .and_then(|w| w.reshape((n / 3, 3))?.to_dtype(dtype))
                 .unwrap();
             for (want, got) in reference(&a, &z).iter().zip(&fused(&a, &z)) {
-                let close = |x: &Tensor, y: &Tensor| {
-                    let x = x.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
-                    let y = y.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
-                    for (x, y) in x
-                        .to_vec1::<f64>()
-                        .unwrap()
-                        .iter()
-                        .zip(y.to_vec1::<f64>().unwrap())
-                    {
-                        assert!((x - y).abs() <= tolerance * y.abs().max(1.0), "{x} vs {y}");
-                    }
+                let close = |got: &Tensor, want: &Tensor| {
+                    crate::gradcheck::assert_close(got, want, tolerance);
                 };
                 close(got, want);
                 let grads_of = |t: &Tensor| {

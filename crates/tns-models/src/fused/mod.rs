@@ -712,7 +712,7 @@ fn backward<C: Cell, T: Real>(
 /// convolution).
 trait Kernels3: Send + Sync + 'static {
     /// The sizes of one call.
-    type Dims: Copy;
+    type Dims: Clone;
     /// The op's name, in Candle's graph and in errors.
     fn name(&self) -> &'static str;
     /// The sizes, or an error if the three shapes do not fit together.
@@ -750,7 +750,7 @@ impl<K: Kernels3> CustomOp3 for Fused3<K> {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.0.dims(l1.shape(), l2.shape(), l3.shape())?;
-        let shape = self.0.output_shape(d);
+        let shape = self.0.output_shape(d.clone());
         match (s1, s2, s3) {
             (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
                 let (a, b, c) = (contiguous(a, l1)?, contiguous(b, l2)?, contiguous(c, l3)?);

@@ -7,10 +7,10 @@
 //! computed on its own and the gain's gradient is summed over fixed shards of [`SHARD`] rows in
 //! shard order, so a result does not depend on the number of threads.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Real, contiguous};
+use super::{Fused3, Kernels3, Real, contiguous};
 
 /// Rows per parallel shard of RMSNorm's backward pass (fixed: see the module's doc).
 const SHARD: usize = 64;
@@ -20,11 +20,8 @@ const SHARD: usize = 64;
 /// row. The angles are constants: only `x` gets a gradient (the inverse rotation of the
 /// output's).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &cos.contiguous()?,
-        &sin.contiguous()?,
-        Rope { inverse: false },
-    )
+    x.contiguous()?
+        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, Fused3(Rope))
 }
 
 /// RMSNorm over the last axis of `x [.., d]` with `gain [d]`: `x_i / √(mean(x²) + eps) · gain_i`,
@@ -34,17 +31,17 @@ pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f64) -> candle_core::Result<Tens
         .apply_op2(&gain.contiguous()?, RmsNorm { eps })
 }
 
-/// [`rope`]'s op on `(x, cos, sin)`; `inverse` rotates by the opposite angles (its gradient).
-struct Rope {
-    inverse: bool,
-}
+/// [`rope`]'s op on `(x, cos, sin)`.
+struct Rope;
 
 impl Rope {
-    fn rotate<T: Real>(&self, x: &[T], cos: &[T], sin: &[T], half: usize) -> Vec<T> {
-        let (width, positions) = (2 * half, cos.len() / half);
+    /// `x` rotated by the angles (`sign` 1) or by their opposites (`sign` −1: the gradient, as a
+    /// rotation's transpose is its inverse).
+    fn rotate<T: Real>(x: &[T], cos: &[T], sin: &[T], d: RopeDims, sign: T) -> Vec<T> {
+        let (half, width) = (d.half, 2 * d.half);
         let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(width * positions)
-            .zip(x.par_chunks(width * positions))
+        y.par_chunks_mut(width * d.positions)
+            .zip(x.par_chunks(width * d.positions))
             .for_each(|(y, x)| {
                 for (at, (y, x)) in y
                     .chunks_exact_mut(width)
@@ -55,7 +52,7 @@ impl Rope {
                     let (x1, x2) = x.split_at(half);
                     let (y1, y2) = y.split_at_mut(half);
                     for i in 0..half {
-                        let s = if self.inverse { -sin[i] } else { sin[i] };
+                        let s = sign * sin[i];
                         y1[i] = x1[i] * cos[i] - x2[i] * s;
                         y2[i] = x2[i] * cos[i] + x1[i] * s;
                     }
@@ -65,80 +62,57 @@ impl Rope {
     }
 }
 
-impl CustomOp3 for Rope {
+/// Sizes of one [`Rope`] call.
+#[derive(Debug, Clone)]
+struct RopeDims {
+    shape: Shape,
+    positions: usize,
+    half: usize,
+}
+
+impl Kernels3 for Rope {
+    type Dims = RopeDims;
+
     fn name(&self) -> &'static str {
         "fused rope"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let fits = match (l1.shape().dims(), l2.shape().dims()) {
-            ([.., p, head], [q, half]) => {
-                p == q && *head == 2 * half && *half > 0 && l2.shape() == l3.shape()
+    fn dims(&self, x: &Shape, cos: &Shape, sin: &Shape) -> candle_core::Result<RopeDims> {
+        match (x.dims(), cos.dims()) {
+            ([.., p, head], [q, half])
+                if p == q && *head == 2 * half && *half > 0 && cos == sin =>
+            {
+                Ok(RopeDims {
+                    shape: x.clone(),
+                    positions: *p,
+                    half: *half,
+                })
             }
-            _ => false,
-        };
-        if !fits {
-            return Err(candle_core::Error::Msg(format!(
-                "{}: input {:?}, cos {:?} and sin {:?} do not fit (expected [.., P, 2h], [P, h], [P, h])",
-                self.name(),
-                l1.shape(),
-                l2.shape(),
-                l3.shape()
-            )));
+            _ => Err(candle_core::Error::Msg(format!(
+                "fused rope: input {x:?}, cos {cos:?} and sin {sin:?} do not fit (expected [.., P, 2h], [P, h], [P, h])"
+            ))),
         }
-        let half = l2.shape().dims()[1];
-        let storage = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(c), CpuStorage::F32(s)) => {
-                CpuStorage::F32(self.rotate(
-                    contiguous(x, l1)?,
-                    contiguous(c, l2)?,
-                    contiguous(s, l3)?,
-                    half,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(c), CpuStorage::F64(s)) => {
-                CpuStorage::F64(self.rotate(
-                    contiguous(x, l1)?,
-                    contiguous(c, l2)?,
-                    contiguous(s, l3)?,
-                    half,
-                ))
-            }
-            _ => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{}: inputs must all be f32 or all f64",
-                    self.name()
-                )));
-            }
-        };
-        Ok((storage, l1.shape().clone()))
     }
 
-    fn bwd(
+    fn output_shape(&self, d: RopeDims) -> Shape {
+        d.shape
+    }
+
+    fn forward<T: Real>(&self, x: &[T], cos: &[T], sin: &[T], d: RopeDims) -> Vec<T> {
+        Self::rotate(x, cos, sin, d, T::one())
+    }
+
+    /// The angles are constants of the model (their gradients are zeros, unused).
+    fn backward<T: Real>(
         &self,
-        _x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // A rotation's transpose is its inverse.
-        let dx = grad.contiguous()?.apply_op3_no_bwd(
-            cos,
-            sin,
-            &Rope {
-                inverse: !self.inverse,
-            },
-        )?;
-        Ok((Some(dx), None, None))
+        _x: &[T],
+        cos: &[T],
+        sin: &[T],
+        g: &[T],
+        d: RopeDims,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let dx = Self::rotate(g, cos, sin, d, -T::one());
+        (dx, vec![T::zero(); cos.len()], vec![T::zero(); sin.len()])
     }
 }
 
@@ -290,26 +264,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-
-    fn values(n: usize, k: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|i| ((i * k % 31) as f64 - 15.0) / 15.0 * scale)
-            .collect()
-    }
-
-    /// Asserts `got` equals `want` to `tolerance` relative (absolute below 1).
-    fn assert_close(got: &Tensor, want: &Tensor, tolerance: f64) {
-        let as_f64 = |t: &Tensor| {
-            t.flatten_all()
-                .and_then(|t| t.to_dtype(DType::F64))
-                .and_then(|t| t.to_vec1::<f64>())
-                .unwrap()
-        };
-        assert_eq!(got.shape(), want.shape());
-        for (g, w) in as_f64(got).iter().zip(as_f64(want)) {
-            assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{g} vs {w}");
-        }
-    }
+    use crate::gradcheck::spread as values;
 
     #[test]
     fn the_fused_rows_match_candles_ops_and_their_gradients() {
@@ -351,24 +306,24 @@ mod tests {
             )
             .unwrap();
             let got = rope(&x, &cos, &sin).unwrap();
-            assert_close(&got, &want, tolerance);
+            crate::gradcheck::assert_close(&got, &want, tolerance);
             let w = weight(b * heads * p * 2 * half, &[b, heads, p, 2 * half]);
             let grad = |t: &Tensor| {
                 let grads = (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
                 grads.get(&x).unwrap().clone()
             };
-            assert_close(&grad(&got), &grad(&want), tolerance);
+            crate::gradcheck::assert_close(&grad(&got), &grad(&want), tolerance);
             // RMSNorm against Candle's.
             let x = var(b * p * d, 5, 3.0, &[b, p, d]);
             let gain = var(d, 3, 2.0, &[d]);
             let w = weight(b * p * d, &[b, p, d]);
             let want = candle_nn::ops::rms_norm_slow(&x, &gain, 1e-5).unwrap();
             let got = rms_norm(&x, &gain, 1e-5).unwrap();
-            assert_close(&got, &want, tolerance);
+            crate::gradcheck::assert_close(&got, &want, tolerance);
             let grads = |t: &Tensor| (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let (want_grads, got_grads) = (grads(&want), grads(&got));
             for v in [&x, &gain] {
-                assert_close(
+                crate::gradcheck::assert_close(
                     got_grads.get(v).unwrap(),
                     want_grads.get(v).unwrap(),
                     tolerance,
