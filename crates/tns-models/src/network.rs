@@ -56,7 +56,7 @@ enum CandleLayer {
     MambaBlock(Box<MambaBlock>),
 }
 
-/// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (Candle's composite, differentiable).
+/// `x / √(mean(x²) + ε) ⊙ g` over the last dimension (the fused op, with its gradient).
 fn rms_norm(x: &Tensor, gain: &Tensor) -> Result<Tensor, ModelError> {
     Ok(crate::fused::rms_norm(x, gain, tns_model::RMS_NORM_EPS)?)
 }

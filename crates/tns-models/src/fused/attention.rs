@@ -14,7 +14,7 @@
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real};
+use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, transpose};
 
 /// `softmax(scale · q kᵀ) v` for `q` `[B, H, P, D]` and `k`, `v` `[B, KV, P, D]` (`KV`
 /// dividing `H`; query head `h` reads key/value head `h / (H / KV)`) → `[B, H, P, D]`. With
@@ -94,17 +94,6 @@ impl Attention {
     }
 }
 
-/// `[P, D]` as `[D, P]`, so that a product with one query runs along the keys.
-#[inline(always)]
-fn transpose_into<T: Real>(rows: &[T], width: usize, out: &mut [T]) {
-    let tokens = rows.len() / width;
-    for (j, row) in rows.chunks_exact(width).enumerate() {
-        for (c, &x) in row.iter().enumerate() {
-            out[c * tokens + j] = x;
-        }
-    }
-}
-
 /// `out[j] = Σ_c x[c] · by_column[c·P + j]` for the first `out.len()` keys: one query (or one
 /// output gradient) against every key (or value) at once, each column a multiply-add along the
 /// keys.
@@ -141,12 +130,14 @@ fn forward_sequence<T: Real, M: MulAdd>(
     out: &mut [T],
 ) {
     let (head, group, scale) = (d.head(), d.heads / d.kv_heads, op.scale::<T>());
-    let mut keys_t = vec![T::zero(); head];
+    // A key/value head's keys as `[D, P]`, so that a product with one query runs along the
+    // keys; transposed once for its group.
+    let mut keys_t = Vec::new();
     let mut w = vec![T::zero(); d.tokens];
     for (h, out) in out.chunks_exact_mut(head).enumerate() {
         let kv = (h / group) * head;
         if h % group == 0 {
-            transpose_into(&k[kv..kv + head], d.width, &mut keys_t);
+            keys_t = transpose(&k[kv..kv + head], d.tokens, d.width);
         }
         let values = &v[kv..kv + head];
         let queries = &q[h * head..][..head];
@@ -180,13 +171,14 @@ fn backward_sequence<T: Real, M: MulAdd>(
     dv: &mut [T],
 ) {
     let (head, group, scale) = (d.head(), d.heads / d.kv_heads, op.scale::<T>());
-    let (mut keys_t, mut values_t) = (vec![T::zero(); head], vec![T::zero(); head]);
+    // Keys and values as `[D, P]`, transposed once for each key/value head's group.
+    let (mut keys_t, mut values_t) = (Vec::new(), Vec::new());
     let (mut w, mut dw) = (vec![T::zero(); d.tokens], vec![T::zero(); d.tokens]);
     for (h, dq) in dq.chunks_exact_mut(head).enumerate() {
         let kv = (h / group) * head;
         if h % group == 0 {
-            transpose_into(&k[kv..kv + head], d.width, &mut keys_t);
-            transpose_into(&v[kv..kv + head], d.width, &mut values_t);
+            keys_t = transpose(&k[kv..kv + head], d.tokens, d.width);
+            values_t = transpose(&v[kv..kv + head], d.tokens, d.width);
         }
         let keys = &k[kv..kv + head];
         let (dk, dv) = (&mut dk[kv..kv + head], &mut dv[kv..kv + head]);

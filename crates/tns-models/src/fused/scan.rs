@@ -13,7 +13,7 @@
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, SHARD_ROWS};
+use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, SHARD_ROWS, transpose};
 
 /// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
 /// `[B, L, N]` and `skip` (`D`) `[E]` → `o` `[B, L, E]`. All f32 or all f64.
@@ -69,10 +69,9 @@ impl Dims {
 fn by_mode<T: Real>(params: &[T], d: Dims) -> Vec<T> {
     let (e, n) = (d.inner, d.state);
     let (a, skip) = params.split_at(e * n);
-    (0..n)
-        .flat_map(|k| (0..e).map(move |c| a[c * n + k]))
-        .chain(skip.iter().copied())
-        .collect()
+    let mut laid_out = transpose(a, e, n);
+    laid_out.extend_from_slice(skip);
+    laid_out
 }
 
 /// One row forward: writes `o` `[L, E]`; with `trace`, each step's decays and states
@@ -393,10 +392,8 @@ impl Kernels3 for SelectiveScan {
         }
         let (e, n) = (d.inner, d.state);
         let (d_a_by_mode, d_skip) = sum_by_mode.split_at(e * n);
-        let d_params = (0..e)
-            .flat_map(|c| (0..n).map(move |k| d_a_by_mode[k * e + c]))
-            .chain(d_skip.iter().copied())
-            .collect();
+        let mut d_params = transpose(d_a_by_mode, n, e);
+        d_params.extend_from_slice(d_skip);
         (d_inputs, d_modes, d_params)
     }
 }
