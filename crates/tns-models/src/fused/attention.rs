@@ -14,7 +14,7 @@
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, transpose};
+use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, transpose_into};
 
 /// `softmax(scale · q kᵀ) v` for `q` `[B, H, P, D]` and `k`, `v` `[B, KV, P, D]` (`KV`
 /// dividing `H`; query head `h` reads key/value head `h / (H / KV)`) → `[B, H, P, D]`. With
@@ -132,12 +132,12 @@ fn forward_sequence<T: Real, M: MulAdd>(
     let (head, group, scale) = (d.head(), d.heads / d.kv_heads, op.scale::<T>());
     // A key/value head's keys as `[D, P]`, so that a product with one query runs along the
     // keys; transposed once for its group.
-    let mut keys_t = Vec::new();
+    let mut keys_t = vec![T::zero(); head];
     let mut w = vec![T::zero(); d.tokens];
     for (h, out) in out.chunks_exact_mut(head).enumerate() {
         let kv = (h / group) * head;
         if h % group == 0 {
-            keys_t = transpose(&k[kv..kv + head], d.tokens, d.width);
+            transpose_into(&k[kv..kv + head], d.tokens, d.width, &mut keys_t);
         }
         let values = &v[kv..kv + head];
         let queries = &q[h * head..][..head];
@@ -172,13 +172,13 @@ fn backward_sequence<T: Real, M: MulAdd>(
 ) {
     let (head, group, scale) = (d.head(), d.heads / d.kv_heads, op.scale::<T>());
     // Keys and values as `[D, P]`, transposed once for each key/value head's group.
-    let (mut keys_t, mut values_t) = (Vec::new(), Vec::new());
+    let (mut keys_t, mut values_t) = (vec![T::zero(); head], vec![T::zero(); head]);
     let (mut w, mut dw) = (vec![T::zero(); d.tokens], vec![T::zero(); d.tokens]);
     for (h, dq) in dq.chunks_exact_mut(head).enumerate() {
         let kv = (h / group) * head;
         if h % group == 0 {
-            keys_t = transpose(&k[kv..kv + head], d.tokens, d.width);
-            values_t = transpose(&v[kv..kv + head], d.tokens, d.width);
+            transpose_into(&k[kv..kv + head], d.tokens, d.width, &mut keys_t);
+            transpose_into(&v[kv..kv + head], d.tokens, d.width, &mut values_t);
         }
         let keys = &k[kv..kv + head];
         let (dk, dv) = (&mut dk[kv..kv + head], &mut dv[kv..kv + head]);

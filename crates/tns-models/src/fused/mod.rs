@@ -379,12 +379,17 @@ fn dot<T: Real, M: MulAdd>(a: &[T], b: &[T]) -> T {
 
 fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     let mut t = vec![T::zero(); w.len()];
+    transpose_into(w, rows, cols, &mut t);
+    t
+}
+
+/// [`transpose`] into a buffer the caller reuses (`t.len() == w.len()`).
+fn transpose_into<T: Float>(w: &[T], rows: usize, cols: usize, t: &mut [T]) {
     for i in 0..rows {
         for j in 0..cols {
             t[j * rows + i] = w[i * cols + j];
         }
     }
-    t
 }
 
 /// Runs one shard of rows forward. `x` is the shard's inputs `[rows, T, I]`; returns every
