@@ -559,6 +559,34 @@ fn avx2() -> bool {
     tns_engine::Isa::detect() == tns_engine::Isa::Avx2Fma
 }
 
+/// A loop nest written once for either kind of multiply-add, so that one dispatcher,
+/// [`run_best`], can compile it for AVX2 + FMA. Implementations mark `run`
+/// `#[inline(always)]`: it must be inlined into the `#[target_feature]` function to be
+/// compiled with those instructions.
+trait Loops {
+    /// What the loops return.
+    type Output;
+    /// Runs the loops, with multiply-adds computed as `M` says.
+    fn run<M: MulAdd>(self) -> Self::Output;
+}
+
+/// Runs `loops` compiled for AVX2 + FMA where the CPU has them (the same operations in the
+/// same order, the multiply-adds fused), else portably.
+fn run_best<L: Loops>(loops: L) -> L::Output {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
+        return unsafe { run_avx2(loops) };
+    }
+    loops.run::<Plain>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_avx2<L: Loops>(loops: L) -> L::Output {
+    loops.run::<Fused>()
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn forward_shard_avx2<C: Cell, T: Real>(

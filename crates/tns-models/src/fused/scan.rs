@@ -1,19 +1,46 @@
 //! Mamba's selective scan as one Candle op with a hand-written backward pass.
 //!
 //! Per sequence and inner channel `e`, from a zero state, `h_t = exp(Δ_t A_e) ⊙ h_{t−1} +
-//! Δ_t B_t v_t` (`N` modes) and `o_t = C_t · h_t + D_e v_t`. The op runs it as the plain
-//! recurrence over time, fused (no per-step graph nodes), rows of the batch in parallel in
-//! fixed shards of [`SHARD_ROWS`](super::SHARD_ROWS). It is not a parallel prefix scan:
-//! on a CPU's few cores the sequential loop, vectorized over the modes, already does the
-//! least work (`O(L·E·N)`), and the batch gives the parallelism. The backward pass recomputes
-//! each row's states (nothing is kept between the passes) and runs the recurrence backwards.
-//! The weight gradients (`A`, `D`) are summed in shard order, so a result does not depend on
-//! the number of threads.
+//! Δ_t B_t v_t` (`N` modes) and `o_t = C_t · h_t + D_e v_t`. The op runs the recurrence over
+//! time, fused (no per-step graph nodes), its loops along the channels so that they
+//! vectorize.
+//!
+//! **Parallel over rows, and chunked along time when the batch is small.** A batch of
+//! [`PARALLEL_PIECES`] rows or more runs its rows in parallel, each the plain recurrence: on a
+//! CPU's few cores that already does the least work (`O(L·E·N)`). A smaller batch (a
+//! fine-tune on one series, an epoch's last batch) cannot keep the cores busy that way, so
+//! its rows are also cut into chunks of at least [`MIN_CHUNK_STEPS`] steps, and the scan
+//! runs in two levels. The recurrence is linear in the state, so a chunk's end state is its
+//! end state from zero plus its start state times the chunk's whole decay,
+//! `exp(A ⊙ Σ_t Δ_t)`:
+//! 1. every chunk but the last runs from zero to its end state, in parallel;
+//! 2. along each row, chunk by chunk, each start state follows from the one before
+//!    (`O(E·N)` per chunk);
+//! 3. every chunk runs again from its start state and writes its outputs, in parallel.
+//!
+//! The backward pass finds the start states the same way, the state's gradient after each
+//! chunk by the mirror image (the gradient's recurrence runs backwards through the same
+//! decays), then runs each chunk's backward pass from those two, in parallel, keeping the
+//! trace of one chunk at a time. Chunking costs about one more state-only pass; it pays when
+//! the cores would otherwise idle. The chunk length depends only on the shape, not on the
+//! thread count, so a result is the same on any machine; a chunked result differs from the
+//! plain recurrence's in rounding only. The backward pass recomputes the states (nothing is
+//! kept between the passes); the weight gradients (`A`, `D`) are summed row by row and chunk
+//! by chunk in order.
 
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, SHARD_ROWS, transpose};
+use super::{Fused3, Kernels3, Loops, MulAdd, Real, run_best, transpose};
+
+/// Rows × chunks a batch is cut into, at least: a batch of fewer rows is also cut along
+/// time. Fixed, not the thread count, so that the order of every sum is the same on any
+/// machine.
+const PARALLEL_PIECES: usize = 8;
+
+/// The fewest steps in a chunk: shorter, the extra state-only pass costs more than the
+/// parallelism gives back.
+const MIN_CHUNK_STEPS: usize = 32;
 
 /// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
 /// `[B, L, N]` and `skip` (`D`) `[E]` → `o` `[B, L, E]`. All f32 or all f64.
@@ -25,23 +52,44 @@ pub fn selective_scan(
     c: &Tensor,
     skip: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    scan_with(delta, v, a, b, c, skip, SelectiveScan { chunk_steps: None })
+}
+
+/// [`selective_scan`] with the op's kernels given (a test forces the chunk length).
+fn scan_with(
+    delta: &Tensor,
+    v: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    skip: &Tensor,
+    op: SelectiveScan,
+) -> candle_core::Result<Tensor> {
     let inputs = Tensor::cat(&[delta, v], 2)?.contiguous()?;
     let modes = Tensor::cat(&[b, c], 2)?.contiguous()?;
     let params = Tensor::cat(&[&a.flatten_all()?, skip], 0)?.contiguous()?;
-    inputs.apply_op3(&modes, &params, Fused3(SelectiveScan))
+    inputs.apply_op3(&modes, &params, Fused3(op))
 }
 
-/// Sizes of one call.
+/// Sizes of one call, or of one chunk of a row (`batch` 1, `steps` the chunk's).
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     batch: usize,
     steps: usize,
     inner: usize,
     state: usize,
+    /// Steps per chunk (the last chunk of a row may be shorter); `steps` when rows are not
+    /// cut.
+    chunk: usize,
 }
 
 impl Dims {
-    fn of(inputs: &Shape, modes: &Shape, params: &Shape) -> candle_core::Result<Self> {
+    fn of(
+        inputs: &Shape,
+        modes: &Shape,
+        params: &Shape,
+        chunk_steps: Option<usize>,
+    ) -> candle_core::Result<Self> {
         let (batch, steps, twice_inner) = inputs.dims3()?;
         let (b2, s2, twice_state) = modes.dims3()?;
         let (inner, state) = (twice_inner / 2, twice_state / 2);
@@ -49,18 +97,69 @@ impl Dims {
             || s2 != steps
             || twice_inner != 2 * inner
             || twice_state != 2 * state
+            || inner == 0
+            || state == 0
             || params.elem_count() != inner * state + inner
         {
             return Err(candle_core::Error::Msg(format!(
-                "selective scan: [Δ | v] {inputs:?}, [B | C] {modes:?} and [A | D] {params:?} do not fit (expected [B, L, 2E], [B, L, 2N], [E·N + E])"
+                "selective scan: [Δ | v] {inputs:?}, [B | C] {modes:?} and [A | D] {params:?} do not fit (expected [B, L, 2E], [B, L, 2N], [E·N + E], E and N at least 1)"
             )));
         }
+        let chunks = if batch >= PARALLEL_PIECES {
+            1
+        } else {
+            PARALLEL_PIECES
+                .div_ceil(batch.max(1))
+                .min(steps / MIN_CHUNK_STEPS)
+                .max(1)
+        };
+        let chunk = chunk_steps.unwrap_or(steps.div_ceil(chunks)).max(1);
         Ok(Self {
             batch,
             steps,
             inner,
             state,
+            chunk,
         })
+    }
+
+    /// Chunks per row.
+    fn chunks(self) -> usize {
+        self.steps.div_ceil(self.chunk)
+    }
+
+    /// Chunk `j` of a row: its first step and its sizes.
+    fn chunk(self, j: usize) -> Chunk {
+        let first = j * self.chunk;
+        let steps = self.chunk.min(self.steps - first);
+        Chunk {
+            first,
+            d: Self {
+                batch: 1,
+                steps,
+                chunk: steps,
+                ..self
+            },
+        }
+    }
+
+    /// The state's size, `E·N`.
+    fn state_len(self) -> usize {
+        self.inner * self.state
+    }
+}
+
+/// One chunk of a row.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    first: usize,
+    d: Dims,
+}
+
+impl Chunk {
+    /// The chunk's part of a row's buffer of `width` values per step.
+    fn of<T>(self, row: &[T], width: usize) -> &[T] {
+        &row[self.first * width..(self.first + self.d.steps) * width]
     }
 }
 
@@ -74,38 +173,57 @@ fn by_mode<T: Real>(params: &[T], d: Dims) -> Vec<T> {
     laid_out
 }
 
-/// One row forward: writes `o` `[L, E]`; with `trace`, each step's decays and states
-/// (`[L, N, E]` each: mode by mode, so that a step's loops run along the independent
-/// channels and each channel's read-out sum, taken over the modes in order, is a lane of a
-/// register rather than a chain of dependent additions). `params` as [`by_mode`] lays them
-/// out.
+/// One step's decays `exp(Δ_t ⊙ A)`, by mode `[N, E]`, into `decay`.
+#[inline(always)]
+fn decays_into<T: Real>(delta: &[T], a_by_mode: &[T], decay: &mut [T]) {
+    let e = delta.len();
+    for (row, a_k) in decay.chunks_exact_mut(e).zip(a_by_mode.chunks_exact(e)) {
+        for ((x, &ai), &dl) in row.iter_mut().zip(a_k).zip(delta) {
+            *x = dl * ai;
+        }
+    }
+    T::exp_in_place(decay);
+}
+
+/// A chunk's whole decay `exp(A ⊙ Σ_t Δ_t)`, by mode `[N, E]`: what its start state is
+/// multiplied by at its end, and the gradient after it on the way back.
+fn chunk_decay<T: Real>(inputs: &[T], a_by_mode: &[T], d: Dims) -> Vec<T> {
+    let e = d.inner;
+    let mut sum = vec![T::zero(); e];
+    for step in inputs.chunks_exact(2 * e) {
+        for (s, &dl) in sum.iter_mut().zip(&step[..e]) {
+            *s = *s + dl;
+        }
+    }
+    let mut decay = vec![T::zero(); d.state_len()];
+    decays_into(&sum, a_by_mode, &mut decay);
+    decay
+}
+
+/// One row (or chunk) forward from the state `h` (by mode, `[N, E]`; left at the end
+/// state): writes `o` `[L, E]`; with `trace`, each step's decays and states (`[L, N, E]`
+/// each: mode by mode, so that a step's loops run along the independent channels and each
+/// channel's read-out sum, taken over the modes in order, is a lane of a register rather
+/// than a chain of dependent additions). `params` as [`by_mode`] lays them out.
 #[inline(always)]
 fn forward_row<T: Real, M: MulAdd>(
     inputs: &[T],
     modes: &[T],
     params: &[T],
     d: Dims,
+    h: &mut [T],
     o: &mut [T],
     mut trace: Option<(&mut [T], &mut [T])>,
 ) {
     let (e, n) = (d.inner, d.state);
     let e_n = e * n;
     let (a_by_mode, skip) = params.split_at(e_n);
-    let mut h = vec![T::zero(); e_n];
     let mut decay = vec![T::zero(); e_n];
     let mut dv = vec![T::zero(); e];
     for t in 0..d.steps {
         let (delta, v) = inputs[t * 2 * e..(t + 1) * 2 * e].split_at(e);
         let (b, c) = modes[t * 2 * n..(t + 1) * 2 * n].split_at(n);
-        for (row, a_k) in decay
-            .chunks_exact_mut(e.max(1))
-            .zip(a_by_mode.chunks_exact(e.max(1)))
-        {
-            for ((x, &ai), &dl) in row.iter_mut().zip(a_k).zip(delta) {
-                *x = dl * ai;
-            }
-        }
-        T::exp_in_place(&mut decay);
+        decays_into(delta, a_by_mode, &mut decay);
         let acc = &mut o[t * e..(t + 1) * e];
         for (((dv, acc), &dl), (&vv, &sk)) in dv
             .iter_mut()
@@ -116,9 +234,7 @@ fn forward_row<T: Real, M: MulAdd>(
             *dv = dl * vv;
             *acc = sk * vv;
         }
-        let mode_rows = h
-            .chunks_exact_mut(e.max(1))
-            .zip(decay.chunks_exact(e.max(1)));
+        let mode_rows = h.chunks_exact_mut(e).zip(decay.chunks_exact(e));
         for ((hk, dk), (&bk, &ck)) in mode_rows.zip(b.iter().zip(c)) {
             for (((h, &decay), &dv), acc) in hk.iter_mut().zip(dk).zip(&dv).zip(acc.iter_mut()) {
                 *h = M::mul_add(decay, *h, dv * bk);
@@ -127,7 +243,56 @@ fn forward_row<T: Real, M: MulAdd>(
         }
         if let Some((decays, states)) = trace.as_mut() {
             decays[t * e_n..(t + 1) * e_n].copy_from_slice(&decay);
-            states[t * e_n..(t + 1) * e_n].copy_from_slice(&h);
+            states[t * e_n..(t + 1) * e_n].copy_from_slice(h);
+        }
+    }
+}
+
+/// One chunk's state recurrence alone, from `h` (left at the chunk's end state), without
+/// outputs: the chunked scan's first pass.
+#[inline(always)]
+fn end_state<T: Real, M: MulAdd>(inputs: &[T], modes: &[T], a_by_mode: &[T], d: Dims, h: &mut [T]) {
+    let (e, n) = (d.inner, d.state);
+    let mut decay = vec![T::zero(); e * n];
+    let mut dv = vec![T::zero(); e];
+    for t in 0..d.steps {
+        let (delta, v) = inputs[t * 2 * e..(t + 1) * 2 * e].split_at(e);
+        let b = &modes[t * 2 * n..t * 2 * n + n];
+        decays_into(delta, a_by_mode, &mut decay);
+        for ((dv, &dl), &vv) in dv.iter_mut().zip(delta).zip(v) {
+            *dv = dl * vv;
+        }
+        for ((hk, dk), &bk) in h.chunks_exact_mut(e).zip(decay.chunks_exact(e)).zip(b) {
+            for ((h, &decay), &dv) in hk.iter_mut().zip(dk).zip(&dv) {
+                *h = M::mul_add(decay, *h, dv * bk);
+            }
+        }
+    }
+}
+
+/// One chunk's recurrence of the state's gradient alone, backwards, from `dh` (the gradient
+/// after the chunk, by mode; left at the gradient before it) and the outputs' gradient `g`
+/// `[L, E]`, without the other gradients: the mirror of [`end_state`].
+#[inline(always)]
+fn gradient_before<T: Real, M: MulAdd>(
+    inputs: &[T],
+    modes: &[T],
+    a_by_mode: &[T],
+    g: &[T],
+    d: Dims,
+    dh: &mut [T],
+) {
+    let (e, n) = (d.inner, d.state);
+    let mut decay = vec![T::zero(); e * n];
+    for t in (0..d.steps).rev() {
+        let delta = &inputs[t * 2 * e..t * 2 * e + e];
+        let c = &modes[t * 2 * n + n..(t + 1) * 2 * n];
+        let gy = &g[t * e..(t + 1) * e];
+        decays_into(delta, a_by_mode, &mut decay);
+        for ((dh_k, dk), &ck) in dh.chunks_exact_mut(e).zip(decay.chunks_exact(e)).zip(c) {
+            for ((dh, &decay), &gy) in dh_k.iter_mut().zip(dk).zip(gy) {
+                *dh = M::mul_add(gy, ck, *dh) * decay;
+            }
         }
     }
 }
@@ -150,10 +315,33 @@ fn sum_in_lanes<T: Real>(xs: &[T]) -> T {
     lanes.iter().fold(T::zero(), |sum, &lane| sum + lane)
 }
 
-/// One row backward from `g` (`dLoss/do`, `[L, E]`): writes the row's `[dΔ | dv]` and
-/// `[dB | dC]` and adds `[dA | dD]` to `d_params` (`dA` by mode, `[N, E]`, as [`by_mode`]
-/// lays `A` out; [`SelectiveScan::backward`] puts it back in `[E, N]`). Its loops run mode by
-/// mode along the channels, like the forward pass's, so that they vectorize.
+/// The buffers one chunk's backward pass fills with its forward trace, reused from chunk to
+/// chunk on a thread, so that the backward pass does not allocate (and fault in) a trace per
+/// row.
+struct Trace<T> {
+    decays: Vec<T>,
+    states: Vec<T>,
+    o: Vec<T>,
+}
+
+impl<T: Real> Trace<T> {
+    /// Room for the longest chunk of `d`.
+    fn for_chunks(d: Dims) -> Self {
+        Self {
+            decays: vec![T::zero(); d.chunk * d.state_len()],
+            states: vec![T::zero(); d.chunk * d.state_len()],
+            o: vec![T::zero(); d.chunk * d.inner],
+        }
+    }
+}
+
+/// One row (or chunk) backward from `g` (`dLoss/do`, `[L, E]`), the state before it
+/// `h_before` and the state's gradient after it `dh` (both by mode), with `trace` room for
+/// its forward trace: writes the `[dΔ | dv]`
+/// and `[dB | dC]` of its steps and adds `[dA | dD]` to `d_params` (`dA` by mode, `[N, E]`,
+/// as [`by_mode`] lays `A` out; [`SelectiveScan::backward`] puts it back in `[E, N]`). Its
+/// loops run mode by mode along the channels, like the forward pass's, so that they
+/// vectorize.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_row<T: Real, M: MulAdd>(
@@ -162,28 +350,29 @@ fn backward_row<T: Real, M: MulAdd>(
     params: &[T],
     g: &[T],
     d: Dims,
+    h_before: &[T],
+    dh: &mut [T],
+    trace: &mut Trace<T>,
     d_inputs: &mut [T],
     d_modes: &mut [T],
     d_params: &mut [T],
 ) {
     let (e, n) = (d.inner, d.state);
     let e_n = e * n;
-    let mut decays = vec![T::zero(); d.steps * e_n];
-    let mut states = vec![T::zero(); d.steps * e_n];
-    let mut o = vec![T::zero(); d.steps * e];
+    let decays = &mut trace.decays[..d.steps * e_n];
+    let states = &mut trace.states[..d.steps * e_n];
+    let mut h = h_before.to_vec();
     forward_row::<T, M>(
         inputs,
         modes,
         params,
         d,
-        &mut o,
-        Some((&mut decays, &mut states)),
+        &mut h,
+        &mut trace.o[..d.steps * e],
+        Some((&mut *decays, &mut *states)),
     );
     let (a_by_mode, skip) = params.split_at(e_n);
     let (d_a, d_skip) = d_params.split_at_mut(e_n);
-    // The state's gradient carried back from the next step, by mode `[N, E]`.
-    let mut dh = vec![T::zero(); e_n];
-    let zeros = vec![T::zero(); e_n];
     let (mut terms_c, mut terms_b) = (vec![T::zero(); e], vec![T::zero(); e]);
     let (mut delta_v, mut gy_now) = (vec![T::zero(); e], vec![T::zero(); e]);
     for t in (0..d.steps).rev() {
@@ -196,7 +385,7 @@ fn backward_row<T: Real, M: MulAdd>(
         let before = if t > 0 {
             &states[(t - 1) * e_n..t * e_n]
         } else {
-            &zeros[..]
+            h_before
         };
         let decay = &decays[t * e_n..(t + 1) * e_n];
         for i in 0..e {
@@ -230,102 +419,202 @@ fn backward_row<T: Real, M: MulAdd>(
     }
 }
 
-/// The rows of one shard backward (`[dA | dD]` summed over them, `dA` by mode), compiled for
-/// AVX2 + FMA where the CPU has them (the multiply-adds fused).
-#[allow(clippy::too_many_arguments)]
-fn backward_shard<T: Real>(
-    inputs: &[T],
-    modes: &[T],
-    params: &[T],
-    g: &[T],
+/// [`forward_row`] without a trace, as [`Loops`].
+struct Forward<'a, T> {
+    inputs: &'a [T],
+    modes: &'a [T],
+    params: &'a [T],
     d: Dims,
-    first_row: usize,
-    d_inputs: &mut [T],
-    d_modes: &mut [T],
-) -> Vec<T> {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx2() {
-        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-        return unsafe {
-            backward_shard_avx2(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
-        };
-    }
-    backward_shard_with::<T, Plain>(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
+    h: &'a mut [T],
+    o: &'a mut [T],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn backward_shard_avx2<T: Real>(
-    inputs: &[T],
-    modes: &[T],
-    params: &[T],
-    g: &[T],
-    d: Dims,
-    first_row: usize,
-    d_inputs: &mut [T],
-    d_modes: &mut [T],
-) -> Vec<T> {
-    backward_shard_with::<T, Fused>(inputs, modes, params, g, d, first_row, d_inputs, d_modes)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn backward_shard_with<T: Real, M: MulAdd>(
-    inputs: &[T],
-    modes: &[T],
-    params: &[T],
-    g: &[T],
-    d: Dims,
-    first_row: usize,
-    d_inputs: &mut [T],
-    d_modes: &mut [T],
-) -> Vec<T> {
-    let (per_in, per_modes, per_out) = (
-        (d.steps * 2 * d.inner).max(1),
-        (d.steps * 2 * d.state).max(1),
-        d.steps * d.inner,
-    );
-    let mut d_params = vec![T::zero(); params.len()];
-    for (j, (di, dm)) in d_inputs
-        .chunks_exact_mut(per_in)
-        .zip(d_modes.chunks_exact_mut(per_modes))
-        .enumerate()
-    {
-        let r = first_row + j;
-        backward_row::<T, M>(
-            &inputs[r * per_in..(r + 1) * per_in],
-            &modes[r * per_modes..(r + 1) * per_modes],
-            params,
-            &g[r * per_out..(r + 1) * per_out],
-            d,
-            di,
-            dm,
-            &mut d_params,
+impl<T: Real> Loops for Forward<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<M: MulAdd>(self) {
+        forward_row::<T, M>(
+            self.inputs,
+            self.modes,
+            self.params,
+            self.d,
+            self.h,
+            self.o,
+            None,
         );
     }
-    d_params
 }
 
-/// One row forward ([`forward_row`] without a trace), compiled for AVX2 + FMA where the CPU
-/// has them.
-fn forward_row_best<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims, o: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx2() {
-        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-        return unsafe { forward_row_avx2(inputs, modes, params, d, o) };
+/// [`end_state`] as [`Loops`].
+struct EndState<'a, T> {
+    inputs: &'a [T],
+    modes: &'a [T],
+    a_by_mode: &'a [T],
+    d: Dims,
+    h: &'a mut [T],
+}
+
+impl<T: Real> Loops for EndState<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<M: MulAdd>(self) {
+        end_state::<T, M>(self.inputs, self.modes, self.a_by_mode, self.d, self.h);
     }
-    forward_row::<T, Plain>(inputs, modes, params, d, o, None);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_row_avx2<T: Real>(inputs: &[T], modes: &[T], params: &[T], d: Dims, o: &mut [T]) {
-    forward_row::<T, Fused>(inputs, modes, params, d, o, None);
+/// [`gradient_before`] as [`Loops`].
+struct GradientBefore<'a, T> {
+    inputs: &'a [T],
+    modes: &'a [T],
+    a_by_mode: &'a [T],
+    g: &'a [T],
+    d: Dims,
+    dh: &'a mut [T],
+}
+
+impl<T: Real> Loops for GradientBefore<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<M: MulAdd>(self) {
+        gradient_before::<T, M>(
+            self.inputs,
+            self.modes,
+            self.a_by_mode,
+            self.g,
+            self.d,
+            self.dh,
+        );
+    }
+}
+
+/// [`backward_row`] as [`Loops`]: returns the chunk's `[dA | dD]` (by mode).
+struct Backward<'a, T> {
+    inputs: &'a [T],
+    modes: &'a [T],
+    params: &'a [T],
+    g: &'a [T],
+    d: Dims,
+    h_before: &'a [T],
+    dh: &'a mut [T],
+    trace: &'a mut Trace<T>,
+    d_inputs: &'a mut [T],
+    d_modes: &'a mut [T],
+}
+
+impl<T: Real> Loops for Backward<'_, T> {
+    type Output = Vec<T>;
+    #[inline(always)]
+    fn run<M: MulAdd>(self) -> Vec<T> {
+        let mut d_params = vec![T::zero(); self.params.len()];
+        backward_row::<T, M>(
+            self.inputs,
+            self.modes,
+            self.params,
+            self.g,
+            self.d,
+            self.h_before,
+            self.dh,
+            self.trace,
+            self.d_inputs,
+            self.d_modes,
+            &mut d_params,
+        );
+        d_params
+    }
+}
+
+/// The state each chunk of each row starts from, `[B, K, N·E]` (by mode; zero for a row's
+/// first chunk): the chunked scan's first two passes.
+fn chunk_starts<T: Real>(inputs: &[T], modes: &[T], a_by_mode: &[T], d: Dims) -> Vec<T> {
+    let (e_n, k) = (d.state_len(), d.chunks());
+    let mut starts = vec![T::zero(); d.batch * k * e_n];
+    let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
+    starts
+        .par_chunks_mut(k * e_n)
+        .zip(inputs.par_chunks(per_in))
+        .zip(modes.par_chunks(per_modes))
+        .for_each(|((row, row_in), row_modes)| {
+            // Each chunk's end state from zero, where the next chunk's start goes.
+            row[e_n..]
+                .par_chunks_mut(e_n)
+                .enumerate()
+                .for_each(|(j, end)| {
+                    let chunk = d.chunk(j);
+                    run_best(EndState {
+                        inputs: chunk.of(row_in, 2 * d.inner),
+                        modes: chunk.of(row_modes, 2 * d.state),
+                        a_by_mode,
+                        d: chunk.d,
+                        h: end,
+                    });
+                });
+            for j in 1..k {
+                let chunk = d.chunk(j - 1);
+                let decay = chunk_decay(chunk.of(row_in, 2 * d.inner), a_by_mode, chunk.d);
+                let (before, now) = row.split_at_mut(j * e_n);
+                let previous = &before[(j - 1) * e_n..];
+                for ((start, &prev), &decay) in now[..e_n].iter_mut().zip(previous).zip(&decay) {
+                    *start = decay * prev + *start;
+                }
+            }
+        });
+    starts
+}
+
+/// The loss's gradient for the state after each chunk of each row, `[B, K, N·E]` (by mode;
+/// zero after a row's last chunk), from the outputs' gradient `g`: the mirror image of
+/// [`chunk_starts`].
+fn chunk_end_gradients<T: Real>(
+    inputs: &[T],
+    modes: &[T],
+    a_by_mode: &[T],
+    g: &[T],
+    d: Dims,
+) -> Vec<T> {
+    let (e_n, k) = (d.state_len(), d.chunks());
+    let mut after = vec![T::zero(); d.batch * k * e_n];
+    let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
+    after
+        .par_chunks_mut(k * e_n)
+        .zip(inputs.par_chunks(per_in))
+        .zip(modes.par_chunks(per_modes))
+        .zip(g.par_chunks(d.steps * d.inner))
+        .for_each(|(((row, row_in), row_modes), row_g)| {
+            // The gradient before each chunk but the first, from zero after it, where the
+            // gradient after the chunk before it goes.
+            row[..(k - 1) * e_n]
+                .par_chunks_mut(e_n)
+                .enumerate()
+                .for_each(|(j, before)| {
+                    let chunk = d.chunk(j + 1);
+                    run_best(GradientBefore {
+                        inputs: chunk.of(row_in, 2 * d.inner),
+                        modes: chunk.of(row_modes, 2 * d.state),
+                        a_by_mode,
+                        g: chunk.of(row_g, d.inner),
+                        d: chunk.d,
+                        dh: before,
+                    });
+                });
+            for j in (0..k.saturating_sub(1)).rev() {
+                let chunk = d.chunk(j + 1);
+                let decay = chunk_decay(chunk.of(row_in, 2 * d.inner), a_by_mode, chunk.d);
+                let (now, later) = row.split_at_mut((j + 1) * e_n);
+                for ((after, &next), &decay) in
+                    now[j * e_n..].iter_mut().zip(&later[..e_n]).zip(&decay)
+                {
+                    *after = decay * next + *after;
+                }
+            }
+        });
+    after
 }
 
 /// The kernels of the op on `([Δ | v], [B | C], [A | D])`.
-struct SelectiveScan;
+struct SelectiveScan {
+    /// Steps per chunk, forced (a test's); `None` lets the shape decide.
+    chunk_steps: Option<usize>,
+}
 
 impl Kernels3 for SelectiveScan {
     type Dims = Dims;
@@ -335,7 +624,7 @@ impl Kernels3 for SelectiveScan {
     }
 
     fn dims(&self, inputs: &Shape, modes: &Shape, params: &Shape) -> candle_core::Result<Dims> {
-        Dims::of(inputs, modes, params)
+        Dims::of(inputs, modes, params, self.chunk_steps)
     }
 
     fn output_shape(&self, d: Dims) -> Shape {
@@ -343,19 +632,35 @@ impl Kernels3 for SelectiveScan {
     }
 
     fn forward<T: Real>(&self, inputs: &[T], modes: &[T], params: &[T], d: Dims) -> Vec<T> {
-        let params = &by_mode(params, d);
         let mut o = vec![T::zero(); d.batch * d.steps * d.inner];
+        if o.is_empty() {
+            return o;
+        }
+        let params = &by_mode(params, d);
+        let e_n = d.state_len();
+        let starts = chunk_starts(inputs, modes, params, d);
         let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
-        o.par_chunks_mut((d.steps * d.inner).max(1))
+        o.par_chunks_mut(d.steps * d.inner)
+            .zip(starts.par_chunks(d.chunks() * e_n))
             .enumerate()
-            .for_each(|(r, row)| {
-                forward_row_best(
-                    &inputs[r * per_in..(r + 1) * per_in],
-                    &modes[r * per_modes..(r + 1) * per_modes],
-                    params,
-                    d,
-                    row,
-                );
+            .for_each(|(r, (row_o, row_starts))| {
+                let row_in = &inputs[r * per_in..(r + 1) * per_in];
+                let row_modes = &modes[r * per_modes..(r + 1) * per_modes];
+                row_o
+                    .par_chunks_mut(d.chunk * d.inner)
+                    .zip(row_starts.par_chunks(e_n))
+                    .enumerate()
+                    .for_each(|(j, (out, start))| {
+                        let chunk = d.chunk(j);
+                        run_best(Forward {
+                            inputs: chunk.of(row_in, 2 * d.inner),
+                            modes: chunk.of(row_modes, 2 * d.state),
+                            params,
+                            d: chunk.d,
+                            h: &mut start.to_vec(),
+                            o: out,
+                        });
+                    });
             });
         o
     }
@@ -368,31 +673,63 @@ impl Kernels3 for SelectiveScan {
         g: &[T],
         d: Dims,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let (per_in, per_modes) = (
-            (d.steps * 2 * d.inner).max(1),
-            (d.steps * 2 * d.state).max(1),
-        );
-        let by_mode = by_mode(params, d);
         let mut d_inputs = vec![T::zero(); inputs.len()];
         let mut d_modes = vec![T::zero(); modes.len()];
+        if g.is_empty() {
+            return (d_inputs, d_modes, vec![T::zero(); params.len()]);
+        }
+        let by_mode = by_mode(params, d);
+        let (a_by_mode, e_n, k) = (&by_mode[..d.state_len()], d.state_len(), d.chunks());
+        let starts = chunk_starts(inputs, modes, a_by_mode, d);
+        let afters = chunk_end_gradients(inputs, modes, a_by_mode, g, d);
+        let (per_in, per_modes) = (d.steps * 2 * d.inner, d.steps * 2 * d.state);
+        // Every chunk of every row, each with its outputs' gradients, start state and state
+        // gradient after it; a thread reuses one trace for the chunks it runs.
         let partials: Vec<Vec<T>> = d_inputs
-            .par_chunks_mut(SHARD_ROWS * per_in)
-            .zip(d_modes.par_chunks_mut(SHARD_ROWS * per_modes))
+            .par_chunks_mut(per_in)
+            .zip(d_modes.par_chunks_mut(per_modes))
+            .zip(starts.par_chunks(k * e_n).zip(afters.par_chunks(k * e_n)))
             .enumerate()
-            .map(|(shard, (di, dm))| {
-                backward_shard(inputs, modes, &by_mode, g, d, shard * SHARD_ROWS, di, dm)
+            .flat_map(|(r, ((row_di, row_dm), (row_starts, row_afters)))| {
+                row_di
+                    .par_chunks_mut(d.chunk * 2 * d.inner)
+                    .zip(row_dm.par_chunks_mut(d.chunk * 2 * d.state))
+                    .zip(row_starts.par_chunks(e_n).zip(row_afters.par_chunks(e_n)))
+                    .enumerate()
+                    .map(move |(j, chunk_buffers)| (r, j, chunk_buffers))
             })
+            .map_init(
+                || Trace::for_chunks(d),
+                |trace, (r, j, ((d_inputs, d_modes), (start, after)))| {
+                    let chunk = d.chunk(j);
+                    let row_in = &inputs[r * per_in..(r + 1) * per_in];
+                    let row_modes = &modes[r * per_modes..(r + 1) * per_modes];
+                    let row_g = &g[r * d.steps * d.inner..(r + 1) * d.steps * d.inner];
+                    run_best(Backward {
+                        inputs: chunk.of(row_in, 2 * d.inner),
+                        modes: chunk.of(row_modes, 2 * d.state),
+                        params: &by_mode,
+                        g: chunk.of(row_g, d.inner),
+                        d: chunk.d,
+                        h_before: start,
+                        dh: &mut after.to_vec(),
+                        trace,
+                        d_inputs,
+                        d_modes,
+                    })
+                },
+            )
             .collect();
-        // The shards' sums in shard order; `dA` back from by-mode `[N, E]` to `[E, N]`.
+        // The chunks' sums in row and chunk order; `dA` back from by-mode `[N, E]` to
+        // `[E, N]`.
         let mut sum_by_mode = vec![T::zero(); params.len()];
         for partial in partials {
             for (sum, p) in sum_by_mode.iter_mut().zip(partial) {
                 *sum = *sum + p;
             }
         }
-        let (e, n) = (d.inner, d.state);
-        let (d_a_by_mode, d_skip) = sum_by_mode.split_at(e * n);
-        let mut d_params = transpose(d_a_by_mode, n, e);
+        let (d_a_by_mode, d_skip) = sum_by_mode.split_at(e_n);
+        let mut d_params = transpose(d_a_by_mode, d.state, d.inner);
         d_params.extend_from_slice(d_skip);
         (d_inputs, d_modes, d_params)
     }
@@ -481,6 +818,18 @@ mod tests {
         selective_scan(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]).unwrap()
     }
 
+    /// The scan with its rows cut into chunks of `chunk_steps`.
+    fn scan_in_chunks(v: &[Var], chunk_steps: usize) -> Tensor {
+        let op = SelectiveScan {
+            chunk_steps: Some(chunk_steps),
+        };
+        scan_with(&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], op).unwrap()
+    }
+
+    /// Chunk lengths for the small case's 17 steps: one step, lengths that do and do not
+    /// divide 17, and the whole row.
+    const CHUNKS: [usize; 5] = [1, 4, 5, 16, 17];
+
     #[test]
     fn the_scan_matches_a_plain_loop() {
         let (x, dims) = case();
@@ -515,6 +864,49 @@ mod tests {
     }
 
     #[test]
+    fn the_chunked_scan_matches_a_plain_loop() {
+        let (x, dims) = case();
+        let want = plain(&x, dims);
+        let v = vars(&x, dims);
+        for chunk in CHUNKS {
+            let got = scan_in_chunks(&v, chunk)
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                    "chunks of {chunk}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_batch_is_chunked_and_a_large_one_is_not() {
+        let shape = |b: usize, l: usize, w: usize| Shape::from((b, l, w));
+        let params = Shape::from(16 * 4 + 16);
+        let chunk = |batch: usize, steps: usize| {
+            Dims::of(
+                &shape(batch, steps, 32),
+                &shape(batch, steps, 8),
+                &params,
+                None,
+            )
+            .unwrap()
+            .chunk
+        };
+        // One row of 512 steps: 8 chunks of 64; four rows: 2 chunks each.
+        assert_eq!(chunk(1, 512), 64);
+        assert_eq!(chunk(4, 512), 256);
+        // A full batch, or steps too few for two chunks of 32, run whole rows.
+        assert_eq!(chunk(8, 512), 512);
+        assert_eq!(chunk(1, 63), 63);
+        assert_eq!(chunk(1, 64), 32);
+    }
+
+    #[test]
     fn the_scan_gradients_match_finite_differences() {
         let (x, dims) = case();
         let weights: Vec<f64> = (0..dims.0 * dims.1 * dims.2)
@@ -522,24 +914,34 @@ mod tests {
             .collect();
         let v = vars(&x, dims);
         let w = Tensor::from_slice(&weights, (dims.0, dims.1, dims.2), &Device::Cpu).unwrap();
-        let grads = (scan(&v) * w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        crate::gradcheck::assert_gradients_match(&grads, &v, &x, |x| {
+        let loss = |x: &[Vec<f64>]| -> f64 {
             plain(x, dims)
                 .iter()
                 .zip(&weights)
                 .map(|(o, w)| o * w)
                 .sum()
-        });
+        };
+        let grads = (scan(&v) * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        crate::gradcheck::assert_gradients_match(&grads, &v, &x, loss);
+        for chunk in CHUNKS {
+            let grads = (scan_in_chunks(&v, chunk) * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            crate::gradcheck::assert_gradients_match(&grads, &v, &x, loss);
+        }
     }
 
     #[test]
     fn the_scan_does_not_depend_on_the_thread_count() {
-        // More rows than one shard, so that the parameter gradients are summed over shards.
+        // Many rows, whole; then a few rows, cut into chunks.
         let cpu = &Device::Cpu;
         let (batch, steps, inner, state) = (40, 9, 3, 2);
         let t = |n: usize, k: usize, dims: &[usize]| {
@@ -554,19 +956,17 @@ mod tests {
             t(batch * steps * state, 13, &[batch, steps, state]),
             t(inner, 2, &[inner]),
         ];
-        let run = |threads: usize| -> Vec<Vec<f32>> {
+        let run = |threads: usize, chunk_steps: Option<usize>| -> Vec<Vec<f32>> {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             pool.install(|| {
-                let grads = scan(&v)
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let o = match chunk_steps {
+                    None => scan(&v),
+                    Some(steps) => scan_in_chunks(&v, steps),
+                };
+                let grads = o.sqr().unwrap().sum_all().unwrap().backward().unwrap();
                 v.iter()
                     .map(|x| {
                         grads
@@ -580,6 +980,7 @@ mod tests {
                     .collect()
             })
         };
-        assert_eq!(run(1), run(3));
+        assert_eq!(run(1, None), run(3, None));
+        assert_eq!(run(1, Some(2)), run(3, Some(2)));
     }
 }
