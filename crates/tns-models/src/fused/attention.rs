@@ -14,7 +14,7 @@
 use candle_core::{Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{Fused, Fused3, Kernels3, MulAdd, Plain, Real, transpose_into};
+use super::{Fused3, Kernels3, Loops, MulAdd, Real, run_best, transpose_into};
 
 /// `softmax(scale · q kᵀ) v` for `q` `[B, H, P, D]` and `k`, `v` `[B, KV, P, D]` (`KV`
 /// dividing `H`; query head `h` reads key/value head `h / (H / KV)`) → `[B, H, P, D]`. With
@@ -221,25 +221,39 @@ fn backward_sequence<T: Real, M: MulAdd>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_sequence_avx2<T: Real>(op: &Attention, qkv: (&[T], &[T], &[T]), d: Dims, out: &mut [T]) {
-    forward_sequence::<T, Fused>(op, qkv, d, out);
+/// [`forward_sequence`] as [`Loops`].
+struct ForwardSequence<'a, T> {
+    op: &'a Attention,
+    qkv: (&'a [T], &'a [T], &'a [T]),
+    d: Dims,
+    out: &'a mut [T],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn backward_sequence_avx2<T: Real>(
-    op: &Attention,
-    qkv: (&[T], &[T], &[T]),
-    g: &[T],
+impl<T: Real> Loops for ForwardSequence<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<M: MulAdd>(self) {
+        forward_sequence::<T, M>(self.op, self.qkv, self.d, self.out);
+    }
+}
+
+/// [`backward_sequence`] as [`Loops`].
+struct BackwardSequence<'a, T> {
+    op: &'a Attention,
+    qkv: (&'a [T], &'a [T], &'a [T]),
+    g: &'a [T],
     d: Dims,
-    dq: &mut [T],
-    dk: &mut [T],
-    dv: &mut [T],
-) {
-    backward_sequence::<T, Fused>(op, qkv, g, d, dq, dk, dv);
+    dq: &'a mut [T],
+    dk: &'a mut [T],
+    dv: &'a mut [T],
+}
+
+impl<T: Real> Loops for BackwardSequence<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<M: MulAdd>(self) {
+        backward_sequence::<T, M>(self.op, self.qkv, self.g, self.d, self.dq, self.dk, self.dv);
+    }
 }
 
 impl Kernels3 for Attention {
@@ -268,12 +282,12 @@ impl Kernels3 for Attention {
                     &k[b * per_kv..][..per_kv],
                     &v[b * per_kv..][..per_kv],
                 );
-                #[cfg(target_arch = "x86_64")]
-                if super::avx2() {
-                    // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-                    return unsafe { forward_sequence_avx2(self, qkv, d, out) };
-                }
-                forward_sequence::<T, Plain>(self, qkv, d, out);
+                run_best(ForwardSequence {
+                    op: self,
+                    qkv,
+                    d,
+                    out,
+                });
             });
         out
     }
@@ -300,12 +314,15 @@ impl Kernels3 for Attention {
                     &v[b * per_kv..][..per_kv],
                 );
                 let g = &g[b * per_q..][..per_q];
-                #[cfg(target_arch = "x86_64")]
-                if super::avx2() {
-                    // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-                    return unsafe { backward_sequence_avx2(self, qkv, g, d, dq, dk, dv) };
-                }
-                backward_sequence::<T, Plain>(self, qkv, g, d, dq, dk, dv);
+                run_best(BackwardSequence {
+                    op: self,
+                    qkv,
+                    g,
+                    d,
+                    dq,
+                    dk,
+                    dv,
+                });
             });
         (dq, dk, dv)
     }

@@ -587,27 +587,39 @@ fn run_avx2<L: Loops>(loops: L) -> L::Output {
     loops.run::<Fused>()
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_shard_avx2<C: Cell, T: Real>(
-    x: &[T],
-    w: &Weights<T>,
+/// [`forward_shard`] as [`Loops`].
+struct ForwardShard<'a, C, T> {
+    x: &'a [T],
+    w: &'a Weights<T>,
     d: Dims,
-    trace: Option<&mut Trace<T>>,
-) -> Vec<T> {
-    forward_shard::<C, T, Fused>(x, w, d, trace)
+    trace: Option<&'a mut Trace<T>>,
+    cell: PhantomData<C>,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn backward_shard_avx2<C: Cell, T: Real>(
-    x: &[T],
-    w: &Weights<T>,
-    grad: &[T],
+impl<C: Cell, T: Real> Loops for ForwardShard<'_, C, T> {
+    type Output = Vec<T>;
+    #[inline(always)]
+    fn run<M: MulAdd>(self) -> Vec<T> {
+        forward_shard::<C, T, M>(self.x, self.w, self.d, self.trace)
+    }
+}
+
+/// [`backward_shard`] as [`Loops`].
+struct BackwardShard<'a, C, T> {
+    x: &'a [T],
+    w: &'a Weights<T>,
+    grad: &'a [T],
     d: Dims,
     trace: Option<Trace<T>>,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
-    backward_shard::<C, T, Fused>(x, w, grad, d, trace)
+    cell: PhantomData<C>,
+}
+
+impl<C: Cell, T: Real> Loops for BackwardShard<'_, C, T> {
+    type Output = (Vec<T>, Vec<T>, Vec<T>);
+    #[inline(always)]
+    fn run<M: MulAdd>(self) -> Self::Output {
+        backward_shard::<C, T, M>(self.x, self.w, self.grad, self.d, self.trace)
+    }
 }
 
 /// [`forward_shard`], with the loops compiled for AVX2 + FMA where the CPU has them (the
@@ -618,12 +630,13 @@ fn forward_shard_best<C: Cell, T: Real>(
     d: Dims,
     trace: Option<&mut Trace<T>>,
 ) -> Vec<T> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: `avx2` checked that the CPU has AVX2 and FMA.
-        return unsafe { forward_shard_avx2::<C, T>(x, w, d, trace) };
-    }
-    forward_shard::<C, T, Plain>(x, w, d, trace)
+    run_best(ForwardShard::<C, T> {
+        x,
+        w,
+        d,
+        trace,
+        cell: PhantomData,
+    })
 }
 
 /// [`backward_shard`], compiled for AVX2 + FMA where the CPU has them.
@@ -634,12 +647,14 @@ fn backward_shard_best<C: Cell, T: Real>(
     d: Dims,
     trace: Option<Trace<T>>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: as in `forward_shard_best`.
-        return unsafe { backward_shard_avx2::<C, T>(x, w, grad, d, trace) };
-    }
-    backward_shard::<C, T, Plain>(x, w, grad, d, trace)
+    run_best(BackwardShard::<C, T> {
+        x,
+        w,
+        grad,
+        d,
+        trace,
+        cell: PhantomData,
+    })
 }
 
 /// The forward pass's inputs and per-shard traces, kept on the thread that ran it until its
