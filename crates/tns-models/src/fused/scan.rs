@@ -424,107 +424,86 @@ fn backward_row<T: Real, M: MulAdd>(
     }
 }
 
-/// [`forward_row`] without a trace, as [`Loops`].
-struct Forward<'a, T> {
+/// One pass of the scan over one row or chunk: its inputs `[Δ | v]` and `[B | C]`, the
+/// parameters as [`by_mode`] lays them out (or `A` alone), its sizes and the pass, as
+/// [`Loops`].
+struct RowPass<'a, T> {
     inputs: &'a [T],
     modes: &'a [T],
     params: &'a [T],
     d: Dims,
-    h: &'a mut [T],
-    o: &'a mut [T],
+    pass: Pass<'a, T>,
 }
 
-impl<T: Real> Loops for Forward<'_, T> {
+/// What a [`RowPass`] runs, and the buffers it reads and writes besides the row's inputs.
+enum Pass<'a, T> {
+    /// [`forward_row`] from the state `h`, without a trace, writing `o`.
+    Forward { h: &'a mut [T], o: &'a mut [T] },
+    /// [`end_state`] from the state `h`.
+    EndState { h: &'a mut [T] },
+    /// [`gradient_before`] from the gradient `dh` after the chunk and its outputs' `g`.
+    GradientBefore { g: &'a [T], dh: &'a mut [T] },
+    /// [`backward_row`]; adds the chunk's `[dA | dD]` (by mode) to `d_params`.
+    Backward {
+        g: &'a [T],
+        h_before: &'a [T],
+        dh: &'a mut [T],
+        trace: &'a mut Trace<T>,
+        d_inputs: &'a mut [T],
+        d_modes: &'a mut [T],
+        d_params: &'a mut [T],
+    },
+}
+
+impl<T: Real> Loops for RowPass<'_, T> {
     type Output = ();
     #[inline(always)]
     fn run<M: MulAdd>(self) {
-        forward_row::<T, M>(
-            self.inputs,
-            self.modes,
-            self.params,
-            self.d,
-            self.h,
-            self.o,
-            None,
-        );
+        let Self {
+            inputs,
+            modes,
+            params,
+            d,
+            pass,
+        } = self;
+        let a_by_mode = &params[..d.state_len()];
+        match pass {
+            Pass::Forward { h, o } => forward_row::<T, M>(inputs, modes, params, d, h, o, None),
+            Pass::EndState { h } => end_state::<T, M>(inputs, modes, a_by_mode, d, h),
+            Pass::GradientBefore { g, dh } => {
+                gradient_before::<T, M>(inputs, modes, a_by_mode, g, d, dh);
+            }
+            Pass::Backward {
+                g,
+                h_before,
+                dh,
+                trace,
+                d_inputs,
+                d_modes,
+                d_params,
+            } => backward_row::<T, M>(
+                inputs, modes, params, g, d, h_before, dh, trace, d_inputs, d_modes, d_params,
+            ),
+        }
     }
 }
 
-/// [`end_state`] as [`Loops`].
-struct EndState<'a, T> {
-    inputs: &'a [T],
-    modes: &'a [T],
-    a_by_mode: &'a [T],
-    d: Dims,
-    h: &'a mut [T],
-}
-
-impl<T: Real> Loops for EndState<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<M: MulAdd>(self) {
-        end_state::<T, M>(self.inputs, self.modes, self.a_by_mode, self.d, self.h);
-    }
-}
-
-/// [`gradient_before`] as [`Loops`].
-struct GradientBefore<'a, T> {
-    inputs: &'a [T],
-    modes: &'a [T],
-    a_by_mode: &'a [T],
-    g: &'a [T],
-    d: Dims,
-    dh: &'a mut [T],
-}
-
-impl<T: Real> Loops for GradientBefore<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn run<M: MulAdd>(self) {
-        gradient_before::<T, M>(
-            self.inputs,
-            self.modes,
-            self.a_by_mode,
-            self.g,
-            self.d,
-            self.dh,
-        );
-    }
-}
-
-/// [`backward_row`] as [`Loops`]: returns the chunk's `[dA | dD]` (by mode).
-struct Backward<'a, T> {
-    inputs: &'a [T],
-    modes: &'a [T],
-    params: &'a [T],
-    g: &'a [T],
-    d: Dims,
-    h_before: &'a [T],
-    dh: &'a mut [T],
-    trace: &'a mut Trace<T>,
-    d_inputs: &'a mut [T],
-    d_modes: &'a mut [T],
-}
-
-impl<T: Real> Loops for Backward<'_, T> {
-    type Output = Vec<T>;
-    #[inline(always)]
-    fn run<M: MulAdd>(self) -> Vec<T> {
-        let mut d_params = vec![T::zero(); self.params.len()];
-        backward_row::<T, M>(
-            self.inputs,
-            self.modes,
-            self.params,
-            self.g,
-            self.d,
-            self.h_before,
-            self.dh,
-            self.trace,
-            self.d_inputs,
-            self.d_modes,
-            &mut d_params,
-        );
-        d_params
+impl Chunk {
+    /// The pass `pass` over this chunk of a row whose inputs are `row_in` and `row_modes`.
+    fn pass<'a, T>(
+        self,
+        row_in: &'a [T],
+        row_modes: &'a [T],
+        params: &'a [T],
+        pass: Pass<'a, T>,
+    ) -> RowPass<'a, T> {
+        RowPass {
+            inputs: self.of(row_in, 2 * self.d.inner),
+            modes: self.of(row_modes, 2 * self.d.state),
+            params,
+            d: self.d,
+            pass,
+        }
     }
 }
 
@@ -545,13 +524,8 @@ fn chunk_starts<T: Real>(inputs: &[T], modes: &[T], a_by_mode: &[T], d: Dims) ->
                 .enumerate()
                 .for_each(|(j, end)| {
                     let chunk = d.chunk(j);
-                    run_best(EndState {
-                        inputs: chunk.of(row_in, 2 * d.inner),
-                        modes: chunk.of(row_modes, 2 * d.state),
-                        a_by_mode,
-                        d: chunk.d,
-                        h: end,
-                    });
+                    let pass = Pass::EndState { h: end };
+                    run_best(chunk.pass(row_in, row_modes, a_by_mode, pass));
                 });
             for j in 1..k {
                 let chunk = d.chunk(j - 1);
@@ -592,14 +566,11 @@ fn chunk_end_gradients<T: Real>(
                 .enumerate()
                 .for_each(|(j, before)| {
                     let chunk = d.chunk(j + 1);
-                    run_best(GradientBefore {
-                        inputs: chunk.of(row_in, 2 * d.inner),
-                        modes: chunk.of(row_modes, 2 * d.state),
-                        a_by_mode,
+                    let pass = Pass::GradientBefore {
                         g: chunk.of(row_g, d.inner),
-                        d: chunk.d,
                         dh: before,
-                    });
+                    };
+                    run_best(chunk.pass(row_in, row_modes, a_by_mode, pass));
                 });
             for j in (0..k.saturating_sub(1)).rev() {
                 let chunk = d.chunk(j + 1);
@@ -657,14 +628,11 @@ impl Kernels3 for SelectiveScan {
                     .enumerate()
                     .for_each(|(j, (out, start))| {
                         let chunk = d.chunk(j);
-                        run_best(Forward {
-                            inputs: chunk.of(row_in, 2 * d.inner),
-                            modes: chunk.of(row_modes, 2 * d.state),
-                            params,
-                            d: chunk.d,
+                        let pass = Pass::Forward {
                             h: &mut start.to_vec(),
                             o: out,
-                        });
+                        };
+                        run_best(chunk.pass(row_in, row_modes, params, pass));
                     });
             });
         o
@@ -710,18 +678,18 @@ impl Kernels3 for SelectiveScan {
                     let row_in = &inputs[r * per_in..(r + 1) * per_in];
                     let row_modes = &modes[r * per_modes..(r + 1) * per_modes];
                     let row_g = &g[r * d.steps * d.inner..(r + 1) * d.steps * d.inner];
-                    run_best(Backward {
-                        inputs: chunk.of(row_in, 2 * d.inner),
-                        modes: chunk.of(row_modes, 2 * d.state),
-                        params: &by_mode,
+                    let mut d_params = vec![T::zero(); by_mode.len()];
+                    let pass = Pass::Backward {
                         g: chunk.of(row_g, d.inner),
-                        d: chunk.d,
                         h_before: start,
                         dh: &mut after.to_vec(),
                         trace,
                         d_inputs,
                         d_modes,
-                    })
+                        d_params: &mut d_params,
+                    };
+                    run_best(chunk.pass(row_in, row_modes, &by_mode, pass));
+                    d_params
                 },
             )
             .collect();
