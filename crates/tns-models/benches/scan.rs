@@ -1,8 +1,9 @@
 //! Criterion bench of Mamba's selective scan in training: one forward and backward pass of
-//! the fused op ([`tns_models::fused::selective_scan`]) at a long lookback, for a batch of
-//! one row (which the op splits into chunks along time) up to a batch that fills a shard.
+//! the fused op ([`tns_models::fused::selective_scan`]) at a long lookback, for batches from
+//! one row (which the op cuts into chunks along time) to 128 (training's default).
 //! `cargo bench -p tns-models --bench scan`; `bench/train/scan.sh` runs it on 1 and 2 threads
-//! and writes `results/train/scan.md`.
+//! with glibc keeping freed memory, as `tns` training does, and writes
+//! `results/train/scan.md`.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
