@@ -43,8 +43,8 @@ use super::{Fused3, Kernels3, Loops, MulAdd, Real, run_best, transpose};
 /// machine.
 const PARALLEL_PIECES: usize = 8;
 
-/// The fewest steps in a chunk: shorter, the extra state-only pass costs more than the
-/// parallelism gives back.
+/// The fewest steps in a chunk (a chosen floor, not tuned): shorter chunks would spend more
+/// of their time on the carry between chunks and each chunk's setup.
 const MIN_CHUNK_STEPS: usize = 32;
 
 /// The scan over `delta`, `v` `[B, L, E]`, `a` (`A`, negative) `[E, N]`, `b`, `c`
@@ -205,11 +205,11 @@ fn chunk_decay<T: Real>(inputs: &[T], a_by_mode: &[T], d: Dims) -> Vec<T> {
     decay
 }
 
-/// One row (or chunk) forward from the state `h` (by mode, `[N, E]`; left at the end
-/// state): writes `o` `[L, E]`; with `trace`, each step's decays and states (`[L, N, E]`
-/// each: mode by mode, so that a step's loops run along the independent channels and each
-/// channel's read-out sum, taken over the modes in order, is a lane of a register rather
-/// than a chain of dependent additions). `params` as [`by_mode`] lays them out.
+/// One row (or chunk) forward from the state `h` (by mode, `[N, E]`: mode by mode, so that
+/// a step's loops run along the independent channels and each channel's read-out sum, taken
+/// over the modes in order, is a lane of a register rather than a chain of dependent
+/// additions; left at the end state): writes `o` `[L, E]`. `params` as [`by_mode`] lays
+/// them out.
 #[inline(always)]
 fn forward_row<T: Real, M: MulAdd>(
     inputs: &[T],
@@ -218,7 +218,6 @@ fn forward_row<T: Real, M: MulAdd>(
     d: Dims,
     h: &mut [T],
     o: &mut [T],
-    mut trace: Option<(&mut [T], &mut [T])>,
 ) {
     let (e, n) = (d.inner, d.state);
     let e_n = e * n;
@@ -246,17 +245,22 @@ fn forward_row<T: Real, M: MulAdd>(
                 *acc = M::mul_add(ck, *h, *acc);
             }
         }
-        if let Some((decays, states)) = trace.as_mut() {
-            decays[t * e_n..(t + 1) * e_n].copy_from_slice(&decay);
-            states[t * e_n..(t + 1) * e_n].copy_from_slice(h);
-        }
     }
 }
 
 /// One chunk's state recurrence alone, from `h` (left at the chunk's end state), without
-/// outputs: the chunked scan's first pass.
+/// outputs: the chunked scan's first pass, and the backward pass's recomputation, which
+/// keeps each step's decays and states in `trace` (`[L, N, E]` each). Its states are
+/// [`forward_row`]'s to the bit: the same operations in the same order.
 #[inline(always)]
-fn end_state<T: Real, M: MulAdd>(inputs: &[T], modes: &[T], a_by_mode: &[T], d: Dims, h: &mut [T]) {
+fn end_state<T: Real, M: MulAdd>(
+    inputs: &[T],
+    modes: &[T],
+    a_by_mode: &[T],
+    d: Dims,
+    h: &mut [T],
+    mut trace: Option<(&mut [T], &mut [T])>,
+) {
     let (e, n) = (d.inner, d.state);
     let mut decay = vec![T::zero(); e * n];
     let mut dv = vec![T::zero(); e];
@@ -271,6 +275,11 @@ fn end_state<T: Real, M: MulAdd>(inputs: &[T], modes: &[T], a_by_mode: &[T], d: 
             for ((h, &decay), &dv) in hk.iter_mut().zip(dk).zip(&dv) {
                 *h = M::mul_add(decay, *h, dv * bk);
             }
+        }
+        if let Some((decays, states)) = trace.as_mut() {
+            let e_n = e * n;
+            decays[t * e_n..(t + 1) * e_n].copy_from_slice(&decay);
+            states[t * e_n..(t + 1) * e_n].copy_from_slice(h);
         }
     }
 }
@@ -320,13 +329,12 @@ fn sum_in_lanes<T: Real>(xs: &[T]) -> T {
     lanes.iter().fold(T::zero(), |sum, &lane| sum + lane)
 }
 
-/// The buffers one chunk's backward pass fills with its forward trace, reused from chunk to
+/// The buffers one chunk's backward pass fills with its states' trace, reused from chunk to
 /// chunk on a thread, so that the backward pass does not allocate (and fault in) a trace per
 /// row.
 struct Trace<T> {
     decays: Vec<T>,
     states: Vec<T>,
-    o: Vec<T>,
 }
 
 impl<T: Real> Trace<T> {
@@ -335,7 +343,6 @@ impl<T: Real> Trace<T> {
         Self {
             decays: vec![T::zero(); d.chunk * d.state_len()],
             states: vec![T::zero(); d.chunk * d.state_len()],
-            o: vec![T::zero(); d.chunk * d.inner],
         }
     }
 }
@@ -364,19 +371,18 @@ fn backward_row<T: Real, M: MulAdd>(
 ) {
     let (e, n) = (d.inner, d.state);
     let e_n = e * n;
+    let (a_by_mode, skip) = params.split_at(e_n);
     let decays = &mut trace.decays[..d.steps * e_n];
     let states = &mut trace.states[..d.steps * e_n];
-    let mut h = h_before.to_vec();
-    forward_row::<T, M>(
+    // The states again, without the outputs the loss's gradient already stands for.
+    end_state::<T, M>(
         inputs,
         modes,
-        params,
+        a_by_mode,
         d,
-        &mut h,
-        &mut trace.o[..d.steps * e],
+        &mut h_before.to_vec(),
         Some((&mut *decays, &mut *states)),
     );
-    let (a_by_mode, skip) = params.split_at(e_n);
     let (d_a, d_skip) = d_params.split_at_mut(e_n);
     let (mut terms_c, mut terms_b) = (vec![T::zero(); e], vec![T::zero(); e]);
     let (mut delta_v, mut gy_now) = (vec![T::zero(); e], vec![T::zero(); e]);
@@ -468,8 +474,8 @@ impl<T: Real> Loops for RowPass<'_, T> {
         } = self;
         let a_by_mode = &params[..d.state_len()];
         match pass {
-            Pass::Forward { h, o } => forward_row::<T, M>(inputs, modes, params, d, h, o, None),
-            Pass::EndState { h } => end_state::<T, M>(inputs, modes, a_by_mode, d, h),
+            Pass::Forward { h, o } => forward_row::<T, M>(inputs, modes, params, d, h, o),
+            Pass::EndState { h } => end_state::<T, M>(inputs, modes, a_by_mode, d, h, None),
             Pass::GradientBefore { g, dh } => {
                 gradient_before::<T, M>(inputs, modes, a_by_mode, g, d, dh);
             }
